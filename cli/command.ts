@@ -1,0 +1,27 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { StranglerError } from '../common/errors.ts';
+
+/** One `strangler <name>` command. Subcommands are dispatched by the command itself. */
+export interface Command {
+  readonly name: string;
+  readonly summary: string;
+  /** Full help text printed by `--help`. */
+  readonly help: string;
+  /** Runs the command; resolves to the process exit code. Long-running commands resolve when they stop. */
+  run(argv: readonly string[]): Promise<number>;
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs with strict checking and a usage error that points at --help. */
+export function parseCommandArgs<O extends Options>(command: string, argv: readonly string[], options: O) {
+  try {
+    return parseArgs({ args: [...argv], options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true });
+  } catch (err) {
+    throw new StranglerError('CLI_USAGE', `${command}: ${(err as Error).message}. Run \`strangler ${command} --help\`.`);
+  }
+}
+
+export function usageError(command: string, message: string): StranglerError {
+  return new StranglerError('CLI_USAGE', `${command}: ${message}. Run \`strangler ${command} --help\`.`);
+}

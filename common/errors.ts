@@ -1,0 +1,82 @@
+/**
+ * Every error strangler raises or returns carries a stable code from this one catalogue.
+ * Codes are never reused: a retired code moves to RETIRED_CODES and stays there.
+ * README.md's error table is generated from ERROR_CATALOGUE (`npm run docs`); a test keeps them in sync.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status when the error is answered to a client (data plane or admin API). */
+  readonly status: number;
+  /** Whether repeating the same operation later can succeed. */
+  readonly retriable: boolean;
+  /** One line for the docs: what happened and what to do. */
+  readonly doc: string;
+}
+
+export const ERROR_CATALOGUE = {
+  // ── config ───────────────────────────────────────────────────────────────
+  CONFIG_INVALID: { status: 500, retriable: false, doc: 'The config file failed validation; every problem is listed with its path, what was expected, what was found and a hint.' },
+  CONFIG_UNREADABLE: { status: 500, retriable: false, doc: 'The config file could not be read or parsed as YAML/JSON; the message names the file and the parser position.' },
+  // ── data plane ───────────────────────────────────────────────────────────
+  ROUTE_NOT_FOUND: { status: 404, retriable: false, doc: 'No configured route matches the request (path, method or host). Add a route or check the match rules.' },
+  BAD_REQUEST: { status: 400, retriable: false, doc: 'The request was malformed or ambiguous (absolute-form URI to another host, conflicting Content-Length/Transfer-Encoding); it was not forwarded.' },
+  UPSTREAM_CONNECT_FAILED: { status: 502, retriable: true, doc: 'The chosen upstream refused or reset the connection before answering, and the request could not fall back.' },
+  UPSTREAM_TIMEOUT: { status: 504, retriable: true, doc: 'The upstream did not send response headers within its timeout, and the request could not fall back.' },
+  UPSTREAM_BAD_RESPONSE: { status: 502, retriable: true, doc: 'The upstream answered with a server error or broke the response, and the request could not fall back.' },
+  ALL_UPSTREAMS_DOWN: { status: 503, retriable: true, doc: 'The service failed (or its breaker is open) and the legacy fallback failed too.' },
+  BODY_TOO_LARGE_TO_REPLAY: { status: 413, retriable: false, doc: 'The route requires a replayable body for fallback and the body exceeded maxReplayBodyBytes. Raise the limit or set fallback.onBodyTooLarge to "forward".' },
+  SHUTTING_DOWN: { status: 503, retriable: true, doc: 'The gateway is draining for shutdown; retry against another instance.' },
+  // ── control plane ────────────────────────────────────────────────────────
+  ADMIN_UNAUTHORIZED: { status: 401, retriable: false, doc: 'The admin API needs `Authorization: Bearer <admin.token>`.' },
+  ADMIN_NOT_FOUND: { status: 404, retriable: false, doc: 'The admin resource (route id, upstream id) does not exist.' },
+  ADMIN_BAD_REQUEST: { status: 400, retriable: false, doc: 'The admin request body or parameter was invalid; the message says which field and what was expected.' },
+  ADMIN_INSECURE_BIND: { status: 500, retriable: false, doc: 'The admin listener was asked to bind a non-loopback address without admin.token; set a token or bind 127.0.0.1.' },
+  // ── flags / Unleash ──────────────────────────────────────────────────────
+  FLAGS_UNAVAILABLE: { status: 503, retriable: true, doc: 'No flag data could be loaded (Unleash unreachable, no backup, no bootstrap); every route goes to legacy and /readyz reports degraded.' },
+  FLAGS_UNAUTHORIZED: { status: 502, retriable: false, doc: 'Unleash refused the token (401/403). The SDK stops polling; fix the token and restart or reload.' },
+  UNLEASH_UNREACHABLE: { status: 502, retriable: true, doc: 'An Unleash Admin API call could not reach the server (connection refused, DNS, timeout).' },
+  UNLEASH_UNAUTHORIZED: { status: 502, retriable: false, doc: 'An Unleash Admin API call was refused (401/403): use an admin token or a personal access token.' },
+  UNLEASH_NOT_FOUND: { status: 404, retriable: false, doc: 'The Unleash project, flag, environment or strategy named in the call does not exist.' },
+  UNLEASH_CONFLICT: { status: 409, retriable: false, doc: 'Unleash reported a conflict (for example the flag name already exists).' },
+  UNLEASH_BAD_RESPONSE: { status: 502, retriable: true, doc: 'Unleash answered with an unexpected status or body.' },
+  PERCENT_INVALID: { status: 400, retriable: false, doc: 'A rollout percentage must be an integer from 0 to 100.' },
+  // ── CLI ──────────────────────────────────────────────────────────────────
+  CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid; run the command with --help.' },
+  PORT_IN_USE: { status: 500, retriable: false, doc: 'A listener could not bind because the port is taken; the message names the port and the flag or variable that changes it.' },
+} as const satisfies Record<string, ErrorSpec>;
+
+/** Codes that once existed and must never be given a new meaning. */
+export const RETIRED_CODES: readonly string[] = [];
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export class StranglerError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retriable: boolean;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'StranglerError';
+    this.code = code;
+    const spec: ErrorSpec = ERROR_CATALOGUE[code];
+    this.status = spec.status;
+    this.retriable = spec.retriable;
+    this.details = options.details;
+  }
+
+  /** The JSON body used by the data plane and the admin API. */
+  toJSON(): { error: { code: ErrorCode; message: string; retriable: boolean; details?: Record<string, unknown> } } {
+    return { error: { code: this.code, message: this.message, retriable: this.retriable, ...(this.details ? { details: this.details } : {}) } };
+  }
+}
+
+export function isStranglerError(err: unknown): err is StranglerError {
+  return err instanceof StranglerError;
+}
+
+/** A message for any thrown value, without assuming it is an Error. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

