@@ -40,9 +40,23 @@ export const ERROR_CATALOGUE = {
   UNLEASH_CONFLICT: { status: 409, retriable: false, doc: 'Unleash reported a conflict (for example the flag name already exists).' },
   UNLEASH_BAD_RESPONSE: { status: 502, retriable: true, doc: 'Unleash answered with an unexpected status or body.' },
   PERCENT_INVALID: { status: 400, retriable: false, doc: 'A rollout percentage must be an integer from 0 to 100.' },
+  // ── data sync (migration-scripts, capture) ───────────────────────────────
+  SYNC_MAPPING_INVALID: { status: 500, retriable: false, doc: 'A sync table mapping does not fit the real schema (unknown table or column, key not unique, type that cannot map); every problem is listed and nothing was installed.' },
+  SYNC_NOT_INSTALLED: { status: 500, retriable: false, doc: 'The sync state schema or capture triggers are missing on a database; run `strangler sync capture install --config FILE`.' },
+  SYNC_RELAY_BUSY: { status: 409, retriable: true, doc: 'Another relay holds the capture lock for this database; only one relay per side runs at a time.' },
+  SYNC_KAFKA_FAILED: { status: 502, retriable: true, doc: 'A Kafka produce, fetch or commit failed; the relay or apply worker retries from its stored position.' },
+  SYNC_APPLY_FAILED: { status: 500, retriable: true, doc: 'An apply batch could not be committed after retries; nothing of it was stored, it is retried from the stored position.' },
+  SYNC_UNSUPPORTED: { status: 500, retriable: false, doc: 'The requested sync feature is not supported (for example capture mode "logical" or TRUNCATE on a captured table); the message says what to use instead.' },
   // ── CLI ──────────────────────────────────────────────────────────────────
   CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid; run the command with --help.' },
   PORT_IN_USE: { status: 500, retriable: false, doc: 'A listener could not bind because the port is taken; the message names the port and the flag or variable that changes it.' },
+  // ── demo apps (devstack/demo/monolith, services/example-orders) ─────────────
+  DEMO_VALIDATION_FAILED: { status: 400, retriable: false, doc: 'A demo orders API request was invalid (body, query or path); the message names the field and what was expected.' },
+  DEMO_NOT_FOUND: { status: 404, retriable: false, doc: 'The demo order (or customer) with that id does not exist on the system that answered.' },
+  DEMO_CONFLICT: { status: 409, retriable: false, doc: 'The demo order request conflicts with current state: the order id already exists, or the status change is not an allowed transition.' },
+  DEMO_ROUTE_NOT_FOUND: { status: 404, retriable: false, doc: 'The demo app has no endpoint for that method and path; see devstack/demo/README.md for the API.' },
+  DEMO_INTERNAL_ERROR: { status: 500, retriable: true, doc: 'The demo app failed unexpectedly; its log has the stack under the same request.' },
+  DEMO_DATABASE_UNAVAILABLE: { status: 503, retriable: true, doc: 'The demo app could not reach its PostgreSQL database; /healthz reports it too.' },
 } as const satisfies Record<string, ErrorSpec>;
 
 /** Codes that once existed and must never be given a new meaning. */

@@ -1,0 +1,180 @@
+/**
+ * HTTP plumbing shared by the demo monolith and the extracted orders service: the `x-served-by` header, JSON body
+ * parsing, error bodies in the catalogue's shape, a JSON 404 for unknown endpoints, and a server wrapper with
+ * graceful close. Both apps answer errors identically, which the shared contract test relies on.
+ */
+import express, { type Express, type NextFunction, type Request, type Response } from 'express';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import pg from 'pg';
+import { StranglerError, messageOf } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import { ORDERS_LOG } from './log-events.ts';
+
+export type ServedBy = 'legacy' | 'service';
+
+/** The header both apps set on every response, so the gateway's routing is visible to clients and tests. */
+export const SERVED_BY_HEADER = 'x-served-by';
+
+/** An express app with the served-by header, a JSON body parser and per-request debug logging. */
+export function createBaseApp(servedBy: ServedBy, log: Logger): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use((req: Request, res: Response, next: NextFunction) => {
+    res.setHeader(SERVED_BY_HEADER, servedBy);
+    const started = process.hrtime.bigint();
+    res.on('finish', () => {
+      const ms = Number(process.hrtime.bigint() - started) / 1e6;
+      log.debug({ method: req.method, path: req.path, status: res.statusCode, ms }, ORDERS_LOG.request);
+    });
+    next();
+  });
+  app.use(express.json({ limit: '100kb' }));
+  return app;
+}
+
+/** Appends the JSON 404 and the error handler; call after every route is mounted. */
+export function finishApp(app: Express, log: Logger): void {
+  app.use((req: Request, _res: Response, next: NextFunction) => {
+    next(new StranglerError('DEMO_ROUTE_NOT_FOUND', `no endpoint ${req.method} ${req.path}; see devstack/demo/README.md`));
+  });
+  // Express recognises error handlers by their four parameters.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const error = toStranglerError(err);
+    if (error.status >= 500) log.error({ err, method: req.method, path: req.path }, ORDERS_LOG.requestFailed);
+    res.status(error.status).json(error.toJSON());
+  });
+}
+
+/** Maps body-parser, PostgreSQL and unexpected errors onto catalogue codes. */
+export function toStranglerError(err: unknown): StranglerError {
+  if (err instanceof StranglerError) return err;
+  const e = err as { type?: string; code?: string; message?: string };
+  if (e?.type === 'entity.parse.failed') {
+    return new StranglerError('DEMO_VALIDATION_FAILED', `request body is not valid JSON: ${e.message ?? ''}`.trim(), { cause: err });
+  }
+  if (e?.type === 'entity.too.large') {
+    return new StranglerError('DEMO_VALIDATION_FAILED', 'request body is larger than 100kb', { cause: err });
+  }
+  if (typeof e?.code === 'string' && (e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' || e.code.startsWith('08') || e.code.startsWith('57P'))) {
+    return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${messageOf(err)}`, { cause: err });
+  }
+  if (err instanceof Error && /Connection terminated|timeout exceeded when trying to connect/i.test(err.message)) {
+    return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${err.message}`, { cause: err });
+  }
+  return new StranglerError('DEMO_INTERNAL_ERROR', 'internal error', { cause: err });
+}
+
+/** The request body, or DEMO_VALIDATION_FAILED when the client sent none or not as JSON. */
+export function jsonBody(req: Request): unknown {
+  if (req.body === undefined) {
+    throw new StranglerError('DEMO_VALIDATION_FAILED', 'request body must be a JSON object sent with Content-Type: application/json');
+  }
+  return req.body;
+}
+
+/** node:http server around an express app: listen on port 0 and read the port back; close drains, then cuts. */
+export class DemoHttpServer {
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #log: Logger;
+  #closing: Promise<void> | undefined;
+
+  constructor(app: Express, log: Logger) {
+    this.#log = log;
+    this.#server = createServer(app);
+    this.#server.on('connection', (socket) => {
+      this.#sockets.add(socket);
+      socket.once('close', () => this.#sockets.delete(socket));
+    });
+  }
+
+  /** Resolves to the bound port. */
+  async listen(port = 0, host = '127.0.0.1'): Promise<number> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    const bound = (this.#server.address() as AddressInfo).port;
+    this.#log.info({ host, port: bound }, ORDERS_LOG.listening);
+    return bound;
+  }
+
+  get listening(): boolean {
+    return this.#server.listening;
+  }
+
+  /** Stops accepting, lets in-flight requests finish for up to `graceMs`, then destroys what is left. */
+  close(graceMs = 5_000): Promise<void> {
+    this.#closing ??= new Promise<void>((resolve) => {
+      if (!this.#server.listening) return resolve();
+      const timer = setTimeout(() => this.#server.closeAllConnections(), graceMs);
+      timer.unref();
+      this.#server.close(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.#server.closeIdleConnections();
+    });
+    return this.#closing;
+  }
+}
+
+/** What `createMonolithApp` and `createOrdersServiceApp` return. */
+export interface DemoApp {
+  readonly servedBy: ServedBy;
+  readonly app: Express;
+  readonly pool: pg.Pool;
+  /** Creates the schema idempotently. */
+  migrate(): Promise<void>;
+  /** Writes the demo seed data when absent; returns what it did. */
+  seed(): Promise<Record<string, number | boolean>>;
+  /** Resolves to the bound port. */
+  listen(port?: number, host?: string): Promise<number>;
+  /** Graceful: stop accepting, drain in-flight requests, close the pool. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface DemoAppOptions {
+  /** postgres:// URL of this app's own database. */
+  databaseUrl: string;
+  log?: Logger;
+  /** Connection pool size (default 10). */
+  poolSize?: number;
+  /** Clock for new order ids (tests). */
+  clock?: () => number;
+}
+
+/** Pool + health endpoint + server wrapper: the parts of a demo app that are not routes. */
+export function createDemoRuntime(servedBy: ServedBy, options: DemoAppOptions, log: Logger): {
+  app: Express; pool: pg.Pool; server: DemoHttpServer; close(): Promise<void>;
+} {
+  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10, connectionTimeoutMillis: 5_000 });
+  // An idle client whose server went away emits here; without a listener the process would crash.
+  pool.on('error', (err) => log.warn({ err }, ORDERS_LOG.poolError));
+  const app = createBaseApp(servedBy, log);
+  app.get('/healthz', async (_req: Request, res: Response) => {
+    try {
+      await pool.query('SELECT 1');
+      res.json({ status: 'ok', servedBy });
+    } catch (err) {
+      res.status(503).json({ status: 'unavailable', servedBy, error: messageOf(err) });
+    }
+  });
+  const server = new DemoHttpServer(app, log);
+  let closing: Promise<void> | undefined;
+  const close = () => {
+    closing ??= (async () => {
+      log.info(ORDERS_LOG.closing);
+      await server.close();
+      await pool.end();
+      log.info(ORDERS_LOG.closed);
+    })();
+    return closing;
+  };
+  return { app, pool, server, close };
+}
