@@ -1,12 +1,86 @@
+/** `strangler devstack kafka`: runs the dev broker in the foreground until SIGINT/SIGTERM. */
 import type { Command } from '../../cli/command.ts';
-import { usageError } from '../../cli/command.ts';
+import { parseCommandArgs, usageError } from '../../cli/command.ts';
+import { createLogger } from '../../common/logger.ts';
+import { KAFKA_DEFAULTS, type FsyncPolicy } from './config.ts';
+import { startKafkaBroker } from './server/broker.ts';
 
-// Placeholder until this part lands; it says so rather than pretending to work.
+const NAME = 'devstack kafka';
+
+const HELP = `Usage: strangler devstack kafka [options]
+
+Single-node, Kafka-wire-compatible broker for development, tests and one-machine demos (not for production:
+point kafka.brokers at a real Kafka cluster there). kafkajs 2.2.4 and librdkafka/kcat accept it.
+
+Options:
+  --port N                    port to listen on; 0 picks a free one (default ${KAFKA_DEFAULTS.port})
+  --host H                    interface to bind; localhost binds 127.0.0.1 and ::1 (default ${KAFKA_DEFAULTS.host})
+  --advertised-host H         host clients are told to dial (default: the bound address)
+  --data-dir DIR              partition logs, topics and committed offsets live here; omitted = in memory
+  --partitions N              partitions of auto-created topics (default ${KAFKA_DEFAULTS.defaultPartitions})
+  --no-auto-create            answer unknown topics with UNKNOWN_TOPIC_OR_PARTITION instead of creating them
+  --fsync POLICY              always | interval | never (default ${KAFKA_DEFAULTS.fsync}); data is always written before
+                              it is acknowledged, so it survives kill -9 in every mode; fsync adds power-loss safety
+  --fsync-interval-ms N       period of the interval policy (default ${KAFKA_DEFAULTS.fsyncIntervalMs})
+  --min-session-timeout-ms N  smallest consumer session timeout accepted (default ${KAFKA_DEFAULTS.groupMinSessionTimeoutMs})
+  --log-level LEVEL           pino level (default info)
+  -h, --help                  this text
+
+Prints a JSON log line "${'kafka: broker listening'}" with host, port and address once it accepts connections.`;
+
+function intOption(value: string | undefined, flag: string, fallback: number, min: number): number {
+  if (value === undefined) return fallback;
+  if (!/^\d+$/.test(value) || Number(value) < min) throw usageError(NAME, `${flag} expects an integer ≥ ${min}, got "${value}"`);
+  return Number(value);
+}
+
 export const kafkaCommand: Command = {
-  name: 'devstack kafka',
-  summary: '',
-  help: 'strangler devstack kafka: not built yet.',
-  async run() {
-    throw usageError('devstack kafka', 'not built yet');
+  name: NAME,
+  summary: 'Single-node, Kafka-wire-compatible development broker',
+  help: HELP,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs(NAME, argv, {
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'advertised-host': { type: 'string' },
+      'data-dir': { type: 'string' },
+      partitions: { type: 'string' },
+      'no-auto-create': { type: 'boolean' },
+      fsync: { type: 'string' },
+      'fsync-interval-ms': { type: 'string' },
+      'min-session-timeout-ms': { type: 'string' },
+      'log-level': { type: 'string' },
+    });
+    if (values.help) {
+      process.stdout.write(`${HELP}\n`);
+      return 0;
+    }
+    if (positionals.length > 0) throw usageError(NAME, `unexpected argument "${positionals[0]}"`);
+    const fsync = values.fsync ?? KAFKA_DEFAULTS.fsync;
+    if (fsync !== 'always' && fsync !== 'interval' && fsync !== 'never') throw usageError(NAME, `--fsync expects always, interval or never, got "${fsync}"`);
+    const logger = createLogger({ name: 'kafka', ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    const broker = await startKafkaBroker({
+      port: intOption(values.port, '--port', KAFKA_DEFAULTS.port, 0),
+      host: values.host ?? KAFKA_DEFAULTS.host,
+      advertisedHost: values['advertised-host'],
+      dataDir: values['data-dir'],
+      defaultPartitions: intOption(values.partitions, '--partitions', KAFKA_DEFAULTS.defaultPartitions, 1),
+      autoCreateTopics: !values['no-auto-create'],
+      fsync: fsync satisfies FsyncPolicy,
+      fsyncIntervalMs: intOption(values['fsync-interval-ms'], '--fsync-interval-ms', KAFKA_DEFAULTS.fsyncIntervalMs, 1),
+      groupMinSessionTimeoutMs: intOption(values['min-session-timeout-ms'], '--min-session-timeout-ms', KAFKA_DEFAULTS.groupMinSessionTimeoutMs, 0),
+      logger,
+    });
+    await new Promise<void>((resolve) => {
+      const stop = (): void => {
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        resolve();
+      };
+      process.on('SIGINT', stop);
+      process.on('SIGTERM', stop);
+    });
+    await broker.close();
+    return 0;
   },
 };

@@ -1,0 +1,104 @@
+/**
+ * Committed group offsets. With a data dir: an append-only JSON-lines log (`offsets.log`), written before
+ * OffsetCommit is answered and replayed at start; a torn last line (kill -9 mid-write) is ignored. At start the
+ * replayed state is compacted into a fresh file (written atomically).
+ */
+import { closeSync, existsSync, fdatasync, openSync, readFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Logger } from '../../../common/logger.ts';
+import { KAFKA_LOG } from '../log-events.ts';
+import { writeFileAtomic } from './json-file.ts';
+
+export interface CommittedOffset { readonly offset: number; readonly metadata: string | null }
+
+type Line = { g: string; t: string; p: number; o: number; m: string | null } | { g: string; deleted: true };
+
+export class OffsetsStore {
+  /** group → topic → partition → offset */
+  readonly #groups = new Map<string, Map<string, Map<number, CommittedOffset>>>();
+  readonly #fd: number | undefined;
+  #dirty = false;
+
+  constructor(dataDir: string | undefined, log: Logger) {
+    if (!dataDir) return;
+    const path = join(dataDir, 'offsets.log');
+    if (existsSync(path)) {
+      const lines = readFileSync(path, 'utf8').split('\n');
+      lines.forEach((line, i) => {
+        if (!line) return;
+        try {
+          this.#apply(JSON.parse(line) as Line);
+        } catch (err) {
+          if (i < lines.length - 2) throw err; // only the last line may be torn
+          log.warn({ path }, KAFKA_LOG.offsetsTornTail);
+        }
+      });
+    }
+    writeFileAtomic(path, this.#snapshot());
+    this.#fd = openSync(path, 'a');
+  }
+
+  #apply(line: Line): void {
+    if ('deleted' in line) {
+      this.#groups.delete(line.g);
+      return;
+    }
+    let topics = this.#groups.get(line.g);
+    if (!topics) this.#groups.set(line.g, (topics = new Map()));
+    let parts = topics.get(line.t);
+    if (!parts) topics.set(line.t, (parts = new Map()));
+    parts.set(line.p, { offset: line.o, metadata: line.m });
+  }
+
+  #snapshot(): string {
+    let out = '';
+    for (const [g, topics] of this.#groups) for (const [t, parts] of topics) for (const [p, c] of parts) {
+      out += `${JSON.stringify({ g, t, p, o: c.offset, m: c.metadata } satisfies Line)}\n`;
+    }
+    return out;
+  }
+
+  #write(lines: Line[]): void {
+    if (this.#fd === undefined) return;
+    const data = Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join(''));
+    let written = 0;
+    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    this.#dirty = true;
+  }
+
+  /** Stores offsets exactly as given (negative values included) and writes them to the log before returning. */
+  commit(group: string, entries: readonly { topic: string; partition: number; offset: number; metadata: string | null }[]): void {
+    const lines: Line[] = entries.map((e) => ({ g: group, t: e.topic, p: e.partition, o: e.offset, m: e.metadata }));
+    this.#write(lines);
+    for (const l of lines) this.#apply(l);
+  }
+
+  get(group: string, topic: string, partition: number): CommittedOffset | undefined {
+    return this.#groups.get(group)?.get(topic)?.get(partition);
+  }
+
+  hasGroup(group: string): boolean { return this.#groups.has(group); }
+  groups(): string[] { return [...this.#groups.keys()]; }
+
+  /** Every committed offset of the group, by topic. */
+  all(group: string): Map<string, Map<number, CommittedOffset>> {
+    return this.#groups.get(group) ?? new Map();
+  }
+
+  deleteGroup(group: string): void {
+    if (!this.#groups.has(group)) return;
+    this.#write([{ g: group, deleted: true }]);
+    this.#groups.delete(group);
+  }
+
+  async sync(): Promise<void> {
+    if (this.#fd === undefined || !this.#dirty) return;
+    this.#dirty = false;
+    const fd = this.#fd;
+    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+  }
+
+  close(): void {
+    if (this.#fd !== undefined) closeSync(this.#fd);
+  }
+}

@@ -1,0 +1,118 @@
+/** Starts the dev broker: state from the data dir, a TCP listener, the fsync timer; close() undoes all of it. */
+import { mkdirSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { resolve } from 'node:path';
+import { StranglerError } from '../../../common/errors.ts';
+import { silentLogger } from '../../../common/logger.ts';
+import { KAFKA_DEFAULTS, type KafkaBrokerOptions, type KafkaDefaults } from '../config.ts';
+import { KAFKA_LOG } from '../log-events.ts';
+import { OffsetsStore } from '../persistence/offsets-store.ts';
+import { systemClock } from '../state/clock.ts';
+import { GroupCoordinator } from '../state/group-coordinator.ts';
+import { TopicRegistry } from '../state/topics.ts';
+import { Connection } from './connection.ts';
+import type { BrokerState } from './context.ts';
+
+export interface KafkaBroker {
+  /** Advertised host and bound port: what clients should dial. */
+  readonly host: string;
+  readonly port: number;
+  /** `host:port` (IPv6 hosts in brackets), ready for kafkajs `brokers` or kcat `-b`. */
+  readonly address: string;
+  readonly dataDir: string | undefined;
+  /** Stops listening, drops connections, fsyncs and closes files. Idempotent. */
+  close(): Promise<void>;
+}
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'EADDRINUSE' ? new StranglerError('PORT_IN_USE', `kafka dev broker: port ${port} on ${host} is already in use; pass --port (0 picks a free one)`, { cause: err }) : err);
+    };
+    server.once('error', onError);
+    server.listen({ host, port, ipv6Only: host === '::1' }, () => {
+      server.off('error', onError);
+      resolvePort((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
+  const o = { ...KAFKA_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as KafkaDefaults & KafkaBrokerOptions;
+  const logger = o.logger ?? silentLogger;
+  const clock = o.clock ?? systemClock;
+  const dataDir = o.dataDir ? resolve(o.dataDir) : undefined;
+  if (dataDir) mkdirSync(dataDir, { recursive: true });
+
+  const offsets = new OffsetsStore(dataDir, logger);
+  const topics = new TopicRegistry({ dataDir, logger, maxMessageBytes: o.maxMessageBytes });
+  const groups = new GroupCoordinator({
+    clock, logger, offsets,
+    minSessionTimeoutMs: o.groupMinSessionTimeoutMs, maxSessionTimeoutMs: o.groupMaxSessionTimeoutMs, initialRebalanceDelayMs: o.initialRebalanceDelayMs,
+  });
+  if (dataDir) logger.info({ dataDir, topics: topics.list().length, groups: offsets.groups().length }, KAFKA_LOG.recovered);
+
+  const state: BrokerState = {
+    nodeId: o.nodeId, clusterId: o.clusterId, advertisedHost: '', advertisedPort: 0,
+    autoCreateTopics: o.autoCreateTopics, defaultPartitions: o.defaultPartitions, fsync: o.fsync,
+    topics, groups, offsets, clock, logger, closed: false, onClose: new Set(), nextProducerId: BigInt(Date.now()) * 1000n,
+  };
+
+  const sockets = new Set<Connection>();
+  const onConnection = (socket: Socket): void => {
+    const c = new Connection(socket, state, o.maxFrameBytes);
+    sockets.add(c);
+    socket.on('close', () => sockets.delete(c));
+  };
+  const servers: Server[] = [];
+  const bindHost = o.host === 'localhost' ? '127.0.0.1' : o.host;
+  const main = createServer(onConnection);
+  servers.push(main);
+  const port = await listen(main, bindHost, o.port);
+  if (o.host === 'localhost') {
+    // `localhost` may resolve to ::1 first; listen there too on the same port so either family connects.
+    const v6 = createServer(onConnection);
+    try {
+      await listen(v6, '::1', port);
+      servers.push(v6);
+    } catch {
+      v6.close();
+    }
+  }
+  const wildcard = bindHost === '0.0.0.0' || bindHost === '::';
+  const host = o.advertisedHost ?? (wildcard ? '127.0.0.1' : bindHost);
+  state.advertisedHost = host;
+  state.advertisedPort = port;
+
+  const fsyncTimer = o.fsync === 'interval'
+    ? setInterval(() => {
+      Promise.all([topics.syncAll(), offsets.sync()]).catch((err: unknown) => logger.error({ err: (err as Error).message }, KAFKA_LOG.fsyncFailed));
+    }, o.fsyncIntervalMs)
+    : undefined;
+  fsyncTimer?.unref();
+
+  const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  logger.info({ host, port, address, dataDir: dataDir ?? null, fsync: o.fsync }, KAFKA_LOG.listening);
+
+  let closing: Promise<void> | undefined;
+  return {
+    host, port, address, dataDir,
+    close() {
+      closing ??= (async () => {
+        logger.info({ address }, KAFKA_LOG.closing);
+        state.closed = true;
+        if (fsyncTimer) clearInterval(fsyncTimer);
+        const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
+        for (const c of sockets) c.destroy();
+        groups.close();
+        for (const wake of [...state.onClose]) wake();
+        await Promise.all(stopped);
+        await Promise.all([topics.syncAll(), offsets.sync()]).catch((err: unknown) => logger.error({ err: (err as Error).message }, KAFKA_LOG.fsyncFailed));
+        topics.close();
+        offsets.close();
+        logger.info({ address }, KAFKA_LOG.closed);
+      })();
+      return closing;
+    },
+  };
+}

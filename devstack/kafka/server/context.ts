@@ -1,0 +1,43 @@
+/** What a request handler sees: the broker's state and the request's header. */
+import type { Logger } from '../../../common/logger.ts';
+import type { FsyncPolicy } from '../config.ts';
+import type { OffsetsStore } from '../persistence/offsets-store.ts';
+import type { Reader } from '../protocol/reader.ts';
+import type { Writer } from '../protocol/writer.ts';
+import type { Clock } from '../state/clock.ts';
+import type { GroupCoordinator } from '../state/group-coordinator.ts';
+import type { TopicRegistry } from '../state/topics.ts';
+
+export interface BrokerState {
+  readonly nodeId: number;
+  readonly clusterId: string;
+  /** Filled in once the listener is bound. */
+  advertisedHost: string;
+  advertisedPort: number;
+  readonly autoCreateTopics: boolean;
+  readonly defaultPartitions: number;
+  readonly fsync: FsyncPolicy;
+  readonly topics: TopicRegistry;
+  readonly groups: GroupCoordinator;
+  readonly offsets: OffsetsStore;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  closed: boolean;
+  /** Callbacks run once when the broker closes (wakes parked fetches). */
+  readonly onClose: Set<() => void>;
+  nextProducerId: bigint;
+}
+
+export interface RequestHeader {
+  readonly apiKey: number;
+  readonly apiVersion: number;
+  readonly correlationId: number;
+  readonly clientId: string | null;
+  readonly clientHost: string;
+}
+
+/**
+ * Decodes the body from `reader` and returns the response body, or null when no response is sent (acks=0).
+ * Throwing ProtocolError closes the connection.
+ */
+export type Handler = (broker: BrokerState, header: RequestHeader, reader: Reader) => Writer | null | Promise<Writer | null>;
