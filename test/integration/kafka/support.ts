@@ -1,0 +1,73 @@
+/** Shared pieces of the dev-broker integration tests: temp dirs, brokers in-process or as child processes, polling. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../../devstack/kafka/index.ts';
+import { KAFKA_LOG } from '../../../devstack/kafka/log-events.ts';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+let counter = 0;
+/** Topic/group names unique per test run, so tests never see each other's data. */
+export function unique(prefix: string): string {
+  return `${prefix}-${process.pid}-${Date.now().toString(36)}-${counter++}`;
+}
+
+export function tempDir(prefix: string): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), `strangler-${prefix}-`));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** Test tuning from the reference §11: short sessions are allowed, no initial rebalance delay. */
+export function startTestBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
+  return startKafkaBroker({ host: '127.0.0.1', port: 0, groupMinSessionTimeoutMs: 500, initialRebalanceDelayMs: 0, ...options });
+}
+
+/** Polls `condition` every 20 ms until it holds or the deadline passes (then throws naming `what`). */
+export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export interface ChildBroker {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly address: string;
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/** Runs devstack/kafka/main.ts as a child process and waits for its "listening" log line. */
+export async function spawnBroker(dataDir: string, extraArgs: string[] = []): Promise<ChildBroker> {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'devstack/kafka/main.ts'), '--port', '0', '--data-dir', dataDir, '--min-session-timeout-ms', '500', '--log-level', 'info', ...extraArgs], {
+    cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const port = await new Promise<number>((resolvePort, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      try {
+        const parsed = JSON.parse(line) as { msg?: string; port?: number };
+        if (parsed.msg === KAFKA_LOG.listening && parsed.port) resolvePort(parsed.port);
+      } catch { /* not a log line */ }
+    });
+    void exited.then((code) => reject(new Error(`broker child exited (${code}) before listening: ${stderr}`)));
+  });
+  return {
+    child, port, address: `127.0.0.1:${port}`, exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
