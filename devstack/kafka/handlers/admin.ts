@@ -5,6 +5,9 @@ import { Writer } from '../protocol/writer.ts';
 import type { Handler } from '../server/context.ts';
 import { isValidTopicName } from '../state/topics.ts';
 
+/** One file descriptor per partition: a dev broker has no use for more, and a bad request must not exhaust fds. */
+export const MAX_PARTITIONS_PER_TOPIC = 1000;
+
 export const handleCreateTopics: Handler = (broker, header, r) => {
   const v = header.apiVersion;
   const topics = r.array((t) => ({
@@ -21,7 +24,7 @@ export const handleCreateTopics: Handler = (broker, header, r) => {
     if (!isValidTopicName(t.name)) return fail(KafkaError.INVALID_TOPIC_EXCEPTION, `invalid topic name "${t.name}"`);
     if (broker.topics.get(t.name)) return fail(KafkaError.TOPIC_ALREADY_EXISTS, `topic "${t.name}" already exists`);
     const count = t.partitions === -1 ? (t.assignments.length || broker.defaultPartitions) : t.partitions;
-    if (count < 1) return fail(KafkaError.INVALID_PARTITIONS, `number of partitions must be ≥ 1 or -1, got ${t.partitions}`);
+    if (count < 1 || count > MAX_PARTITIONS_PER_TOPIC) return fail(KafkaError.INVALID_PARTITIONS, `number of partitions must be -1 or 1…${MAX_PARTITIONS_PER_TOPIC}, got ${t.partitions}`);
     if (t.replicationFactor === 0 || t.replicationFactor < -1) return fail(KafkaError.INVALID_REPLICATION_FACTOR, `replication factor must be ≥ 1 or -1, got ${t.replicationFactor}`);
     const configs: Record<string, string | null> = {};
     for (const c of t.configs) configs[c.name] = c.value;

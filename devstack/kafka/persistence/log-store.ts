@@ -19,14 +19,14 @@ export interface LogStore {
 }
 
 export class MemoryLogStore implements LogStore {
-  #buf = Buffer.allocUnsafe(64 * 1024);
+  #buf = Buffer.alloc(0);
   #size = 0;
 
   get size(): number { return this.#size; }
 
   append(data: Buffer): number {
     if (this.#size + data.length > this.#buf.length) {
-      const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#size + data.length));
+      const next = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#size + data.length, 4096));
       this.#buf.copy(next, 0, 0, this.#size);
       this.#buf = next;
     }
