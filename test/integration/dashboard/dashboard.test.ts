@@ -1,0 +1,259 @@
+/**
+ * The migration dashboard (gateway/admin/dashboard/index.html) in real Chromium, against a stand-in admin server
+ * that answers the documented endpoints (GET /admin/routes as RoutesResponse, GET /admin/sync, POST shift /
+ * rollback / resume) with the same CSP header as the control plane. Covers login and 401 handling, live polling,
+ * the confirm-with-reason flow for each action, the sync panel's n/a and filled states, and no external requests.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import type { RouteStatus, RoutesResponse, TargetWindowStats } from '../../../gateway/admin/types.ts';
+
+const TOKEN = 'dash-test-token';
+const html = readFileSync(new URL('../../../gateway/admin/dashboard/index.html', import.meta.url), 'utf8');
+const CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'";
+
+function chromiumPath(): string {
+  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter((p): p is string => !!p);
+  const found = candidates.find((p) => existsSync(p));
+  if (!found) throw new Error(`no Chromium found (tried ${candidates.join(', ')}); set CHROMIUM_PATH`);
+  return found;
+}
+
+function targetStats(requests: number, share: number, errors: number, p99Ms: number | null, fallbacks = 0): TargetWindowStats {
+  return { requests, errors, errorRate: requests ? errors / requests : 0, fallbacks, p50Ms: p99Ms === null ? null : p99Ms / 4, p99Ms, histogram: { boundsMs: [1, 5, null], counts: [0, 0, 0] }, share };
+}
+
+function route(): RouteStatus {
+  return {
+    id: 'orders',
+    match: { pathPrefix: '/api/orders', methods: null },
+    legacy: 'monolith',
+    service: 'orders-svc',
+    flag: { name: 'route.orders', project: 'default', environment: 'development' },
+    flagState: { known: true, enabled: true, rolloutPercent: 10, localOverride: null },
+    breaker: { state: 'closed', opens: 0 },
+    windowMs: 60_000,
+    stats: { legacy: targetStats(900, 0.9, 0, 12.5), service: targetStats(100, 0.1, 2, 48, 1) },
+    totals: { legacy: { requests: 5000, errors: 1, fallbacks: 0, histogram: [0, 0, 0] }, service: { requests: 400, errors: 3, fallbacks: 2, histogram: [0, 0, 0] } },
+    guard: { enabled: true, lastVerdict: 'healthy', lastCheckedAt: '2026-11-21T05:00:00.000Z' },
+    plan: { steps: [1, 5, 10, 25, 50, 100], stepIndex: 2, state: 'holding', holdUntil: null },
+  };
+}
+
+/** Mutable server state the tests steer. */
+const state = {
+  routes: [route()],
+  tokenValid: true,
+  sync: null as unknown,
+  calls: [] as { path: string; body: unknown }[],
+  failNextAction: false,
+};
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}
+
+async function readBody(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  const text = Buffer.concat(chunks).toString();
+  return text ? JSON.parse(text) : undefined;
+}
+
+async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://x');
+  if (url.pathname === '/dashboard') {
+    res.writeHead(200, { 'content-type': 'text/html', 'content-security-policy': CSP, 'cache-control': 'no-store' }).end(html);
+    return;
+  }
+  if (!url.pathname.startsWith('/admin/')) return send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: 'no such page' } });
+  if (!state.tokenValid || req.headers.authorization !== `Bearer ${TOKEN}`) return send(res, 401, { error: { code: 'ADMIN_UNAUTHORIZED', message: 'missing or wrong bearer token' } });
+  if (req.method === 'GET' && url.pathname === '/admin/routes') {
+    const body: RoutesResponse = { gateway: { instanceId: 'gw-test', workers: 2, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: state.routes };
+    return send(res, 200, body);
+  }
+  if (req.method === 'GET' && url.pathname === '/admin/sync') {
+    return state.sync ? send(res, 200, state.sync) : send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: 'this gateway has no sync section in its config' } });
+  }
+  const action = /^\/admin\/routes\/([^/]+)\/(shift|rollback|resume)$/.exec(url.pathname);
+  if (req.method === 'POST' && action) {
+    const body = (await readBody(req)) as { percent?: number; reason?: string };
+    state.calls.push({ path: url.pathname, body });
+    if (state.failNextAction) {
+      state.failNextAction = false;
+      return send(res, 502, { error: { code: 'UNLEASH_UNREACHABLE', message: 'could not reach Unleash at http://127.0.0.1:1' } });
+    }
+    const r = state.routes[0]!;
+    if (action[2] === 'shift') r.flagState = { ...r.flagState, rolloutPercent: body.percent ?? null };
+    if (action[2] === 'rollback') r.flagState = { ...r.flagState, enabled: false };
+    if (action[2] === 'resume') r.flagState = { ...r.flagState, enabled: true };
+    return send(res, 200, { ok: true });
+  }
+  send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: `no admin endpoint ${req.method} ${url.pathname}` } });
+}
+
+let server: Server;
+let base: string;
+let browser: Browser;
+let page: Page;
+const foreignRequests: string[] = [];
+const pageErrors: string[] = [];
+
+const text = async (testId: string, scope = '[data-testid="route-orders"]') => (await page.locator(`${scope} [data-testid="${testId}"]`).first().textContent())?.trim();
+
+const escapeRe = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+// Waits are locator-based: the page's CSP (no 'unsafe-eval') rightly refuses string-evaluated waitForFunction.
+/** Waits until the element's text equals `want` (the page polls every second; deadline 5 s). */
+async function waitText(selector: string, want: string): Promise<void> {
+  await page.locator(selector).filter({ hasText: new RegExp(`^\\s*${escapeRe(want)}\\s*$`) }).first().waitFor({ timeout: 5_000 });
+}
+
+/** Waits until the element's text contains `part`. */
+async function waitMatch(selector: string, part: string): Promise<void> {
+  await page.locator(selector).filter({ hasText: part }).first().waitFor({ timeout: 5_000 });
+}
+
+before(async () => {
+  server = createServer((req, res) => { handle(req, res).catch((err: unknown) => send(res, 500, { error: { message: String(err) } })); });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  browser = await chromium.launch({ executablePath: chromiumPath() });
+  page = await browser.newPage();
+  page.on('request', (r) => { if (!r.url().startsWith(base)) foreignRequests.push(r.url()); });
+  page.on('pageerror', (err) => pageErrors.push(err.message));
+  // Chromium logs every non-2xx fetch as "Failed to load resource"; those answers are part of the tests.
+  page.on('console', (msg) => { if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text())) pageErrors.push(msg.text()); });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.closeAllConnections();
+  await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
+});
+
+describe('migration dashboard', () => {
+  test('without a token it shows the login; a wrong token is rejected and not kept', async () => {
+    await page.goto(`${base}/dashboard`);
+    assert.ok(await page.getByTestId('login').isVisible());
+    assert.ok(await page.getByTestId('dashboard').isHidden());
+    await page.getByTestId('token-input').fill('wrong');
+    await page.getByTestId('login-submit').click();
+    await waitMatch('[data-testid="login-error"]', 'rejected');
+    assert.equal(await page.evaluate("sessionStorage.getItem('strangler.adminToken')"), null);
+  });
+
+  test('the right token shows each route: percentages, shares, errors, p99, breaker, guard, plan; sync n/a', async () => {
+    await page.getByTestId('token-input').fill(TOKEN);
+    await page.getByTestId('login-submit').click();
+    await page.getByTestId('route-orders').waitFor();
+    assert.equal(await page.evaluate("sessionStorage.getItem('strangler.adminToken')"), TOKEN);
+    assert.equal(await text('configured-percent'), '10%');
+    assert.equal(await text('flag-enabled'), 'on');
+    assert.equal(await text('share-legacy'), '90.0%');
+    assert.equal(await text('share-service'), '10.0%');
+    assert.equal(await text('error-rate-service'), '2.0%');
+    assert.equal(await text('p99-service'), '48 ms');
+    assert.equal(await text('p99-legacy'), '13 ms');
+    assert.equal(await text('fallbacks-service'), '1');
+    assert.equal(await text('total-legacy'), '5,000');
+    assert.equal(await text('breaker-state'), 'closed');
+    assert.equal(await text('guard-status'), `on · last verdict healthy at ${await page.evaluate("new Date('2026-11-21T05:00:00.000Z').toLocaleTimeString()")}`);
+    assert.equal(await text('plan-status'), 'holding · step 3/6 (10%) of [1, 5, 10, 25, 50, 100]');
+    assert.equal(await text('route-match'), 'ANY /api/orders*');
+    assert.equal(await text('gateway-instance', 'header'), 'gw-test');
+    await waitText('[data-testid="poll-status"]', 'live');
+    assert.equal(await text('sync-lag-legacy-to-service', 'body'), 'n/a');
+    assert.equal(await text('sync-last-verify', 'body'), 'n/a');
+    assert.equal(await text('sync-status', 'body'), 'n/a');
+  });
+
+  test('polling shows changes within a second or two (breaker opens, sync appears)', async () => {
+    state.routes[0]!.breaker = { state: 'open', opens: 3 };
+    state.sync = {
+      legacyToService: { lagEvents: 12, lagMs: 340 },
+      serviceToLegacy: { lagEvents: 0, lagMs: 5 },
+      lastVerify: { ok: false, mismatches: 2, at: '2026-11-21T05:10:00.000Z' },
+    };
+    await waitText('[data-testid="route-orders"] [data-testid="breaker-state"]', 'open');
+    assert.equal(await text('breaker-opens'), 'opened 3×');
+    await waitText('[data-testid="sync-lag-legacy-to-service"]', '12 events · 340 ms');
+    assert.equal(await text('sync-lag-service-to-legacy', 'body'), '0 events · 5.0 ms');
+    assert.match((await text('sync-last-verify', 'body')) ?? '', /^mismatch \(2\) at /);
+  });
+
+  test('shift: step button, confirmation with a required reason, POST {percent, reason}, page follows', async () => {
+    const card = page.getByTestId('route-orders');
+    await card.getByTestId('step-25').click();
+    assert.equal(await text('shift-value'), '25%');
+    await card.getByTestId('shift-button').click();
+    const dialog = page.getByTestId('confirm-dialog');
+    await dialog.waitFor();
+    assert.match((await page.getByTestId('confirm-text').textContent()) ?? '', /Send 25% of orders traffic to orders-svc \(now 10%\)/);
+    assert.ok(await page.getByTestId('confirm-submit').isDisabled(), 'no reason yet');
+    await page.getByTestId('confirm-reason').fill('   ');
+    assert.ok(await page.getByTestId('confirm-submit').isDisabled(), 'blank reason does not count');
+    await page.getByTestId('confirm-reason').fill('error rate flat for 30 min');
+    await page.getByTestId('confirm-submit').click();
+    await dialog.waitFor({ state: 'hidden' });
+    assert.deepEqual(state.calls.at(-1), { path: '/admin/routes/orders/shift', body: { percent: 25, reason: 'error rate flat for 30 min' } });
+    await waitText('[data-testid="route-orders"] [data-testid="configured-percent"]', '25%');
+    assert.equal(await card.getByTestId('shift-slider').inputValue(), '25');
+  });
+
+  test('the slider sets any percentage; a failed action keeps the dialog open with the server message', async () => {
+    const card = page.getByTestId('route-orders');
+    await card.getByTestId('shift-slider').fill('37');
+    assert.equal(await text('shift-value'), '37%');
+    await card.getByTestId('shift-button').click();
+    state.failNextAction = true;
+    await page.getByTestId('confirm-reason').fill('try 37');
+    await page.getByTestId('confirm-submit').click();
+    await waitMatch('[data-testid="confirm-error"]', 'UNLEASH_UNREACHABLE could not reach Unleash');
+    assert.ok(await page.getByTestId('confirm-dialog').isVisible());
+    assert.equal(await card.getByTestId('shift-slider').inputValue(), '37', 'a poll does not reset the slider the user moved');
+    await page.getByTestId('confirm-cancel').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+  });
+
+  test('roll back: cancel sends nothing; confirm sends the reason; resume likewise', async () => {
+    const card = page.getByTestId('route-orders');
+    const before = state.calls.length;
+    await card.getByTestId('rollback-button').click();
+    await page.getByTestId('confirm-reason').fill('changed my mind');
+    await page.getByTestId('confirm-cancel').click();
+    assert.equal(state.calls.length, before);
+
+    await card.getByTestId('rollback-button').click();
+    await page.getByTestId('confirm-reason').fill('p99 doubled');
+    await page.getByTestId('confirm-submit').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+    assert.deepEqual(state.calls.at(-1), { path: '/admin/routes/orders/rollback', body: { reason: 'p99 doubled' } });
+    await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'off');
+    assert.ok(await card.getByTestId('rollback-button').isDisabled());
+
+    await card.getByTestId('resume-button').click();
+    await page.getByTestId('confirm-reason').fill('fix deployed');
+    await page.getByTestId('confirm-submit').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+    assert.deepEqual(state.calls.at(-1), { path: '/admin/routes/orders/resume', body: { reason: 'fix deployed' } });
+    await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'on');
+  });
+
+  test('a 401 while polling (token revoked) returns to the login and forgets the token', async () => {
+    state.tokenValid = false;
+    await page.getByTestId('login').waitFor({ timeout: 5_000 });
+    assert.match((await page.getByTestId('login-error').textContent()) ?? '', /401/);
+    assert.equal(await page.evaluate("sessionStorage.getItem('strangler.adminToken')"), null);
+    state.tokenValid = true;
+  });
+
+  test('no request left the admin origin and the page raised no errors', () => {
+    assert.deepEqual(foreignRequests, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
