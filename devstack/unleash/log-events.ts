@@ -1,0 +1,11 @@
+/** Log event names of the Unleash dev launcher (devstack/unleash). One place, so logs stay greppable. */
+export const UNLEASH_LOG = {
+  starting: 'unleash: starting',
+  postgresStarted: 'unleash: embedded postgresql started',
+  childOutput: 'unleash: server output',
+  childExited: 'unleash: server process exited',
+  ready: 'unleash: ready',
+  stopping: 'unleash: stopping',
+  stopped: 'unleash: stopped',
+  killed: 'unleash: server process did not stop in time; killed',
+} as const;
