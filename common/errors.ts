@@ -47,6 +47,14 @@ export const ERROR_CATALOGUE = {
   SYNC_KAFKA_FAILED: { status: 502, retriable: true, doc: 'A Kafka produce, fetch or commit failed; the relay or apply worker retries from its stored position.' },
   SYNC_APPLY_FAILED: { status: 500, retriable: true, doc: 'An apply batch could not be committed after retries; nothing of it was stored, it is retried from the stored position.' },
   SYNC_UNSUPPORTED: { status: 500, retriable: false, doc: 'The requested sync feature is not supported (for example capture mode "logical" or TRUNCATE on a captured table); the message says what to use instead.' },
+  // ── flags (flags/: sync, traffic, guard, controller) ─────────────────────
+  UNLEASH_REJECTED: { status: 400, retriable: false, doc: 'Unleash rejected an Admin API request as invalid (400); the message names the call and Unleash\'s reason.' },
+  FLAGS_NOT_CONFIGURED: { status: 500, retriable: false, doc: 'A flags command needs flags.adminUrl (or flags.url) and flags.adminToken in the config; set them (e.g. adminToken: ${UNLEASH_ADMIN_TOKEN}).' },
+  FLAG_ROUTE_UNKNOWN: { status: 404, retriable: false, doc: 'The route id is not in the config, or the route has no service and therefore no flag; the message lists the known routes.' },
+  FLAG_NOT_SYNCED: { status: 409, retriable: false, doc: 'The route\'s flag or its flexibleRollout strategy does not exist in Unleash yet; run `strangler flags sync` first.' },
+  FLAG_DRIFT: { status: 409, retriable: false, doc: 'The flag in Unleash differs from the config (changed by hand); `strangler flags sync` lists the differences and `--fix` reconciles them.' },
+  CONTROLLER_STATE_CONFLICT: { status: 409, retriable: true, doc: 'Another controller changed the promotion state first (version compare-and-set failed); this controller re-reads and does not advance.' },
+  CONTROLLER_STATE_UNREADABLE: { status: 500, retriable: false, doc: 'The controller state file or table could not be read or holds invalid data; the message names it.' },
   // ── CLI ──────────────────────────────────────────────────────────────────
   CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid; run the command with --help.' },
   PORT_IN_USE: { status: 500, retriable: false, doc: 'A listener could not bind because the port is taken; the message names the port and the flag or variable that changes it.' },

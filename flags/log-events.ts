@@ -1,0 +1,21 @@
+/** Log event names of the flags area (admin API client, sync, traffic, guard, controller). */
+export const FLAGS_LOG = {
+  adminCall: 'flags: unleash admin call',
+  adminCallFailed: 'flags: unleash admin call failed',
+  syncCreated: 'flags: sync created flag',
+  syncStrategyAdded: 'flags: sync added strategy',
+  syncDrift: 'flags: sync found drift',
+  syncFixed: 'flags: sync fixed drift',
+  trafficChange: 'flags: traffic change',
+  refreshPushed: 'flags: gateway refresh pushed',
+  refreshFailed: 'flags: gateway refresh failed',
+  guardVerdict: 'flags: guard verdict',
+  controllerTick: 'flags: controller tick',
+  controllerAdvance: 'flags: controller advanced plan',
+  controllerRollback: 'flags: controller rolled back',
+  controllerAlert: 'flags: controller alert',
+  controllerPaused: 'flags: controller paused plan',
+  controllerConflict: 'flags: controller lost a compare-and-set race; not advancing',
+  controllerError: 'flags: controller tick failed',
+  gatewayReadFailed: 'flags: reading gateway routes failed',
+} as const;
