@@ -1,12 +1,119 @@
+/**
+ * `strangler flags <sub>`: flags as code and traffic control against the Unleash Admin API.
+ */
 import type { Command } from '../cli/command.ts';
-import { usageError } from '../cli/command.ts';
+import { parseCommandArgs, usageError } from '../cli/command.ts';
+import { StranglerError } from '../common/errors.ts';
+import { createLogger } from '../common/logger.ts';
+import { loadConfigFile } from '../gateway/config/load.ts';
+import { createFlagsControl, type FlagsControl } from './control.ts';
+import { formatSyncReport, syncFlags } from './sync.ts';
+import { defaultActor, resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus, type TrafficChange } from './traffic.ts';
 
-// Placeholder until this area lands; it says so rather than pretending to work.
+const HELP = `Usage: strangler flags <subcommand> [options]
+
+Flags as code and traffic control for the routes in a config file (one Unleash flag per route with a service).
+
+Subcommands:
+  sync [--fix]                     create missing flags with one flexibleRollout strategy (initialPercent, stickiness,
+                                   groupId) and switch them on; report hand-made changes (drift); --fix reconciles them
+  status [ROUTE] [--json]          flag state per route: on/off, percentage, drift, last change
+  shift ROUTE PERCENT [--reason R] set the route's rollout to PERCENT (integer 0-100)
+  rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept
+  resume ROUTE [--reason R]        switch the flag back on at its kept percentage
+  controller                       run the guard and progressive-promotion controller (routes with guard/plan)
+
+Common options:
+  --config FILE    config file (default strangler.yaml)
+  --actor NAME     who is making the change, for the audit trail (default cli:$USER)
+  --json           machine-readable output
+  -h, --help       this text
+
+Every change is written to Unleash (its event log shows it, with actor and reason in the strategy title), logged,
+and pushed to each gateway in flags.gateways (POST /admin/flags/refresh) so it applies at once.
+Exit codes: 0 ok, 1 error, 3 drift found (sync without --fix).`;
+
+const OPTIONS = {
+  config: { type: 'string' },
+  reason: { type: 'string' },
+  actor: { type: 'string' },
+  json: { type: 'boolean' },
+  fix: { type: 'boolean' },
+  all: { type: 'boolean' },
+} as const;
+
+function printChange(change: TrafficChange, json: boolean): void {
+  if (json) {
+    process.stdout.write(`${JSON.stringify(change)}\n`);
+    return;
+  }
+  const pos = (p: TrafficChange['from']) => `${p.enabled ? 'on' : 'off'} ${p.percent ?? '?'} %`;
+  const refresh = change.refresh.length === 0 ? '' : `; refreshed ${change.refresh.filter((r) => r.ok).length}/${change.refresh.length} gateways${change.refresh.some((r) => !r.ok) ? ` (failed: ${change.refresh.filter((r) => !r.ok).map((r) => `${r.url} ${r.error}`).join(', ')})` : ''}`;
+  process.stdout.write(`${change.routeId} (${change.flag}, ${change.environment}): ${change.action} ${change.changed ? `${pos(change.from)} → ${pos(change.to)}` : `no change (${pos(change.to)})`}; users on the service: ${change.effectivePercent} %${refresh}\n`);
+}
+
+function printStatus(rows: RouteFlagStatus[]): void {
+  const header = ['route', 'flag', 'env', 'state', 'percent', 'effective', 'last change', 'drift'];
+  const body = rows.map((r) => [r.routeId, r.flag, r.environment, r.state, r.percent === null ? '-' : `${r.percent}%`, `${r.effectivePercent}%`, r.lastChange ?? '-', r.drift.join('; ') || '-']);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
+  for (const row of [header, ...body]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+}
+
 export const flagsCommand: Command = {
   name: 'flags',
-  summary: '',
-  help: 'strangler flags: not built yet.',
-  async run() {
-    throw usageError('flags', 'this command is not built yet');
+  summary: 'Flags as code and traffic control: sync, status, shift, rollback, resume, controller',
+  help: HELP,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs('flags', argv, OPTIONS);
+    const [sub, ...args] = positionals;
+    if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller)');
+    const log = createLogger({ name: 'flags', level: process.env.STRANGLER_LOG_LEVEL ?? 'warn' });
+    const config = loadConfigFile(values.config ?? 'strangler.yaml');
+    if (sub === 'controller') {
+      const { runControllerCommand } = await import('./controller-command.ts');
+      return runControllerCommand(config, createLogger({ name: 'flags-controller' }));
+    }
+    const control: FlagsControl = createFlagsControl(config, { log });
+    const opts = { actor: values.actor ?? defaultActor(), ...(values.reason ? { reason: values.reason } : {}) };
+    const json = values.json === true;
+    switch (sub) {
+      case 'sync': {
+        if (args.length > 0) throw usageError('flags', `sync takes no arguments, got "${args[0]}"`);
+        const report = await syncFlags(control, { fix: values.fix === true });
+        process.stdout.write(json ? `${JSON.stringify(report)}\n` : formatSyncReport(report, [...control.routes.keys()]));
+        return report.drift.length > 0 && !report.fixed ? 3 : 0;
+      }
+      case 'status': {
+        const rows = await routeStatus(control, args[0]);
+        if (json) process.stdout.write(`${JSON.stringify(rows)}\n`);
+        else printStatus(rows);
+        return 0;
+      }
+      case 'shift': {
+        const [route, percent] = args;
+        if (!route || percent === undefined || args.length > 2) throw usageError('flags', 'usage: flags shift ROUTE PERCENT [--reason R]');
+        printChange(await shiftRoute(control, route, percent, opts), json);
+        return 0;
+      }
+      case 'rollback': {
+        if (values.all) {
+          if (args.length > 0) throw usageError('flags', 'rollback takes a ROUTE or --all, not both');
+          const { changes, errors } = await rollbackAll(control, opts);
+          for (const c of changes) printChange(c, json);
+          for (const e of errors) process.stderr.write(`${e.routeId}: ${e.error instanceof StranglerError ? `${e.error.code}: ` : ''}${e.error.message}\n`);
+          return errors.length > 0 ? 1 : 0;
+        }
+        if (args.length !== 1) throw usageError('flags', 'usage: flags rollback ROUTE|--all [--reason R]');
+        printChange(await rollbackRoute(control, args[0]!, opts), json);
+        return 0;
+      }
+      case 'resume': {
+        if (args.length !== 1) throw usageError('flags', 'usage: flags resume ROUTE [--reason R]');
+        printChange(await resumeRoute(control, args[0]!, opts), json);
+        return 0;
+      }
+      default:
+        throw usageError('flags', `unknown subcommand "${sub}"`);
+    }
   },
 };

@@ -1,0 +1,247 @@
+/**
+ * Traffic control for one route's flag: status, shift, rollback, resume. Used by `strangler flags …`, by the
+ * gateway's admin API (POST /admin/routes/:id/shift|rollback|resume) and by the promotion controller.
+ *
+ * - shift: PATCH the flexibleRollout strategy's rollout (validated 0–100 first; Unleash accepts "101" or "abc").
+ *   The environment's on/off state is left alone: shifting a rolled-back route records the new percentage, which
+ *   applies once the route is resumed.
+ * - rollback: environment /off. Fast path first (one call), then the annotation. The strategy stays, so resume
+ *   restores exactly the previous percentage.
+ * - resume: environment /on, only when the managed strategy exists (otherwise Unleash would add its default).
+ *
+ * Every change writes the intent (rollout, on/off, who, why) into the strategy title, so Unleash's event log shows
+ * it, logs one `flags: traffic change` line (who, when, from, to, reason) and pushes a refresh to every gateway.
+ * On any validation or lookup error nothing is changed.
+ */
+import { userInfo } from 'node:os';
+import { StranglerError, messageOf } from '../common/errors.ts';
+import type { FeatureEnvironmentState, Strategy } from './admin-api.ts';
+import { formatTitle, note, parseTitle } from './annotation.ts';
+import { managedRoute, type FlagsControl, type ManagedRoute } from './control.ts';
+import { FLAGS_LOG } from './log-events.ts';
+import { pushRefresh, type RefreshResult } from './refresh.ts';
+import { findManagedStrategy, rolloutOf } from './sync.ts';
+
+export interface ChangeOptions {
+  reason?: string;
+  /** Who asked: "cli:alice", "admin-api", "controller". */
+  actor?: string;
+}
+
+export interface FlagPosition {
+  enabled: boolean;
+  /** null when the flag or its strategy does not exist, or the stored value is not 0..100. */
+  percent: number | null;
+}
+
+export interface TrafficChange {
+  routeId: string;
+  flag: string;
+  environment: string;
+  action: 'shift' | 'rollback' | 'resume';
+  from: FlagPosition;
+  to: FlagPosition;
+  /** What users see: percent when enabled, 0 when off. */
+  effectivePercent: number;
+  actor: string;
+  reason: string | null;
+  at: string;
+  /** false when the route already was in the requested state (nothing written). */
+  changed: boolean;
+  refresh: RefreshResult[];
+}
+
+export interface RouteFlagStatus {
+  routeId: string;
+  flag: string;
+  project: string;
+  environment: string;
+  /** 'missing': no flag or no strategy (run sync); 'off': rolled back; 'on': serving `percent`. */
+  state: 'missing' | 'off' | 'on';
+  enabled: boolean;
+  percent: number | null;
+  effectivePercent: number;
+  strategies: number;
+  stickiness: string | null;
+  groupId: string | null;
+  /** The last note strangler wrote ("shift by alice: …"), if any. */
+  lastChange: string | null;
+  /** Short descriptions of differences to the recorded intent; run `flags sync` for detail. */
+  drift: string[];
+}
+
+/** Validates a percentage: an integer 0..100 (number or decimal string). Throws PERCENT_INVALID. */
+export function parsePercent(value: unknown): number {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : Number.NaN;
+  if (!Number.isInteger(n) || n < 0 || n > 100) {
+    throw new StranglerError('PERCENT_INVALID', `rollout percentage must be an integer from 0 to 100, got ${JSON.stringify(value)}`, { details: { value: String(value) } });
+  }
+  return n;
+}
+
+export function defaultActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+async function readState(control: FlagsControl, managed: ManagedRoute): Promise<{ state: FeatureEnvironmentState | undefined; strategy: Strategy | undefined }> {
+  const { name, project, environment } = managed.flag;
+  try {
+    const state = await control.api.getFeatureEnvironment(project, name, environment);
+    return { state, strategy: findManagedStrategy(state.strategies) };
+  } catch (err) {
+    if (err instanceof StranglerError && err.code === 'UNLEASH_NOT_FOUND') return { state: undefined, strategy: undefined };
+    throw err;
+  }
+}
+
+function requireSynced(managed: ManagedRoute, state: FeatureEnvironmentState | undefined, strategy: Strategy | undefined, action: string): asserts strategy is Strategy {
+  const { name, environment } = managed.flag;
+  if (!state || !strategy) {
+    throw new StranglerError('FLAG_NOT_SYNCED', `cannot ${action} route ${managed.routeId}: flag "${name}" has no flexibleRollout strategy in ${environment}; run \`strangler flags sync\` first`, { details: { routeId: managed.routeId, flag: name } });
+  }
+  if (state.strategies.length > 1) {
+    throw new StranglerError('FLAG_DRIFT', `cannot ${action} route ${managed.routeId}: flag "${name}" has ${state.strategies.length} strategies in ${environment}, so its rollout is not one percentage; run \`strangler flags sync\` to see them and \`--fix\` to keep only strangler's`, { details: { routeId: managed.routeId, flag: name } });
+  }
+}
+
+function changeRecord(control: FlagsControl, managed: ManagedRoute, action: TrafficChange['action'], from: FlagPosition, to: FlagPosition, options: ChangeOptions, changed: boolean): TrafficChange {
+  return {
+    routeId: managed.routeId,
+    flag: managed.flag.name,
+    environment: managed.flag.environment,
+    action,
+    from,
+    to,
+    effectivePercent: to.enabled ? (to.percent ?? 0) : 0,
+    actor: options.actor ?? defaultActor(),
+    reason: options.reason ?? null,
+    at: new Date().toISOString(),
+    changed,
+    refresh: [],
+  };
+}
+
+async function finish(control: FlagsControl, change: TrafficChange): Promise<TrafficChange> {
+  if (change.changed || change.action === 'rollback') {
+    change.refresh = await pushRefresh(control, { flag: change.flag, action: change.action, ...(change.action === 'shift' ? { percent: change.to.percent ?? 0 } : {}) });
+  }
+  const { refresh, ...logged } = change;
+  control.log.info({ ...logged, refreshFailed: refresh.filter((r) => !r.ok).map((r) => r.url) }, FLAGS_LOG.trafficChange);
+  return change;
+}
+
+/** Sets the route's rollout percentage. */
+export async function shiftRoute(control: FlagsControl, routeId: string, percent: unknown, options: ChangeOptions = {}): Promise<TrafficChange> {
+  const target = parsePercent(percent);
+  const managed = managedRoute(control, routeId);
+  const { name, project, environment } = managed.flag;
+  const { state, strategy } = await readState(control, managed);
+  requireSynced(managed, state, strategy, 'shift');
+  const from: FlagPosition = { enabled: state!.enabled, percent: rolloutOf(strategy) ?? null };
+  const to: FlagPosition = { enabled: state!.enabled, percent: target };
+  const actor = options.actor ?? defaultActor();
+  const recorded = parseTitle(strategy.title);
+  const unchanged = from.percent === target && recorded?.rollout === target && recorded.enabled === state!.enabled;
+  if (!unchanged) {
+    await control.api.patchStrategy(project, name, environment, strategy.id, [
+      { op: 'replace', path: '/parameters/rollout', value: String(target) },
+      { op: 'replace', path: '/title', value: formatTitle({ rollout: target, enabled: state!.enabled }, note(`shift ${from.percent ?? '?'}→${target}%`, actor, options.reason)) },
+    ]);
+  }
+  return finish(control, changeRecord(control, managed, 'shift', from, to, { ...options, actor }, !unchanged));
+}
+
+/** Switches the route's flag off (everyone to legacy); the strategy and its percentage are kept for resume. */
+export async function rollbackRoute(control: FlagsControl, routeId: string, options: ChangeOptions = {}): Promise<TrafficChange> {
+  const managed = managedRoute(control, routeId);
+  const { name, project, environment } = managed.flag;
+  const actor = options.actor ?? defaultActor();
+  const { state, strategy } = await readState(control, managed);
+  if (!state) throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`);
+  const from: FlagPosition = { enabled: state.enabled, percent: strategy ? rolloutOf(strategy) ?? null : null };
+  const to: FlagPosition = { enabled: false, percent: from.percent };
+  if (state.enabled) await control.api.setEnvironmentEnabled(project, name, environment, false);
+  const recorded = strategy ? parseTitle(strategy.title) : undefined;
+  const change = changeRecord(control, managed, 'rollback', from, to, { ...options, actor }, state.enabled || recorded?.enabled !== false);
+  if (strategy && change.changed) {
+    // After /off: the rollback itself must not wait on (or fail because of) the annotation.
+    const title = formatTitle({ rollout: recorded?.rollout ?? from.percent ?? 0, enabled: false }, note('rollback', actor, options.reason));
+    try {
+      await control.api.patchStrategy(project, name, environment, strategy.id, [{ op: 'replace', path: '/title', value: title }]);
+    } catch (err) {
+      control.log.warn({ routeId, flag: name, err: messageOf(err) }, FLAGS_LOG.trafficChange);
+    }
+  }
+  return finish(control, change);
+}
+
+/** Rolls back every route with a flag; one failure does not stop the others (they are reported). */
+export async function rollbackAll(control: FlagsControl, options: ChangeOptions = {}): Promise<{ changes: TrafficChange[]; errors: { routeId: string; error: StranglerError | Error }[] }> {
+  const results = await Promise.allSettled([...control.routes.keys()].map((id) => rollbackRoute(control, id, options)));
+  const changes: TrafficChange[] = [];
+  const errors: { routeId: string; error: StranglerError | Error }[] = [];
+  const ids = [...control.routes.keys()];
+  results.forEach((r, i) => {
+    if (r.status === 'fulfilled') changes.push(r.value);
+    else errors.push({ routeId: ids[i]!, error: r.reason instanceof Error ? r.reason : new Error(String(r.reason)) });
+  });
+  return { changes, errors };
+}
+
+/** Switches the route's flag back on at its strategy's percentage. */
+export async function resumeRoute(control: FlagsControl, routeId: string, options: ChangeOptions = {}): Promise<TrafficChange> {
+  const managed = managedRoute(control, routeId);
+  const { name, project, environment } = managed.flag;
+  const actor = options.actor ?? defaultActor();
+  const { state, strategy } = await readState(control, managed);
+  requireSynced(managed, state, strategy, 'resume');
+  if (strategy.disabled === true) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the flexibleRollout strategy of "${name}" is disabled in ${environment}, so /on would add Unleash's default strategy; run \`strangler flags sync --fix\``);
+  const percent = rolloutOf(strategy);
+  if (percent === undefined) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the rollout of "${name}" is ${JSON.stringify(strategy.parameters.rollout)}, not 0..100; shift it first`);
+  const from: FlagPosition = { enabled: state!.enabled, percent };
+  const to: FlagPosition = { enabled: true, percent };
+  const recorded = parseTitle(strategy.title);
+  const changed = !state!.enabled || recorded?.enabled !== true;
+  if (changed) {
+    await control.api.patchStrategy(project, name, environment, strategy.id, [
+      { op: 'replace', path: '/title', value: formatTitle({ rollout: percent, enabled: true }, note('resume', actor, options.reason)) },
+    ]);
+    if (!state!.enabled) await control.api.setEnvironmentEnabled(project, name, environment, true);
+  }
+  return finish(control, changeRecord(control, managed, 'resume', from, to, { ...options, actor }, changed));
+}
+
+/** The flag state of one route (or all, in config order) as Unleash has it now. */
+export async function routeStatus(control: FlagsControl, routeId?: string): Promise<RouteFlagStatus[]> {
+  const routes = routeId ? [managedRoute(control, routeId)] : [...control.routes.values()];
+  return Promise.all(routes.map(async (managed) => {
+    const { state, strategy } = await readState(control, managed);
+    const percent = strategy ? rolloutOf(strategy) ?? null : null;
+    const enabled = state?.enabled ?? false;
+    const recorded = strategy ? parseTitle(strategy.title) : undefined;
+    const drift: string[] = [];
+    if (strategy && !recorded) drift.push('strategy not written by strangler');
+    if (recorded && recorded.rollout !== percent) drift.push(`rollout ${strategy?.parameters.rollout} ≠ recorded ${recorded.rollout}`);
+    if (recorded && recorded.enabled !== enabled) drift.push(`${enabled ? 'on' : 'off'} ≠ recorded ${recorded.enabled ? 'on' : 'off'}`);
+    if (state && state.strategies.length > 1) drift.push(`${state.strategies.length} strategies`);
+    return {
+      routeId: managed.routeId,
+      flag: managed.flag.name,
+      project: managed.flag.project,
+      environment: managed.flag.environment,
+      state: !strategy ? 'missing' : enabled ? 'on' : 'off',
+      enabled,
+      percent,
+      effectivePercent: strategy && enabled ? (percent ?? 0) : state && enabled && state.strategies.length === 0 ? 100 : 0,
+      strategies: state?.strategies.length ?? 0,
+      stickiness: strategy?.parameters.stickiness ?? null,
+      groupId: strategy?.parameters.groupId ?? null,
+      lastChange: recorded?.note ?? null,
+      drift,
+    };
+  }));
+}

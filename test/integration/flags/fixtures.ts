@@ -1,0 +1,90 @@
+/** Shared pieces of the flags integration tests: a config pointing at the test Unleash, and a fake gateway control plane. */
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { validateConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
+import type { TestUnleash } from '../../helpers/unleash.ts';
+
+export interface RouteSpec {
+  id: string;
+  flag?: Record<string, unknown>;
+  service?: boolean;
+  guard?: Record<string, unknown>;
+  plan?: Record<string, unknown>;
+}
+
+export function flagsConfig(unleash: TestUnleash, routes: RouteSpec[], extra: { gateways?: { url: string; token: string | null }[]; controller?: Record<string, unknown> } = {}): LoadedConfig {
+  return validateConfig({
+    upstreams: [
+      { id: 'legacy', url: 'http://127.0.0.1:9' },
+      { id: 'svc', url: 'http://127.0.0.1:9' },
+    ],
+    routes: routes.map((r) => ({
+      id: r.id,
+      match: { pathPrefix: `/api/${r.id}` },
+      legacy: 'legacy',
+      ...(r.service === false ? {} : { service: 'svc' }),
+      ...(r.flag ? { flag: r.flag } : {}),
+      ...(r.guard ? { guard: r.guard } : {}),
+      ...(r.plan ? { plan: r.plan } : {}),
+    })),
+    flags: {
+      url: unleash.apiUrl,
+      token: unleash.backendToken,
+      adminToken: unleash.adminToken,
+      environment: unleash.environment,
+      backupPath: null,
+      gateways: extra.gateways ?? [],
+    },
+    ...(extra.controller ? { controller: extra.controller } : {}),
+  }, 'flags-test.yaml');
+}
+
+export interface RefreshCall {
+  authorization: string | undefined;
+  body: { flag: string; action: string; percent?: number };
+}
+
+/** A stand-in gateway control plane that records POST /admin/flags/refresh calls (and can serve GET /admin/routes). */
+export class FakeGateway {
+  readonly calls: RefreshCall[] = [];
+  routes: unknown = { gateway: {}, routes: [] };
+  status = 200;
+  #server: Server;
+  url = '';
+
+  constructor() {
+    this.#server = createServer((req, res) => {
+      void readBody(req).then((text) => {
+        if (req.method === 'POST' && req.url === '/admin/flags/refresh') {
+          this.calls.push({ authorization: req.headers.authorization, body: JSON.parse(text) as RefreshCall['body'] });
+          res.writeHead(this.status, { 'content-type': 'application/json' }).end('{"ok":true}');
+        } else if (req.method === 'GET' && req.url === '/admin/routes') {
+          res.writeHead(this.status, { 'content-type': 'application/json' }).end(JSON.stringify(this.routes));
+        } else {
+          res.writeHead(404).end();
+        }
+      });
+    });
+  }
+
+  async start(): Promise<this> {
+    await new Promise<void>((resolve) => this.#server.listen(0, '127.0.0.1', resolve));
+    const address = this.#server.address();
+    if (!address || typeof address !== 'object') throw new Error('fake gateway has no address');
+    this.url = `http://127.0.0.1:${address.port}`;
+    return this;
+  }
+
+  stop(): Promise<void> {
+    this.#server.closeAllConnections();
+    return new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
