@@ -23,6 +23,8 @@ export const ERROR_CATALOGUE = {
   UPSTREAM_CONNECT_FAILED: { status: 502, retriable: true, doc: 'The chosen upstream refused or reset the connection before answering, and the request could not fall back.' },
   UPSTREAM_TIMEOUT: { status: 504, retriable: true, doc: 'The upstream did not send response headers within its timeout, and the request could not fall back.' },
   UPSTREAM_BAD_RESPONSE: { status: 502, retriable: true, doc: 'The upstream answered with a server error or broke the response, and the request could not fall back.' },
+  BREAKER_OPEN: { status: 503, retriable: true, doc: 'The service\'s circuit breaker is open and the request could not fall back to legacy (fallback disabled for the route).' },
+  INTERNAL_ERROR: { status: 500, retriable: true, doc: 'An unexpected gateway error; the log line with the same requestId has the cause. Please report it.' },
   ALL_UPSTREAMS_DOWN: { status: 503, retriable: true, doc: 'The service failed (or its breaker is open) and the legacy fallback failed too.' },
   BODY_TOO_LARGE_TO_REPLAY: { status: 413, retriable: false, doc: 'The route requires a replayable body for fallback and the body exceeded maxReplayBodyBytes. Raise the limit or set fallback.onBodyTooLarge to "forward".' },
   SHUTTING_DOWN: { status: 503, retriable: true, doc: 'The gateway is draining for shutdown; retry against another instance.' },

@@ -1,0 +1,127 @@
+/**
+ * Same-transaction change capture, installed without touching the application's code: an AFTER ROW trigger per
+ * synced table writes each change into the state schema's `changelog` (and bumps the key's version in
+ * `row_version`) inside the writing transaction, so a change is captured exactly when its transaction commits.
+ *
+ * One implementation for both databases, parametrised by side: the legacy adapter installs it on the monolith's
+ * database, services/kit on a service's. Loop prevention, layer 1: a transaction that set
+ * `strangler.origin = 'sync'` (the apply worker does, with SET LOCAL) is not captured at all.
+ * TRUNCATE on a captured table is refused (it would bypass row capture); DDL is out of band (stop, migrate, verify).
+ */
+import type { Pool } from 'pg';
+import { StranglerError } from '../../common/errors.ts';
+import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
+import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
+import { installState } from '../../migration-scripts/state.ts';
+import { inTransaction, type Pools } from '../../migration-scripts/db.ts';
+
+const triggerName = 'strangler_capture';
+const truncateTriggerName = 'strangler_no_truncate';
+const functionName = (t: CompiledTable) => `capture_${t.name}`;
+
+/** Reads both schemas and compiles the mappings; throws SYNC_MAPPING_INVALID before anything is installed. */
+export async function compileFromDatabases(config: SyncConfig, pools: Pools): Promise<CompiledTable[]> {
+  const [legacy, service] = await Promise.all([
+    readSchema(pools.legacy, config.databases.legacy.schema),
+    readSchema(pools.service, config.databases.service.schema),
+  ]);
+  return compileMappings(config, { legacy, service });
+}
+
+function captureFunctionsSql(config: SyncConfig, side: Side, tables: readonly CompiledTable[]): string {
+  const s = q(config.stateSchema);
+  const own = side === 'legacy' ? 'legacy_version' : 'service_version';
+  const other = side === 'legacy' ? 'service_version' : 'legacy_version';
+  const [lvExpr, svExpr] = side === 'legacy' ? ['v', 'o'] : ['o', 'v'];
+  const parts = [`
+CREATE OR REPLACE FUNCTION ${s}.capture_write(p_tbl text, p_pk text, p_op text, p_before jsonb, p_after jsonb) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE v bigint := nextval('${config.stateSchema}.version_seq'); o bigint; t timestamptz := clock_timestamp();
+BEGIN
+  INSERT INTO ${s}.row_version AS r (tbl, pk, ${own}, ${other}, deleted, ts) VALUES (p_tbl, p_pk, v, 0, p_op = 'd', t)
+    ON CONFLICT (tbl, pk) DO UPDATE SET ${own} = v, deleted = p_op = 'd', ts = t
+    RETURNING r.${other} INTO o;
+  INSERT INTO ${s}.changelog (seq, xid, tbl, op, pk, before, after, lv, sv, ts)
+    VALUES (v, pg_current_xact_id(), p_tbl, p_op, p_pk, p_before, p_after, ${lvExpr}, ${svExpr}, t);
+END $fn$;
+CREATE OR REPLACE FUNCTION ${s}.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
+  RAISE EXCEPTION 'strangler: TRUNCATE of % is not captured by sync; delete rows instead or uninstall capture first', TG_TABLE_NAME;
+END $fn$;`];
+  for (const t of tables) {
+    const key = (alias: string) => t.keyText(side, alias);
+    const name = lit(t.name);
+    parts.push(`
+CREATE OR REPLACE FUNCTION ${s}.${q(functionName(t))}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE k text; ok text; img_new jsonb; img_old jsonb;
+BEGIN
+  IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
+  IF TG_OP = 'INSERT' THEN
+    PERFORM ${s}.capture_write(${name}, ${key('NEW')}, 'c', NULL, to_jsonb(NEW));
+  ELSIF TG_OP = 'DELETE' THEN
+    PERFORM ${s}.capture_write(${name}, ${key('OLD')}, 'd', to_jsonb(OLD), NULL);
+  ELSE
+    img_new := to_jsonb(NEW); img_old := to_jsonb(OLD);
+    IF img_new = img_old THEN RETURN NULL; END IF;
+    k := ${key('NEW')}; ok := ${key('OLD')};
+    IF k <> ok THEN
+      -- A key change is a delete of the old key and an insert of the new one (per-key order needs a stable key).
+      PERFORM ${s}.capture_write(${name}, ok, 'd', img_old, NULL);
+      PERFORM ${s}.capture_write(${name}, k, 'c', NULL, img_new);
+    ELSE
+      PERFORM ${s}.capture_write(${name}, k, 'u', img_old, img_new);
+    END IF;
+  END IF;
+  RETURN NULL;
+END $fn$;
+DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)};
+CREATE TRIGGER ${triggerName} AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified(side)} FOR EACH ROW EXECUTE FUNCTION ${s}.${q(functionName(t))}();
+DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};
+CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${t.qualified(side)} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_truncate();`);
+  }
+  return parts.join('\n');
+}
+
+export interface InstallResult { side: Side; tables: string[] }
+
+/**
+ * Installs the state schema and capture triggers on `side`'s database, in one transaction. The mappings are
+ * validated against both real schemas first: a bad config installs nothing.
+ */
+export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[]): Promise<InstallResult> {
+  if (config.capture.mode !== 'trigger') {
+    throw new StranglerError('SYNC_UNSUPPORTED', `sync.capture.mode "${config.capture.mode}" is not implemented yet; use "trigger" (same-transaction capture, no wal_level=logical needed)`);
+  }
+  const tables = compiled ?? await compileFromDatabases(config, pools);
+  await inTransaction(pools[side], async (client) => {
+    // Serialise concurrent installs on one database.
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+    await installState(client, config.stateSchema);
+    await client.query(captureFunctionsSql(config, side, tables));
+  });
+  return { side, tables: tables.map((t) => t.name) };
+}
+
+/** Removes the triggers, the capture functions and the state schema from `side`'s database. */
+export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side): Promise<void> {
+  await inTransaction(pools[side], async (client) => {
+    for (const t of config.tables) {
+      const table = `${q(config.databases[side].schema)}.${q(t[side].table)}`;
+      const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
+      if (exists.rows[0]?.ok) {
+        await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${table}; DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${table};`);
+      }
+    }
+    await client.query(`DROP SCHEMA IF EXISTS ${q(config.stateSchema)} CASCADE`);
+  });
+}
+
+/** Whether the capture trigger is present on every configured table of `side`. */
+export async function captureInstalled(config: SyncConfig, pool: Pool, side: Side): Promise<boolean> {
+  const r = await pool.query<{ n: string }>(
+    `SELECT count(*) AS n FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE tg.tgname = $1 AND n.nspname = $2 AND c.relname = ANY($3::text[])`,
+    [triggerName, config.databases[side].schema, config.tables.map((t) => t[side].table)]);
+  return Number(r.rows[0]?.n ?? 0) === config.tables.length;
+}

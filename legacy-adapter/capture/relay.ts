@@ -1,0 +1,170 @@
+/**
+ * The relay: publishes one database's captured changes to Kafka.
+ *
+ *   changelog (pos NULL) ──assign──► changelog (pos = next positions, in seq order) ──publish──► Kafka ──ack──► delete
+ *
+ * Why this cannot skip a change although sequence values are not commit order: there is no "seq > cursor" read.
+ * Every cycle assigns positions to all *visible* (committed) rows that have none, whatever their seq; a slow
+ * transaction with a low seq that commits later is simply picked up by a later cycle. Uncommitted rows are
+ * invisible, so nothing uncommitted is ever published.
+ *
+ * Order: within a cycle rows are numbered by seq. Two changes of one key are serialised by the row lock, so the
+ * later one has the higher seq and becomes visible only after the earlier one: per key, positions follow commit
+ * order. (Reading below pg_snapshot_xmin instead would keep completeness but can publish a key's later change
+ * before its earlier one when a third transaction holds the horizon back; the queue form avoids both problems.)
+ *
+ * Resume: positions are stored before publishing and rows are deleted only after Kafka acknowledged them, so a
+ * restart republishes exactly the unacknowledged suffix with the same positions; apply drops those duplicates.
+ * One relay per database: a session advisory lock, released by PostgreSQL when the process dies.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { StranglerError } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import { silentLogger } from '../../common/logger.ts';
+import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
+import { q, topicFor } from '../../migration-scripts/mapping.ts';
+import { changelogEventSql } from '../../migration-scripts/event.ts';
+import { CAPTURE_LOG } from './log-events.ts';
+
+export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
+
+/** Where the relay publishes; resolves only when every message is durably acknowledged. */
+export interface EventSink {
+  publish(messages: readonly OutgoingMessage[]): Promise<void>;
+}
+
+export interface RelayOptions {
+  config: SyncConfig;
+  pool: Pool;
+  side: Side;
+  sink: EventSink;
+  log?: Logger;
+  batchSize?: number;
+}
+
+export class ChangeRelay {
+  readonly #config: SyncConfig;
+  readonly #pool: Pool;
+  readonly #side: Side;
+  readonly #sink: EventSink;
+  readonly #log: Logger;
+  readonly #batchSize: number;
+  readonly #tablesJson: string;
+  #lockClient: PoolClient | undefined;
+  #stopped = false;
+  #running: Promise<void> | undefined;
+
+  constructor(options: RelayOptions) {
+    this.#config = options.config;
+    this.#pool = options.pool;
+    this.#side = options.side;
+    this.#sink = options.sink;
+    this.#log = options.log ?? silentLogger;
+    this.#batchSize = options.batchSize ?? options.config.capture.relayBatchSize;
+    this.#tablesJson = JSON.stringify(Object.fromEntries(options.config.tables.map((t) => [t.name, t[options.side].table])));
+  }
+
+  get #s(): string { return q(this.#config.stateSchema); }
+
+  /** Takes the per-database relay lock; throws SYNC_RELAY_BUSY when another relay holds it. */
+  async lock(): Promise<void> {
+    const client = await this.#pool.connect();
+    const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`strangler-relay:${this.#config.stateSchema}`]);
+    if (!r.rows[0]?.ok) {
+      client.release();
+      throw new StranglerError('SYNC_RELAY_BUSY', `another relay is running for the ${this.#side} database (advisory lock strangler-relay:${this.#config.stateSchema})`);
+    }
+    client.on('error', () => {});
+    this.#lockClient = client;
+  }
+
+  /** Gives positions to committed, unpositioned changes, in seq order. Returns how many. */
+  async assign(): Promise<number> {
+    const client = await this.#pool.connect();
+    try {
+      await client.query('BEGIN');
+      const base = await client.query<{ last_pos: string }>(`SELECT last_pos FROM ${this.#s}.relay_state WHERE id = 1 FOR UPDATE`);
+      const last = base.rows[0]?.last_pos;
+      if (last === undefined) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.relay_state row; run strangler sync capture install`);
+      const r = await client.query<{ n: string; max: string | null }>(
+        `WITH next AS (SELECT seq, $1::bigint + row_number() OVER (ORDER BY seq) AS p
+                         FROM (SELECT seq FROM ${this.#s}.changelog WHERE pos IS NULL ORDER BY seq LIMIT $2) x),
+              upd AS (UPDATE ${this.#s}.changelog c SET pos = next.p FROM next WHERE c.seq = next.seq RETURNING next.p)
+         SELECT count(*) AS n, max(p)::text AS max FROM upd`, [last, this.#batchSize]);
+      const n = Number(r.rows[0]?.n ?? 0);
+      if (n > 0) await client.query(`UPDATE ${this.#s}.relay_state SET last_pos = $1, updated_at = now() WHERE id = 1`, [r.rows[0]?.max]);
+      await client.query('COMMIT');
+      return n;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
+  }
+
+  /** The positioned, unacknowledged changes, in position order. */
+  async pending(limit = this.#batchSize): Promise<OutgoingMessage[]> {
+    const r = await this.#pool.query<{ pos: string; tbl: string; pk: string; value: string }>(
+      `SELECT c.pos, c.tbl, c.pk, ${changelogEventSql(this.#side, '$2')} AS value
+         FROM ${this.#s}.changelog c WHERE c.pos IS NOT NULL ORDER BY c.pos LIMIT $1`, [limit, this.#tablesJson]);
+    return r.rows.map((row) => ({ topic: topicFor(this.#config, this.#side, row.tbl), key: row.pk, value: row.value, position: Number(row.pos) }));
+  }
+
+  /** Forgets everything up to `position` (acknowledged by Kafka). */
+  async ack(position: number, count: number): Promise<void> {
+    await this.#pool.query(
+      `WITH d AS (DELETE FROM ${this.#s}.changelog WHERE pos IS NOT NULL AND pos <= $1)
+       UPDATE ${this.#s}.relay_state SET acked_pos = GREATEST(acked_pos, $1), published = published + $2, updated_at = now() WHERE id = 1`,
+      [position, count]);
+  }
+
+  /** One cycle: publish what is pending (left over from a crash first), then newly committed changes. Returns the number published. */
+  async step(): Promise<number> {
+    let batch = await this.pending();
+    if (batch.length === 0) {
+      if ((await this.assign()) === 0) return 0;
+      batch = await this.pending();
+    }
+    if (batch.length === 0) return 0;
+    await this.#sink.publish(batch);
+    const last = batch[batch.length - 1] as OutgoingMessage;
+    await this.ack(last.position, batch.length);
+    this.#log.debug({ event: CAPTURE_LOG.published, side: this.#side, count: batch.length, position: last.position }, 'published changes');
+    return batch.length;
+  }
+
+  /** Runs until stop(): publishes continuously, polling every relayPollMs when idle. */
+  async run(): Promise<void> {
+    if (!this.#lockClient) await this.lock();
+    this.#running = this.#loop();
+    await this.#running;
+  }
+
+  async #loop(): Promise<void> {
+    this.#log.info({ event: CAPTURE_LOG.relayStarted, side: this.#side }, 'relay started');
+    let failures = 0;
+    while (!this.#stopped) {
+      try {
+        const n = await this.step();
+        failures = 0;
+        if (n === 0) await new Promise((r) => setTimeout(r, this.#config.capture.relayPollMs));
+      } catch (err) {
+        failures += 1;
+        this.#log.warn({ event: CAPTURE_LOG.relayRetry, side: this.#side, err, failures }, 'relay cycle failed; retrying from the stored position');
+        await new Promise((r) => setTimeout(r, Math.min(2_000, 50 * 2 ** Math.min(failures, 6))));
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await this.#running;
+    this.#log.info({ event: CAPTURE_LOG.relayStopped, side: this.#side }, 'relay stopped');
+    if (this.#lockClient) {
+      await this.#lockClient.query('SELECT pg_advisory_unlock_all()').catch(() => {});
+      this.#lockClient.release();
+      this.#lockClient = undefined;
+    }
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The `sync:` and `kafka:` sections of strangler's config file. The lead's top-level schema plugs these in as the
+ * `sync` and `kafka` keys; `loadSyncConfig` (config.ts) reads them on their own until then.
+ * Units are in the names. Everything that has a sensible default has it here and nowhere else.
+ */
+import { z } from 'zod';
+
+const identifier = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'a lower-case SQL identifier (letters, digits, "_")');
+const side = z.enum(['legacy', 'service']);
+
+export const kafkaConfigSchema = z.object({
+  brokers: z.array(z.string().min(1)).min(1).describe('host:port of one or more brokers.'),
+  clientId: z.string().min(1).default('strangler').describe('kafkajs clientId.'),
+  connectionTimeoutMs: z.number().int().positive().default(3_000),
+  requestTimeoutMs: z.number().int().positive().default(30_000),
+}).strict();
+
+export const databaseRefSchema = z.object({
+  url: z.string().min(1).describe('postgres:// URL; "${ENV}" references are expanded when the file is read.'),
+  schema: identifier.default('public').describe('Schema holding the synced tables.'),
+  poolSize: z.number().int().positive().default(4),
+}).strict();
+
+/** Column codecs: how a value on the legacy side becomes the value on the service side, and back. */
+export const CODECS = ['identity', 'cents-to-decimal', 'decimal-to-cents', 'text-to-int', 'int-to-text'] as const;
+
+const oneToOne = z.object({
+  legacy: identifier,
+  service: identifier,
+  codec: z.enum(CODECS).default('identity').describe('identity also covers casts between compatible types (int ↔ bigint, varchar ↔ text, json ↔ jsonb).'),
+}).strict();
+
+const merged = z.object({
+  legacy: z.array(identifier).min(2).describe('Several legacy columns ...'),
+  service: identifier.describe('... held in one service column.'),
+  combine: z.enum(['json', 'join']).describe('json: a jsonb object keyed by the legacy column names (lossless); join: text joined by `separator`, split back on its first occurrences.'),
+  separator: z.string().min(1).default(' '),
+}).strict();
+
+const split = z.object({
+  legacy: identifier.describe('One legacy column ...'),
+  service: z.array(identifier).min(2).describe('... split over several service columns.'),
+  combine: z.enum(['json', 'join']),
+  separator: z.string().min(1).default(' '),
+}).strict();
+
+export const columnMappingSchema = z.union([oneToOne, merged, split]);
+
+export const tableMappingSchema = z.object({
+  name: identifier.describe('Logical name: used in topic names, CLI --table, state tables.'),
+  legacy: z.object({ table: identifier, key: z.array(identifier).min(1) }).strict(),
+  service: z.object({ table: identifier, key: z.array(identifier).min(1) }).strict(),
+  columns: z.array(columnMappingSchema).min(1).describe('Every synced column; key columns must be mapped one to one with the identity codec.'),
+  owner: side.optional().describe('Side that owns writes for this table (its route); default ownership.default.'),
+}).strict();
+
+export const syncConfigSchema = z.object({
+  databases: z.object({ legacy: databaseRefSchema, service: databaseRefSchema }).strict(),
+  stateSchema: identifier.default('strangler_sync').describe('Schema created on both databases for capture, offsets, versions, dead letters.'),
+  capture: z.object({
+    mode: z.enum(['trigger', 'logical']).default('trigger').describe('trigger: same-transaction change table (no wal_level=logical). logical: not implemented yet.'),
+    relayBatchSize: z.number().int().positive().default(2_000),
+    relayPollMs: z.number().int().positive().default(20),
+  }).strict().default({ mode: 'trigger', relayBatchSize: 2_000, relayPollMs: 20 }),
+  topics: z.object({
+    pattern: z.string().includes('{table}').default('strangler.{side}.{table}').describe('Topic name; {side} is the source side, {table} the logical table name.'),
+    partitions: z.number().int().positive().default(1),
+  }).strict().default({ pattern: 'strangler.{side}.{table}', partitions: 1 }),
+  conflicts: z.object({
+    policy: z.enum(['owner-wins', 'latest-commit-wins']).default('owner-wins'),
+  }).strict().default({ policy: 'owner-wins' }),
+  ownership: z.object({
+    default: side.default('legacy'),
+  }).strict().default({ default: 'legacy' }),
+  apply: z.object({
+    groupIdPrefix: z.string().min(1).default('strangler-sync'),
+    maxBatchEvents: z.number().int().positive().default(5_000),
+  }).strict().default({ groupIdPrefix: 'strangler-sync', maxBatchEvents: 5_000 }),
+  backfill: z.object({
+    chunkRows: z.number().int().positive().default(5_000),
+    maxRowsPerSecond: z.number().int().positive().optional().describe('Throttle; unlimited when omitted.'),
+    maxLagEvents: z.number().int().positive().default(50_000).describe('Pause while the live direction lags more than this.'),
+  }).strict().default({ chunkRows: 5_000, maxLagEvents: 50_000 }),
+  verify: z.object({
+    chunkRows: z.number().int().positive().default(20_000),
+    leafRows: z.number().int().positive().default(2_000),
+  }).strict().default({ chunkRows: 20_000, leafRows: 2_000 }),
+  tables: z.array(tableMappingSchema).min(1),
+}).strict();
+
+export type SyncConfig = z.infer<typeof syncConfigSchema>;
+export type SyncConfigInput = z.input<typeof syncConfigSchema>;
+export type KafkaConfig = z.infer<typeof kafkaConfigSchema>;
+export type TableMappingConfig = z.infer<typeof tableMappingSchema>;
+export type ColumnMappingConfig = z.infer<typeof columnMappingSchema>;
+export type Side = z.infer<typeof side>;
+export const SIDES: readonly Side[] = ['legacy', 'service'];
+export function otherSide(s: Side): Side { return s === 'legacy' ? 'service' : 'legacy'; }

@@ -1,0 +1,47 @@
+/** Connection pools to the two databases. Every session runs in UTC so timestamps print identically on both sides. */
+import pg from 'pg';
+import type { Pool, PoolClient } from 'pg';
+import type { Side, SyncConfig } from './config-schema.ts';
+
+export type Pools = Record<Side, Pool>;
+
+export function openPool(url: string, max = 4): Pool {
+  const pool = new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC -c extra_float_digits=1' });
+  // An idle client losing its server (PostgreSQL restart) must not crash the process; the next query reconnects.
+  pool.on('error', () => {});
+  return pool;
+}
+
+export function openPools(config: SyncConfig): Pools {
+  return {
+    legacy: openPool(config.databases.legacy.url, config.databases.legacy.poolSize),
+    service: openPool(config.databases.service.url, config.databases.service.poolSize),
+  };
+}
+
+export async function closePools(pools: Pools): Promise<void> {
+  await Promise.all([pools.legacy.end(), pools.service.end()]);
+}
+
+/** Runs `fn` in one transaction; rolls back on any error. */
+export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await fn(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** SQLSTATEs after which the same work can simply be retried (deadlock, serialization, lock timeout, lost connection). */
+export function isTransientDbError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return err instanceof Error && /Connection terminated|ECONNREFUSED|ECONNRESET|not queryable/i.test(err.message);
+  return code === '40P01' || code === '40001' || code === '55P03' || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
+}

@@ -1,0 +1,253 @@
+/**
+ * Declared mappings between a legacy table and a service table, compiled into SQL expressions.
+ *
+ * Every expression reads a row image `s` (the jsonb from `to_jsonb(row)` on the source side) and yields a value of
+ * the target column's type. Images never pass through JavaScript numbers, so numerics, timestamps and large text
+ * keep their exact value. The same expressions serve apply (writes), backfill and verify (canonical hashes).
+ *
+ * Invariants checked by `compileMappings` against the real schemas (fail closed, nothing installed otherwise):
+ * - every table and column exists; key columns form a primary key or unique index on each side;
+ * - key columns map one to one with the identity codec (keys must compare and hash the same on both sides);
+ * - each codec fits the column types on both sides; arrays are refused (their jsonb form does not cast back).
+ */
+import pg from 'pg';
+import type { Pool, PoolClient } from 'pg';
+import { StranglerError } from '../common/errors.ts';
+import type { ColumnMappingConfig, Side, SyncConfig, TableMappingConfig } from './config-schema.ts';
+import { otherSide } from './config-schema.ts';
+
+export const q = (ident: string): string => pg.escapeIdentifier(ident);
+export const lit = (text: string): string => pg.escapeLiteral(text);
+
+type Family = 'int' | 'dec' | 'text' | 'json' | 'timestamptz' | 'timestamp' | 'date' | 'time' | 'interval' | 'bool' | 'uuid' | 'bytea' | 'other' | 'array';
+
+export interface ColumnInfo { name: string; type: string; family: Family; notNull: boolean; hasDefault: boolean }
+export interface TableInfo { schema: string; name: string; columns: Map<string, ColumnInfo>; uniqueKeys: string[][] }
+
+function familyOf(typname: string, typcategory: string, typtype: string): Family {
+  if (typcategory === 'A') return 'array';
+  if (typtype === 'e') return 'text';
+  switch (typname) {
+    case 'int2': case 'int4': case 'int8': return 'int';
+    case 'numeric': case 'float4': case 'float8': return 'dec';
+    case 'text': case 'varchar': case 'bpchar': case 'name': case 'citext': return 'text';
+    case 'json': case 'jsonb': return 'json';
+    case 'timestamptz': case 'timestamp': case 'date': case 'interval': case 'bool': case 'uuid': case 'bytea': return typname;
+    case 'time': case 'timetz': return 'time';
+    default: return 'other';
+  }
+}
+
+/** Reads the columns and unique keys of every table in `schema`. */
+export async function readSchema(db: Pool | PoolClient, schema: string): Promise<Map<string, TableInfo>> {
+  const cols = await db.query<{ relname: string; attname: string; type: string; typname: string; typcategory: string; typtype: string; attnotnull: boolean; atthasdef: boolean }>(
+    `SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, t.typname, t.typcategory, t.typtype, a.attnotnull, a.atthasdef
+       FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid
+      WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum`, [schema]);
+  const keys = await db.query<{ relname: string; cols: string[] }>(
+    `SELECT c.relname, array_agg(a.attname ORDER BY k.ord)::text[] AS cols
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+       CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+       JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
+      WHERE n.nspname = $1 AND i.indisunique AND i.indpred IS NULL GROUP BY c.relname, i.indexrelid`, [schema]);
+  const tables = new Map<string, TableInfo>();
+  for (const r of cols.rows) {
+    let t = tables.get(r.relname);
+    if (!t) { t = { schema, name: r.relname, columns: new Map(), uniqueKeys: [] }; tables.set(r.relname, t); }
+    t.columns.set(r.attname, { name: r.attname, type: r.type, family: familyOf(r.typname, r.typcategory, r.typtype), notNull: r.attnotnull, hasDefault: r.atthasdef });
+  }
+  for (const k of keys.rows) tables.get(k.relname)?.uniqueKeys.push(k.cols);
+  return tables;
+}
+
+/** One target column and how to compute it from a source image `s`. */
+export interface ColumnExpr { column: string; expr: string }
+
+/** A table mapping compiled for both directions. */
+export interface CompiledTable {
+  readonly name: string;
+  readonly config: TableMappingConfig;
+  readonly owner: Side;
+  table(side: Side): TableInfo;
+  /** Qualified table name on one side. */
+  qualified(side: Side): string;
+  key(side: Side): readonly string[];
+  /** Columns written on `target` when applying an image from the other side (only mapped columns). */
+  writeExprs(target: Side): readonly ColumnExpr[];
+  /** SQL yielding the canonical key text (`[v1, v2]`) of a row alias on one side. */
+  keyText(side: Side, alias: string): string;
+  /** SQL yielding the canonical text of a row (service shape) from the jsonb image `img` of a row on `side`. */
+  canonicalText(side: Side, img: string): string;
+}
+
+export function topicFor(config: SyncConfig, source: Side, logical: string): string {
+  return config.topics.pattern.replaceAll('{side}', source).replaceAll('{table}', logical);
+}
+
+interface Problem { path: string; message: string }
+
+function castExpr(valueText: string, valueJson: string, target: ColumnInfo): string {
+  if (target.family === 'json') return `(NULLIF(${valueJson}, 'null'::jsonb))::${target.type}`;
+  return `(${valueText})::${target.type}`;
+}
+
+const sourceText = (img: string, col: string) => `(${img}->>${lit(col)})`;
+const sourceJson = (img: string, col: string) => `(${img}->${lit(col)})`;
+
+function identityCompatible(a: Family, b: Family): boolean {
+  if (a === 'array' || b === 'array' || a === 'other' || b === 'other') return a === b && a === 'other';
+  if (a === b) return true;
+  return (a === 'int' && b === 'dec') || (a === 'dec' && b === 'int');
+}
+
+/** Expressions writing `target`'s columns of one mapping entry from an image of the other side. */
+function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: TableInfo; service: TableInfo }, img: string, at: string, problems: Problem[]): ColumnExpr[] {
+  const source = otherSide(target);
+  const col = (side: Side, name: string): ColumnInfo | undefined => {
+    const c = info[side].columns.get(name);
+    if (!c) problems.push({ path: `${at}.${side}`, message: `unknown column "${name}" in ${side} table ${info[side].schema}.${info[side].name} (columns: ${[...info[side].columns.keys()].join(', ')})` });
+    return c;
+  };
+  if (typeof entry.legacy === 'string' && typeof entry.service === 'string') {
+    const codec = 'codec' in entry ? entry.codec : 'identity';
+    const src = col(source, entry[source] as string);
+    const dst = col(target, entry[target] as string);
+    if (!src || !dst) return [];
+    const l = target === 'legacy' ? dst : src;
+    const s = target === 'service' ? dst : src;
+    const bad = (why: string) => { problems.push({ path: at, message: `type that cannot map: legacy ${l.name} ${l.type} ↔ service ${s.name} ${s.type} with codec ${codec}: ${why}` }); return []; };
+    const t = sourceText(img, src.name);
+    switch (codec) {
+      case 'identity':
+        if (!identityCompatible(l.family, s.family)) return bad('the types are not compatible (use a codec, or a json/join combine)');
+        return [{ column: dst.name, expr: castExpr(t, sourceJson(img, src.name), dst) }];
+      case 'cents-to-decimal':
+      case 'decimal-to-cents': {
+        const [centsSide, decSide] = codec === 'cents-to-decimal' ? [l, s] : [s, l];
+        if (centsSide.family !== 'int' || decSide.family !== 'dec') return bad('needs an integer column of cents and a numeric column');
+        const toDecimal = dst === decSide;
+        return [{ column: dst.name, expr: `(${toDecimal ? `round((${t})::numeric / 100, 2)` : `round((${t})::numeric * 100)`})::${dst.type}` }];
+      }
+      case 'text-to-int':
+      case 'int-to-text': {
+        const [textSide, intSide] = codec === 'text-to-int' ? [l, s] : [s, l];
+        if (textSide.family !== 'text' || intSide.family !== 'int') return bad('needs a text column and an integer column');
+        return [{ column: dst.name, expr: `(${t})::${dst.type}` }];
+      }
+    }
+  }
+  // merged (several legacy → one service) or split (one legacy → several service): the "many" side and the "one" side.
+  const combined = entry as { legacy: string | string[]; service: string | string[]; combine: 'json' | 'join'; separator: string };
+  const manySide: Side = Array.isArray(combined.legacy) ? 'legacy' : 'service';
+  const manyNames = combined[manySide] as string[];
+  const oneName = combined[otherSide(manySide)] as string;
+  const many = manyNames.map((n) => col(manySide, n));
+  const one = col(otherSide(manySide), oneName);
+  if (!one || many.some((c) => !c)) return [];
+  const parts = many as ColumnInfo[];
+  const sep = lit(combined.separator);
+  if (combined.combine === 'json' && one.family !== 'json') {
+    problems.push({ path: at, message: `type that cannot map: combine "json" needs a json/jsonb column, ${otherSide(manySide)} ${one.name} is ${one.type}` });
+    return [];
+  }
+  if (combined.combine === 'join') {
+    const notText = [one, ...parts].find((c) => c.family !== 'text');
+    if (notText) { problems.push({ path: at, message: `type that cannot map: combine "join" needs text columns, ${notText.name} is ${notText.type}` }); return []; }
+  }
+  if (target === otherSide(manySide)) {
+    // many → one
+    if (combined.combine === 'json') {
+      const obj = `jsonb_build_object(${parts.map((p) => `${lit(p.name)}, ${sourceJson(img, p.name)}`).join(', ')})`;
+      return [{ column: one.name, expr: `(${obj})::${one.type}` }];
+    }
+    const allNull = parts.map((p) => `${sourceText(img, p.name)} IS NULL`).join(' AND ');
+    const joined = `concat_ws(${sep}, ${parts.map((p) => `coalesce(${sourceText(img, p.name)}, '')`).join(', ')})`;
+    return [{ column: one.name, expr: `(CASE WHEN ${allNull} THEN NULL ELSE ${joined} END)::${one.type}` }];
+  }
+  // one → many
+  return parts.map((p, i) => {
+    if (combined.combine === 'json') {
+      return { column: p.name, expr: castExpr(`(${sourceJson(img, one.name)}->>${lit(p.name)})`, `(${sourceJson(img, one.name)}->${lit(p.name)})`, p) };
+    }
+    const whole = sourceText(img, one.name);
+    const piece = i < parts.length - 1 ? `split_part(${whole}, ${sep}, ${i + 1})` : `array_to_string((string_to_array(${whole}, ${sep}))[${parts.length}:], ${sep})`;
+    return { column: p.name, expr: `(${piece})::${p.type}` };
+  });
+}
+
+/** Validates every table mapping against the real schemas and compiles it. Throws SYNC_SCHEMA_MISMATCH listing every problem. */
+export function compileMappings(config: SyncConfig, schemas: { legacy: Map<string, TableInfo>; service: Map<string, TableInfo> }): CompiledTable[] {
+  const problems: Problem[] = [];
+  const out: CompiledTable[] = [];
+  const names = new Set<string>();
+  config.tables.forEach((t, i) => {
+    const at = `sync.tables[${i}]`;
+    if (names.has(t.name)) problems.push({ path: `${at}.name`, message: `duplicate logical table name "${t.name}"` });
+    names.add(t.name);
+    const info = {} as { legacy: TableInfo; service: TableInfo };
+    for (const side of ['legacy', 'service'] as const) {
+      const found = schemas[side].get(t[side].table);
+      if (!found) {
+        problems.push({ path: `${at}.${side}.table`, message: `unknown table "${t[side].table}" in the ${side} database schema "${config.databases[side].schema}" (tables: ${[...schemas[side].keys()].join(', ') || 'none'})` });
+        continue;
+      }
+      info[side] = found;
+      for (const k of t[side].key) if (!found.columns.has(k)) problems.push({ path: `${at}.${side}.key`, message: `unknown column "${k}" in ${side} table ${found.name}` });
+      const sorted = [...t[side].key].sort().join(',');
+      if (t[side].key.every((k) => found.columns.has(k)) && !found.uniqueKeys.some((u) => [...u].sort().join(',') === sorted)) {
+        problems.push({ path: `${at}.${side}.key`, message: `key (${t[side].key.join(', ')}) of ${side} table ${found.name} is not its primary key or a unique index` });
+      }
+    }
+    if (!info.legacy || !info.service) return;
+    if (t.legacy.key.length !== t.service.key.length) {
+      problems.push({ path: at, message: 'legacy and service keys must have the same number of columns' });
+      return;
+    }
+    t.legacy.key.forEach((lk, j) => {
+      const sk = t.service.key[j] as string;
+      const entry = t.columns.find((c) => c.legacy === lk && c.service === sk);
+      if (!entry || ('codec' in entry && entry.codec !== 'identity')) problems.push({ path: `${at}.columns`, message: `key column legacy ${lk} ↔ service ${sk} must be mapped one to one with codec identity` });
+    });
+    const before = problems.length;
+    const exprs = {
+      legacy: t.columns.flatMap((c, j) => entryExprs(c, 'legacy', info, 's', `${at}.columns[${j}]`, problems)),
+      service: t.columns.flatMap((c, j) => entryExprs(c, 'service', info, 's', `${at}.columns[${j}]`, [])),
+    };
+    if (problems.length > before) return;
+    for (const side of ['legacy', 'service'] as const) {
+      const mapped = new Set(exprs[side].map((e) => e.column));
+      for (const c of info[side].columns.values()) {
+        if (c.family === 'array' && mapped.has(c.name)) problems.push({ path: at, message: `type that cannot map: array column ${side} ${info[side].name}.${c.name} (${c.type}) is not supported` });
+      }
+    }
+    const owner = t.owner ?? config.ownership.default;
+    const schemaOf = (side: Side) => config.databases[side].schema;
+    const keyText = (side: Side, alias: string) => `jsonb_build_array(${t[side].key.map((k) => `${alias}.${q(k)}`).join(', ')})::text`;
+    // Canonical text: the service-shaped row, each value cast to the service type (json canonicalised as jsonb).
+    const canonicalCols = (side: Side, img: string) => {
+      const svc = info.service;
+      const list = side === 'service'
+        ? [...new Set(exprs.service.map((e) => e.column))].map((c) => ({ column: c, expr: castExpr(sourceText(img, c), sourceJson(img, c), svc.columns.get(c) as ColumnInfo) }))
+        : t.columns.flatMap((c, j) => entryExprs(c, 'service', info, img, `${at}.columns[${j}]`, []));
+      return list.sort((a, b) => (a.column < b.column ? -1 : 1)).map((e) => {
+        const fam = svc.columns.get(e.column)?.family;
+        return `quote_nullable((${e.expr})${fam === 'json' ? '::jsonb' : ''}::text)`;
+      });
+    };
+    out.push({
+      name: t.name,
+      config: t,
+      owner,
+      table: (side) => info[side],
+      qualified: (side) => `${q(schemaOf(side))}.${q(t[side].table)}`,
+      key: (side) => t[side].key,
+      writeExprs: (target) => exprs[target],
+      keyText,
+      canonicalText: (side, img) => `concat_ws('|', ${canonicalCols(side, img).join(', ')})`,
+    });
+  });
+  if (problems.length > 0) {
+    throw new StranglerError('SYNC_MAPPING_INVALID', `sync mapping does not fit the databases:\n${problems.map((p) => `  - ${p.path}: ${p.message}`).join('\n')}`, { details: { problems } });
+  }
+  return out;
+}

@@ -1,0 +1,68 @@
+/**
+ * The sync state schema, created on both databases (`sync.stateSchema`, default strangler_sync).
+ *
+ *   row_version   per (logical table, key): the version vector {legacy, service}, tombstone flag, write time.
+ *                 Written by the capture trigger for local writes and by apply for synced writes, so a key's
+ *                 history is comparable on both sides (see apply.ts for the rules).
+ *   changelog     the capture queue: one row per captured row change, in the writing transaction. `pos` is null
+ *                 until the relay assigns a publish position; rows are deleted once Kafka acknowledged them.
+ *   relay_state   last assigned and last acknowledged publish position of this side's relay.
+ *   applied       per (source side, topic, partition): last applied position and Kafka offset (the truth for apply).
+ *   apply_stats   counters per source side; conflicts, dead_letters, backfill, verify_runs: see their names.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { q } from './mapping.ts';
+
+export function stateDdl(schema: string): string {
+  const s = q(schema);
+  return `
+CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE SEQUENCE IF NOT EXISTS ${s}.version_seq CACHE 1;
+CREATE TABLE IF NOT EXISTS ${s}.row_version (
+  tbl text NOT NULL, pk text NOT NULL,
+  legacy_version bigint NOT NULL DEFAULT 0, service_version bigint NOT NULL DEFAULT 0,
+  deleted boolean NOT NULL DEFAULT false, ts timestamptz NOT NULL DEFAULT clock_timestamp(),
+  PRIMARY KEY (tbl, pk));
+CREATE TABLE IF NOT EXISTS ${s}.changelog (
+  seq bigint PRIMARY KEY, xid xid8 NOT NULL, tbl text NOT NULL, op text NOT NULL, pk text NOT NULL,
+  before jsonb, after jsonb, lv bigint NOT NULL, sv bigint NOT NULL, ts timestamptz NOT NULL, pos bigint);
+CREATE INDEX IF NOT EXISTS changelog_unassigned ON ${s}.changelog (seq) WHERE pos IS NULL;
+CREATE INDEX IF NOT EXISTS changelog_assigned ON ${s}.changelog (pos) WHERE pos IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ${s}.relay_state (
+  id int PRIMARY KEY, last_pos bigint NOT NULL, acked_pos bigint NOT NULL, published bigint NOT NULL DEFAULT 0,
+  updated_at timestamptz NOT NULL DEFAULT now());
+-- Positions start at the install time in microseconds, so a reinstall never reuses a position a target has stored.
+INSERT INTO ${s}.relay_state (id, last_pos, acked_pos)
+  VALUES (1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)
+  ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS ${s}.applied (
+  source text NOT NULL, topic text NOT NULL, partition int NOT NULL, position bigint NOT NULL, kafka_offset bigint,
+  updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (source, topic, partition));
+CREATE TABLE IF NOT EXISTS ${s}.apply_stats (
+  source text PRIMARY KEY, applied bigint NOT NULL DEFAULT 0, duplicates bigint NOT NULL DEFAULT 0, stale bigint NOT NULL DEFAULT 0,
+  echoes bigint NOT NULL DEFAULT 0, conflicts bigint NOT NULL DEFAULT 0, parked bigint NOT NULL DEFAULT 0,
+  last_event_ts timestamptz, last_applied_at timestamptz, last_lag_ms bigint);
+CREATE TABLE IF NOT EXISTS ${s}.conflicts (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), tbl text NOT NULL, pk text NOT NULL, source text NOT NULL,
+  policy text NOT NULL, winner text NOT NULL, incoming_version jsonb NOT NULL, local_version jsonb NOT NULL, event jsonb NOT NULL);
+CREATE TABLE IF NOT EXISTS ${s}.dead_letters (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), source text NOT NULL, topic text, partition int,
+  kafka_offset bigint, position bigint, tbl text NOT NULL, pk text NOT NULL, event jsonb NOT NULL, reason text NOT NULL,
+  status text NOT NULL DEFAULT 'parked', resolved_at timestamptz);
+CREATE INDEX IF NOT EXISTS dead_letters_parked ON ${s}.dead_letters (tbl, pk) WHERE status = 'parked';
+CREATE TABLE IF NOT EXISTS ${s}.backfill (
+  source text NOT NULL, tbl text NOT NULL, cursor text, rows_done bigint NOT NULL DEFAULT 0, rows_total bigint,
+  started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), done boolean NOT NULL DEFAULT false,
+  PRIMARY KEY (source, tbl));
+CREATE TABLE IF NOT EXISTS ${s}.verify_runs (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), ok boolean NOT NULL, result jsonb NOT NULL);
+`;
+}
+
+export async function installState(db: Pool | PoolClient, schema: string): Promise<void> {
+  await db.query(stateDdl(schema));
+}
+
+export async function stateInstalled(db: Pool | PoolClient, schema: string): Promise<boolean> {
+  const r = await db.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${q(schema)}.row_version`]);
+  return r.rows[0]?.ok === true;
+}
