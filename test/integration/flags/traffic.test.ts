@@ -1,0 +1,143 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { StranglerError } from '../../../common/errors.ts';
+import { UnleashAdminApi } from '../../../flags/admin-api.ts';
+import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
+import { syncFlags } from '../../../flags/sync.ts';
+import { resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute } from '../../../flags/traffic.ts';
+import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
+import { FakeGateway, flagsConfig } from './fixtures.ts';
+
+async function rejectsCode(promise: Promise<unknown>, code: string): Promise<string> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof StranglerError, String(err));
+    assert.equal(err.code, code, err.message);
+    return err.message;
+  }
+  assert.fail(`expected ${code}`);
+}
+
+describe('shift / rollback / resume against a real unleash-server', () => {
+  let unleash: TestUnleash;
+  let api: UnleashAdminApi;
+  let gateway: FakeGateway;
+  let deadGatewayUrl: string;
+  let control: FlagsControl;
+  let flag: string;
+  let other: string;
+  before(async () => {
+    unleash = await useTestUnleash();
+    api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
+    gateway = await new FakeGateway().start();
+    const dead = await new FakeGateway().start();
+    deadGatewayUrl = dead.url;
+    await dead.stop();
+    flag = uniqueFlag('orders');
+    other = uniqueFlag('users');
+    control = createFlagsControl(flagsConfig(unleash, [
+      { id: 'orders', flag: { name: flag } },
+      { id: 'users', flag: { name: other } },
+      { id: 'static', service: false },
+    ], { gateways: [{ url: gateway.url, token: 'gw-token-0123456789abcdef' }] }));
+    await syncFlags(control);
+  });
+  after(async () => {
+    await gateway.stop();
+    await unleash.stop();
+  });
+
+  const strategy = async (name = flag) => (await api.getFeatureEnvironment('default', name, unleash.environment));
+
+  test('invalid percentages and unknown routes change nothing', async () => {
+    const eventsBefore = (await api.getFeatureEvents(flag)).length;
+    for (const bad of [-1, 101, 2.5, 'abc', '', '50%', null]) await rejectsCode(shiftRoute(control, 'orders', bad), 'PERCENT_INVALID');
+    assert.match(await rejectsCode(shiftRoute(control, 'nope', 10), 'FLAG_ROUTE_UNKNOWN'), /route "nope" is not in flags-test.yaml; routes with flags: orders, users/);
+    assert.match(await rejectsCode(rollbackRoute(control, 'static'), 'FLAG_ROUTE_UNKNOWN'), /has no service/);
+    assert.equal((await api.getFeatureEvents(flag)).length, eventsBefore);
+    assert.equal(gateway.calls.length, 0);
+    assert.equal((await strategy()).strategies[0]?.parameters.rollout, '0');
+  });
+
+  test('shift sets the rollout, records who and why in Unleash\'s event log, and pushes a refresh', async () => {
+    const change = await shiftRoute(control, 'orders', '25', { actor: 'cli:alice', reason: 'canary looks healthy' });
+    assert.deepEqual([change.from, change.to, change.effectivePercent, change.changed], [{ enabled: true, percent: 0 }, { enabled: true, percent: 25 }, 25, true]);
+    assert.equal((await strategy()).strategies[0]?.parameters.rollout, '25');
+    assert.deepEqual(gateway.calls.at(-1), { authorization: 'Bearer gw-token-0123456789abcdef', body: { flag, action: 'shift', percent: 25 } });
+    assert.deepEqual(change.refresh.map((r) => r.ok), [true]);
+
+    const [latest] = await api.getFeatureEvents(flag);
+    assert.equal(latest?.type, 'feature-strategy-update');
+    assert.equal((latest?.preData?.parameters as Record<string, string>).rollout, '0');
+    assert.equal((latest?.data?.parameters as Record<string, string>).rollout, '25');
+    assert.match(String(latest?.data?.title), /shift 0→25% by cli:alice: canary looks healthy/);
+    assert.equal(latest?.createdBy, 'strangler-admin');
+
+    const again = await shiftRoute(control, 'orders', 25, { actor: 'cli:alice' });
+    assert.equal(again.changed, false, 'the same percentage twice writes nothing');
+  });
+
+  test('rollback switches the flag off and keeps the percentage; resume restores it', async () => {
+    const calls = gateway.calls.length;
+    const rolled = await rollbackRoute(control, 'orders', { actor: 'cli:bob', reason: 'p99 doubled' });
+    assert.deepEqual([rolled.from, rolled.to, rolled.effectivePercent], [{ enabled: true, percent: 25 }, { enabled: false, percent: 25 }, 0]);
+    const off = await strategy();
+    assert.equal(off.enabled, false);
+    assert.equal(off.strategies[0]?.parameters.rollout, '25');
+    assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag, action: 'rollback' }]);
+    const types = (await api.getFeatureEvents(flag)).slice(0, 2).map((e) => e.type).sort();
+    assert.deepEqual(types, ['feature-environment-disabled', 'feature-strategy-update']);
+    const [status] = await routeStatus(control, 'orders');
+    assert.equal(status?.state, 'off');
+    assert.equal(status?.percent, 25);
+    assert.match(status?.lastChange ?? '', /rollback by cli:bob: p99 doubled/);
+    assert.deepEqual(status?.drift, []);
+
+    const twice = await rollbackRoute(control, 'orders', { actor: 'cli:bob' });
+    assert.equal(twice.changed, false);
+
+    // A shift while rolled back records the new percentage without switching the flag on.
+    const shifted = await shiftRoute(control, 'orders', 10, { actor: 'cli:bob' });
+    assert.deepEqual(shifted.to, { enabled: false, percent: 10 });
+    assert.equal((await strategy()).enabled, false);
+
+    const resumed = await resumeRoute(control, 'orders', { actor: 'cli:carol', reason: 'fixed' });
+    assert.deepEqual([resumed.from, resumed.to], [{ enabled: false, percent: 10 }, { enabled: true, percent: 10 }]);
+    const on = await strategy();
+    assert.equal(on.enabled, true);
+    assert.deepEqual(on.strategies.map((s) => s.parameters.rollout), ['10']);
+    assert.equal(gateway.calls.at(-1)?.body.action, 'resume');
+    assert.equal((await api.getFeatureEvents(flag))[0]?.type, 'feature-environment-enabled');
+  });
+
+  test('rollback --all switches every flagged route off', async () => {
+    const { changes, errors } = await rollbackAll(control, { actor: 'cli:ops', reason: 'incident' });
+    assert.deepEqual(errors, []);
+    assert.deepEqual(changes.map((c) => c.routeId).sort(), ['orders', 'users']);
+    assert.equal((await strategy(flag)).enabled, false);
+    assert.equal((await strategy(other)).enabled, false);
+    await resumeRoute(control, 'orders', { actor: 'cli:ops' });
+  });
+
+  test('shift or resume of a flag that was never synced fails with FLAG_NOT_SYNCED; extra strategies block a shift', async () => {
+    const unsynced = createFlagsControl(flagsConfig(unleash, [{ id: 'new', flag: { name: uniqueFlag('unsynced') } }]));
+    assert.match(await rejectsCode(shiftRoute(unsynced, 'new', 5), 'FLAG_NOT_SYNCED'), /run `strangler flags sync` first/);
+    await rejectsCode(resumeRoute(unsynced, 'new'), 'FLAG_NOT_SYNCED');
+
+    await api.addStrategy('default', other, unleash.environment, { name: 'default', parameters: {} });
+    assert.match(await rejectsCode(shiftRoute(control, 'users', 5), 'FLAG_DRIFT'), /2 strategies/);
+    const [status] = await routeStatus(control, 'users');
+    assert.deepEqual(status?.drift, ['2 strategies']);
+  });
+
+  test('a gateway that cannot be reached is reported, and the change still happens', async () => {
+    const withDead = createFlagsControl(control.config.flags.gateways.length ? flagsConfig(unleash, [{ id: 'orders', flag: { name: flag } }], {
+      gateways: [{ url: deadGatewayUrl, token: null }, { url: gateway.url, token: null }],
+    }) : control.config);
+    const change = await shiftRoute(withDead, 'orders', 15, { actor: 'test' });
+    assert.deepEqual(change.refresh.map((r) => r.ok), [false, true]);
+    assert.match(change.refresh[0]?.error ?? '', /ECONNREFUSED/);
+    assert.equal((await strategy()).strategies[0]?.parameters.rollout, '15');
+  });
+});
