@@ -1,0 +1,296 @@
+/**
+ * The gateway's flag client: unleash-client evaluates every decision locally (`isEnabled(flag, context, false)`),
+ * but the flag data comes through our own repository (unleash-client's `repository` option) instead of the SDK's
+ * poller, because the SDK's own poller
+ *   - stops polling for good after one 401/403 (we keep polling and report the error on the admin API),
+ *   - has no public "fetch now" (its internal fetch starts an extra poll loop per call); a push must fetch at once,
+ *   - crashes on destroy() during an in-flight fetch to a dead host.
+ * Start-up order: backup file (last good data) → bootstrap file → live API. No data at all means "not ready":
+ * every decision is legacy and /readyz reports degraded.
+ *
+ * A push that says "rollback" also sets a local override to legacy at once, because Unleash's read-after-write lag
+ * (about 1 s) means a refetch right after the write can still see the old state. The override is cleared when the
+ * flag is seen disabled and then enabled again, or by an explicit resume/shift push.
+ */
+import { EventEmitter } from 'node:events';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { Unleash, UnleashEvents, type Context } from 'unleash-client';
+import type { ClientFeaturesResponse, FeatureInterface } from 'unleash-client/lib/feature.js';
+import type { RepositoryInterface } from 'unleash-client/lib/repository/index.js';
+import type { Segment } from 'unleash-client/lib/strategy/strategy.js';
+import type { FlagsConfig } from '../gateway/config/schema.ts';
+import { messageOf } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+
+export interface FlagState {
+  known: boolean;
+  enabled: boolean;
+  rolloutPercent: number | null;
+  localOverride: 'legacy' | null;
+}
+
+export interface FlagPush {
+  flag?: string;
+  action?: 'rollback' | 'resume' | 'shift' | 'refresh';
+  percent?: number;
+}
+
+export interface FlagClientStatus {
+  ready: boolean;
+  synchronized: boolean;
+  source: 'none' | 'backup' | 'bootstrap' | 'api';
+  lastError: string | null;
+  authError: boolean;
+  lastFetchAt: string | null;
+}
+
+/** Percentage of the first active flexibleRollout strategy, or 100 for an enabled flag without strategies. */
+export function rolloutPercentOf(feature: FeatureInterface | undefined): number | null {
+  if (!feature) return null;
+  const strategies = (feature.strategies ?? []).filter((s) => !(s as { disabled?: boolean }).disabled);
+  if (strategies.length === 0) return 100;
+  const rollout = strategies.find((s) => s.name === 'flexibleRollout');
+  if (!rollout) return null;
+  const n = Number(rollout.parameters?.rollout);
+  return Number.isFinite(n) ? Math.max(0, Math.min(100, n)) : 0;
+}
+
+class FlagRepository extends EventEmitter implements RepositoryInterface {
+  #features = new Map<string, FeatureInterface>();
+  #segments = new Map<number, Segment>();
+  #etag: string | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #inflight: Promise<void> | undefined;
+  #stopped = false;
+  #ready = false;
+  readonly status: FlagClientStatus = { ready: false, synchronized: false, source: 'none', lastError: null, authError: false, lastFetchAt: null };
+  readonly #config: FlagsConfig;
+  readonly #log: Logger;
+  readonly #instanceId: string;
+  readonly #backupFile: string | null;
+
+  constructor(config: FlagsConfig, log: Logger, instanceId: string) {
+    super();
+    this.#config = config;
+    this.#log = log;
+    this.#instanceId = instanceId;
+    this.#backupFile = config.backupPath ? join(config.backupPath, `unleash-backup-${config.appName}.json`) : null;
+  }
+
+  getToggle(name: string): FeatureInterface | undefined {
+    return this.#features.get(name);
+  }
+  getToggles(): FeatureInterface[] {
+    return [...this.#features.values()];
+  }
+  getTogglesWithSegmentData() {
+    return this.getToggles().map((t) => ({
+      ...t,
+      strategies: t.strategies?.map((s) => ({ ...s, segments: s.segments?.map((id) => this.#segments.get(id)).filter((x): x is Segment => x !== undefined) })),
+    }));
+  }
+  getSegment(id: number): Segment | undefined {
+    return this.#segments.get(id);
+  }
+
+  async start(): Promise<void> {
+    await this.#loadFile(this.#backupFile, 'backup');
+    await this.#loadFile(this.#config.bootstrapFile, 'bootstrap');
+    if (this.#config.url) await this.fetchNow();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+
+  /** Fetches now; concurrent callers share one request. Never throws. */
+  fetchNow(): Promise<void> {
+    if (!this.#config.url || this.#stopped) return Promise.resolve();
+    this.#inflight ??= this.#fetch().finally(() => {
+      this.#inflight = undefined;
+      this.#schedule();
+    });
+    return this.#inflight;
+  }
+
+  #schedule(): void {
+    if (this.#stopped || this.#config.refreshIntervalMs <= 0) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => void this.fetchNow(), this.#config.refreshIntervalMs);
+    this.#timer.unref();
+  }
+
+  async #fetch(): Promise<void> {
+    const url = new URL('client/features', this.#config.url?.endsWith('/') ? this.#config.url : `${this.#config.url}/`);
+    const headers: Record<string, string> = {
+      'unleash-appname': this.#config.appName,
+      'unleash-instanceid': this.#instanceId,
+      'unleash-sdk': 'strangler-repository:1',
+      accept: 'application/json',
+    };
+    if (this.#config.token) headers.authorization = this.#config.token;
+    if (this.#etag) headers['if-none-match'] = this.#etag;
+    try {
+      const res = await fetch(url, { headers, signal: AbortSignal.timeout(this.#config.requestTimeoutMs) });
+      this.status.lastFetchAt = new Date().toISOString();
+      if (res.status === 304) {
+        await res.arrayBuffer();
+        this.#clearError();
+        this.emit(UnleashEvents.Unchanged);
+        return;
+      }
+      if (res.status === 401 || res.status === 403) {
+        await res.arrayBuffer();
+        this.#setError(`Unleash refused the token (${res.status}) at ${url.pathname}: check flags.token (a backend token for environment ${this.#config.environment})`, true);
+        return;
+      }
+      if (!res.ok) {
+        await res.arrayBuffer();
+        this.#setError(`Unleash answered ${res.status} at ${url.pathname}`, false);
+        return;
+      }
+      const body = (await res.json()) as ClientFeaturesResponse;
+      if (!Array.isArray(body.features)) {
+        this.#setError(`Unleash answered without a features array at ${url.pathname}`, false);
+        return;
+      }
+      this.#etag = res.headers.get('etag') ?? undefined;
+      this.#clearError();
+      this.#apply(body, 'api');
+      await this.#writeBackup(body);
+    } catch (err) {
+      this.#setError(`Unleash unreachable at ${url.origin}: ${messageOf(err)}`, false);
+    }
+  }
+
+  #apply(body: ClientFeaturesResponse, source: FlagClientStatus['source']): void {
+    this.#features = new Map(body.features.map((f) => [f.name, f]));
+    this.#segments = new Map((body.segments ?? []).map((s) => [s.id, s]));
+    this.status.source = source;
+    if (source === 'api' || source === 'bootstrap') this.status.synchronized = this.status.synchronized || source === 'api';
+    if (!this.#ready) {
+      this.#ready = true;
+      this.status.ready = true;
+      this.emit(UnleashEvents.Ready);
+    }
+    this.emit(UnleashEvents.Changed, this.getToggles());
+  }
+
+  async #loadFile(file: string | null, source: 'backup' | 'bootstrap'): Promise<void> {
+    if (!file) return;
+    try {
+      const body = JSON.parse(await readFile(file, 'utf8')) as ClientFeaturesResponse;
+      if (!Array.isArray(body.features)) throw new Error('no "features" array');
+      this.#apply(body, source);
+      this.#log.info({ file, source, flags: body.features.length }, 'flags.loaded_from_file');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && source === 'backup') return;
+      this.#log.warn({ file, source, err: messageOf(err) }, 'flags.file_unusable');
+    }
+  }
+
+  async #writeBackup(body: ClientFeaturesResponse): Promise<void> {
+    if (!this.#backupFile || !this.#config.backupPath) return;
+    try {
+      await mkdir(this.#config.backupPath, { recursive: true });
+      const tmp = `${this.#backupFile}.${process.pid}.tmp`;
+      await writeFile(tmp, JSON.stringify({ version: body.version, features: body.features, segments: body.segments ?? [] }));
+      await rename(tmp, this.#backupFile);
+    } catch (err) {
+      this.#log.warn({ file: this.#backupFile, err: messageOf(err) }, 'flags.backup_failed');
+    }
+  }
+
+  #setError(message: string, auth: boolean): void {
+    const changed = this.status.lastError !== message;
+    this.status.lastError = message;
+    this.status.authError = auth;
+    if (changed) this.emit(UnleashEvents.Error, new Error(message));
+  }
+
+  #clearError(): void {
+    this.status.lastError = null;
+    this.status.authError = false;
+  }
+}
+
+export class FlagClient {
+  readonly #unleash: Unleash;
+  readonly #repository: FlagRepository;
+  readonly #log: Logger;
+  /** flag → override record; present means "route to legacy now". */
+  readonly #overrides = new Map<string, { sawDisabled: boolean }>();
+
+  constructor(config: FlagsConfig, log: Logger, options: { instanceId?: string } = {}) {
+    this.#log = log;
+    const instanceId = config.instanceId ?? options.instanceId ?? `${hostname()}-${process.pid}`;
+    this.#repository = new FlagRepository(config, log, instanceId);
+    this.#unleash = new Unleash({
+      appName: config.appName,
+      instanceId,
+      url: config.url ?? 'http://127.0.0.1:9/api/',
+      environment: config.environment,
+      repository: this.#repository,
+      disableMetrics: config.disableMetrics || !config.url,
+      customHeaders: config.token ? { Authorization: config.token } : {},
+      disableAutoStart: true,
+      skipInstanceCountWarning: true,
+    });
+    // Errors are reported through status and the admin API; without a listener the SDK would log them itself.
+    this.#unleash.on(UnleashEvents.Error, (err: Error) => this.#log.warn({ err: err.message }, 'flags.error'));
+    this.#unleash.on(UnleashEvents.Warn, (msg: unknown) => this.#log.debug({ msg: String(msg) }, 'flags.warn'));
+    this.#repository.on(UnleashEvents.Changed, () => this.#reconcileOverrides());
+  }
+
+  /** Loads backup/bootstrap and does the first fetch. Resolves within requestTimeoutMs even if Unleash is down. */
+  async start(): Promise<void> {
+    await this.#unleash.start();
+  }
+
+  get status(): FlagClientStatus {
+    return this.#repository.status;
+  }
+
+  /** The decision for one request. Unknown flag or no data → false (legacy). */
+  isEnabled(flag: string, context: Context): boolean {
+    if (this.#overrides.has(flag)) return false;
+    return this.#unleash.isEnabled(flag, context, false);
+  }
+
+  state(flag: string): FlagState {
+    const feature = this.#repository.getToggle(flag);
+    return {
+      known: feature !== undefined,
+      enabled: feature?.enabled ?? false,
+      rolloutPercent: rolloutPercentOf(feature),
+      localOverride: this.#overrides.has(flag) ? 'legacy' : null,
+    };
+  }
+
+  /** Handles a push from the control plane (shift/rollback/resume, or an Unleash webhook): act now, then refetch. */
+  async push(push: FlagPush): Promise<void> {
+    if (push.flag && push.action === 'rollback') this.#overrides.set(push.flag, { sawDisabled: false });
+    if (push.flag && (push.action === 'resume' || push.action === 'shift')) this.#overrides.delete(push.flag);
+    await this.#repository.fetchNow();
+  }
+
+  refresh(): Promise<void> {
+    return this.#repository.fetchNow();
+  }
+
+  close(): void {
+    this.#repository.stop();
+    this.#unleash.destroy();
+  }
+
+  #reconcileOverrides(): void {
+    for (const [flag, record] of this.#overrides) {
+      const f = this.#repository.getToggle(flag);
+      if (!f || !f.enabled || rolloutPercentOf(f) === 0) record.sawDisabled = true;
+      else if (record.sawDisabled) this.#overrides.delete(flag); // turned back on in Unleash after the rollback landed
+    }
+  }
+}

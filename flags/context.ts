@@ -1,0 +1,135 @@
+/**
+ * The one place a request becomes an Unleash context (ENGINEERING.md §2 step 2).
+ *
+ * Stickiness must be stable, so every request gets a key: the configured user key (header, cookie or JWT claim,
+ * unverified) → the signed session cookie → a newly minted signed session cookie. Unleash is never left to its
+ * per-call random fallback. Tester overrides are HMAC-signed; anything unsigned or tampered is ignored.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import type { IdentityConfig, UserKeySource } from '../gateway/config/schema.ts';
+
+export interface Identity {
+  /** The stickiness value passed to Unleash. */
+  key: string;
+  source: 'user' | 'session' | 'new-session';
+  context: { userId?: string; sessionId?: string };
+  /** Set-Cookie value to send when a new session was minted. */
+  setCookie: string | null;
+}
+
+export type OverrideTarget = 'legacy' | 'service';
+export type OverrideResult = { target: OverrideTarget } | { rejected: string } | null;
+
+/** Reads one cookie from a Cookie header without allocating a map of all cookies. */
+export function readCookie(header: string | undefined, name: string): string | undefined {
+  if (!header) return undefined;
+  let start = 0;
+  while (start < header.length) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    const eq = header.indexOf('=', start);
+    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name) {
+      const value = header.slice(eq + 1, end).trim();
+      return value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+    }
+    start = end + 1;
+  }
+  return undefined;
+}
+
+function firstHeader(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Reads a claim from a JWT payload without verifying it (the gateway only needs a stable key, not trust). */
+export function readJwtClaim(authorization: string | undefined, claim: string): string | undefined {
+  if (!authorization) return undefined;
+  const token = authorization.startsWith('Bearer ') ? authorization.slice(7) : authorization;
+  const parts = token.split('.');
+  if (parts.length !== 3 || !parts[1]) return undefined;
+  try {
+    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as Record<string, unknown>;
+    const v = payload[claim];
+    return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function sign(secret: Buffer, value: string): string {
+  return createHmac('sha256', secret).update(value).digest('base64url').slice(0, 27);
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const ab = Buffer.from(a);
+  const bb = Buffer.from(b);
+  return ab.length === bb.length && timingSafeEqual(ab, bb);
+}
+
+/** Mints a tester override value `<target>.<expiresAtS>.<sig>` for the override header or cookie. */
+export function signOverride(secret: string, target: OverrideTarget, ttlS = 3600, nowMs = Date.now()): string {
+  const exp = Math.floor(nowMs / 1000) + ttlS;
+  return `${target}.${exp}.${sign(Buffer.from(secret), `${target}.${exp}`)}`;
+}
+
+export class Identifier {
+  readonly #config: IdentityConfig;
+  readonly #sessionSecret: Buffer;
+  readonly #overrideSecret: Buffer | null;
+  readonly #now: () => number;
+
+  constructor(config: IdentityConfig, options: { now?: () => number } = {}) {
+    this.#config = config;
+    this.#sessionSecret = config.sessionSecret ? Buffer.from(config.sessionSecret) : randomBytes(32);
+    this.#overrideSecret = config.override.secret ? Buffer.from(config.override.secret) : null;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** True when sessions are signed with a random per-process key (worth a warning at start). */
+  get ephemeralSessions(): boolean {
+    return this.#config.sessionSecret === null;
+  }
+
+  identify(headers: IncomingHttpHeaders, userKey: readonly UserKeySource[] = this.#config.userKey): Identity {
+    for (const source of userKey) {
+      let v: string | undefined;
+      if ('jwtClaim' in source) v = readJwtClaim(firstHeader(headers, source.header), source.jwtClaim);
+      else if ('cookie' in source) v = readCookie(headers.cookie, source.cookie);
+      else v = firstHeader(headers, source.header);
+      if (v) return { key: v, source: 'user', context: { userId: v }, setCookie: null };
+    }
+    const cookie = readCookie(headers.cookie, this.#config.sessionCookie);
+    if (cookie) {
+      const dot = cookie.lastIndexOf('.');
+      if (dot > 0) {
+        const sid = cookie.slice(0, dot);
+        if (safeEqual(cookie.slice(dot + 1), sign(this.#sessionSecret, sid))) {
+          return { key: sid, source: 'session', context: { sessionId: sid }, setCookie: null };
+        }
+      }
+    }
+    const sid = randomBytes(16).toString('base64url');
+    const value = `${sid}.${sign(this.#sessionSecret, sid)}`;
+    return {
+      key: sid,
+      source: 'new-session',
+      context: { sessionId: sid },
+      setCookie: `${this.#config.sessionCookie}=${value}; Path=/; Max-Age=${this.#config.sessionMaxAgeS}; HttpOnly; SameSite=Lax`,
+    };
+  }
+
+  /** A signed, unexpired tester override forces a target; null when none was sent. */
+  override(headers: IncomingHttpHeaders): OverrideResult {
+    const { header, cookie } = this.#config.override;
+    const raw = firstHeader(headers, header) ?? readCookie(headers.cookie, cookie);
+    if (!raw) return null;
+    if (!this.#overrideSecret) return { rejected: 'overrides are disabled (identity.override.secret is not set)' };
+    const [target, exp, sig] = raw.split('.');
+    if ((target !== 'legacy' && target !== 'service') || !exp || !sig) return { rejected: 'malformed override (expected <target>.<expiresAt>.<signature>)' };
+    if (!safeEqual(sig, sign(this.#overrideSecret, `${target}.${exp}`))) return { rejected: 'bad override signature' };
+    if (Number(exp) * 1000 < this.#now()) return { rejected: 'override expired' };
+    return { target };
+  }
+}

@@ -1,0 +1,257 @@
+/**
+ * The control plane: an express app on its own listener (127.0.0.1 by default). Everything under /admin, /metrics
+ * and the dashboard's data needs `Authorization: Bearer <admin.token>`; /healthz and /readyz are open so
+ * orchestrators can probe them. GET never changes state.
+ */
+import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import { StranglerError, isStranglerError, messageOf } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { LoadedConfig } from '../config/load.ts';
+import type { ReloadStatus } from '../runtime.ts';
+import type { BreakerView } from '../resilience/breakers.ts';
+import type { FlagPush } from '../../flags/client.ts';
+import type { RoutesResponse } from './types.ts';
+import { renderMetrics } from '../observability/metrics.ts';
+import { logEvent } from '../observability/log-events.ts';
+
+/** What a traffic change needs to say about itself (recorded in logs and Unleash's event log). */
+export interface ChangeRequest {
+  reason: string | null;
+  actor: string;
+}
+
+/** shift / rollback / resume, implemented by flags/ against the Unleash Admin API. */
+export interface TrafficActions {
+  shift(routeId: string, percent: number, change: ChangeRequest): Promise<unknown>;
+  rollback(routeId: string, change: ChangeRequest): Promise<unknown>;
+  resume(routeId: string, change: ChangeRequest): Promise<unknown>;
+}
+
+/** The control plane's view of the data plane: one process, or a cluster's workers behind IPC. */
+export interface ControlPlane {
+  config(): LoadedConfig;
+  reloadStatus(): ReloadStatus;
+  view(): Promise<RoutesResponse>;
+  breakers(): Promise<BreakerView[]>;
+  /** Delivers a flag push to every worker; resolves when all have acted on it. */
+  push(push: FlagPush): Promise<{ delivered: number }>;
+  traffic?: TrafficActions;
+  /** Sync lag and last verify (migration-scripts), when this process knows the sync config. */
+  sync?: () => Promise<unknown>;
+  /** Guard/plan state by route id (flags controller), when one runs in this process. */
+  controllerState?: () => Promise<Record<string, { guard: unknown; plan: unknown }>>;
+}
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (!header?.startsWith('Bearer ')) return false;
+  const given = Buffer.from(header.slice(7));
+  const want = Buffer.from(token);
+  return given.length === want.length && timingSafeEqual(given, want);
+}
+
+/** Secrets replaced by "[redacted]" wherever they appear in the config. */
+function redactConfig(value: unknown, key = ''): unknown {
+  if (typeof value === 'string' && /token|secret|password/i.test(key)) return '[redacted]';
+  if (typeof value === 'string' && /^postgres(ql)?:\/\//.test(value)) return value.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@');
+  if (Array.isArray(value)) return value.map((v) => redactConfig(v));
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));
+  return value;
+}
+
+async function probe(url: string, timeoutMs: number): Promise<{ healthy: boolean; status: number | null; latencyMs: number; error: string | null }> {
+  const start = performance.now();
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    await res.arrayBuffer();
+    return { healthy: res.ok, status: res.status, latencyMs: Math.round(performance.now() - start), error: null };
+  } catch (err) {
+    return { healthy: false, status: null, latencyMs: Math.round(performance.now() - start), error: messageOf(err) };
+  }
+}
+
+function parsePercent(value: unknown): number {
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 100) {
+    throw new StranglerError('PERCENT_INVALID', `percent must be an integer from 0 to 100, got ${JSON.stringify(value)}`);
+  }
+  return n;
+}
+
+/** Maps an Unleash webhook event (or our own push body) to a flag push. */
+export function pushFromBody(body: unknown): FlagPush {
+  if (!body || typeof body !== 'object') return { action: 'refresh' };
+  const b = body as Record<string, unknown>;
+  if (typeof b.type === 'string' && typeof b.featureName === 'string') {
+    const action = b.type === 'feature-environment-disabled' ? 'rollback' : b.type === 'feature-environment-enabled' ? 'resume' : b.type.startsWith('feature-strategy') ? 'shift' : 'refresh';
+    return { flag: b.featureName, action };
+  }
+  const action = b.action === 'rollback' || b.action === 'resume' || b.action === 'shift' ? b.action : 'refresh';
+  return { ...(typeof b.flag === 'string' ? { flag: b.flag } : {}), action, ...(typeof b.percent === 'number' ? { percent: b.percent } : {}) };
+}
+
+export function createAdminApp(plane: ControlPlane, options: { token: string; log: Logger }): express.Express {
+  const { token, log } = options;
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.json({ limit: '256kb' }));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res, next) => {
+    try {
+      const view = await plane.view();
+      const degraded = view.gateway.degraded;
+      // Degraded still serves (everything to legacy), so it is ready; the body says why it is degraded.
+      res.status(200).json({ status: degraded ? 'degraded' : 'ready', degraded, flagsSynchronized: view.gateway.flagsSynchronized });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.get('/dashboard', (_req, res) => {
+    let html: string;
+    try {
+      html = readFileSync(join(here, 'dashboard', 'index.html'), 'utf8');
+    } catch {
+      html = '<!doctype html><title>strangler</title><p>dashboard not installed</p>';
+    }
+    res.type('html').set('cache-control', 'no-store').set('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'").send(html);
+  });
+
+  const auth = (req: Request, _res: Response, next: NextFunction) => {
+    if (!tokenMatches(req.headers.authorization, token)) return next(new StranglerError('ADMIN_UNAUTHORIZED', 'missing or wrong bearer token: send Authorization: Bearer <admin.token>'));
+    next();
+  };
+  app.use(['/admin', '/metrics'], auth);
+
+  app.get('/metrics', async (_req, res, next) => {
+    try {
+      res.type('text/plain; version=0.0.4').send(renderMetrics(await plane.view()));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  const withController = async (view: RoutesResponse): Promise<RoutesResponse> => {
+    if (!plane.controllerState) return view;
+    const state = await plane.controllerState();
+    for (const r of view.routes) {
+      const s = state[r.id];
+      if (s) Object.assign(r, { guard: s.guard ?? r.guard, plan: s.plan ?? r.plan });
+    }
+    return view;
+  };
+
+  app.get('/admin/routes', async (_req, res, next) => {
+    try {
+      res.json(await withController(await plane.view()));
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.get('/admin/routes/:id', async (req, res, next) => {
+    try {
+      const view = await withController(await plane.view());
+      const route = view.routes.find((r) => r.id === req.params.id);
+      if (!route) throw new StranglerError('ADMIN_NOT_FOUND', `no route "${req.params.id}"; known: ${view.routes.map((r) => r.id).join(', ')}`);
+      res.json({ gateway: view.gateway, route });
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.get('/admin/upstreams', async (_req, res, next) => {
+    try {
+      const config = plane.config();
+      const upstreams = await Promise.all(config.upstreams.map(async (u) => ({ id: u.id, url: u.url, healthPath: u.healthPath, health: await probe(new URL(u.healthPath, u.url).href, Math.min(2000, u.timeoutMs)) })));
+      res.json({ upstreams });
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.get('/admin/breakers', async (_req, res, next) => {
+    try {
+      res.json({ breakers: await plane.breakers() });
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.get('/admin/config', (_req, res) => {
+    const config = plane.config();
+    res.json({ source: config.source, reload: plane.reloadStatus(), config: redactConfig(config) });
+  });
+  app.get('/admin/sync', async (_req, res, next) => {
+    try {
+      if (!plane.sync) throw new StranglerError('ADMIN_NOT_FOUND', 'this gateway has no sync section in its config');
+      res.json(await plane.sync());
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.post('/admin/flags/refresh', async (req, res, next) => {
+    try {
+      const push = pushFromBody(req.body);
+      const result = await plane.push(push);
+      logEvent(log, 'flags.push', { ...push, delivered: result.delivered });
+      res.json({ ok: true, ...push, ...result });
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  const change = (req: Request): ChangeRequest => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim() : null;
+    const actor = typeof body.actor === 'string' && body.actor.trim() ? `admin-api:${body.actor.trim()}` : `admin-api@${req.socket.remoteAddress ?? '?'}`;
+    return { reason, actor };
+  };
+  const traffic = (req: Request): TrafficActions => {
+    if (!plane.traffic) throw new StranglerError('ADMIN_BAD_REQUEST', 'traffic changes need flags.adminUrl/flags.adminToken in the gateway config');
+    if (!plane.config().routes.some((r) => r.id === req.params.id)) throw new StranglerError('ADMIN_NOT_FOUND', `no route "${req.params.id}"`);
+    return plane.traffic;
+  };
+  app.post('/admin/routes/:id/shift', async (req, res, next) => {
+    try {
+      const percent = parsePercent((req.body as Record<string, unknown> | undefined)?.percent);
+      res.json(await traffic(req).shift(String(req.params.id), percent, change(req)));
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.post('/admin/routes/:id/rollback', async (req, res, next) => {
+    try {
+      res.json(await traffic(req).rollback(String(req.params.id), change(req)));
+    } catch (err) {
+      next(err);
+    }
+  });
+  app.post('/admin/routes/:id/resume', async (req, res, next) => {
+    try {
+      res.json(await traffic(req).resume(String(req.params.id), change(req)));
+    } catch (err) {
+      next(err);
+    }
+  });
+
+  app.use((req: Request, _res: Response, next: NextFunction) => next(new StranglerError('ADMIN_NOT_FOUND', `no admin endpoint ${req.method} ${req.path}`)));
+  // Express recognises error handlers by their four parameters.
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const known = isStranglerError(err)
+      ? err
+      : (err as { type?: string }).type === 'entity.parse.failed'
+        ? new StranglerError('ADMIN_BAD_REQUEST', 'request body is not valid JSON')
+        : null;
+    if (!known) logEvent(log, 'admin.error', { err: messageOf(err) });
+    const e = known ?? new StranglerError('INTERNAL_ERROR', messageOf(err));
+    res.status(e.status).json(e.toJSON());
+  });
+  return app;
+}

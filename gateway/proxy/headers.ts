@@ -1,0 +1,69 @@
+/**
+ * Header rules for both directions. Hop-by-hop headers (RFC 9110 §7.6.1, plus any named in Connection) never
+ * cross the proxy; X-Forwarded-* describe the client hop; x-request-id is kept when sane or minted; W3C
+ * traceparent/tracestate pass unchanged as end-to-end headers.
+ */
+import { randomUUID } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+function connectionTokens(value: string | string[] | undefined): string[] {
+  if (!value) return [];
+  return (Array.isArray(value) ? value.join(',') : value).split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
+}
+
+export function isHopByHop(name: string, extra: readonly string[]): boolean {
+  return HOP_BY_HOP.has(name) || extra.includes(name);
+}
+
+/** The request id to use: the client's when it is well-formed, else a new one. */
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const v = headers['x-request-id'];
+  return typeof v === 'string' && REQUEST_ID.test(v) ? v : randomUUID();
+}
+
+export interface ForwardedInfo {
+  reqId: string;
+  clientIp: string;
+  proto: 'http' | 'https';
+  host: string;
+  trustForwarded: boolean;
+  /** Headers that must not reach any upstream (the tester override). */
+  drop: readonly string[];
+}
+
+/**
+ * Headers for the upstream request. Host is set by the proxy from the upstream's URL; the client's Host goes in
+ * X-Forwarded-Host. For upgrades, Connection/Upgrade are kept because they are the point of the request.
+ */
+export function upstreamRequestHeaders(req: IncomingMessage, info: ForwardedInfo, upgrade = false): IncomingHttpHeaders {
+  const extra = connectionTokens(req.headers.connection);
+  const out: IncomingHttpHeaders = {};
+  for (const [name, value] of Object.entries(req.headers)) {
+    if (value === undefined || name === 'host' || info.drop.includes(name)) continue;
+    if (isHopByHop(name, extra) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
+    if (name.startsWith('x-forwarded-') && !info.trustForwarded) continue;
+    out[name] = value;
+  }
+  const priorFor = info.trustForwarded ? req.headers['x-forwarded-for'] : undefined;
+  out['x-forwarded-for'] = priorFor ? `${Array.isArray(priorFor) ? priorFor.join(', ') : priorFor}, ${info.clientIp}` : info.clientIp;
+  if (!info.trustForwarded || !out['x-forwarded-proto']) out['x-forwarded-proto'] = info.proto;
+  if (!info.trustForwarded || !out['x-forwarded-host']) out['x-forwarded-host'] = info.host;
+  out['x-request-id'] = info.reqId;
+  return out;
+}
+
+/** Response headers from the upstream's raw list, minus hop-by-hop, as a flat [name, value, …] list for writeHead. */
+export function clientResponseHeaders(rawHeaders: readonly string[], connection: string | string[] | undefined): string[] {
+  const extra = connectionTokens(connection);
+  const out: string[] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (isHopByHop(name.toLowerCase(), extra)) continue;
+    out.push(name, rawHeaders[i + 1] as string);
+  }
+  return out;
+}

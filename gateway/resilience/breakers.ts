@@ -1,0 +1,77 @@
+/**
+ * One opossum breaker per service upstream, built from the route's named policy. The breaker wraps the whole
+ * service attempt; the attempt resolves to a typed outcome, and only real service failures (connect, timeout,
+ * reset, 5xx) reject, so 4xx answers and client aborts never trip it. opossum's own timeout is off: the forwarder
+ * owns timeouts so it can cancel the upstream request it started.
+ */
+import CircuitBreaker from 'opossum';
+import type { BreakerPolicy } from '../config/schema.ts';
+import type { BreakerState } from '../admin/types.ts';
+import type { Logger } from '../../common/logger.ts';
+import { logEvent } from '../observability/log-events.ts';
+
+type Action = () => Promise<unknown>;
+
+export interface BreakerView {
+  upstream: string;
+  policy: string;
+  state: BreakerState;
+  opens: number;
+  stats: { fires: number; failures: number; successes: number; rejects: number };
+}
+
+export class Breaker {
+  readonly upstream: string;
+  readonly policyName: string;
+  readonly #breaker: CircuitBreaker<[Action], unknown>;
+  opens = 0;
+
+  constructor(upstream: string, policyName: string, policy: BreakerPolicy, log: Logger) {
+    this.upstream = upstream;
+    this.policyName = policyName;
+    this.#breaker = new CircuitBreaker<[Action], unknown>((action: Action) => action(), {
+      name: upstream,
+      timeout: false,
+      errorThresholdPercentage: policy.errorThresholdPercentage,
+      volumeThreshold: policy.volumeThreshold,
+      resetTimeout: policy.resetTimeoutMs,
+      rollingCountTimeout: policy.rollingCountTimeoutMs,
+      rollingCountBuckets: policy.rollingCountBuckets,
+      rollingPercentilesEnabled: false,
+      enableSnapshots: false,
+    });
+    this.#breaker.on('open', () => {
+      this.opens++;
+      logEvent(log, 'breaker.open', { upstream, policy: policyName });
+    });
+    this.#breaker.on('halfOpen', () => logEvent(log, 'breaker.half_open', { upstream }));
+    this.#breaker.on('close', () => logEvent(log, 'breaker.close', { upstream }));
+  }
+
+  /** Runs `action` through the breaker. Rejects with an error whose code is EOPENBREAKER when open. */
+  fire<T>(action: () => Promise<T>): Promise<T> {
+    return this.#breaker.fire(action) as Promise<T>;
+  }
+
+  get state(): BreakerState {
+    return this.#breaker.opened ? 'open' : this.#breaker.halfOpen ? 'halfOpen' : 'closed';
+  }
+
+  /** opossum emitter, for tests that wait on 'open' / 'halfOpen' / 'close'. */
+  get events(): CircuitBreaker<[Action], unknown> {
+    return this.#breaker;
+  }
+
+  view(): BreakerView {
+    const s = this.#breaker.stats;
+    return { upstream: this.upstream, policy: this.policyName, state: this.state, opens: this.opens, stats: { fires: s.fires, failures: s.failures, successes: s.successes, rejects: s.rejects } };
+  }
+
+  shutdown(): void {
+    this.#breaker.shutdown();
+  }
+}
+
+export function isOpenBreakerError(err: unknown): boolean {
+  return (err as { code?: string } | null)?.code === 'EOPENBREAKER';
+}

@@ -1,0 +1,118 @@
+/**
+ * Runtime state shared by the data plane and the control plane (neither imports the other): the current config
+ * snapshot (route table, upstreams, breakers), per-route stats, the flag client and the identifier. A reload
+ * builds a new snapshot and swaps it in one assignment; requests in flight keep the snapshot they started with.
+ */
+import type { Logger } from '../common/logger.ts';
+import { messageOf } from '../common/errors.ts';
+import { loadConfigFile, type ConfigError, type LoadedConfig } from './config/load.ts';
+import { RouteTable } from './routing/route-table.ts';
+import { buildUpstreams, retireUpstreams, type Upstream } from './proxy/upstreams.ts';
+import { Breaker } from './resilience/breakers.ts';
+import { RouteStats } from './observability/stats.ts';
+import { logEvent } from './observability/log-events.ts';
+import { Identifier } from '../flags/context.ts';
+import { FlagClient } from '../flags/client.ts';
+
+export interface Snapshot {
+  readonly config: LoadedConfig;
+  readonly table: RouteTable;
+  readonly upstreams: ReadonlyMap<string, Upstream>;
+  /** Keyed by service upstream id. */
+  readonly breakers: ReadonlyMap<string, Breaker>;
+  readonly identifier: Identifier;
+  readonly loadedAt: string;
+}
+
+export interface ReloadStatus {
+  lastReloadAt: string | null;
+  lastError: { at: string; message: string; problems?: unknown } | null;
+}
+
+function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): Map<string, Breaker> {
+  const out = new Map<string, Breaker>();
+  for (const route of config.routes) {
+    if (!route.service || out.has(route.service)) continue;
+    const policy = config.policies.breakers[route.breaker];
+    if (!policy) continue; // load.ts already rejected unknown policy names
+    // Keep the breaker (and its state) when neither its upstream nor its policy changed.
+    const old = previous?.breakers.get(route.service);
+    const unchanged = old && old.policyName === route.breaker && JSON.stringify(previous?.config.policies.breakers[old.policyName]) === JSON.stringify(policy);
+    out.set(route.service, unchanged ? old : new Breaker(route.service, route.breaker, policy, log));
+  }
+  return out;
+}
+
+export class Runtime {
+  #snapshot: Snapshot;
+  readonly #stats = new Map<string, RouteStats>();
+  readonly flags: FlagClient;
+  readonly log: Logger;
+  readonly reload: ReloadStatus = { lastReloadAt: null, lastError: null };
+  readonly instanceId: string;
+  readonly startedAt = new Date().toISOString();
+  draining = false;
+
+  constructor(config: LoadedConfig, log: Logger, options: { instanceId?: string } = {}) {
+    this.log = log;
+    this.instanceId = options.instanceId ?? `${process.pid}`;
+    this.#snapshot = this.#build(config);
+    this.flags = new FlagClient(config.flags, log.child({ component: 'flags' }), { instanceId: options.instanceId });
+    if (this.#snapshot.identifier.ephemeralSessions) logEvent(log, 'config.ephemeral_session_secret', { hint: 'set identity.sessionSecret so sessions survive restarts and span gateways' });
+  }
+
+  get snapshot(): Snapshot {
+    return this.#snapshot;
+  }
+
+  #build(config: LoadedConfig, previous?: Snapshot): Snapshot {
+    return {
+      config,
+      table: new RouteTable(config.routes),
+      upstreams: buildUpstreams(config.upstreams, previous?.upstreams),
+      breakers: buildBreakers(config, this.log, previous),
+      identifier: previous && JSON.stringify(previous.config.identity) === JSON.stringify(config.identity) ? previous.identifier : new Identifier(config.identity),
+      loadedAt: new Date().toISOString(),
+    };
+  }
+
+  stats(routeId: string): RouteStats {
+    let s = this.#stats.get(routeId);
+    if (!s) {
+      s = new RouteStats(this.#snapshot.config.admin.statsWindowMs);
+      this.#stats.set(routeId, s);
+    }
+    return s;
+  }
+
+  /** Applies a new config. Flags settings take effect on restart only (the flag client keeps its connection). */
+  apply(config: LoadedConfig): void {
+    const previous = this.#snapshot;
+    this.#snapshot = this.#build(config, previous);
+    retireUpstreams(previous.upstreams, this.#snapshot.upstreams);
+    for (const [id, b] of previous.breakers) if (this.#snapshot.breakers.get(id) !== b) b.shutdown();
+    this.reload.lastReloadAt = this.#snapshot.loadedAt;
+    this.reload.lastError = null;
+    logEvent(this.log, 'config.reloaded', { file: config.source, routes: config.routes.length });
+  }
+
+  /** Re-reads the config file; a bad file keeps the last good config and is reported on the admin API. */
+  reloadFromFile(): boolean {
+    const file = this.#snapshot.config.source;
+    try {
+      this.apply(loadConfigFile(file));
+      return true;
+    } catch (err) {
+      const problems = (err as ConfigError).problems;
+      this.reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(problems ? { problems } : {}) };
+      logEvent(this.log, 'config.reload_failed', { file, err: messageOf(err) });
+      return false;
+    }
+  }
+
+  close(): void {
+    for (const b of this.#snapshot.breakers.values()) b.shutdown();
+    for (const u of this.#snapshot.upstreams.values()) u.agent.destroy();
+    this.flags.close();
+  }
+}

@@ -1,0 +1,208 @@
+/**
+ * Listeners and lifecycle: the data plane (node:http + the forwarder) and the control plane (express) on separate
+ * ports, config reload on file change, and a bounded drain on shutdown.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../common/logger.ts';
+import { createLogger } from '../common/logger.ts';
+import { StranglerError } from '../common/errors.ts';
+import { isLoopback, type LoadedConfig } from './config/load.ts';
+import { Runtime } from './runtime.ts';
+import { Forwarder } from './proxy/forward.ts';
+import { createAdminApp, type ControlPlane, type TrafficActions } from './admin/app.ts';
+import { routesResponse } from './admin/status.ts';
+import { logEvent } from './observability/log-events.ts';
+
+export interface DataPlane {
+  readonly server: Server;
+  readonly port: number;
+  /** Stops accepting, lets in-flight requests finish (at most drainTimeoutMs), then closes every connection. */
+  drain(): Promise<void>;
+}
+
+function listen(server: Server, port: number, host: string, what: string, howToChange: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'EADDRINUSE' ? new StranglerError('PORT_IN_USE', `${what}: port ${port} on ${host} is already in use; ${howToChange}`) : err);
+    };
+    server.once('error', onError);
+    server.listen({ port, host, exclusive: false }, () => {
+      server.off('error', onError);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function urlOf(host: string, port: number): string {
+  const h = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host.includes(':') ? `[${host}]` : host;
+  return `http://${h}:${port}`;
+}
+
+export async function startDataPlane(runtime: Runtime, options: { port?: number } = {}): Promise<DataPlane> {
+  const { proxy } = runtime.snapshot.config;
+  const forwarder = new Forwarder(runtime);
+  let inflight = 0;
+  let idle: (() => void) | null = null;
+  const server = createServer({ maxHeaderSize: proxy.maxHeaderBytes, headersTimeout: proxy.headersTimeoutMs, requestTimeout: proxy.requestTimeoutMs, keepAliveTimeout: 5_000 }, (req, res) => {
+    inflight++;
+    res.once('close', () => {
+      inflight--;
+      if (inflight === 0) idle?.();
+    });
+    forwarder.handle(req, res);
+  });
+  server.on('upgrade', forwarder.handleUpgrade);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    // Malformed requests (smuggling attempts, oversized headers) are refused by node's parser; answer and close.
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    logEvent(runtime.log, 'request.rejected', { code: err.code, reason: err.message });
+  });
+  const port = await listen(server, options.port ?? proxy.port, proxy.bind, 'data plane', 'set proxy.port in the config or pass --port');
+  return {
+    server,
+    port,
+    drain: async () => {
+      runtime.draining = true;
+      server.close();
+      server.closeIdleConnections();
+      if (inflight > 0) {
+        const drained = new Promise<void>((resolve) => (idle = resolve));
+        let timer: NodeJS.Timeout | undefined;
+        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), proxy.drainTimeoutMs)));
+        if (await Promise.race([drained.then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight, drainTimeoutMs: proxy.drainTimeoutMs });
+        clearTimeout(timer);
+      }
+      server.closeAllConnections();
+      forwarder.close();
+    },
+  };
+}
+
+export interface ControlPlaneServer {
+  readonly server: Server;
+  readonly port: number;
+  readonly token: string;
+  close(): Promise<void>;
+}
+
+/** Refuses a non-loopback bind without a token; with no token on loopback, mints one for this run. */
+export function adminToken(config: LoadedConfig): { token: string; generated: boolean } {
+  if (config.admin.token) return { token: config.admin.token, generated: false };
+  if (!isLoopback(config.admin.bind)) throw new StranglerError('ADMIN_INSECURE_BIND', `admin.bind is ${config.admin.bind} but admin.token is not set`);
+  return { token: randomBytes(24).toString('base64url'), generated: true };
+}
+
+export async function startControlPlane(plane: ControlPlane, log: Logger, options: { port?: number; token?: string } = {}): Promise<ControlPlaneServer> {
+  const config = plane.config();
+  const token = options.token ?? adminToken(config).token;
+  const server = createServer(createAdminApp(plane, { token, log }));
+  const port = await listen(server, options.port ?? config.admin.port, config.admin.bind, 'control plane', 'set admin.port in the config or pass --admin-port');
+  return {
+    server,
+    port,
+    token,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
+}
+
+/** The control plane of a single-process gateway: reads its own runtime directly. */
+export function localControlPlane(runtime: Runtime, extras: Partial<Pick<ControlPlane, 'traffic' | 'sync' | 'controllerState'>> = {}): ControlPlane {
+  return {
+    config: () => runtime.snapshot.config,
+    reloadStatus: () => runtime.reload,
+    view: async () => routesResponse(runtime),
+    breakers: async () => [...runtime.snapshot.breakers.values()].map((b) => b.view()),
+    push: async (push) => {
+      await runtime.flags.push(push);
+      return { delivered: 1 };
+    },
+    ...extras,
+  };
+}
+
+export interface GatewayOptions {
+  log?: Logger;
+  /** Override proxy.port / admin.port (tests pass 0). */
+  port?: number;
+  adminPort?: number;
+  adminToken?: string;
+  /** Reload when the config file changes (default true when the config came from a file). */
+  watch?: boolean;
+  instanceId?: string;
+  traffic?: TrafficActions;
+  sync?: ControlPlane['sync'];
+}
+
+export interface RunningGateway {
+  readonly runtime: Runtime;
+  readonly proxyUrl: string;
+  readonly adminUrl: string;
+  readonly adminToken: string;
+  readonly adminTokenGenerated: boolean;
+  close(): Promise<void>;
+}
+
+/** A single-process gateway: data plane, control plane and flag client in this process. */
+export async function startGateway(config: LoadedConfig, options: GatewayOptions = {}): Promise<RunningGateway> {
+  const log = options.log ?? createLogger({ level: config.log.level, name: 'gateway' });
+  const { token, generated } = options.adminToken ? { token: options.adminToken, generated: false } : adminToken(config);
+  const runtime = new Runtime(config, log, options.instanceId ? { instanceId: options.instanceId } : {});
+  await runtime.flags.start();
+  if (!runtime.flags.status.ready) logEvent(log, 'flags.degraded', { reason: runtime.flags.status.lastError ?? 'no flag data' });
+  else logEvent(log, 'flags.ready', { source: runtime.flags.status.source });
+  const data = await startDataPlane(runtime, options.port === undefined ? {} : { port: options.port });
+  let admin: ControlPlaneServer;
+  try {
+    admin = await startControlPlane(localControlPlane(runtime, { ...(options.traffic ? { traffic: options.traffic } : {}), ...(options.sync ? { sync: options.sync } : {}) }), log, { token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
+  } catch (err) {
+    await data.drain();
+    runtime.close();
+    throw err;
+  }
+  let watcher: FSWatcher | undefined;
+  if (options.watch ?? true) watcher = watchConfig(config.source, () => runtime.reloadFromFile());
+  const proxyUrl = urlOf(config.proxy.bind, data.port);
+  const adminUrl = urlOf(config.admin.bind, admin.port);
+  logEvent(log, 'gateway.started', { proxy: proxyUrl, admin: adminUrl, routes: config.routes.length });
+  let closing: Promise<void> | undefined;
+  return {
+    runtime,
+    proxyUrl,
+    adminUrl,
+    adminToken: token,
+    adminTokenGenerated: generated,
+    close: () =>
+      (closing ??= (async () => {
+        logEvent(log, 'gateway.stopping', {});
+        watcher?.close();
+        await data.drain();
+        await admin.close();
+        runtime.close();
+        logEvent(log, 'gateway.stopped', {});
+      })()),
+  };
+}
+
+/** Calls `onChange` (debounced) when the file changes; editors that replace the file are handled by re-watching. */
+export function watchConfig(file: string, onChange: () => void): FSWatcher | undefined {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const watcher = watch(file, { persistent: false }, () => {
+      clearTimeout(timer);
+      timer = setTimeout(onChange, 100);
+    });
+    watcher.on('error', () => {});
+    return watcher;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,378 @@
+/**
+ * Data plane against real sockets: fake upstreams that answer 500, stall, reset or are down; the gateway on port 0.
+ */
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, type AddressInfo } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, WebSocket } from 'ws';
+import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
+import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { signOverride } from '../../../flags/context.ts';
+import type { RunningGateway } from '../../../gateway/server.ts';
+
+const OVERRIDE_SECRET = 'test-override-secret-0123456789';
+const toService = { 'x-strangler-override': signOverride(OVERRIDE_SECRET, 'service') };
+
+/** Sends raw bytes and returns the raw response text (for requests fetch() refuses to build). */
+async function raw(url: string, request: string): Promise<string> {
+  const { port } = new URL(url);
+  const socket = connect(Number(port), '127.0.0.1');
+  await once(socket, 'connect');
+  socket.write(request);
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  await once(socket, 'close');
+  return Buffer.concat(chunks).toString();
+}
+
+describe('gateway data plane', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  let gw: RunningGateway;
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+    gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 30 }, 'strangler.idem': { percent: 0 } }) },
+      raw: {
+        routes: [
+          { id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc', breaker: 'tight' },
+          { id: 'idem', match: { pattern: '/api/payments/:id/*' }, legacy: 'legacy', service: 'svc', idempotent: true, fallback: 'small', breaker: 'tight' },
+          { id: 'rest', match: { pathPrefix: '/' }, legacy: 'legacy' },
+        ],
+        policies: {
+          breakers: { tight: { volumeThreshold: 1000, timeoutMs: 300, resetTimeoutMs: 50 } },
+          fallbacks: { default: {}, small: { maxReplayBodyBytes: 16, onBodyTooLarge: 'reject' } },
+        },
+      },
+    }));
+  });
+  after(async () => {
+    await gw.close();
+    await legacy.stop();
+    await svc.stop();
+  });
+  beforeEach(() => {
+    legacy.mode = 'ok';
+    svc.mode = 'ok';
+    legacy.received.length = 0;
+    svc.received.length = 0;
+  });
+
+  test('splits by flag percentage and keeps every user on one side', async () => {
+    const seen = new Map<string, string>();
+    let service = 0;
+    for (let i = 0; i < 600; i++) {
+      const res = await fetch(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': `user-${i}` } });
+      await res.text();
+      const target = res.headers.get('x-strangler-target') ?? '';
+      seen.set(`user-${i}`, target);
+      if (target === 'service') service++;
+    }
+    const share = service / 600;
+    assert.ok(Math.abs(share - 0.3) < 0.06, `share ${share} should be near 0.30`);
+    for (const i of [1, 7, 42, 99, 500]) {
+      const res = await fetch(`${gw.proxyUrl}/api/orders/x`, { headers: { 'x-user-id': `user-${i}` } });
+      await res.text();
+      assert.equal(res.headers.get('x-strangler-target'), seen.get(`user-${i}`), `user-${i} stays on its side`);
+    }
+  });
+
+  test('anonymous clients get a signed session cookie and stay on one side with it', async () => {
+    const first = await fetch(`${gw.proxyUrl}/api/orders/1`);
+    await first.text();
+    const cookie = first.headers.get('set-cookie') ?? '';
+    assert.match(cookie, /^strangler_sid=[^;]+; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/);
+    const value = cookie.split(';')[0] as string;
+    const target = first.headers.get('x-strangler-target');
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { cookie: value } });
+      await res.text();
+      assert.equal(res.headers.get('set-cookie'), null, 'a valid session is not re-minted');
+      assert.equal(res.headers.get('x-strangler-target'), target);
+    }
+    const forged = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { cookie: 'strangler_sid=abc.forged' } });
+    await forged.text();
+    assert.ok(forged.headers.get('set-cookie'), 'a forged session cookie is replaced');
+  });
+
+  test('signed overrides force a side; unsigned ones are ignored', async () => {
+    const forced = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { ...toService, 'x-user-id': 'anyone' } });
+    await forced.text();
+    assert.equal(forced.headers.get('x-strangler-target'), 'service');
+    assert.equal(svc.received[0]?.headers['x-strangler-override'], undefined, 'the override header is not forwarded');
+    const legacyForced = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { 'x-strangler-override': signOverride(OVERRIDE_SECRET, 'legacy') } });
+    await legacyForced.text();
+    assert.equal(legacyForced.headers.get('x-strangler-target'), 'legacy');
+    // bucket for this user is > 30, so without a valid override it is legacy
+    const user = [...Array(200).keys()].map((i) => `u${i}`).find((u) => u) as string;
+    const unsigned = await fetch(`${gw.proxyUrl}/api/payments/1/x`, { headers: { 'x-strangler-override': 'service.9999999999.bad', 'x-user-id': user } });
+    await unsigned.text();
+    assert.equal(unsigned.headers.get('x-strangler-target'), 'legacy', 'percent is 0 for this route; a bad signature is ignored');
+  });
+
+  test('GET falls back to legacy when the service answers 500', async () => {
+    svc.mode = 'status500';
+    const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-strangler-target'), 'legacy');
+    assert.equal(res.headers.get('x-strangler-fallback'), 'service-500');
+    assert.equal(((await res.json()) as { from: string }).from, 'legacy');
+    assert.equal(svc.received.length, 1);
+  });
+
+  test('GET falls back when the service stalls past its timeout, resets, or is down', async () => {
+    svc.mode = 'stall';
+    const stalled = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });
+    await stalled.text();
+    assert.equal(stalled.headers.get('x-strangler-fallback'), 'service-timeout');
+    svc.mode = 'reset';
+    const reset = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });
+    await reset.text();
+    assert.equal(reset.headers.get('x-strangler-fallback'), 'service-reset');
+    await svc.stop();
+    try {
+      const down = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });
+      await down.text();
+      assert.equal(down.status, 200);
+      assert.equal(down.headers.get('x-strangler-fallback'), 'service-connect');
+    } finally {
+      await svc.start();
+    }
+  });
+
+  test('a non-idempotent POST is never sent to two upstreams', async () => {
+    svc.mode = 'status500';
+    const failed = await fetch(`${gw.proxyUrl}/api/orders`, { method: 'POST', body: '{"n":1}', headers: { ...toService, 'content-type': 'application/json' } });
+    assert.equal(failed.status, 500, 'the service answer passes through');
+    assert.equal(((await failed.json()) as { from: string }).from, 'svc');
+    svc.mode = 'reset';
+    const reset = await fetch(`${gw.proxyUrl}/api/orders`, { method: 'POST', body: '{"n":2}', headers: { ...toService, 'content-type': 'application/json' } });
+    assert.equal(reset.status, 502);
+    assert.equal(((await reset.json()) as { error: { code: string } }).error.code, 'UPSTREAM_BAD_RESPONSE');
+    svc.mode = 'stall';
+    const stalled = await fetch(`${gw.proxyUrl}/api/orders`, { method: 'POST', body: '{"n":3}', headers: { ...toService, 'content-type': 'application/json' } });
+    assert.equal(stalled.status, 504);
+    assert.equal(((await stalled.json()) as { error: { code: string } }).error.code, 'UPSTREAM_TIMEOUT');
+    assert.equal(legacy.received.length, 0, 'legacy never saw the writes');
+    assert.equal(svc.received.length, 3);
+  });
+
+  test('a POST the service never received (connection refused) goes to legacy once', async () => {
+    await svc.stop();
+    try {
+      const res = await fetch(`${gw.proxyUrl}/api/orders`, { method: 'POST', body: '{"n":4}', headers: { ...toService, 'content-type': 'application/json' } });
+      assert.equal(res.status, 200);
+      assert.equal(res.headers.get('x-strangler-fallback'), 'service-connect');
+      assert.deepEqual(legacy.received.map((r) => r.body), ['{"n":4}']);
+    } finally {
+      await svc.start();
+    }
+  });
+
+  test('a route that declares writes idempotent replays the POST body on legacy', async () => {
+    svc.mode = 'status500';
+    const res = await fetch(`${gw.proxyUrl}/api/payments/7/capture`, { method: 'POST', body: '{"amt":5}', headers: toService });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('x-strangler-fallback'), 'service-500');
+    assert.equal(legacy.received[0]?.body, '{"amt":5}');
+  });
+
+  test('413 when a body is too large to replay on a route whose policy demands replay', async () => {
+    const res = await fetch(`${gw.proxyUrl}/api/payments/7/capture`, { method: 'POST', body: 'x'.repeat(100), headers: toService });
+    assert.equal(res.status, 413);
+    assert.equal(((await res.json()) as { error: { code: string } }).error.code, 'BODY_TOO_LARGE_TO_REPLAY');
+    assert.equal(svc.received.length + legacy.received.length, 0);
+  });
+
+  test('503 with a stable code when both sides are down', async () => {
+    svc.mode = 'status500';
+    legacy.mode = 'reset';
+    const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });
+    assert.equal(res.status, 503);
+    const body = (await res.json()) as { error: { code: string }; requestId: string };
+    assert.equal(body.error.code, 'ALL_UPSTREAMS_DOWN');
+    assert.equal(body.requestId, res.headers.get('x-request-id'));
+  });
+
+  test('paths with dot segments are refused, never forwarded', async () => {
+    for (const path of ['/api/orders/../secret', '/api/orders/%2e%2e/secret', '/api/orders/%2E./x', '/api/orders/.\\x']) {
+      const res = await raw(gw.proxyUrl, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+      assert.match(res, /^HTTP\/1\.1 400/, path);
+      assert.match(res, /"code":"BAD_REQUEST"/);
+    }
+    assert.equal(svc.received.length + legacy.received.length, 0);
+  });
+
+  test('no open proxy: absolute-form URIs and foreign Host headers only reach configured upstreams', async () => {
+    const attacker = await fakeUpstream('attacker');
+    try {
+      const a = await raw(gw.proxyUrl, `GET ${attacker.url}/api/orders/1 HTTP/1.1\r\nhost: ${new URL(attacker.url).host}\r\nconnection: close\r\n\r\n`);
+      assert.match(a, /^HTTP\/1\.1 200/);
+      const b = await raw(gw.proxyUrl, `GET /api/orders/1 HTTP/1.1\r\nhost: ${new URL(attacker.url).host}\r\nconnection: close\r\n\r\n`);
+      assert.match(b, /^HTTP\/1\.1 200/);
+      const c = await raw(gw.proxyUrl, `CONNECT ${new URL(attacker.url).host} HTTP/1.1\r\nhost: ${new URL(attacker.url).host}\r\n\r\n`);
+      assert.doesNotMatch(c, /^HTTP\/1\.1 200/);
+      assert.equal(attacker.received.length, 0, 'the attacker host never got a request');
+      assert.equal(legacy.received.length + svc.received.length, 2);
+    } finally {
+      await attacker.stop();
+    }
+  });
+
+  test('request smuggling (Content-Length with Transfer-Encoding) and oversized headers are refused', async () => {
+    const smuggle = await raw(gw.proxyUrl, 'POST /api/orders HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /api/orders/smuggled HTTP/1.1\r\nhost: x\r\n\r\n');
+    assert.match(smuggle, /^HTTP\/1\.1 400/);
+    const big = await raw(gw.proxyUrl, `GET /api/orders/1 HTTP/1.1\r\nhost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`);
+    assert.match(big, /^HTTP\/1\.1 431/);
+    assert.equal(svc.received.length + legacy.received.length, 0);
+  });
+
+  test('hop-by-hop headers are stripped both ways; forwarding headers, request id and traceparent are set', async () => {
+    const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
+    const response = await raw(gw.proxyUrl, [
+      'GET /api/orders/1 HTTP/1.1', 'host: shop.example', 'connection: close, x-secret', 'x-secret: s', 'proxy-authorization: Basic x', 'te: trailers',
+      'x-forwarded-for: 6.6.6.6', 'x-request-id: req-123', `traceparent: ${traceparent}`, 'x-user-id: u', '', '',
+    ].join('\r\n'));
+    const got = legacy.received[0] ?? svc.received[0];
+    assert.ok(got);
+    for (const h of ['x-secret', 'proxy-authorization', 'te']) assert.equal(got.headers[h], undefined, `${h} is not forwarded`);
+    assert.notEqual(got.headers.connection, 'close, x-secret', 'the client connection header is not forwarded');
+    assert.equal(got.headers['x-forwarded-for'], '127.0.0.1', 'an untrusted X-Forwarded-For is replaced');
+    assert.equal(got.headers['x-forwarded-proto'], 'http');
+    assert.equal(got.headers['x-forwarded-host'], 'shop.example');
+    assert.equal(got.headers['x-request-id'], 'req-123');
+    assert.equal(got.headers.traceparent, traceparent);
+    const head = response.split('\r\n\r\n')[0]?.toLowerCase() ?? '';
+    assert.doesNotMatch(head, /\nkeep-alive:/, 'the upstream keep-alive header is not passed back');
+    assert.match(head, /\nx-request-id: req-123/);
+    const minted = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { 'x-request-id': 'bad id with spaces' } });
+    await minted.text();
+    assert.match(minted.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+  });
+
+  test('WebSocket upgrades are routed by the same decision', async () => {
+    const wss = new WebSocketServer({ noServer: true });
+    const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => wss.handleUpgrade(req, socket, head, (ws) => ws.send('hello from svc'));
+    svc.server.on('upgrade', onUpgrade);
+    try {
+      const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: toService });
+      const [message] = (await once(ws, 'message')) as [Buffer];
+      assert.equal(message.toString(), 'hello from svc');
+      ws.close();
+      await once(ws, 'close');
+    } finally {
+      svc.server.off('upgrade', onUpgrade);
+      wss.close();
+    }
+  });
+});
+
+describe('breaker', () => {
+  test('opens after the volume threshold, short-circuits to legacy, and closes after a half-open success', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+      raw: { policies: { breakers: { default: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 100 } } } },
+    }));
+    try {
+      const breaker = gw.runtime.snapshot.breakers.get('svc');
+      assert.ok(breaker);
+      svc.mode = 'status500';
+      const opened = once(breaker.events, 'open');
+      for (let i = 0; i < 4; i++) {
+        const res = await fetch(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': 'u' } });
+        await res.text();
+        assert.equal(res.headers.get('x-strangler-fallback'), 'service-500');
+      }
+      await opened;
+      assert.equal(breaker.state, 'open');
+      const before = svc.received.length;
+      const shorted = await fetch(`${gw.proxyUrl}/api/orders/x`, { headers: { 'x-user-id': 'u' } });
+      await shorted.text();
+      assert.equal(shorted.headers.get('x-strangler-fallback'), 'service-breaker-open');
+      assert.equal(svc.received.length, before, 'an open breaker does not call the service');
+      // 4xx from the service never trips it: checked after it closes again
+      svc.mode = 'ok';
+      await once(breaker.events, 'halfOpen');
+      const trial = await fetch(`${gw.proxyUrl}/api/orders/y`, { headers: { 'x-user-id': 'u' } });
+      await trial.text();
+      assert.equal(trial.headers.get('x-strangler-target'), 'service');
+      assert.equal(breaker.state, 'closed');
+      const status = await fetch(`${gw.adminUrl}/admin/breakers`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+      const body = (await status.json()) as { breakers: { upstream: string; state: string; opens: number }[] };
+      assert.deepEqual(body.breakers.map((b) => [b.upstream, b.state, b.opens]), [['svc', 'closed', 1]]);
+    } finally {
+      await gw.close();
+      await legacy.stop();
+      await svc.stop();
+    }
+  });
+
+  test('4xx answers never trip the breaker', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const { createServer } = await import('node:http');
+    const svc = createServer((_req, res) => {
+      res.writeHead(404);
+      res.end();
+    });
+    await new Promise<void>((r) => svc.listen(0, '127.0.0.1', () => r()));
+    const port = (svc.address() as AddressInfo).port;
+    const gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: `http://127.0.0.1:${port}`,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+      raw: { policies: { breakers: { default: { volumeThreshold: 2, errorThresholdPercentage: 1 } } } },
+    }));
+    try {
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': 'u' } });
+        await res.text();
+        assert.equal(res.status, 404);
+        assert.equal(res.headers.get('x-strangler-target'), 'service');
+      }
+      assert.equal(gw.runtime.snapshot.breakers.get('svc')?.state, 'closed');
+      const unknown = await fetch(`${gw.proxyUrl}/not-routed`);
+      assert.equal(unknown.status, 404);
+      assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'ROUTE_NOT_FOUND');
+    } finally {
+      await gw.close();
+      await legacy.stop();
+      await new Promise<void>((r) => svc.close(() => r()));
+    }
+  });
+});
+
+describe('graceful shutdown', () => {
+  test('close() lets an in-flight request finish and refuses new connections', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const gw = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url }));
+    try {
+      legacy.mode = 'hold';
+      const received = legacy.nextRequest();
+      const inflight = fetch(`${gw.proxyUrl}/api/orders/slow`);
+      await received;
+      const closing = gw.close();
+      const refused = await fetch(`${gw.proxyUrl}/api/orders/new`).then(() => 'answered', () => 'refused');
+      assert.equal(refused, 'refused');
+      legacy.release();
+      const res = await inflight;
+      assert.equal(res.status, 200);
+      assert.equal(((await res.json()) as { url: string }).url, '/api/orders/slow');
+      await closing;
+    } finally {
+      await legacy.stop();
+      await svc.stop();
+    }
+  });
+});
