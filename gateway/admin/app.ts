@@ -17,6 +17,7 @@ import type { FlagPush } from '../../flags/client.ts';
 import type { RoutesResponse } from './types.ts';
 import { renderMetrics } from '../observability/metrics.ts';
 import { logEvent } from '../observability/log-events.ts';
+import { parsePercent } from '../../flags/traffic.ts';
 
 /** What a traffic change needs to say about itself (recorded in logs and Unleash's event log). */
 export interface ChangeRequest {
@@ -73,14 +74,6 @@ async function probe(url: string, timeoutMs: number): Promise<{ healthy: boolean
   } catch (err) {
     return { healthy: false, status: null, latencyMs: Math.round(performance.now() - start), error: messageOf(err) };
   }
-}
-
-function parsePercent(value: unknown): number {
-  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-  if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > 100) {
-    throw new StranglerError('PERCENT_INVALID', `percent must be an integer from 0 to 100, got ${JSON.stringify(value)}`);
-  }
-  return n;
 }
 
 /** Maps an Unleash webhook event (or our own push body) to a flag push. */
@@ -213,33 +206,35 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
     const actor = typeof body.actor === 'string' && body.actor.trim() ? `admin-api:${body.actor.trim()}` : `admin-api@${req.socket.remoteAddress ?? '?'}`;
     return { reason, actor };
   };
-  const traffic = (req: Request): TrafficActions => {
-    if (!plane.traffic) throw new StranglerError('ADMIN_BAD_REQUEST', 'traffic changes need flags.adminUrl/flags.adminToken in the gateway config');
-    if (!plane.config().routes.some((r) => r.id === req.params.id)) throw new StranglerError('ADMIN_NOT_FOUND', `no route "${req.params.id}"`);
-    return plane.traffic;
+  /**
+   * Runs a traffic change through flags/ (Unleash Admin API, audit, push to configured gateways), then pushes it
+   * to this gateway's own workers so it applies here before the answer is sent.
+   */
+  const trafficChange = (action: 'shift' | 'rollback' | 'resume') => async (req: Request, res: Response, next: NextFunction) => {
+    try {
+      if (!plane.traffic) throw new StranglerError('ADMIN_BAD_REQUEST', 'traffic changes need flags.adminUrl (or flags.url) and flags.adminToken in the gateway config');
+      const id = String(req.params.id);
+      const route = plane.config().routes.find((r) => r.id === id);
+      if (!route) throw new StranglerError('ADMIN_NOT_FOUND', `no route "${id}"; known: ${plane.config().routes.map((r) => r.id).join(', ')}`);
+      const who = change(req);
+      let result: unknown;
+      let percent: number | undefined;
+      if (action === 'shift') {
+        percent = parsePercent((req.body as Record<string, unknown> | undefined)?.percent);
+        result = await plane.traffic.shift(id, percent, who);
+      } else {
+        result = await plane.traffic[action](id, who);
+      }
+      await plane.push({ flag: route.flag.name, action, ...(percent === undefined ? {} : { percent }) });
+      logEvent(log, 'admin.change', { routeId: id, action, percent, actor: who.actor, reason: who.reason });
+      res.json(result);
+    } catch (err) {
+      next(err);
+    }
   };
-  app.post('/admin/routes/:id/shift', async (req, res, next) => {
-    try {
-      const percent = parsePercent((req.body as Record<string, unknown> | undefined)?.percent);
-      res.json(await traffic(req).shift(String(req.params.id), percent, change(req)));
-    } catch (err) {
-      next(err);
-    }
-  });
-  app.post('/admin/routes/:id/rollback', async (req, res, next) => {
-    try {
-      res.json(await traffic(req).rollback(String(req.params.id), change(req)));
-    } catch (err) {
-      next(err);
-    }
-  });
-  app.post('/admin/routes/:id/resume', async (req, res, next) => {
-    try {
-      res.json(await traffic(req).resume(String(req.params.id), change(req)));
-    } catch (err) {
-      next(err);
-    }
-  });
+  app.post('/admin/routes/:id/shift', trafficChange('shift'));
+  app.post('/admin/routes/:id/rollback', trafficChange('rollback'));
+  app.post('/admin/routes/:id/resume', trafficChange('resume'));
 
   app.use((req: Request, _res: Response, next: NextFunction) => next(new StranglerError('ADMIN_NOT_FOUND', `no admin endpoint ${req.method} ${req.path}`)));
   // Express recognises error handlers by their four parameters.

@@ -63,7 +63,7 @@ export function parseConfigText(text: string, file: string, env: NodeJS.ProcessE
   } else {
     const doc = parseDocument(text, { prettyErrors: true });
     if (doc.errors.length > 0) {
-      throw new ConfigError(file, doc.errors.map((e) => ({ path: '', expected: 'valid YAML', found: e.message.split('\n')[0] ?? e.message, hint: `line ${e.linePos?.[0]?.line ?? '?'}` })), 'CONFIG_UNREADABLE');
+      throw new ConfigError(file, doc.errors.slice(0, 1).map((e) => ({ path: '', expected: 'valid YAML', found: e.message.split('\n')[0] ?? e.message, hint: `line ${e.linePos?.[0]?.line ?? '?'}` })), 'CONFIG_UNREADABLE');
     }
     raw = doc.toJS();
   }

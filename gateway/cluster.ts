@@ -1,0 +1,174 @@
+/**
+ * Cluster mode (`--workers N`): the primary runs the control plane; N workers run the data plane on one shared
+ * port. The primary reads the workers' state and delivers pushes over IPC, so the admin API shows one merged view
+ * and a rollback reaches every worker before the request that asked for it is answered.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../common/logger.ts';
+import type { FlagPush } from '../flags/client.ts';
+import { loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { Runtime, type ReloadStatus } from './runtime.ts';
+import { routesResponse, mergeRouteStatuses } from './admin/status.ts';
+import type { ControlPlane } from './admin/app.ts';
+import type { RoutesResponse } from './admin/types.ts';
+import type { BreakerView } from './resilience/breakers.ts';
+import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer } from './server.ts';
+import { logEvent } from './observability/log-events.ts';
+import { messageOf } from '../common/errors.ts';
+
+type Request =
+  | { kind: 'view' }
+  | { kind: 'breakers' }
+  | { kind: 'push'; push: FlagPush }
+  | { kind: 'reload' }
+  | { kind: 'drain' };
+
+interface Envelope {
+  strangler: true;
+  id: string;
+  request?: Request;
+  reply?: unknown;
+  error?: string;
+}
+
+const isEnvelope = (m: unknown): m is Envelope => typeof m === 'object' && m !== null && (m as Envelope).strangler === true;
+
+/** Worker side: serve the data plane and answer the primary. */
+export async function runWorker(configFile: string, log: Logger, port?: number): Promise<void> {
+  const config = loadConfigFile(configFile);
+  const runtime = new Runtime(config, log, { instanceId: `${process.pid}` });
+  await runtime.flags.start();
+  const data = await startDataPlane(runtime, port === undefined ? {} : { port });
+  process.on('message', async (m: unknown) => {
+    if (!isEnvelope(m) || !m.request) return;
+    const answer = (reply: unknown, error?: string) => process.send?.({ strangler: true, id: m.id, reply, ...(error ? { error } : {}) } satisfies Envelope);
+    try {
+      switch (m.request.kind) {
+        case 'view':
+          return answer(routesResponse(runtime));
+        case 'breakers':
+          return answer([...runtime.snapshot.breakers.values()].map((b) => b.view()));
+        case 'push':
+          await runtime.flags.push(m.request.push);
+          return answer(true);
+        case 'reload':
+          return answer(runtime.reloadFromFile());
+        case 'drain':
+          await data.drain();
+          runtime.close();
+          process.send?.({ strangler: true, id: m.id, reply: true } satisfies Envelope, () => process.exit(0));
+          return;
+      }
+    } catch (err) {
+      answer(null, messageOf(err));
+    }
+  });
+  // The primary going away (or its SIGTERM reaching us as part of the group) ends this worker cleanly.
+  process.on('disconnect', () => void data.drain().then(() => process.exit(0)));
+  process.on('SIGTERM', () => {});
+  process.on('SIGINT', () => {});
+  process.send?.({ strangler: true, id: 'listening', reply: { port: data.port } } satisfies Envelope);
+}
+
+/** Primary side: fork workers, serve the control plane, and relay signals. */
+export async function runPrimary(configFile: string, workers: number, log: Logger, options: { port?: number; adminPort?: number } = {}): Promise<{ proxyPort: number; admin: ControlPlaneServer; stop(): Promise<void> }> {
+  let config: LoadedConfig = loadConfigFile(configFile);
+  const reload: ReloadStatus = { lastReloadAt: null, lastError: null };
+  const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
+  let stopping = false;
+  let proxyPort = 0;
+
+  const onMessage = (m: unknown) => {
+    if (!isEnvelope(m)) return;
+    const p = pending.get(m.id);
+    if (!p) return;
+    pending.delete(m.id);
+    if (m.error) p.reject(new Error(m.error));
+    else p.resolve(m.reply);
+  };
+
+  const ask = <T>(worker: Worker, request: Request, timeoutMs = 5_000): Promise<T> =>
+    new Promise<T>((resolve, reject) => {
+      const id = randomUUID();
+      const timer = setTimeout(() => {
+        pending.delete(id);
+        reject(new Error(`worker ${worker.process.pid} did not answer ${request.kind} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      pending.set(id, { resolve: (v) => (clearTimeout(timer), resolve(v as T)), reject: (e) => (clearTimeout(timer), reject(e)) });
+      worker.send({ strangler: true, id, request } satisfies Envelope);
+    });
+
+  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
+
+  const fork = (): Promise<Worker> =>
+    new Promise((resolve) => {
+      const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
+      worker.on('message', (m: unknown) => {
+        if (isEnvelope(m) && m.id === 'listening') {
+          proxyPort = (m.reply as { port: number }).port;
+          resolve(worker);
+        } else onMessage(m);
+      });
+      worker.on('exit', (code, signal) => {
+        if (stopping) return;
+        logEvent(log, 'gateway.worker_exit', { pid: worker.process.pid, code, signal });
+        void fork();
+      });
+    });
+
+  for (let i = 0; i < workers; i++) await fork();
+
+  const plane: ControlPlane = {
+    config: () => config,
+    reloadStatus: () => reload,
+    view: async () => {
+      const views = await Promise.all(live().map((w) => ask<RoutesResponse>(w, { kind: 'view' })));
+      const first = views[0];
+      if (!first) throw new Error('no live workers');
+      return {
+        gateway: {
+          ...first.gateway,
+          instanceId: `${process.pid}`,
+          workers: views.length,
+          ready: views.every((v) => v.gateway.ready),
+          degraded: views.find((v) => v.gateway.degraded)?.gateway.degraded ?? null,
+          flagsSynchronized: views.every((v) => v.gateway.flagsSynchronized),
+        },
+        routes: mergeRouteStatuses(views.map((v) => v.routes)),
+      };
+    },
+    breakers: async () => {
+      const all = await Promise.all(live().map((w) => ask<BreakerView[]>(w, { kind: 'breakers' })));
+      return all.flat();
+    },
+    push: async (push) => {
+      const acks = await Promise.all(live().map((w) => ask<boolean>(w, { kind: 'push', push })));
+      return { delivered: acks.length };
+    },
+  };
+  const admin = await startControlPlane(plane, log, { token: adminToken(config).token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
+
+  process.on('SIGHUP', async () => {
+    try {
+      config = loadConfigFile(configFile);
+      await Promise.all(live().map((w) => ask(w, { kind: 'reload' })));
+      reload.lastReloadAt = new Date().toISOString();
+      reload.lastError = null;
+      logEvent(log, 'config.reloaded', { file: configFile, workers: live().length });
+    } catch (err) {
+      reload.lastError = { at: new Date().toISOString(), message: messageOf(err) };
+      logEvent(log, 'config.reload_failed', { file: configFile, err: messageOf(err) });
+    }
+  });
+
+  return {
+    proxyPort,
+    admin,
+    stop: async () => {
+      stopping = true;
+      await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
+      await admin.close();
+    },
+  };
+}

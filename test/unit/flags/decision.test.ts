@@ -1,0 +1,112 @@
+/**
+ * Decision and stickiness: request → identity (flags/context.ts) → unleash-client isEnabled through FlagClient.
+ * Golden buckets (groupId strangler.orders) from the Unleash reference: alice → 67, bob → 3, "42" → 15.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { normalizedStrategyValue } from 'unleash-client/lib/strategy/util.js';
+import { FlagClient } from '../../../flags/client.ts';
+import { Identifier, readCookie, readJwtClaim, signOverride } from '../../../flags/context.ts';
+import { validateConfig } from '../../../gateway/config/load.ts';
+import { featuresFile } from '../../helpers/gateway.ts';
+import { silentLogger } from '../../../common/logger.ts';
+
+const FLAG = 'strangler.orders';
+const config = validateConfig({ upstreams: [{ id: 'l', url: 'http://127.0.0.1:1' }], identity: { sessionSecret: 's'.repeat(32), override: { secret: 'o'.repeat(32) }, userKey: [{ header: 'x-user-id' }, { jwtClaim: 'sub' }, { cookie: 'uid' }] } }, 'decision.test');
+
+async function clientAt(percent: number, enabled = true): Promise<FlagClient> {
+  const client = new FlagClient({ ...config.flags, bootstrapFile: featuresFile({ [FLAG]: { percent, enabled } }), url: null, backupPath: null }, silentLogger);
+  await client.start();
+  return client;
+}
+
+async function decide(percent: number, headers: Record<string, string>): Promise<boolean> {
+  const client = await clientAt(percent);
+  try {
+    return client.isEnabled(FLAG, new Identifier(config.identity).identify(headers).context);
+  } finally {
+    client.close();
+  }
+}
+
+test('golden buckets: our context keys bucket exactly as Unleash does', async () => {
+  for (const [user, bucket] of [['alice', 67], ['bob', 3], ['42', 15]] as const) {
+    assert.equal(normalizedStrategyValue(user, FLAG), bucket, `unleash-client's bucket for ${user}`);
+    assert.equal(await decide(bucket - 1, { 'x-user-id': user }), false, `${user} is legacy at ${bucket - 1}%`);
+    assert.equal(await decide(bucket, { 'x-user-id': user }), true, `${user} is service at ${bucket}%`);
+  }
+});
+
+test('boundary pair: a user at bucket 10 is legacy at 9% and service at 10%', async () => {
+  let user = '';
+  for (let i = 0; !user; i++) if (normalizedStrategyValue(`user-${i}`, FLAG) === 10) user = `user-${i}`;
+  assert.equal(await decide(9, { 'x-user-id': user }), false);
+  assert.equal(await decide(10, { 'x-user-id': user }), true);
+});
+
+test('raising the percentage never moves an enabled user back to legacy', async () => {
+  const users = Array.from({ length: 500 }, (_, i) => `u-${i}`);
+  const identifier = new Identifier(config.identity);
+  let previous = new Set<string>();
+  for (const percent of [0, 1, 5, 10, 25, 50, 75, 100]) {
+    const client = await clientAt(percent);
+    const on = new Set(users.filter((u) => client.isEnabled(FLAG, identifier.identify({ 'x-user-id': u }).context)));
+    client.close();
+    for (const u of previous) assert.ok(on.has(u), `${u} stays on the service when going to ${percent}%`);
+    assert.ok(Math.abs(on.size / users.length - percent / 100) < 0.07, `${percent}%: ${on.size}/500`);
+    previous = on;
+  }
+  assert.equal(previous.size, 500);
+});
+
+test('a disabled flag, an unknown flag, and a client with no data all mean legacy', async () => {
+  const off = await clientAt(100, false);
+  assert.equal(off.isEnabled(FLAG, { userId: 'bob' }), false);
+  assert.equal(off.isEnabled('strangler.unknown', { userId: 'bob' }), false);
+  off.close();
+  const empty = new FlagClient({ ...config.flags, url: null, backupPath: null, bootstrapFile: null }, silentLogger);
+  await empty.start();
+  assert.equal(empty.status.ready, false);
+  assert.equal(empty.isEnabled(FLAG, { userId: 'bob' }), false);
+  empty.close();
+});
+
+test('identity order: header → JWT claim → cookie → signed session → new session', () => {
+  const id = new Identifier(config.identity);
+  const jwt = `Bearer ${Buffer.from('{}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: 'jwt-user' })).toString('base64url')}.sig`;
+  assert.deepEqual(id.identify({ 'x-user-id': 'h', authorization: jwt, cookie: 'uid=c' }).context, { userId: 'h' });
+  assert.deepEqual(id.identify({ authorization: jwt, cookie: 'uid=c' }).context, { userId: 'jwt-user' });
+  assert.deepEqual(id.identify({ cookie: 'a=1; uid=c; b=2' }).context, { userId: 'c' });
+  const fresh = id.identify({});
+  assert.equal(fresh.source, 'new-session');
+  assert.ok(fresh.setCookie);
+  const cookie = fresh.setCookie.split(';')[0] as string;
+  const again = id.identify({ cookie });
+  assert.equal(again.source, 'session');
+  assert.equal(again.key, fresh.key, 'the same session key on every request');
+  assert.equal(new Identifier(config.identity).identify({ cookie }).key, fresh.key, 'another gateway with the same secret agrees');
+  assert.equal(id.identify({ cookie: `${cookie}x` }).source, 'new-session', 'a tampered cookie is not trusted');
+  assert.equal(id.identify({ 'x-user-id': '' }).source, 'new-session', 'an empty user id is not a key');
+});
+
+test('tester overrides need a valid, unexpired signature', () => {
+  const now = Date.now();
+  const id = new Identifier(config.identity, { now: () => now });
+  const secret = 'o'.repeat(32);
+  assert.deepEqual(id.override({ 'x-strangler-override': signOverride(secret, 'service', 60, now) }), { target: 'service' });
+  assert.deepEqual(id.override({ cookie: `strangler_override=${signOverride(secret, 'legacy', 60, now)}` }), { target: 'legacy' });
+  assert.ok('rejected' in (id.override({ 'x-strangler-override': signOverride('w'.repeat(32), 'service', 60, now) }) ?? {}), 'wrong key');
+  assert.ok('rejected' in (id.override({ 'x-strangler-override': signOverride(secret, 'service', -10, now) }) ?? {}), 'expired');
+  assert.ok('rejected' in (id.override({ 'x-strangler-override': 'service' }) ?? {}), 'unsigned');
+  assert.equal(id.override({}), null);
+  const noSecret = new Identifier({ ...config.identity, override: { ...config.identity.override, secret: null } });
+  assert.match(String((noSecret.override({ 'x-strangler-override': signOverride(secret, 'service', 60, now) }) as { rejected: string }).rejected), /disabled/);
+});
+
+test('cookie and JWT readers tolerate junk', () => {
+  assert.equal(readCookie('a=1;b="two" ; c=3', 'b'), 'two');
+  assert.equal(readCookie('ab=1', 'a'), undefined);
+  assert.equal(readCookie(undefined, 'a'), undefined);
+  assert.equal(readJwtClaim('Bearer not.a.jwt!', 'sub'), undefined);
+  assert.equal(readJwtClaim('Bearer a.b', 'sub'), undefined);
+});

@@ -1,0 +1,116 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ConfigError, loadConfigFile, parseConfigText, validateConfig } from '../../../gateway/config/load.ts';
+
+const base = () => ({
+  upstreams: [{ id: 'legacy', url: 'http://127.0.0.1:1' }, { id: 'svc', url: 'http://127.0.0.1:2' }],
+  routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
+});
+
+function problems(raw: unknown, env: NodeJS.ProcessEnv = {}): { path: string; expected: string; found: string; hint: string }[] {
+  try {
+    validateConfig(raw, 'strangler.yaml', env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    assert.equal(err.code, 'CONFIG_INVALID');
+    assert.match(err.message, /^strangler\.yaml: \d+ problems?/);
+    return [...err.problems];
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('a valid file gets every default and derived flag settings, and is frozen', () => {
+  const c = validateConfig(base(), 'x.yaml');
+  const route = c.routes[0];
+  assert.ok(route);
+  assert.deepEqual(route.flag, { name: 'strangler.orders', project: 'default', environment: 'development', stickiness: 'default', groupId: 'strangler.orders', initialPercent: 0 });
+  assert.equal(route.breaker, 'default');
+  assert.equal(c.policies.breakers.default?.volumeThreshold, 20);
+  assert.equal(c.policies.fallbacks.default?.maxReplayBodyBytes, 1_048_576);
+  assert.equal(c.admin.bind, '127.0.0.1');
+  assert.equal(c.upstreams[0]?.timeoutMs, 15_000);
+  assert.ok(Object.isFrozen(c) && Object.isFrozen(c.routes[0]));
+});
+
+test('every problem is reported at once, each with path, expected, found and hint', () => {
+  const raw = base() as Record<string, unknown>;
+  raw.routes = [
+    { id: 'orders', match: { pathPrefix: 'api/orders' }, legacy: 'legacy', service: 'nope', breaker: 'missing', idempotent: 'yes' },
+    { id: 'orders', match: {}, legacy: 'legacy', service: 'legacy', typo: 1 },
+  ];
+  raw.upstreams = [{ id: 'legacy', url: 'ftp://x' }, { id: 'svc', url: 'http://127.0.0.1:2', timeoutMs: -1 }];
+  const list = problems(raw);
+  const paths = list.map((p) => p.path);
+  for (const expected of ['upstreams[0].url', 'upstreams[1].timeoutMs', 'routes[0].match.pathPrefix', 'routes[0].idempotent', 'routes[1]']) {
+    assert.ok(paths.includes(expected), `${expected} is reported (got ${paths.join(', ')})`);
+  }
+  for (const p of list) {
+    assert.ok(p.expected.length > 0 && p.found.length > 0 && p.hint.length > 0, JSON.stringify(p));
+  }
+  assert.ok(list.find((p) => p.path === 'routes[1]')?.found.includes('"typo"'), 'unknown fields are named');
+});
+
+test('cross-reference errors name what is known', () => {
+  const raw = base();
+  (raw.routes[0] as Record<string, unknown>).service = 'nope';
+  (raw.routes[0] as Record<string, unknown>).breaker = 'missing';
+  const list = problems(raw);
+  assert.deepEqual(list.map((p) => p.path).sort(), ['routes[0].breaker', 'routes[0].service']);
+  assert.match(list.find((p) => p.path === 'routes[0].service')?.hint ?? '', /known: legacy, svc/);
+  assert.match(list.find((p) => p.path === 'routes[0].breaker')?.hint ?? '', /known: default/);
+});
+
+test('duplicate ids, same upstream on both sides, pattern and prefix together', () => {
+  const raw = { ...base(), routes: [
+    { id: 'a', match: { pathPrefix: '/a', pattern: '/a/:x' }, legacy: 'legacy', service: 'svc' },
+    { id: 'a', match: { pattern: '/b/*/c' }, legacy: 'legacy', service: 'legacy' },
+  ] };
+  const list = problems(raw);
+  const byPath = Object.fromEntries(list.map((p) => [p.path, p]));
+  assert.equal(byPath['routes[0].match']?.found, 'both');
+  assert.ok(byPath['routes[1].id']);
+  assert.ok(byPath['routes[1].service']);
+  assert.match(byPath['routes[1].match.pattern']?.hint ?? '', /last segment/);
+  assert.match(byPath['routes[1].flag.name']?.hint ?? '', /route "a" already uses it/);
+});
+
+test('routes sharing a service upstream must share its breaker policy', () => {
+  const raw = { ...base(), policies: { breakers: { default: {}, other: {} } }, routes: [
+    { id: 'a', match: { pathPrefix: '/a' }, legacy: 'legacy', service: 'svc' },
+    { id: 'b', match: { pathPrefix: '/b' }, legacy: 'legacy', service: 'svc', breaker: 'other' },
+  ] };
+  assert.match(problems(raw)[0]?.hint ?? '', /one breaker per service upstream/);
+});
+
+test('a non-loopback admin bind needs a token', () => {
+  const list = problems({ ...base(), admin: { bind: '0.0.0.0' } });
+  assert.equal(list[0]?.path, 'admin.token');
+  assert.doesNotThrow(() => validateConfig({ ...base(), admin: { bind: '0.0.0.0', token: 'x'.repeat(16) } }, 'x'));
+});
+
+test('${ENV} interpolation, with defaults, null for optional secrets, and numbers for numeric fields', () => {
+  const raw = { ...base(), admin: { port: '${ADMIN_PORT}', token: '${ADMIN_TOKEN:-null}' }, flags: { url: 'http://${UNLEASH_HOST:-127.0.0.1:4242}/api/' } };
+  const c = validateConfig(raw, 'x', { ADMIN_PORT: '9911' });
+  assert.equal(c.admin.port, 9911);
+  assert.equal(c.admin.token, null);
+  assert.equal(c.flags.url, 'http://127.0.0.1:4242/api/');
+  const list = problems({ ...base(), flags: { token: '${MISSING_TOKEN}' } });
+  assert.equal(list[0]?.path, 'flags.token');
+  assert.match(list[0]?.expected ?? '', /MISSING_TOKEN/);
+});
+
+test('unreadable and unparsable files say which file and where', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'strangler-config-'));
+  assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), (err: ConfigError) => err.code === 'CONFIG_UNREADABLE' && err.message.includes('absent.yaml') && err.message.includes('ENOENT'));
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, 'upstreams:\n  - id: a\n    url: [unclosed\n');
+  assert.throws(() => loadConfigFile(bad), (err: ConfigError) => err.code === 'CONFIG_UNREADABLE' && /line \d+/.test(err.message));
+  assert.throws(() => parseConfigText('{"upstreams": [', 'c.json'), (err: ConfigError) => err.code === 'CONFIG_UNREADABLE' && err.message.startsWith('c.json'));
+});
+
+test('the example config in the repository is valid', () => {
+  assert.doesNotThrow(() => loadConfigFile('strangler.example.yaml', { ...process.env, STRANGLER_ADMIN_TOKEN: 'x'.repeat(20) }));
+});
