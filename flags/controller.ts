@@ -1,0 +1,280 @@
+/**
+ * The promotion controller: every intervalMs it reads each gateway's GET /admin/routes, merges them (counts and
+ * histogram buckets summed), evaluates each route's guard, and advances its plan.
+ *
+ *   step i applied ──guard passes for holdMs without a break──► step i+1 ──…──► completed
+ *        │ guard insufficient / alert: the hold restarts
+ *        └ guard fails: action rollback (flag off) | pause (stay, until an operator shifts) | alert (log)
+ *
+ * Decisions are written to the state store by compare-and-set before they are applied in Unleash, so of two
+ * controllers only one can move a step; a step decided but not yet applied (crash, Unleash down) is retried.
+ * Operators win: a manual rollback puts the plan in rolled-back, a manual resume or shift re-positions it.
+ */
+import { messageOf } from '../common/errors.ts';
+import { mergeRouteStatuses } from '../gateway/admin/status.ts';
+import type { RouteStatus, RoutesResponse } from '../gateway/admin/types.ts';
+import { guardSchema, type GuardConfig, type PlanConfig } from '../gateway/config/schema.ts';
+import type { FlagsControl, GatewayRef, ManagedRoute } from './control.ts';
+import type { PlanRecord, StateStore } from './controller-state.ts';
+import { evaluateGuard, OpensHistory, type GuardVerdict } from './guard.ts';
+import { FLAGS_LOG } from './log-events.ts';
+import { rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus } from './traffic.ts';
+
+export type ControllerAction =
+  | { kind: 'none' }
+  | { kind: 'shift'; percent: number; reason: string }
+  | { kind: 'rollback'; reason: string }
+  | { kind: 'alert'; reason: string }
+  | { kind: 'pause'; reason: string };
+
+export interface DecideInput {
+  record: PlanRecord | undefined;
+  routeId: string;
+  flagName: string;
+  plan: PlanConfig | undefined;
+  guard: GuardConfig;
+  flag: Pick<RouteFlagStatus, 'state' | 'percent'>;
+  verdict: GuardVerdict;
+  now: number;
+}
+
+/** Index of the last step ≤ percent (-1 when below the first step). */
+function positionOf(steps: readonly number[], percent: number): number {
+  let index = -1;
+  steps.forEach((s, i) => { if (s <= percent) index = i; });
+  return index;
+}
+
+/** The pure state machine: the next record and the one action to apply. */
+export function decide(input: DecideInput): { record: PlanRecord; action: ControllerAction } {
+  const { plan, guard, flag, verdict, now } = input;
+  const base: PlanRecord = input.record ?? {
+    routeId: input.routeId, flag: input.flagName, state: plan ? 'holding' : 'monitoring', stepIndex: -1, targetPercent: null, applied: true,
+    holdStartedAt: null, lastVerdict: null, lastReasons: [], lastCheckedAt: null, updatedAt: now, version: 0,
+  };
+  const record: PlanRecord = { ...base, lastVerdict: verdict.outcome, lastReasons: verdict.reasons, lastCheckedAt: now, updatedAt: now };
+  const none = { kind: 'none' } as const;
+  const steps = plan?.steps ?? [];
+
+  if (flag.state === 'missing') return { record: { ...record, state: 'waiting', holdStartedAt: null }, action: none };
+  const percent = flag.percent ?? 0;
+
+  // First sight, or coming back from waiting / rolled-back with the flag on: position the plan at the live percentage.
+  const reposition = (): PlanRecord => {
+    if (!plan) return { ...record, state: 'monitoring', targetPercent: percent, applied: true, holdStartedAt: now };
+    const at = positionOf(steps, percent);
+    if (at === -1) {
+      const first = steps[0]!;
+      return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: first === percent, holdStartedAt: now };
+    }
+    return { ...record, state: at === steps.length - 1 && percent >= steps[at]! ? 'completed' : 'holding', stepIndex: at, targetPercent: percent, applied: true, holdStartedAt: now };
+  };
+
+  if (flag.state === 'off') {
+    // Rolled back (by us or by an operator): nothing to do until someone resumes.
+    return { record: { ...record, state: 'rolled-back', holdStartedAt: null, applied: true }, action: none };
+  }
+  if (!input.record || base.state === 'waiting' || base.state === 'rolled-back') {
+    const next = reposition();
+    return { record: next, action: next.applied ? none : { kind: 'shift', percent: next.targetPercent!, reason: `plan step ${next.stepIndex + 1}/${steps.length}: start at ${next.targetPercent} %` } };
+  }
+  if (!base.applied && base.targetPercent !== null) {
+    if (percent === base.targetPercent) return { record: { ...record, applied: true, holdStartedAt: now }, action: none };
+    // Decided earlier, not yet in Unleash (crash or Unleash error): apply again, unless the guard fails now.
+    if (verdict.outcome !== 'fail') return { record, action: { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` } };
+  } else if (base.targetPercent !== null && percent !== base.targetPercent) {
+    // An operator shifted by hand: follow them (and release a pause).
+    const next = reposition();
+    return { record: next, action: none };
+  }
+
+  if (guard.enabled && verdict.outcome === 'fail') {
+    const reason = `guard failed at ${percent} %: ${verdict.reasons.join('; ')}`;
+    if (guard.action === 'rollback') return { record: { ...record, state: 'rolled-back', holdStartedAt: null }, action: { kind: 'rollback', reason } };
+    if (guard.action === 'pause') return { record: { ...record, state: 'paused', holdStartedAt: null }, action: base.state === 'paused' ? none : { kind: 'pause', reason } };
+    return { record: { ...record, holdStartedAt: now }, action: { kind: 'alert', reason } };
+  }
+  if (base.state === 'paused' || base.state === 'completed' || base.state === 'monitoring' || !plan) return { record, action: none };
+
+  // holding
+  if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, holdStartedAt: now }, action: none };
+  const holdStartedAt = base.holdStartedAt ?? now;
+  if (now - holdStartedAt < plan.holdMs) return { record: { ...record, holdStartedAt }, action: none };
+  const nextIndex = base.stepIndex + 1;
+  if (nextIndex >= steps.length) return { record: { ...record, state: 'completed', holdStartedAt }, action: none };
+  const target = steps[nextIndex]!;
+  return {
+    record: { ...record, stepIndex: nextIndex, targetPercent: target, applied: false, holdStartedAt: now },
+    action: { kind: 'shift', percent: target, reason: `plan step ${nextIndex + 1}/${steps.length}: ${percent} → ${target} % after ${Math.round((now - holdStartedAt) / 1000)} s healthy` },
+  };
+}
+
+export interface ControllerOptions {
+  control: FlagsControl;
+  store: StateStore;
+  now?: () => number;
+  /** Reads one gateway's GET /admin/routes (replaceable in tests). */
+  readGateway?: (gateway: GatewayRef) => Promise<RoutesResponse>;
+}
+
+export interface TickReport {
+  leader: boolean;
+  gatewaysRead: number;
+  routes: { routeId: string; verdict: GuardVerdict; record: PlanRecord; action: ControllerAction; conflict: boolean; error: string | null }[];
+}
+
+export async function readGatewayRoutes(gateway: GatewayRef, timeoutMs = 2_000): Promise<RoutesResponse> {
+  const url = `${gateway.url.replace(/\/+$/, '')}/admin/routes`;
+  const res = await fetch(url, { headers: gateway.token ? { Authorization: `Bearer ${gateway.token}` } : {}, signal: AbortSignal.timeout(timeoutMs) });
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`GET ${url}: HTTP ${res.status}`);
+  }
+  return (await res.json()) as RoutesResponse;
+}
+
+export class PromotionController {
+  #control: FlagsControl;
+  #store: StateStore;
+  #now: () => number;
+  #readGateway: (gateway: GatewayRef) => Promise<RoutesResponse>;
+  #opens = new Map<string, OpensHistory>();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> | undefined;
+  #wasLeader: boolean | undefined;
+
+  constructor(options: ControllerOptions) {
+    this.#control = options.control;
+    this.#store = options.store;
+    this.#now = options.now ?? Date.now;
+    this.#readGateway = options.readGateway ?? ((g) => readGatewayRoutes(g, options.control.refreshTimeoutMs));
+  }
+
+  /** Routes the controller acts on: those with a guard or a plan. */
+  routes(): ManagedRoute[] {
+    return [...this.#control.routes.values()].filter((m) => m.route.guard !== undefined || m.route.plan !== undefined);
+  }
+
+  /** One pass over every guarded or planned route. */
+  async tick(): Promise<TickReport> {
+    const log = this.#control.log;
+    const leader = await this.#store.acquireLeadership();
+    if (leader !== this.#wasLeader) log.info({ leader }, FLAGS_LOG.controllerTick);
+    this.#wasLeader = leader;
+    if (!leader) return { leader, gatewaysRead: 0, routes: [] };
+
+    const views = await Promise.allSettled(this.#control.gateways.map((g) => this.#readGateway(g)));
+    const ok: RouteStatus[][] = [];
+    views.forEach((v, i) => {
+      if (v.status === 'fulfilled') ok.push(v.value.routes);
+      else log.warn({ gateway: this.#control.gateways[i]?.url, err: messageOf(v.reason) }, FLAGS_LOG.gatewayReadFailed);
+    });
+    const merged = new Map(mergeRouteStatuses(ok).map((r) => [r.id, r]));
+    const records = await this.#store.loadAll();
+    const report: TickReport = { leader, gatewaysRead: ok.length, routes: [] };
+    for (const managed of this.routes()) {
+      report.routes.push(await this.#tickRoute(managed, merged.get(managed.routeId), records[managed.routeId], ok.length));
+    }
+    return report;
+  }
+
+  async #tickRoute(managed: ManagedRoute, stats: RouteStatus | undefined, stored: PlanRecord | undefined, gatewaysRead: number): Promise<TickReport['routes'][number]> {
+    const { log } = this.#control;
+    const now = this.#now();
+    const guard = managed.route.guard ?? guardSchema.parse({});
+    const routeId = managed.routeId;
+    let verdict: GuardVerdict;
+    if (!stats) {
+      verdict = { outcome: 'insufficient', reasons: [gatewaysRead === 0 ? 'no gateway answered GET /admin/routes' : 'no gateway reports this route'], metrics: emptyMetrics() };
+    } else {
+      const history = this.#opens.get(routeId) ?? new OpensHistory();
+      this.#opens.set(routeId, history);
+      history.record(now, stats.breaker.opens);
+      verdict = evaluateGuard(guard, { route: stats, breakerOpensInWindow: history.inWindow(now, guard.windowMs) });
+    }
+    let error: string | null = null;
+    try {
+      const [flag] = await routeStatus(this.#control, routeId);
+      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan: managed.route.plan, guard, flag: flag!, verdict, now });
+      log.debug({ routeId, outcome: verdict.outcome, reasons: verdict.reasons, state: record.state, action: action.kind }, FLAGS_LOG.guardVerdict);
+      const written = await this.#store.compareAndSet(record, stored?.version ?? 0);
+      if (!written) {
+        log.info({ routeId }, FLAGS_LOG.controllerConflict);
+        return { routeId, verdict, record, action, conflict: true, error };
+      }
+      const done = await this.#apply(managed, written, action);
+      return { routeId, verdict, record: done, action, conflict: false, error };
+    } catch (err) {
+      error = messageOf(err);
+      log.warn({ routeId, err: error }, FLAGS_LOG.controllerError);
+      return { routeId, verdict, record: stored ?? ({} as PlanRecord), action: { kind: 'none' }, conflict: false, error };
+    }
+  }
+
+  async #apply(managed: ManagedRoute, record: PlanRecord, action: ControllerAction): Promise<PlanRecord> {
+    const { log } = this.#control;
+    const opts = { actor: 'controller', reason: 'reason' in action ? action.reason : undefined };
+    switch (action.kind) {
+      case 'shift': {
+        await shiftRoute(this.#control, managed.routeId, action.percent, opts);
+        log.info({ routeId: managed.routeId, percent: action.percent, reason: action.reason }, FLAGS_LOG.controllerAdvance);
+        const applied = await this.#store.compareAndSet({ ...record, applied: true }, record.version);
+        return applied ?? record;
+      }
+      case 'rollback':
+        await rollbackRoute(this.#control, managed.routeId, opts);
+        log.warn({ routeId: managed.routeId, reason: action.reason }, FLAGS_LOG.controllerRollback);
+        return record;
+      case 'pause':
+        log.warn({ routeId: managed.routeId, reason: action.reason }, FLAGS_LOG.controllerPaused);
+        return record;
+      case 'alert':
+        log.error({ routeId: managed.routeId, reason: action.reason }, FLAGS_LOG.controllerAlert);
+        return record;
+      default:
+        return record;
+    }
+  }
+
+  /** Guard/plan view per route in the shape of GET /admin/routes (for the gateway's controllerState hook). */
+  async view(): Promise<Record<string, Pick<RouteStatus, 'guard' | 'plan'>>> {
+    const records = await this.#store.loadAll();
+    const out: Record<string, Pick<RouteStatus, 'guard' | 'plan'>> = {};
+    for (const managed of this.routes()) {
+      const r = records[managed.routeId];
+      const guard = managed.route.guard;
+      const plan = managed.route.plan;
+      out[managed.routeId] = {
+        guard: { enabled: guard?.enabled ?? true, lastVerdict: r?.lastVerdict ?? null, lastCheckedAt: r?.lastCheckedAt ? new Date(r.lastCheckedAt).toISOString() : null },
+        plan: plan ? {
+          steps: [...plan.steps],
+          stepIndex: r?.stepIndex ?? -1,
+          state: r?.state ?? 'not-started',
+          holdUntil: r?.state === 'holding' && r.holdStartedAt !== null ? new Date(r.holdStartedAt + plan.holdMs).toISOString() : null,
+        } : null,
+      };
+    }
+    return out;
+  }
+
+  /** Ticks every intervalMs (one tick at a time) until stop(). */
+  start(intervalMs: number): void {
+    const loop = () => {
+      this.#running = this.tick().catch((err: unknown) => this.#control.log.warn({ err: messageOf(err) }, FLAGS_LOG.controllerError)).finally(() => {
+        if (this.#timer !== undefined) this.#timer = setTimeout(loop, intervalMs);
+      });
+    };
+    this.#timer = setTimeout(loop, 0);
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    await this.#running;
+    await this.#store.close();
+  }
+}
+
+function emptyMetrics(): GuardVerdict['metrics'] {
+  return { serviceRequests: 0, legacyRequests: 0, serviceErrorRate: 0, legacyErrorRate: 0, errorRateIncrease: 0, serviceP99Ms: null, legacyP99Ms: null, p99Ratio: null, fallbacks: 0, breakerOpens: 0, breakerState: 'closed' };
+}
