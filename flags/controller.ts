@@ -36,6 +36,8 @@ export interface DecideInput {
   flag: Pick<RouteFlagStatus, 'state' | 'percent'>;
   verdict: GuardVerdict;
   now: number;
+  /** A decided but unapplied step is re-applied only this long after it was decided (another controller may still be applying it). */
+  retryAfterMs?: number;
 }
 
 /** Index of the last step ≤ percent (-1 when below the first step). */
@@ -81,7 +83,11 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   if (!base.applied && base.targetPercent !== null) {
     if (percent === base.targetPercent) return { record: { ...record, applied: true, holdStartedAt: now }, action: none };
     // Decided earlier, not yet in Unleash (crash or Unleash error): apply again, unless the guard fails now.
-    if (verdict.outcome !== 'fail') return { record, action: { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` } };
+    const decidedAt = base.holdStartedAt ?? 0;
+    if (verdict.outcome !== 'fail' && now - decidedAt >= (input.retryAfterMs ?? 0)) {
+      return { record, action: { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` } };
+    }
+    if (verdict.outcome !== 'fail') return { record, action: none };
   } else if (base.targetPercent !== null && percent !== base.targetPercent) {
     // An operator shifted by hand: follow them (and release a pause).
     const next = reposition();
@@ -195,7 +201,8 @@ export class PromotionController {
     let error: string | null = null;
     try {
       const [flag] = await routeStatus(this.#control, routeId);
-      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan: managed.route.plan, guard, flag: flag!, verdict, now });
+      const retryAfterMs = Math.max(2_000, 2 * this.#control.config.controller.intervalMs);
+      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan: managed.route.plan, guard, flag: flag!, verdict, now, retryAfterMs });
       log.debug({ routeId, outcome: verdict.outcome, reasons: verdict.reasons, state: record.state, action: action.kind }, FLAGS_LOG.guardVerdict);
       const written = await this.#store.compareAndSet(record, stored?.version ?? 0);
       if (!written) {

@@ -1,0 +1,171 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { UnleashAdminApi } from '../../../flags/admin-api.ts';
+import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
+import { PromotionController } from '../../../flags/controller.ts';
+import { FileStateStore, PostgresStateStore, type PlanRecord } from '../../../flags/controller-state.ts';
+import { syncFlags } from '../../../flags/sync.ts';
+import { createTestDatabase, useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
+import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
+import { FakeGateway, flagsConfig } from './fixtures.ts';
+
+const HEALTHY = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 1, latencyMs: 22 } };
+const FAILING = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 30, latencyMs: 22 } };
+
+describe('promotion controller against real Unleash, PostgreSQL and a stand-in gateway', () => {
+  let unleash: TestUnleash;
+  let api: UnleashAdminApi;
+  let gateway: FakeGateway;
+  before(async () => {
+    unleash = await useTestUnleash();
+    api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
+    gateway = await new FakeGateway().start();
+  });
+  after(async () => {
+    await gateway.stop();
+    await unleash.stop();
+  });
+
+  async function setup(plan: Record<string, unknown> | undefined, guard: Record<string, unknown> = {}): Promise<{ control: FlagsControl; flag: string; databaseUrl: string }> {
+    const flag = uniqueFlag('ctl');
+    const control = createFlagsControl(flagsConfig(unleash, [{ id: 'orders', flag: { name: flag }, guard: { minRequests: 50, ...guard }, ...(plan ? { plan } : {}) }], {
+      gateways: [{ url: gateway.url, token: 'gw-token-0123456789abcdef' }],
+    }));
+    await syncFlags(control);
+    return { control, flag, databaseUrl: await createTestDatabase(unleash.postgresUrl, 'controller') };
+  }
+  const serve = (flag: string, stats: typeof HEALTHY, breaker: { opens?: number } = {}) => {
+    gateway.routes = { gateway: { instanceId: 'gw1', workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [fakeRoute('orders', flag, stats.legacy, stats.service, breaker)] };
+  };
+  const rollout = async (flag: string) => {
+    const s = await api.getFeatureEnvironment('default', flag, unleash.environment);
+    return { enabled: s.enabled, percent: Number(s.strategies[0]?.parameters.rollout) };
+  };
+
+  test('advances 1 → 5 → 25 only after each hold passes, then completes; every step is in Unleash\'s event log', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    try {
+      serve(flag, HEALTHY);
+      await controller.tick();
+      assert.deepEqual(await rollout(flag), { enabled: true, percent: 1 });
+      now = 500;
+      await controller.tick();
+      assert.equal((await rollout(flag)).percent, 1, 'hold not over yet');
+      now = 1000;
+      const t = await controller.tick();
+      assert.equal(t.routes[0]?.action.kind, 'shift');
+      assert.equal((await rollout(flag)).percent, 5);
+      now = 2000;
+      await controller.tick();
+      assert.equal((await rollout(flag)).percent, 25);
+      now = 3000;
+      const last = await controller.tick();
+      assert.equal(last.routes[0]?.record.state, 'completed');
+      const view = await controller.view();
+      assert.deepEqual(view.orders?.plan, { steps: [1, 5, 25], stepIndex: 2, state: 'completed', holdUntil: null });
+      assert.equal(view.orders?.guard?.lastVerdict, 'pass');
+      const titles = (await api.getFeatureEvents(flag)).filter((e) => e.type === 'feature-strategy-update').map((e) => String(e.data?.title));
+      assert.ok(titles.some((t2) => /shift 5→25% by controller: plan step 3\/3/.test(t2)), titles.join('\n'));
+      assert.deepEqual(gateway.calls.filter((c) => c.body.flag === flag).map((c) => c.body.percent), [1, 5, 25]);
+    } finally {
+      await controller.stop();
+    }
+  });
+
+  test('not enough traffic never advances; a failing guard rolls back and the plan stays stopped', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [5, 50], holdMs: 1000 });
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    try {
+      serve(flag, { legacy: { requests: 10, errors: 0, latencyMs: 20 }, service: { requests: 3, errors: 0, latencyMs: 20 } });
+      await controller.tick();
+      for (now = 1000; now <= 5000; now += 1000) await controller.tick();
+      assert.deepEqual(await rollout(flag), { enabled: true, percent: 5 });
+      serve(flag, FAILING);
+      now = 6000;
+      const t = await controller.tick();
+      assert.equal(t.routes[0]?.action.kind, 'rollback');
+      assert.match(t.routes[0]?.action.kind === 'rollback' ? t.routes[0].action.reason : '', /error rate 30.00 % vs legacy 1.00 %/);
+      assert.deepEqual(await rollout(flag), { enabled: false, percent: 5 });
+      const [latest] = (await api.getFeatureEvents(flag)).filter((e) => e.type === 'feature-strategy-update');
+      assert.match(String(latest?.data?.title), /rollback by controller: guard failed at 5 %/);
+      assert.ok(gateway.calls.some((c) => c.body.flag === flag && c.body.action === 'rollback'));
+      serve(flag, HEALTHY);
+      now = 9000;
+      await controller.tick();
+      assert.deepEqual(await rollout(flag), { enabled: false, percent: 5 }, 'healthy stats do not resume a rolled-back route');
+    } finally {
+      await controller.stop();
+    }
+  });
+
+  test('two controllers on one database never double-advance (compare-and-set), and the advisory lock keeps one active', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25, 50], holdMs: 1000 });
+    let now = 0;
+    const a = new PromotionController({ control, store: new PostgresStateStore(databaseUrl, { leaderLock: false }), now: () => now });
+    const b = new PromotionController({ control, store: new PostgresStateStore(databaseUrl, { leaderLock: false }), now: () => now });
+    try {
+      serve(flag, HEALTHY);
+      await a.tick();
+      assert.equal((await rollout(flag)).percent, 1);
+      now = 1000;
+      const [ra, rb] = await Promise.all([a.tick(), b.tick()]);
+      const shifts = [ra, rb].filter((r) => r.routes[0]?.action.kind === 'shift' && !r.routes[0].conflict);
+      assert.equal(shifts.length, 1, 'exactly one controller advanced');
+      const other = [ra, rb].find((r) => !(r.routes[0]?.action.kind === 'shift' && !r.routes[0].conflict));
+      assert.ok(other?.routes[0]?.conflict || other?.routes[0]?.action.kind === 'none', 'the other lost the compare-and-set or saw the step already decided');
+      assert.equal((await rollout(flag)).percent, 5);
+      assert.deepEqual(gateway.calls.filter((c) => c.body.flag === flag).map((c) => c.body.percent), [1, 5]);
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+
+    const first = new PostgresStateStore(databaseUrl);
+    const second = new PostgresStateStore(databaseUrl);
+    try {
+      assert.equal(await first.acquireLeadership(), true);
+      assert.equal(await second.acquireLeadership(), false);
+      await first.close();
+      assert.equal(await second.acquireLeadership(), true, 'the standby takes over once the leader is gone');
+    } finally {
+      await second.close();
+    }
+
+    // State is durable: a new controller continues from the stored step.
+    now = 1500;
+    const c = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    try {
+      const r = await c.tick();
+      assert.equal(r.routes[0]?.record.stepIndex, 1);
+      now = 2100;
+      await c.tick();
+      assert.equal((await rollout(flag)).percent, 25);
+    } finally {
+      await c.stop();
+    }
+  });
+});
+
+test('FileStateStore: compare-and-set on the version, file replaced atomically', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'strangler-ctl-'));
+  try {
+    const file = join(dir, 'sub', 'controller.json');
+    const store = new FileStateStore(file);
+    const record: PlanRecord = { routeId: 'orders', flag: 'f', state: 'holding', stepIndex: 0, targetPercent: 1, applied: true, holdStartedAt: 0, lastVerdict: null, lastReasons: [], lastCheckedAt: null, updatedAt: 0, version: 0 };
+    const [x, y] = await Promise.all([store.compareAndSet(record, 0), store.compareAndSet({ ...record, stepIndex: 1 }, 0)]);
+    assert.equal(x?.version, 1);
+    assert.equal(y, undefined, 'the second writer with the same expected version loses');
+    assert.equal((await store.loadAll()).orders?.stepIndex, 0);
+    assert.equal((await store.compareAndSet({ ...record, stepIndex: 2 }, 1))?.version, 2);
+    assert.equal((JSON.parse(readFileSync(file, 'utf8')) as { routes: Record<string, PlanRecord> }).routes.orders?.stepIndex, 2);
+    assert.equal(await new FileStateStore(file).acquireLeadership(), true);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
