@@ -77,6 +77,11 @@ export function validateConfig(raw: unknown, file: string, env: NodeJS.ProcessEn
   const parsed = configSchema.safeParse(interpolated, { reportInput: true });
   if (!parsed.success) {
     problems.push(...parsed.error.issues.map(issueToProblem));
+    // Cross-references are checked too, on whatever parts have the right types, so one run lists everything.
+    const shapePaths = new Set(problems.map((p) => p.path));
+    const refs: ConfigProblem[] = [];
+    checkReferences(lenientView(interpolated), refs);
+    problems.push(...refs.filter((p) => !shapePaths.has(p.path)));
     throw new ConfigError(file, problems);
   }
   if (problems.length > 0) throw new ConfigError(file, problems);
@@ -101,7 +106,36 @@ function resolveRoute(route: RouteConfig, config: StranglerConfig): LoadedRoute 
   };
 }
 
-function checkReferences(config: StranglerConfig, problems: ConfigProblem[]): void {
+/** The subset of a config that checkReferences reads, keeping only fields that have the right types. */
+type ReferenceView = Pick<StranglerConfig, 'upstreams' | 'routes' | 'policies' | 'admin'>;
+
+function lenientView(raw: unknown): ReferenceView {
+  const obj = (v: unknown): Record<string, unknown> => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+  const str = (v: unknown, fallback?: string) => (typeof v === 'string' ? v : fallback);
+  const list = (v: unknown) => (Array.isArray(v) ? v.map(obj) : []);
+  const root = obj(raw);
+  const policies = obj(root.policies);
+  const admin = obj(root.admin);
+  return {
+    upstreams: list(root.upstreams).map((u) => ({ id: str(u.id, '') })),
+    routes: list(root.routes).map((r) => {
+      const match = obj(r.match);
+      return {
+        id: str(r.id, ''),
+        match: { pathPrefix: str(match.pathPrefix), pattern: str(match.pattern) },
+        legacy: str(r.legacy),
+        service: str(r.service),
+        breaker: str(r.breaker, 'default'),
+        fallback: str(r.fallback, 'default'),
+        flag: { name: str(obj(r.flag).name) },
+      };
+    }),
+    policies: { breakers: root.policies === undefined ? { default: {} } : obj(policies.breakers), fallbacks: root.policies === undefined ? { default: {} } : obj(policies.fallbacks) },
+    admin: { bind: str(admin.bind, '127.0.0.1'), token: str(admin.token) ?? null },
+  } as unknown as ReferenceView;
+}
+
+function checkReferences(config: ReferenceView, problems: ConfigProblem[]): void {
   const upstreamIds = new Set<string>();
   config.upstreams.forEach((u, i) => {
     if (upstreamIds.has(u.id)) problems.push({ path: `upstreams[${i}].id`, expected: 'a unique upstream id', found: JSON.stringify(u.id), hint: 'each upstream id may appear once' });
@@ -117,6 +151,7 @@ function checkReferences(config: StranglerConfig, problems: ConfigProblem[]): vo
     routeIds.add(r.id);
     for (const side of ['legacy', 'service'] as const) {
       const ref = r[side];
+      if (side === 'legacy' && ref === undefined) continue; // reported by the shape check
       if (ref !== undefined && !upstreamIds.has(ref)) problems.push({ path: `${at}.${side}`, expected: 'an id from upstreams', found: JSON.stringify(ref), hint: known(upstreamIds) });
     }
     if (r.service === undefined) {

@@ -1,0 +1,130 @@
+/**
+ * `strangler gateway` as a process: help, reload on SIGHUP and on file change (a bad file keeps the last good
+ * config and is reported), SIGTERM drains and exits 0, and cluster mode serves one merged admin view.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { CLI, startChild, type Child } from '../../helpers/process.ts';
+import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
+import { featuresFile } from '../../helpers/gateway.ts';
+import type { RoutesResponse } from '../../../gateway/admin/types.ts';
+
+const TOKEN = 'cli-test-admin-token-0123456789';
+
+function configYaml(legacy: string, svc: string, percent: number, extra: Record<string, unknown> = {}): string {
+  return stringify({
+    upstreams: [{ id: 'legacy', url: legacy }, { id: 'svc', url: svc }],
+    routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
+    flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent } }) },
+    proxy: { port: 0, bind: '127.0.0.1' },
+    admin: { port: 0, token: TOKEN },
+    identity: { sessionSecret: 'cli-session-secret-0123456789' },
+    ...extra,
+  });
+}
+
+async function admin<T>(url: string, path: string): Promise<T> {
+  const res = await fetch(`${url}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  return (await res.json()) as T;
+}
+
+describe('strangler gateway (process)', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  const children: Child[] = [];
+  const dir = mkdtempSync(join(tmpdir(), 'strangler-cli-'));
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+  });
+  after(async () => {
+    for (const c of children) c.kill();
+    await legacy.stop();
+    await svc.stop();
+  });
+
+  test('--help describes the command; a missing --config is a usage error', () => {
+    const help = execFileSync(process.execPath, [...CLI, 'gateway', '--help'], { encoding: 'utf8' });
+    assert.match(help, /Usage: strangler gateway --config FILE/);
+    assert.match(help, /--workers N/);
+    assert.match(execFileSync(process.execPath, [...CLI, '--help'], { encoding: 'utf8' }), /Commands:/);
+    assert.throws(() => execFileSync(process.execPath, [...CLI, 'gateway'], { encoding: 'utf8', stdio: 'pipe' }), (err: { status: number; stderr: string }) => err.status === 1 && /CLI_USAGE: gateway: --config FILE is required/.test(err.stderr));
+  });
+
+  test('a bad config at start exits non-zero listing every problem', () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, stringify({ upstreams: [{ id: 'a', url: 'nope' }], routes: [{ id: 'r', match: {}, legacy: 'x' }] }));
+    assert.throws(() => execFileSync(process.execPath, [...CLI, 'gateway', '--config', file], { encoding: 'utf8', stdio: 'pipe' }), (err: { status: number; stderr: string }) => {
+      assert.equal(err.status, 1);
+      assert.match(err.stderr, /CONFIG_INVALID: .*bad\.yaml: 3 problems/);
+      assert.match(err.stderr, /upstreams\[0\]\.url: expected an http:\/\/ or https:\/\/ URL/);
+      assert.match(err.stderr, /routes\[0\]\.legacy: expected an id from upstreams, found "x"\. Hint: known: a/);
+      return true;
+    });
+  });
+
+  test('reloads on SIGHUP and on file change; a bad reload keeps the last good config; SIGTERM exits 0', async () => {
+    const file = join(dir, 'reload.yaml');
+    writeFileSync(file, configYaml(legacy.url, svc.url, 0));
+    const gw = startChild([...CLI, 'gateway', '--config', file]);
+    children.push(gw);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started');
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+
+    // File change: add a second route.
+    writeFileSync(file, configYaml(legacy.url, svc.url, 0, { routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }, { id: 'rest', match: { pathPrefix: '/' }, legacy: 'legacy' }] }));
+    await gw.waitFor((l) => l.msg === 'config.reloaded');
+    assert.deepEqual((await admin<RoutesResponse>(adminUrl, '/admin/routes')).routes.map((r) => r.id), ['orders', 'rest']);
+
+    // A bad file: kept out, reported on the admin API.
+    writeFileSync(file, 'routes: [');
+    gw.kill('SIGHUP');
+    await gw.waitFor((l) => l.msg === 'config.reload_failed');
+    const config = await admin<{ reload: { lastError: { message: string } | null } }>(adminUrl, '/admin/config');
+    assert.match(config.reload.lastError?.message ?? '', /reload\.yaml/);
+    const still = await fetch(`${proxyUrl}/other`);
+    await still.text();
+    assert.equal(still.status, 200, 'the last good config (with the catch-all route) still serves');
+
+    // SIGTERM: drain and exit 0.
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+    assert.ok(gw.lines.some((l) => l.msg === 'gateway.stopped'));
+  });
+
+  test('cluster mode: several workers, one merged admin view, pushes reach every worker', async () => {
+    const file = join(dir, 'cluster.yaml');
+    writeFileSync(file, configYaml(legacy.url, svc.url, 50));
+    const gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '3']);
+    children.push(gw);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started');
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+    for (let i = 0; i < 60; i++) {
+      const res = await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': `u${i}`, connection: 'close' } });
+      await res.text();
+    }
+    const view = await admin<RoutesResponse>(adminUrl, '/admin/routes');
+    assert.equal(view.gateway.workers, 3);
+    const route = view.routes[0];
+    assert.ok(route);
+    assert.equal(route.totals.legacy.requests + route.totals.service.requests, 60, 'counts from every worker are summed');
+
+    const push = await fetch(`${adminUrl}/admin/flags/refresh`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ flag: 'strangler.orders', action: 'rollback' }) });
+    assert.equal(((await push.json()) as { delivered: number }).delivered, 3);
+    for (let i = 0; i < 60; i++) {
+      const res = await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': `u${i}`, connection: 'close' } });
+      await res.text();
+      assert.equal(res.headers.get('x-strangler-target'), 'legacy', 'after the push every worker routes to legacy');
+    }
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  });
+});
