@@ -41,6 +41,8 @@ export interface ApplyResult extends ApplyCounts {
 export interface ApplyOptions {
   /** Repair: write the source image whatever the versions say (the versions become the component-wise maximum). */
   force?: boolean;
+  /** Dead-letter ids being retried: un-parked in this transaction; if the retry parks again, nothing is kept. */
+  unparkIds?: readonly string[];
   /** Extra work inside the same transaction (backfill stores its checkpoint here). */
   inTransaction?: (client: PoolClient) => Promise<void>;
 }
@@ -130,6 +132,9 @@ export class Applier {
     const target = this.#target;
     const counts: ApplyCounts = { applied: 0, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0 };
     const parsed = events.map((ev) => this.#parse(ev));
+    if (options.unparkIds?.length) {
+      await client.query(`UPDATE ${this.#s}.dead_letters SET status = 'retried', resolved_at = now() WHERE id = ANY($1::bigint[])`, [options.unparkIds]);
+    }
 
     // Positions: lock the (source, topic, partition) rows this batch touches.
     const stored: StoredMap = new Map();
@@ -173,6 +178,9 @@ export class Applier {
       outcome = await this.#decideSlow(client, parsed, positions, loaded, parkedKeys, options);
     }
     Object.assign(counts, outcome.counts);
+    if (options.unparkIds?.length && counts.parked > 0) {
+      throw new StranglerError('SYNC_APPLY_FAILED', `dead letter retry failed again: ${outcome.deadLetters[0]?.reason ?? 'parked'}`);
+    }
 
     // Version vectors (zero vectors of never-changed rows are not stored: absence means the same).
     const vk = [...outcome.states.entries()].filter(([, st]) => st.vec.legacy !== 0 || st.vec.service !== 0 || st.deleted);
@@ -248,7 +256,7 @@ export class Applier {
       if (m.source === target) { counts.echoes += 1; this.#advance(storedIn, p.ev, m); continue; }
       const posKey = p.ev.topic === null ? null : `${m.source}|${p.ev.topic}|${p.ev.partition}`;
       const pos = posKey ? storedIn.get(posKey) : undefined;
-      if (pos && m.position !== null && m.position <= pos.position) { counts.duplicates += 1; continue; }
+      if (pos && m.position !== null && m.position <= pos.position) { counts.duplicates += 1; this.#advance(storedIn, p.ev, m); continue; }
       this.#advance(storedIn, p.ev, m);
       if (parked.has(p.id)) { deadLetters.push({ p, reason: 'waiting behind an earlier parked event for the same key' }); counts.parked += 1; continue; }
       const cur = states.get(p.id) ?? loaded.get(p.id);

@@ -1,12 +1,188 @@
+/**
+ * `strangler sync <subcommand>`: capture install/uninstall, relay, apply, backfill, verify, repair, status.
+ * Long-running subcommands (relay, apply) stop cleanly on SIGINT/SIGTERM.
+ */
+import { readFileSync } from 'node:fs';
 import type { Command } from '../cli/command.ts';
-import { usageError } from '../cli/command.ts';
+import { parseCommandArgs, usageError } from '../cli/command.ts';
+import { createLogger } from '../common/logger.ts';
+import type { Side } from './config-schema.ts';
+import { otherSide } from './config-schema.ts';
+import { loadSyncConfig } from './config.ts';
+import { closePools, openPools } from './db.ts';
+import { installCapture, uninstallCapture, compileFromDatabases, startRelay } from '../legacy-adapter/capture/index.ts';
+import { Applier } from './apply.ts';
+import { ApplyWorker, createKafka } from './kafka.ts';
+import { runBackfill } from './backfill.ts';
+import { ProgressBar } from './progress.ts';
+import { formatVerify, lastVerify, verifyTables, type VerifyResult } from './verify.ts';
+import { repairFromVerify, retryDeadLetters } from './repair.ts';
+import { formatStatus, readSyncStatus } from './status.ts';
 
-// Placeholder until this area lands; it says so rather than pretending to work.
+const HELP = `strangler sync: two-way data sync between the legacy and a service database through Kafka.
+
+Usage: strangler sync <subcommand> --config FILE [options]
+
+Subcommands:
+  capture install   [--side legacy|service|both]   validate mappings against both schemas, then install state schema + triggers
+  capture uninstall [--side legacy|service|both]   remove triggers, functions and the state schema
+  relay   --side legacy|service                    publish captured changes to Kafka (runs until stopped)
+  apply   --direction legacy-to-service|service-to-legacy   consume and apply (runs until stopped)
+  backfill --table T [--direction D] [--restart] [--rate ROWS_PER_S] [--max-lag EVENTS]
+                                                   copy existing rows while live changes flow; resumes from its checkpoint
+  verify  [--table T] [--json]                     compare both sides through the mapping; exit 0 identical, 3 different
+  repair  [--input verify.json] [--from legacy|service] [--dead-letters]
+                                                   re-sync exactly the keys the last (or given) verify reported;
+                                                   --dead-letters retries parked events instead
+  status  [--json]                                 lag per direction, positions, parked events, backfill, last verify
+
+Options:
+  --config FILE   strangler config file with \`sync:\` and \`kafka:\` sections (\${ENV} expanded)
+  -h, --help      this help
+
+Event format and workflow: migration-scripts/README.md.
+`;
+
+/** Command output goes to stdout (logs go through pino). */
+const out = (text: string): void => { process.stdout.write(`${text}\n`); };
+
+function waitForSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    const on = (sig: string) => { process.off('SIGINT', on); process.off('SIGTERM', on); resolve(sig); };
+    process.on('SIGINT', on);
+    process.on('SIGTERM', on);
+  });
+}
+
+function sidesOf(value: string | undefined): Side[] {
+  if (value === undefined || value === 'both') return ['legacy', 'service'];
+  if (value === 'legacy' || value === 'service') return [value];
+  throw usageError('sync', `--side must be legacy, service or both, found "${value}"`);
+}
+
+function directionSource(value: string | undefined, required: boolean): Side {
+  if (value === 'legacy-to-service') return 'legacy';
+  if (value === 'service-to-legacy') return 'service';
+  if (value === undefined && !required) return 'legacy';
+  throw usageError('sync', `--direction must be legacy-to-service or service-to-legacy, found ${value === undefined ? 'nothing' : `"${value}"`}`);
+}
+
 export const syncCommand: Command = {
   name: 'sync',
-  summary: '',
-  help: 'strangler sync: not built yet.',
-  async run() {
-    throw usageError('sync', 'this command is not built yet');
+  summary: 'Two-way data sync: capture, relay, apply, backfill, verify, repair, status',
+  help: HELP,
+  async run(argv) {
+    const { values, positionals } = parseCommandArgs('sync', argv, {
+      config: { type: 'string', short: 'c' },
+      side: { type: 'string' },
+      direction: { type: 'string' },
+      table: { type: 'string' },
+      json: { type: 'boolean' },
+      input: { type: 'string' },
+      from: { type: 'string' },
+      'dead-letters': { type: 'boolean' },
+      restart: { type: 'boolean' },
+      rate: { type: 'string' },
+      'max-lag': { type: 'string' },
+    });
+    if (values.help) { process.stdout.write(HELP); return 0; }
+    const [sub, action] = positionals;
+    if (!sub) throw usageError('sync', 'a subcommand is required');
+    if (!values.config) throw usageError('sync', '--config FILE is required');
+    const loaded = loadSyncConfig(values.config);
+    const config = loaded.sync;
+    const log = createLogger({ name: `sync-${sub}` });
+    const pools = openPools(config);
+    try {
+      switch (sub) {
+        case 'capture': {
+          const sides = sidesOf(values.side);
+          if (action === 'install') {
+            const tables = await compileFromDatabases(config, pools);
+            for (const side of sides) {
+              const r = await installCapture(config, pools, side, tables);
+              out(`capture installed on ${side}: ${r.tables.join(', ')}`);
+            }
+            return 0;
+          }
+          if (action === 'uninstall') {
+            for (const side of sides) { await uninstallCapture(config, pools, side); out(`capture removed from ${side}`); }
+            return 0;
+          }
+          throw usageError('sync', 'capture takes install or uninstall');
+        }
+        case 'relay': {
+          if (values.side !== 'legacy' && values.side !== 'service') throw usageError('sync', '--side legacy|service is required for relay');
+          if (!loaded.kafka) throw usageError('sync', 'the config file has no kafka: section');
+          const running = await startRelay({ config, kafka: loaded.kafka, pools, side: values.side, log });
+          await Promise.race([waitForSignal(), running.done]);
+          await running.stop();
+          return 0;
+        }
+        case 'apply': {
+          const source = directionSource(values.direction, true);
+          if (!loaded.kafka) throw usageError('sync', 'the config file has no kafka: section');
+          const tables = await compileFromDatabases(config, pools);
+          const applier = new Applier({ pool: pools[otherSide(source)], config, target: otherSide(source), tables, log });
+          const worker = new ApplyWorker({ config, kafka: createKafka(loaded.kafka, `apply-${source}`), applier, source, tables, log,
+            sessionTimeoutMs: process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS ? Number(process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS) : undefined });
+          await worker.start();
+          await waitForSignal();
+          await worker.stop();
+          return 0;
+        }
+        case 'backfill': {
+          if (!values.table) throw usageError('sync', 'backfill needs --table T');
+          const tables = await compileFromDatabases(config, pools);
+          const source = directionSource(values.direction, false);
+          const bar = new ProgressBar(`backfill ${values.table} ${source}→${otherSide(source)}`);
+          const ac = new AbortController();
+          const onSig = () => ac.abort();
+          process.once('SIGINT', onSig);
+          const r = await runBackfill({
+            config, pools, tables, table: values.table, source, log, restart: values.restart, signal: ac.signal,
+            maxRowsPerSecond: values.rate ? Number(values.rate) : undefined, maxLagEvents: values['max-lag'] ? Number(values['max-lag']) : undefined,
+            onProgress: (done, total) => bar.update(done, total),
+          });
+          process.off('SIGINT', onSig);
+          bar.finish(r.rows, r.rowsTotal);
+          out(r.done ? `backfill of ${r.table} done: ${r.rows} rows` : `backfill of ${r.table} interrupted at ${r.rows} rows; run again to resume`);
+          return r.done ? 0 : 1;
+        }
+        case 'verify': {
+          const tables = await compileFromDatabases(config, pools);
+          const result = await verifyTables(config, pools, tables, values.table);
+          out(values.json ? JSON.stringify(result, null, 2) : formatVerify(result));
+          return result.ok ? 0 : 3;
+        }
+        case 'repair': {
+          const tables = await compileFromDatabases(config, pools);
+          if (values['dead-letters']) {
+            for (const target of ['legacy', 'service'] as const) {
+              const r = await retryDeadLetters({ config, pools, tables, target, log });
+              out(`${target}: ${r.retried} dead letters applied, ${r.stillParked} still parked`);
+            }
+            return 0;
+          }
+          const verify: VerifyResult | null = values.input ? JSON.parse(readFileSync(values.input, 'utf8')) as VerifyResult : await lastVerify(config, pools.legacy);
+          if (!verify) throw usageError('sync', 'no verify result: run `strangler sync verify` first or pass --input');
+          const from = values.from === undefined ? undefined : values.from === 'legacy' || values.from === 'service' ? values.from : (() => { throw usageError('sync', '--from must be legacy or service'); })();
+          const r = await repairFromVerify({ config, pools, tables, verify, from, log });
+          for (const t of r.tables) out(`${t.table}: ${t.rewritten} keys rewritten and ${t.deleted} deleted on ${t.to} from ${t.from}`);
+          if (r.tables.length === 0) out('nothing to repair');
+          return 0;
+        }
+        case 'status': {
+          const kafka = loaded.kafka ? createKafka(loaded.kafka, 'status') : undefined;
+          const st = await readSyncStatus(config, pools, kafka);
+          out(values.json ? JSON.stringify(st, null, 2) : formatStatus(st));
+          return 0;
+        }
+        default:
+          throw usageError('sync', `unknown subcommand "${sub}"`);
+      }
+    } finally {
+      await closePools(pools);
+    }
   },
 };

@@ -1,0 +1,30 @@
+/**
+ * Change capture for the monolith's (legacy) database: install/uninstall the same-transaction triggers and run the
+ * relay that publishes them to Kafka. The implementation is shared with services/kit (side "service").
+ */
+import type { Logger } from '../../common/logger.ts';
+import type { KafkaConfig, Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
+import type { Pools } from '../../migration-scripts/db.ts';
+import { createKafka, ensureTopics, KafkaSink, sideTopics } from '../../migration-scripts/kafka.ts';
+import { installCapture, uninstallCapture, type InstallResult } from './install.ts';
+import { ChangeRelay } from './relay.ts';
+
+export { installCapture, uninstallCapture, captureInstalled, compileFromDatabases } from './install.ts';
+export { ChangeRelay, type EventSink, type OutgoingMessage } from './relay.ts';
+
+export interface RunningRelay { relay: ChangeRelay; done: Promise<void>; stop(): Promise<void> }
+
+/** Starts a relay for one side's database publishing to Kafka; one implementation for both sides. */
+export async function startRelay(o: { config: SyncConfig; kafka: KafkaConfig; pools: Pools; side: Side; log?: Logger }): Promise<RunningRelay> {
+  const kafka = createKafka(o.kafka, `relay-${o.side}`);
+  await ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions);
+  const sink = await KafkaSink.connect(kafka);
+  const relay = new ChangeRelay({ config: o.config, pool: o.pools[o.side], side: o.side, sink, log: o.log });
+  await relay.lock();
+  const done = relay.run();
+  return { relay, done, stop: async () => { await relay.stop(); await sink.close(); } };
+}
+
+export const installLegacyCapture = (config: SyncConfig, pools: Pools): Promise<InstallResult> => installCapture(config, pools, 'legacy');
+export const uninstallLegacyCapture = (config: SyncConfig, pools: Pools): Promise<void> => uninstallCapture(config, pools, 'legacy');
+export const startLegacyRelay = (o: { config: SyncConfig; kafka: KafkaConfig; pools: Pools; log?: Logger }): Promise<RunningRelay> => startRelay({ ...o, side: 'legacy' });

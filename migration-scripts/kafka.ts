@@ -1,0 +1,170 @@
+/**
+ * The narrow port to Kafka (kafkajs): a producer sink for the relay, a consumer-group loop for apply, and backlog
+ * figures for status. Nothing here is a source of truth: the relay's positions and the target database's stored
+ * positions and offsets are; Kafka commits only reduce redelivery (kafkajs has no rebalance listener, #1088).
+ */
+import { Kafka, logLevel, type Admin, type Consumer, type Producer } from 'kafkajs';
+import type { Logger } from '../common/logger.ts';
+import { silentLogger } from '../common/logger.ts';
+import { StranglerError, messageOf } from '../common/errors.ts';
+import type { KafkaConfig, Side, SyncConfig } from './config-schema.ts';
+import type { EventSink, OutgoingMessage } from '../legacy-adapter/capture/relay.ts';
+import { topicFor, type CompiledTable } from './mapping.ts';
+import type { Applier } from './apply.ts';
+import type { ConsumedEvent } from './event.ts';
+import { SYNC_LOG } from './log-events.ts';
+
+export function createKafka(config: KafkaConfig, role: string): Kafka {
+  return new Kafka({
+    clientId: `${config.clientId}-${role}`,
+    brokers: config.brokers,
+    connectionTimeout: config.connectionTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    logLevel: logLevel.NOTHING,
+    retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 2_000 },
+  });
+}
+
+export function sideTopics(config: SyncConfig, source: Side): string[] {
+  return config.tables.map((t) => topicFor(config, source, t.name));
+}
+
+export async function ensureTopics(kafka: Kafka, topics: readonly string[], partitions: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const existing = new Set(await admin.listTopics());
+    const missing = topics.filter((t) => !existing.has(t));
+    if (missing.length > 0) await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Producer sink: idempotent, acks=all, one request in flight, so retries cannot reorder a partition. */
+export class KafkaSink implements EventSink {
+  readonly #producer: Producer;
+  private constructor(producer: Producer) { this.#producer = producer; }
+  static async connect(kafka: Kafka): Promise<KafkaSink> {
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
+    await producer.connect();
+    return new KafkaSink(producer);
+  }
+  async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    const byTopic = new Map<string, { key: string; value: string }[]>();
+    for (const m of messages) {
+      let list = byTopic.get(m.topic);
+      if (!list) { list = []; byTopic.set(m.topic, list); }
+      list.push({ key: m.key, value: m.value });
+    }
+    try {
+      await this.#producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
+    } catch (err) {
+      throw new StranglerError('SYNC_KAFKA_FAILED', `relay: producing ${messages.length} messages failed: ${messageOf(err)}`, { cause: err });
+    }
+  }
+  async close(): Promise<void> { await this.#producer.disconnect().catch(() => {}); }
+}
+
+export interface ApplyWorkerOptions {
+  config: SyncConfig;
+  kafka: Kafka;
+  applier: Applier;
+  source: Side;
+  tables: readonly CompiledTable[];
+  log?: Logger;
+  sessionTimeoutMs?: number;
+  /** Called after each committed apply transaction (bench/tests measure lag with it). */
+  onApplied?: (events: readonly ConsumedEvent[]) => void;
+}
+
+/**
+ * The apply consumer group. Per fetched batch: apply in one target transaction (positions and offsets stored
+ * there), then commit the offset to Kafka (best effort). On assignment it seeks every partition to the offset
+ * stored in the target database, so a Kafka offset that ran ahead of the database cannot skip events.
+ */
+export class ApplyWorker {
+  readonly #o: ApplyWorkerOptions;
+  readonly #log: Logger;
+  #consumer: Consumer | undefined;
+  constructor(options: ApplyWorkerOptions) {
+    this.#o = options;
+    this.#log = options.log ?? silentLogger;
+  }
+
+  async start(): Promise<void> {
+    const { config, kafka, applier, source } = this.#o;
+    const topics = sideTopics(config, source);
+    await ensureTopics(kafka, topics, config.topics.partitions);
+    const direction = `${source}-to-${applier.target}`;
+    const consumer = kafka.consumer({
+      groupId: `${config.apply.groupIdPrefix}.${direction}`,
+      sessionTimeout: this.#o.sessionTimeoutMs ?? 10_000,
+      heartbeatInterval: Math.max(50, Math.floor((this.#o.sessionTimeoutMs ?? 10_000) / 5)),
+      maxWaitTimeInMs: 50,
+      allowAutoTopicCreation: false,
+    });
+    this.#consumer = consumer;
+    consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      const assignment = e.payload.memberAssignment as Record<string, number[]>;
+      void (async () => {
+        for (const [topic, partitions] of Object.entries(assignment)) {
+          const stored = await applier.storedOffsets(source, topic).catch(() => new Map<number, string>());
+          for (const p of partitions) {
+            const off = stored.get(p);
+            if (off !== undefined) consumer.seek({ topic, partition: p, offset: String(BigInt(off) + 1n) });
+          }
+        }
+      })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));
+    });
+    await consumer.connect();
+    await consumer.subscribe({ topics, fromBeginning: true });
+    const max = config.apply.maxBatchEvents;
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        for (let i = 0; i < batch.messages.length; i += max) {
+          if (!isRunning() || isStale()) return;
+          const slice = batch.messages.slice(i, i + max);
+          const events: ConsumedEvent[] = slice.map((m) => ({ topic: batch.topic, partition: batch.partition, offset: m.offset, value: m.value ? m.value.toString('utf8') : '' }));
+          const res = await applier.applyBatch(events);
+          const last = slice[slice.length - 1]?.offset as string;
+          resolveOffset(last);
+          this.#o.onApplied?.(events);
+          this.#log.debug({ event: SYNC_LOG.applyBatch, topic: batch.topic, partition: batch.partition, ...res }, 'applied batch');
+          await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(BigInt(last) + 1n) }])
+            .catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'kafka offset commit failed; the database position stays the truth'));
+          await heartbeat();
+        }
+      },
+    });
+    this.#log.info({ event: SYNC_LOG.applyStarted, direction, topics }, 'apply worker started');
+  }
+
+  async stop(): Promise<void> {
+    await this.#consumer?.disconnect().catch(() => {});
+  }
+}
+
+/** Events in Kafka not yet applied, per topic: high watermark minus the next offset stored in the target database. */
+export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stored: (topic: string) => Promise<Map<number, string>>): Promise<number> {
+  const admin: Admin = kafka.admin();
+  await admin.connect();
+  try {
+    let total = 0;
+    for (const topic of topics) {
+      const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
+      const mine = await stored(topic);
+      for (const o of offsets) {
+        const applied = mine.get(o.partition);
+        const next = applied === undefined ? BigInt(o.low) : BigInt(applied) + 1n;
+        const lag = BigInt(o.high) - next;
+        if (lag > 0n) total += Number(lag);
+      }
+    }
+    return total;
+  } finally {
+    await admin.disconnect();
+  }
+}

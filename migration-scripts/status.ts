@@ -1,0 +1,107 @@
+/**
+ * Status: per direction, lag in events and seconds, positions, counters, parked events; backfill progress; the
+ * last verify result. `readSyncStatus` is also what the gateway's admin API serves (GET /admin/sync) so the
+ * dashboard and the promotion gates read the same lag figures.
+ */
+import type { Pool } from 'pg';
+import type { Kafka } from 'kafkajs';
+import type { Side, SyncConfig } from './config-schema.ts';
+import { otherSide } from './config-schema.ts';
+import type { Pools } from './db.ts';
+import { q } from './mapping.ts';
+import { kafkaBacklog, sideTopics } from './kafka.ts';
+import { lastVerify, type VerifyResult } from './verify.ts';
+
+export interface DirectionStatus {
+  direction: 'legacy-to-service' | 'service-to-legacy';
+  source: Side;
+  target: Side;
+  /** Captured on the source, not yet acknowledged by Kafka. */
+  capturePending: number;
+  /** In Kafka, not yet applied (null when Kafka was not asked). */
+  kafkaBacklog: number | null;
+  lagEvents: number;
+  lagSeconds: number;
+  relay: { lastPosition: number | null; ackedPosition: number | null; published: number; updatedAt: string | null };
+  lastAppliedPosition: number | null;
+  applied: number; duplicates: number; stale: number; echoes: number; conflicts: number; parked: number;
+  parkedNow: number;
+  lastEventAt: string | null; lastAppliedAt: string | null; lastLagMs: number | null;
+}
+
+export interface BackfillStatus { source: Side; table: string; rowsDone: number; rowsTotal: number | null; done: boolean; updatedAt: string }
+export interface SyncStatus { at: string; directions: DirectionStatus[]; backfill: BackfillStatus[]; lastVerify: Pick<VerifyResult, 'ok' | 'at' | 'ms'> & { tables: { table: string; match: boolean; diffs: number }[] } | null }
+
+async function one<T>(pool: Pool, sql: string, params: unknown[] = []): Promise<T | undefined> {
+  const r = await pool.query(sql, params);
+  return r.rows[0] as T | undefined;
+}
+
+async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: Kafka | undefined): Promise<DirectionStatus> {
+  const s = q(config.stateSchema);
+  const target = otherSide(source);
+  const cap = await one<{ n: string; oldest: string | null; age_s: number | null }>(pools[source],
+    `SELECT count(*) AS n, min(ts)::text AS oldest, extract(epoch FROM clock_timestamp() - min(ts))::float8 AS age_s FROM ${s}.changelog`);
+  const relay = await one<{ last_pos: string; acked_pos: string; published: string; updated_at: string }>(pools[source],
+    `SELECT last_pos, acked_pos, published, updated_at::text FROM ${s}.relay_state WHERE id = 1`);
+  const stats = await one<Record<string, string | null>>(pools[target],
+    `SELECT applied, duplicates, stale, echoes, conflicts, parked, last_event_ts::text AS last_event_ts, last_applied_at::text AS last_applied_at, last_lag_ms,
+            extract(epoch FROM clock_timestamp() - last_event_ts)::float8 AS since_last_event_s
+       FROM ${s}.apply_stats WHERE source = $1`, [source]);
+  const pos = await one<{ p: string | null }>(pools[target], `SELECT max(position)::text AS p FROM ${s}.applied WHERE source = $1`, [source]);
+  const parked = await one<{ n: string }>(pools[target], `SELECT count(*) AS n FROM ${s}.dead_letters WHERE source = $1 AND status = 'parked'`, [source]);
+  let backlog: number | null = null;
+  if (kafka) {
+    backlog = await kafkaBacklog(kafka, sideTopics(config, source), async (topic) => {
+      const r = await pools[target].query<{ partition: number; kafka_offset: string | null }>(`SELECT partition, kafka_offset::text FROM ${s}.applied WHERE source = $1 AND topic = $2`, [source, topic]);
+      return new Map(r.rows.filter((x) => x.kafka_offset !== null).map((x) => [x.partition, x.kafka_offset as string]));
+    }).catch(() => null);
+  }
+  const capturePending = Number(cap?.n ?? 0);
+  const lagEvents = capturePending + (backlog ?? 0);
+  const ages = [capturePending > 0 ? Number(cap?.age_s ?? 0) : 0, (backlog ?? 0) > 0 ? Number(stats?.since_last_event_s ?? 0) : 0];
+  const num = (v: string | null | undefined) => (v === null || v === undefined ? 0 : Number(v));
+  return {
+    direction: `${source}-to-${target}` as DirectionStatus['direction'],
+    source, target, capturePending, kafkaBacklog: backlog, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
+    relay: { lastPosition: relay ? Number(relay.last_pos) : null, ackedPosition: relay ? Number(relay.acked_pos) : null, published: Number(relay?.published ?? 0), updatedAt: relay?.updated_at ?? null },
+    lastAppliedPosition: pos?.p ? Number(pos.p) : null,
+    applied: num(stats?.applied), duplicates: num(stats?.duplicates), stale: num(stats?.stale), echoes: num(stats?.echoes), conflicts: num(stats?.conflicts), parked: num(stats?.parked),
+    parkedNow: Number(parked?.n ?? 0),
+    lastEventAt: stats?.last_event_ts ?? null, lastAppliedAt: stats?.last_applied_at ?? null, lastLagMs: stats?.last_lag_ms === null || stats?.last_lag_ms === undefined ? null : Number(stats.last_lag_ms),
+  };
+}
+
+/** Reads the whole sync status from both databases (and Kafka's high watermarks when a client is given). */
+export async function readSyncStatus(config: SyncConfig, pools: Pools, kafka?: Kafka): Promise<SyncStatus> {
+  const s = q(config.stateSchema);
+  const directions = await Promise.all((['legacy', 'service'] as const).map((side) => direction(config, pools, side, kafka)));
+  const backfill: BackfillStatus[] = [];
+  for (const side of ['legacy', 'service'] as const) {
+    const r = await pools[side].query<{ source: Side; tbl: string; rows_done: string; rows_total: string | null; done: boolean; updated_at: string }>(
+      `SELECT source, tbl, rows_done, rows_total, done, updated_at::text FROM ${s}.backfill ORDER BY tbl`);
+    for (const b of r.rows) backfill.push({ source: b.source, table: b.tbl, rowsDone: Number(b.rows_done), rowsTotal: b.rows_total === null ? null : Number(b.rows_total), done: b.done, updatedAt: b.updated_at });
+  }
+  const v = await lastVerify(config, pools.legacy);
+  return {
+    at: new Date().toISOString(), directions, backfill,
+    lastVerify: v ? { ok: v.ok, at: v.at, ms: v.ms, tables: v.tables.map((t) => ({ table: t.table, match: t.match, diffs: t.diffs.length })) } : null,
+  };
+}
+
+/** The lag figures alone, for the gateway admin API and promotion gates. */
+export function lagSummary(status: SyncStatus): Record<string, { lagEvents: number; lagSeconds: number; parked: number }> {
+  return Object.fromEntries(status.directions.map((d) => [d.direction, { lagEvents: d.lagEvents, lagSeconds: d.lagSeconds, parked: d.parkedNow }]));
+}
+
+export function formatStatus(st: SyncStatus): string {
+  const lines: string[] = [];
+  for (const d of st.directions) {
+    lines.push(`${d.direction}: lag ${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`})`);
+    lines.push(`  relay position ${d.relay.lastPosition ?? '-'} (acked ${d.relay.ackedPosition ?? '-'}, published ${d.relay.published}); last applied position ${d.lastAppliedPosition ?? '-'}`);
+    lines.push(`  applied ${d.applied}, duplicates ${d.duplicates}, stale ${d.stale}, echoes ${d.echoes}, conflicts ${d.conflicts}, parked now ${d.parkedNow}; last lag ${d.lastLagMs ?? '-'} ms`);
+  }
+  for (const b of st.backfill) lines.push(`backfill ${b.source} → ${b.table}: ${b.rowsDone}/${b.rowsTotal ?? '?'} rows${b.done ? ' (done)' : ''}`);
+  lines.push(st.lastVerify ? `last verify ${st.lastVerify.at}: ${st.lastVerify.ok ? 'identical' : 'DIFFERENT'} (${st.lastVerify.tables.map((t) => `${t.table}${t.match ? '' : ` ${t.diffs} diffs`}`).join(', ')})` : 'no verify run yet');
+  return lines.join('\n');
+}

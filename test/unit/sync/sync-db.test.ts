@@ -1,0 +1,281 @@
+/**
+ * Database side of the sync on real embedded PostgreSQL, with an in-memory stand-in for Kafka: capture, relay
+ * order, apply (versions, dedupe, tombstones, conflicts, dead letters), loop prevention, mapping validation,
+ * backfill, verify and repair. The Kafka path and kill -9 crashes are in test/integration/sync/.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSyncFixture, type SyncFixture } from './fixture.ts';
+import { Pipeline, randomWriter, rng } from './load.ts';
+import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
+import { installServiceCapture } from '../../../services/kit/capture.ts';
+import { verifyTables } from '../../../migration-scripts/verify.ts';
+import { repairFromVerify, retryDeadLetters } from '../../../migration-scripts/repair.ts';
+import { runBackfill } from '../../../migration-scripts/backfill.ts';
+import { readSyncStatus } from '../../../migration-scripts/status.ts';
+import { parseSyncConfig } from '../../../migration-scripts/config.ts';
+import { syncDoc } from './fixture.ts';
+import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
+import type { Pools } from '../../../migration-scripts/db.ts';
+import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
+
+let fx: SyncFixture;
+before(async () => { fx = await startSyncFixture(); });
+after(async () => { await fx.stop(); });
+
+async function installed(name: string, overrides: Record<string, unknown> = {}): Promise<{ config: SyncConfig; pools: Pools; tables: CompiledTable[]; p: Pipeline }> {
+  const { config, pools } = await fx.freshPair(name, overrides);
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installServiceCapture(config, pools);
+  return { config, pools, tables, p: new Pipeline(config, pools, tables) };
+}
+
+describe('sync on PostgreSQL (memory transport)', () => {
+  test('random load on both databases at once converges and verify reports identical', async () => {
+    const seed = Number(process.env.SYNC_SEED ?? Date.now() % 1_000_000);
+    const { config, pools, tables, p } = await installed('load');
+    const r = rng(seed);
+    const w = randomWriter(r);
+    try {
+      for (let round = 0; round < 30; round++) {
+        const writes: Promise<void>[] = [];
+        for (let i = 0; i < 8; i++) writes.push(w.legacy(pools.legacy, 40), w.service(pools.service, 40));
+        await Promise.all(writes);
+        if (r() < 0.6) await p.round(Math.ceil(r() * 50));
+      }
+      await p.settle();
+      const v = await verifyTables(config, pools, tables);
+      assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) })))}`);
+      const counts = await pools.legacy.query('SELECT count(*)::int AS n FROM items');
+      assert.ok(counts.rows[0].n > 0, `seed ${seed}: load wrote rows`);
+      const st = await readSyncStatus(config, pools);
+      for (const d of st.directions) assert.equal(d.lagEvents, 0, `seed ${seed}: ${d.direction} drained`);
+    } catch (err) {
+      console.error(`sync random-load seed: ${seed} (rerun with SYNC_SEED=${seed})`);
+      throw err;
+    }
+  });
+
+  test('exact values survive both directions: numerics, zones, json, large text, nulls; unmapped columns kept', async () => {
+    const { pools, p } = await installed('values');
+    await pools.legacy.query(`INSERT INTO items (id, name, price_cents, body, data, happened_at, first_name, last_name, amount, flag, legacy_only)
+      VALUES (1, 'n', 123456789, repeat('é', 100000), '{"b": [1, 2.50, null], "a": {"x": "y"}}', '2024-03-01 10:00:00.123456+05:30', 'Ann', 'Lee', 99999999999999.999999, NULL, 'mine')`);
+    await p.settle();
+    const s = await pools.service.query(`SELECT price::text, length(body) AS len, data::text, happened_at = '2024-03-01 04:30:00.123456+00' AS ts_ok, full_name, amount::text, flag, service_only FROM catalog_items WHERE item_id = 1`);
+    assert.deepEqual(s.rows[0], { price: '1234567.89', len: 100000, data: '{"a": {"x": "y"}, "b": [1, 2.50, null]}', ts_ok: true, full_name: 'Ann Lee', amount: '99999999999999.999999', flag: null, service_only: 'svc' });
+    await pools.service.query(`UPDATE catalog_items SET price = 0.01, full_name = 'Bob van Dyke', service_only = 'other' WHERE item_id = 1`);
+    await p.settle();
+    const l = await pools.legacy.query('SELECT price_cents, first_name, last_name, legacy_only, amount::text FROM items WHERE id = 1');
+    assert.deepEqual(l.rows[0], { price_cents: 1, first_name: 'Bob', last_name: 'van Dyke', legacy_only: 'mine', amount: '99999999999999.999999' });
+  });
+
+  test('a slow transaction with a lower sequence that commits later is still published, after the faster one', async () => {
+    const { pools, p } = await installed('order');
+    const slow = await pools.legacy.connect();
+    try {
+      await slow.query('BEGIN');
+      await slow.query(`INSERT INTO items (id, name) VALUES (1, 'slow')`); // takes the lower seq
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'fast')`); // higher seq, commits first
+      assert.equal(await p.relays.legacy.step(), 1, 'only the committed change is published');
+      assert.equal(p.bus.size(), 1);
+      await slow.query('COMMIT');
+    } finally { slow.release(); }
+    assert.equal(await p.relays.legacy.step(), 1, 'the late commit is not skipped');
+    await p.settle();
+    const rows = await pools.service.query('SELECT item_id::int, title FROM catalog_items ORDER BY item_id');
+    assert.deepEqual(rows.rows, [{ item_id: 1, title: 'slow' }, { item_id: 2, title: 'fast' }]);
+  });
+
+  test('replayed, duplicated and reordered events change nothing', async () => {
+    const { pools, p, config, tables } = await installed('replay');
+    for (let i = 1; i <= 20; i++) await pools.legacy.query(`INSERT INTO items (id, name, price_cents) VALUES ($1, 'v1', $2)`, [i, i]);
+    for (let i = 1; i <= 20; i += 2) await pools.legacy.query(`UPDATE items SET name = 'v2' WHERE id = $1`, [i]);
+    for (let i = 1; i <= 20; i += 5) await pools.legacy.query('DELETE FROM items WHERE id = $1', [i]);
+    await p.settle();
+    const snapshot = async () => (await pools.service.query('SELECT item_id, title, price FROM catalog_items ORDER BY item_id')).rows;
+    const before = await snapshot();
+    // Replay from offset 0 (consumer group reset), duplicates of every batch, and every partition reversed.
+    p.consumers.legacy.offsets.clear();
+    await p.consumers.legacy.drain();
+    const all = p.bus.read('strangler.legacy.', new Map(), 10_000).flat();
+    await p.appliers.service.applyBatch([...all, ...all]);
+    await p.appliers.service.applyBatch([...all].reverse().map((e) => ({ ...e, topic: null, partition: null, offset: null })));
+    assert.deepEqual(await snapshot(), before);
+    const v = await verifyTables(config, pools, tables);
+    assert.equal(v.ok, true);
+    const st = await readSyncStatus(config, pools);
+    const d = st.directions.find((x) => x.source === 'legacy');
+    assert.ok(d && d.duplicates >= all.length * 2, `duplicates counted: ${d?.duplicates}`);
+  });
+
+  test('loop prevention: one write yields exactly one event per direction and no echo', async () => {
+    const { pools, p } = await installed('loop');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (7, 'x')`);
+    assert.equal(await p.relays.legacy.step(), 1);
+    await p.consumers.legacy.drain();
+    assert.equal(await p.relays.service.step(), 0, 'apply writes are not captured on the service side');
+    await pools.service.query(`UPDATE catalog_items SET title = 'y' WHERE item_id = 7`);
+    assert.equal(await p.relays.service.step(), 1);
+    await p.consumers.service.drain();
+    assert.equal(await p.relays.legacy.step(), 0, 'nor on the legacy side');
+    // An echo that leaks through (an event fed back to its own side) is a no-op.
+    const echoes = p.bus.read('strangler.service.', new Map()).flat();
+    const r = await p.appliers.service.applyBatch(echoes);
+    assert.equal(r.echoes, echoes.length);
+    assert.equal(r.applied, 0);
+    for (let i = 0; i < 3; i++) assert.equal(await p.round(), 0, 'quiet after quiescence');
+    assert.equal((await pools.legacy.query('SELECT name FROM items WHERE id = 7')).rows[0].name, 'y');
+  });
+
+  for (const policy of ['owner-wins', 'latest-commit-wins'] as const) {
+    test(`conflict: both sides change a row before sync catches up → ${policy} applied, logged and counted`, async () => {
+      const { pools, p, config, tables } = await installed(`conflict_${policy.replaceAll('-', '_')}`, { conflicts: { policy } });
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'base')`);
+      await p.settle();
+      await pools.service.query(`UPDATE catalog_items SET title = 'from-service' WHERE item_id = 1`);
+      await pools.legacy.query(`UPDATE items SET name = 'from-legacy' WHERE id = 1`); // later commit; legacy owns items
+      await pools.legacy.query(`INSERT INTO people (email, city) VALUES ('a@x', 'base')`);
+      await p.settle();
+      await pools.legacy.query(`UPDATE people SET city = 'legacy-city' WHERE email = 'a@x'`);
+      await pools.service.query(`UPDATE persons SET address = '{"street": null, "city": "service-city", "zip": null}' WHERE email = 'a@x'`); // later; service owns people
+      await p.settle();
+      const item = (await pools.legacy.query('SELECT name FROM items WHERE id = 1')).rows[0].name;
+      const city = (await pools.legacy.query(`SELECT city FROM people WHERE email = 'a@x'`)).rows[0].city;
+      // owner-wins: items → legacy, people → service. latest-commit-wins: the later write each time.
+      assert.equal(item, 'from-legacy');
+      assert.equal(city, 'service-city');
+      const v = await verifyTables(config, pools, tables);
+      assert.equal(v.ok, true, 'both sides converge');
+      const logged = await pools.service.query(`SELECT tbl, policy, winner FROM strangler_sync.conflicts ORDER BY id`);
+      const logged2 = await pools.legacy.query(`SELECT tbl, policy, winner FROM strangler_sync.conflicts ORDER BY id`);
+      const all = [...logged.rows, ...logged2.rows];
+      assert.ok(all.some((c) => c.tbl === 'items' && c.winner === 'legacy' && c.policy === policy), JSON.stringify(all));
+      assert.ok(all.some((c) => c.tbl === 'people' && c.winner === 'service' && c.policy === policy), JSON.stringify(all));
+      const st = await readSyncStatus(config, pools);
+      assert.equal(st.directions.reduce((n, d) => n + d.conflicts, 0), all.length, 'each conflict counted');
+    });
+  }
+
+  test('a delete is not resurrected by a late or replayed insert (tombstones)', async () => {
+    const { pools, p } = await installed('tombstone');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
+    await p.relays.legacy.step();
+    const insert = p.bus.read('strangler.legacy.', new Map()).flat();
+    await pools.legacy.query('DELETE FROM items WHERE id = 1');
+    await p.settle();
+    await p.appliers.service.applyBatch(insert.map((e) => ({ ...e, topic: null, partition: null, offset: null })));
+    assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM catalog_items')).rows[0].n, 0);
+  });
+
+  test('a poison event is parked with its reason, later events for its key wait, others flow; repair retries it', async () => {
+    const { pools, p, config, tables } = await installed('poison');
+    await pools.service.query(`ALTER TABLE catalog_items ADD CONSTRAINT short_title CHECK (length(title) < 10)`);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'much-too-long-title')`);
+    await pools.legacy.query(`UPDATE items SET price_cents = 5 WHERE id = 1`);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'fine')`);
+    await p.settle();
+    const dl = await pools.service.query(`SELECT pk, reason, status FROM strangler_sync.dead_letters ORDER BY id`);
+    assert.equal(dl.rows.length, 2);
+    assert.match(dl.rows[0].reason, /short_title/);
+    assert.match(dl.rows[1].reason, /waiting behind/);
+    assert.deepEqual((await pools.service.query('SELECT item_id::int FROM catalog_items')).rows, [{ item_id: 2 }]);
+    const st = await readSyncStatus(config, pools);
+    assert.equal(st.directions.find((d) => d.source === 'legacy')?.parkedNow, 2);
+    // Still failing: nothing changes, nothing dropped.
+    assert.deepEqual(await retryDeadLetters({ config, pools, tables, target: 'service' }), { retried: 0, stillParked: 2 });
+    await pools.service.query('ALTER TABLE catalog_items DROP CONSTRAINT short_title');
+    assert.deepEqual(await retryDeadLetters({ config, pools, tables, target: 'service' }), { retried: 2, stillParked: 0 });
+    const row = (await pools.service.query('SELECT title, price::text FROM catalog_items WHERE item_id = 1')).rows[0];
+    assert.deepEqual(row, { title: 'much-too-long-title', price: '0.05' });
+    // New events for the key flow again.
+    await pools.legacy.query(`UPDATE items SET name = 'ok' WHERE id = 1`);
+    await p.settle();
+    assert.equal((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1')).rows[0].title, 'ok');
+  });
+
+  test('verify finds corruption injected into one side and repair fixes exactly those keys', async () => {
+    const { pools, p, config, tables } = await installed('repair', { verify: { chunkRows: 50, leafRows: 10 } });
+    await pools.legacy.query(`INSERT INTO items (id, name, price_cents, amount) SELECT g, 'n' || g, g, g / 7.0 FROM generate_series(1, 2000) g`);
+    await pools.legacy.query(`INSERT INTO people (email, city) SELECT 'p' || g || '@x', 'c' FROM generate_series(1, 50) g`);
+    await p.settle();
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+    // Corrupt the service side behind sync's back (as a rogue writer that bypasses capture would).
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+      UPDATE catalog_items SET price = price + 1 WHERE item_id IN (17, 1500);
+      DELETE FROM catalog_items WHERE item_id = 999;
+      INSERT INTO catalog_items (item_id, title) VALUES (5000, 'extra');
+      UPDATE persons SET address = '{"city": "zzz"}' WHERE email = 'p7@x'; COMMIT`);
+    const v = await verifyTables(config, pools, tables);
+    assert.equal(v.ok, false);
+    const diffs = v.tables.flatMap((t) => t.diffs.map((d) => `${t.table} ${d.key} ${d.kind}`)).sort();
+    assert.deepEqual(diffs, ['items [1500] different', 'items [17] different', 'items [5000] missing-on-legacy', 'items [999] missing-on-service', 'people ["p7@x"] different']);
+    const before = (await pools.service.query('SELECT item_id, title, price FROM catalog_items WHERE item_id NOT IN (17, 1500, 999, 5000) ORDER BY item_id')).rows;
+    const r = await repairFromVerify({ config, pools, tables, verify: v, from: 'legacy' });
+    assert.deepEqual(r.tables.map((t) => [t.table, t.rewritten, t.deleted]), [['items', 3, 1], ['people', 1, 0]]);
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+    assert.deepEqual((await pools.service.query('SELECT item_id, title, price FROM catalog_items WHERE item_id NOT IN (17, 1500, 999, 5000) ORDER BY item_id')).rows, before, 'no other key touched');
+  });
+
+  test('backfill copies existing rows while live changes flow, resumes after an interruption, and verify agrees', async () => {
+    const { config, pools } = await fx.freshPair('backfill');
+    await pools.legacy.query(`INSERT INTO items (id, name, price_cents, data) SELECT g, 'n' || g, g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g`);
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    const p = new Pipeline(config, pools, tables);
+    const first = await runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 500, maxChunks: 2 });
+    assert.equal(first.done, false);
+    assert.equal(first.rows, 1000);
+    // Live changes during the backfill: updates ahead of and behind the cursor, deletes, inserts.
+    await pools.legacy.query(`UPDATE items SET name = 'live' WHERE id IN (10, 2500)`);
+    await pools.legacy.query('DELETE FROM items WHERE id IN (20, 2600)');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (5000, 'new')`);
+    await p.round();
+    const progress: number[] = [];
+    const second = await runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 500, onProgress: (d) => progress.push(d) });
+    assert.equal(second.done, true);
+    assert.equal(second.resumedFrom, '[1000]');
+    assert.ok(progress.length >= 4);
+    await p.settle();
+    const v = await verifyTables(config, pools, tables, 'items');
+    assert.equal(v.ok, true, JSON.stringify(v.tables[0]?.diffs.slice(0, 5)));
+    assert.equal((await pools.service.query(`SELECT title FROM catalog_items WHERE item_id = 2500`)).rows[0].title, 'live');
+    const st = await readSyncStatus(config, pools);
+    assert.deepEqual(st.backfill.map((b) => [b.table, b.done]), [['items', true]]);
+  });
+
+  test('bad config: unknown table, unknown column, type that cannot map → clear errors, nothing installed', async () => {
+    const { urls, pools } = await fx.freshPair('badcfg');
+    const doc = syncDoc(urls) as { sync: { tables: Record<string, unknown>[] } };
+    const bad = structuredClone(doc);
+    bad.sync.tables[0] = { ...bad.sync.tables[0], service: { table: 'no_such_table', key: ['item_id'] } };
+    const t1 = bad.sync.tables[1] as { columns: Record<string, unknown>[] };
+    t1.columns[2] = { legacy: 'updatd', service: 'updated' };
+    bad.sync.tables.push({ name: 'typed', legacy: { table: 'items', key: ['id'] }, service: { table: 'persons', key: ['email'] }, columns: [{ legacy: 'id', service: 'email' }, { legacy: 'flag', service: 'updated' }] });
+    const config = parseSyncConfig(bad).sync;
+    await assert.rejects(compileFromDatabases(config, pools), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_MAPPING_INVALID');
+      assert.match(err.message, /sync\.tables\[0\]\.service\.table: unknown table "no_such_table"/);
+      assert.match(err.message, /unknown column "updatd" in legacy table public\.people/);
+      assert.match(err.message, /type that cannot map: legacy flag boolean ↔ service updated timestamp without time zone/);
+      return true;
+    });
+    await assert.rejects(installCapture(config, pools, 'legacy'), /SYNC_MAPPING_INVALID|unknown table/);
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), false);
+    const schema = await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'strangler_sync'`);
+    assert.equal(schema.rows[0].n, 0, 'no state schema created');
+    assert.throws(() => parseSyncConfig({ sync: { ...doc.sync, conflicts: { policy: 'coin-flip' } } }), /sync\.conflicts\.policy/);
+  });
+
+  test('uninstall removes triggers and state cleanly; TRUNCATE is refused while installed', async () => {
+    const { config, pools } = await installed('uninstall');
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), true);
+    await assert.rejects(pools.legacy.query('TRUNCATE items'), /TRUNCATE of items is not captured/);
+    await uninstallCapture(config, pools, 'legacy');
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), false);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'after')`);
+    const fns = await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'strangler_sync'`);
+    assert.equal(fns.rows[0].n, 0);
+  });
+});
