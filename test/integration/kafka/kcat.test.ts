@@ -108,6 +108,19 @@ describe('kcat (librdkafka) against the dev broker', { skip }, () => {
     assert.equal(seen.length, 30);
   });
 
+  test('IPv6: -b [::1]:port produces and consumes against a broker bound to ::1', async () => {
+    const v6 = await startTestBroker({ host: '::1' });
+    try {
+      const topic = unique('v6');
+      assert.equal((await kcat(['-b', v6.address, '-P', '-t', topic], 'over-ipv6\n')).code, 0);
+      const consumed = await kcat(['-b', v6.address, '-C', '-t', topic, '-o', 'beginning', '-e', '-q']);
+      assert.equal(consumed.code, 0, consumed.stderr);
+      assert.equal(consumed.stdout.trim(), 'over-ipv6');
+    } finally {
+      await v6.close();
+    }
+  });
+
   test('-G consumes as a group, commits on exit, and a second run resumes after the commit', async () => {
     const topic = unique('grp');
     const group = unique('kcat-group');

@@ -45,9 +45,13 @@ export interface ChildBroker {
   stop(): Promise<void>;
 }
 
-/** Runs devstack/kafka/main.ts as a child process and waits for its "listening" log line. */
-export async function spawnBroker(dataDir: string, extraArgs: string[] = []): Promise<ChildBroker> {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'devstack/kafka/main.ts'), '--port', '0', '--data-dir', dataDir, '--min-session-timeout-ms', '500', '--log-level', 'info', ...extraArgs], {
+/**
+ * Runs the broker as a child process and waits for its "listening" log line: devstack/kafka/main.ts, or with
+ * `viaCli` the real `strangler devstack kafka` command.
+ */
+export async function spawnBroker(dataDir: string, extraArgs: string[] = [], viaCli = false): Promise<ChildBroker> {
+  const entry = viaCli ? [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka'] : ['--import', 'tsx', join(REPO_ROOT, 'devstack/kafka/main.ts')];
+  const child = spawn(process.execPath, [...entry, '--port', '0', '--data-dir', dataDir, '--min-session-timeout-ms', '500', ...extraArgs], {
     cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
