@@ -225,8 +225,7 @@ export class PromotionController {
       case 'shift': {
         await shiftRoute(this.#control, managed.routeId, action.percent, opts);
         log.info({ routeId: managed.routeId, percent: action.percent, reason: action.reason }, FLAGS_LOG.controllerAdvance);
-        const applied = await this.#store.compareAndSet({ ...record, applied: true }, record.version);
-        return applied ?? record;
+        return this.#markApplied(record);
       }
       case 'rollback':
         await rollbackRoute(this.#control, managed.routeId, opts);
@@ -241,6 +240,18 @@ export class PromotionController {
       default:
         return record;
     }
+  }
+
+  /** Records that the decided step is in Unleash; re-reads when a peer wrote in between (its write may not know). */
+  async #markApplied(record: PlanRecord): Promise<PlanRecord> {
+    let current: PlanRecord | undefined = record;
+    for (let attempt = 0; attempt < 3 && current; attempt++) {
+      if (current.applied || current.stepIndex !== record.stepIndex || current.targetPercent !== record.targetPercent) return current;
+      const written = await this.#store.compareAndSet({ ...current, applied: true }, current.version);
+      if (written) return written;
+      current = (await this.#store.loadAll())[record.routeId];
+    }
+    return current ?? record;
   }
 
   /** Guard/plan view per route in the shape of GET /admin/routes (for the gateway's controllerState hook). */
