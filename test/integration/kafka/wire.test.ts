@@ -115,7 +115,7 @@ describe('wire behaviour', () => {
     assert.equal(r.int16(), 0);
     assert.equal(r.int64n(), 1, 'the acks=0 batch took offset 0');
     const bad = encodeBatch([{ key: null, value: Buffer.from('x') }]);
-    bad[bad.length - 1] ^= 1;
+    bad[bad.length - 1] = bad[bad.length - 1]! ^ 1;
     const refused = new Reader(await call(ApiKey.Produce, 7, produceV7(t, 0, bad, -1)), 4);
     refused.int32(); refused.string(); refused.int32(); refused.int32();
     assert.equal(refused.int16(), KafkaError.CORRUPT_MESSAGE);
