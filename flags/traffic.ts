@@ -23,7 +23,7 @@ import { pushRefresh, type RefreshResult } from './refresh.ts';
 import { findManagedStrategy, rolloutOf } from './sync.ts';
 
 export interface ChangeOptions {
-  reason?: string;
+  reason?: string | null;
   /** Who asked: "cli:alice", "admin-api", "controller". */
   actor?: string;
 }
@@ -149,7 +149,7 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
   if (!unchanged) {
     await control.api.patchStrategy(project, name, environment, strategy.id, [
       { op: 'replace', path: '/parameters/rollout', value: String(target) },
-      { op: 'replace', path: '/title', value: formatTitle({ rollout: target, enabled: state!.enabled }, note(`shift ${from.percent ?? '?'}→${target}%`, actor, options.reason)) },
+      { op: 'replace', path: '/title', value: formatTitle({ rollout: target, enabled: state!.enabled }, note(`shift ${from.percent ?? '?'}→${target}%`, actor, options.reason ?? undefined)) },
     ]);
   }
   return finish(control, changeRecord(control, managed, 'shift', from, to, { ...options, actor }, !unchanged));
@@ -169,7 +169,7 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
   const change = changeRecord(control, managed, 'rollback', from, to, { ...options, actor }, state.enabled || recorded?.enabled !== false);
   if (strategy && change.changed) {
     // After /off: the rollback itself must not wait on (or fail because of) the annotation.
-    const title = formatTitle({ rollout: recorded?.rollout ?? from.percent ?? 0, enabled: false }, note('rollback', actor, options.reason));
+    const title = formatTitle({ rollout: recorded?.rollout ?? from.percent ?? 0, enabled: false }, note('rollback', actor, options.reason ?? undefined));
     try {
       await control.api.patchStrategy(project, name, environment, strategy.id, [{ op: 'replace', path: '/title', value: title }]);
     } catch (err) {
@@ -208,7 +208,7 @@ export async function resumeRoute(control: FlagsControl, routeId: string, option
   const changed = !state!.enabled || recorded?.enabled !== true;
   if (changed) {
     await control.api.patchStrategy(project, name, environment, strategy.id, [
-      { op: 'replace', path: '/title', value: formatTitle({ rollout: percent, enabled: true }, note('resume', actor, options.reason)) },
+      { op: 'replace', path: '/title', value: formatTitle({ rollout: percent, enabled: true }, note('resume', actor, options.reason ?? undefined)) },
     ]);
     if (!state!.enabled) await control.api.setEnvironmentEnabled(project, name, environment, true);
   }
