@@ -47,6 +47,8 @@ describe('sync on PostgreSQL (memory transport)', () => {
       await p.settle();
       const v = await verifyTables(config, pools, tables);
       assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) })))}`);
+      const vectors = async (pool: typeof pools.legacy) => (await pool.query('SELECT tbl, pk, legacy_version, service_version, deleted FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
+      assert.deepEqual(await vectors(pools.service), await vectors(pools.legacy), `seed ${seed}: version vectors identical on both sides`);
       const counts = await pools.legacy.query('SELECT count(*)::int AS n FROM items');
       assert.ok(counts.rows[0].n > 0, `seed ${seed}: load wrote rows`);
       const st = await readSyncStatus(config, pools);

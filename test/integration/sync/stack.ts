@@ -1,0 +1,101 @@
+/**
+ * Real parts for the sync integration tests: embedded PostgreSQL (restartable on the same port and data), the dev
+ * Kafka broker (restartable likewise), a config file for the pair, and relay/apply workers as child processes
+ * (`strangler sync relay|apply`) that can be killed with SIGKILL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
+import { startKafkaBroker, type KafkaBroker } from '../../../devstack/kafka/index.ts';
+import { LEGACY_DDL, SERVICE_DDL, syncDoc } from '../../unit/sync/fixture.ts';
+import { parseSyncConfig, type LoadedSyncConfig } from '../../../migration-scripts/config.ts';
+import { openPools, closePools, type Pools } from '../../../migration-scripts/db.ts';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+export class SyncStack {
+  readonly dir = mkdtempSync(join(tmpdir(), 'strangler-sync-it-'));
+  pg!: RunningPostgres;
+  broker!: KafkaBroker;
+  #pgPort = 0;
+  #brokerPort = 0;
+  readonly #pools: Pools[] = [];
+
+  async start(): Promise<void> {
+    chmodSync(this.dir, 0o755); // PostgreSQL runs as its own user when we are root
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg') });
+    this.#pgPort = this.pg.port;
+    this.broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
+    this.#brokerPort = this.broker.port;
+  }
+  get brokerAddress(): string { return `127.0.0.1:${this.#brokerPort}`; }
+  async restartBroker(): Promise<void> {
+    await this.broker.close();
+    this.broker = await startKafkaBroker({ host: '127.0.0.1', port: this.#brokerPort, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
+  }
+  async restartPostgres(): Promise<void> {
+    await this.pg.stop();
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort });
+  }
+  /** A fresh legacy/service database pair with the test schema, its config (also written to a file) and pools. */
+  async pair(name: string, overrides: Record<string, unknown> = {}): Promise<{ loaded: LoadedSyncConfig; file: string; pools: Pools }> {
+    await this.pg.createDatabase(`${name}_legacy`);
+    await this.pg.createDatabase(`${name}_service`);
+    const doc = { ...syncDoc({ legacy: this.pg.url(`${name}_legacy`), service: this.pg.url(`${name}_service`) }, { topics: { pattern: `${name}.{side}.{table}`, partitions: 2 }, ...overrides }), kafka: { brokers: [this.brokerAddress], clientId: name } };
+    const file = join(this.dir, `${name}.json`);
+    writeFileSync(file, JSON.stringify(doc, null, 2));
+    const loaded = parseSyncConfig(doc, file);
+    const pools = openPools(loaded.sync);
+    this.#pools.push(pools);
+    await pools.legacy.query(LEGACY_DDL);
+    await pools.service.query(SERVICE_DDL);
+    return { loaded, file, pools };
+  }
+  async stop(): Promise<void> {
+    for (const p of this.#pools) await closePools(p).catch(() => {});
+    await this.broker?.close().catch(() => {});
+    await this.pg?.stop().catch(() => {});
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A `strangler sync ...` child process; kill() is SIGKILL. */
+export class Worker {
+  #child: ChildProcess | undefined;
+  #exited: Promise<void> = Promise.resolve();
+  stderr = '';
+  constructor(readonly name: string, readonly args: string[], readonly env: Record<string, string> = {}) {}
+  start(): void {
+    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', ...this.args], {
+      cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'],
+      env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn', STRANGLER_SYNC_SESSION_TIMEOUT_MS: '1000', ...this.env },
+    });
+    child.stderr?.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
+    this.#exited = new Promise((r) => child.once('exit', () => r()));
+    this.#child = child;
+  }
+  async kill(): Promise<void> {
+    const c = this.#child;
+    if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await this.#exited;
+  }
+  async stop(): Promise<void> {
+    const c = this.#child;
+    if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+    const timer = setTimeout(() => c?.kill('SIGKILL'), 5_000);
+    await this.#exited;
+    clearTimeout(timer);
+  }
+}
