@@ -42,7 +42,12 @@ export class TopicRegistry {
     mkdirSync(join(dataDir, 'logs'), { recursive: true });
     const file = join(dataDir, 'topics.json');
     if (!existsSync(file)) return;
-    const parsed = JSON.parse(readFileSync(file, 'utf8')) as TopicsFile;
+    let parsed: TopicsFile;
+    try {
+      parsed = JSON.parse(readFileSync(file, 'utf8')) as TopicsFile;
+    } catch (err) {
+      throw new Error(`kafka dev broker: ${file} is not valid JSON (${(err as Error).message}); fix it or move the data dir aside`, { cause: err });
+    }
     for (const t of parsed.topics) this.#open(t.name, t.partitions, t.configs);
   }
 
