@@ -1,0 +1,409 @@
+/**
+ * Gateway proxy overhead: the same upstream reached three ways, measured in one run with autocannon.
+ *
+ *   autocannon (this process) ──► upstream process                    "direct"
+ *   autocannon ──► bare http-proxy process ──► upstream               "bare http-proxy" (keep-alive agent, nothing else)
+ *   autocannon ──► gateway process ──► upstream (legacy or service)   "gateway": route match, flag at 50 % per user id,
+ *                                                                      breaker, stats, one info log line per request
+ *
+ * Each server runs in its own process, so the load generator never shares an event loop with what it measures.
+ * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in interleaved rounds so a
+ * neighbour's CPU burst on this shared machine hits all variants alike. Phase 2 (fixed rate): 1,000 req/s for each
+ * variant, compared with direct to get the latency the proxy adds.
+ *
+ * Why phase 2 paces autocannon itself: autocannon's rate limit gives each connection a quota per second, refilled by
+ * a per-connection 1 s interval, and the connection then sends its quota back to back. All intervals start
+ * together, so `overallRate: 1000` on 10 connections is ten closed-loop bursts at the top of each second: latency
+ * under a burst, not at 1,000 req/s (and 1,000 connections × 1 req/s does not help: node re-arms intervals that fire
+ * in the same loop turn with the same start time, so they clump and stay clumped). Here one 1 ms clock releases idle
+ * connections one request at a time (see Pacer), so requests start evenly spaced, open loop.
+ *
+ * Latencies come from autocannon's per-response timing (fractional ms); its own histogram rounds to whole
+ * milliseconds, too coarse for a 0.3 ms target. Proxy CPU per request comes from /proc (utime + stime).
+ *
+ * Knobs: GATEWAY_BENCH_SECONDS (phase 1 seconds per variant, default 10), GATEWAY_BENCH_RATE_SECONDS (phase 2,
+ * default 10), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the overhead.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import autocannon, { type AutocannonClient } from 'autocannon';
+import type { Bench } from './run.ts';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 10);
+const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 10);
+const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
+const ROUNDS = 2;
+const WARMUP_SECONDS = 2;
+const CONNECTIONS = 50;
+const RATE = 1000;
+const RATE_CONNECTIONS = 100;
+const RATE_SETTLE_SECONDS = 1;
+const USERS = 1000;
+const PATH = '/api/orders/42';
+const TARGETS = { throughputRatio: 0.95, addedP50Ms: 0.3, addedP99Ms: 1 };
+
+/** Static requests (autocannon prebuilds their buffers): one user id each, so the flag decision really runs. */
+const REQUESTS = Array.from({ length: USERS }, (_, i) => ({ method: 'GET', path: PATH, headers: { 'x-user-id': `user-${i}` } }));
+
+// ---------------------------------------------------------------------------------------------------------------
+// Server processes
+
+interface ServerProcess {
+  readonly name: string;
+  readonly pid: number;
+  readonly info: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+/** Starts bench/servers/<file> with tsx and waits for its JSON line on fd 3. */
+async function spawnServer(name: string, file: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Promise<ServerProcess> {
+  const out = options.stdoutFile ? openSync(options.stdoutFile, 'a') : 'ignore';
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(here, 'servers', file), ...args], {
+    stdio: ['pipe', out, 'inherit', 'pipe'],
+    env: { ...process.env, ...options.env },
+  });
+  if (typeof out === 'number') closeSync(out);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const info = await new Promise<Record<string, unknown>>((resolve, reject) => {
+    const announce = child.stdio[3] as Readable;
+    let text = '';
+    const timer = setTimeout(() => reject(new Error(`${name}: no port announced within 30 s`)), 30_000);
+    announce.on('data', (chunk: Buffer) => {
+      text += chunk.toString();
+      const nl = text.indexOf('\n');
+      if (nl === -1) return;
+      clearTimeout(timer);
+      resolve(JSON.parse(text.slice(0, nl)) as Record<string, unknown>);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited with ${code} before announcing its port`));
+    });
+  });
+  return {
+    name,
+    pid: child.pid as number,
+    info,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.stdin?.end();
+        const killer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+        await exited;
+        clearTimeout(killer);
+      }
+    },
+  };
+}
+
+/** utime + stime of a process in ms (Linux /proc; USER_HZ = 100). */
+function cpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Load
+
+interface Sample {
+  count: number;
+  seconds: number;
+  latencies: Float64Array;
+  non2xx: number;
+  errors: number;
+  proxyCpuMs: number;
+  starved: number;
+}
+
+interface LoadOptions {
+  url: string;
+  proxyPid: number | null;
+  seconds: number;
+  connections: number;
+  /** Fixed overall rate (open loop, evenly spaced over the connections); null = as fast as possible (closed loop). */
+  rate: number | null;
+  /** Responses before this many seconds are not recorded. */
+  settleSeconds: number;
+}
+
+class Latencies {
+  #data = new Float64Array(1 << 16);
+  #n = 0;
+  push(v: number): void {
+    if (this.#n === this.#data.length) {
+      const bigger = new Float64Array(this.#data.length * 2);
+      bigger.set(this.#data);
+      this.#data = bigger;
+    }
+    this.#data[this.#n++] = v;
+  }
+  get values(): Float64Array {
+    return this.#data.slice(0, this.#n);
+  }
+}
+
+/**
+ * Open-loop pacing on top of autocannon: every connection is rate-limited to one request per release, autocannon's
+ * own per-connection quota interval is cleared, and one 1 ms clock releases idle connections round-robin so that
+ * exactly `rate` requests per second start, evenly spaced. After a stall the clock catches up (the requests were due),
+ * as an open-loop client should. `starved` counts requests that were due while every connection was busy.
+ */
+class Pacer {
+  readonly #clients: AutocannonClient[] = [];
+  readonly #rate: number;
+  #timer: NodeJS.Timeout | undefined;
+  #start = 0;
+  #issued = 0;
+  #next = 0;
+  starved = 0;
+
+  constructor(rate: number) {
+    this.#rate = rate;
+  }
+
+  /** autocannon's setupClient hook: runs in the connection's constructor, before its quota interval exists. */
+  adopt = (client: AutocannonClient): void => {
+    this.#clients.push(client);
+    setImmediate(() => clearInterval(client.rateInterval));
+  };
+
+  start(): void {
+    this.#start = performance.now();
+    this.#timer = setInterval(() => this.#tick(), 1);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  #tick(): void {
+    const due = Math.floor(((performance.now() - this.#start) * this.#rate) / 1000) - this.#issued;
+    for (let k = 0; k < due; k++) {
+      this.#issued++;
+      const client = this.#idle();
+      if (!client) {
+        this.starved++;
+        continue;
+      }
+      client.reqsMadeThisSecond = 0;
+      client.paused = false;
+      client._doRequest();
+    }
+  }
+
+  #idle(): AutocannonClient | undefined {
+    const n = this.#clients.length;
+    for (let j = 0; j < n; j++) {
+      const c = this.#clients[(this.#next + j) % n] as AutocannonClient;
+      if (c.paused && !c.destroyed) {
+        this.#next = (this.#next + j + 1) % n;
+        return c;
+      }
+    }
+    return undefined;
+  }
+}
+
+async function load(o: LoadOptions): Promise<Sample> {
+  const latencies = new Latencies();
+  let count = 0;
+  let non2xx = 0;
+  const pacer = o.rate === null ? null : new Pacer(o.rate);
+  const instance = autocannon({
+    url: `${o.url}${PATH}`,
+    connections: o.connections,
+    duration: o.settleSeconds + o.seconds,
+    requests: REQUESTS,
+    ...(pacer ? { connectionRate: 1, setupClient: pacer.adopt } : {}),
+  });
+  pacer?.start();
+  const start = performance.now();
+  const from = start + o.settleSeconds * 1000;
+  const until = from + o.seconds * 1000;
+  let cpuBefore = o.settleSeconds === 0 && o.proxyPid !== null ? cpuMs(o.proxyPid) : Number.NaN;
+  let cpuAfter = Number.NaN;
+  const settleTimer = o.settleSeconds > 0 && o.proxyPid !== null ? setTimeout(() => (cpuBefore = cpuMs(o.proxyPid as number)), o.settleSeconds * 1000) : undefined;
+  const endTimer = o.proxyPid !== null ? setTimeout(() => (cpuAfter = cpuMs(o.proxyPid as number)), (o.settleSeconds + o.seconds) * 1000) : undefined;
+  instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
+    const now = performance.now();
+    if (now < from || now > until) return;
+    count++;
+    if (statusCode < 200 || statusCode >= 300) non2xx++;
+    else latencies.push(responseTimeMs);
+  });
+  const result = await instance;
+  pacer?.stop();
+  clearTimeout(settleTimer);
+  clearTimeout(endTimer);
+  if (o.proxyPid !== null && Number.isNaN(cpuAfter)) cpuAfter = cpuMs(o.proxyPid);
+  return { count, seconds: o.seconds, latencies: latencies.values, non2xx, errors: result.errors + result.timeouts, proxyCpuMs: cpuAfter - cpuBefore, starved: pacer?.starved ?? 0 };
+}
+
+function merge(samples: Sample[]): Sample {
+  const n = samples.reduce((a, s) => a + s.latencies.length, 0);
+  const latencies = new Float64Array(n);
+  let at = 0;
+  for (const s of samples) {
+    latencies.set(s.latencies, at);
+    at += s.latencies.length;
+  }
+  const sum = (f: (s: Sample) => number) => samples.reduce((a, s) => a + f(s), 0);
+  return { count: sum((s) => s.count), seconds: sum((s) => s.seconds), latencies, non2xx: sum((s) => s.non2xx), errors: sum((s) => s.errors), proxyCpuMs: sum((s) => s.proxyCpuMs), starved: sum((s) => s.starved) };
+}
+
+function quantile(sorted: Float64Array, q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number;
+}
+
+interface Stats {
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+  cpuUsPerReq: number;
+  /** Paced requests that were due while every connection was busy (phase 2 only). */
+  starved: number;
+}
+
+function stats(s: Sample): Stats {
+  const sorted = s.latencies.slice().sort();
+  return { rps: s.count / s.seconds, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), non2xx: s.non2xx, errors: s.errors, cpuUsPerReq: (s.proxyCpuMs * 1000) / s.count, starved: s.starved };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Report
+
+const fmt = (v: number, digits = 2) => (Number.isFinite(v) ? v.toFixed(digits) : '-');
+const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.length));
+const lpad = (s: string, n: number) => (s.length >= n ? s : ' '.repeat(n - s.length) + s);
+const verdict = (ok: boolean) => (ok ? 'PASS' : 'MISS');
+
+function table(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i === 0 ? pad(c, widths[i] as number) : lpad(c, widths[i] as number))).join('  ');
+  console.log(line(header));
+  for (const r of rows) console.log(line(r));
+}
+
+/** Requests per target in the gateway's log, to show the flag really split the traffic. */
+function logSplit(file: string): { lines: number; service: number; legacy: number } {
+  let lines = 0;
+  let service = 0;
+  let legacy = 0;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (!line.includes('"request.completed"')) continue;
+    lines++;
+    if (line.includes('"target":"service"')) service++;
+    else if (line.includes('"target":"legacy"')) legacy++;
+  }
+  return { lines, service, legacy };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+interface Variant {
+  name: string;
+  url: string;
+  pid: number | null;
+}
+
+export default {
+  name: 'gateway proxy overhead',
+  async run() {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-gateway-bench-'));
+    const servers: ServerProcess[] = [];
+    try {
+      const upstream = await spawnServer('upstream', 'upstream.ts', []);
+      servers.push(upstream);
+      const [legacyPort, servicePort] = upstream.info.ports as [number, number];
+      const legacyUrl = `http://127.0.0.1:${legacyPort}`;
+      const serviceUrl = `http://127.0.0.1:${servicePort}`;
+      const bare = await spawnServer('bare http-proxy', 'bare-proxy.ts', [legacyUrl]);
+      servers.push(bare);
+      const gatewayLog = join(dir, 'gateway.log');
+      const gateway = await spawnServer('gateway', 'gateway.ts', [legacyUrl, serviceUrl, dir], { stdoutFile: gatewayLog });
+      servers.push(gateway);
+
+      const variants: Variant[] = [
+        { name: 'direct', url: legacyUrl, pid: null },
+        { name: 'bare http-proxy', url: `http://127.0.0.1:${bare.info.port as number}`, pid: bare.pid },
+        { name: 'gateway', url: `http://127.0.0.1:${gateway.info.port as number}`, pid: gateway.pid },
+      ];
+      if (PROFILE) {
+        const extra: [string, NodeJS.ProcessEnv][] = [
+          ['gw: log level warn', { BENCH_LOG_LEVEL: 'warn' }],
+          ['gw: flag 0% (no breaker)', { BENCH_FLAG_PERCENT: '0' }],
+          ['gw: flag 100% (all breaker)', { BENCH_FLAG_PERCENT: '100' }],
+          ['gw: legacy-only route', { BENCH_LEGACY_ONLY: '1' }],
+          ['gw: no x-strangler-* headers', { BENCH_RESPONSE_HEADERS: '0' }],
+          ['gw: warn + legacy-only', { BENCH_LOG_LEVEL: 'warn', BENCH_LEGACY_ONLY: '1' }],
+        ];
+        for (const [name, env] of extra) {
+          const s = await spawnServer(name, 'gateway.ts', [legacyUrl, serviceUrl, dir], { env, stdoutFile: join(dir, 'profile.log') });
+          servers.push(s);
+          variants.push({ name, url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
+        }
+      }
+
+      const roundSeconds = PHASE1_SECONDS / ROUNDS;
+      console.log(`upstream: one process, two ports; gateway: flag at 50 % over ${USERS} user ids, default breaker, log level info to a file`);
+      console.log(`phase 1: max throughput, ${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up, then ${ROUNDS} interleaved rounds of ${roundSeconds} s per variant`);
+      for (const v of variants) await load({ url: v.url, proxyPid: null, seconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: null, settleSeconds: 0 });
+      const phase1 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const v of variants) phase1.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: roundSeconds, connections: CONNECTIONS, rate: null, settleSeconds: 0 }));
+      }
+      const t = new Map(variants.map((v) => [v.name, stats(merge(phase1.get(v.name) ?? []))]));
+      const bareRps = t.get('bare http-proxy')?.rps ?? Number.NaN;
+      table(
+        ['variant', 'req/s', 'p50 ms', 'p99 ms', 'vs bare', 'proxy CPU µs/req', 'non-2xx', 'errors'],
+        variants.map((v) => {
+          const s = t.get(v.name) as Stats;
+          return [v.name, fmt(s.rps, 0), fmt(s.p50), fmt(s.p99), `${fmt(s.rps / bareRps)}×`, v.pid === null ? '-' : fmt(s.cpuUsPerReq, 1), String(s.non2xx), String(s.errors)];
+        }),
+      );
+
+      const rateRound = PHASE2_SECONDS / ROUNDS;
+      console.log(`\nphase 2: fixed ${RATE} req/s, open loop over ${RATE_CONNECTIONS} connections, ${ROUNDS} interleaved rounds of ${RATE_SETTLE_SECONDS} s settle + ${rateRound} s measured per variant`);
+      const phase2 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const v of variants) phase2.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: rateRound, connections: RATE_CONNECTIONS, rate: RATE, settleSeconds: RATE_SETTLE_SECONDS }));
+      }
+      const rated = new Map(variants.map((v) => [v.name, stats(merge(phase2.get(v.name) ?? []))]));
+      const direct = rated.get('direct') as Stats;
+      table(
+        ['variant', 'req/s', 'p50 ms', 'p99 ms', '+p50 ms', '+p99 ms', 'proxy CPU µs/req', 'non-2xx', 'errors', 'late'],
+        variants.map((v) => {
+          const s = rated.get(v.name) as Stats;
+          return [v.name, fmt(s.rps, 0), fmt(s.p50, 3), fmt(s.p99, 3), fmt(s.p50 - direct.p50, 3), fmt(s.p99 - direct.p99, 3), v.pid === null ? '-' : fmt(s.cpuUsPerReq, 1), String(s.non2xx), String(s.errors), String(s.starved)];
+        }),
+      );
+
+      const gw1 = t.get('gateway') as Stats;
+      const gw2 = rated.get('gateway') as Stats;
+      const ratio = gw1.rps / bareRps;
+      const addedP50 = gw2.p50 - direct.p50;
+      const addedP99 = gw2.p99 - direct.p99;
+      const split = logSplit(gatewayLog);
+      console.log(`\ngateway log: ${split.lines} request lines, target service ${fmt((100 * split.service) / Math.max(1, split.lines), 1)} % / legacy ${fmt((100 * split.legacy) / Math.max(1, split.lines), 1)} %`);
+      console.log('targets:');
+      table(
+        ['target', 'measured', 'goal', ''],
+        [
+          ['gateway req/s vs bare http-proxy', `${fmt(ratio, 3)}×`, `≥ ${TARGETS.throughputRatio}×`, verdict(ratio >= TARGETS.throughputRatio)],
+          [`added p50 at ${RATE} req/s`, `${fmt(addedP50, 3)} ms`, `≤ ${TARGETS.addedP50Ms} ms`, verdict(addedP50 <= TARGETS.addedP50Ms)],
+          [`added p99 at ${RATE} req/s`, `${fmt(addedP99, 3)} ms`, `≤ ${TARGETS.addedP99Ms} ms`, verdict(addedP99 <= TARGETS.addedP99Ms)],
+        ],
+      );
+    } finally {
+      for (const s of servers.reverse()) await s.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+} satisfies Bench;

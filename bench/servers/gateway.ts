@@ -1,0 +1,53 @@
+/**
+ * The full gateway as a benchmark server: one route with a legacy and a service upstream, its flag at a
+ * flexibleRollout percentage from a bootstrap features file (no Unleash), the default breaker and fallback
+ * policies, stats, and logs at production level: the logger startGateway makes by default (pino, info level: one
+ * request.completed line per request, written synchronously to stdout), with stdout redirected to a file by the
+ * parent.
+ *
+ * Usage: gateway.ts <legacy url> <service url> <work dir>. Prints {"port":n}.
+ * Profiling knobs (environment): BENCH_FLAG_PERCENT (default 50), BENCH_LOG_LEVEL (default info),
+ * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service).
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { validateConfig } from '../../gateway/config/load.ts';
+import { startGateway } from '../../gateway/server.ts';
+import { announce, exitWithParent } from './child.ts';
+
+const [legacyUrl, serviceUrl, dir] = process.argv.slice(2);
+if (!legacyUrl || !serviceUrl || !dir) throw new Error('usage: gateway.ts <legacy url> <service url> <work dir>');
+const percent = Number(process.env.BENCH_FLAG_PERCENT ?? 50);
+const level = process.env.BENCH_LOG_LEVEL ?? 'info';
+const responseHeaders = (process.env.BENCH_RESPONSE_HEADERS ?? '1') === '1';
+const legacyOnly = process.env.BENCH_LEGACY_ONLY === '1';
+const flag = 'strangler.orders';
+
+const featuresFile = join(dir, `features-${process.pid}.json`);
+writeFileSync(featuresFile, JSON.stringify({
+  version: 2,
+  features: [{
+    name: flag,
+    enabled: true,
+    strategies: [{ name: 'flexibleRollout', constraints: [], parameters: { groupId: flag, rollout: String(percent), stickiness: 'default' } }],
+  }],
+}));
+
+const config = validateConfig({
+  upstreams: [
+    { id: 'legacy', url: legacyUrl },
+    { id: 'orders-svc', url: serviceUrl },
+  ],
+  routes: [
+    { id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', ...(legacyOnly ? {} : { service: 'orders-svc' }) },
+  ],
+  flags: { url: null, backupPath: null, bootstrapFile: featuresFile },
+  proxy: { bind: '127.0.0.1', port: 0, responseHeaders },
+  admin: { port: 0, token: 'bench-admin-token-0123456789' },
+  identity: { sessionSecret: 'bench-session-secret-0123456789', override: { secret: 'bench-override-secret-0123456789' } },
+  log: { level },
+}, 'bench');
+
+const gateway = await startGateway(config, { watch: false, port: 0, adminPort: 0 });
+announce({ port: Number(new URL(gateway.proxyUrl).port) });
+exitWithParent(() => gateway.close());
