@@ -168,6 +168,29 @@ describe('kafkajs 2.2.4 against the dev broker', () => {
     await a.disconnect();
   });
 
+  test('eachBatch sees the exact high watermark and offsetLag; an idempotent producer (InitProducerId) works', async () => {
+    const topic = unique('batch');
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    cleanups.push(() => producer.disconnect());
+    await producer.send({ topic, messages: Array.from({ length: 25 }, (_, i) => ({ key: 'same', value: `b${i}` })) });
+    await producer.send({ topic, messages: Array.from({ length: 5 }, (_, i) => ({ key: 'same', value: `c${i}` })) });
+    const batches: { hw: string; lag: string; last: string; count: number }[] = [];
+    const consumer = kafka.consumer({ groupId: unique('g'), ...CONSUMER_TUNING });
+    cleanups.push(() => consumer.disconnect());
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await consumer.run({
+      eachBatch: async ({ batch }) => {
+        batches.push({ hw: batch.highWatermark, lag: batch.offsetLag(), last: batch.lastOffset(), count: batch.messages.length });
+      },
+    });
+    await waitFor('30 messages in batches', () => batches.reduce((s, b) => s + b.count, 0) >= 30);
+    await consumer.disconnect();
+    const final = batches[batches.length - 1]!;
+    assert.deepEqual([final.hw, final.last, final.lag], ['30', '29', '0']);
+  });
+
   test('admin: createTopics, fetchTopicMetadata, fetchOffsets (never-committed group), describeGroups, deleteTopics', async () => {
     const admin = kafka.admin();
     await admin.connect();
