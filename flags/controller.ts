@@ -76,30 +76,36 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     // Rolled back (by us or by an operator): nothing to do until someone resumes.
     return { record: { ...record, state: 'rolled-back', holdStartedAt: null, applied: true }, action: none };
   }
+
+  // Where the plan stands before the guard is consulted.
+  let current = record;
+  let pending: ControllerAction = none;
+  let settled = false; // true: nothing more to decide this tick unless the guard fails
   if (!input.record || base.state === 'waiting' || base.state === 'rolled-back') {
-    const next = reposition();
-    return { record: next, action: next.applied ? none : { kind: 'shift', percent: next.targetPercent!, reason: `plan step ${next.stepIndex + 1}/${steps.length}: start at ${next.targetPercent} %` } };
-  }
-  if (!base.applied && base.targetPercent !== null) {
-    if (percent === base.targetPercent) return { record: { ...record, applied: true, holdStartedAt: now }, action: none };
-    // Decided earlier, not yet in Unleash (crash or Unleash error): apply again, unless the guard fails now.
-    const decidedAt = base.holdStartedAt ?? 0;
-    if (verdict.outcome !== 'fail' && now - decidedAt >= (input.retryAfterMs ?? 0)) {
-      return { record, action: { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` } };
+    current = reposition();
+    if (!current.applied) pending = { kind: 'shift', percent: current.targetPercent!, reason: `plan step ${current.stepIndex + 1}/${steps.length}: start at ${current.targetPercent} %` };
+    settled = true;
+  } else if (!base.applied && base.targetPercent !== null) {
+    settled = true;
+    if (percent === base.targetPercent) {
+      current = { ...record, applied: true };
+    } else if (now - (base.holdStartedAt ?? 0) >= (input.retryAfterMs ?? 0)) {
+      // Decided earlier, not yet in Unleash (crash or Unleash error): apply again.
+      pending = { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` };
     }
-    if (verdict.outcome !== 'fail') return { record, action: none };
   } else if (base.targetPercent !== null && percent !== base.targetPercent) {
     // An operator shifted by hand: follow them (and release a pause).
-    const next = reposition();
-    return { record: next, action: none };
+    current = reposition();
+    settled = true;
   }
 
   if (guard.enabled && verdict.outcome === 'fail') {
     const reason = `guard failed at ${percent} %: ${verdict.reasons.join('; ')}`;
-    if (guard.action === 'rollback') return { record: { ...record, state: 'rolled-back', holdStartedAt: null }, action: { kind: 'rollback', reason } };
-    if (guard.action === 'pause') return { record: { ...record, state: 'paused', holdStartedAt: null }, action: base.state === 'paused' ? none : { kind: 'pause', reason } };
-    return { record: { ...record, holdStartedAt: now }, action: { kind: 'alert', reason } };
+    if (guard.action === 'rollback') return { record: { ...current, state: 'rolled-back', holdStartedAt: null, applied: true, targetPercent: percent }, action: { kind: 'rollback', reason } };
+    if (guard.action === 'pause') return { record: { ...current, state: 'paused', holdStartedAt: null, applied: true, targetPercent: percent }, action: base.state === 'paused' && input.record ? none : { kind: 'pause', reason } };
+    return { record: { ...current, holdStartedAt: now }, action: { kind: 'alert', reason } }; // never move a step while failing
   }
+  if (settled) return { record: current, action: pending };
   if (base.state === 'paused' || base.state === 'completed' || base.state === 'monitoring' || !plan) return { record, action: none };
 
   // holding

@@ -245,3 +245,13 @@ export async function routeStatus(control: FlagsControl, routeId?: string): Prom
     };
   }));
 }
+
+/** shift/rollback/resume bound to one FlagsControl, in the shape the gateway's admin API takes (TrafficActions). */
+export function trafficActions(control: FlagsControl | (() => FlagsControl)) {
+  const get = typeof control === 'function' ? control : () => control;
+  return {
+    shift: (routeId: string, percent: number, change: ChangeOptions) => shiftRoute(get(), routeId, percent, change),
+    rollback: (routeId: string, change: ChangeOptions) => rollbackRoute(get(), routeId, change),
+    resume: (routeId: string, change: ChangeOptions) => resumeRoute(get(), routeId, change),
+  };
+}

@@ -71,6 +71,13 @@ describe('controller decide()', () => {
     assert.deepEqual([waiting[0]?.action.kind, waiting[0]?.record.state], ['none', 'waiting']);
   });
 
+  test('the guard applies from the first tick: a failing route is rolled back, not started on the plan', () => {
+    const first = run([{ flag: { state: 'on', percent: 100 }, verdict: v('fail', ['errors']), now: 0 }]);
+    assert.deepEqual([first[0]?.action.kind, first[0]?.record.state], ['rollback', 'rolled-back']);
+    const alert = run([{ flag: { state: 'on', percent: 0 }, verdict: v('fail', ['errors']), now: 0, guard: { ...guard, action: 'alert' } }]);
+    assert.equal(alert[0]?.action.kind, 'alert', 'a failing guard never starts or advances a step');
+  });
+
   test('a step decided but not applied (crash, Unleash down) is applied again', () => {
     const on = (percent: number) => ({ state: 'on' as const, percent });
     const out = run([
