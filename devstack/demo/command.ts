@@ -1,12 +1,93 @@
 import type { Command } from '../../cli/command.ts';
-import { usageError } from '../../cli/command.ts';
+import { parseCommandArgs, usageError } from '../../cli/command.ts';
+import { createLogger } from '../../common/logger.ts';
+import { startDemo, type DemoPorts } from './stack.ts';
 
-// Placeholder until this area lands; it says so rather than pretending to work.
+const HELP = `Usage: strangler start [options]        (npm start)
+
+Runs the whole demo on embedded defaults: PostgreSQL, a real Unleash server with its UI, the dev Kafka broker,
+the demo monolith, the extracted orders service, two-way data sync, and the gateway with its dashboard.
+The orders routes start at 0 %. Ctrl-C stops everything; data stays in the data folder between runs.
+
+Options (each also settable through the environment variable shown):
+      --data-dir DIR      where everything persists (STRANGLER_DATA_DIR, default .data/demo)
+      --fresh             wipe the data folder first
+      --proxy-port N      gateway data plane (STRANGLER_PROXY_PORT, default 8080)
+      --admin-port N      control plane and dashboard (STRANGLER_ADMIN_PORT, default 9901)
+      --unleash-port N    Unleash UI and API (STRANGLER_UNLEASH_PORT, default 4242)
+      --kafka-port N      dev Kafka broker (STRANGLER_KAFKA_PORT, default 9092)
+      --log-level LEVEL   pino level for this process (default warn)`;
+
+function port(name: string, flag: string | undefined, envName: string, fallback: number): number {
+  const raw = flag ?? process.env[envName];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw usageError('start', `--${name} (or ${envName}) must be a port number, got "${raw}"`);
+  return n;
+}
+
 export const demoCommand: Command = {
   name: 'start',
-  summary: '',
-  help: 'strangler start: not built yet.',
-  async run() {
-    throw usageError('start', 'this command is not built yet');
+  summary: 'Run the whole demo on embedded defaults',
+  help: HELP,
+  async run(argv) {
+    const { values } = parseCommandArgs('start', argv, {
+      'data-dir': { type: 'string' },
+      fresh: { type: 'boolean' },
+      'proxy-port': { type: 'string' },
+      'admin-port': { type: 'string' },
+      'unleash-port': { type: 'string' },
+      'kafka-port': { type: 'string' },
+      'log-level': { type: 'string' },
+    });
+    const ports: DemoPorts = {
+      proxy: port('proxy-port', values['proxy-port'], 'STRANGLER_PROXY_PORT', 8080),
+      admin: port('admin-port', values['admin-port'], 'STRANGLER_ADMIN_PORT', 9901),
+      unleash: port('unleash-port', values['unleash-port'], 'STRANGLER_UNLEASH_PORT', 4242),
+      kafka: port('kafka-port', values['kafka-port'], 'STRANGLER_KAFKA_PORT', 9092),
+    };
+    const log = createLogger({ level: values['log-level'] ?? 'warn', name: 'demo', destination: process.stderr });
+    process.stdout.write('strangler: starting the demo…\n');
+    const demo = await startDemo({
+      dataDir: values['data-dir'] ?? process.env.STRANGLER_DATA_DIR ?? '.data/demo',
+      ports,
+      fresh: values.fresh === true,
+      log,
+      onStep: (step, ms) => process.stdout.write(`  ✓ ${step} (${ms} ms)\n`),
+    });
+    const gw = demo.gateway;
+    const cfg = demo.configFile;
+    process.stdout.write(`
+strangler demo is up in ${(demo.startMs / 1000).toFixed(1)} s
+
+  gateway (data plane)   ${gw.proxyUrl}
+  migration dashboard    ${gw.adminUrl}/dashboard      token: ${demo.adminToken}
+  admin API / metrics    ${gw.adminUrl}/admin/routes   ${gw.adminUrl}/metrics
+  Unleash UI             ${demo.unleash.url}           login: ${demo.unleash.adminUser.username} / ${demo.unleash.adminUser.password}
+  Unleash tokens         admin ${demo.unleash.adminToken}
+                         backend ${demo.unleash.backendToken}
+  dev Kafka broker       ${demo.kafka.address}
+  monolith / service     ${demo.monolith.url} / ${demo.service.url}
+  config for the CLI     ${cfg}
+
+Try this:
+  curl -s ${gw.proxyUrl}/api/orders?customerId=1 -H 'x-user-id: alice' -D - -o /dev/null | grep x-strangler
+  npx strangler flags shift orders 25 --reason "first canary" --config ${cfg}
+  npx strangler flags status --config ${cfg}
+  npx strangler flags rollback orders --reason "trying the kill switch" --config ${cfg}
+  npx strangler sync verify --config ${cfg}
+
+Ctrl-C stops everything.
+`);
+    return new Promise<number>((resolve) => {
+      const shutdown = () => {
+        process.off('SIGINT', shutdown);
+        process.off('SIGTERM', shutdown);
+        process.stdout.write('\nstrangler: stopping…\n');
+        void demo.stop().then(() => resolve(0), () => resolve(1));
+      };
+      process.on('SIGINT', shutdown);
+      process.on('SIGTERM', shutdown);
+    });
   },
 };
