@@ -30,6 +30,14 @@ const oneToOne = z.object({
   codec: z.enum(CODECS).default('identity').describe('identity also covers casts between compatible types (int ↔ bigint, varchar ↔ text, json ↔ jsonb).'),
 }).strict();
 
+const valueMap = z.object({
+  legacy: identifier,
+  service: identifier,
+  codec: z.literal('value-map'),
+  values: z.record(z.string(), z.string()).refine((m) => Object.keys(m).length > 0 && new Set(Object.values(m)).size === Object.keys(m).length, 'a non-empty map whose service values are all different (it must be invertible)')
+    .describe('legacy value → service value, e.g. { cancelled: CANCELED }; the reverse direction uses the inverse. Unmapped values pass unchanged (and are parked if the target rejects them).'),
+}).strict();
+
 const merged = z.object({
   legacy: z.array(identifier).min(2).describe('Several legacy columns ...'),
   service: identifier.describe('... held in one service column.'),
@@ -44,7 +52,7 @@ const split = z.object({
   separator: z.string().min(1).default(' '),
 }).strict();
 
-export const columnMappingSchema = z.union([oneToOne, merged, split]);
+export const columnMappingSchema = z.union([oneToOne, valueMap, merged, split]);
 
 export const tableMappingSchema = z.object({
   name: identifier.describe('Logical name: used in topic names, CLI --table, state tables.'),

@@ -134,6 +134,12 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
         if (textSide.family !== 'text' || intSide.family !== 'int') return bad('needs a text column and an integer column');
         return [{ column: dst.name, expr: `(${t})::${dst.type}` }];
       }
+      case 'value-map': {
+        if (l.family !== 'text' || s.family !== 'text') return bad('needs text (or enum) columns on both sides');
+        const pairs = Object.entries((entry as { values: Record<string, string> }).values).map(([lv, sv]) => (target === 'service' ? [lv, sv] : [sv, lv]));
+        const cases = pairs.map(([from, to]) => `WHEN ${lit(from as string)} THEN ${lit(to as string)}`).join(' ');
+        return [{ column: dst.name, expr: `(CASE ${t} ${cases} ELSE ${t} END)::${dst.type}` }];
+      }
     }
   }
   // merged (several legacy → one service) or split (one legacy → several service): the "many" side and the "one" side.
