@@ -4,7 +4,11 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { UnleashAdminApi } from '../../../flags/admin-api.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
+import { FakeGateway } from './fixtures.ts';
+import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
 
 function strangler(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -79,5 +83,50 @@ flags:
     assert.match(resume.stdout, /resume off 20 % → on 20 %/);
     const help = await strangler(['flags', '--help'], env);
     assert.match(help.stdout, /shift ROUTE PERCENT/);
+  });
+
+  test('flags controller runs until SIGTERM, starts the plan, keeps its state file', async () => {
+    const flag = uniqueFlag('cli-ctl');
+    const gateway = await new FakeGateway().start();
+    gateway.routes = { gateway: {}, routes: [fakeRoute('orders', flag, { requests: 500 }, { requests: 100 })] };
+    const stateFile = join(dir, 'state', 'controller.json');
+    const config = join(dir, 'controller.yaml');
+    writeFileSync(config, `upstreams:
+  - { id: monolith, url: http://127.0.0.1:9 }
+  - { id: orders-service, url: http://127.0.0.1:9 }
+routes:
+  - id: orders
+    match: { pathPrefix: /api/orders }
+    legacy: monolith
+    service: orders-service
+    flag: { name: ${flag} }
+    guard: { minRequests: 10 }
+    plan: { steps: [2, 50], holdMs: 600000 }
+flags:
+  url: \${UNLEASH_URL}
+  adminToken: \${UNLEASH_ADMIN_TOKEN}
+  environment: ${unleash.environment}
+  backupPath: null
+  gateways: [{ url: ${gateway.url} }]
+controller: { stateFile: ${stateFile}, intervalMs: 100 }
+`);
+    try {
+      assert.equal((await strangler(['flags', 'sync', '--config', config], env)).code, 0);
+      const child = spawn(process.execPath, ['bin/strangler.js', 'flags', 'controller', '--config', config], { env: { ...process.env, ...env, STRANGLER_LOG_LEVEL: 'silent' } });
+      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+      const api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
+      const deadline = Date.now() + 15_000;
+      let rollout = '';
+      while (Date.now() < deadline && rollout !== '2') {
+        rollout = (await api.getFeatureEnvironment('default', flag, unleash.environment)).strategies[0]?.parameters.rollout ?? '';
+        if (rollout !== '2') await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(rollout, '2', 'the controller started the plan at its first step');
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0);
+      assert.ok(existsSync(stateFile));
+    } finally {
+      await gateway.stop();
+    }
   });
 });

@@ -8,7 +8,7 @@ import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts
 import { PromotionController } from '../../../flags/controller.ts';
 import { FileStateStore } from '../../../flags/controller-state.ts';
 import { syncFlags } from '../../../flags/sync.ts';
-import { trafficActions, type TrafficChange } from '../../../flags/traffic.ts';
+import { resumeRoute, rollbackRoute, trafficActions, type TrafficChange } from '../../../flags/traffic.ts';
 import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
@@ -102,5 +102,16 @@ describe('flags with a real gateway: admin API shift, controller rollback, refre
       service.mode = 'ok';
       await controller.stop();
     }
+  });
+
+  test('flags rollback reaches the gateway before it returns (pushed), not a poll later', async () => {
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    await until('bob back on the service', async () => (await target('bob')) === 'service');
+    const started = performance.now();
+    const change = await rollbackRoute(control, 'orders', { actor: 'test', reason: 'latency check' });
+    const returned = performance.now() - started;
+    assert.deepEqual(change.refresh.map((r) => r.ok), [true]);
+    assert.equal(await target('bob'), 'legacy');
+    console.log(`# rollbackRoute (/off + push) returned after ${Math.round(returned)} ms (push ${change.refresh[0]?.ms} ms); gateway already on legacy`);
   });
 });
