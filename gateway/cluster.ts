@@ -15,6 +15,8 @@ import type { RoutesResponse } from './admin/types.ts';
 import type { BreakerView } from './resilience/breakers.ts';
 import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer } from './server.ts';
 import { logEvent } from './observability/log-events.ts';
+import { trafficFromConfig } from './admin/traffic.ts';
+import { controllerStateFromConfig } from './admin/controller-state.ts';
 import { messageOf } from '../common/errors.ts';
 
 type Request =
@@ -119,7 +121,10 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
 
   for (let i = 0; i < workers; i++) await fork();
 
+  const controller = controllerStateFromConfig(config);
   const plane: ControlPlane = {
+    ...trafficFromConfig(config, log),
+    ...(controller.controllerState ? { controllerState: controller.controllerState } : {}),
     config: () => config,
     reloadStatus: () => reload,
     view: async () => {
@@ -169,6 +174,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       stopping = true;
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
       await admin.close();
+      await controller.close?.();
     },
   };
 }

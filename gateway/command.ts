@@ -7,6 +7,7 @@ import { startGateway } from './server.ts';
 import { runPrimary, runWorker } from './cluster.ts';
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
+import { controllerStateFromConfig } from './admin/controller-state.ts';
 
 const HELP = `Usage: strangler gateway --config FILE [options]
 
@@ -64,10 +65,14 @@ export const gatewayCommand: Command = {
       logEvent(log, 'gateway.started', { proxy: `http://127.0.0.1:${primary.proxyPort}`, admin: `http://127.0.0.1:${primary.admin.port}`, workers });
       stop = primary.stop;
     } else {
-      const gw = await startGateway(config, { log, ...(port === undefined ? {} : { port }), ...(adminPort === undefined ? {} : { adminPort }), ...trafficFromConfig(config, log) });
+      const controller = controllerStateFromConfig(config);
+      const gw = await startGateway(config, { log, ...(port === undefined ? {} : { port }), ...(adminPort === undefined ? {} : { adminPort }), ...trafficFromConfig(config, log), ...(controller.controllerState ? { controllerState: controller.controllerState } : {}) });
       if (gw.adminTokenGenerated) printToken(gw.adminToken);
       process.on('SIGHUP', () => gw.runtime.reloadFromFile());
-      stop = gw.close;
+      stop = async () => {
+        await gw.close();
+        await controller.close?.();
+      };
     }
     return new Promise<number>((resolve) => {
       const shutdown = () => {

@@ -140,6 +140,7 @@ export interface GatewayOptions {
   instanceId?: string;
   traffic?: TrafficActions;
   sync?: ControlPlane['sync'];
+  controllerState?: ControlPlane['controllerState'];
 }
 
 export interface RunningGateway {
@@ -162,7 +163,7 @@ export async function startGateway(config: LoadedConfig, options: GatewayOptions
   const data = await startDataPlane(runtime, options.port === undefined ? {} : { port: options.port });
   let admin: ControlPlaneServer;
   try {
-    admin = await startControlPlane(localControlPlane(runtime, { ...(options.traffic ? { traffic: options.traffic } : {}), ...(options.sync ? { sync: options.sync } : {}) }), log, { token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
+    admin = await startControlPlane(localControlPlane(runtime, { ...(options.traffic ? { traffic: options.traffic } : {}), ...(options.sync ? { sync: options.sync } : {}), ...(options.controllerState ? { controllerState: options.controllerState } : {}) }), log, { token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
   } catch (err) {
     await data.drain();
     runtime.close();
