@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { Kafka, logLevel, Partitioners, type Consumer, type EachMessagePayload } from 'kafkajs';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
+import { commitOffsets } from './raw-client.ts';
 import { REPO_ROOT, startTestBroker, tempDir, unique, waitFor } from './support.ts';
 
 const CONSUMER_TUNING = { sessionTimeout: 3000, heartbeatInterval: 300, maxWaitTimeInMs: 100, rebalanceTimeout: 10_000 };
@@ -209,6 +210,12 @@ describe('kafkajs 2.2.4 against the dev broker', () => {
     await admin.deleteTopics({ topics: [topic] });
     assert.ok(!(await admin.listTopics()).includes(topic));
     assert.equal(await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] }), true, 'the name can be reused');
+    const group = unique('listed');
+    // (admin.setOffsets would do, but it runs a paused consumer for kafkajs's 5 s maxWait first.)
+    assert.deepEqual(await commitOffsets(broker.port, group, topic, [{ partition: 0, offset: 0 }]), [0]);
+    assert.ok((await admin.listGroups()).groups.some((g) => g.groupId === group));
+    await admin.deleteGroups([group]);
+    assert.ok(!(await admin.listGroups()).groups.some((g) => g.groupId === group));
   });
 
   test('committed offsets and logs survive close and restart on the same data dir', async () => {

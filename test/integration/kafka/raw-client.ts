@@ -59,3 +59,23 @@ export class RawClient {
 
   close(): void { this.socket.destroy(); }
 }
+
+/**
+ * Commits offsets as a simple (non-member) client: OffsetCommit v5 with generation −1 and no member id, which is
+ * what kafkajs's admin.setOffsets ends up sending, without the consumer it runs (and waits maxWait for) first.
+ */
+export async function commitOffsets(port: number, groupId: string, topic: string, partitions: { partition: number; offset: number }[]): Promise<number[]> {
+  const c = await RawClient.open(port);
+  const body = new Writer().string(groupId).int32(-1).string('').int32(1).string(topic)
+    .array(partitions, (w, p) => w.int32(p.partition).int64(p.offset).nullableString(null)).toBuffer();
+  c.write(requestFrame(8, 5, 1, body));
+  const [frame] = await c.waitFrames(1);
+  c.close();
+  if (!frame) throw new Error('OffsetCommit: connection closed without an answer');
+  // correlation id, throttle, topic count, topic name, partition count, then {partition, error}
+  let at = 4 + 4 + 4;
+  at += 2 + frame.readInt16BE(at);
+  const count = frame.readInt32BE(at);
+  at += 4;
+  return Array.from({ length: count }, (_, i) => frame.readInt16BE(at + i * 6 + 4));
+}
