@@ -327,7 +327,8 @@ export class Forwarder {
         [F.status]: status,
         [F.durationMs]: Math.round(durationMs * 1000) / 1000,
         method: ex.req.method,
-        path: ex.req.url,
+        // the path only: query strings can carry credentials (?access_token=…)
+        path: pathOf(ex.req.url),
         ...(fallback ? { fallback } : {}),
         ...(code ? { code } : {}),
       });
@@ -407,6 +408,11 @@ function forwardedInfo(snapshot: Snapshot, req: IncomingMessage, reqId: string):
     trustForwarded: snapshot.config.proxy.trustForwardedHeaders,
     drop: [snapshot.config.identity.override.header.toLowerCase()],
   };
+}
+
+function pathOf(url: string | undefined): string {
+  const q = url?.indexOf('?') ?? -1;
+  return q === -1 ? (url ?? '') : (url as string).slice(0, q);
 }
 
 function hasBody(req: IncomingMessage): boolean {
