@@ -68,7 +68,15 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const bindHost = o.host === 'localhost' ? '127.0.0.1' : o.host;
   const main = createServer(onConnection);
   servers.push(main);
-  const port = await listen(main, bindHost, o.port);
+  let port: number;
+  try {
+    port = await listen(main, bindHost, o.port);
+  } catch (err) {
+    groups.close();
+    topics.close();
+    offsets.close();
+    throw err;
+  }
   if (o.host === 'localhost') {
     // `localhost` may resolve to ::1 first; listen there too on the same port so either family connects.
     const v6 = createServer(onConnection);

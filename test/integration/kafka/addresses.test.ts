@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
 import { after, describe, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { isStranglerError } from '../../../common/errors.ts';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
 import { ApiKey } from '../../../devstack/kafka/protocol/api-keys.ts';
 import { Reader } from '../../../devstack/kafka/protocol/reader.ts';
@@ -32,6 +33,17 @@ describe('listen and advertise', () => {
     brokers.push(broker);
     assert.notEqual(broker.port, 0);
     assert.deepEqual(await advertised(broker.port, '127.0.0.1'), { host: '127.0.0.1', port: broker.port, controller: 0 });
+  });
+
+  test('a port already in use fails with PORT_IN_USE naming the port', async () => {
+    const taken = await startTestBroker();
+    brokers.push(taken);
+    await assert.rejects(startTestBroker({ port: taken.port }), (err: unknown) => {
+      assert.ok(isStranglerError(err));
+      assert.equal(err.code, 'PORT_IN_USE');
+      assert.match(err.message, new RegExp(String(taken.port)));
+      return true;
+    });
   });
 
   test('host localhost: reachable on 127.0.0.1 and ::1, and kafkajs bootstrapping from localhost works', async () => {
