@@ -341,7 +341,7 @@ export class Forwarder {
     res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
     res.end(body);
     req.resume();
-    logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: req.url?.slice(0, 200), reason: err.message });
+    logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
   }
 
   /**
