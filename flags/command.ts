@@ -22,6 +22,8 @@ Subcommands:
   rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept
   resume ROUTE [--reason R]        switch the flag back on at its kept percentage
   controller                       run the guard and progressive-promotion controller (routes with guard/plan)
+  webhooks                         install Unleash webhook addons that push flag events (also changes made in
+                                   the Unleash UI) to every gateway in flags.gateways; idempotent
 
 Common options:
   --config FILE    config file (default strangler.yaml)
@@ -66,7 +68,7 @@ export const flagsCommand: Command = {
   async run(argv) {
     const { values, positionals } = parseCommandArgs('flags', argv, OPTIONS);
     const [sub, ...args] = positionals;
-    if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller)');
+    if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller, webhooks)');
     const log = createLogger({ name: 'flags', level: process.env.STRANGLER_LOG_LEVEL ?? 'warn' });
     const config = loadConfigFile(values.config ?? 'strangler.yaml');
     if (sub === 'controller') {
@@ -110,6 +112,14 @@ export const flagsCommand: Command = {
       case 'resume': {
         if (args.length !== 1) throw usageError('flags', 'usage: flags resume ROUTE [--reason R]');
         printChange(await resumeRoute(control, args[0]!, opts), json);
+        return 0;
+      }
+      case 'webhooks': {
+        const { installWebhooks } = await import('./webhooks.ts');
+        const results = await installWebhooks(control);
+        if (json) process.stdout.write(`${JSON.stringify(results)}\n`);
+        else for (const r of results) process.stdout.write(`${r.gateway}: webhook ${r.status} (addon ${r.addonId}) → ${r.hookUrl}\n`);
+        if (results.length === 0) process.stdout.write('flags.gateways is empty: no webhook to install\n');
         return 0;
       }
       default:
