@@ -108,6 +108,24 @@ describe('kcat (librdkafka) against the dev broker', { skip }, () => {
     assert.equal(seen.length, 30);
   });
 
+  test('a kcat member cannot join a kafkajs group (no common assignor): INCONSISTENT_GROUP_PROTOCOL, as on Kafka', async () => {
+    const topic = unique('mixed');
+    const group = unique('mixed-group');
+    const consumer = kafka.consumer({ groupId: group, sessionTimeout: 3000, heartbeatInterval: 300, maxWaitTimeInMs: 100 });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const joined = new Promise((r) => consumer.on(consumer.events.GROUP_JOIN, r));
+    await consumer.run({ eachMessage: async () => {} });
+    try {
+      await joined;
+      const run = await kcat(['-b', broker.address, '-G', group, ...GROUP_TUNING, topic], undefined, 10_000);
+      assert.notEqual(run.code, 0);
+      assert.match(run.stderr, /Inconsistent group protocol/);
+    } finally {
+      await consumer.disconnect();
+    }
+  });
+
   test('IPv6: -b [::1]:port produces and consumes against a broker bound to ::1', async () => {
     const v6 = await startTestBroker({ host: '::1' });
     try {
