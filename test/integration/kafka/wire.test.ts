@@ -159,6 +159,21 @@ describe('wire behaviour', () => {
     assert.equal(decodeRecords(minBytes[0]!.records).length, 1, 'below min_bytes: whatever there is, after max_wait');
   });
 
+  test('deleting a topic wakes a Fetch parked on it, which answers UNKNOWN_TOPIC_OR_PARTITION', async () => {
+    const t = unique('deleted');
+    await call(ApiKey.Metadata, 4, metadataV4([t], true));
+    const fetcher = await RawClient.open(broker.port);
+    const started = Date.now();
+    fetcher.write(requestFrame(ApiKey.Fetch, 11, 1, fetchV11(20_000, 1, [{ topic: t, partition: 0, offset: 0 }])));
+    const del = new Reader(await call(ApiKey.DeleteTopics, 1, new Writer().int32(1).string(t).int32(1000).toBuffer()), 4);
+    del.int32();
+    assert.deepEqual(del.array((x) => [x.string(), x.int16()]), [[t, 0]]);
+    const [frame] = await fetcher.waitFrames(1);
+    fetcher.close();
+    assert.ok(Date.now() - started < 10_000);
+    assert.equal(parseFetchV11(frame!)[0]!.error, KafkaError.UNKNOWN_TOPIC_OR_PARTITION);
+  });
+
   test('OffsetFetch: unknown group → −1 for every requested partition with error 0; null topics = all committed', async () => {
     const body = new Writer().string(unique('nogroup')).int32(1).string('t').int32(2).int32(0).int32(1).toBuffer();
     const r = new Reader(await call(ApiKey.OffsetFetch, 4, body), 4);
