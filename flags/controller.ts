@@ -154,6 +154,7 @@ export class PromotionController {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
   #wasLeader: boolean | undefined;
+  #windowWarned = new Set<string>();
 
   constructor(options: ControllerOptions) {
     this.#control = options.control;
@@ -199,6 +200,11 @@ export class PromotionController {
     if (!stats) {
       verdict = { outcome: 'insufficient', reasons: [gatewaysRead === 0 ? 'no gateway answered GET /admin/routes' : 'no gateway reports this route'], metrics: emptyMetrics() };
     } else {
+      if (stats.windowMs !== guard.windowMs && !this.#windowWarned.has(routeId)) {
+        // The gateways' counters cover admin.statsWindowMs; the guard can only judge that window.
+        this.#windowWarned.add(routeId);
+        log.warn({ routeId, gatewayWindowMs: stats.windowMs, guardWindowMs: guard.windowMs }, FLAGS_LOG.guardWindowMismatch);
+      }
       const history = this.#opens.get(routeId) ?? new OpensHistory();
       this.#opens.set(routeId, history);
       history.record(now, stats.breaker.opens);

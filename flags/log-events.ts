@@ -10,6 +10,7 @@ export const FLAGS_LOG = {
   refreshPushed: 'flags: gateway refresh pushed',
   refreshFailed: 'flags: gateway refresh failed',
   guardVerdict: 'flags: guard verdict',
+  guardWindowMismatch: 'flags: guard.windowMs differs from the gateways\' admin.statsWindowMs; the guard judges the gateways\' window',
   controllerTick: 'flags: controller tick',
   controllerAdvance: 'flags: controller advanced plan',
   controllerRollback: 'flags: controller rolled back',

@@ -125,8 +125,8 @@ function changeRecord(control: FlagsControl, managed: ManagedRoute, action: Traf
   };
 }
 
-async function finish(control: FlagsControl, change: TrafficChange): Promise<TrafficChange> {
-  if (change.changed || change.action === 'rollback') {
+async function finish(control: FlagsControl, change: TrafficChange, pushed = false): Promise<TrafficChange> {
+  if (!pushed && change.changed) {
     change.refresh = await pushRefresh(control, { flag: change.flag, action: change.action, ...(change.action === 'shift' ? { percent: change.to.percent ?? 0 } : {}) });
   }
   const { refresh, ...logged } = change;
@@ -160,15 +160,30 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
   const managed = managedRoute(control, routeId);
   const { name, project, environment } = managed.flag;
   const actor = options.actor ?? defaultActor();
-  const { state, strategy } = await readState(control, managed);
+  let state: FeatureEnvironmentState | undefined;
+  let strategy: Strategy | undefined;
+  try {
+    ({ state, strategy } = await readState(control, managed));
+    if (state?.enabled) await control.api.setEnvironmentEnabled(project, name, environment, false);
+  } catch (err) {
+    // Unleash down or failing: still tell every gateway to route this flag to legacy (their local override), so
+    // the kill switch works when it is needed most; then report that Unleash itself was not changed.
+    if (err instanceof StranglerError && (err.code === 'UNLEASH_UNREACHABLE' || err.code === 'UNLEASH_BAD_RESPONSE')) {
+      const refresh = await pushRefresh(control, { flag: name, action: 'rollback' });
+      const reached = refresh.filter((r) => r.ok).length;
+      control.log.warn({ routeId, flag: name, actor, reason: options.reason ?? null, gateways: reached, of: refresh.length, err: err.message }, FLAGS_LOG.trafficChange);
+      throw new StranglerError(err.code, `${err.message}. The rollback was pushed to ${reached}/${refresh.length} gateways (local override to legacy), but Unleash still has "${name}" on; run the rollback again once Unleash answers`, { cause: err, details: { routeId, flag: name, refresh } });
+    }
+    throw err;
+  }
   if (!state) throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`);
   const from: FlagPosition = { enabled: state.enabled, percent: strategy ? rolloutOf(strategy) ?? null : null };
   const to: FlagPosition = { enabled: false, percent: from.percent };
-  if (state.enabled) await control.api.setEnvironmentEnabled(project, name, environment, false);
   const recorded = strategy ? parseTitle(strategy.title) : undefined;
   const change = changeRecord(control, managed, 'rollback', from, to, { ...options, actor }, state.enabled || recorded?.enabled !== false);
+  // Push first; the annotation (audit) runs alongside and must not delay or fail the rollback.
+  const pushing = pushRefresh(control, { flag: name, action: 'rollback' });
   if (strategy && change.changed) {
-    // After /off: the rollback itself must not wait on (or fail because of) the annotation.
     const title = formatTitle({ rollout: recorded?.rollout ?? from.percent ?? 0, enabled: false }, note('rollback', actor, options.reason ?? undefined));
     try {
       await control.api.patchStrategy(project, name, environment, strategy.id, [{ op: 'replace', path: '/title', value: title }]);
@@ -176,7 +191,8 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
       control.log.warn({ routeId, flag: name, err: messageOf(err) }, FLAGS_LOG.trafficChange);
     }
   }
-  return finish(control, change);
+  change.refresh = await pushing;
+  return finish(control, change, true);
 }
 
 /** Rolls back every route with a flag; one failure does not stop the others (they are reported). */

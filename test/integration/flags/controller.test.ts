@@ -150,6 +150,22 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
       await c.stop();
     }
   });
+
+  test('with Unleash unreachable a tick reports the error and writes no state', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 1000 });
+    serve(flag, HEALTHY);
+    const down = createFlagsControl(control.config, { api: new UnleashAdminApi({ baseUrl: 'http://127.0.0.1:9', token: 'x', timeoutMs: 500 }) });
+    const store = new PostgresStateStore(databaseUrl);
+    const controller = new PromotionController({ control: down, store, now: () => 0 });
+    try {
+      const report = await controller.tick();
+      assert.match(report.routes[0]?.error ?? '', /UNLEASH|cannot reach/i);
+      assert.deepEqual(await store.loadAll(), {});
+      assert.equal((await rollout(flag)).percent, 0);
+    } finally {
+      await controller.stop();
+    }
+  });
 });
 
 test('FileStateStore: compare-and-set on the version, file replaced atomically', async () => {

@@ -140,4 +140,14 @@ describe('shift / rollback / resume against a real unleash-server', () => {
     assert.match(change.refresh[0]?.error ?? '', /ECONNREFUSED/);
     assert.equal((await strategy()).strategies[0]?.parameters.rollout, '15');
   });
+
+  test('with Unleash unreachable, rollback still reaches every gateway (local override) and says Unleash was not changed', async () => {
+    const down = createFlagsControl(control.config, { api: new UnleashAdminApi({ baseUrl: deadGatewayUrl, token: 'x', timeoutMs: 500 }) });
+    const calls = gateway.calls.length;
+    const message = await rejectsCode(rollbackRoute(down, 'orders', { actor: 'cli:ops', reason: 'unleash down' }), 'UNLEASH_UNREACHABLE');
+    assert.match(message, /pushed to 1\/1 gateways \(local override to legacy\), but Unleash still has ".*" on/);
+    assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag, action: 'rollback' }]);
+    await rejectsCode(shiftRoute(down, 'orders', 5), 'UNLEASH_UNREACHABLE');
+    assert.equal(gateway.calls.length, calls + 1, 'a failed shift pushes nothing');
+  });
 });
