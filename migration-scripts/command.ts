@@ -9,7 +9,7 @@ import { createLogger } from '../common/logger.ts';
 import type { Side } from './config-schema.ts';
 import { otherSide } from './config-schema.ts';
 import { loadSyncConfig } from './config.ts';
-import { closePools, openPools } from './db.ts';
+import { closePools, openPools, retryTransient } from './db.ts';
 import { installCapture, uninstallCapture, compileFromDatabases, startRelay } from '../legacy-adapter/capture/index.ts';
 import { Applier } from './apply.ts';
 import { ApplyWorker, createKafka } from './kafka.ts';
@@ -122,7 +122,7 @@ export const syncCommand: Command = {
         case 'apply': {
           const source = directionSource(values.direction, true);
           if (!loaded.kafka) throw usageError('sync', 'the config file has no kafka: section');
-          const tables = await compileFromDatabases(config, pools);
+          const tables = await retryTransient('apply: read schemas', () => compileFromDatabases(config, pools));
           const applier = new Applier({ pool: pools[otherSide(source)], config, target: otherSide(source), tables, log });
           const worker = new ApplyWorker({ config, kafka: createKafka(loaded.kafka, `apply-${source}`), applier, source, tables, log,
             sessionTimeoutMs: process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS ? Number(process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS) : undefined });

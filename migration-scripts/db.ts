@@ -9,6 +9,9 @@ export function openPool(url: string, max = 4): Pool {
   const pool = new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC -c extra_float_digits=1' });
   // An idle client losing its server (PostgreSQL restart) must not crash the process; the next query reconnects.
   pool.on('error', () => {});
+  // A checked-out client whose server goes away between two queries emits 'error'; the next query fails and the
+  // caller retries on a fresh connection, so the event itself must not crash the process.
+  pool.on('connect', (client) => { client.on('error', () => {}); });
   return pool;
 }
 
@@ -44,4 +47,19 @@ export function isTransientDbError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== 'string') return err instanceof Error && /Connection terminated|ECONNREFUSED|ECONNRESET|not queryable/i.test(err.message);
   return code === '40P01' || code === '40001' || code === '55P03' || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
+}
+
+/** Retries `fn` on transient failures (database or broker restarting) until `timeoutMs` has passed. */
+export async function retryTransient<T>(what: string, fn: () => Promise<T>, timeoutMs = 120_000, onRetry?: (err: unknown, attempt: number) => void): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      const retriable = isTransientDbError(err) || (err as { retriable?: boolean } | null)?.retriable === true || /ECONNREFUSED|ECONNRESET|shutting down|starting up|KafkaJS|Connection|timeout/i.test(String((err as Error)?.message ?? err));
+      if (!retriable || Date.now() > deadline) throw err;
+      onRetry?.(err, attempt);
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 50 * 2 ** Math.min(attempt, 6))));
+    }
+  }
 }

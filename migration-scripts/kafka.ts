@@ -12,6 +12,7 @@ import type { EventSink, OutgoingMessage } from '../legacy-adapter/capture/relay
 import { topicFor, type CompiledTable } from './mapping.ts';
 import type { Applier } from './apply.ts';
 import type { ConsumedEvent } from './event.ts';
+import { retryTransient } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export function createKafka(config: KafkaConfig, role: string): Kafka {
@@ -44,13 +45,32 @@ export async function ensureTopics(kafka: Kafka, topics: readonly string[], part
 /** Producer sink: idempotent, acks=all, one request in flight, so retries cannot reorder a partition. */
 export class KafkaSink implements EventSink {
   readonly #producer: Producer;
-  private constructor(producer: Producer) { this.#producer = producer; }
-  static async connect(kafka: Kafka): Promise<KafkaSink> {
+  readonly #maxRequestBytes: number;
+  private constructor(producer: Producer, maxRequestBytes: number) { this.#producer = producer; this.#maxRequestBytes = maxRequestBytes; }
+  static async connect(kafka: Kafka, maxRequestBytes = 512 * 1024): Promise<KafkaSink> {
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
     await producer.connect();
-    return new KafkaSink(producer);
+    return new KafkaSink(producer, maxRequestBytes);
   }
+  /**
+   * Sends in order, in requests of at most ~maxRequestBytes, each awaited before the next (acks=all), so one
+   * request never exceeds the broker's limits and a partition's messages keep their order.
+   */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
+    let start = 0;
+    while (start < messages.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < messages.length && (end === start || bytes + (messages[end] as OutgoingMessage).value.length < this.#maxRequestBytes)) {
+        bytes += (messages[end] as OutgoingMessage).value.length + (messages[end] as OutgoingMessage).key.length;
+        end += 1;
+      }
+      await this.#send(messages.slice(start, end));
+      start = end;
+    }
+  }
+
+  async #send(messages: readonly OutgoingMessage[]): Promise<void> {
     const byTopic = new Map<string, { key: string; value: string }[]>();
     for (const m of messages) {
       let list = byTopic.get(m.topic);
@@ -95,12 +115,13 @@ export class ApplyWorker {
   async start(): Promise<void> {
     const { config, kafka, applier, source } = this.#o;
     const topics = sideTopics(config, source);
-    await ensureTopics(kafka, topics, config.topics.partitions);
+    await retryTransient('apply: create topics', () => ensureTopics(kafka, topics, config.topics.partitions));
     const direction = `${source}-to-${applier.target}`;
     const consumer = kafka.consumer({
       groupId: `${config.apply.groupIdPrefix}.${direction}`,
       sessionTimeout: this.#o.sessionTimeoutMs ?? 10_000,
       heartbeatInterval: Math.max(50, Math.floor((this.#o.sessionTimeoutMs ?? 10_000) / 5)),
+      rebalanceTimeout: Math.max(3_000, (this.#o.sessionTimeoutMs ?? 10_000) * 3),
       maxWaitTimeInMs: 50,
       allowAutoTopicCreation: false,
     });
@@ -117,7 +138,7 @@ export class ApplyWorker {
         }
       })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));
     });
-    await consumer.connect();
+    await retryTransient('apply: connect consumer', () => consumer.connect());
     await consumer.subscribe({ topics, fromBeginning: true });
     const max = config.apply.maxBatchEvents;
     await consumer.run({

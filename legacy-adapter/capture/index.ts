@@ -4,7 +4,7 @@
  */
 import type { Logger } from '../../common/logger.ts';
 import type { KafkaConfig, Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
-import type { Pools } from '../../migration-scripts/db.ts';
+import { retryTransient, type Pools } from '../../migration-scripts/db.ts';
 import { createKafka, ensureTopics, KafkaSink, sideTopics } from '../../migration-scripts/kafka.ts';
 import { installCapture, uninstallCapture, type InstallResult } from './install.ts';
 import { ChangeRelay } from './relay.ts';
@@ -17,8 +17,9 @@ export interface RunningRelay { relay: ChangeRelay; done: Promise<void>; stop():
 /** Starts a relay for one side's database publishing to Kafka; one implementation for both sides. */
 export async function startRelay(o: { config: SyncConfig; kafka: KafkaConfig; pools: Pools; side: Side; log?: Logger }): Promise<RunningRelay> {
   const kafka = createKafka(o.kafka, `relay-${o.side}`);
-  await ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions);
-  const sink = await KafkaSink.connect(kafka);
+  // Starting while the broker or the database restarts is normal under a supervisor: wait for them.
+  await retryTransient('relay: create topics', () => ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions));
+  const sink = await retryTransient('relay: connect producer', () => KafkaSink.connect(kafka));
   const relay = new ChangeRelay({ config: o.config, pool: o.pools[o.side], side: o.side, sink, log: o.log });
   await relay.lock();
   const done = relay.run();

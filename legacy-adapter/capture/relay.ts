@@ -24,6 +24,7 @@ import { silentLogger } from '../../common/logger.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { q, topicFor } from '../../migration-scripts/mapping.ts';
 import { changelogEventSql } from '../../migration-scripts/event.ts';
+import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 
 export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
@@ -51,6 +52,7 @@ export class ChangeRelay {
   readonly #batchSize: number;
   readonly #tablesJson: string;
   #lockClient: PoolClient | undefined;
+  #lockLost = false;
   #stopped = false;
   #running: Promise<void> | undefined;
 
@@ -66,16 +68,41 @@ export class ChangeRelay {
 
   get #s(): string { return q(this.#config.stateSchema); }
 
-  /** Takes the per-database relay lock; throws SYNC_RELAY_BUSY when another relay holds it. */
-  async lock(): Promise<void> {
-    const client = await this.#pool.connect();
-    const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`strangler-relay:${this.#config.stateSchema}`]);
-    if (!r.rows[0]?.ok) {
-      client.release();
-      throw new StranglerError('SYNC_RELAY_BUSY', `another relay is running for the ${this.#side} database (advisory lock strangler-relay:${this.#config.stateSchema})`);
+  /**
+   * Takes the per-database relay lock, waiting up to `waitMs` for a previous holder's session to end (a killed
+   * relay's session closes with its socket); throws SYNC_RELAY_BUSY when another relay keeps holding it.
+   */
+  async lock(waitMs = 30_000): Promise<void> {
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      let client: PoolClient;
+      try {
+        client = await this.#pool.connect();
+      } catch (err) {
+        if (!isTransientDbError(err) || Date.now() > deadline) throw err;
+        await new Promise((res) => setTimeout(res, 200));
+        continue;
+      }
+      client.on('error', () => { this.#lockLost = true; });
+      const r = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [`strangler-relay:${this.#config.stateSchema}`]).catch(() => ({ rows: [{ ok: false }] }));
+      if (r.rows[0]?.ok) {
+        this.#lockClient = client;
+        this.#lockLost = false;
+        return;
+      }
+      client.release(true);
+      if (Date.now() > deadline) {
+        throw new StranglerError('SYNC_RELAY_BUSY', `another relay is running for the ${this.#side} database (advisory lock strangler-relay:${this.#config.stateSchema})`);
+      }
+      await new Promise((res) => setTimeout(res, 100));
     }
-    client.on('error', () => {});
-    this.#lockClient = client;
+  }
+
+  /** After the lock session died (database restart), drop it and take the lock again before publishing more. */
+  async #relock(): Promise<void> {
+    this.#lockClient?.release(true);
+    this.#lockClient = undefined;
+    await this.lock();
   }
 
   /** Gives positions to committed, unpositioned changes, in seq order. Returns how many. */
@@ -146,6 +173,7 @@ export class ChangeRelay {
     let failures = 0;
     while (!this.#stopped) {
       try {
+        if (this.#lockLost || !this.#lockClient) await this.#relock();
         const n = await this.step();
         failures = 0;
         if (n === 0) await new Promise((r) => setTimeout(r, this.#config.capture.relayPollMs));

@@ -79,10 +79,12 @@ export class Worker {
   constructor(readonly name: string, readonly args: string[], readonly env: Record<string, string> = {}) {}
   start(): void {
     const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', ...this.args], {
-      cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'],
+      cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn', STRANGLER_SYNC_SESSION_TIMEOUT_MS: '1000', ...this.env },
     });
-    child.stderr?.on('data', (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); });
+    const keep = (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); };
+    child.stderr?.on('data', keep);
+    child.stdout?.on('data', keep);
     this.#exited = new Promise((r) => child.once('exit', () => r()));
     this.#child = child;
   }
