@@ -6,7 +6,10 @@ import { parseCommandArgs, usageError } from '../cli/command.ts';
 import { StranglerError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
 import { loadConfigFile } from '../gateway/config/load.ts';
+import { existsSync } from 'node:fs';
 import { createFlagsControl, type FlagsControl } from './control.ts';
+import { PromotionController } from './controller.ts';
+import { stateStoreFor } from './controller-command.ts';
 import { formatSyncReport, syncFlags } from './sync.ts';
 import { defaultActor, resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus, type TrafficChange } from './traffic.ts';
 
@@ -54,9 +57,32 @@ function printChange(change: TrafficChange, json: boolean): void {
   process.stdout.write(`${change.routeId} (${change.flag}, ${change.environment}): ${change.action} ${change.changed ? `${pos(change.from)} → ${pos(change.to)}` : `no change (${pos(change.to)})`}; users on the service: ${change.effectivePercent} %${refresh}\n`);
 }
 
-function printStatus(rows: RouteFlagStatus[]): void {
-  const header = ['route', 'flag', 'env', 'state', 'percent', 'effective', 'last change', 'drift'];
-  const body = rows.map((r) => [r.routeId, r.flag, r.environment, r.state, r.percent === null ? '-' : `${r.percent}%`, `${r.effectivePercent}%`, r.lastChange ?? '-', r.drift.join('; ') || '-']);
+type PlanView = Awaited<ReturnType<PromotionController['view']>>;
+
+function planText(view: PlanView[string] | undefined): string {
+  const plan = view?.plan;
+  if (!plan) return view?.guard ? `guard ${view.guard.lastVerdict ?? '-'}` : '-';
+  const step = plan.stepIndex >= 0 ? `${plan.stepIndex + 1}/${plan.steps.length} (${plan.steps[plan.stepIndex]}%)` : `0/${plan.steps.length}`;
+  return `${plan.state} ${step}${plan.holdUntil ? ` until ${plan.holdUntil}` : ''}; guard ${view?.guard?.lastVerdict ?? '-'}`;
+}
+
+/** The controller's per-route plan state, when its store is configured and readable; undefined otherwise. */
+async function planViews(control: FlagsControl): Promise<PlanView | undefined> {
+  const { config } = control;
+  if (!config.controller.databaseUrl && !(config.controller.stateFile && existsSync(config.controller.stateFile))) return undefined;
+  const controller = new PromotionController({ control, store: stateStoreFor(config) });
+  try {
+    return await controller.view();
+  } catch {
+    return undefined;
+  } finally {
+    await controller.stop();
+  }
+}
+
+function printStatus(rows: RouteFlagStatus[], plans: PlanView | undefined): void {
+  const header = ['route', 'flag', 'env', 'state', 'percent', 'effective', 'plan', 'last change', 'drift'];
+  const body = rows.map((r) => [r.routeId, r.flag, r.environment, r.state, r.percent === null ? '-' : `${r.percent}%`, `${r.effectivePercent}%`, planText(plans?.[r.routeId]), r.lastChange ?? '-', r.drift.join('; ') || '-']);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
   for (const row of [header, ...body]) process.stdout.write(`${row.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
 }
@@ -86,9 +112,9 @@ export const flagsCommand: Command = {
         return report.drift.length > 0 && !report.fixed ? 3 : 0;
       }
       case 'status': {
-        const rows = await routeStatus(control, args[0]);
-        if (json) process.stdout.write(`${JSON.stringify(rows)}\n`);
-        else printStatus(rows);
+        const [rows, plans] = await Promise.all([routeStatus(control, args[0]), planViews(control)]);
+        if (json) process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, controller: plans?.[r.routeId] ?? null })))}\n`);
+        else printStatus(rows, plans);
         return 0;
       }
       case 'shift': {

@@ -125,6 +125,9 @@ controller: { stateFile: ${stateFile}, intervalMs: 100 }
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
       assert.ok(existsSync(stateFile));
+      const status = await strangler(['flags', 'status', '--config', config], env);
+      assert.equal(status.code, 0, status.stderr);
+      assert.match(status.stdout, /orders .* on +2% +2% +holding 1\/2 \(2%\) until \S+; guard pass/);
     } finally {
       await gateway.stop();
     }
