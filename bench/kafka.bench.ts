@@ -4,7 +4,11 @@
  * clients. Reports produced and end-to-end (produced → consumed) messages/s, the ratio to the 30,000 msg/s target,
  * broker CPU time and peak RSS.
  */
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { spawnBroker, tempDir } from '../test/integration/kafka/support.ts';
 import type { Bench } from './run.ts';
@@ -26,74 +30,117 @@ function rssMb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Number(line.split(/\s+/)[1]) / 1024;
 }
 
+interface Result { producedRate: number; e2eRate: number; brokerCpuMs: number; endToEndMs: number; rss: number; peak: number }
+
+async function measure(fsync: string): Promise<Result> {
+  const dir = tempDir('kafka-bench');
+  const broker = await spawnBroker(dir.path, ['--fsync', fsync]);
+  const pid = broker.child.pid!;
+  const kafka = new Kafka({ brokers: [broker.address], clientId: 'bench', logLevel: logLevel.NOTHING });
+  let consumerPid: number | undefined;
+  try {
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic: 'bench', numPartitions: PARTITIONS }] });
+    await admin.disconnect();
+
+    const value = Buffer.alloc(1024, 'x');
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    // The consumer runs in its own process (as it would in a deployment), so producer and consumer do not
+    // share one event loop; it prints "joined" once it owns the partitions and "done" after MESSAGES messages.
+    const consumer = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url)], {
+      env: { ...process.env, KAFKA_BENCH_ROLE: 'consumer', KAFKA_BENCH_BROKERS: broker.address },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    consumerPid = consumer.pid;
+    const consumerExit = new Promise((r) => consumer.once('exit', r));
+    const lines = createInterface({ input: consumer.stdout! });
+    const nextLine = (expected: string): Promise<void> => new Promise((resolve, reject) => {
+      const onLine = (line: string): void => { if (line === expected) { lines.off('line', onLine); resolve(); } };
+      lines.on('line', onLine);
+      void consumerExit.then(() => reject(new Error(`bench consumer exited before "${expected}"`)));
+    });
+    await nextLine('joined');
+    const allConsumed = nextLine('done');
+    allConsumed.catch(() => {}); // observed below; this only keeps an early exit from being an unhandled rejection
+
+    const cpuBefore = cpuMs(pid);
+    const started = performance.now();
+    let sent = 0;
+    let seq = 0;
+    const worker = async (): Promise<void> => {
+      while (sent < MESSAGES) {
+        sent += BATCH;
+        const messages = Array.from({ length: BATCH }, () => ({ key: String(seq++ % 1000), value }));
+        await producer.send({ topic: 'bench', messages, acks: -1 });
+      }
+    };
+    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
+    const producedMs = performance.now() - started;
+    await allConsumed;
+    const endToEndMs = performance.now() - started;
+    const result = {
+      producedRate: (MESSAGES / producedMs) * 1000,
+      e2eRate: (MESSAGES / endToEndMs) * 1000,
+      brokerCpuMs: cpuMs(pid) - cpuBefore,
+      endToEndMs,
+      rss: rssMb(pid, 'VmRSS'),
+      peak: rssMb(pid, 'VmHWM'),
+    };
+    await producer.disconnect();
+    await consumerExit;
+    return result;
+  } finally {
+    if (consumerPid !== undefined) try { process.kill(consumerPid, 'SIGKILL'); } catch { /* already exited */ }
+    await broker.stop();
+    dir.remove();
+  }
+}
+
 export default {
   name: 'kafka broker',
   async run() {
-    const dir = tempDir('kafka-bench');
-    const broker = await spawnBroker(dir.path);
-    const pid = broker.child.pid!;
-    const kafka = new Kafka({ brokers: [broker.address], clientId: 'bench', logLevel: logLevel.NOTHING });
-    try {
-      const admin = kafka.admin();
-      await admin.connect();
-      await admin.createTopics({ topics: [{ topic: 'bench', numPartitions: PARTITIONS }] });
-      await admin.disconnect();
-
-      const value = Buffer.alloc(1024, 'x');
-      const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
-      const consumer = kafka.consumer({ groupId: 'bench', maxWaitTimeInMs: 100, maxBytes: 10 * 1024 * 1024 });
-      await producer.connect();
-      await consumer.connect();
-      await consumer.subscribe({ topic: 'bench', fromBeginning: true });
-      let consumed = 0;
-      let resolveDone: () => void = () => {};
-      const allConsumed = new Promise<void>((r) => { resolveDone = r; });
-      const joined = new Promise<void>((r) => consumer.on(consumer.events.GROUP_JOIN, () => r()));
-      await consumer.run({
-        eachBatch: async ({ batch }) => {
-          consumed += batch.messages.length;
-          if (consumed >= MESSAGES) resolveDone();
-        },
-      });
-      await joined;
-
-      const cpuBefore = cpuMs(pid);
-      const started = performance.now();
-      let sent = 0;
-      let seq = 0;
-      const worker = async (): Promise<void> => {
-        while (sent < MESSAGES) {
-          sent += BATCH;
-          const messages = Array.from({ length: BATCH }, () => ({ key: String(seq++ % 1000), value }));
-          await producer.send({ topic: 'bench', messages, acks: -1 });
-        }
+    const loadAtStart = loadavg();
+    const rows: Record<string, Record<string, string | number>> = {};
+    for (const fsync of ['interval', 'always']) {
+      const r = await measure(fsync);
+      rows[`fsync=${fsync}`] = {
+        'produced msg/s': Math.round(r.producedRate),
+        'end-to-end msg/s': Math.round(r.e2eRate),
+        [`vs ${TARGET} target`]: `${(r.e2eRate / TARGET).toFixed(2)}x`,
+        'end-to-end MB/s': Number(((r.e2eRate * 1024) / 1e6).toFixed(1)),
+        'broker CPU ms': Math.round(r.brokerCpuMs),
+        'broker CPU % of a core': Math.round((r.brokerCpuMs / r.endToEndMs) * 100),
+        'broker RSS MB': Math.round(r.rss),
+        'broker peak RSS MB': Math.round(r.peak),
       };
-      await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
-      const producedMs = performance.now() - started;
-      await allConsumed;
-      const endToEndMs = performance.now() - started;
-      const brokerCpuMs = cpuMs(pid) - cpuBefore;
-      const rss = rssMb(pid, 'VmRSS');
-      const peak = rssMb(pid, 'VmHWM');
-      await consumer.disconnect();
-      await producer.disconnect();
-
-      const producedRate = (MESSAGES / producedMs) * 1000;
-      const e2eRate = (MESSAGES / endToEndMs) * 1000;
-      console.table([
-        { metric: 'messages (1 KB, batches of 100, acks=-1)', value: MESSAGES },
-        { metric: 'produced msg/s', value: Math.round(producedRate) },
-        { metric: 'end-to-end msg/s (produced → consumed)', value: Math.round(e2eRate) },
-        { metric: `end-to-end vs target ${TARGET} msg/s`, value: `${(e2eRate / TARGET).toFixed(2)}x` },
-        { metric: 'end-to-end MB/s', value: ((e2eRate * 1024) / 1e6).toFixed(1) },
-        { metric: 'broker CPU (ms) during run', value: Math.round(brokerCpuMs) },
-        { metric: 'broker CPU (% of one core)', value: `${Math.round((brokerCpuMs / endToEndMs) * 100)}%` },
-        { metric: 'broker RSS after run (MB)', value: rss.toFixed(0) },
-        { metric: 'broker peak RSS (MB)', value: peak.toFixed(0) },
-      ]);
-    } finally {
-      await broker.stop();
-      dir.remove();
     }
+    console.log(`load average before: ${loadAtStart.map((l) => l.toFixed(1)).join(' ')} (2 cores; other work on the machine lowers these figures)`);
+    console.log(`${MESSAGES} messages of 1 KB, batches of ${BATCH}, acks=-1, ${IN_FLIGHT} sends in flight, ${PARTITIONS} partitions; one kafkajs group consumer in its own process`);
+    console.table(rows);
   },
 } satisfies Bench;
+
+/** Consumer role: run when this file is started with KAFKA_BENCH_ROLE=consumer (see measure()). */
+async function consumerRole(): Promise<void> {
+  const kafka = new Kafka({ brokers: [process.env.KAFKA_BENCH_BROKERS!], clientId: 'bench-consumer', logLevel: logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: 'bench', maxWaitTimeInMs: 100, maxBytes: 10 * 1024 * 1024 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: 'bench', fromBeginning: true });
+  consumer.on(consumer.events.GROUP_JOIN, () => process.stdout.write('joined\n'));
+  let consumed = 0;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((r) => { finish = r; });
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      consumed += batch.messages.length;
+      if (consumed >= MESSAGES) finish();
+    },
+  });
+  await finished;
+  process.stdout.write('done\n');
+  await consumer.disconnect();
+}
+
+if (process.env.KAFKA_BENCH_ROLE === 'consumer') await consumerRole();
