@@ -115,7 +115,7 @@ controller: { stateFile: ${stateFile}, intervalMs: 100 }
       const child = spawn(process.execPath, ['bin/strangler.js', 'flags', 'controller', '--config', config], { env: { ...process.env, ...env, STRANGLER_LOG_LEVEL: 'silent' } });
       const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
       const api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
-      const deadline = Date.now() + 15_000;
+      const deadline = Date.now() + 30_000;
       let rollout = '';
       while (Date.now() < deadline && rollout !== '2') {
         rollout = (await api.getFeatureEnvironment('default', flag, unleash.environment)).strategies[0]?.parameters.rollout ?? '';

@@ -1,5 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startUnleash, type RunningUnleash } from '../../../devstack/unleash/launcher.ts';
+import { UnleashAdminApi } from '../../../flags/admin-api.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 
 describe('devstack unleash (real unleash-server 7.5.1)', () => {
@@ -33,5 +39,59 @@ describe('devstack unleash (real unleash-server 7.5.1)', () => {
     assert.equal(state.strategies[0]?.name, 'flexibleRollout');
     assert.equal(state.strategies[0]?.parameters.rollout, '0');
     assert.equal(state.strategies[0]?.parameters.groupId, flag);
+  });
+});
+
+describe('startUnleash with a data folder', () => {
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'strangler-unleash-data-'));
+    chmodSync(dir, 0o755); // as root, PostgreSQL runs as `postgres` and must reach its folder
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test('a restart keeps flags and reuses the kept tokens (Unleash only inserts start-up tokens into an empty table)', async () => {
+    const flag = uniqueFlag('restart');
+    const first = await startUnleash({ dataDir: join(dir, 'u'), port: 0, environment: 'production' });
+    let second: RunningUnleash | undefined;
+    try {
+      assert.equal(first.environment, 'production');
+      assert.match(first.backendToken, /^\*:production\./);
+      assert.match(first.adminToken, /^\*:\*\./);
+      console.log(`# startUnleash (fresh folder: initdb + migrations) ${first.startMs} ms`);
+      const api = new UnleashAdminApi({ baseUrl: first.url, token: first.adminToken });
+      await api.createFeature('default', { name: flag });
+      await first.stop();
+      second = await startUnleash({ dataDir: join(dir, 'u'), port: 0, environment: 'production' });
+      console.log(`# startUnleash (existing folder) ${second.startMs} ms`);
+      assert.equal(second.adminToken, first.adminToken);
+      assert.equal(second.backendToken, first.backendToken);
+      assert.deepEqual(second.adminUser, first.adminUser);
+      const again = new UnleashAdminApi({ baseUrl: second.url, token: second.adminToken });
+      assert.equal((await again.getFeature('default', flag)).name, flag);
+      const login = await fetch(`${second.url}/auth/simple/login`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(second.adminUser) });
+      assert.equal(login.status, 200, 'the printed dashboard login works');
+    } finally {
+      await (second ?? first).stop();
+    }
+  });
+
+  test('`strangler devstack unleash` prints the tokens and stops cleanly on SIGTERM', async () => {
+    const child = spawn(process.execPath, ['bin/strangler.js', 'devstack', 'unleash', '--port', '0', '--data-dir', join(dir, 'cli')], { env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn' } });
+    let stdout = '';
+    const ready = new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      if (stdout.includes('Press Ctrl-C to stop.')) resolve();
+    }));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await Promise.race([ready, exited]);
+    assert.match(stdout, /Unleash http:\/\/127\.0\.0\.1:\d+ is ready \(\d+ ms\)\. Dashboard login: admin \/ \S+/);
+    assert.match(stdout, /UNLEASH_ADMIN_TOKEN='\*:\*\.[0-9a-f]+'/);
+    assert.match(stdout, /UNLEASH_BACKEND_TOKEN='\*:development\.[0-9a-f]+'/);
+    const url = /Unleash (http:\S+) is ready/.exec(stdout)?.[1];
+    assert.equal((await fetch(`${url}/health`)).status, 200);
+    child.kill('SIGTERM');
+    assert.equal(await exited, 0);
+    await assert.rejects(fetch(`${url}/health`), 'the server is gone after the CLI exits');
   });
 });

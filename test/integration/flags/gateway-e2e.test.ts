@@ -15,7 +15,7 @@ import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unle
 import type { RunningGateway } from '../../../gateway/server.ts';
 
 /** Polls `check` until it is true or the deadline passes. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<number> {
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<number> {
   const started = performance.now();
   while (performance.now() - started < timeoutMs) {
     if (await check()) return performance.now() - started;
