@@ -306,5 +306,5 @@ export class PromotionController {
 }
 
 function emptyMetrics(): GuardVerdict['metrics'] {
-  return { serviceRequests: 0, legacyRequests: 0, serviceErrorRate: 0, legacyErrorRate: 0, errorRateIncrease: 0, serviceP99Ms: null, legacyP99Ms: null, p99Ratio: null, fallbacks: 0, breakerOpens: 0, breakerState: 'closed' };
+  return { serviceRequests: 0, legacyRequests: 0, serviceErrorRate: 0, legacyErrorRate: 0, errorRateIncrease: 0, serviceP99Ms: null, legacyP99Ms: null, p99Ratio: null, fallbacks: 0, breakerOpens: 0, breakerState: 'closed', timeToVerdictMs: null };
 }

@@ -25,6 +25,8 @@ export interface GuardMetrics {
   fallbacks: number;
   breakerOpens: number;
   breakerState: string;
+  /** While insufficient: estimated ms until minRequests at the current service request rate (null = no service traffic). */
+  timeToVerdictMs: number | null;
 }
 
 export interface GuardVerdict {
@@ -60,9 +62,13 @@ export function evaluateGuard(guard: GuardConfig, input: GuardInput): GuardVerdi
     fallbacks: service.fallbacks,
     breakerOpens,
     breakerState: input.route.breaker.state,
+    timeToVerdictMs: 0,
   };
   if (serviceAttempts < guard.minRequests) {
-    return { outcome: 'insufficient', reasons: [`${serviceAttempts} service requests in the window, ${guard.minRequests} needed for a verdict`], metrics };
+    const windowMs = input.route.windowMs > 0 ? input.route.windowMs : guard.windowMs;
+    metrics.timeToVerdictMs = serviceAttempts === 0 ? null : Math.ceil(((guard.minRequests - serviceAttempts) * windowMs) / serviceAttempts);
+    const eta = metrics.timeToVerdictMs === null ? 'no service traffic yet' : `≈${Math.ceil(metrics.timeToVerdictMs / 1000)} s more at the current rate`;
+    return { outcome: 'insufficient', reasons: [`${serviceAttempts} service requests in the window, ${guard.minRequests} needed for a verdict (${eta})`], metrics };
   }
   const reasons: string[] = [];
   if (metrics.errorRateIncrease > guard.maxErrorRateIncrease) {

@@ -12,7 +12,9 @@ describe('evaluateGuard', () => {
   test('fewer service requests than minRequests is insufficient, never a pass, even when everything is failing', () => {
     const v = verdict('r', 'f', { requests: 1000 }, { requests: 49, errors: 49 });
     assert.equal(v.outcome, 'insufficient');
-    assert.match(v.reasons[0] ?? '', /49 service requests in the window, 50 needed/);
+    assert.match(v.reasons[0] ?? '', /49 service requests in the window, 50 needed for a verdict \(≈2 s more at the current rate\)/);
+    assert.equal(v.metrics.timeToVerdictMs, 1225, '1 more request at 49 per 60 s');
+    assert.equal(verdict('r', 'f', { requests: 10 }, { requests: 0 }).metrics.timeToVerdictMs, null);
   });
 
   test('a healthy service passes', () => {
