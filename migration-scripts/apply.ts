@@ -364,7 +364,7 @@ export class Applier {
         const onConflict = nonKey.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${nonKey.map((e) => `${q(e.column)} = EXCLUDED.${q(e.column)}`).join(', ')}`;
         await client.query(
           `INSERT INTO ${t.qualified(target)} (${cols.join(', ')})
-           SELECT ${exprs.map((e) => e.expr).join(', ')} FROM jsonb_array_elements($1::jsonb) AS ev, LATERAL (SELECT ev->'after' AS s) img
+           SELECT ${exprs.map((e) => e.expr).join(', ')} FROM jsonb_array_elements($1::jsonb) AS ev, LATERAL (SELECT ev->'after' AS s OFFSET 0) img
            ON CONFLICT (${key.map(q).join(', ')}) ${onConflict}`,
           [`[${b.upserts.join(',')}]`]);
       }

@@ -76,7 +76,7 @@ export interface CompiledTable {
   writeExprs(target: Side): readonly ColumnExpr[];
   /** SQL yielding the canonical key text (`[v1, v2]`) of a row alias on one side. */
   keyText(side: Side, alias: string): string;
-  /** SQL yielding the canonical text of a row (service shape) from the jsonb image `img` of a row on `side`. */
+  /** SQL yielding the canonical text of a row (service shape) from the jsonb image `img` (or `@alias`) of a row on `side`. */
   canonicalText(side: Side, img: string): string;
 }
 
@@ -91,8 +91,13 @@ function castExpr(valueText: string, valueJson: string, target: ColumnInfo): str
   return `(${valueText})::${target.type}`;
 }
 
-const sourceText = (img: string, col: string) => `(${img}->>${lit(col)})`;
-const sourceJson = (img: string, col: string) => `(${img}->${lit(col)})`;
+/**
+ * How an expression reads source column `col`: from a jsonb image (`img` is a SQL expression), or, when `img` is
+ * `@alias`, straight from a row alias with the exact text the image would hold (verify reads rows in place; the
+ * per-column to_jsonb is much cheaper than building and probing a whole-row image).
+ */
+const sourceText = (img: string, col: string) => (img.startsWith('@') ? `(to_jsonb(${img.slice(1)}.${q(col)}) #>> '{}')` : `(${img}->>${lit(col)})`);
+const sourceJson = (img: string, col: string) => (img.startsWith('@') ? `to_jsonb(${img.slice(1)}.${q(col)})` : `(${img}->${lit(col)})`);
 
 function identityCompatible(a: Family, b: Family): boolean {
   if (a === 'array' || b === 'array' || a === 'other' || b === 'other') return a === b && a === 'other';

@@ -12,14 +12,16 @@ import type { Side, SyncConfig } from './config-schema.ts';
 import { EVENT_FORMAT, type ConsumedEvent } from './event.ts';
 import { lit, q, type CompiledTable } from './mapping.ts';
 
-function selectEvents(config: SyncConfig, t: CompiledTable, side: Side): string {
+/** The chunk is selected first (index order, LIMIT), then joined to its versions: never a join over the whole table. */
+function selectEvents(config: SyncConfig, t: CompiledTable, side: Side, where: string, order: string): string {
   const s = q(config.stateSchema);
   return `SELECT jsonb_build_object(
       'format', '${EVENT_FORMAT}', 'source', '${side}', 'origin', '${side}', 'table', ${lit(t.config[side].table)}, 'logical', ${lit(t.name)},
       'op', 'r', 'key', ${t.keyText(side, 't')}, 'before', NULL, 'after', to_jsonb(t), 'position', NULL,
       'version', jsonb_build_object('legacy', coalesce(rv.legacy_version, 0), 'service', coalesce(rv.service_version, 0)),
       'txId', NULL, 'commitTs', coalesce(rv.ts, now()))::text AS value, ${t.keyText(side, 't')} AS key
-    FROM ${t.qualified(side)} t LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = ${t.keyText(side, 't')}`;
+    FROM (SELECT * FROM ${t.qualified(side)} t ${where} ${order}) t
+    LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = ${t.keyText(side, 't')}`;
 }
 
 /** SQL for "the key tuple of alias equals/compares with the JSON key text in parameter $n". */
@@ -34,8 +36,9 @@ export function keyTuple(t: CompiledTable, side: Side, alias: string): string {
 /** The next chunk after `cursor` (a key text, null for the start), in key order. */
 export async function readChunk(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, cursor: string | null, limit: number): Promise<{ events: ConsumedEvent[]; lastKey: string | null }> {
   const where = cursor === null ? '' : `WHERE ${keyTuple(t, side, 't')} > ${keyTupleFromJson(t, side, '$2')}`;
+  const order = `ORDER BY ${t.key(side).map((k) => `t.${q(k)}`).join(', ')} LIMIT $1`;
   const r = await pool.query<{ value: string; key: string }>(
-    `${selectEvents(config, t, side)} ${where} ORDER BY ${t.key(side).map((k) => `t.${q(k)}`).join(', ')} LIMIT $1`,
+    `${selectEvents(config, t, side, where, order)} ORDER BY ${t.key(side).map((k) => `t.${q(k)}`).join(', ')}`,
     cursor === null ? [limit] : [limit, cursor]);
   const events = r.rows.map((row) => ({ topic: null, partition: null, offset: null, value: row.value }));
   return { events, lastKey: r.rows.length > 0 ? (r.rows[r.rows.length - 1] as { key: string }).key : null };
@@ -44,7 +47,7 @@ export async function readChunk(pool: Pool, config: SyncConfig, t: CompiledTable
 /** The current rows for a list of key texts, plus the keys that no longer exist on the source. */
 export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: ConsumedEvent[]; missing: string[] }> {
   const r = await pool.query<{ value: string; key: string }>(
-    `${selectEvents(config, t, side)} WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`, [keys]);
+    selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`, ''), [keys]);
   const found = new Set(r.rows.map((row) => row.key));
   return { events: r.rows.map((row) => ({ topic: null, partition: null, offset: null, value: row.value })), missing: keys.filter((k) => !found.has(k)) };
 }

@@ -31,7 +31,8 @@ class TableVerifier {
     this.#keyType = t.table('service').columns.get(sk)?.type ?? 'text';
   }
   #k(side: Side): string { return `t.${q(this.#t.key(side)[0] as string)}::${this.#keyType}`; }
-  #hash(side: Side): string { return `('x' || substr(md5(${this.#t.canonicalText(side, 'to_jsonb(t)')}), 1, 15))::bit(60)::bigint`; }
+  #hash(side: Side): string { return `('x' || substr(md5(${this.#t.canonicalText(side, '@t')}), 1, 15))::bit(60)::bigint`; }
+  #from(side: Side): string { return `${this.#t.qualified(side)} t`; }
   #where(side: Side, first: number): string {
     return `($${first}::${this.#keyType} IS NULL OR ${this.#k(side)} >= $${first}::${this.#keyType}) AND ($${first + 1}::${this.#keyType} IS NULL OR ${this.#k(side)} < $${first + 1}::${this.#keyType})`;
   }
@@ -50,12 +51,12 @@ class TableVerifier {
     const res = await this.#pools[side].query<{ b: number; n: string; sum: string }>(
       `SELECT CASE WHEN cardinality($3::${this.#keyType}[]) = 0 THEN 0 ELSE width_bucket(${this.#k(side)}, $3::${this.#keyType}[]) END AS b,
               count(*) AS n, sum(${this.#hash(side)})::text AS sum
-         FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)} GROUP BY 1`, [r.lo, r.hi, bounds]);
+         FROM ${this.#from(side)} WHERE ${this.#where(side, 1)} GROUP BY 1`, [r.lo, r.hi, bounds]);
     return new Map(res.rows.map((x) => [x.b, { n: Number(x.n), sum: x.sum }]));
   }
   async leaf(side: Side, r: Range): Promise<Map<string, string>> {
     const res = await this.#pools[side].query<{ key: string; h: string }>(
-      `SELECT ${this.#t.keyText(side, 't')} AS key, ${this.#hash(side)}::text AS h FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]);
+      `SELECT ${this.#t.keyText(side, 't')} AS key, ${this.#hash(side)}::text AS h FROM ${this.#from(side)} WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]);
     return new Map(res.rows.map((x) => [x.key, x.h]));
   }
 }
