@@ -47,13 +47,16 @@ export function checkBatch(buf: Buffer, maxBytes: number): BatchCheck {
   return { ok: true, info: { size, lastOffsetDelta, recordCount, maxTimestamp: Number(buf.readBigInt64BE(35)), attributes } };
 }
 
-/** A copy of the batch with the assigned base offset and leader epoch 0; the CRC stays valid. */
+/** Writes the assigned base offset and leader epoch 0 into the batch in place; the CRC stays valid. */
+export function stampBaseOffset(batch: Buffer, baseOffset: number): Buffer {
+  batch.writeBigInt64BE(BigInt(baseOffset), 0);
+  batch.writeInt32BE(0, 12);
+  return batch;
+}
+
+/** A copy of the batch with the assigned base offset and leader epoch 0. */
 export function withBaseOffset(batch: Buffer, baseOffset: number): Buffer {
-  const out = Buffer.allocUnsafe(batch.length);
-  batch.copy(out);
-  out.writeBigInt64BE(BigInt(baseOffset), 0);
-  out.writeInt32BE(0, 12);
-  return out;
+  return stampBaseOffset(Buffer.from(batch), baseOffset);
 }
 
 /** Splits a Produce `records` blob into its batches; null if the blob does not divide into whole batches. */

@@ -4,7 +4,7 @@
  * that contains the fetch offset (never a slice; clients skip records below their offset).
  */
 import type { LogStore } from '../persistence/log-store.ts';
-import { withBaseOffset } from '../records/record-batch.ts';
+import { stampBaseOffset } from '../records/record-batch.ts';
 
 interface IndexEntry {
   readonly baseOffset: number;
@@ -39,10 +39,13 @@ export class PartitionLog {
   get highWatermark(): number { return this.#logEndOffset; }
   get store(): LogStore { return this.#store; }
 
-  /** Stores a validated batch under the next offsets and returns its base offset. Wakes parked fetches. */
+  /**
+   * Stores a validated batch under the next offsets and returns its base offset. Wakes parked fetches.
+   * The batch's offset fields are stamped in place: it is a view of a request frame nobody reads afterwards.
+   */
   append(batch: Buffer, lastOffsetDelta: number, maxTimestamp: number): number {
     const baseOffset = this.#logEndOffset;
-    const stored = withBaseOffset(batch, baseOffset);
+    const stored = stampBaseOffset(batch, baseOffset);
     const position = this.#store.append(stored);
     this.#index.push({ baseOffset, lastOffset: baseOffset + lastOffsetDelta, position, size: stored.length, maxTimestamp });
     this.#logEndOffset = baseOffset + lastOffsetDelta + 1;
