@@ -19,7 +19,8 @@ Flags as code and traffic control for the routes in a config file (one Unleash f
 
 Subcommands:
   sync [--fix]                     create missing flags with one flexibleRollout strategy (initialPercent, stickiness,
-                                   groupId) and switch them on; report hand-made changes (drift); --fix reconciles them
+                                   groupId) and switch them on; report hand-made changes (drift); --fix reconciles
+                                   them, keeping whichever of live state and recorded intent exposes fewer users
   status [ROUTE] [--json]          flag state per route: on/off, percentage, drift, last change
   shift ROUTE PERCENT [--reason R] set the route's rollout to PERCENT (integer 0-100)
   rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept

@@ -6,8 +6,10 @@
  * (annotation.ts). A new flag starts at `initialPercent` and is switched on only after its strategy exists (never
  * `/on` without a strategy: Unleash would add its default strategy).
  *
- * Anything else is drift (changed by hand): reported, never silently overwritten. `fix: true` reconciles the flag
- * to the config and to the last intent strangler recorded. Running sync twice changes nothing the second time.
+ * Anything else is drift (changed by hand): reported, never silently overwritten. `fix: true` reconciles: the
+ * structure comes from the config; for exposure it keeps whichever of the live state and the recorded intent sends
+ * fewer users to the service (it never switches a flag on or raises a rollout). Running sync twice changes nothing
+ * the second time.
  */
 import { StranglerError } from '../common/errors.ts';
 import type { Strategy, StrategyInput } from './admin-api.ts';
@@ -140,11 +142,19 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
   if (state.enabled !== intended.enabled) found('enabled', `${environment} ${intended.enabled ? 'on' : 'off'} (last set through strangler)`, state.enabled ? 'on' : 'off');
 
   if (fix && drift.length > 0) {
-    const strategyDrift = drift.some((d) => d.kind !== 'extra-strategy' && d.kind !== 'enabled');
-    if (strategyDrift) await api.updateStrategy(project, name, environment, ours.id, desiredStrategy(managed, intended, recorded ? `restored by flags sync --fix (${recorded.note ?? ''})` : 'adopted by flags sync --fix'));
+    // --fix only ever moves users toward legacy: a hand-made change that exposes fewer users (lower rollout,
+    // switched off) becomes the new intent; one that exposes more is reverted. Structure (stickiness, groupId,
+    // constraints, extra strategies) is restored from the config.
+    const fixed: Intended = {
+      rollout: current === undefined ? 0 : Math.min(current, intended.rollout),
+      enabled: state.enabled && intended.enabled,
+    };
+    const adopted = fixed.rollout !== intended.rollout || fixed.enabled !== intended.enabled;
+    const why = recorded ? `${adopted ? 'reconciled' : 'restored'} by flags sync --fix (was: ${recorded.note ?? 'no note'})` : 'adopted by flags sync --fix';
+    await api.updateStrategy(project, name, environment, ours.id, desiredStrategy(managed, fixed, why));
     for (const other of others) await api.deleteStrategy(project, name, environment, other.id);
-    if (state.enabled !== intended.enabled) await api.setEnvironmentEnabled(project, name, environment, intended.enabled);
-    act('fixed', drift.map((d) => `${d.kind}: ${d.found} → ${d.expected}`).join('; '));
+    if (state.enabled !== fixed.enabled) await api.setEnvironmentEnabled(project, name, environment, fixed.enabled);
+    act('fixed', `${drift.map((d) => `${d.kind}: found ${d.found}`).join('; ')} → rollout ${fixed.rollout} %, ${fixed.enabled ? 'on' : 'off'}`);
   }
   recordDrift(control, report, drift);
 }

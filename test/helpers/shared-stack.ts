@@ -51,7 +51,7 @@ export async function startSharedStack(): Promise<SharedStack> {
     await rm(dir, { recursive: true, force: true });
     throw err;
   }
-  console.error(`test/run: shared PostgreSQL + Unleash ${unleash.url} ready in ${Math.round(performance.now() - started)} ms`);
+  console.error(`test stack: PostgreSQL + Unleash ${unleash.url} ready in ${Math.round(performance.now() - started)} ms`);
   return {
     env: unleashEnv(unleash, postgres.url('postgres')),
     stop: async () => {

@@ -57,36 +57,43 @@ describe('flags sync against a real unleash-server', () => {
     assert.ok(addAt > onAt, 'newest first: the strategy was added before the environment was switched on');
   });
 
-  test('hand-made changes are reported as drift and left alone; --fix reconciles them', async () => {
+  test('hand-made changes are reported as drift and left alone; --fix reconciles them, never exposing more users', async () => {
     const flag = uniqueFlag('sync-drift');
     const env = unleash.environment;
     const control = createFlagsControl(flagsConfig(unleash, [{ id: 'd', flag: { name: flag, initialPercent: 10 } }]));
     await syncFlags(control);
     const [ours] = await api.listStrategies('default', flag, env);
     assert.ok(ours);
-    // By hand: rollout 40, stickiness changed, an extra 100 % strategy, environment off.
+    // By hand: rollout raised to 40, stickiness changed, an extra 100 % strategy.
     await api.patchStrategy('default', flag, env, ours.id, [
       { op: 'replace', path: '/parameters/rollout', value: '40' },
       { op: 'replace', path: '/parameters/stickiness', value: 'sessionId' },
     ]);
     await api.addStrategy('default', flag, env, { name: 'default', parameters: {} });
-    await api.setEnvironmentEnabled('default', flag, env, false);
 
     const report = await syncFlags(control);
     assert.deepEqual(report.actions, []);
-    assert.deepEqual(report.drift.map((d) => d.kind).sort(), ['enabled', 'extra-strategy', 'rollout', 'stickiness']);
+    assert.deepEqual(report.drift.map((d) => d.kind).sort(), ['extra-strategy', 'rollout', 'stickiness']);
     assert.match(formatSyncReport(report, ['d']), /DRIFT rollout: expected 10 % \(last set through strangler\), found "40"/);
-    const untouched = await api.getFeatureEnvironment('default', flag, env);
-    assert.equal(untouched.strategies.length, 2);
-    assert.equal(untouched.enabled, false);
+    assert.equal((await api.getFeatureEnvironment('default', flag, env)).strategies.length, 2, 'drift is left as found');
 
     const fixed = await syncFlags(control, { fix: true });
     assert.equal(fixed.fixed, true);
     const after = await api.getFeatureEnvironment('default', flag, env);
     assert.equal(after.enabled, true);
     assert.equal(after.strategies.length, 1);
-    assert.deepEqual(after.strategies[0]?.parameters, { rollout: '10', stickiness: 'default', groupId: flag });
+    assert.deepEqual(after.strategies[0]?.parameters, { rollout: '10', stickiness: 'default', groupId: flag }, 'the raised rollout is reverted');
+    assert.deepEqual((await syncFlags(control)).drift, []);
 
+    // By hand: rollout lowered to 3 and the flag switched off (an operator's kill switch). --fix keeps both.
+    await api.patchStrategy('default', flag, env, after.strategies[0]!.id, [{ op: 'replace', path: '/parameters/rollout', value: '3' }]);
+    await api.setEnvironmentEnabled('default', flag, env, false);
+    assert.deepEqual((await syncFlags(control)).drift.map((d) => d.kind).sort(), ['enabled', 'rollout']);
+    await syncFlags(control, { fix: true });
+    const safe = await api.getFeatureEnvironment('default', flag, env);
+    assert.equal(safe.enabled, false, '--fix never switches a flag on');
+    assert.equal(safe.strategies[0]?.parameters.rollout, '3', '--fix never raises a rollout');
+    assert.match(safe.strategies[0]?.title ?? '', /^strangler rollout=3 enabled=false · reconciled by flags sync --fix/);
     const clean = await syncFlags(control);
     assert.deepEqual(clean.drift, []);
     assert.deepEqual(clean.actions, []);
