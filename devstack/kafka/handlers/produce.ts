@@ -9,6 +9,7 @@ import { Writer } from '../protocol/writer.ts';
 import { checkBatch, splitBatches, type BatchInfo } from '../records/record-batch.ts';
 import type { Handler } from '../server/context.ts';
 import type { PartitionLog } from '../state/partition-log.ts';
+import { producerFields } from '../state/producer-state.ts';
 
 interface PartitionResult { partition: number; error: number; baseOffset: number }
 
@@ -43,10 +44,16 @@ export const handleProduce: Handler = async (broker, header, r) => {
           infos.push(check.info);
         }
         let baseOffset = -1;
-        batches.forEach((b, i) => {
-          const at = log.append(b, infos[i]!.lastOffsetDelta, infos[i]!.maxTimestamp);
+        for (const [i, b] of batches.entries()) {
+          const verdict = log.producers.check(producerFields(b));
+          if (verdict.kind === 'reject') {
+            broker.logger.warn({ topic: name, partition, errorCode: verdict.error, reason: verdict.reason }, KAFKA_LOG.produceRejected);
+            return { partition, error: verdict.error, baseOffset: -1 };
+          }
+          // A retried idempotent batch already stored: answer with its original offset, store nothing.
+          const at = verdict.kind === 'duplicate' ? verdict.baseOffset : log.append(b, infos[i]!.lastOffsetDelta, infos[i]!.maxTimestamp);
           if (i === 0) baseOffset = at;
-        });
+        }
         touched.add(log);
         return { partition, error: 0, baseOffset };
       }),

@@ -50,6 +50,8 @@ export interface RecoveredBatch {
   readonly baseOffset: number;
   readonly lastOffsetDelta: number;
   readonly maxTimestamp: number;
+  /** The stored batch's header (61 bytes), for state rebuilt from headers (idempotent producers). */
+  readonly header: Buffer;
 }
 
 export class FileLogStore implements LogStore {
@@ -71,7 +73,7 @@ export class FileLogStore implements LogStore {
       const batch = Buffer.allocUnsafe(size);
       readSync(this.#fd, batch, 0, size, pos);
       if (crc32c(batch, 21) !== batch.readUInt32BE(17)) break;
-      onRecovered({ position: pos, size, baseOffset: Number(batch.readBigInt64BE(0)), lastOffsetDelta: batch.readInt32BE(23), maxTimestamp: Number(batch.readBigInt64BE(35)) });
+      onRecovered({ position: pos, size, baseOffset: Number(batch.readBigInt64BE(0)), lastOffsetDelta: batch.readInt32BE(23), maxTimestamp: Number(batch.readBigInt64BE(35)), header: batch.subarray(0, BATCH_HEADER_BYTES) });
       pos += size;
     }
     if (pos !== fileBytes) {

@@ -25,6 +25,8 @@ export const KafkaError = {
   INVALID_RECORD: 87,
   TRANSACTIONAL_ID_AUTHORIZATION_FAILED: 53,
   INVALID_CONFIG: 40,
+  OUT_OF_ORDER_SEQUENCE_NUMBER: 45,
+  INVALID_PRODUCER_EPOCH: 47,
 } as const;
 
 export type KafkaErrorCode = (typeof KafkaError)[keyof typeof KafkaError];

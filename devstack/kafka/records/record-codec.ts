@@ -23,8 +23,10 @@ function varlong(w: Writer, v: bigint): void {
   w.int8(Number(z) << 24 >> 24);
 }
 
-/** Builds a valid uncompressed batch (producer id −1, as librdkafka sends) with base offset 0. */
-export function encodeBatch(records: readonly SimpleRecord[], baseTimestamp = 1_700_000_000_000): Buffer {
+export interface ProducerIdentity { readonly producerId: bigint; readonly epoch: number; readonly baseSequence: number }
+
+/** Builds a valid uncompressed batch with base offset 0; without `producer`, producer id −1 as librdkafka sends. */
+export function encodeBatch(records: readonly SimpleRecord[], baseTimestamp = 1_700_000_000_000, producer?: ProducerIdentity): Buffer {
   const body = new Writer();
   records.forEach((r, i) => {
     const rec = new Writer();
@@ -46,7 +48,7 @@ export function encodeBatch(records: readonly SimpleRecord[], baseTimestamp = 1_
   const maxTimestamp = Math.max(baseTimestamp, ...records.map((r) => r.timestamp ?? baseTimestamp));
   const afterCrc = new Writer()
     .int16(0).int32(records.length - 1).int64(baseTimestamp).int64(maxTimestamp)
-    .int64(-1).int16(-1).int32(-1).int32(records.length).raw(body.toBuffer()).toBuffer();
+    .int64(producer?.producerId ?? -1n).int16(producer?.epoch ?? -1).int32(producer?.baseSequence ?? -1).int32(records.length).raw(body.toBuffer()).toBuffer();
   const head = new Writer().int64(0).int32(afterCrc.length + 9).int32(0).int8(2).toBuffer();
   const crc = Buffer.allocUnsafe(4);
   crc.writeUInt32BE(crc32c(afterCrc));

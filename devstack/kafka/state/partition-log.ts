@@ -5,6 +5,7 @@
  */
 import type { LogStore } from '../persistence/log-store.ts';
 import { stampBaseOffset } from '../records/record-batch.ts';
+import { ProducerStates, producerFields } from './producer-state.ts';
 
 interface IndexEntry {
   readonly baseOffset: number;
@@ -24,14 +25,17 @@ export class PartitionLog {
   #logEndOffset = 0;
   readonly logStartOffset = 0;
   readonly #listeners = new Set<() => void>();
+  /** Idempotent-producer sequences of this partition. */
+  readonly producers = new ProducerStates();
 
   constructor(store: LogStore) {
     this.#store = store;
   }
 
-  /** Adds a batch found on disk at start-up (already carrying its assigned offset). */
-  recover(position: number, size: number, baseOffset: number, lastOffsetDelta: number, maxTimestamp: number): void {
+  /** Adds a batch found on disk at start-up (already carrying its assigned offset); `header` its first 61 bytes. */
+  recover(position: number, size: number, baseOffset: number, lastOffsetDelta: number, maxTimestamp: number, header?: Buffer): void {
     const lastOffset = baseOffset + lastOffsetDelta;
+    if (header) this.producers.record(producerFields(header), baseOffset);
     this.#index.push({ baseOffset, lastOffset, position, size, maxTimestamp });
     this.#logEndOffset = lastOffset + 1;
   }
@@ -46,6 +50,7 @@ export class PartitionLog {
   append(batch: Buffer, lastOffsetDelta: number, maxTimestamp: number): number {
     const baseOffset = this.#logEndOffset;
     const stored = stampBaseOffset(batch, baseOffset);
+    this.producers.record(producerFields(batch), baseOffset);
     const position = this.#store.append(stored);
     this.#index.push({ baseOffset, lastOffset: baseOffset + lastOffsetDelta, position, size: stored.length, maxTimestamp });
     this.#logEndOffset = baseOffset + lastOffsetDelta + 1;

@@ -55,12 +55,12 @@ export class TopicRegistry {
     const partitions: PartitionLog[] = [];
     for (let p = 0; p < count; p++) {
       let store: LogStore;
-      const recovered: [number, number, number, number, number][] = [];
+      const recovered: [number, number, number, number, number, Buffer][] = [];
       if (this.#dataDir) {
         const dir = join(this.#dataDir, 'logs', name);
         mkdirSync(dir, { recursive: true });
         store = new FileLogStore(join(dir, `${p}.log`),
-          (b) => recovered.push([b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp]),
+          (b) => recovered.push([b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp, b.header]),
           (valid, total) => this.#log.warn({ topic: name, partition: p, validBytes: valid, fileBytes: total }, KAFKA_LOG.tornTail));
       } else {
         store = new MemoryLogStore();

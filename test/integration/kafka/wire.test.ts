@@ -12,7 +12,7 @@ import { Reader } from '../../../devstack/kafka/protocol/reader.ts';
 import { Writer } from '../../../devstack/kafka/protocol/writer.ts';
 import { decodeRecords, encodeBatch } from '../../../devstack/kafka/records/record-codec.ts';
 import { RawClient, requestFrame } from './raw-client.ts';
-import { startTestBroker, unique } from './support.ts';
+import { startTestBroker, tempDir, unique } from './support.ts';
 
 function metadataV4(topics: string[] | null, allowAutoCreate: boolean): Buffer {
   const w = new Writer();
@@ -157,6 +157,35 @@ describe('wire behaviour', () => {
     assert.equal(timedOut[0]!.records.length, 0, 'empty at HW after max_wait');
     const minBytes = parseFetchV11(await call(ApiKey.Fetch, 11, fetchV11(300, 1_000_000, [{ topic: t, partition: 0, offset: 0 }])));
     assert.equal(decodeRecords(minBytes[0]!.records).length, 1, 'below min_bytes: whatever there is, after max_wait');
+  });
+
+  test('idempotent producer: a retried batch is answered with its original offset and stored once, also after a restart', async () => {
+    const dir = tempDir('idempotent');
+    let durable = await startTestBroker({ dataDir: dir.path });
+    try {
+      const t = unique('idem');
+      const producer = { producerId: 4242n, epoch: 0, baseSequence: 0 };
+      const batch = (seq: number, value: string): Buffer => encodeBatch([{ key: null, value: Buffer.from(value) }], undefined, { ...producer, baseSequence: seq });
+      const produce = async (b: Buffer): Promise<[number, number]> => {
+        const client = await RawClient.open(durable.port);
+        await call(ApiKey.Metadata, 4, metadataV4([t], true), client);
+        const r = new Reader(await call(ApiKey.Produce, 7, produceV7(t, 0, b, -1), client), 4);
+        client.close();
+        r.int32(); r.string(); r.int32(); r.int32();
+        return [r.int16(), r.int64n()];
+      };
+      assert.deepEqual(await produce(batch(0, 'first')), [0, 0]);
+      assert.deepEqual(await produce(batch(1, 'second')), [0, 1]);
+      assert.deepEqual(await produce(batch(1, 'second')), [0, 1], 'retry of the last batch → same offset');
+      assert.deepEqual(await produce(batch(5, 'gap')), [KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, -1]);
+      await durable.close();
+      durable = await startTestBroker({ dataDir: dir.path });
+      assert.deepEqual(await produce(batch(1, 'second')), [0, 1], 'recognised after a restart (state rebuilt from the log)');
+      assert.deepEqual(await produce(batch(2, 'third')), [0, 2]);
+    } finally {
+      await durable.close();
+      dir.remove();
+    }
   });
 
   test('deleting a topic wakes a Fetch parked on it, which answers UNKNOWN_TOPIC_OR_PARTITION', async () => {
