@@ -182,6 +182,24 @@ export class Applier {
       throw new StranglerError('SYNC_APPLY_FAILED', `dead letter retry failed again: ${outcome.deadLetters[0]?.reason ?? 'parked'}`);
     }
 
+    // Optimistic check: a local write that committed after the versions were read (its transaction held the row,
+    // so the writes above waited for it) changed a vector we decided on. Lock the vectors, compare, and if any moved
+    // retry the whole batch (transient, SQLSTATE 40001) so the decision sees the local write. Lock order is the
+    // application's: business row (above), then row_version (here and in the capture trigger).
+    const touched = [...outcome.states.keys()];
+    if (touched.length > 0) {
+      const split0 = touched.map((id) => id.split('\u0000') as [string, string]);
+      const now = await client.query<{ tbl: string; pk: string; lv: string; sv: string; deleted: boolean }>(
+        `SELECT r.tbl, r.pk, r.legacy_version AS lv, r.service_version AS sv, r.deleted FROM ${this.#s}.row_version r
+           JOIN unnest($1::text[], $2::text[]) AS k(tbl, pk) ON r.tbl = k.tbl AND r.pk = k.pk FOR UPDATE OF r`,
+        [split0.map((x) => x[0]), split0.map((x) => x[1])]);
+      for (const r of now.rows) {
+        const was = loaded.get(keyId(r.tbl, r.pk));
+        if (!was || was.vec.legacy !== Number(r.lv) || was.vec.service !== Number(r.sv) || was.deleted !== r.deleted) {
+          throw Object.assign(new Error(`concurrent local write to ${r.tbl} ${r.pk} while applying; retrying the batch`), { code: '40001' });
+        }
+      }
+    }
     // Version vectors (zero vectors of never-changed rows are not stored: absence means the same).
     const vk = [...outcome.states.entries()].filter(([, st]) => st.vec.legacy !== 0 || st.vec.service !== 0 || st.deleted);
     if (vk.length > 0) {

@@ -159,6 +159,39 @@ describe('sync on PostgreSQL (memory transport)', () => {
     });
   }
 
+  test('a local write committing while apply waits for its row is seen: conflict detected, both sides converge', async () => {
+    for (const policy of ['owner-wins', 'latest-commit-wins'] as const) {
+      const { pools, p, config, tables } = await installed(`race_${policy.replaceAll('-', '_')}`, { conflicts: { policy } });
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'base')`);
+      await p.settle();
+      await pools.legacy.query(`UPDATE items SET name = 'legacy' WHERE id = 1`);
+      await p.relays.legacy.step();
+      const local = await pools.service.connect();
+      try {
+        await local.query('BEGIN');
+        await local.query(`UPDATE catalog_items SET title = 'service' WHERE item_id = 1`); // holds the row, vector bumped
+        const applying = p.consumers.legacy.drain(); // blocks on the row
+        // Wait until apply is blocked on the row lock (the race being tested), polling with a deadline.
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const w = await pools.service.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`);
+          if (w.rows[0].n > 0) break;
+          assert.ok(Date.now() < deadline, 'apply never waited for the locked row');
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        await local.query('COMMIT');
+        await applying;
+      } finally { local.release(); }
+      await p.settle();
+      const v = await verifyTables(config, pools, tables);
+      assert.equal(v.ok, true, `${policy}: converged`);
+      const vectors = async (pool: typeof pools.legacy) => (await pool.query('SELECT tbl, pk, legacy_version, service_version FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
+      assert.deepEqual(await vectors(pools.service), await vectors(pools.legacy));
+      const conflicts = (await pools.service.query('SELECT count(*)::int AS n FROM strangler_sync.conflicts')).rows[0].n + (await pools.legacy.query('SELECT count(*)::int AS n FROM strangler_sync.conflicts')).rows[0].n;
+      assert.ok(conflicts >= 1, `${policy}: the concurrent write is a conflict, not silently overwritten`);
+    }
+  });
+
   test('a delete is not resurrected by a late or replayed insert (tombstones)', async () => {
     const { pools, p } = await installed('tombstone');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
