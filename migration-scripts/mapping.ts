@@ -237,9 +237,26 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
     // Canonical text: the service-shaped row, each value cast to the service type (json canonicalised as jsonb).
     const canonicalCols = (side: Side, img: string) => {
       const svc = info.service;
-      const list = side === 'service'
-        ? [...new Set(exprs.service.map((e) => e.column))].map((c) => ({ column: c, expr: castExpr(sourceText(img, c), sourceJson(img, c), svc.columns.get(c) as ColumnInfo) }))
-        : t.columns.flatMap((c, j) => entryExprs(c, 'service', info, img, `${at}.columns[${j}]`, []));
+      const direct = img.startsWith('@') ? img.slice(1) : null;
+      // Reading rows in place (verify): a column whose type is the same on both sides is printed as it is, with no
+      // round trip through text and a cast (the costly part on a million rows). Anything else goes through the
+      // same expressions apply writes with, so the canonical text is what apply would produce.
+      const same = (c: ColumnMappingConfig): c is ColumnMappingConfig & { legacy: string; service: string } =>
+        typeof c.legacy === 'string' && typeof c.service === 'string' && (!('codec' in c) || c.codec === 'identity')
+        && info.legacy.columns.get(c.legacy)?.type === info.service.columns.get(c.service)?.type;
+      const jsonDirect = (alias: string, col: string) => (svc.columns.get(col)?.family === 'json' ? `NULLIF(${alias}.${q(col)}::jsonb, 'null'::jsonb)` : `${alias}.${q(col)}`);
+      let list: ColumnExpr[];
+      if (side === 'service') {
+        list = [...new Set(exprs.service.map((e) => e.column))].map((c) => ({ column: c, expr: direct ? jsonDirect(direct, c) : castExpr(sourceText(img, c), sourceJson(img, c), svc.columns.get(c) as ColumnInfo) }));
+      } else {
+        list = t.columns.flatMap((c, j) => {
+          if (direct && same(c)) {
+            const fam = svc.columns.get(c.service)?.family;
+            return [{ column: c.service, expr: fam === 'json' ? `NULLIF(${direct}.${q(c.legacy)}::jsonb, 'null'::jsonb)` : `${direct}.${q(c.legacy)}` }];
+          }
+          return entryExprs(c, 'service', info, img, `${at}.columns[${j}]`, []);
+        });
+      }
       return list.sort((a, b) => (a.column < b.column ? -1 : 1)).map((e) => {
         const fam = svc.columns.get(e.column)?.family;
         return `quote_nullable((${e.expr})${fam === 'json' ? '::jsonb' : ''}::text)`;

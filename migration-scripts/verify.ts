@@ -2,7 +2,7 @@
  * Verify: compares the two sides table by table through the mapping, without copying rows.
  *
  * Each row's canonical text is the service-shaped row (legacy rows are mapped with the same SQL expressions apply
- * uses), each value cast to the service column type and printed in UTC; its hash is 60 bits of md5. Per key range:
+ * uses), each value cast to the service column type and printed in UTC; its hash is PostgreSQL's 64-bit hashtextextended. Per key range:
  * count and sum of hashes on both sides, in parallel, one scan per side. Mismatched ranges are split again (factor
  * 32) until they hold at most `leafRows` rows; then key hashes are compared to name the keys.
  * Run it when the pipeline is drained (lag 0): rows in flight show up as differences.
@@ -31,7 +31,7 @@ class TableVerifier {
     this.#keyType = t.table('service').columns.get(sk)?.type ?? 'text';
   }
   #k(side: Side): string { return `t.${q(this.#t.key(side)[0] as string)}::${this.#keyType}`; }
-  #hash(side: Side): string { return `('x' || substr(md5(${this.#t.canonicalText(side, '@t')}), 1, 15))::bit(60)::bigint`; }
+  #hash(side: Side): string { return `hashtextextended(${this.#t.canonicalText(side, '@t')}, 0)`; }
   #from(side: Side): string { return `${this.#t.qualified(side)} t`; }
   #where(side: Side, first: number): string {
     return `($${first}::${this.#keyType} IS NULL OR ${this.#k(side)} >= $${first}::${this.#keyType}) AND ($${first + 1}::${this.#keyType} IS NULL OR ${this.#k(side)} < $${first + 1}::${this.#keyType})`;
