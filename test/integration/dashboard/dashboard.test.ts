@@ -11,6 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { RouteStatus, RoutesResponse, TargetWindowStats } from '../../../gateway/admin/types.ts';
+import type { SyncStatus } from '../../../migration-scripts/status.ts';
 
 const TOKEN = 'dash-test-token';
 const html = readFileSync(new URL('../../../gateway/admin/dashboard/index.html', import.meta.url), 'utf8');
@@ -184,6 +185,26 @@ describe('migration dashboard', () => {
     await waitText('[data-testid="sync-lag-legacy-to-service"]', '12 events · 340 ms');
     assert.equal(await text('sync-lag-service-to-legacy', 'body'), '0 events · 5.0 ms');
     assert.match((await text('sync-last-verify', 'body')) ?? '', /^mismatch \(2\) at /);
+  });
+
+  test('the sync panel reads the real GET /admin/sync shape (SyncStatus)', async () => {
+    const direction = (source: 'legacy' | 'service', lagEvents: number, lagSeconds: number): SyncStatus['directions'][number] => ({
+      ...(source === 'legacy' ? { direction: 'legacy-to-service', source, target: 'service' } as const : { direction: 'service-to-legacy', source, target: 'legacy' } as const),
+      capturePending: 0, kafkaBacklog: lagEvents, lagEvents, lagSeconds,
+      relay: { lastPosition: 10, ackedPosition: 10, published: 10, updatedAt: null }, lastAppliedPosition: 10,
+      applied: 10, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0, parkedNow: 0, lastEventAt: null, lastAppliedAt: null, lastLagMs: 4,
+    });
+    const status: SyncStatus = {
+      at: '2026-11-21T05:20:00.000Z',
+      directions: [direction('legacy', 7, 0.25), direction('service', 0, 0)],
+      backfill: [],
+      lastVerify: { ok: true, at: '2026-11-21T05:15:00.000Z', ms: 120, tables: [{ table: 'orders', match: true, diffs: 0 }] },
+    };
+    state.sync = status;
+    await waitText('[data-testid="sync-lag-legacy-to-service"]', '7 events · 250 ms');
+    assert.equal(await text('sync-lag-service-to-legacy', 'body'), '0 events · 0.0 ms');
+    assert.match((await text('sync-last-verify', 'body')) ?? '', /^match at /);
+    assert.equal(await text('sync-status', 'body'), 'ok');
   });
 
   test('shift: step button, confirmation with a required reason, POST {percent, reason}, page follows', async () => {

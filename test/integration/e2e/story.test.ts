@@ -157,6 +157,7 @@ describe('the strangler story', () => {
     await demo.restartService();
     load.phase = 'restarted';
     await load.waitForRequests(50, 30_000, (s) => s.target === 'service' && !s.fallback && s.status < 500);
+    const serviceBackAt = Math.min(...load.samples.filter((s) => s.phase === 'restarted' && s.target === 'service' && !s.fallback && s.status < 500).map((s) => s.endMs));
     assertPhaseHealthy('restarted', { writesMayFail: true });
 
     // 100 %: everything on the service.
@@ -167,7 +168,8 @@ describe('the strangler story', () => {
     assertPhaseHealthy('100%');
 
     // Rollback: every request on legacy within a second. Probe loops for many users run next to the load; the
-    // figure is the earliest send time from which on every request (probes and load) landed on legacy.
+    // figure is the later of (a) when this gateway's flag state switched and (b) the earliest send time from which
+    // on every request (probes and load) landed on legacy.
     load.phase = 'rollback';
     const rollbackStart = performance.now();
     let answered = false;
@@ -203,13 +205,16 @@ describe('the strangler story', () => {
       probing = false;
       await Promise.all(loops);
     }
-    const rollbackMs = landed().ms;
     const rb = await rollback;
+    const flagStateMs = await stateSeen;
+    // The later of: this gateway's flag state switched; every request sent from then on landed on legacy.
+    const rollbackMs = Math.max(landed().ms, flagStateMs);
     figures.rollbackMs = rollbackMs;
     figures.rollbackAdminAnsweredMs = rb.ms;
-    figures.rollbackFlagStateMs = await stateSeen;
+    figures.rollbackFlagStateMs = flagStateMs;
+    figures.rollbackAllLegacyFromSendMs = landed().ms;
     figures.rollbackProbes = probes.length;
-    console.log(`e2e rollback: every request on legacy after ${rollbackMs} ms (gateway flag state changed after ${figures.rollbackFlagStateMs} ms, admin API answered after ${rb.ms} ms; ${probes.length} probes)`);
+    console.log(`e2e rollback: rollback landed after ${rollbackMs} ms (gateway flag state switched after ${flagStateMs} ms, every request sent from ${figures.rollbackAllLegacyFromSendMs} ms on went to legacy, admin API answered after ${rb.ms} ms; ${probes.length} probes)`);
     assert.equal(rb.status, 200, `rollback: ${JSON.stringify(rb.json)}`);
     assert.ok(probes.every((p) => p.status === 200), 'every probe answered 200');
     // From then on nothing reaches the service: the load's own requests too.
@@ -220,6 +225,18 @@ describe('the strangler story', () => {
     assertPhaseHealthy('rollback');
 
     await load.stop();
+
+    // Over the whole run, transitions included: every read answered (200, or 404 for an id not yet synced), no
+    // request hung, and the only failed writes were clean gateway errors while the service was down.
+    const badReads = load.samples.filter((s) => s.kind !== 'create' && s.status !== 200 && s.status !== 404);
+    assert.deepEqual(badReads.slice(0, 5).map((s) => `${s.phase} ${s.kind} ${s.status} ${s.error}`), [], `failed reads: ${badReads.length}`);
+    assert.equal(load.samples.filter((s) => s.status === -1).length, 0, 'hung requests');
+    const failedWrites = load.samples.filter((s) => s.kind === 'create' && s.status !== 201);
+    for (const s of failedWrites) {
+      assert.ok(s.status >= 500 && s.status <= 504 && s.error && !s.error.startsWith('unparsed'), `write failure not clean: ${s.phase} ${s.status} ${s.error}`);
+      assert.ok(s.endMs >= killedAt && s.startMs <= serviceBackAt, `write failed outside the outage: ${s.phase} ${s.status} ${s.error}`);
+    }
+    figures.failedWrites = failedWrites.length;
 
     // The sync drains: no lag, nothing parked, in both directions.
     const drainStart = performance.now();
@@ -244,6 +261,11 @@ describe('the strangler story', () => {
     const verify = JSON.parse(out) as { ok: boolean; tables: { table: string; match: boolean }[] };
     assert.equal(verify.ok, true);
     assert.ok(verify.tables.some((t) => t.table === 'orders' && t.match));
+
+    // The control plane shows the same: no lag, and the verify just run.
+    const syncView = (await (await fetch(`${demo.gateway.adminUrl}/admin/sync`, { headers: { authorization: `Bearer ${demo.adminToken}` } })).json()) as { directions: { direction: string; lagEvents: number }[]; lastVerify: { ok: boolean } | null };
+    assert.deepEqual(syncView.directions.map((d) => [d.direction, d.lagEvents]), [['legacy-to-service', 0], ['service-to-legacy', 0]]);
+    assert.equal(syncView.lastVerify?.ok, true, 'GET /admin/sync shows the verify result');
 
     // Every acknowledged write is on both sides.
     const ids = [...load.acknowledged];
