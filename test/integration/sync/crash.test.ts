@@ -86,3 +86,27 @@ test('crash matrix: kill -9 relays and apply workers at random points, restart b
     for (const wk of workers) await wk.stop();
   }
 });
+
+test('backfill killed with SIGKILL mid-way resumes from its checkpoint and completes; verify identical', async () => {
+  const { loaded, file, pools } = await stack.pair('bfcrash');
+  const config = loaded.sync;
+  await pools.legacy.query(`INSERT INTO items (id, name, price_cents, data) SELECT g, 'n' || g, g, jsonb_build_object('g', g) FROM generate_series(1, 20000) g`);
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const progress = async () => (await pools.service.query(`SELECT coalesce(max(rows_done), 0)::int AS n, bool_or(done) AS done FROM strangler_sync.backfill`)).rows[0] as { n: number; done: boolean | null };
+  const first = new Worker('backfill-1', ['backfill', '--table', 'items', '--rate', '4000', '--config', file]);
+  first.start();
+  await waitFor('the first backfill to copy some chunks', async () => (await progress()).n >= 5_000, 30_000, 20);
+  await first.kill();
+  const cut = await progress();
+  assert.ok(cut.n < 20_000 && !cut.done, `killed mid-way (${cut.n} rows done)`);
+  const second = new Worker('backfill-2', ['backfill', '--table', 'items', '--config', file]);
+  second.start();
+  await waitFor('the resumed backfill to finish', async () => (await progress()).done === true, 60_000, 50);
+  await second.stop();
+  assert.equal((await progress()).n, 20_000, 'every row counted once across the two runs');
+  const v = await verifyTables(config, pools, tables, 'items');
+  assert.equal(v.ok, true);
+  assert.match(second.stderr, /backfill items legacy→service/);
+});
