@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
-import { Kafka, logLevel, Partitioners, type Consumer, type EachMessagePayload } from 'kafkajs';
+import { CompressionTypes, Kafka, logLevel, Partitioners, type Consumer, type EachMessagePayload } from 'kafkajs';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
 import { commitOffsets } from './raw-client.ts';
 import { REPO_ROOT, startTestBroker, tempDir, unique, waitFor } from './support.ts';
@@ -169,14 +169,15 @@ describe('kafkajs 2.2.4 against the dev broker', () => {
     await a.disconnect();
   });
 
-  test('eachBatch sees the exact high watermark and offsetLag; an idempotent producer (InitProducerId) works', async () => {
+  test('eachBatch sees the exact high watermark and offsetLag; an idempotent producer (InitProducerId) and a GZIP batch work', async () => {
     const topic = unique('batch');
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, createPartitioner: Partitioners.DefaultPartitioner });
     await producer.connect();
     cleanups.push(() => producer.disconnect());
     await producer.send({ topic, messages: Array.from({ length: 25 }, (_, i) => ({ key: 'same', value: `b${i}` })) });
-    await producer.send({ topic, messages: Array.from({ length: 5 }, (_, i) => ({ key: 'same', value: `c${i}` })) });
+    await producer.send({ topic, compression: CompressionTypes.GZIP, messages: Array.from({ length: 5 }, (_, i) => ({ key: 'same', value: `c${i}` })) });
     const batches: { hw: string; lag: string; last: string; count: number }[] = [];
+    const values: string[] = [];
     const consumer = kafka.consumer({ groupId: unique('g'), ...CONSUMER_TUNING });
     cleanups.push(() => consumer.disconnect());
     await consumer.connect();
@@ -184,10 +185,12 @@ describe('kafkajs 2.2.4 against the dev broker', () => {
     await consumer.run({
       eachBatch: async ({ batch }) => {
         batches.push({ hw: batch.highWatermark, lag: batch.offsetLag(), last: batch.lastOffset(), count: batch.messages.length });
+        values.push(...batch.messages.map((m) => m.value!.toString()));
       },
     });
     await waitFor('30 messages in batches', () => batches.reduce((s, b) => s + b.count, 0) >= 30);
     await consumer.disconnect();
+    assert.deepEqual(values.slice(-5), ['c0', 'c1', 'c2', 'c3', 'c4'], 'the GZIP batch is served as stored and decoded by kafkajs');
     const final = batches[batches.length - 1]!;
     assert.deepEqual([final.hw, final.last, final.lag], ['30', '29', '0']);
   });
