@@ -29,6 +29,7 @@ let demo: RunningDemo;
 let dataDir: string;
 let load: OrdersLoad;
 const figures: Record<string, unknown> = {};
+const shifts: Record<string, { adminAnsweredMs: number; gatewayFollowsMs: number }> = {};
 
 async function until<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, everyMs = 50): Promise<T> {
   const deadline = performance.now() + timeoutMs;
@@ -58,12 +59,15 @@ async function admin(path: string, body: Record<string, unknown>): Promise<{ sta
 /** Shifts through the control plane, then waits until this gateway's flag state shows the new percentage. */
 async function shift(percent: number): Promise<void> {
   load.phase = `shifting to ${percent}%`; // requests in flight while the change lands are not counted in either step
+  const started = performance.now();
   const r = await admin('/admin/routes/orders/shift', { percent, reason: `e2e story: ${percent}%`, actor: 'e2e' });
   assert.equal(r.status, 200, `shift to ${percent}%: ${JSON.stringify(r.json)}`);
+  const answeredMs = Math.round(performance.now() - started);
   await until(`flag state ${percent}%`, () => {
     const s = demo.gateway.runtime.flags.state(FLAG);
     return s.known && s.enabled && s.rolloutPercent === percent;
-  });
+  }, 15_000, 5);
+  shifts[`${percent}%`] = { adminAnsweredMs: answeredMs, gatewayFollowsMs: Math.round(performance.now() - started) };
   load.phase = `${percent}%`;
 }
 
@@ -292,6 +296,7 @@ describe('the strangler story', () => {
       const st = load.stats(p);
       return [p, { requests: st.requests, byTarget: st.byTarget, fallbacks: st.fallbacks, writeFailures: st.writeFailures, read404: st.read404 }];
     }));
+    figures.shifts = shifts;
     figures.storyMs = Math.round(performance.now() - t0);
     console.log(`e2e figures: ${JSON.stringify(figures, null, 2)}`);
   });
