@@ -49,7 +49,7 @@ describe('sync through Kafka', () => {
       await waitFor('both directions drained', async () => {
         const st = await readSyncStatus(config, pools, kafka);
         return st.directions.every((d) => d.lagEvents === 0);
-      });
+      }, 60_000, 100);
       const v = await verifyTables(config, pools, tables);
       assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => t.diffs.slice(0, 5)))}`);
       const st = await readSyncStatus(config, pools, kafka);
