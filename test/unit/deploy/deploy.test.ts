@@ -1,0 +1,182 @@
+/**
+ * Keeps the deployment files (deploy/, docs/deployment.md) consistent with the code: the manifests parse, the
+ * config they ship passes both config readers, every container command line names a real subcommand and real
+ * options, and everything the production commands import is inside the image.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { dirname, join, normalize } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
+import { parseConfigText } from '../../../gateway/config/load.ts';
+import { parseSyncConfig } from '../../../migration-scripts/config.ts';
+import { gatewayCommand } from '../../../gateway/command.ts';
+import { flagsCommand } from '../../../flags/command.ts';
+import { syncCommand } from '../../../migration-scripts/command.ts';
+
+const K8S = 'deploy/k8s';
+const CONFIG_PATH = '/etc/strangler/strangler.yaml';
+const FAKE_ENV = {
+  STRANGLER_SESSION_SECRET: 's'.repeat(32), STRANGLER_ADMIN_TOKEN: 'a'.repeat(32), UNLEASH_BACKEND_TOKEN: 'default:production.x', UNLEASH_ADMIN_TOKEN: 'user:x',
+  LEGACY_DATABASE_URL: 'postgres://u:p@legacy/db', SERVICE_DATABASE_URL: 'postgres://u:p@service/db', CONTROLLER_DATABASE_URL: 'postgres://u:p@c/db',
+};
+
+interface Manifest { file: string; kind: string; name: string; body: Record<string, unknown> }
+interface Probe { httpGet: { path: string; port: string } }
+interface Container {
+  name: string;
+  args?: string[];
+  command?: string[];
+  ports?: { name: string; containerPort: number }[];
+  startupProbe?: Probe;
+  livenessProbe?: Probe;
+  readinessProbe?: Probe;
+}
+interface PodSpec { containers: Container[] }
+interface WorkloadSpec { template?: { spec?: PodSpec }; jobTemplate?: { spec?: { template?: { spec?: PodSpec } } } }
+
+function manifests(): Manifest[] {
+  const out: Manifest[] = [];
+  for (const dir of ['.', 'base', 'jobs', 'optional']) {
+    for (const f of readdirSync(join(K8S, dir)).filter((n) => n.endsWith('.yaml')).sort()) {
+      const file = join(K8S, dir, f);
+      for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+        assert.deepEqual(doc.errors.map((e) => e.message), [], `${file} parses`);
+        const body = doc.toJS() as { kind: string; metadata: { name: string } };
+        out.push({ file, kind: body.kind, name: body.metadata.name, body: body as unknown as Record<string, unknown> });
+      }
+    }
+  }
+  return out;
+}
+
+function podSpec(m: Manifest): PodSpec | undefined {
+  const spec = m.body.spec as WorkloadSpec | undefined;
+  return m.kind === 'CronJob' ? spec?.jobTemplate?.spec?.template?.spec : spec?.template?.spec;
+}
+
+function shippedConfig(): string {
+  const cm = manifests().find((m) => m.kind === 'ConfigMap' && m.name === 'strangler-config');
+  assert.ok(cm, 'a ConfigMap strangler-config');
+  const text = (cm.body.data as Record<string, string>)['strangler.yaml'];
+  assert.ok(text, 'it holds strangler.yaml');
+  return text;
+}
+
+test('every manifest parses and has apiVersion, kind, name and the strangler namespace', () => {
+  const all = manifests();
+  assert.ok(all.length >= 15, `found ${all.length} manifests`);
+  for (const m of all) {
+    assert.ok(typeof m.body.apiVersion === 'string' && m.kind && m.name, `${m.file}: apiVersion/kind/name`);
+    if (m.kind !== 'Namespace') assert.equal((m.body.metadata as { namespace?: string }).namespace, 'strangler', `${m.file} ${m.kind}/${m.name}`);
+  }
+});
+
+test('the shipped config passes the gateway reader and the sync reader, and docs/deployment.md shows the same text', () => {
+  const text = shippedConfig();
+  const config = parseConfigText(text, 'strangler.yaml', FAKE_ENV);
+  assert.equal(config.admin.bind, '0.0.0.0');
+  assert.ok(config.admin.token, 'a non-loopback control plane needs admin.token');
+  assert.ok(config.identity.sessionSecret, 'several gateway pods need one session secret');
+  assert.ok(config.controller.databaseUrl, 'two controllers need the PostgreSQL state store');
+  const sync = parseSyncConfig(parse(text), 'strangler.yaml', FAKE_ENV);
+  assert.ok(sync.kafka && sync.kafka.brokers.length > 0);
+  const doc = readFileSync('docs/deployment.md', 'utf8');
+  const block = /```yaml\n([\s\S]*?)```/.exec(doc)?.[1];
+  assert.equal(block?.trim(), text.trim(), 'the first yaml block of docs/deployment.md is the ConfigMap text');
+});
+
+test('the example Secret names every variable the config needs without a default', () => {
+  const text = shippedConfig();
+  const required = new Set([...JSON.stringify(parse(text)).matchAll(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g)].map((m) => m[1]));
+  const secret = manifests().find((m) => m.kind === 'Secret');
+  const keys = Object.keys((secret?.body.stringData ?? {}) as Record<string, string>);
+  assert.deepEqual([...required].filter((k) => k && !keys.includes(k)), []);
+  assert.ok(required.size >= 5);
+});
+
+test('flags.gateways lists one control plane per gateway pod (StatefulSet replicas, headless Service)', () => {
+  const config = parseConfigText(shippedConfig(), 'strangler.yaml', FAKE_ENV);
+  const all = manifests();
+  const sts = all.find((m) => m.kind === 'StatefulSet' && m.name === 'strangler-gateway');
+  const spec = sts?.body.spec as { replicas: number; serviceName: string };
+  assert.ok(all.some((m) => m.kind === 'Service' && m.name === spec.serviceName && (m.body.spec as { clusterIP?: string }).clusterIP === 'None'));
+  const expected = Array.from({ length: spec.replicas }, (_, i) => `http://strangler-gateway-${i}.${spec.serviceName}.strangler.svc.cluster.local:${config.admin.port}`);
+  assert.deepEqual(config.flags.gateways.map((g) => g.url), expected);
+});
+
+test('every container runs a real subcommand with options its --help documents', () => {
+  const helps: Record<string, string> = { gateway: gatewayCommand.help, flags: flagsCommand.help, sync: syncCommand.help };
+  let checked = 0;
+  for (const m of manifests()) {
+    for (const c of podSpec(m)?.containers ?? []) {
+      const args = c.args ?? [];
+      assert.equal(c.command, undefined, `${m.name}: the image's ENTRYPOINT is the command`);
+      const [command, sub] = args;
+      const help = helps[command ?? ''];
+      assert.ok(help, `${m.name}: "${command}" is gateway, flags or sync`);
+      if (command !== 'gateway') assert.match(help, new RegExp(`^\\s+${sub}\\b`, 'm'), `${m.name}: subcommand "${sub}" in \`strangler ${command} --help\``);
+      for (const option of args.filter((a) => a.startsWith('--'))) assert.ok(help.includes(option), `${m.name}: ${option} in \`strangler ${command} --help\``);
+      assert.equal(args[args.indexOf('--config') + 1], CONFIG_PATH, `${m.name}: --config ${CONFIG_PATH}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 10, `checked ${checked} containers`);
+});
+
+test('gateway probes use the admin port and paths the control plane serves without a token', () => {
+  const config = parseConfigText(shippedConfig(), 'strangler.yaml', FAKE_ENV);
+  const sts = manifests().find((m) => m.kind === 'StatefulSet');
+  assert.ok(sts, 'the gateway StatefulSet');
+  const container = podSpec(sts)?.containers[0];
+  assert.ok(container, 'a gateway container');
+  const ports = Object.fromEntries((container.ports ?? []).map((p) => [p.name, p.containerPort]));
+  assert.deepEqual(ports, { http: config.proxy.port, admin: config.admin.port });
+  assert.equal(container.startupProbe?.httpGet.path, '/healthz');
+  assert.equal(container.livenessProbe?.httpGet.path, '/healthz');
+  assert.equal(container.readinessProbe?.httpGet.path, '/readyz');
+  for (const probe of [container.startupProbe, container.livenessProbe, container.readinessProbe]) assert.equal(probe?.httpGet.port, 'admin');
+  const app = readFileSync('gateway/admin/app.ts', 'utf8');
+  for (const path of ['/healthz', '/readyz']) assert.ok(app.includes(`app.get('${path}'`), `the control plane serves ${path}`);
+});
+
+/** Relative .ts imports (static and dynamic) reachable from `roots`, and the packages they import. */
+function importGraph(roots: string[]): { files: Set<string>; packages: Set<string> } {
+  const files = new Set<string>();
+  const packages = new Set<string>();
+  const queue = [...roots];
+  const specifier = /(?:^|[\s;])(?:import|export)\s+(type\s+)?(?:[\s\S]*?\sfrom\s+)?['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
+  while (queue.length > 0) {
+    const file = queue.pop() as string;
+    if (files.has(file)) continue;
+    files.add(file);
+    const text = readFileSync(file, 'utf8').replace(/^\s*(\/\/|\*|\/\*).*$/gm, '');
+    for (const m of text.matchAll(specifier)) {
+      if (m[1]) continue; // import type: erased at run time
+      const spec = m[2] ?? m[3] ?? '';
+      if (spec.startsWith('.')) {
+        const target = normalize(join(dirname(file), spec));
+        if (existsSync(target)) queue.push(target);
+      } else if (!spec.startsWith('node:') && !builtinModules.includes(spec)) {
+        packages.add(spec.startsWith('@') ? spec.split('/').slice(0, 2).join('/') : spec.split('/')[0] as string);
+      }
+    }
+  }
+  return { files, packages };
+}
+
+test('the image holds everything the production commands import, and only production dependencies', () => {
+  const dockerfile = readFileSync('deploy/Dockerfile', 'utf8');
+  const copied = [...dockerfile.matchAll(/^COPY ([\w-]+)\/ \1\/$/gm)].map((m) => m[1] as string);
+  assert.ok(copied.includes('gateway') && copied.includes('bin'), `COPY lines found: ${copied.join(', ')}`);
+  // cli/main.ts loads each command lazily; the image serves gateway, flags and sync (start/devstack are dev only).
+  const { files, packages } = importGraph(['gateway/command.ts', 'flags/command.ts', 'migration-scripts/command.ts']);
+  const outside = [...files].filter((f) => !copied.includes(f.split('/')[0] as string));
+  assert.deepEqual(outside, [], 'files imported by production commands but not copied into the image');
+  const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { dependencies: Record<string, string> };
+  assert.deepEqual([...packages].filter((p) => !(p in pkg.dependencies)).sort(), [], 'packages imported at run time must be dependencies, not devDependencies');
+  assert.ok(files.size > 30, `followed ${files.size} files`);
+  const ignore = readFileSync('.dockerignore', 'utf8').split('\n').map((l) => l.trim());
+  for (const dir of copied) assert.ok(ignore.includes(`!${dir}`), `.dockerignore lets ${dir} into the build context`);
+});
