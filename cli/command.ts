@@ -7,6 +7,8 @@ export interface Command {
   readonly summary: string;
   /** Full help text printed by `--help`. */
   readonly help: string;
+  /** True when the command prints its own help for its subcommands (so `--help` is passed through to it). */
+  readonly handlesHelp?: boolean;
   /** Runs the command; resolves to the process exit code. Long-running commands resolve when they stop. */
   run(argv: readonly string[]): Promise<number>;
 }

@@ -30,7 +30,8 @@ async function main(argv: string[]): Promise<number> {
     return 2;
   }
   const command = await entry.load();
-  if (rest.includes('--help') || rest.includes('-h')) {
+  const wantsHelp = rest.includes('--help') || rest.includes('-h');
+  if (wantsHelp && (!command.handlesHelp || rest[0] === '--help' || rest[0] === '-h')) {
     process.stdout.write(command.help.endsWith('\n') ? command.help : `${command.help}\n`);
     return 0;
   }

@@ -10,6 +10,7 @@ const PARTS: Record<string, { summary: string; load: () => Promise<Command> }> =
 export const devstackCommand: Command = {
   name: 'devstack',
   summary: 'Development parts: dev Kafka broker, Unleash on embedded PostgreSQL',
+  handlesHelp: true,
   help: `Usage: strangler devstack <part> [options]\n\nParts:\n${Object.entries(PARTS).map(([n, p]) => `  ${n.padEnd(8)} ${p.summary}`).join('\n')}\n\nRun \`strangler devstack <part> --help\` for its options.`,
   async run(argv) {
     const [part, ...rest] = argv;

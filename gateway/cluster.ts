@@ -17,7 +17,7 @@ import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer 
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
 import { controllerStateFromConfig } from './admin/controller-state.ts';
-import { messageOf } from '../common/errors.ts';
+import { StranglerError, messageOf } from '../common/errors.ts';
 
 type Request =
   | { kind: 'view' }
@@ -38,10 +38,18 @@ const isEnvelope = (m: unknown): m is Envelope => typeof m === 'object' && m !==
 
 /** Worker side: serve the data plane and answer the primary. */
 export async function runWorker(configFile: string, log: Logger, port?: number): Promise<void> {
-  const config = loadConfigFile(configFile);
-  const runtime = new Runtime(config, log, { instanceId: `${process.pid}` });
-  await runtime.flags.start();
-  const data = await startDataPlane(runtime, port === undefined ? {} : { port });
+  let runtime: Runtime | undefined;
+  let data: Awaited<ReturnType<typeof startDataPlane>>;
+  try {
+    runtime = new Runtime(loadConfigFile(configFile), log, { instanceId: `${process.pid}` });
+    await runtime.flags.start();
+    data = await startDataPlane(runtime, port === undefined ? {} : { port });
+  } catch (err) {
+    runtime?.close();
+    // Tell the primary why, then leave: the IPC channel would otherwise keep this process alive.
+    process.send?.({ strangler: true, id: 'failed', error: messageOf(err) } satisfies Envelope, () => process.exit(1));
+    return;
+  }
   process.on('message', async (m: unknown) => {
     if (!isEnvelope(m) || !m.request) return;
     const answer = (reply: unknown, error?: string) => process.send?.({ strangler: true, id: m.id, reply, ...(error ? { error } : {}) } satisfies Envelope);
@@ -104,18 +112,24 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
 
   const fork = (): Promise<Worker> =>
-    new Promise((resolve) => {
+    new Promise((resolve, reject) => {
+      let listening = false;
       const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
       worker.on('message', (m: unknown) => {
         if (isEnvelope(m) && m.id === 'listening') {
+          listening = true;
           proxyPort = (m.reply as { port: number }).port;
           resolve(worker);
+        } else if (isEnvelope(m) && m.id === 'failed') {
+          reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} could not start: ${String(m.error)}`));
         } else onMessage(m);
       });
       worker.on('exit', (code, signal) => {
         if (stopping) return;
         logEvent(log, 'gateway.worker_exit', { pid: worker.process.pid, code, signal });
-        void fork();
+        // A worker that never started (port taken, bad config) is not restarted in a loop: start-up fails instead.
+        if (!listening) return reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} exited (${code ?? signal}) before listening`));
+        void fork().catch((err: unknown) => logEvent(log, 'gateway.worker_exit', { err: messageOf(err) }));
       });
     });
 

@@ -222,10 +222,16 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
       if (action === 'shift') {
         percent = parsePercent((req.body as Record<string, unknown> | undefined)?.percent);
         result = await plane.traffic.shift(id, percent, who);
+        await plane.push({ flag: route.flag.name, action, percent });
+      } else if (action === 'rollback') {
+        // The kill switch acts here first, so its speed never depends on Unleash; then Unleash is switched off
+        // (and audited) so every other gateway converges and the dashboard shows the truth.
+        await plane.push({ flag: route.flag.name, action });
+        result = await plane.traffic.rollback(id, who);
       } else {
-        result = await plane.traffic[action](id, who);
+        result = await plane.traffic.resume(id, who);
+        await plane.push({ flag: route.flag.name, action });
       }
-      await plane.push({ flag: route.flag.name, action, ...(percent === undefined ? {} : { percent }) });
       logEvent(log, 'admin.change', { routeId: id, action, percent, actor: who.actor, reason: who.reason });
       res.json(result);
     } catch (err) {

@@ -99,6 +99,23 @@ describe('strangler gateway (process)', () => {
     assert.ok(gw.lines.some((l) => l.msg === 'gateway.stopped'));
   });
 
+  test('cluster mode: a worker that cannot bind fails the start instead of hanging', async () => {
+    const { createServer } = await import('node:net');
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', () => r()));
+    const taken = (blocker.address() as { port: number }).port;
+    try {
+      const file = join(dir, 'taken.yaml');
+      writeFileSync(file, configYaml(legacy.url, svc.url, 0, { proxy: { port: taken, bind: '127.0.0.1' } }));
+      const gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
+      children.push(gw);
+      assert.equal(await gw.exited, 1);
+      assert.match(gw.stderr.join('\n'), /could not start: .*port \d+ on 127\.0\.0\.1 is already in use/);
+    } finally {
+      blocker.close();
+    }
+  });
+
   test('cluster mode: several workers, one merged admin view, pushes reach every worker', async () => {
     const file = join(dir, 'cluster.yaml');
     writeFileSync(file, configYaml(legacy.url, svc.url, 50));
