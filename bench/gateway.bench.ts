@@ -22,12 +22,16 @@
  * milliseconds, too coarse for a 0.3 ms target. Proxy CPU per request comes from /proc (utime + stime).
  *
  * Knobs: GATEWAY_BENCH_SECONDS (phase 1 seconds per variant, default 10), GATEWAY_BENCH_RATE_SECONDS (phase 2,
- * default 10), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the overhead.
+ * default 10; 0 skips it), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the
+ * overhead, and GATEWAY_BENCH_CANDIDATE=<server entry> adds a "candidate" row: another build of the gateway started
+ * like bench/servers/gateway.ts (same arguments, same JSON line on fd 3), to measure a change against the current one;
+ * GATEWAY_BENCH_NODE_FLAGS (e.g. "--max-semi-space-size=64") are given to node for every proxy process (bare, gateway,
+ * candidate), to measure runtime settings.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import autocannon, { type AutocannonClient } from 'autocannon';
@@ -37,6 +41,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 10);
 const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 10);
 const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
+const CANDIDATE = process.env.GATEWAY_BENCH_CANDIDATE;
+const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
 const ROUNDS = 2;
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 50;
@@ -61,9 +67,9 @@ interface ServerProcess {
 }
 
 /** Starts bench/servers/<file> with tsx and waits for its JSON line on fd 3. */
-async function spawnServer(name: string, file: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string } = {}): Promise<ServerProcess> {
+export async function spawnServer(name: string, file: string, args: string[], options: { env?: NodeJS.ProcessEnv; stdoutFile?: string; nodeFlags?: string[] } = {}): Promise<ServerProcess> {
   const out = options.stdoutFile ? openSync(options.stdoutFile, 'a') : 'ignore';
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', join(here, 'servers', file), ...args], {
+  const child: ChildProcess = spawn(process.execPath, [...(options.nodeFlags ?? []), '--import', 'tsx', resolve(here, 'servers', file), ...args], {
     stdio: ['pipe', out, 'inherit', 'pipe'],
     env: { ...process.env, ...options.env },
   });
@@ -150,19 +156,22 @@ class Latencies {
  * Open-loop pacing on top of autocannon: every connection is rate-limited to one request per release, autocannon's
  * own per-connection quota interval is cleared, and one 1 ms clock releases idle connections round-robin so that
  * exactly `rate` requests per second start, evenly spaced. After a stall the clock catches up (the requests were due),
- * as an open-loop client should. `starved` counts requests that were due while every connection was busy.
+ * as an open-loop client should. `starved` counts requests that were due while every connection was busy, once
+ * `countAfterMs` has passed (before that, connections are still opening and sending autocannon's first request).
  */
 class Pacer {
   readonly #clients: AutocannonClient[] = [];
   readonly #rate: number;
+  readonly #countAfterMs: number;
   #timer: NodeJS.Timeout | undefined;
   #start = 0;
   #issued = 0;
   #next = 0;
   starved = 0;
 
-  constructor(rate: number) {
+  constructor(rate: number, countAfterMs: number) {
     this.#rate = rate;
+    this.#countAfterMs = countAfterMs;
   }
 
   /** autocannon's setupClient hook: runs in the connection's constructor, before its quota interval exists. */
@@ -181,12 +190,13 @@ class Pacer {
   }
 
   #tick(): void {
-    const due = Math.floor(((performance.now() - this.#start) * this.#rate) / 1000) - this.#issued;
+    const elapsedMs = performance.now() - this.#start;
+    const due = Math.floor((elapsedMs * this.#rate) / 1000) - this.#issued;
     for (let k = 0; k < due; k++) {
       this.#issued++;
       const client = this.#idle();
       if (!client) {
-        this.starved++;
+        if (elapsedMs >= this.#countAfterMs) this.starved++;
         continue;
       }
       client.reqsMadeThisSecond = 0;
@@ -208,11 +218,11 @@ class Pacer {
   }
 }
 
-async function load(o: LoadOptions): Promise<Sample> {
+export async function load(o: LoadOptions): Promise<Sample> {
   const latencies = new Latencies();
   let count = 0;
   let non2xx = 0;
-  const pacer = o.rate === null ? null : new Pacer(o.rate);
+  const pacer = o.rate === null ? null : new Pacer(o.rate, o.settleSeconds * 1000);
   const instance = autocannon({
     url: `${o.url}${PATH}`,
     connections: o.connections,
@@ -243,7 +253,7 @@ async function load(o: LoadOptions): Promise<Sample> {
   return { count, seconds: o.seconds, latencies: latencies.values, non2xx, errors: result.errors + result.timeouts, proxyCpuMs: cpuAfter - cpuBefore, starved: pacer?.starved ?? 0 };
 }
 
-function merge(samples: Sample[]): Sample {
+export function merge(samples: Sample[]): Sample {
   const n = samples.reduce((a, s) => a + s.latencies.length, 0);
   const latencies = new Float64Array(n);
   let at = 0;
@@ -271,7 +281,7 @@ interface Stats {
   starved: number;
 }
 
-function stats(s: Sample): Stats {
+export function stats(s: Sample): Stats {
   const sorted = s.latencies.slice().sort();
   return { rps: s.count / s.seconds, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), non2xx: s.non2xx, errors: s.errors, cpuUsPerReq: (s.proxyCpuMs * 1000) / s.count, starved: s.starved };
 }
@@ -324,10 +334,10 @@ export default {
       const [legacyPort, servicePort] = upstream.info.ports as [number, number];
       const legacyUrl = `http://127.0.0.1:${legacyPort}`;
       const serviceUrl = `http://127.0.0.1:${servicePort}`;
-      const bare = await spawnServer('bare http-proxy', 'bare-proxy.ts', [legacyUrl]);
+      const bare = await spawnServer('bare http-proxy', 'bare-proxy.ts', [legacyUrl], { nodeFlags: PROXY_NODE_FLAGS });
       servers.push(bare);
       const gatewayLog = join(dir, 'gateway.log');
-      const gateway = await spawnServer('gateway', 'gateway.ts', [legacyUrl, serviceUrl, dir], { stdoutFile: gatewayLog });
+      const gateway = await spawnServer('gateway', 'gateway.ts', [legacyUrl, serviceUrl, dir], { stdoutFile: gatewayLog, nodeFlags: PROXY_NODE_FLAGS });
       servers.push(gateway);
 
       const variants: Variant[] = [
@@ -335,6 +345,11 @@ export default {
         { name: 'bare http-proxy', url: `http://127.0.0.1:${bare.info.port as number}`, pid: bare.pid },
         { name: 'gateway', url: `http://127.0.0.1:${gateway.info.port as number}`, pid: gateway.pid },
       ];
+      if (CANDIDATE) {
+        const s = await spawnServer('candidate', resolve(CANDIDATE), [legacyUrl, serviceUrl, dir], { stdoutFile: join(dir, 'candidate.log'), nodeFlags: PROXY_NODE_FLAGS });
+        servers.push(s);
+        variants.push({ name: 'candidate', url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
+      }
       if (PROFILE) {
         const extra: [string, NodeJS.ProcessEnv][] = [
           ['gw: log level warn', { BENCH_LOG_LEVEL: 'warn' }],
@@ -345,14 +360,14 @@ export default {
           ['gw: warn + legacy-only', { BENCH_LOG_LEVEL: 'warn', BENCH_LEGACY_ONLY: '1' }],
         ];
         for (const [name, env] of extra) {
-          const s = await spawnServer(name, 'gateway.ts', [legacyUrl, serviceUrl, dir], { env, stdoutFile: join(dir, 'profile.log') });
+          const s = await spawnServer(name, 'gateway.ts', [legacyUrl, serviceUrl, dir], { env, stdoutFile: join(dir, 'profile.log'), nodeFlags: PROXY_NODE_FLAGS });
           servers.push(s);
           variants.push({ name, url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
         }
       }
 
       const roundSeconds = PHASE1_SECONDS / ROUNDS;
-      console.log(`upstream: one process, two ports; gateway: flag at 50 % over ${USERS} user ids, default breaker, log level info to a file`);
+      console.log(`upstream: one process, two ports; gateway: flag at 50 % over ${USERS} user ids, default breaker, log level info to a file${PROXY_NODE_FLAGS.length ? `; proxies run with node ${PROXY_NODE_FLAGS.join(' ')}` : ''}`);
       console.log(`phase 1: max throughput, ${CONNECTIONS} connections, ${WARMUP_SECONDS} s warm-up, then ${ROUNDS} interleaved rounds of ${roundSeconds} s per variant`);
       for (const v of variants) await load({ url: v.url, proxyPid: null, seconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: null, settleSeconds: 0 });
       const phase1 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
@@ -369,38 +384,38 @@ export default {
         }),
       );
 
-      const rateRound = PHASE2_SECONDS / ROUNDS;
-      console.log(`\nphase 2: fixed ${RATE} req/s, open loop over ${RATE_CONNECTIONS} connections, ${ROUNDS} interleaved rounds of ${RATE_SETTLE_SECONDS} s settle + ${rateRound} s measured per variant`);
-      const phase2 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const v of variants) phase2.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: rateRound, connections: RATE_CONNECTIONS, rate: RATE, settleSeconds: RATE_SETTLE_SECONDS }));
-      }
-      const rated = new Map(variants.map((v) => [v.name, stats(merge(phase2.get(v.name) ?? []))]));
-      const direct = rated.get('direct') as Stats;
-      table(
-        ['variant', 'req/s', 'p50 ms', 'p99 ms', '+p50 ms', '+p99 ms', 'proxy CPU µs/req', 'non-2xx', 'errors', 'late'],
-        variants.map((v) => {
-          const s = rated.get(v.name) as Stats;
-          return [v.name, fmt(s.rps, 0), fmt(s.p50, 3), fmt(s.p99, 3), fmt(s.p50 - direct.p50, 3), fmt(s.p99 - direct.p99, 3), v.pid === null ? '-' : fmt(s.cpuUsPerReq, 1), String(s.non2xx), String(s.errors), String(s.starved)];
-        }),
-      );
+      const ratio = (t.get('gateway') as Stats).rps / bareRps;
+      const targets: string[][] = [['gateway req/s vs bare http-proxy', `${fmt(ratio, 3)}×`, `≥ ${TARGETS.throughputRatio}×`, verdict(ratio >= TARGETS.throughputRatio)]];
 
-      const gw1 = t.get('gateway') as Stats;
-      const gw2 = rated.get('gateway') as Stats;
-      const ratio = gw1.rps / bareRps;
-      const addedP50 = gw2.p50 - direct.p50;
-      const addedP99 = gw2.p99 - direct.p99;
+      if (PHASE2_SECONDS > 0) {
+        const rateRound = PHASE2_SECONDS / ROUNDS;
+        console.log(`\nphase 2: fixed ${RATE} req/s, open loop over ${RATE_CONNECTIONS} connections, ${ROUNDS} interleaved rounds of ${RATE_SETTLE_SECONDS} s settle + ${rateRound} s measured per variant`);
+        const phase2 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
+        for (let round = 0; round < ROUNDS; round++) {
+          for (const v of variants) phase2.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: rateRound, connections: RATE_CONNECTIONS, rate: RATE, settleSeconds: RATE_SETTLE_SECONDS }));
+        }
+        const rated = new Map(variants.map((v) => [v.name, stats(merge(phase2.get(v.name) ?? []))]));
+        const direct = rated.get('direct') as Stats;
+        table(
+          ['variant', 'req/s', 'p50 ms', 'p99 ms', '+p50 ms', '+p99 ms', 'proxy CPU µs/req', 'non-2xx', 'errors', 'late'],
+          variants.map((v) => {
+            const s = rated.get(v.name) as Stats;
+            return [v.name, fmt(s.rps, 0), fmt(s.p50, 3), fmt(s.p99, 3), fmt(s.p50 - direct.p50, 3), fmt(s.p99 - direct.p99, 3), v.pid === null ? '-' : fmt(s.cpuUsPerReq, 1), String(s.non2xx), String(s.errors), String(s.starved)];
+          }),
+        );
+        const gateway = rated.get('gateway') as Stats;
+        const addedP50 = gateway.p50 - direct.p50;
+        const addedP99 = gateway.p99 - direct.p99;
+        targets.push(
+          [`added p50 at ${RATE} req/s`, `${fmt(addedP50, 3)} ms`, `≤ ${TARGETS.addedP50Ms} ms`, verdict(addedP50 <= TARGETS.addedP50Ms)],
+          [`added p99 at ${RATE} req/s`, `${fmt(addedP99, 3)} ms`, `≤ ${TARGETS.addedP99Ms} ms`, verdict(addedP99 <= TARGETS.addedP99Ms)],
+        );
+      }
+
       const split = logSplit(gatewayLog);
       console.log(`\ngateway log: ${split.lines} request lines, target service ${fmt((100 * split.service) / Math.max(1, split.lines), 1)} % / legacy ${fmt((100 * split.legacy) / Math.max(1, split.lines), 1)} %`);
       console.log('targets:');
-      table(
-        ['target', 'measured', 'goal', ''],
-        [
-          ['gateway req/s vs bare http-proxy', `${fmt(ratio, 3)}×`, `≥ ${TARGETS.throughputRatio}×`, verdict(ratio >= TARGETS.throughputRatio)],
-          [`added p50 at ${RATE} req/s`, `${fmt(addedP50, 3)} ms`, `≤ ${TARGETS.addedP50Ms} ms`, verdict(addedP50 <= TARGETS.addedP50Ms)],
-          [`added p99 at ${RATE} req/s`, `${fmt(addedP99, 3)} ms`, `≤ ${TARGETS.addedP99Ms} ms`, verdict(addedP99 <= TARGETS.addedP99Ms)],
-        ],
-      );
+      table(['target', 'measured', 'goal', ''], targets);
     } finally {
       for (const s of servers.reverse()) await s.stop();
       rmSync(dir, { recursive: true, force: true });
