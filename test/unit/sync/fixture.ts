@@ -17,13 +17,15 @@ export const LEGACY_DDL = `
 CREATE TABLE items (
   id bigint PRIMARY KEY, name text NOT NULL, price_cents integer, body text, data jsonb, happened_at timestamptz,
   first_name text, last_name text, amount numeric(20,6), flag boolean, legacy_only text DEFAULT 'keep');
-CREATE TABLE people (email text PRIMARY KEY, street text, city text, zip text, updated timestamp);`;
+CREATE TABLE people (email text PRIMARY KEY, street text, city text, zip text, updated timestamp);
+CREATE TABLE notes (id integer PRIMARY KEY, body text, status text NOT NULL DEFAULT 'open');`;
 
 export const SERVICE_DDL = `
 CREATE TABLE catalog_items (
   item_id bigint PRIMARY KEY, title text NOT NULL, price numeric(12,2), body text, data jsonb, happened_at timestamptz,
   full_name text, amount numeric(20,6), flag boolean, service_only text DEFAULT 'svc');
-CREATE TABLE persons (email text PRIMARY KEY, address jsonb, updated timestamp);`;
+CREATE TABLE persons (email text PRIMARY KEY, address jsonb, updated timestamp);
+CREATE TABLE note_parts (note_id bigint PRIMARY KEY, title text, rest text, state text NOT NULL CHECK (state IN ('OPEN', 'DONE')));`;
 
 export function syncDoc(urls: { legacy: string; service: string }, overrides: Record<string, unknown> = {}): Record<string, unknown> {
   return {
@@ -55,6 +57,16 @@ export function syncDoc(urls: { legacy: string; service: string }, overrides: Re
             { legacy: 'email', service: 'email' },
             { legacy: ['street', 'city', 'zip'], service: 'address', combine: 'json' },
             { legacy: 'updated', service: 'updated' },
+          ],
+        },
+        {
+          name: 'notes',
+          legacy: { table: 'notes', key: ['id'] },
+          service: { table: 'note_parts', key: ['note_id'] },
+          columns: [
+            { legacy: 'id', service: 'note_id' },
+            { legacy: 'body', service: ['title', 'rest'], combine: 'join', separator: '\n' },
+            { legacy: 'status', service: 'state', codec: 'value-map', values: { open: 'OPEN', done: 'DONE' } },
           ],
         },
       ],

@@ -72,6 +72,26 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual(l.rows[0], { price_cents: 1, first_name: 'Bob', last_name: 'van Dyke', legacy_only: 'mine', amount: '99999999999999.999999' });
   });
 
+  test('split columns and value maps work both ways; an unmapped value is parked, not written as NULL', async () => {
+    const { pools, p, config, tables } = await installed('split');
+    await pools.legacy.query(`INSERT INTO notes (id, body, status) VALUES (1, E'Title\\nline one\\nline two', 'open'), (2, NULL, 'done')`);
+    await p.settle();
+    assert.deepEqual((await pools.service.query('SELECT note_id::int, title, rest, state FROM note_parts ORDER BY note_id')).rows, [
+      { note_id: 1, title: 'Title', rest: 'line one\nline two', state: 'OPEN' },
+      { note_id: 2, title: null, rest: null, state: 'DONE' },
+    ]);
+    await pools.service.query(`UPDATE note_parts SET title = 'New', state = 'DONE' WHERE note_id = 1`);
+    await p.settle();
+    assert.deepEqual((await pools.legacy.query('SELECT body, status FROM notes WHERE id = 1')).rows[0], { body: 'New\nline one\nline two', status: 'done' });
+    assert.equal((await verifyTables(config, pools, tables, 'notes')).ok, true);
+    await pools.legacy.query(`INSERT INTO notes (id, body, status) VALUES (3, 'x', 'archived')`);
+    await p.settle();
+    const dl = await pools.service.query(`SELECT pk, reason FROM strangler_sync.dead_letters`);
+    assert.equal(dl.rows.length, 1);
+    assert.equal(dl.rows[0].pk, '[3]');
+    assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM note_parts WHERE note_id = 3')).rows[0].n, 0);
+  });
+
   test('a slow transaction with a lower sequence that commits later is still published, after the faster one', async () => {
     const { pools, p } = await installed('order');
     const slow = await pools.legacy.connect();
