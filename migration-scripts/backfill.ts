@@ -67,7 +67,18 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     return { table: t.name, source: o.source, rows: done, rowsTotal: total, chunks: 0, ms: 0, done: true, resumedFrom };
   }
 
+  // Two chunks are written at once on two connections (disjoint key ranges), but they COMMIT in order: a chunk's
+  // transaction stores its cursor only after the previous chunk committed, so the checkpoint never passes a chunk
+  // that is not in the target, and a failed chunk fails the one behind it.
   let next = readChunk(o.pools[o.source], o.config, t, o.source, cursor, chunkRows);
+  let previous: Promise<void> = Promise.resolve();
+  const finishChunk = (rows: number, lastKey: string) => {
+    cursor = lastKey;
+    done += rows;
+    chunks += 1;
+    o.onProgress?.(done, total);
+    log.debug({ event: SYNC_LOG.backfillChunk, table: t.name, rows, cursor }, 'backfill chunk');
+  };
   for (;;) {
     if (o.signal?.aborted) break;
     // Throttle on the live backlog of this direction: unpublished changes on the source.
@@ -81,6 +92,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     }
     const chunk = await next;
     if (chunk.events.length === 0) {
+      await previous;
       await o.pools[target].query(`UPDATE ${s}.backfill SET done = true, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name]);
       o.onProgress?.(done, total);
       log.info({ event: SYNC_LOG.backfillDone, table: t.name, rows: done }, 'backfill done');
@@ -90,22 +102,24 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     // Read the next chunk while this one is written (different databases).
     next = readChunk(o.pools[o.source], o.config, t, o.source, lastKey, chunkRows);
     const rows = chunk.events.length;
-    await applier.applyBatch(chunk.events, {
+    const before = previous;
+    const current = applier.applyBatch(chunk.events, {
       inTransaction: async (client) => {
+        await before;
         await client.query(`UPDATE ${s}.backfill SET cursor = $3, rows_done = rows_done + $4, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name, lastKey, rows]);
       },
-    });
-    cursor = lastKey;
-    done += rows;
-    chunks += 1;
-    o.onProgress?.(done, total);
-    log.debug({ event: SYNC_LOG.backfillChunk, table: t.name, rows, cursor }, 'backfill chunk');
+    }).then(() => finishChunk(rows, lastKey));
+    current.catch(() => {});
+    // At most two chunks in flight: wait for the older one before reading on.
+    await before;
+    previous = current;
     if (maxRate) {
-      const ahead = ((done - startDone) * 1000) / maxRate - (Date.now() - started);
+      const ahead = ((done + rows - startDone) * 1000) / maxRate - (Date.now() - started);
       if (ahead > 0) await sleep(ahead);
     }
-    if (o.maxChunks !== undefined && chunks >= o.maxChunks) break;
+    if (o.maxChunks !== undefined && chunks + 1 >= o.maxChunks) { await previous; break; }
   }
+  await previous.catch(() => {});
   await next.catch(() => {});
   return { table: t.name, source: o.source, rows: done, rowsTotal: total, chunks, ms: Date.now() - started, done: false, resumedFrom };
 }
