@@ -24,13 +24,16 @@ class TableVerifier {
   readonly #t: CompiledTable;
   readonly #pools: Pools;
   readonly #keyType: string;
+  readonly #textKey: boolean;
   constructor(t: CompiledTable, pools: Pools) {
     this.#t = t;
     this.#pools = pools;
     const sk = t.key('service')[0] as string;
     this.#keyType = t.table('service').columns.get(sk)?.type ?? 'text';
+    this.#textKey = t.table('service').columns.get(sk)?.family === 'text';
   }
-  #k(side: Side): string { return `t.${q(this.#t.key(side)[0] as string)}::${this.#keyType}`; }
+  /** Text keys compare in byte order (COLLATE "C") on both sides, whatever each database's default collation. */
+  #k(side: Side): string { return `(t.${q(this.#t.key(side)[0] as string)}::${this.#keyType})${this.#textKey ? ' COLLATE "C"' : ''}`; }
   #hash(side: Side): string { return `hashtextextended(${this.#t.canonicalText(side, '@t')}, 0)`; }
   #from(side: Side): string { return `${this.#t.qualified(side)} t`; }
   #where(side: Side, first: number): string {
