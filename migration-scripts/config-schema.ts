@@ -59,7 +59,8 @@ export const tableMappingSchema = z.object({
   legacy: z.object({ table: identifier, key: z.array(identifier).min(1) }).strict(),
   service: z.object({ table: identifier, key: z.array(identifier).min(1) }).strict(),
   columns: z.array(columnMappingSchema).min(1).describe('Every synced column; key columns must be mapped one to one with the identity codec.'),
-  owner: side.optional().describe('Side that owns writes for this table (its route); default ownership.default.'),
+  route: z.string().optional().describe('Gateway route id whose writes land in this table; its owner comes from ownership.routes.'),
+  owner: side.optional().describe('Side that owns writes for this table; overrides the route; default ownership.default.'),
 }).strict();
 
 export const syncConfigSchema = z.object({
@@ -78,8 +79,9 @@ export const syncConfigSchema = z.object({
     policy: z.enum(['owner-wins', 'latest-commit-wins']).default('owner-wins'),
   }).strict().default({ policy: 'owner-wins' }),
   ownership: z.object({
-    default: side.default('legacy'),
-  }).strict().default({ default: 'legacy' }),
+    default: side.default('legacy').describe('Owner of tables that name no owner and no owned route.'),
+    routes: z.record(z.string(), side).default({}).describe('Gateway route id → side that owns its writes (the side that wins conflicts on the tables of that route).'),
+  }).strict().default({ default: 'legacy', routes: {} }),
   apply: z.object({
     groupIdPrefix: z.string().min(1).default('strangler-sync'),
     maxBatchEvents: z.number().int().positive().default(5_000),

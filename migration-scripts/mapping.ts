@@ -231,7 +231,7 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
         if (c.family === 'array' && mapped.has(c.name)) problems.push({ path: at, message: `type that cannot map: array column ${side} ${info[side].name}.${c.name} (${c.type}) is not supported` });
       }
     }
-    const owner = t.owner ?? config.ownership.default;
+    const owner = t.owner ?? (t.route === undefined ? undefined : config.ownership.routes[t.route]) ?? config.ownership.default;
     const schemaOf = (side: Side) => config.databases[side].schema;
     const keyText = (side: Side, alias: string) => `jsonb_build_array(${t[side].key.map((k) => `${alias}.${q(k)}`).join(', ')})::text`;
     // Canonical text: the service-shaped row, each value cast to the service type (json canonicalised as jsonb).

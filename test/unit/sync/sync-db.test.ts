@@ -323,6 +323,15 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.throws(() => parseSyncConfig({ sync: { ...doc.sync, conflicts: { policy: 'coin-flip' } } }), /sync\.conflicts\.policy/);
   });
 
+  test('the owner of a table comes from its own owner, else its route, else the default', async () => {
+    const { urls, pools } = await fx.freshPair('owners');
+    const doc = syncDoc(urls, { ownership: { default: 'legacy', routes: { 'items-write': 'service' } } }) as { sync: { tables: Record<string, unknown>[] } };
+    doc.sync.tables[0] = { ...doc.sync.tables[0], route: 'items-write' };
+    doc.sync.tables[2] = { ...doc.sync.tables[2], route: 'unknown-route' };
+    const tables = await compileFromDatabases(parseSyncConfig(doc).sync, pools);
+    assert.deepEqual(tables.map((t) => [t.name, t.owner]), [['items', 'service'], ['people', 'service'], ['notes', 'legacy']]);
+  });
+
   test('uninstall removes triggers and state cleanly; TRUNCATE is refused while installed', async () => {
     const { config, pools } = await installed('uninstall');
     assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), true);
