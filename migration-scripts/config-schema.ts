@@ -1,6 +1,6 @@
 /**
  * The `sync:` and `kafka:` sections of strangler's config file. The lead's top-level schema plugs these in as the
- * `sync` and `kafka` keys; `loadSyncConfig` (config.ts) reads them on their own until then.
+ * `sync` and `kafka` keys (gateway/config/schema.ts).
  * Units are in the names. Everything that has a sensible default has it here and nowhere else.
  */
 import { z } from 'zod';

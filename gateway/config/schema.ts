@@ -5,6 +5,7 @@
  * are checked in load.ts after the shape is valid.
  */
 import { z } from 'zod';
+import { kafkaConfigSchema, syncConfigSchema } from '../../migration-scripts/config-schema.ts';
 
 const id = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'letters, digits, ".", "_" or "-", starting with a letter or digit').describe('Identifier used to join sections.');
 const ms = z.number().int().nonnegative();
@@ -162,7 +163,7 @@ export const logSchema = z.object({
 
 export const configSchema = z.object({
   $schema: z.string().optional(),
-  upstreams: z.array(upstreamSchema).min(1),
+  upstreams: z.array(upstreamSchema).default([]).describe('Where routes send traffic; the gateway never connects anywhere else. A file only for the sync roles may leave it out.'),
   routes: z.array(routeSchema).default([]),
   policies: policiesSchema.default({ breakers: { default: DEFAULT_BREAKER }, fallbacks: { default: DEFAULT_FALLBACK } }),
   flags: flagsSchema.default(flagsSchema.parse({})),
@@ -171,8 +172,8 @@ export const configSchema = z.object({
   admin: adminSchema.default(adminSchema.parse({})),
   controller: controllerSchema.default(controllerSchema.parse({})),
   log: logSchema.default(logSchema.parse({})),
-  kafka: z.unknown().optional().describe('Kafka connection for the data sync (see the sync section of the README).'),
-  sync: z.unknown().optional().describe('Data sync: databases, tables and mappings (see the sync section of the README).'),
+  kafka: kafkaConfigSchema.optional().describe('Kafka connection for the data sync (migration-scripts/README.md).'),
+  sync: syncConfigSchema.optional().describe('Data sync: databases, tables and mappings (migration-scripts/README.md).'),
 }).strict();
 
 export type StranglerConfig = z.output<typeof configSchema>;
