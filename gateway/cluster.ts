@@ -17,6 +17,7 @@ import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer 
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
 import { controllerStateFromConfig } from './admin/controller-state.ts';
+import { syncFromConfig } from './admin/sync.ts';
 import { StranglerError, messageOf } from '../common/errors.ts';
 
 type Request =
@@ -136,7 +137,9 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   for (let i = 0; i < workers; i++) await fork();
 
   const controller = controllerStateFromConfig(config);
+  const sync = syncFromConfig(config);
   const plane: ControlPlane = {
+    ...(sync.sync ? { sync: sync.sync } : {}),
     ...trafficFromConfig(config, log),
     ...(controller.controllerState ? { controllerState: controller.controllerState } : {}),
     config: () => config,
@@ -189,6 +192,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
       await admin.close();
       await controller.close?.();
+      await sync.close?.();
     },
   };
 }

@@ -8,6 +8,7 @@ import { runPrimary, runWorker } from './cluster.ts';
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
 import { controllerStateFromConfig } from './admin/controller-state.ts';
+import { syncFromConfig } from './admin/sync.ts';
 
 const HELP = `Usage: strangler gateway --config FILE [options]
 
@@ -66,12 +67,21 @@ export const gatewayCommand: Command = {
       stop = primary.stop;
     } else {
       const controller = controllerStateFromConfig(config);
-      const gw = await startGateway(config, { log, ...(port === undefined ? {} : { port }), ...(adminPort === undefined ? {} : { adminPort }), ...trafficFromConfig(config, log), ...(controller.controllerState ? { controllerState: controller.controllerState } : {}) });
+      const sync = syncFromConfig(config);
+      const gw = await startGateway(config, {
+        log,
+        ...(port === undefined ? {} : { port }),
+        ...(adminPort === undefined ? {} : { adminPort }),
+        ...trafficFromConfig(config, log),
+        ...(controller.controllerState ? { controllerState: controller.controllerState } : {}),
+        ...(sync.sync ? { sync: sync.sync } : {}),
+      });
       if (gw.adminTokenGenerated) printToken(gw.adminToken);
       process.on('SIGHUP', () => gw.runtime.reloadFromFile());
       stop = async () => {
         await gw.close();
         await controller.close?.();
+        await sync.close?.();
       };
     }
     return new Promise<number>((resolve) => {

@@ -174,7 +174,10 @@ export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stor
   await admin.connect();
   try {
     let total = 0;
+    // A topic that does not exist yet has no backlog; asking for its offsets would make kafkajs retry for ~30 s.
+    const existing = new Set(await admin.listTopics());
     for (const topic of topics) {
+      if (!existing.has(topic)) continue;
       const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
       const mine = await stored(topic);
       for (const o of offsets) {
