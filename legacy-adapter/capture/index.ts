@@ -21,7 +21,16 @@ export async function startRelay(o: { config: SyncConfig; kafka: KafkaConfig; po
   await retryTransient('relay: create topics', () => ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions));
   const sink = await retryTransient('relay: connect producer', () => KafkaSink.connect(kafka));
   const relay = new ChangeRelay({ config: o.config, pool: o.pools[o.side], side: o.side, sink, log: o.log });
-  await relay.lock();
+  // One relay per database publishes; a second one is a hot standby that takes over when the holder's session ends.
+  const standby = setTimeout(() => o.log?.info({ side: o.side }, 'relay: another relay holds the lock; standing by until it is released'), 1_000);
+  try {
+    await relay.lock(Number.POSITIVE_INFINITY);
+  } catch (err) {
+    await sink.close();
+    throw err;
+  } finally {
+    clearTimeout(standby);
+  }
   const done = relay.run();
   return { relay, done, stop: async () => { await relay.stop(); await sink.close(); } };
 }
