@@ -1,6 +1,6 @@
 /** Connection pools to the two databases. Every session runs in UTC so timestamps print identically on both sides. */
 import pg from 'pg';
-import type { Pool, PoolClient } from 'pg';
+import type { Pool } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
 
 export type Pools = Record<Side, Pool>;
@@ -24,22 +24,6 @@ export function openPools(config: SyncConfig): Pools {
 
 export async function closePools(pools: Pools): Promise<void> {
   await Promise.all([pools.legacy.end(), pools.service.end()]);
-}
-
-/** Runs `fn` in one transaction; rolls back on any error. */
-export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
 }
 
 /** SQLSTATEs after which the same work can simply be retried (deadlock, serialization, lock timeout, lost connection). */

@@ -13,7 +13,8 @@ import { StranglerError } from '../../common/errors.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { installState } from '../../migration-scripts/state.ts';
-import { inTransaction, type Pools } from '../../migration-scripts/db.ts';
+import type { Pools } from '../../migration-scripts/db.ts';
+import { inTransaction } from '../../common/pg.ts';
 
 const triggerName = 'strangler_capture';
 const truncateTriggerName = 'strangler_no_truncate';

@@ -26,6 +26,7 @@ import { q, topicFor } from '../../migration-scripts/mapping.ts';
 import { changelogEventSql } from '../../migration-scripts/event.ts';
 import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
+import { inTransaction } from '../../common/pg.ts';
 
 export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
 
@@ -107,9 +108,7 @@ export class ChangeRelay {
 
   /** Gives positions to committed, unpositioned changes, in seq order. Returns how many. */
   async assign(): Promise<number> {
-    const client = await this.#pool.connect();
-    try {
-      await client.query('BEGIN');
+    return inTransaction(this.#pool, async (client) => {
       const base = await client.query<{ last_pos: string }>(`SELECT last_pos FROM ${this.#s}.relay_state WHERE id = 1 FOR UPDATE`);
       const last = base.rows[0]?.last_pos;
       if (last === undefined) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.relay_state row; run strangler sync capture install`);
@@ -120,14 +119,8 @@ export class ChangeRelay {
          SELECT count(*) AS n, max(p)::text AS max FROM upd`, [last, this.#batchSize]);
       const n = Number(r.rows[0]?.n ?? 0);
       if (n > 0) await client.query(`UPDATE ${this.#s}.relay_state SET last_pos = $1, updated_at = now() WHERE id = 1`, [r.rows[0]?.max]);
-      await client.query('COMMIT');
-      return n;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+        return n;
+    });
   }
 
   /** The positioned, unacknowledged changes, in position order. */

@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { centsToDecimal, decimalToCents, itemsFromStored, toOrderJson, type OrderJson, type OrderReferenceData, type OrderStatus } from './contract.ts';
 import type { NewOrder, OrdersStore } from './orders-router.ts';
 import { STATE_BY_STATUS, type OrderState } from './schema.ts';
+import { inTransaction } from '../../common/pg.ts';
 
 const STATUS_BY_STATE = Object.fromEntries(Object.entries(STATE_BY_STATUS).map(([status, state]) => [state, status])) as Record<OrderState, OrderStatus>;
 
@@ -62,35 +63,21 @@ export function serviceOrdersStore(pool: pg.Pool): OrdersStore {
       return rows[0] ? orderRecordToJson(rows[0]) : undefined;
     },
     async update(id, change, check) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
+      return inTransaction(pool, async (client) => {
         const current = await client.query<OrderRecordRow>(`SELECT ${COLUMNS} FROM order_records WHERE order_id = $1 FOR UPDATE`, [id]);
         const row = current.rows[0];
-        if (!row) {
-          await client.query('ROLLBACK');
-          return undefined;
-        }
+        if (!row) return undefined;
         const before = orderRecordToJson(row);
         check(before);
         const status = change.status ?? before.status;
         const notes = change.notes === undefined ? before.notes : change.notes;
-        if (status === before.status && notes === before.notes) {
-          await client.query('COMMIT');
-          return before;
-        }
+        if (status === before.status && notes === before.notes) return before;
         const updated = await client.query<OrderRecordRow>(
           `UPDATE order_records SET state = $2, note = $3, modified_at = now() WHERE order_id = $1 RETURNING ${COLUMNS}`,
           [id, STATE_BY_STATUS[status], notes],
         );
-        await client.query('COMMIT');
         return orderRecordToJson(updated.rows[0]!);
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw err;
-      } finally {
-        client.release();
-      }
+      });
     },
     async delete(id) {
       const { rowCount } = await pool.query('DELETE FROM order_records WHERE order_id = $1', [id]);

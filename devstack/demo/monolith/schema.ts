@@ -8,6 +8,7 @@
  * sync compares primary keys in byte order (COLLATE "C") on both sides.
  */
 import type pg from 'pg';
+import { inTransaction } from '../../../common/pg.ts';
 import { REFERENCE_CUSTOMERS, REFERENCE_PRODUCTS } from '../../../services/example-orders/reference-data.ts';
 import { ORDER_STATUSES, SHOP_CURRENCY, uuidv7, type OrderItemJson, type OrderStatus } from '../../../services/example-orders/contract.ts';
 
@@ -41,25 +42,12 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_customer_created_idx ON orders (customer_id, created_at DESC);
 `;
 
-async function inTransaction<T>(pool: pg.Pool, body: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
-    const result = await body(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
-    throw err;
-  } finally {
-    client.release();
-  }
-}
-
 /** Creates the schema if missing; safe on every start and from several processes at once. */
 export async function migrateMonolithSchema(pool: pg.Pool): Promise<void> {
-  await inTransaction(pool, (client) => client.query(DDL));
+  await inTransaction(pool, async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
+    await client.query(DDL);
+  });
 }
 
 /** Small deterministic PRNG (mulberry32) so every fresh demo database holds the same kind of history. */
@@ -126,6 +114,7 @@ export function generateSeedOrders(count: number, nowMs: number, seed = 42): See
  */
 export async function seedMonolith(pool: pg.Pool, orders: number, nowMs = Date.now()): Promise<{ seeded: boolean; customers: number; products: number; orders: number }> {
   return inTransaction(pool, async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
     const existing = await client.query('SELECT 1 FROM customers LIMIT 1');
     if ((existing.rowCount ?? 0) > 0) return { seeded: false, customers: 0, products: 0, orders: 0 };
     await client.query(

@@ -2,6 +2,7 @@
 import type pg from 'pg';
 import { itemsFromStored, toOrderJson, type OrderJson, type OrderReferenceData, type OrderStatus } from '../../../services/example-orders/contract.ts';
 import type { NewOrder, OrdersStore } from '../../../services/example-orders/orders-router.ts';
+import { inTransaction } from '../../../common/pg.ts';
 
 interface OrderRow {
   id: string;
@@ -57,35 +58,21 @@ export function legacyOrdersStore(pool: pg.Pool): OrdersStore {
       return rows[0] ? legacyOrderToJson(rows[0]) : undefined;
     },
     async update(id, change, check) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
+      return inTransaction(pool, async (client) => {
         const current = await client.query<OrderRow>(`SELECT ${COLUMNS} FROM orders WHERE id = $1 FOR UPDATE`, [id]);
         const row = current.rows[0];
-        if (!row) {
-          await client.query('ROLLBACK');
-          return undefined;
-        }
+        if (!row) return undefined;
         const before = legacyOrderToJson(row);
         check(before);
         const status = change.status ?? before.status;
         const notes = change.notes === undefined ? before.notes : change.notes;
-        if (status === before.status && notes === before.notes) {
-          await client.query('COMMIT');
-          return before;
-        }
+        if (status === before.status && notes === before.notes) return before;
         const updated = await client.query<OrderRow>(
           `UPDATE orders SET status = $2, notes = $3, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
           [id, status, notes],
         );
-        await client.query('COMMIT');
         return legacyOrderToJson(updated.rows[0]!);
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw err;
-      } finally {
-        client.release();
-      }
+      });
     },
     async delete(id) {
       const { rowCount } = await pool.query('DELETE FROM orders WHERE id = $1', [id]);
