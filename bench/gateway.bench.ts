@@ -42,7 +42,8 @@ const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 10);
 const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 10);
 const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
 const CANDIDATE = process.env.GATEWAY_BENCH_CANDIDATE;
-const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+// Both proxies run with the young-generation size the deployment uses (docs/deployment.md); override to compare.
+const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '--max-semi-space-size=64').split(' ').filter(Boolean);
 const ROUNDS = 2;
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 50;
