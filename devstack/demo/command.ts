@@ -67,7 +67,8 @@ strangler demo is up in ${(demo.startMs / 1000).toFixed(1)} s
   Unleash tokens         admin ${demo.unleash.adminToken}
                          backend ${demo.unleash.backendToken}
   dev Kafka broker       ${demo.kafka.address}
-  monolith / service     ${demo.monolith.url} / ${demo.service.url}
+  monolith               ${demo.monolith.url}   (pid ${demo.monolith.child.pid})
+  orders service         ${demo.service.url}   (pid ${demo.service.child.pid})
   config for the CLI     ${cfg}
 
 Try this:
