@@ -11,6 +11,7 @@ import { createFlagsControl, type FlagsControl } from './control.ts';
 import { PromotionController } from './controller.ts';
 import { stateStoreFor } from './controller-command.ts';
 import { formatSyncReport, syncFlags } from './sync.ts';
+import { formatObserved, observedStatus } from './observed.ts';
 import { defaultActor, resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus, type TrafficChange } from './traffic.ts';
 
 const HELP = `Usage: strangler flags <subcommand> [options]
@@ -113,9 +114,12 @@ export const flagsCommand: Command = {
         return report.drift.length > 0 && !report.fixed ? 3 : 0;
       }
       case 'status': {
-        const [rows, plans] = await Promise.all([routeStatus(control, args[0]), planViews(control)]);
-        if (json) process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, controller: plans?.[r.routeId] ?? null })))}\n`);
-        else printStatus(rows, plans);
+        const [rows, plans, observed] = await Promise.all([routeStatus(control, args[0]), planViews(control), observedStatus(control)]);
+        if (json) process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, controller: plans?.[r.routeId] ?? null, observed: observed[r.routeId] ?? [] })))}\n`);
+        else {
+          printStatus(rows, plans);
+          process.stdout.write(`\n${formatObserved(args[0] ? { [args[0]]: observed[args[0]] ?? [] } : observed)}`);
+        }
         return 0;
       }
       case 'shift': {

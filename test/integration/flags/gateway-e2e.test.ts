@@ -8,6 +8,7 @@ import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts
 import { PromotionController } from '../../../flags/controller.ts';
 import { FileStateStore } from '../../../flags/controller-state.ts';
 import { syncFlags } from '../../../flags/sync.ts';
+import { formatObserved, observedStatus } from '../../../flags/observed.ts';
 import { resumeRoute, rollbackRoute, trafficActions, type TrafficChange } from '../../../flags/traffic.ts';
 import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
@@ -102,6 +103,26 @@ describe('flags with a real gateway: admin API shift, controller rollback, refre
       service.mode = 'ok';
       await controller.stop();
     }
+  });
+
+  test('flags status shows what each gateway observed: share to the service, breaker, error rates, p99', async () => {
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    await until('bob on the service', async () => (await target('bob')) === 'service');
+    for (let i = 0; i < 20; i++) await target(`observer-${i}`);
+    const observed = await observedStatus(control);
+    const [mine] = observed.orders ?? [];
+    assert.ok(mine, 'one row per configured gateway');
+    assert.equal(mine.gateway, gateway.adminUrl);
+    assert.equal(mine.error, null);
+    assert.ok(mine.requests >= 20);
+    assert.ok(mine.serviceShare !== null && mine.serviceShare > 0, 'the observed share comes from real traffic');
+    assert.equal(mine.breaker, 'closed');
+    assert.ok(mine.p99Ms?.service !== null);
+    const table = formatObserved(observed);
+    assert.match(table, /to service/);
+    assert.match(table, new RegExp(`orders\\s+${gateway.adminUrl.replace(/[.]/g, '\\.')}`));
+    const down = await observedStatus({ ...control, gateways: [{ url: 'http://127.0.0.1:9', token: null }] });
+    assert.match(down.orders?.[0]?.error ?? '', /fetch failed|ECONNREFUSED/);
   });
 
   test('flags rollback reaches the gateway before it returns (pushed), not a poll later', async () => {
