@@ -15,3 +15,11 @@ export async function inTransaction<T>(pool: Pool, fn: (client: PoolClient) => P
     client.release();
   }
 }
+
+/** Runs idempotent DDL under a transaction-scoped advisory lock, so processes starting together migrate one at a time. */
+export async function migrateOnce(pool: Pool, lockKey: number, ddl: string): Promise<void> {
+  await inTransaction(pool, async (client) => {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [lockKey]);
+    await client.query(ddl);
+  });
+}

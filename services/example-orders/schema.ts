@@ -9,7 +9,7 @@
 import type pg from 'pg';
 import { centsToDecimal } from './contract.ts';
 import { REFERENCE_CUSTOMERS, REFERENCE_PRODUCTS } from './reference-data.ts';
-import { inTransaction } from '../../common/pg.ts';
+import { migrateOnce } from '../../common/pg.ts';
 
 /** Service state spelling ↔ API/legacy status spelling: a 1:1 map the sync mapping declares too. */
 export const STATE_BY_STATUS = { pending: 'PENDING', paid: 'PAID', shipped: 'SHIPPED', delivered: 'DELIVERED', cancelled: 'CANCELED' } as const;
@@ -46,10 +46,7 @@ CREATE INDEX IF NOT EXISTS order_records_buyer_placed_idx ON order_records (buye
 
 /** Creates the schema if missing; safe to run on every start and from several processes at once. */
 export async function migrateServiceSchema(pool: pg.Pool): Promise<void> {
-  await inTransaction(pool, async (client) => {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
-    await client.query(DDL);
-  });
+  await migrateOnce(pool, SCHEMA_LOCK, DDL);
 }
 
 /** Fills the read-only reference copy (buyers, catalog) from the shared demo list; upserts, so reruns are no-ops. */

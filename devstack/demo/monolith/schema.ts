@@ -8,7 +8,8 @@
  * sync compares primary keys in byte order (COLLATE "C") on both sides.
  */
 import type pg from 'pg';
-import { inTransaction } from '../../../common/pg.ts';
+import { inTransaction, migrateOnce } from '../../../common/pg.ts';
+import { seededRandom } from '../../../common/random.ts';
 import { REFERENCE_CUSTOMERS, REFERENCE_PRODUCTS } from '../../../services/example-orders/reference-data.ts';
 import { ORDER_STATUSES, SHOP_CURRENCY, uuidv7, type OrderItemJson, type OrderStatus } from '../../../services/example-orders/contract.ts';
 
@@ -44,23 +45,9 @@ CREATE INDEX IF NOT EXISTS orders_customer_created_idx ON orders (customer_id, c
 
 /** Creates the schema if missing; safe on every start and from several processes at once. */
 export async function migrateMonolithSchema(pool: pg.Pool): Promise<void> {
-  await inTransaction(pool, async (client) => {
-    await client.query('SELECT pg_advisory_xact_lock($1)', [SCHEMA_LOCK]);
-    await client.query(DDL);
-  });
+  await migrateOnce(pool, SCHEMA_LOCK, DDL);
 }
 
-/** Small deterministic PRNG (mulberry32) so every fresh demo database holds the same kind of history. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export interface SeedOrder {
   id: string;
@@ -75,7 +62,7 @@ export interface SeedOrder {
 
 /** `count` plausible historical orders over the 30 days before `nowMs`; older orders are further along. */
 export function generateSeedOrders(count: number, nowMs: number, seed = 42): SeedOrder[] {
-  const rand = prng(seed);
+  const rand = seededRandom(seed);
   const pick = (n: number) => Math.floor(rand() * n);
   const orders: SeedOrder[] = [];
   for (let i = 0; i < count; i++) {

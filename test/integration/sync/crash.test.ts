@@ -12,7 +12,8 @@ import { compileFromDatabases, installCapture } from '../../../legacy-adapter/ca
 import { createKafka } from '../../../migration-scripts/kafka.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
-import { randomWriter, rng } from '../../unit/sync/load.ts';
+import { randomWriter } from '../../unit/sync/load.ts';
+import { seededRandom as rng } from '../../../common/random.ts';
 
 let stack: SyncStack;
 before(async () => { stack = new SyncStack(); await stack.start(); });

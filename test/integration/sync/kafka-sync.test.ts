@@ -15,7 +15,8 @@ import { Applier } from '../../../migration-scripts/apply.ts';
 import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
-import { randomWriter, rng } from '../../unit/sync/load.ts';
+import { randomWriter } from '../../unit/sync/load.ts';
+import { seededRandom as rng } from '../../../common/random.ts';
 
 const run = promisify(execFile);
 let stack: SyncStack;

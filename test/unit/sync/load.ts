@@ -7,17 +7,6 @@ import { Applier } from '../../../migration-scripts/apply.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 import { MemoryBus, MemoryConsumer } from './fixture.ts';
 
-/** mulberry32: a small seeded PRNG so failures can be replayed from the printed seed. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = ['alpha', 'beta', 'gamma', 'delta', 'ümlaut', 'naïve', '東京', 'quote\'s', 'back\\slash', 'emoji😀'];
 

@@ -6,7 +6,8 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startSyncFixture, type SyncFixture } from './fixture.ts';
-import { Pipeline, randomWriter, rng } from './load.ts';
+import { Pipeline, randomWriter } from './load.ts';
+import { seededRandom as rng } from '../../../common/random.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
 import { installServiceCapture } from '../../../services/kit/capture.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
