@@ -25,7 +25,7 @@ import { otherSide } from './config-schema.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import type { ChangeEventMeta, ConsumedEvent } from './event.ts';
-import { isoToMicros, parseEventMeta } from './event.ts';
+import { isoToMicros, parseEventMeta, SYNC_MESSAGE_PREFIX } from './event.ts';
 import { isTransientDbError } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
 
@@ -116,6 +116,8 @@ export class Applier {
     let broken = false;
     try {
       await client.query("BEGIN; SET LOCAL strangler.origin = 'sync'");
+      // Logical capture sees no session settings: mark the transaction in the WAL so the decoder drops it.
+      if (this.#config.capture.mode === 'logical') await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SYNC_MESSAGE_PREFIX, 'apply']);
       const result = await this.#applyIn(client, events, options);
       await client.query('COMMIT');
       return result;

@@ -21,6 +21,9 @@ import type { Side } from './config-schema.ts';
 
 export const EVENT_FORMAT = 'strangler.change.v1';
 
+/** Prefix of the transactional logical message apply writes (capture.mode logical), so the decoder drops its writes. */
+export const SYNC_MESSAGE_PREFIX = 'strangler.sync';
+
 export type Op = 'c' | 'u' | 'd' | 'r';
 
 export interface ChangeEventMeta {

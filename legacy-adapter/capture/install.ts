@@ -7,12 +7,13 @@
  * database, services/kit on a service's. Loop prevention, layer 1: a transaction that set
  * `strangler.origin = 'sync'` (the apply worker does, with SET LOCAL) is not captured at all.
  * TRUNCATE on a captured table is refused (it would bypass row capture); DDL is out of band (stop, migrate, verify).
+ * capture.mode `logical` installs a replication slot instead of triggers (see logical.ts).
  */
 import type { Pool } from 'pg';
-import { StranglerError } from '../../common/errors.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
-import { installState } from '../../migration-scripts/state.ts';
+import { installState, stateInstalled } from '../../migration-scripts/state.ts';
+import { dropSlot, installLogical, slotExists, uninstallLogicalIn } from './logical.ts';
 import type { Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
 
@@ -91,10 +92,12 @@ export interface InstallResult { side: Side; tables: string[] }
  * validated against both real schemas first: a bad config installs nothing.
  */
 export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[]): Promise<InstallResult> {
-  if (config.capture.mode !== 'trigger') {
-    throw new StranglerError('SYNC_UNSUPPORTED', `sync.capture.mode "${config.capture.mode}" is not implemented yet; use "trigger" (same-transaction capture, no wal_level=logical needed)`);
-  }
   const tables = compiled ?? await compileFromDatabases(config, pools);
+  if (config.capture.mode === 'logical') {
+    // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts).
+    await installLogical(pools[side], config, side, tables, (client) => installState(client, config.stateSchema));
+    return { side, tables: tables.map((t) => t.name) };
+  }
   await inTransaction(pools[side], async (client) => {
     // Serialise concurrent installs on one database.
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
@@ -106,7 +109,8 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
 
 /** Removes the triggers, the capture functions and the state schema from `side`'s database. */
 export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side): Promise<void> {
-  await inTransaction(pools[side], async (client) => {
+  const slot = await inTransaction(pools[side], async (client) => {
+    const logicalSlot = await uninstallLogicalIn(client, config);
     for (const t of config.tables) {
       const table = `${q(config.databases[side].schema)}.${q(t[side].table)}`;
       const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
@@ -115,11 +119,15 @@ export async function uninstallCapture(config: SyncConfig, pools: Pools, side: S
       }
     }
     await client.query(`DROP SCHEMA IF EXISTS ${q(config.stateSchema)} CASCADE`);
+    return logicalSlot;
   });
+  // Logical mode: drop the slot once the state is gone (a slot left behind would hold WAL on the server forever).
+  if (slot !== undefined) await dropSlot(pools[side], slot);
 }
 
-/** Whether the capture trigger is present on every configured table of `side`. */
+/** Whether capture is installed on `side`: the trigger on every configured table (trigger mode), the slot (logical mode). */
 export async function captureInstalled(config: SyncConfig, pool: Pool, side: Side): Promise<boolean> {
+  if (config.capture.mode === 'logical') return (await stateInstalled(pool, config.stateSchema)) && slotExists(pool, config, side);
   const r = await pool.query<{ n: string }>(
     `SELECT count(*) AS n FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
       WHERE tg.tgname = $1 AND n.nspname = $2 AND c.relname = ANY($3::text[])`,

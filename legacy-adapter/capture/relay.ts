@@ -27,6 +27,7 @@ import { changelogEventSql } from '../../migration-scripts/event.ts';
 import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import { inTransaction } from '../../common/pg.ts';
+import { LogicalDecoder } from './logical.ts';
 
 export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
 
@@ -52,6 +53,8 @@ export class ChangeRelay {
   readonly #log: Logger;
   readonly #batchSize: number;
   readonly #tablesJson: string;
+  /** capture.mode logical: moves committed changes from the slot into the changelog before assign(). */
+  readonly #decoder: LogicalDecoder | undefined;
   #lockClient: PoolClient | undefined;
   #lockLost = false;
   #stopped = false;
@@ -64,6 +67,9 @@ export class ChangeRelay {
     this.#sink = options.sink;
     this.#log = options.log ?? silentLogger;
     this.#batchSize = options.batchSize ?? options.config.capture.relayBatchSize;
+    this.#decoder = options.config.capture.mode === 'logical'
+      ? new LogicalDecoder({ config: options.config, pool: options.pool, side: options.side, batchSize: this.#batchSize })
+      : undefined;
     this.#tablesJson = JSON.stringify(Object.fromEntries(options.config.tables.map((t) => [t.name, t[options.side].table])));
   }
 
@@ -143,6 +149,7 @@ export class ChangeRelay {
   async step(): Promise<number> {
     let batch = await this.pending();
     if (batch.length === 0) {
+      if (this.#decoder) await this.#decoder.step();
       if ((await this.assign()) === 0) return 0;
       batch = await this.pending();
     }

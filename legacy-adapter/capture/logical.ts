@@ -1,0 +1,407 @@
+/**
+ * Capture mode `logical` (opt-in, needs wal_level=logical): no triggers on the application's tables. A logical
+ * replication slot with the built-in `test_decoding` plugin delivers committed changes in commit order; the decoder
+ * step (run by the relay before it assigns positions) turns each row change into exactly the changelog row the
+ * capture trigger would have written (same key, op, `to_jsonb` images, version vector) and the relay publishes them
+ * as in trigger mode: one relay path for both modes.
+ *
+ *   slot ──peek──► decode (per-table SQL function, same rules as the trigger) ──► changelog + row_version
+ *                  + logical_capture.decoded_lsn, ONE transaction ──COMMIT──► pg_replication_slot_advance
+ *
+ * Exactly once: slot consumption is not transactional (an advance or get_changes survives a ROLLBACK), so the
+ * decoder only peeks; the commit LSN of the last decoded transaction is stored in the same transaction as the
+ * changelog rows, transactions at or below it are skipped, and the slot is advanced only after COMMIT (a crash in
+ * between re-reads what was already stored, and skips it).
+ *
+ * Loop prevention: apply emits a transactional logical message (prefix `strangler.sync`) in its transaction when
+ * the mode is logical; the decoder drops every transaction that carries it. Images: the user tables get
+ * REPLICA IDENTITY FULL (full before images, unchanged TOAST values), restored on uninstall.
+ *
+ * Known limit: a local write gets its version vector when it is decoded, not when it commits, so the conflict
+ * check of an apply that commits in between (a write on both sides of one key within the decode lag) can miss it.
+ */
+import type { Pool, PoolClient } from 'pg';
+import { StranglerError } from '../../common/errors.ts';
+import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
+import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
+import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
+
+const PLUGIN = 'test_decoding';
+const decodeFunction = (name: string) => `decode_${name}`;
+
+/** The slot name: replication slots are per server, so it names the database, state schema and side. */
+export async function slotNameFor(db: Pool | PoolClient, config: SyncConfig, side: Side): Promise<string> {
+  const r = await db.query<{ db: string }>('SELECT current_database() AS db');
+  const raw = `strangler_${r.rows[0]?.db ?? 'db'}_${config.stateSchema}_${side}`.toLowerCase().replace(/[^a-z0-9_]/g, '_');
+  if (raw.length <= 63) return raw;
+  // Too long for NAMEDATALEN: keep a readable prefix and a stable hash of the whole name.
+  let h = 0;
+  for (let i = 0; i < raw.length; i++) h = (Math.imul(h, 31) + raw.charCodeAt(i)) | 0;
+  return `${raw.slice(0, 54)}_${(h >>> 0).toString(16).padStart(8, '0')}`;
+}
+
+/** Throws SYNC_LOGICAL_UNAVAILABLE unless the server runs with wal_level=logical. */
+export async function assertLogicalWal(db: Pool | PoolClient, side: Side): Promise<void> {
+  const r = await db.query<{ wal_level: string }>('SHOW wal_level');
+  const level = r.rows[0]?.wal_level;
+  if (level !== 'logical') {
+    throw new StranglerError('SYNC_LOGICAL_UNAVAILABLE',
+      `sync.capture.mode "logical" needs wal_level = logical on the ${side} database server (it is "${String(level)}"); set wal_level = logical (and max_replication_slots >= 1) in postgresql.conf and restart, or use capture.mode "trigger"`);
+  }
+}
+
+/** SQL of the state table and the per-table decode functions (same rules as the capture trigger in install.ts). */
+export function logicalFunctionsSql(config: SyncConfig, side: Side, tables: readonly CompiledTable[]): string {
+  const s = q(config.stateSchema);
+  const own = side === 'legacy' ? 'legacy_version' : 'service_version';
+  const other = side === 'legacy' ? 'service_version' : 'legacy_version';
+  const [lvExpr, svExpr] = side === 'legacy' ? ['v', 'o'] : ['o', 'v'];
+  const parts = [`
+CREATE TABLE IF NOT EXISTS ${s}.logical_capture (
+  id int PRIMARY KEY, slot text NOT NULL, decoded_lsn pg_lsn NOT NULL DEFAULT '0/0', tables jsonb NOT NULL DEFAULT '{}');
+CREATE OR REPLACE FUNCTION ${s}.capture_decoded(p_tbl text, p_pk text, p_op text, p_before jsonb, p_after jsonb, p_xid xid8, p_ts timestamptz) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE v bigint := nextval('${config.stateSchema}.version_seq'); o bigint;
+BEGIN
+  INSERT INTO ${s}.row_version AS r (tbl, pk, ${own}, ${other}, deleted, ts) VALUES (p_tbl, p_pk, v, 0, p_op = 'd', p_ts)
+    ON CONFLICT (tbl, pk) DO UPDATE SET ${own} = v, deleted = p_op = 'd', ts = p_ts
+    RETURNING r.${other} INTO o;
+  INSERT INTO ${s}.changelog (seq, xid, tbl, op, pk, before, after, lv, sv, ts)
+    VALUES (v, p_xid, p_tbl, p_op, p_pk, p_before, p_after, ${lvExpr}, ${svExpr}, p_ts);
+END $fn$;`];
+  for (const t of tables) {
+    const key = (alias: string) => t.keyText(side, alias);
+    const name = lit(t.name);
+    const rowType = t.qualified(side);
+    parts.push(`
+CREATE OR REPLACE FUNCTION ${s}.${q(decodeFunction(t.name))}(p_op text, p_old text, p_new text, p_xid xid8, p_ts timestamptz) RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE n ${rowType}; o ${rowType}; k text; ok text; img_new jsonb; img_old jsonb;
+BEGIN
+  IF p_new IS NOT NULL THEN n := p_new::${rowType}; END IF;
+  IF p_old IS NOT NULL THEN o := p_old::${rowType}; END IF;
+  IF p_op = 'INSERT' THEN
+    PERFORM ${s}.capture_decoded(${name}, ${key('n')}, 'c', NULL, to_jsonb(n), p_xid, p_ts);
+  ELSIF p_op = 'DELETE' THEN
+    PERFORM ${s}.capture_decoded(${name}, ${key('o')}, 'd', to_jsonb(o), NULL, p_xid, p_ts);
+  ELSE
+    img_new := to_jsonb(n); img_old := to_jsonb(o);
+    IF img_new = img_old THEN RETURN; END IF;
+    k := ${key('n')}; ok := ${key('o')};
+    IF k <> ok THEN
+      PERFORM ${s}.capture_decoded(${name}, ok, 'd', img_old, NULL, p_xid, p_ts);
+      PERFORM ${s}.capture_decoded(${name}, k, 'c', NULL, img_new, p_xid, p_ts);
+    ELSE
+      PERFORM ${s}.capture_decoded(${name}, k, 'u', img_old, img_new, p_xid, p_ts);
+    END IF;
+  END IF;
+END $fn$;
+ALTER TABLE ${rowType} REPLICA IDENTITY FULL;`);
+  }
+  return parts.join('\n');
+}
+
+/** Installs logical capture: checks wal_level, creates the slot (outside any transaction), then the state and functions. */
+export async function installLogical(pool: Pool, config: SyncConfig, side: Side, tables: readonly CompiledTable[],
+  installStateIn: (client: PoolClient) => Promise<void>): Promise<string> {
+  await assertLogicalWal(pool, side);
+  const slot = await slotNameFor(pool, config, side);
+  const exists = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  let created = false;
+  if (exists.rowCount === 0) {
+    try {
+      await pool.query('SELECT pg_create_logical_replication_slot($1, $2)', [slot, PLUGIN]);
+    } catch (err) {
+      throw new StranglerError('SYNC_LOGICAL_UNAVAILABLE', `could not create logical replication slot "${slot}" (plugin ${PLUGIN}) on the ${side} database: ${(err as Error).message}; check max_replication_slots`, { cause: err });
+    }
+    created = true;
+  }
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+    await installStateIn(client);
+    // Remember each table's replica identity before changing it, so uninstall can restore it.
+    const prev = await client.query<{ tables: Record<string, string> }>(
+      `SELECT coalesce(jsonb_object_agg(n, c.relreplident::text), '{}') AS tables FROM unnest($1::text[]) AS n JOIN pg_class c ON c.oid = n::regclass`,
+      [tables.map((t) => t.qualified(side))]);
+    await client.query(logicalFunctionsSql(config, side, tables));
+    await client.query(
+      `INSERT INTO ${q(config.stateSchema)}.logical_capture (id, slot, tables) VALUES (1, $1, $2::jsonb)
+       ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${q(config.stateSchema)}.logical_capture.tables`,
+      [slot, JSON.stringify(prev.rows[0]?.tables ?? {})]);
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    if (created) await pool.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => {});
+    throw err;
+  } finally {
+    client.release();
+  }
+  return slot;
+}
+
+/** Restores the tables' replica identity and returns the slot to drop (after the schema is gone), if any. */
+export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig): Promise<string | undefined> {
+  const s = q(config.stateSchema);
+  const has = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.logical_capture`]);
+  if (!has.rows[0]?.ok) return undefined;
+  const r = await client.query<{ slot: string; tables: Record<string, string> }>(`SELECT slot, tables FROM ${s}.logical_capture WHERE id = 1`);
+  const row = r.rows[0];
+  if (!row) return undefined;
+  const identity: Record<string, string> = { d: 'DEFAULT', n: 'NOTHING', f: 'FULL' };
+  for (const [table, prev] of Object.entries(row.tables)) {
+    const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
+    const mode = identity[prev];
+    if (exists.rows[0]?.ok && mode) await client.query(`ALTER TABLE ${table} REPLICA IDENTITY ${mode}`);
+  }
+  return row.slot;
+}
+
+export async function dropSlot(pool: Pool, slot: string): Promise<void> {
+  await pool.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+}
+
+export async function slotExists(pool: Pool, config: SyncConfig, side: Side): Promise<boolean> {
+  const slot = await slotNameFor(pool, config, side);
+  const r = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// test_decoding output parsing
+
+/** One column value as text for the type's input function; null for SQL NULL; undefined for an unchanged TOAST value. */
+type Value = string | null | undefined;
+interface Tuple { names: string[]; values: Value[] }
+export interface RowChange { schema: string; table: string; op: 'INSERT' | 'UPDATE' | 'DELETE'; old: Tuple | null; new: Tuple | null }
+
+class Cursor {
+  i = 0;
+  constructor(readonly s: string) {}
+  get done(): boolean { return this.i >= this.s.length; }
+  startsWith(p: string): boolean { return this.s.startsWith(p, this.i); }
+  expect(p: string): void {
+    if (!this.startsWith(p)) throw new Error(`test_decoding output: expected "${p}" at ${this.i} in ${this.s.slice(0, 200)}`);
+    this.i += p.length;
+  }
+  /** An identifier as printed by quote_identifier. */
+  ident(): string {
+    if (this.s[this.i] === '"') {
+      let out = '';
+      this.i++;
+      for (;;) {
+        const c = this.s[this.i];
+        if (c === undefined) throw new Error('test_decoding output: unterminated identifier');
+        if (c === '"') {
+          if (this.s[this.i + 1] === '"') { out += '"'; this.i += 2; continue; }
+          this.i++;
+          return out;
+        }
+        out += c;
+        this.i++;
+      }
+    }
+    const m = /^[^.[:\s]+/.exec(this.s.slice(this.i));
+    if (!m) throw new Error(`test_decoding output: expected an identifier at ${this.i}`);
+    this.i += m[0].length;
+    return m[0];
+  }
+}
+
+function parseTuple(c: Cursor, stop: string | null): Tuple {
+  const names: string[] = [];
+  const values: Value[] = [];
+  while (!c.done && !(stop !== null && c.startsWith(stop))) {
+    if (c.startsWith(' ')) { c.i++; continue; }
+    names.push(c.ident());
+    c.expect('[');
+    const end = c.s.indexOf(']:', c.i);
+    if (end < 0) throw new Error('test_decoding output: column type not terminated');
+    c.i = end + 2;
+    if (c.startsWith("'")) {
+      let out = '';
+      c.i++;
+      for (;;) {
+        const ch = c.s[c.i];
+        if (ch === undefined) throw new Error('test_decoding output: unterminated literal');
+        if (ch === "'") {
+          if (c.s[c.i + 1] === "'") { out += "'"; c.i += 2; continue; }
+          c.i++;
+          break;
+        }
+        out += ch;
+        c.i++;
+      }
+      values.push(out);
+    } else {
+      const m = /^\S+/.exec(c.s.slice(c.i));
+      const tok = m?.[0] ?? '';
+      c.i += tok.length;
+      if (tok === 'null') values.push(null);
+      else if (tok === 'unchanged-toast-datum') values.push(undefined);
+      else if (/^B'[01]*'$/.test(tok)) values.push(tok.slice(2, -1));
+      else values.push(tok);
+    }
+  }
+  return { names, values };
+}
+
+/** Parses one `table schema.name: OP: ...` line of test_decoding; null for TRUNCATE and tuple-less changes. */
+export function parseChange(line: string): RowChange | null {
+  const c = new Cursor(line);
+  c.expect('table ');
+  const schema = c.ident();
+  c.expect('.');
+  const table = c.ident();
+  c.expect(': ');
+  const opEnd = line.indexOf(':', c.i);
+  const op = line.slice(c.i, opEnd);
+  c.i = opEnd + 1;
+  if (op !== 'INSERT' && op !== 'UPDATE' && op !== 'DELETE') return null;
+  if (c.startsWith(' (no-tuple-data)')) return null;
+  if (op === 'UPDATE' && c.startsWith(' old-key:')) {
+    c.expect(' old-key:');
+    const old = parseTuple(c, ' new-tuple:');
+    c.expect(' new-tuple:');
+    return { schema, table, op, old, new: parseTuple(c, null) };
+  }
+  const tuple = parseTuple(c, null);
+  return op === 'DELETE' ? { schema, table, op, old: tuple, new: null } : { schema, table, op, old: null, new: tuple };
+}
+
+/**
+ * A tuple as record input text `(v1,v2,…)` in the table's column order. test_decoding leaves NULL columns out of
+ * old tuples, so columns are matched by name and a missing one is NULL; an unchanged TOAST value is taken from
+ * `fallback` (the full old image).
+ */
+export function recordText(columns: readonly string[], t: Tuple, fallback: Tuple | null): string {
+  return `(${columns.map((col) => {
+    const i = t.names.indexOf(col);
+    let value: Value = i >= 0 ? t.values[i] : null;
+    if (value === undefined) {
+      const j = fallback ? fallback.names.indexOf(col) : -1;
+      value = j >= 0 ? fallback?.values[j] : undefined;
+      if (value === undefined) throw new Error(`test_decoding output: unchanged TOAST value of column ${col} without a full old image (REPLICA IDENTITY FULL missing?)`);
+    }
+    return value === null ? '' : `"${value.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+  }).join(',')})`;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// the decoder step
+
+interface DecodedTx { xid: string; commitLsn: string; commitTs: string; sync: boolean; changes: RowChange[] }
+
+export class LogicalDecoder {
+  readonly #config: SyncConfig;
+  readonly #pool: Pool;
+  readonly #side: Side;
+  readonly #batch: number;
+  /** "schema.table" (unquoted) of each synced source table → its decode function (qualified). */
+  readonly #tables: Map<string, string>;
+  /** Column names in attribute order per "schema.table" (read once; DDL is out of band: stop, migrate, restart). */
+  readonly #columns = new Map<string, string[]>();
+
+  constructor(options: { config: SyncConfig; pool: Pool; side: Side; batchSize?: number }) {
+    this.#config = options.config;
+    this.#pool = options.pool;
+    this.#side = options.side;
+    this.#batch = options.batchSize ?? options.config.capture.relayBatchSize;
+    const schema = options.config.databases[options.side].schema;
+    this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`]));
+  }
+
+  get #s(): string { return q(this.#config.stateSchema); }
+
+  async #columnsOf(client: PoolClient, schema: string, table: string): Promise<string[]> {
+    const name = `${schema}.${table}`;
+    let cols = this.#columns.get(name);
+    if (!cols) {
+      const r = await client.query<{ attname: string }>(
+        `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, [schema, table]);
+      cols = r.rows.map((x) => x.attname);
+      this.#columns.set(name, cols);
+    }
+    return cols;
+  }
+
+  /**
+   * Moves committed changes from the slot into the changelog, in commit order, in one transaction with the stored
+   * decode position; then advances the slot. Returns the number of captured row changes.
+   */
+  async step(): Promise<number> {
+    const client = await this.#pool.connect();
+    let captured = 0;
+    let slot: string | undefined;
+    let advanceTo: string | null = null;
+    try {
+      await client.query('BEGIN');
+      const st = await client.query<{ slot: string; decoded_lsn: string }>(`SELECT slot, decoded_lsn::text FROM ${this.#s}.logical_capture WHERE id = 1 FOR UPDATE`);
+      const state = st.rows[0];
+      if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
+      slot = state.slot;
+      const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
+        `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, NULL, $2,
+           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1')`, [slot, this.#batch, state.decoded_lsn]);
+      const txs: DecodedTx[] = [];
+      let open: DecodedTx | null = null;
+      for (const row of rows.rows) {
+        if (row.data.startsWith('BEGIN')) {
+          open = { xid: row.xid, commitLsn: '', commitTs: '', sync: false, changes: [] };
+        } else if (row.data.startsWith('COMMIT')) {
+          if (!open) continue;
+          const m = /\(at (.+)\)$/.exec(row.data);
+          open.commitLsn = row.lsn;
+          open.commitTs = m?.[1] ?? '';
+          if (row.after) txs.push(open);
+          advanceTo = row.lsn;
+          open = null;
+        } else if (open && row.data.startsWith('message:')) {
+          if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
+        } else if (open && row.data.startsWith('table ')) {
+          const change = parseChange(row.data);
+          if (change && this.#tables.has(`${change.schema}.${change.table}`)) open.changes.push(change);
+        }
+      }
+      if (txs.length > 0) {
+        const cur = await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
+        const current = BigInt(cur.rows[0]?.x ?? '0');
+        for (const tx of txs) {
+          if (tx.sync) continue;
+          const xid = fullXid(current, BigInt(tx.xid));
+          for (const ch of tx.changes) {
+            const name = `${ch.schema}.${ch.table}`;
+            const fn = this.#tables.get(name) as string;
+            const cols = await this.#columnsOf(client, ch.schema, ch.table);
+            await client.query(`SELECT ${fn}($1, $2, $3, $4::xid8, $5::timestamptz)`,
+              [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid.toString(), tx.commitTs || null]);
+            captured += 1;
+          }
+        }
+        // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
+        // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
+        if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [(txs[txs.length - 1] as DecodedTx).commitLsn]);
+      }
+      await client.query('COMMIT');
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      client.release();
+      throw err;
+    }
+    try {
+      // Only after COMMIT: the slot may now forget what the changelog holds (a crash before this line re-reads and skips it).
+      if (advanceTo !== null && slot !== undefined) await client.query('SELECT pg_replication_slot_advance($1, $2::pg_lsn)', [slot, advanceTo]);
+    } finally {
+      client.release();
+    }
+    return captured;
+  }
+}
+
+/** The 64-bit id of a 32-bit xid seen by the decoder, relative to the current full xid (same or previous epoch). */
+function fullXid(current: bigint, xid32: bigint): bigint {
+  const epoch = current >> 32n;
+  const low = current & 0xffffffffn;
+  return ((xid32 <= low ? epoch : epoch - 1n) << 32n) | xid32;
+}
