@@ -94,8 +94,14 @@ export interface InstallResult { side: Side; tables: string[] }
 export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[]): Promise<InstallResult> {
   const tables = compiled ?? await compileFromDatabases(config, pools);
   if (config.capture.mode === 'logical') {
-    // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts).
-    await installLogical(pools[side], config, side, tables, (client) => installState(client, config.stateSchema));
+    // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts). Switching from
+    // trigger mode removes the capture triggers in the same transaction, so no change is captured twice.
+    await installLogical(pools[side], config, side, tables, async (client) => {
+      await installState(client, config.stateSchema);
+      for (const t of tables) {
+        await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)}; DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};`);
+      }
+    });
     return { side, tables: tables.map((t) => t.name) };
   }
   await inTransaction(pools[side], async (client) => {
