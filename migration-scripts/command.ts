@@ -25,7 +25,8 @@ Usage: strangler sync <subcommand> --config FILE [options]
 
 Subcommands:
   capture install   [--side legacy|service|both]   validate mappings against both schemas, then install state schema + triggers
-  capture uninstall [--side legacy|service|both]   remove triggers, functions and the state schema
+                                                   (capture.mode logical: a replication slot instead)
+  capture uninstall [--side legacy|service|both]   remove triggers (or the slot), functions and the state schema
   relay   --side legacy|service                    publish captured changes to Kafka (runs until stopped)
   apply   --direction legacy-to-service|service-to-legacy   consume and apply (runs until stopped)
   backfill --table T [--direction D] [--restart] [--rate ROWS_PER_S] [--max-lag EVENTS]
