@@ -76,6 +76,8 @@ interface Exchange {
   reqId: string;
   start: number;
   decision: string;
+  /** A newly minted session cookie to send with the answer. */
+  setCookie: string | null;
   /** Headers sent upstream: computed once, reused by a fallback attempt. */
   upstreamHeaders: IncomingHttpHeaders;
   clientGone: boolean;
@@ -122,8 +124,6 @@ export class Forwarder {
     const start = performance.now();
     const snapshot = this.#runtime.snapshot;
     const reqId = requestIdOf(req.headers);
-    res.setHeader('x-request-id', reqId);
-    if (this.#runtime.draining) res.setHeader('connection', 'close');
 
     const target = this.#normalizeTarget(req);
     if (target instanceof StranglerError) return this.#reject(req, res, reqId, target);
@@ -131,7 +131,6 @@ export class Forwarder {
     if (!route) return this.#reject(req, res, reqId, new StranglerError('ROUTE_NOT_FOUND', `no route matches ${req.method} ${target.path}`));
 
     const decision = this.decide(snapshot, route, req, reqId);
-    if (decision.identity?.setCookie) res.appendHeader('set-cookie', decision.identity.setCookie);
     const ex: Exchange = {
       req,
       res,
@@ -140,6 +139,7 @@ export class Forwarder {
       reqId,
       start,
       decision: decision.reason,
+      setCookie: decision.identity?.setCookie ?? null,
       upstreamHeaders: upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)),
       clientGone: false,
       abortCurrent: null,
@@ -290,13 +290,11 @@ export class Forwarder {
       headers.push('x-strangler-route', ex.route.id, 'x-strangler-target', target);
       if (fallback) headers.push('x-strangler-fallback', fallback);
     }
-    for (const [name, value] of Object.entries(res.getHeaders())) {
-      if (value === undefined) continue;
-      for (const v of Array.isArray(value) ? value : [String(value)]) headers.push(name, v);
-    }
-    res.removeHeader('set-cookie');
-    res.removeHeader('x-request-id');
-    res.removeHeader('connection');
+    // Every header goes through this one writeHead list (nothing set earlier with setHeader), which keeps node on
+    // its fast path instead of removing and re-appending each header.
+    if (upRes.headers['x-request-id'] === undefined) headers.push('x-request-id', ex.reqId);
+    if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
+    if (this.#runtime.draining) headers.push('connection', 'close');
     res.writeHead(status, headers);
     upRes.on('error', () => res.destroy());
     upRes.on('aborted', () => res.destroy());
@@ -308,12 +306,15 @@ export class Forwarder {
     const { res } = ex;
     if (!res.headersSent && !ex.clientGone) {
       const body = JSON.stringify({ ...err.toJSON(), requestId: ex.reqId });
+      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': ex.reqId };
       if (ex.snapshot.config.proxy.responseHeaders) {
-        res.setHeader('x-strangler-route', ex.route.id);
-        res.setHeader('x-strangler-target', target);
-        if (fallback) res.setHeader('x-strangler-fallback', fallback);
+        headers['x-strangler-route'] = ex.route.id;
+        headers['x-strangler-target'] = target;
+        if (fallback) headers['x-strangler-fallback'] = fallback;
       }
-      res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      if (ex.setCookie) headers['set-cookie'] = ex.setCookie;
+      if (this.#runtime.draining) headers.connection = 'close';
+      res.writeHead(err.status, headers);
       res.end(body);
     } else {
       res.destroy();
@@ -345,7 +346,7 @@ export class Forwarder {
   /** Rejections before a route is known: answered locally, never forwarded. */
   #reject(req: IncomingMessage, res: ServerResponse, reqId: string, err: StranglerError): void {
     const body = JSON.stringify({ ...err.toJSON(), requestId: reqId });
-    res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': reqId, ...(this.#runtime.draining ? { connection: 'close' } : {}) });
     res.end(body);
     req.resume();
     logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
