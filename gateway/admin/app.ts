@@ -17,19 +17,13 @@ import type { FlagPush } from '../../flags/client.ts';
 import type { RoutesResponse } from './types.ts';
 import { renderMetrics } from '../observability/metrics.ts';
 import { logEvent } from '../observability/log-events.ts';
-import { parsePercent } from '../../flags/traffic.ts';
+import { parsePercent, type ChangeOptions } from '../../flags/traffic.ts';
 
-/** What a traffic change needs to say about itself (recorded in logs and Unleash's event log). */
-export interface ChangeRequest {
-  reason: string | null;
-  actor: string;
-}
-
-/** shift / rollback / resume, implemented by flags/ against the Unleash Admin API. */
+/** shift / rollback / resume: flags/traffic.ts `trafficActions`, against the Unleash Admin API. */
 export interface TrafficActions {
-  shift(routeId: string, percent: number, change: ChangeRequest): Promise<unknown>;
-  rollback(routeId: string, change: ChangeRequest): Promise<unknown>;
-  resume(routeId: string, change: ChangeRequest): Promise<unknown>;
+  shift(routeId: string, percent: number, change: ChangeOptions): Promise<unknown>;
+  rollback(routeId: string, change: ChangeOptions): Promise<unknown>;
+  resume(routeId: string, change: ChangeOptions): Promise<unknown>;
 }
 
 /** The control plane's view of the data plane: one process, or a cluster's workers behind IPC. */
@@ -200,11 +194,11 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
     }
   });
 
-  const change = (req: Request): ChangeRequest => {
+  const change = (req: Request): ChangeOptions => {
     const body = (req.body ?? {}) as Record<string, unknown>;
-    const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim() : null;
+    const reason = typeof body.reason === 'string' && body.reason.trim() ? body.reason.trim() : undefined;
     const actor = typeof body.actor === 'string' && body.actor.trim() ? `admin-api:${body.actor.trim()}` : `admin-api@${req.socket.remoteAddress ?? '?'}`;
-    return { reason, actor };
+    return { actor, ...(reason ? { reason } : {}) };
   };
   /**
    * Runs a traffic change through flags/ (Unleash Admin API, audit, push to configured gateways), then pushes it
