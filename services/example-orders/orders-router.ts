@@ -8,20 +8,13 @@ import { StranglerError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import {
   DEFAULT_LIST_LIMIT, SHOP_CURRENCY, assertTransition, createOrderBody, listOrdersQuery, notFound, orderIdOrThrow, parseOrThrow, patchOrderBody, priceOrder, uuidv7,
-  type OrderItemJson, type OrderJson, type OrderReferenceData, type OrderStatus,
+  type OrderJson, type OrderReferenceData, type OrderStatus,
 } from './contract.ts';
 import { jsonBody } from './http.ts';
 import { ORDERS_LOG } from './log-events.ts';
 
-export interface NewOrder {
-  id: string;
-  customerId: number;
-  status: OrderStatus;
-  currency: string;
-  totalCents: number;
-  items: OrderItemJson[];
-  notes: string | null;
-}
+/** An order as written: the API shape before the database stamps its times. */
+export type NewOrder = Omit<OrderJson, 'createdAt' | 'updatedAt'>;
 
 /** Storage of orders in one system's own schema. Every method answers API-shaped `OrderJson`. */
 export interface OrdersStore {
