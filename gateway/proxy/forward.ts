@@ -263,8 +263,9 @@ export class Forwarder {
           settle(status >= 500 ? { ok: false, phase: 'status', sent: true, res: upRes, error: `status ${status}` } : { ok: true, res: upRes });
         },
       });
-      req.headers = { ...ex.upstreamHeaders };
-      if (body.kind === 'buffered') req.headers['content-length'] = String(body.data.length);
+      // http-proxy copies req.headers into the upstream request; every attempt of an exchange sends the same ones.
+      if (body.kind === 'buffered') ex.upstreamHeaders['content-length'] = String(body.data.length);
+      req.headers = ex.upstreamHeaders;
       // Without a body http-proxy pipes `req` itself, which has ended (also on a fallback replay): no stream to make.
       const buffer = body.kind === 'buffered' ? Readable.from([body.data]) : body.kind === 'stream' ? body.stream : undefined;
       this.#proxy.web(req, res, { target: upstream.target.href, agent: upstream.agent, ...(buffer ? { buffer } : {}) }, (err: NodeJS.ErrnoException) => {
