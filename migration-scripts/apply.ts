@@ -43,8 +43,6 @@ export interface ApplyOptions {
   force?: boolean;
   /** Dead-letter ids being retried: un-parked in this transaction; if the retry parks again, nothing is kept. */
   unparkIds?: readonly string[];
-  /** Extra work inside the same transaction (backfill stores its checkpoint here). */
-  inTransaction?: (client: PoolClient) => Promise<void>;
 }
 
 interface Vec { legacy: number; service: number }
@@ -80,11 +78,20 @@ export class Applier {
 
   get target(): Side { return this.#target; }
 
-  /** Applies a batch; retries the whole transaction on transient errors (deadlock, lost connection). */
-  async applyBatch(events: readonly ConsumedEvent[], options: ApplyOptions = {}): Promise<ApplyResult> {
+  /** Applies a batch in one transaction; retries the whole transaction on transient errors (deadlock, lost connection). */
+  applyBatch(events: readonly ConsumedEvent[], options: ApplyOptions = {}): Promise<ApplyResult> {
+    return this.transaction((client) => this.applyIn(client, events, options));
+  }
+
+  /**
+   * Runs `work` in one apply transaction: marked as sync's own (capture ignores it), committed at the end, and run
+   * again from the start on a transient error. Backfill writes its bulk chunks through this, then `applyIn` on the
+   * same client for the keys that need the per-event rules.
+   */
+  async transaction<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.#applyOnce(events, options);
+        return await this.#transactionOnce(work);
       } catch (err) {
         if (!isTransientDbError(err) || attempt >= 8) {
           if (err instanceof StranglerError) throw err;
@@ -111,14 +118,14 @@ export class Applier {
     return { ev, m, table, id: keyId(m.logical, m.key) };
   }
 
-  async #applyOnce(events: readonly ConsumedEvent[], options: ApplyOptions): Promise<ApplyResult> {
+  async #transactionOnce<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken = false;
     try {
       await client.query("BEGIN; SET LOCAL strangler.origin = 'sync'");
       // Logical capture sees no session settings: mark the transaction in the WAL so the decoder drops it.
       if (this.#config.capture.mode === 'logical') await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SYNC_MESSAGE_PREFIX, 'apply']);
-      const result = await this.#applyIn(client, events, options);
+      const result = await work(client);
       await client.query('COMMIT');
       return result;
     } catch (err) {
@@ -130,7 +137,8 @@ export class Applier {
     }
   }
 
-  async #applyIn(client: PoolClient, events: readonly ConsumedEvent[], options: ApplyOptions): Promise<ApplyResult> {
+  /** Applies a batch inside a transaction opened by `transaction` (see the file comment for the rules). */
+  async applyIn(client: PoolClient, events: readonly ConsumedEvent[], options: ApplyOptions = {}): Promise<ApplyResult> {
     const target = this.#target;
     const counts: ApplyCounts = { applied: 0, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0 };
     const parsed = events.map((ev) => this.#parse(ev));
@@ -233,7 +241,6 @@ export class Applier {
       await client.query(`UPDATE ${this.#s}.applied SET position = $4, kafka_offset = $5, updated_at = now() WHERE source = $1 AND topic = $2 AND partition = $3`,
         [s.source, s.topic, s.partition, s.position, s.offset]);
     }
-    if (options.inTransaction) await options.inTransaction(client);
 
     const newest = outcome.newestTs;
     const lag = await client.query<{ lag_ms: string | null }>(

@@ -1,10 +1,26 @@
 /**
  * Backfill: copies a table's existing rows from one side to the other while live changes flow.
- * Chunks are read in key order with their exact versions (source-read.ts) and written through the apply path, so
- * the version guard orders them against live changes. The cursor is stored in the target database in the same
- * transaction as the chunk: a crash resumes after the last committed chunk, never copying a row twice into effect.
+ *
+ * Each chunk is one key range, written in one target transaction (Applier.transaction: marked as sync's own, retried
+ * whole on a transient error):
+ *   1. COPY the range out of the source (rows as they are, each with its version vector read in the same snapshot,
+ *      see source-read.ts) straight into a temporary staging table on the target: no per-row work in this process;
+ *   2. keys the target already knows (a version vector from live sync or a local write, or a parked dead letter) are
+ *      taken out of staging and go through apply's per-event rules as snapshot events: the version guard orders them
+ *      against the live stream exactly as it orders live events;
+ *   3. every other key is new to the sync: one INSERT ... SELECT through the mapping's expressions (the same ones
+ *      apply writes with), then its non-zero version vectors;
+ *   4. a live apply or local write that committed a key of this chunk while step 3 waited for it shows up as a
+ *      version vector on a key we wrote as new: the transaction is retried (SQLSTATE 40001), and the key then takes
+ *      step 2. Writers that start later wait for this transaction's row locks and find our versions;
+ *   5. the cursor is stored in the same transaction, after the previous chunk committed: a crash resumes after the
+ *      last committed chunk, never copying a row twice into effect.
+ * Two chunks are in flight at once (disjoint key ranges on two connections): while one is inserted, the next is copied.
  * Throttled by rows/s and by the live direction's backlog (live apply has priority over backfill).
  */
+import { pipeline } from 'node:stream/promises';
+import type { PoolClient } from 'pg';
+import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import { StranglerError } from '../common/errors.ts';
@@ -14,7 +30,7 @@ import type { Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import { Applier } from './apply.ts';
-import { readChunk } from './source-read.ts';
+import { CHUNK_META, chunkCopySelect, chunkEnd, stagedEventValue } from './source-read.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export interface BackfillOptions {
@@ -67,18 +83,32 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     return { table: t.name, source: o.source, rows: done, rowsTotal: total, chunks: 0, ms: 0, done: true, resumedFrom };
   }
 
-  // Two chunks are written at once on two connections (disjoint key ranges), but they COMMIT in order: a chunk's
-  // transaction stores its cursor only after the previous chunk committed, so the checkpoint never passes a chunk
-  // that is not in the target, and a failed chunk fails the one behind it.
-  let next = readChunk(o.pools[o.source], o.config, t, o.source, cursor, chunkRows);
+  const stage = await stagingTable(o.pools[target], t, o.source);
+  const writeChunk = (after: string | null, upTo: string, before: Promise<void>) => applier.transaction(async (client) => {
+    const rows = await copyChunk(o.pools, o.config, t, o.source, after, upTo, client, stage);
+    const special = await client.query<{ value: string }>(
+      `DELETE FROM ${stage.name} st WHERE EXISTS (SELECT 1 FROM ${s}.row_version rv WHERE rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key})
+          OR EXISTS (SELECT 1 FROM ${s}.dead_letters d WHERE d.tbl = $1 AND d.pk = st.${CHUNK_META.key} AND d.status = 'parked')
+        RETURNING ${stagedEventValue(t, o.source)} AS value`, [t.name]);
+    await client.query(bulkInsertSql(t, target, stage.name));
+    const raced = await client.query(
+      `SELECT 1 FROM ${s}.row_version rv JOIN ${stage.name} st ON rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key} LIMIT 1 FOR UPDATE OF rv`, [t.name]);
+    if (raced.rows.length > 0) throw Object.assign(new Error(`a live change to ${t.name} committed while its backfill chunk was written; retrying the chunk`), { code: '40001' });
+    await client.query(
+      `INSERT INTO ${s}.row_version (tbl, pk, legacy_version, service_version, deleted, ts)
+       SELECT $1, ${CHUNK_META.key}, ${CHUNK_META.legacy}, ${CHUNK_META.service}, false, coalesce(${CHUNK_META.ts}, now())
+         FROM ${stage.name} WHERE ${CHUNK_META.legacy} <> 0 OR ${CHUNK_META.service} <> 0`, [t.name]);
+    if (special.rows.length > 0) {
+      await applier.applyIn(client, special.rows.map((r) => ({ topic: null, partition: null, offset: null, value: r.value })));
+    }
+    await before;
+    await client.query(`UPDATE ${s}.backfill SET cursor = $3, rows_done = rows_done + $4, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name, upTo, rows]);
+    return rows;
+  });
+
+  // Chunk bounds come from the source's key index, one after another; the chunks themselves overlap by one.
+  let nextEnd = chunkEnd(o.pools[o.source], t, o.source, cursor, chunkRows);
   let previous: Promise<void> = Promise.resolve();
-  const finishChunk = (rows: number, lastKey: string) => {
-    cursor = lastKey;
-    done += rows;
-    chunks += 1;
-    o.onProgress?.(done, total);
-    log.debug({ event: SYNC_LOG.backfillChunk, table: t.name, rows, cursor }, 'backfill chunk');
-  };
   for (;;) {
     if (o.signal?.aborted) break;
     // Throttle on the live backlog of this direction: unpublished changes on the source.
@@ -90,36 +120,86 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
         await sleep(200);
       }
     }
-    const chunk = await next;
-    if (chunk.events.length === 0) {
+    const upTo = await nextEnd;
+    if (upTo === null) {
       await previous;
       await o.pools[target].query(`UPDATE ${s}.backfill SET done = true, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name]);
       o.onProgress?.(done, total);
       log.info({ event: SYNC_LOG.backfillDone, table: t.name, rows: done }, 'backfill done');
       return { table: t.name, source: o.source, rows: done, rowsTotal: total, chunks, ms: Date.now() - started, done: true, resumedFrom };
     }
-    const lastKey = chunk.lastKey as string;
-    // Read the next chunk while this one is written (different databases).
-    next = readChunk(o.pools[o.source], o.config, t, o.source, lastKey, chunkRows);
-    const rows = chunk.events.length;
+    const after = cursor;
+    cursor = upTo;
+    nextEnd = chunkEnd(o.pools[o.source], t, o.source, upTo, chunkRows);
     const before = previous;
-    const current = applier.applyBatch(chunk.events, {
-      inTransaction: async (client) => {
-        await before;
-        await client.query(`UPDATE ${s}.backfill SET cursor = $3, rows_done = rows_done + $4, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name, lastKey, rows]);
-      },
-    }).then(() => finishChunk(rows, lastKey));
+    const current = writeChunk(after, upTo, before).then((rows) => {
+      done += rows;
+      chunks += 1;
+      o.onProgress?.(done, total);
+      log.debug({ event: SYNC_LOG.backfillChunk, table: t.name, rows, cursor: upTo }, 'backfill chunk');
+    });
     current.catch(() => {});
-    // At most two chunks in flight: wait for the older one before reading on.
+    // At most two chunks in flight: wait for the older one before starting another.
     await before;
     previous = current;
     if (maxRate) {
-      const ahead = ((done + rows - startDone) * 1000) / maxRate - (Date.now() - started);
+      const ahead = ((done + chunkRows - startDone) * 1000) / maxRate - (Date.now() - started);
       if (ahead > 0) await sleep(ahead);
     }
     if (o.maxChunks !== undefined && chunks + 1 >= o.maxChunks) { await previous; break; }
   }
   await previous.catch(() => {});
-  await next.catch(() => {});
+  await nextEnd.catch(() => {});
   return { table: t.name, source: o.source, rows: done, rowsTotal: total, chunks, ms: Date.now() - started, done: false, resumedFrom };
+}
+
+interface Staging { name: string; columns: string }
+
+/**
+ * The staging table's shape: the chunk's meta columns, then the source table's columns with the source's types where
+ * the target has the same built-in type (so the image the mapping reads is the one the source would have produced),
+ * text otherwise (an enum or domain that exists only on the source).
+ */
+async function stagingTable(targetPool: Pools[Side], t: CompiledTable, source: Side): Promise<Staging> {
+  const cols = [...t.table(source).columns.values()];
+  const clash = cols.find((c) => Object.values(CHUNK_META).includes(c.name as never));
+  if (clash) throw new StranglerError('SYNC_MAPPING_INVALID', `sync backfill: ${source} table ${t.table(source).name} has a column named "${clash.name}", a name backfill reserves for itself`);
+  const types = [...new Set(cols.map((c) => c.type))];
+  const builtin = await targetPool.query<{ type: string }>(
+    `SELECT x.type FROM unnest($1::text[]) AS x(type) JOIN pg_type ty ON ty.oid = to_regtype(x.type)
+       JOIN pg_namespace n ON n.oid = ty.typnamespace WHERE n.nspname = 'pg_catalog'`, [types]);
+  const ok = new Set(builtin.rows.map((r) => r.type));
+  const m = CHUNK_META;
+  return {
+    name: q(`strangler_backfill_${t.name}`),
+    columns: [`${m.key} text`, `${m.legacy} bigint`, `${m.service} bigint`, `${m.ts} timestamptz`, ...cols.map((c) => `${q(c.name)} ${ok.has(c.type) ? c.type : 'text'}`)].join(', '),
+  };
+}
+
+/** Copies the key range (after, upTo] from the source into a new staging table in the target transaction. */
+async function copyChunk(pools: Pools, config: SyncConfig, t: CompiledTable, source: Side, after: string | null, upTo: string, client: PoolClient, stage: Staging): Promise<number> {
+  await client.query(`CREATE TEMP TABLE ${stage.name} (${stage.columns}) ON COMMIT DROP`);
+  const src = await pools[source].connect();
+  let broken = false;
+  try {
+    const into = client.query(copyFrom(`COPY ${stage.name} FROM STDIN`));
+    await pipeline(src.query(copyTo(`COPY (${chunkCopySelect(config, t, source, after, upTo)}) TO STDOUT`)), into);
+    return into.rowCount;
+  } catch (err) {
+    broken = true;
+    throw err;
+  } finally {
+    src.release(broken);
+  }
+}
+
+/** New keys in one statement, through the mapping's expressions over the staged row's image. */
+function bulkInsertSql(t: CompiledTable, target: Side, stage: string): string {
+  const key = t.key(target);
+  const exprs = t.writeExprs(target);
+  const nonKey = exprs.filter((e) => !key.includes(e.column));
+  const onConflict = nonKey.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${nonKey.map((e) => `${q(e.column)} = EXCLUDED.${q(e.column)}`).join(', ')}`;
+  return `INSERT INTO ${t.qualified(target)} (${exprs.map((e) => q(e.column)).join(', ')})
+    SELECT ${exprs.map((e) => e.expr).join(', ')} FROM ${stage} st, LATERAL (SELECT to_jsonb(st) AS s OFFSET 0) img
+    ON CONFLICT (${key.map(q).join(', ')}) ${onConflict}`;
 }

@@ -1,5 +1,5 @@
 /**
- * Snapshot reads of source rows as change events (op "r"): backfill chunks and repair key lists.
+ * Snapshot reads of source rows: backfill chunks (copied as they are) and repair key lists (as change events, op "r").
  *
  * Each row is read together with its version vector from row_version in the same statement, hence the same
  * snapshot: the event carries the exact version of the image it holds. Apply's version guard then orders it
@@ -33,15 +33,50 @@ export function keyTuple(t: CompiledTable, side: Side, alias: string): string {
   return `(${t.key(side).map((k) => `${alias}.${q(k)}`).join(', ')})`;
 }
 
-/** The next chunk after `cursor` (a key text, null for the start), in key order. */
-export async function readChunk(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, cursor: string | null, limit: number): Promise<{ events: ConsumedEvent[]; lastKey: string | null }> {
-  const where = cursor === null ? '' : `WHERE ${keyTuple(t, side, 't')} > ${keyTupleFromJson(t, side, '$2')}`;
-  const order = `ORDER BY ${t.key(side).map((k) => `t.${q(k)}`).join(', ')} LIMIT $1`;
-  const r = await pool.query<{ value: string; key: string }>(
-    `${selectEvents(config, t, side, where, order)} ORDER BY ${t.key(side).map((k) => `t.${q(k)}`).join(', ')}`,
-    cursor === null ? [limit] : [limit, cursor]);
-  const events = r.rows.map((row) => ({ topic: null, partition: null, offset: null, value: row.value }));
-  return { events, lastKey: r.rows.length > 0 ? (r.rows[r.rows.length - 1] as { key: string }).key : null };
+/** The key tuple of `alias` compared with a literal key text (COPY takes no parameters). */
+function keyTupleFromText(t: CompiledTable, side: Side, keyText: string): string {
+  return keyTupleFromJson(t, side, lit(keyText));
+}
+
+/** `WHERE` for the key range (after, upTo]: `after` null means from the first key. */
+export function keyRangeWhere(t: CompiledTable, side: Side, alias: string, after: string | null, upTo: string): string {
+  const lower = after === null ? '' : `${keyTuple(t, side, alias)} > ${keyTupleFromText(t, side, after)} AND `;
+  return `WHERE ${lower}${keyTuple(t, side, alias)} <= ${keyTupleFromText(t, side, upTo)}`;
+}
+
+/** The key text of the last row of the next chunk of `limit` rows after `after` (null: no rows left). Index only. */
+export async function chunkEnd(pool: Pool, t: CompiledTable, side: Side, after: string | null, limit: number): Promise<string | null> {
+  const key = t.key(side).map((k) => `t.${q(k)}`).join(', ');
+  const where = after === null ? '' : `WHERE ${keyTuple(t, side, 't')} > ${keyTupleFromJson(t, side, '$2')}`;
+  const r = await pool.query<{ key: string }>(
+    `SELECT ${t.keyText(side, 't')} AS key FROM (SELECT ${key} FROM ${t.qualified(side)} t ${where} ORDER BY ${key} LIMIT $1) t
+      ORDER BY ${t.key(side).map((k) => `t.${q(k)} DESC`).join(', ')} LIMIT 1`, after === null ? [limit] : [limit, after]);
+  return r.rows[0]?.key ?? null;
+}
+
+/** Names of the columns a chunk copy adds in front of the row's own columns. */
+export const CHUNK_META = { key: '__strangler_pk', legacy: '__strangler_lv', service: '__strangler_sv', ts: '__strangler_ts' } as const;
+
+/**
+ * SELECT for `COPY (...) TO STDOUT` of one key range: key text, the row's version vector and its time, then every
+ * column of the row as it is, in table order (the staging table on the other side has the same columns).
+ */
+export function chunkCopySelect(config: SyncConfig, t: CompiledTable, side: Side, after: string | null, upTo: string): string {
+  const s = q(config.stateSchema);
+  const cols = [...t.table(side).columns.keys()].map((c) => `t.${q(c)}`).join(', ');
+  return `SELECT ${t.keyText(side, 't')}, coalesce(rv.legacy_version, 0), coalesce(rv.service_version, 0), rv.ts, ${cols}
+    FROM (SELECT * FROM ${t.qualified(side)} t ${keyRangeWhere(t, side, 't', after, upTo)}) t
+    LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = ${t.keyText(side, 't')}`;
+}
+
+/** A snapshot-read ('r') event built in SQL from a staged chunk row (alias `st`), for the per-event apply rules. */
+export function stagedEventValue(t: CompiledTable, side: Side): string {
+  const m = CHUNK_META;
+  return `jsonb_build_object(
+      'format', '${EVENT_FORMAT}', 'source', '${side}', 'origin', '${side}', 'table', ${lit(t.config[side].table)}, 'logical', ${lit(t.name)},
+      'op', 'r', 'key', st.${m.key}, 'before', NULL, 'after', to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}'], 'position', NULL,
+      'version', jsonb_build_object('legacy', st.${m.legacy}, 'service', st.${m.service}),
+      'txId', NULL, 'commitTs', coalesce(st.${m.ts}, now()))::text`;
 }
 
 /** The current rows for a list of key texts, plus the keys that no longer exist on the source. */

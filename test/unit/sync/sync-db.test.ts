@@ -301,6 +301,51 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual(st.backfill.map((b) => [b.table, b.done]), [['items', true]]);
   });
 
+  test('backfill: a local write committed while the chunk waits for its row wins by the version rules; every column type and a source-only enum copy exactly', async () => {
+    const { config, pools } = await fx.freshPair('backfillrace');
+    // An enum that exists only on the legacy side: staged as text, mapped by the value map as live events are.
+    await pools.legacy.query(`CREATE TYPE note_status AS ENUM ('open', 'done');
+      ALTER TABLE notes ALTER COLUMN status DROP DEFAULT, ALTER COLUMN status TYPE note_status USING status::note_status`);
+    await pools.legacy.query(`INSERT INTO items (id, name, price_cents, body, data, happened_at, first_name, last_name, amount, flag)
+      SELECT g, 'n' || g, CASE WHEN g % 5 = 0 THEN NULL ELSE g END, repeat('long text ', g % 300), CASE WHEN g % 7 = 0 THEN NULL ELSE jsonb_build_object('g', g, 'nested', jsonb_build_array(1, 'two', NULL)) END,
+             timestamptz '2024-03-31 01:30:00+02' + g * interval '37 minutes', CASE WHEN g % 3 = 0 THEN NULL ELSE 'F' || g END, 'L' || g, g / 3.0, g % 2 = 0
+        FROM generate_series(1, 2000) g`);
+    await pools.legacy.query(`INSERT INTO notes (id, body, status) SELECT g, 'title ' || g || E'\\nrest', CASE WHEN g % 2 = 0 THEN 'done' ELSE 'open' END::note_status FROM generate_series(1, 300) g`);
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installServiceCapture(config, pools);
+    const p = new Pipeline(config, pools, tables);
+
+    // A local write on the service holds key 1500 uncommitted: the chunk's insert of 1500 must wait for it.
+    const local = await pools.service.connect();
+    try {
+      await local.query('BEGIN');
+      await local.query(`INSERT INTO catalog_items (item_id, title) VALUES (1500, 'local write')`);
+      const running = runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 1000 });
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const waiting = await pools.service.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'INSERT INTO%catalog_items%'`);
+        if (waiting.rows[0].n > 0) break;
+        assert.ok(Date.now() < deadline, 'the backfill chunk never waited for the local write');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await local.query('COMMIT');
+      const result = await running;
+      assert.equal(result.done, true);
+      assert.equal(result.rows, 2000);
+    } finally {
+      local.release();
+    }
+    // The local write is newer than the snapshot as far as the version vectors know: it stays, and it syncs back.
+    assert.equal((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1500')).rows[0].title, 'local write');
+    await p.settle();
+    assert.equal((await pools.legacy.query('SELECT name FROM items WHERE id = 1500')).rows[0].name, 'local write');
+    assert.equal((await runBackfill({ config, pools, tables, table: 'notes', source: 'legacy', chunkRows: 128 })).rows, 300);
+    const v = await verifyTables(config, pools, tables);
+    assert.equal(v.ok, true, JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) }))));
+    assert.deepEqual((await pools.service.query(`SELECT state, count(*)::int AS n FROM note_parts GROUP BY state ORDER BY state`)).rows, [{ state: 'DONE', n: 150 }, { state: 'OPEN', n: 150 }]);
+  });
+
   test('bad config: unknown table, unknown column, type that cannot map → clear errors, nothing installed', async () => {
     const { urls, pools } = await fx.freshPair('badcfg');
     const doc = syncDoc(urls) as { sync: { tables: Record<string, unknown>[] } };
