@@ -16,6 +16,7 @@ import { installState, stateInstalled } from '../../migration-scripts/state.ts';
 import { dropSlot, installLogical, slotExists, uninstallLogicalIn } from './logical.ts';
 import type { Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
+import { StranglerError } from '../../common/errors.ts';
 
 const triggerName = 'strangler_capture';
 const truncateTriggerName = 'strangler_no_truncate';
@@ -46,11 +47,7 @@ BEGIN
   INSERT INTO ${s}.changelog (seq, xid, tbl, op, pk, before, after, lv, sv, ts)
     VALUES (v, pg_current_xact_id(), p_tbl, p_op, p_pk, p_before, p_after, ${lvExpr}, ${svExpr}, t);
 END $fn$;
-CREATE OR REPLACE FUNCTION ${s}.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
-  RAISE EXCEPTION 'strangler: TRUNCATE of % is not captured by sync; delete rows instead or uninstall capture first', TG_TABLE_NAME;
-END $fn$;`];
+`, truncateGuardSql(config, side, tables)];
   for (const t of tables) {
     const key = (alias: string) => t.keyText(side, alias);
     const name = lit(t.name);
@@ -78,11 +75,25 @@ BEGIN
   RETURN NULL;
 END $fn$;
 DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)};
-CREATE TRIGGER ${triggerName} AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified(side)} FOR EACH ROW EXECUTE FUNCTION ${s}.${q(functionName(t))}();
-DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};
-CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${t.qualified(side)} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_truncate();`);
+CREATE TRIGGER ${triggerName} AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified(side)} FOR EACH ROW EXECUTE FUNCTION ${s}.${q(functionName(t))}();`);
   }
   return parts.join('\n');
+}
+
+/**
+ * TRUNCATE fires no row triggers and sync cannot replay it safely on the other side, so in both capture modes it is
+ * refused on captured tables (one statement trigger each; sync's own transactions pass).
+ */
+function truncateGuardSql(config: SyncConfig, side: Side, tables: readonly CompiledTable[]): string {
+  const s = q(config.stateSchema);
+  return [`
+CREATE OR REPLACE FUNCTION ${s}.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
+BEGIN
+  IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
+  RAISE EXCEPTION 'strangler: TRUNCATE of % is not captured by sync; delete rows instead or uninstall capture first', TG_TABLE_NAME;
+END $fn$;`, ...tables.map((t) => `
+DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};
+CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${t.qualified(side)} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_truncate();`)].join('\n');
 }
 
 export interface InstallResult { side: Side; tables: string[] }
@@ -98,15 +109,23 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
     // trigger mode removes the capture triggers in the same transaction, so no change is captured twice.
     await installLogical(pools[side], config, side, tables, async (client) => {
       await installState(client, config.stateSchema);
-      for (const t of tables) {
-        await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)}; DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};`);
-      }
+      for (const t of tables) await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)}`);
+      await client.query(truncateGuardSql(config, side, tables));
     });
     return { side, tables: tables.map((t) => t.name) };
   }
   await inTransaction(pools[side], async (client) => {
     // Serialise concurrent installs on one database.
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+    // A logical slot from an earlier install holds changes only the decoder can read: switching to triggers here
+    // would drop them (and a forgotten slot holds WAL forever). The operator drains and uninstalls first.
+    const hasLogical = await client.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [`${q(config.stateSchema)}.logical_capture`]);
+    const slot = hasLogical.rows[0]?.ok
+      ? (await client.query<{ slot: string }>(`SELECT slot FROM ${q(config.stateSchema)}.logical_capture WHERE id = 1`)).rows[0]?.slot
+      : undefined;
+    if (slot !== undefined) {
+      throw new StranglerError('SYNC_UNSUPPORTED', `capture on the ${side} database is installed in logical mode (replication slot "${slot}"); switching to capture.mode "trigger" in place would lose the changes still in the slot. Stop writes to the captured tables, let the ${side} relay drain (sync status shows 0 behind), run \`strangler sync capture uninstall\` with the logical config, then install again in trigger mode`);
+    }
     await installState(client, config.stateSchema);
     await client.query(captureFunctionsSql(config, side, tables));
   });

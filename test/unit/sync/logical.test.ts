@@ -1,7 +1,7 @@
 /**
  * capture.mode logical on real embedded PostgreSQL (wal_level=logical), memory transport: install refuses a server
  * without wal_level=logical, decoded changes equal the trigger's changelog rows, arrive in commit order and converge
- * both databases, apply's writes are not captured back, and uninstall drops the slot.
+ * both databases, apply's writes are not captured back, TRUNCATE is refused, and uninstall drops the slot.
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -118,8 +118,8 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const expected = await rowsOf(trig.pools);
     assert.equal(expected.length, 8);
     assert.deepEqual(await rowsOf(logi.pools), expected);
-    const triggers = await logi.pools.legacy.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE NOT tgisinternal`);
-    assert.equal(triggers.rows[0].n, 0, 'no triggers on the user tables in logical mode (those of trigger mode removed)');
+    const triggers = await logi.pools.legacy.query(`SELECT DISTINCT tgname FROM pg_trigger WHERE NOT tgisinternal`);
+    assert.deepEqual(triggers.rows.map((r) => r.tgname), ['strangler_no_truncate'], 'no capture triggers on the user tables in logical mode (those of trigger mode removed), only the TRUNCATE guard');
     await logi.p.settle();
     assert.equal((await verifyTables(logi.config, logi.pools, logi.tables)).ok, true);
   });
@@ -195,5 +195,26 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const ident = await pools.legacy.query(`SELECT relreplident FROM pg_class WHERE oid = 'items'::regclass`);
     assert.equal(ident.rows[0].relreplident, 'd');
     assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), false);
+  });
+
+  test('TRUNCATE is refused on captured tables; an in-place switch back to trigger mode is refused and keeps the slot', async () => {
+    const { config, pools, tables } = await installed('guards');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
+    await assert.rejects(pools.legacy.query('TRUNCATE items'), /TRUNCATE of items is not captured by sync/);
+    assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);
+    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    const triggerConfig = { ...config, capture: { ...config.capture, mode: 'trigger' as const } };
+    await assert.rejects(installCapture(triggerConfig, pools, 'legacy', tables), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_UNSUPPORTED');
+      assert.match(err.message, new RegExp(`logical mode \\(replication slot "${slot}"\\).*sync capture uninstall`));
+      return true;
+    });
+    assert.ok((await slots(pools.legacy)).includes(slot), 'the slot and its undecoded changes are kept');
+    const triggers = await pools.legacy.query(`SELECT tgname FROM pg_trigger WHERE tgrelid = 'items'::regclass AND NOT tgisinternal ORDER BY 1`);
+    assert.deepEqual(triggers.rows.map((r) => r.tgname), ['strangler_no_truncate'], 'no capture trigger was added');
+    await uninstallCapture(config, pools, 'legacy');
+    await uninstallCapture(config, pools, 'service');
+    await installCapture(triggerConfig, pools, 'legacy', tables);
+    assert.equal(await captureInstalled(triggerConfig, pools.legacy, 'legacy'), true);
   });
 });
