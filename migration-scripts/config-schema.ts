@@ -67,7 +67,7 @@ export const syncConfigSchema = z.object({
   databases: z.object({ legacy: databaseRefSchema, service: databaseRefSchema }).strict(),
   stateSchema: identifier.default('strangler_sync').describe('Schema created on both databases for capture, offsets, versions, dead letters.'),
   capture: z.object({
-    mode: z.enum(['trigger', 'logical']).default('trigger').describe('trigger: same-transaction change table via row triggers (no wal_level=logical). logical: opt-in, needs wal_level=logical; a test_decoding replication slot, decoded by the relay into the same change table, no triggers.'),
+    mode: z.enum(['trigger', 'logical']).default('trigger').describe('trigger: same-transaction change table via row triggers (no wal_level=logical). logical: opt-in, needs wal_level=logical; a test_decoding replication slot, decoded by the relay into the same change table, no row triggers.'),
     relayBatchSize: z.number().int().positive().default(2_000),
     relayPollMs: z.number().int().positive().default(20),
   }).strict().default({ mode: 'trigger', relayBatchSize: 2_000, relayPollMs: 20 }),

@@ -11,6 +11,7 @@ import type { Pools } from './db.ts';
 import { q } from './mapping.ts';
 import { kafkaBacklog, sideTopics } from './kafka.ts';
 import { lastVerify, type VerifyResult } from './verify.ts';
+import { slotNameFor } from '../legacy-adapter/capture/logical.ts';
 
 export interface DirectionStatus {
   direction: 'legacy-to-service' | 'service-to-legacy';
@@ -18,6 +19,12 @@ export interface DirectionStatus {
   target: Side;
   /** Captured on the source, not yet acknowledged by Kafka. */
   capturePending: number;
+  /**
+   * Logical capture only: WAL the source's slot still holds, not yet decoded into the change table (so not in
+   * `lagEvents`, which cannot count it without taking the slot from the relay). Includes WAL of unrelated writes;
+   * it stays large while the relay is stopped. Null in trigger mode.
+   */
+  undecoded: { slot: string; walBytes: number; relayAttached: boolean } | null;
   /** In Kafka, not yet applied (null when Kafka was not asked). */
   kafkaBacklog: number | null;
   lagEvents: number;
@@ -50,6 +57,13 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
        FROM ${s}.apply_stats WHERE source = $1`, [source]);
   const pos = await one<{ p: string | null }>(pools[target], `SELECT max(position)::text AS p FROM ${s}.applied WHERE source = $1`, [source]);
   const parked = await one<{ n: string }>(pools[target], `SELECT count(*) AS n FROM ${s}.dead_letters WHERE source = $1 AND status = 'parked'`, [source]);
+  let undecoded: DirectionStatus['undecoded'] = null;
+  if (config.capture.mode === 'logical') {
+    const slot = await slotNameFor(pools[source], config, source);
+    const w = await one<{ bytes: string | null; active: boolean }>(pools[source],
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint::text AS bytes, active FROM pg_replication_slots WHERE slot_name = $1`, [slot]);
+    if (w) undecoded = { slot, walBytes: Number(w.bytes ?? 0), relayAttached: w.active };
+  }
   let backlog: number | null = null;
   if (kafka) {
     backlog = await kafkaBacklog(kafka, sideTopics(config, source), async (topic) => {
@@ -63,7 +77,7 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   const num = (v: string | null | undefined) => (v === null || v === undefined ? 0 : Number(v));
   return {
     direction: `${source}-to-${target}` as DirectionStatus['direction'],
-    source, target, capturePending, kafkaBacklog: backlog, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
+    source, target, capturePending, undecoded, kafkaBacklog: backlog, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
     relay: { lastPosition: relay ? Number(relay.last_pos) : null, ackedPosition: relay ? Number(relay.acked_pos) : null, published: Number(relay?.published ?? 0), updatedAt: relay?.updated_at ?? null },
     lastAppliedPosition: pos?.p ? Number(pos.p) : null,
     applied: num(stats?.applied), duplicates: num(stats?.duplicates), stale: num(stats?.stale), echoes: num(stats?.echoes), conflicts: num(stats?.conflicts), parked: num(stats?.parked),
@@ -98,6 +112,7 @@ export function formatStatus(st: SyncStatus): string {
   const lines: string[] = [];
   for (const d of st.directions) {
     lines.push(`${d.direction}: lag ${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`})`);
+    if (d.undecoded) lines.push(`  slot ${d.undecoded.slot}: ${d.undecoded.walBytes} bytes of WAL not decoded yet (not in the lag above)`);
     lines.push(`  relay position ${d.relay.lastPosition ?? '-'} (acked ${d.relay.ackedPosition ?? '-'}, published ${d.relay.published}); last applied position ${d.lastAppliedPosition ?? '-'}`);
     lines.push(`  applied ${d.applied}, duplicates ${d.duplicates}, stale ${d.stale}, echoes ${d.echoes}, conflicts ${d.conflicts}, parked now ${d.parkedNow}; last lag ${d.lastLagMs ?? '-'} ms`);
   }

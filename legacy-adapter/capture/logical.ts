@@ -1,7 +1,8 @@
 /**
- * Capture mode `logical` (opt-in, needs wal_level=logical): no triggers on the application's tables. A logical
- * replication slot with the built-in `test_decoding` plugin delivers committed changes in commit order; the decoder
- * step (run by the relay before it assigns positions) turns each row change into exactly the changelog row the
+ * Capture mode `logical` (opt-in, needs wal_level=logical): no row triggers on the application's tables (only the
+ * TRUNCATE guard, as in trigger mode). A logical replication slot with the built-in `test_decoding` plugin delivers
+ * committed changes in commit order; the decoder step (run by the relay before it assigns positions) turns each row
+ * change into exactly the changelog row the
  * capture trigger would have written (same key, op, `to_jsonb` images, version vector) and the relay publishes them
  * as in trigger mode: one relay path for both modes.
  *

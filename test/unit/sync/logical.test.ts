@@ -16,6 +16,7 @@ import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
 import { LogicalDecoder, parseChange } from '../../../legacy-adapter/capture/logical.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
+import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
 import { LEGACY_DDL, SERVICE_DDL, syncDoc } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
@@ -197,12 +198,25 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), false);
   });
 
-  test('TRUNCATE is refused on captured tables; an in-place switch back to trigger mode is refused and keeps the slot', async () => {
-    const { config, pools, tables } = await installed('guards');
+  test('status shows WAL the slot has not decoded; TRUNCATE is refused on captured tables; an in-place switch back to trigger mode is refused and keeps the slot', async () => {
+    const { config, pools, tables, p } = await installed('guards');
+    const lsn = async () => (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]?.l as string;
+    const since = async (from: string) => Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
+    const beforeInsert = await lsn();
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
     await assert.rejects(pools.legacy.query('TRUNCATE items'), /TRUNCATE of items is not captured by sync/);
     assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);
     const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    // Status shows what the slot still holds: not decoded yet, so not in lagEvents, but visible as WAL behind the slot.
+    const undecoded = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.undecoded;
+    const written = await since(beforeInsert);
+    const pending = await undecoded();
+    assert.equal(pending?.slot, slot);
+    assert.ok(written > 0 && (pending?.walBytes ?? 0) >= written, `the insert is still in the slot: ${pending?.walBytes} bytes behind, ${written} written since`);
+    assert.match(formatStatus(await readSyncStatus(config, pools)), new RegExp(`slot ${slot}: \\d+ bytes of WAL not decoded yet`));
+    assert.equal(await p.relays.legacy.step(), 1);
+    const after = await undecoded();
+    assert.ok((after?.walBytes ?? Infinity) < await since(beforeInsert), 'decoding moved the slot past the insert');
     const triggerConfig = { ...config, capture: { ...config.capture, mode: 'trigger' as const } };
     await assert.rejects(installCapture(triggerConfig, pools, 'legacy', tables), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'SYNC_UNSUPPORTED');
