@@ -8,8 +8,9 @@
  *   2. keys the target already knows (a version vector from live sync or a local write, or a parked dead letter) are
  *      taken out of staging and go through apply's per-event rules as snapshot events: the version guard orders them
  *      against the live stream exactly as it orders live events;
- *   3. every other key is new to the sync: one INSERT ... SELECT through the mapping's expressions (the same ones
- *      apply writes with), then its non-zero version vectors;
+ *   3. every other key is new to the sync: one INSERT ... SELECT through the mapping, reading the staged rows in
+ *      place (CompiledTable.rowWriteExprs: the values apply would write from the row's image), then its non-zero
+ *      version vectors;
  *   4. a live apply or local write that committed a key of this chunk while step 3 waited for it shows up as a
  *      version vector on a key we wrote as new: the transaction is retried (SQLSTATE 40001), and the key then takes
  *      step 2. Writers that start later wait for this transaction's row locks and find our versions;
@@ -193,13 +194,13 @@ async function copyChunk(pools: Pools, config: SyncConfig, t: CompiledTable, sou
   }
 }
 
-/** New keys in one statement, through the mapping's expressions over the staged row's image. */
+/** New keys in one statement, through the mapping's expressions over the staged rows read in place. */
 function bulkInsertSql(t: CompiledTable, target: Side, stage: string): string {
   const key = t.key(target);
-  const exprs = t.writeExprs(target);
+  const exprs = t.rowWriteExprs(target, 'st');
   const nonKey = exprs.filter((e) => !key.includes(e.column));
   const onConflict = nonKey.length === 0 ? 'DO NOTHING' : `DO UPDATE SET ${nonKey.map((e) => `${q(e.column)} = EXCLUDED.${q(e.column)}`).join(', ')}`;
   return `INSERT INTO ${t.qualified(target)} (${exprs.map((e) => q(e.column)).join(', ')})
-    SELECT ${exprs.map((e) => e.expr).join(', ')} FROM ${stage} st, LATERAL (SELECT to_jsonb(st) AS s OFFSET 0) img
+    SELECT ${exprs.map((e) => e.expr).join(', ')} FROM ${stage} st
     ON CONFLICT (${key.map(q).join(', ')}) ${onConflict}`;
 }

@@ -74,6 +74,12 @@ export interface CompiledTable {
   key(side: Side): readonly string[];
   /** Columns written on `target` when applying an image from the other side (only mapped columns). */
   writeExprs(target: Side): readonly ColumnExpr[];
+  /**
+   * The same columns computed from a row of the other side read in place (row alias `alias`, backfill's staging
+   * rows) rather than from a jsonb image: each value is read as the image would hold it, and a column of the same
+   * plain type on both sides with the identity codec is copied directly (the same value, without the text round trip).
+   */
+  rowWriteExprs(target: Side, alias: string): readonly ColumnExpr[];
   /** SQL yielding the canonical key text (`[v1, v2]`) of a row alias on one side. */
   keyText(side: Side, alias: string): string;
   /** SQL yielding the canonical text of a row (service shape) from the jsonb image `img` (or `@alias`) of a row on `side`. */
@@ -98,6 +104,9 @@ function castExpr(valueText: string, valueJson: string, target: ColumnInfo): str
  */
 const sourceText = (img: string, col: string) => (img.startsWith('@') ? `(to_jsonb(${img.slice(1)}.${q(col)}) #>> '{}')` : `(${img}->>${lit(col)})`);
 const sourceJson = (img: string, col: string) => (img.startsWith('@') ? `to_jsonb(${img.slice(1)}.${q(col)})` : `(${img}->${lit(col)})`);
+
+/** Families whose values survive the image's text round trip unchanged, so a same-type column can be copied as is (json is normalised by the image, so it is not). */
+const COPYABLE: ReadonlySet<Family> = new Set(['int', 'dec', 'text', 'timestamptz', 'timestamp', 'date', 'time', 'interval', 'bool', 'uuid']);
 
 function identityCompatible(a: Family, b: Family): boolean {
   if (a === 'array' || b === 'array' || a === 'other' || b === 'other') return a === b && a === 'other';
@@ -270,6 +279,15 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       qualified: (side) => `${q(schemaOf(side))}.${q(t[side].table)}`,
       key: (side) => t[side].key,
       writeExprs: (target) => exprs[target],
+      rowWriteExprs: (target, alias) => t.columns.flatMap((c, j) => {
+        const source = otherSide(target);
+        if (typeof c.legacy === 'string' && typeof c.service === 'string' && (!('codec' in c) || c.codec === 'identity')) {
+          const sc = info[source].columns.get(c[source] as string);
+          const dc = info[target].columns.get(c[target] as string);
+          if (sc && dc && sc.type === dc.type && COPYABLE.has(sc.family)) return [{ column: dc.name, expr: `(${alias}.${q(sc.name)})::${dc.type}` }];
+        }
+        return entryExprs(c, target, info, `@${alias}`, `${at}.columns[${j}]`, []);
+      }),
       keyText,
       canonicalText: (side, img) => `concat_ws('|', ${canonicalCols(side, img).join(', ')})`,
     });
