@@ -59,16 +59,8 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
   tuneV8ForProxying();
   const { proxy } = runtime.snapshot.config;
   const forwarder = new Forwarder(runtime);
-  let inflight = 0;
-  let idle: (() => void) | null = null;
-  const server = createServer({ maxHeaderSize: proxy.maxHeaderBytes, headersTimeout: proxy.headersTimeoutMs, requestTimeout: proxy.requestTimeoutMs, keepAliveTimeout: 5_000 }, (req, res) => {
-    inflight++;
-    res.once('close', () => {
-      inflight--;
-      if (inflight === 0) idle?.();
-    });
-    forwarder.handle(req, res);
-  });
+  // The forwarder counts requests in flight itself (one shared 'close' listener per response) for the drain below.
+  const server = createServer({ maxHeaderSize: proxy.maxHeaderBytes, headersTimeout: proxy.headersTimeoutMs, requestTimeout: proxy.requestTimeoutMs, keepAliveTimeout: 5_000 }, forwarder.handle);
   server.on('upgrade', forwarder.handleUpgrade);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests (smuggling attempts, oversized headers) are refused by node's parser; answer and close.
@@ -85,11 +77,10 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
       runtime.draining = true;
       server.close();
       server.closeIdleConnections();
-      if (inflight > 0) {
-        const drained = new Promise<void>((resolve) => (idle = resolve));
+      if (forwarder.inflight > 0) {
         let timer: NodeJS.Timeout | undefined;
         const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), proxy.drainTimeoutMs)));
-        if (await Promise.race([drained.then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight, drainTimeoutMs: proxy.drainTimeoutMs });
+        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, drainTimeoutMs: proxy.drainTimeoutMs });
         clearTimeout(timer);
       }
       server.closeAllConnections();

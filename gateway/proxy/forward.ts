@@ -21,16 +21,18 @@
  * Invariant: a write is never sent to two upstreams. It goes to legacy after a service failure only if the route
  * declares it idempotent or the service provably never received it (breaker open, connection refused).
  */
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { ErrorCode } from '../../common/errors.ts';
 import { StranglerError } from '../../common/errors.ts';
 import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
-import type { Upstream } from './upstreams.ts';
+import { upstreamPath, type Upstream } from './upstreams.ts';
 import { clientResponseHeaders, requestIdOf, upstreamRequestHeaders, type ForwardedInfo } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent } from '../observability/log-events.ts';
@@ -62,26 +64,177 @@ interface Decision {
   identity: Identity | null;
 }
 
-interface Pending {
-  onRequest(proxyReq: ClientRequest): void;
-  onResponse(res: IncomingMessage): void;
+/** Per-request state: built once, read by every step. Found from the response through `kExchange`. */
+class Exchange {
+  readonly forwarder: Forwarder;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly snapshot: Snapshot;
+  readonly route: LoadedRoute;
+  readonly reqId: string;
+  readonly start: number;
+  readonly decision: string;
+  /** A newly minted session cookie to send with the answer. */
+  readonly setCookie: string | null;
+  /** Headers sent upstream: computed once, reused by a fallback attempt. */
+  readonly upstreamHeaders: IncomingHttpHeaders;
+  clientGone = false;
+  /** The attempt in flight, if any (a client hanging up aborts it). */
+  attempt: Attempt | null = null;
+  /** Set when the answer is sent, read by the 'finish' listener to record it. */
+  target: Target = 'legacy';
+  status = 0;
+  error = false;
+  fallback: string | null = null;
+
+  constructor(forwarder: Forwarder, req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, route: LoadedRoute, reqId: string, start: number, decision: Decision, upstreamHeaders: IncomingHttpHeaders) {
+    this.forwarder = forwarder;
+    this.req = req;
+    this.res = res;
+    this.snapshot = snapshot;
+    this.route = route;
+    this.reqId = reqId;
+    this.start = start;
+    this.decision = decision.reason;
+    this.setCookie = decision.identity?.setCookie ?? null;
+    this.upstreamHeaders = upstreamHeaders;
+  }
 }
 
-/** Per-request state: built once, read by every step. */
-interface Exchange {
-  req: IncomingMessage;
-  res: ServerResponse;
-  snapshot: Snapshot;
-  route: LoadedRoute;
-  reqId: string;
-  start: number;
-  decision: string;
-  /** A newly minted session cookie to send with the answer. */
-  setCookie: string | null;
-  /** Headers sent upstream: computed once, reused by a fallback attempt. */
-  upstreamHeaders: IncomingHttpHeaders;
-  clientGone: boolean;
-  abortCurrent: (() => void) | null;
+/** Where per-request state hangs off node's own objects, so listeners can be shared functions instead of closures. */
+const kExchange = Symbol('strangler.exchange');
+const kAttempt = Symbol('strangler.attempt');
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange | null };
+type AttemptRequest = ClientRequest & { [kAttempt]?: Attempt };
+type UpstreamResponse = IncomingMessage & { [kExchange]?: Exchange };
+
+/**
+ * One try against one upstream: an http.request on the upstream's keep-alive agent, guarded by a timeout (and a
+ * connect timeout when a new connection is opened). It settles exactly once, with a typed outcome, through `done`.
+ */
+class Attempt {
+  readonly ex: Exchange;
+  readonly upstream: Upstream;
+  readonly timeoutMs: number;
+  readonly done: (o: Outcome, ex: Exchange) => void;
+  proxyReq: ClientRequest | null = null;
+  timer: NodeJS.Timeout | undefined;
+  connectTimer: NodeJS.Timeout | undefined;
+  settled = false;
+
+  constructor(ex: Exchange, upstream: Upstream, timeoutMs: number, done: (o: Outcome, ex: Exchange) => void) {
+    this.ex = ex;
+    this.upstream = upstream;
+    this.timeoutMs = timeoutMs;
+    this.done = done;
+  }
+
+  start(body: Body): void {
+    const { ex, upstream } = this;
+    const { req } = ex;
+    const headers = ex.upstreamHeaders;
+    if (body.kind === 'buffered') headers['content-length'] = String(body.data.length);
+    // As http-proxy did (its deleteLength pass): DELETE and OPTIONS without a length say length 0.
+    else if ((req.method === 'DELETE' || req.method === 'OPTIONS') && !headers['content-length']) headers['content-length'] = '0';
+    // A flat header list is stored as the request head at once (no setHeader per header); Host last, for the upstream.
+    const list: string[] = [];
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined) continue;
+      if (typeof value === 'string') list.push(name, value);
+      else for (const v of value) list.push(name, v);
+    }
+    list.push('host', upstream.request.hostHeader);
+    const options: RequestOptions = {
+      hostname: upstream.request.hostname,
+      port: upstream.request.port,
+      method: req.method,
+      path: upstreamPath(upstream.request.basePath, req.url ?? '/'),
+      headers: list,
+      agent: upstream.agent,
+    };
+    // May throw (a header value node refuses); then nothing is armed yet and the caller answers with an error.
+    const proxyReq: AttemptRequest = upstream.request.https ? httpsRequest(options) : httpRequest(options);
+    proxyReq[kAttempt] = this;
+    this.proxyReq = proxyReq;
+    ex.attempt = this;
+    this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
+    proxyReq.on('socket', onUpstreamSocket);
+    proxyReq.on('response', onUpstreamResponse);
+    proxyReq.on('error', onUpstreamError);
+    if (body.kind === 'none') proxyReq.end();
+    else if (body.kind === 'buffered') proxyReq.end(body.data);
+    else {
+      // Errors of the client's body stream end the attempt like an upstream error (as http-proxy reported them).
+      req.on('error', (err: Error) => this.failed(err));
+      body.stream.pipe(proxyReq);
+    }
+  }
+
+  connecting(): boolean {
+    const socket = this.proxyReq?.socket;
+    return socket === null || socket === undefined || socket.connecting;
+  }
+
+  settle(o: Outcome): void {
+    if (this.settled) return;
+    this.settled = true;
+    clearTimeout(this.timer);
+    clearTimeout(this.connectTimer);
+    if (this.ex.attempt === this) this.ex.attempt = null;
+    this.done(o, this.ex);
+  }
+
+  /** The client hung up. */
+  abort(): void {
+    this.settle({ ok: false, phase: 'client-aborted', sent: !this.connecting() });
+    this.proxyReq?.destroy();
+  }
+
+  failed(err: NodeJS.ErrnoException): void {
+    const code = err.code ?? '';
+    // A reset caused by the client going away is the client's doing: its 'close' settles the attempt.
+    if (code === 'ECONNRESET' && this.ex.req.socket.destroyed) {
+      this.proxyReq?.destroy();
+      return;
+    }
+    const neverConnected = CONNECT_ERRORS.has(code) || this.connecting();
+    this.settle({ ok: false, phase: neverConnected ? 'connect' : 'reset', sent: !neverConnected, error: `${code || 'error'}: ${err.message}` });
+  }
+}
+
+function onAttemptTimeout(a: Attempt): void {
+  const neverConnected = a.connecting();
+  a.settle({ ok: false, phase: neverConnected ? 'connect' : 'timeout', sent: !neverConnected, error: `no response headers within ${a.timeoutMs} ms` });
+  a.proxyReq?.destroy();
+}
+
+function onConnectTimeout(a: Attempt): void {
+  a.settle({ ok: false, phase: 'connect', sent: false, error: `no connection within ${a.upstream.config.connectTimeoutMs} ms` });
+  a.proxyReq?.destroy();
+}
+
+function onUpstreamSocket(this: AttemptRequest, socket: Socket): void {
+  const a = this[kAttempt];
+  if (!a || !socket.connecting || a.settled) return;
+  a.connectTimer = setTimeout(onConnectTimeout, a.upstream.config.connectTimeoutMs, a);
+  socket.once('connect', () => clearTimeout(a.connectTimer));
+}
+
+function onUpstreamResponse(this: AttemptRequest, upRes: IncomingMessage): void {
+  const a = this[kAttempt];
+  if (!a) return;
+  const status = upRes.statusCode ?? 502;
+  a.settle(status >= 500 ? { ok: false, phase: 'status', sent: true, res: upRes, error: `status ${status}` } : { ok: true, res: upRes });
+}
+
+function onUpstreamError(this: AttemptRequest, err: NodeJS.ErrnoException): void {
+  this[kAttempt]?.failed(err);
+}
+
+/** An upstream answer that breaks mid-body cannot be completed: the client's response is cut. */
+function onUpstreamBodyError(this: UpstreamResponse): void {
+  this[kExchange]?.res.destroy();
 }
 
 function failureCode(phase: FailurePhase): ErrorCode {
@@ -99,9 +252,10 @@ function failureCode(phase: FailurePhase): ErrorCode {
 
 export class Forwarder {
   readonly #runtime: Runtime;
-  readonly #proxy = httpProxy.createProxyServer({ selfHandleResponse: true, changeOrigin: true, xfwd: false, prependPath: true });
-  /** The attempt currently in flight for a request (http-proxy reports proxyReq/proxyRes on the server object). */
-  readonly #pending = new WeakMap<IncomingMessage, Pending>();
+  /** WebSocket upgrades only; HTTP requests go through Attempt. */
+  readonly #proxy = httpProxy.createProxyServer({ changeOrigin: true, xfwd: false, prependPath: true });
+  #inflight = 0;
+  #idle: (() => void) | null = null;
 
   /**
    * Per-request lines skip pino's redaction pass (about a fifth of the gateway's allocations in the benchmark):
@@ -112,16 +266,62 @@ export class Forwarder {
   constructor(runtime: Runtime) {
     this.#runtime = runtime;
     this.#requestLog = runtime.log.child({}, { redact: [] });
-    this.#proxy.on('proxyReq', (proxyReq, req) => this.#pending.get(req)?.onRequest(proxyReq));
-    this.#proxy.on('proxyRes', (proxyRes, req) => this.#pending.get(req)?.onResponse(proxyRes));
-    // Without a listener http-proxy would throw; errors reach each attempt through web()'s callback instead.
+    // Without a listener http-proxy would throw; errors reach each upgrade through ws()'s callback instead.
     this.#proxy.on('error', () => {});
     this.#proxy.on('econnreset', () => {});
   }
 
+  /** Requests whose response has not closed yet. */
+  get inflight(): number {
+    return this.#inflight;
+  }
+
+  /** Resolves when no request is in flight. */
+  whenIdle(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.#idle = resolve));
+  }
+
+  /** One shared 'close' listener for every response (`this` is the response): no closure per request. */
+  readonly #onClose = ((forwarder: Forwarder) =>
+    function onResponseClose(this: ExchangeResponse): void {
+      forwarder.#closed(this);
+    })(this);
+
+  #closed(res: ExchangeResponse): void {
+    if (--this.#inflight === 0 && this.#idle) {
+      const idle = this.#idle;
+      this.#idle = null;
+      idle();
+    }
+    const ex = res[kExchange];
+    if (ex && !res.writableFinished) {
+      ex.clientGone = true;
+      ex.attempt?.abort();
+    }
+  }
+
+  /** The 'finish' listener of an answered exchange (`this` is the response). */
+  static readonly #onFinish = function onResponseFinish(this: ExchangeResponse): void {
+    const ex = this[kExchange];
+    if (ex) ex.forwarder.#record(ex, ex.target, ex.status, ex.error, ex.fallback);
+  };
+
+  /** Completes a legacy attempt; runs in a socket event, so nothing may be thrown from here. */
+  static readonly #legacyDone = (outcome: Outcome, ex: Exchange): void => {
+    try {
+      ex.forwarder.#finish(ex, 'legacy', outcome, null);
+    } catch (err) {
+      ex.forwarder.#respondError(ex, 'legacy', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`));
+    }
+  };
+
   /** The http.Server 'request' handler. */
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const start = performance.now();
+    this.#inflight++;
+    (res as ExchangeResponse)[kExchange] = null;
+    res.on('close', this.#onClose);
     const snapshot = this.#runtime.snapshot;
     const reqId = requestIdOf(req.headers);
 
@@ -131,26 +331,10 @@ export class Forwarder {
     if (!route) return this.#reject(req, res, reqId, new StranglerError('ROUTE_NOT_FOUND', `no route matches ${req.method} ${target.path}`));
 
     const decision = this.decide(snapshot, route, req, reqId);
-    const ex: Exchange = {
-      req,
-      res,
-      snapshot,
-      route,
-      reqId,
-      start,
-      decision: decision.reason,
-      setCookie: decision.identity?.setCookie ?? null,
-      upstreamHeaders: upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)),
-      clientGone: false,
-      abortCurrent: null,
-    };
-    res.once('close', () => {
-      if (!res.writableFinished) {
-        ex.clientGone = true;
-        ex.abortCurrent?.();
-      }
-    });
-    this.#serve(ex, decision.target).catch((err: unknown) => this.#respondError(ex, decision.target, new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`)));
+    const ex = new Exchange(this, req, res, snapshot, route, reqId, start, decision, upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)));
+    (res as ExchangeResponse)[kExchange] = ex;
+    if (decision.target === 'legacy') return this.#serveLegacy(ex);
+    this.#serveService(ex).catch((err: unknown) => this.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`)));
   };
 
   /** Decides the target (ENGINEERING.md §2 steps 2–3): override, then the route's flag for this identity. */
@@ -166,23 +350,28 @@ export class Forwarder {
     return { target: on ? 'service' : 'legacy', reason: on ? 'flag-on' : 'flag-off', identity };
   }
 
-  async #serve(ex: Exchange, target: Target): Promise<void> {
+  /** The legacy side: one attempt, no breaker, no promise. */
+  #serveLegacy(ex: Exchange): void {
+    const { req } = ex;
+    const legacy = ex.snapshot.upstreams.get(ex.route.legacy) as Upstream;
+    const body: Body = hasBody(req) ? { kind: 'stream', stream: req } : NO_BODY;
+    try {
+      new Attempt(ex, legacy, legacy.config.timeoutMs, Forwarder.#legacyDone).start(body);
+    } catch (err) {
+      this.#respondError(ex, 'legacy', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`));
+    }
+  }
+
+  async #serveService(ex: Exchange): Promise<void> {
     const { route, snapshot, req } = ex;
     const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
-
-    if (target === 'legacy') {
-      const body: Body = hasBody(req) ? { kind: 'stream', stream: req } : { kind: 'none' };
-      const outcome = await this.#attempt(ex, legacy, body, legacy.config.timeoutMs);
-      return this.#finish(ex, 'legacy', outcome, null);
-    }
-
     const service = snapshot.upstreams.get(route.service as string) as Upstream;
     const policy = snapshot.config.policies.fallbacks[route.fallback];
     const breakerPolicy = snapshot.config.policies.breakers[route.breaker];
     const breaker = snapshot.breakers.get(service.id);
     if (!policy || !breakerPolicy || !breaker) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
 
-    const body = await readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0);
+    const body = hasBody(req) ? await readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0) : NO_BODY;
     if (ex.clientGone) return this.#record(ex, 'service', 499, true);
     if (body.kind === 'stream' && policy.enabled && policy.onBodyTooLarge === 'reject') {
       body.stream.resume();
@@ -191,12 +380,7 @@ export class Forwarder {
 
     let outcome: Outcome;
     try {
-      outcome = await breaker.fire(async () => {
-        const o = await this.#attempt(ex, service, body, Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs));
-        // Only real service failures count against the breaker; a client hanging up is not the service's fault.
-        if (!o.ok && o.phase !== 'client-aborted') throw new AttemptFailed(o);
-        return o;
-      });
+      outcome = await breaker.fire(serviceAttempt, ex, service, body, Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs));
     } catch (err) {
       outcome = err instanceof AttemptFailed ? err.outcome : isOpenBreakerError(err) ? { ok: false, phase: 'breaker-open', sent: false } : { ok: false, phase: 'reset', sent: true, error: String(err) };
     }
@@ -212,68 +396,12 @@ export class Forwarder {
     this.#runtime.stats(route.id).fallback();
     const reason = outcome.phase === 'status' ? `service-${outcome.res?.statusCode ?? 500}` : `service-${outcome.phase}`;
     logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: ex.reqId, [F.routeId]: route.id, reason, error: outcome.error });
-    const second = await this.#attempt(ex, legacy, body, legacy.config.timeoutMs);
+    const second = await attempt(ex, legacy, body, legacy.config.timeoutMs);
     if (!second.ok && second.phase !== 'client-aborted') {
       second.res?.resume();
       return this.#respondError(ex, 'legacy', new StranglerError('ALL_UPSTREAMS_DOWN', `service failed (${reason}) and legacy failed (${second.phase})`), reason);
     }
     return this.#finish(ex, 'legacy', second, reason);
-  }
-
-  /** One try against one upstream. Resolves; never rejects. */
-  #attempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
-    const { req, res } = ex;
-    return new Promise<Outcome>((resolve) => {
-      let settled = false;
-      let proxyReq: ClientRequest | undefined;
-      let connectTimer: NodeJS.Timeout | undefined;
-      const settle = (o: Outcome) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        clearTimeout(connectTimer);
-        ex.abortCurrent = null;
-        this.#pending.delete(req);
-        resolve(o);
-      };
-      const connecting = () => proxyReq === undefined || proxyReq.socket === null || proxyReq.socket.connecting;
-      const timer = setTimeout(() => {
-        const neverConnected = connecting();
-        settle({ ok: false, phase: neverConnected ? 'connect' : 'timeout', sent: !neverConnected, error: `no response headers within ${timeoutMs} ms` });
-        proxyReq?.destroy();
-      }, timeoutMs);
-      ex.abortCurrent = () => {
-        settle({ ok: false, phase: 'client-aborted', sent: !connecting() });
-        proxyReq?.destroy();
-      };
-      this.#pending.set(req, {
-        onRequest: (pr) => {
-          proxyReq = pr;
-          const socket = pr.socket;
-          if (socket?.connecting) {
-            connectTimer = setTimeout(() => {
-              settle({ ok: false, phase: 'connect', sent: false, error: `no connection within ${upstream.config.connectTimeoutMs} ms` });
-              pr.destroy();
-            }, upstream.config.connectTimeoutMs);
-            socket.once('connect', () => clearTimeout(connectTimer));
-          }
-        },
-        onResponse: (upRes) => {
-          const status = upRes.statusCode ?? 502;
-          settle(status >= 500 ? { ok: false, phase: 'status', sent: true, res: upRes, error: `status ${status}` } : { ok: true, res: upRes });
-        },
-      });
-      // http-proxy copies req.headers into the upstream request; every attempt of an exchange sends the same ones.
-      if (body.kind === 'buffered') ex.upstreamHeaders['content-length'] = String(body.data.length);
-      req.headers = ex.upstreamHeaders;
-      // Without a body http-proxy pipes `req` itself, which has ended (also on a fallback replay): no stream to make.
-      const buffer = body.kind === 'buffered' ? Readable.from([body.data]) : body.kind === 'stream' ? body.stream : undefined;
-      this.#proxy.web(req, res, { target: upstream.target.href, agent: upstream.agent, ...(buffer ? { buffer } : {}) }, (err: NodeJS.ErrnoException) => {
-        const code = err.code ?? '';
-        const neverConnected = CONNECT_ERRORS.has(code) || connecting();
-        settle({ ok: false, phase: neverConnected ? 'connect' : 'reset', sent: !neverConnected, error: `${code || 'error'}: ${err.message}` });
-      });
-    });
   }
 
   /** Sends an upstream answer (or the error for a failed outcome) and records it. */
@@ -297,9 +425,14 @@ export class Forwarder {
     if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
     if (this.#runtime.draining) headers.push('connection', 'close');
     res.writeHead(status, headers);
-    upRes.on('error', () => res.destroy());
-    upRes.on('aborted', () => res.destroy());
-    res.once('finish', () => this.#record(ex, target, status, status >= 500 || passThrough5xx, fallback));
+    (upRes as UpstreamResponse)[kExchange] = ex;
+    upRes.on('error', onUpstreamBodyError);
+    upRes.on('aborted', onUpstreamBodyError);
+    ex.target = target;
+    ex.status = status;
+    ex.error = status >= 500 || passThrough5xx;
+    ex.fallback = fallback;
+    res.on('finish', Forwarder.#onFinish);
     upRes.pipe(res);
   }
 
@@ -422,6 +555,20 @@ function forwardedInfo(snapshot: Snapshot, req: IncomingMessage, reqId: string):
 function pathOf(url: string | undefined): string {
   const q = url?.indexOf('?') ?? -1;
   return q === -1 ? (url ?? '') : (url as string).slice(0, q);
+}
+
+const NO_BODY: Body = { kind: 'none' };
+
+/** One attempt as a promise that resolves (never rejects) with its outcome. */
+function attempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
+  return new Promise<Outcome>((resolve) => new Attempt(ex, upstream, timeoutMs, resolve).start(body));
+}
+
+/** The action run inside the service's breaker: only real service failures reject (a client hanging up is not the service's fault). */
+async function serviceAttempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
+  const o = await attempt(ex, upstream, body, timeoutMs);
+  if (!o.ok && o.phase !== 'client-aborted') throw new AttemptFailed(o);
+  return o;
 }
 
 function hasBody(req: IncomingMessage): boolean {

@@ -10,7 +10,7 @@ import type { BreakerState } from '../admin/types.ts';
 import type { Logger } from '../../common/logger.ts';
 import { logEvent } from '../observability/log-events.ts';
 
-type Action = () => Promise<unknown>;
+type Action = (...args: unknown[]) => Promise<unknown>;
 
 export interface BreakerView {
   upstream: string;
@@ -23,13 +23,13 @@ export interface BreakerView {
 export class Breaker {
   readonly upstream: string;
   readonly policyName: string;
-  readonly #breaker: CircuitBreaker<[Action], unknown>;
+  readonly #breaker: CircuitBreaker<[Action, ...unknown[]], unknown>;
   opens = 0;
 
   constructor(upstream: string, policyName: string, policy: BreakerPolicy, log: Logger) {
     this.upstream = upstream;
     this.policyName = policyName;
-    this.#breaker = new CircuitBreaker<[Action], unknown>((action: Action) => action(), {
+    this.#breaker = new CircuitBreaker<[Action, ...unknown[]], unknown>((action: Action, ...args: unknown[]) => action(...args), {
       name: upstream,
       timeout: false,
       errorThresholdPercentage: policy.errorThresholdPercentage,
@@ -48,9 +48,12 @@ export class Breaker {
     this.#breaker.on('close', () => logEvent(log, 'breaker.close', { upstream }));
   }
 
-  /** Runs `action` through the breaker. Rejects with an error whose code is EOPENBREAKER when open. */
-  fire<T>(action: () => Promise<T>): Promise<T> {
-    return this.#breaker.fire(action) as Promise<T>;
+  /**
+   * Runs `action(...args)` through the breaker (arguments passed along, so callers need no closure per call).
+   * Rejects with an error whose code is EOPENBREAKER when open.
+   */
+  fire<A extends unknown[], T>(action: (...args: A) => Promise<T>, ...args: A): Promise<T> {
+    return this.#breaker.fire(action as unknown as Action, ...args) as Promise<T>;
   }
 
   get state(): BreakerState {
@@ -58,7 +61,7 @@ export class Breaker {
   }
 
   /** opossum emitter, for tests that wait on 'open' / 'halfOpen' / 'close'. */
-  get events(): CircuitBreaker<[Action], unknown> {
+  get events(): CircuitBreaker<[Action, ...unknown[]], unknown> {
     return this.#breaker;
   }
 
