@@ -68,6 +68,8 @@ export const ERROR_CATALOGUE = {
   DEMO_ROUTE_NOT_FOUND: { status: 404, retriable: false, doc: 'The demo app has no endpoint for that method and path; see devstack/demo/README.md for the API.' },
   DEMO_INTERNAL_ERROR: { status: 500, retriable: true, doc: 'The demo app failed unexpectedly; its log has the stack under the same request.' },
   DEMO_DATABASE_UNAVAILABLE: { status: 503, retriable: true, doc: 'The demo app could not reach its PostgreSQL database; /healthz reports it too.' },
+  // ── Kafka client connection (migration-scripts/kafka.ts) ──────────────────
+  KAFKA_TLS_FILE_UNREADABLE: { status: 500, retriable: false, doc: 'A PEM file named in kafka.ssl (caFile, certFile, keyFile) is missing or unreadable; the message names the config field and the path.' },
 } as const satisfies Record<string, ErrorSpec>;
 
 /** Codes that once existed and must never be given a new meaning. */

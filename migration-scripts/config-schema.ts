@@ -13,6 +13,21 @@ export const kafkaConfigSchema = z.object({
   clientId: z.string().min(1).default('strangler').describe('kafkajs clientId.'),
   connectionTimeoutMs: z.number().int().positive().default(3_000),
   requestTimeoutMs: z.number().int().positive().default(30_000),
+  ssl: z.union([
+    z.boolean(),
+    z.object({
+      caFile: z.string().min(1).optional().describe('PEM file of the CA(s) that signed the brokers\' certificates; omitted = the system CAs. Read when the Kafka client is created; a relative path is resolved against the working directory.'),
+      certFile: z.string().min(1).optional().describe('PEM client certificate, for clusters that require mutual TLS (together with keyFile).'),
+      keyFile: z.string().min(1).optional().describe('PEM private key of certFile.'),
+      rejectUnauthorized: z.boolean().default(true).describe('Verify the brokers\' certificates and host names; false only for throwaway test clusters.'),
+      servername: z.string().min(1).optional().describe('TLS SNI / certificate host name to expect, when it differs from the broker host dialled.'),
+    }).strict().refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), 'certFile and keyFile together (mutual TLS needs both) or neither'),
+  ]).default(false).describe('TLS to the brokers: false = plaintext, true = TLS verified against the system CAs, or an object with CA, client certificate and verification settings.'),
+  sasl: z.object({
+    mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).describe('SASL mechanism the cluster accepts. plain sends the password itself: use it only together with ssl.'),
+    username: z.string().min(1),
+    password: z.string().min(1).describe('Write it as "${KAFKA_PASSWORD}" so the file holds no secret; shown as [redacted] by GET /admin/config.'),
+  }).strict().optional().describe('SASL authentication (Kafka\'s SASL_SSL with ssl, SASL_PLAINTEXT without); omitted = none.'),
 }).strict();
 
 export const databaseRefSchema = z.object({
@@ -100,7 +115,8 @@ export const syncConfigSchema = z.object({
 
 export type SyncConfig = z.infer<typeof syncConfigSchema>;
 export type SyncConfigInput = z.input<typeof syncConfigSchema>;
-export type KafkaConfig = z.infer<typeof kafkaConfigSchema>;
+/** The parsed kafka section. `ssl` may be left out by code that builds one by hand (benchmarks, tests): plaintext. */
+export type KafkaConfig = Omit<z.infer<typeof kafkaConfigSchema>, 'ssl'> & { ssl?: z.infer<typeof kafkaConfigSchema>['ssl'] };
 export type TableMappingConfig = z.infer<typeof tableMappingSchema>;
 export type ColumnMappingConfig = z.infer<typeof columnMappingSchema>;
 export type Side = z.infer<typeof side>;

@@ -3,7 +3,10 @@
  * figures for status. Nothing here is a source of truth: the relay's positions and the target database's stored
  * positions and offsets are; Kafka commits only reduce redelivery (kafkajs has no rebalance listener, #1088).
  */
-import { Kafka, logLevel, type Admin, type Consumer, type Producer } from 'kafkajs';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import type { ConnectionOptions } from 'node:tls';
+import { Kafka, logLevel, type Admin, type Consumer, type Producer, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import { StranglerError, messageOf } from '../common/errors.ts';
@@ -15,6 +18,39 @@ import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
 
+function readPem(field: string, file: string): Buffer {
+  try {
+    return readFileSync(resolve(file));
+  } catch (err) {
+    throw new StranglerError('KAFKA_TLS_FILE_UNREADABLE', `kafka.ssl.${field}: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}); expected a readable PEM file (relative paths are resolved against ${process.cwd()})`, { cause: err });
+  }
+}
+
+/** kafkajs `ssl` from the config: false, true (system CAs), or TLS options with the PEM files read now. */
+export function kafkaTlsOptions(ssl: NonNullable<KafkaConfig['ssl']>): boolean | ConnectionOptions {
+  if (typeof ssl === 'boolean') return ssl;
+  return {
+    rejectUnauthorized: ssl.rejectUnauthorized,
+    ...(ssl.caFile !== undefined ? { ca: [readPem('caFile', ssl.caFile)] } : {}),
+    ...(ssl.certFile !== undefined ? { cert: readPem('certFile', ssl.certFile) } : {}),
+    ...(ssl.keyFile !== undefined ? { key: readPem('keyFile', ssl.keyFile) } : {}),
+    ...(ssl.servername !== undefined ? { servername: ssl.servername } : {}),
+  };
+}
+
+function kafkaSasl(sasl: NonNullable<KafkaConfig['sasl']>): SASLOptions {
+  const { username, password } = sasl;
+  switch (sasl.mechanism) {
+    case 'plain': return { mechanism: 'plain', username, password };
+    case 'scram-sha-256': return { mechanism: 'scram-sha-256', username, password };
+    case 'scram-sha-512': return { mechanism: 'scram-sha-512', username, password };
+  }
+}
+
+/**
+ * A kafkajs client for one role. TLS files are read here, so a missing CA or key fails at start with the config
+ * field that names it; the SASL password is handed to kafkajs only (its logging is off) and never logged by us.
+ */
 export function createKafka(config: KafkaConfig, role: string): Kafka {
   return new Kafka({
     clientId: `${config.clientId}-${role}`,
@@ -23,6 +59,8 @@ export function createKafka(config: KafkaConfig, role: string): Kafka {
     requestTimeout: config.requestTimeoutMs,
     logLevel: logLevel.NOTHING,
     retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 2_000 },
+    ssl: kafkaTlsOptions(config.ssl ?? false),
+    ...(config.sasl ? { sasl: kafkaSasl(config.sasl) } : {}),
   });
 }
 

@@ -27,6 +27,7 @@ describe('admin API', () => {
       legacyUrl: legacy.url,
       serviceUrl: 'http://127.0.0.1:9',
       flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 40 } }), token: 'backend-secret-token', adminToken: 'admin-secret-token' },
+      raw: { kafka: { brokers: ['127.0.0.1:9'], ssl: { caFile: 'ca.pem' }, sasl: { mechanism: 'scram-sha-512', username: 'strangler', password: 'kafka-sasl-secret' } } },
     });
     runtime = new Runtime(config, silentLogger);
     await runtime.flags.start();
@@ -75,8 +76,9 @@ describe('admin API', () => {
   test('GET /admin/config redacts secrets; GET /admin/upstreams probes health', async () => {
     const res = await request(app).get('/admin/config').set(auth).expect(200);
     const text = JSON.stringify(res.body);
-    for (const secret of ['backend-secret-token', 'admin-secret-token', 'test-session-secret', 'test-override-secret', TOKEN]) assert.ok(!text.includes(secret), `${secret} is not shown`);
+    for (const secret of ['backend-secret-token', 'admin-secret-token', 'test-session-secret', 'test-override-secret', 'kafka-sasl-secret', TOKEN]) assert.ok(!text.includes(secret), `${secret} is not shown`);
     assert.equal(res.body.config.flags.token, '[redacted]');
+    assert.deepEqual(res.body.config.kafka.sasl, { mechanism: 'scram-sha-512', username: 'strangler', password: '[redacted]' });
     assert.deepEqual(res.body.reload, { lastReloadAt: null, lastError: null });
     const ups = await request(app).get('/admin/upstreams').set(auth).expect(200);
     const byId = Object.fromEntries((ups.body.upstreams as { id: string; health: { healthy: boolean } }[]).map((u) => [u.id, u.health.healthy]));
