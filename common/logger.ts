@@ -1,4 +1,5 @@
 import { pino, type Logger, type LoggerOptions } from 'pino';
+import { BufferedDestination } from './log-destination.ts';
 
 export type { Logger } from 'pino';
 
@@ -32,6 +33,15 @@ export interface LoggerSettings {
   name?: string;
   /** Where lines go; defaults to stdout. Tests pass a stream to read what was logged. */
   destination?: NodeJS.WritableStream;
+  /**
+   * Buffer stdout lines and write them in large asynchronous batches (common/log-destination.ts) instead of pino's
+   * default destination: for processes that log per request (the gateway's `log.buffer`, on by default). Lines
+   * reach stdout up to 100 ms later; `await flushLogger(log)` on a clean stop, and a process 'exit' hook, write the
+   * rest.
+   */
+  buffer?: boolean;
+  /** The file descriptor a buffered logger writes to (default stdout). */
+  fd?: number;
 }
 
 /** The one way a strangler process makes its root logger. */
@@ -42,7 +52,13 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     base: { pid: process.pid, ...(settings.name ? { name: settings.name } : {}) },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  return settings.destination ? pino(options, settings.destination) : pino(options);
+  if (settings.destination) return pino(options, settings.destination);
+  return settings.buffer ? pino(options, new BufferedDestination(settings.fd ?? process.stdout.fd ?? 1)) : pino(options);
+}
+
+/** Resolves once every line logged so far is written (a no-op for destinations that write at once). */
+export function flushLogger(log: Logger): Promise<void> {
+  return new Promise((resolve) => log.flush(() => resolve()));
 }
 
 /** A logger that drops everything: for unit tests and library callers that pass none. */

@@ -5,7 +5,7 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../common/logger.ts';
+import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { Runtime, type ReloadStatus } from './runtime.ts';
@@ -68,6 +68,7 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
         case 'drain':
           await data.drain();
           runtime.close();
+          await flushLogger(log);
           process.send?.({ strangler: true, id: m.id, reply: true } satisfies Envelope, () => process.exit(0));
           return;
       }
@@ -76,7 +77,7 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
     }
   });
   // The primary going away (or its SIGTERM reaching us as part of the group) ends this worker cleanly.
-  process.on('disconnect', () => void data.drain().then(() => process.exit(0)));
+  process.on('disconnect', () => void data.drain().then(() => flushLogger(log)).then(() => process.exit(0)));
   process.on('SIGTERM', () => {});
   process.on('SIGINT', () => {});
   process.send?.({ strangler: true, id: 'listening', reply: { port: data.port } } satisfies Envelope);

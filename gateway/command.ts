@@ -1,7 +1,7 @@
 import cluster from 'node:cluster';
 import type { Command } from '../cli/command.ts';
 import { parseCommandArgs, usageError } from '../cli/command.ts';
-import { createLogger } from '../common/logger.ts';
+import { createLogger, flushLogger } from '../common/logger.ts';
 import { loadConfigFile } from './config/load.ts';
 import { startGateway } from './server.ts';
 import { runPrimary, runWorker } from './cluster.ts';
@@ -42,7 +42,7 @@ export const gatewayCommand: Command = {
       const file = process.env.STRANGLER_GATEWAY_CONFIG as string;
       const config = loadConfigFile(file);
       const port = process.env.STRANGLER_GATEWAY_PORT;
-      await runWorker(file, createLogger({ level: config.log.level, name: 'gateway-worker' }), port === undefined ? undefined : Number(port));
+      await runWorker(file, createLogger({ level: config.log.level, name: 'gateway-worker', buffer: config.log.buffer }), port === undefined ? undefined : Number(port));
       return new Promise<number>(() => {}); // runs until the primary tells it to drain
     }
     const { values } = parseCommandArgs('gateway', argv, {
@@ -53,7 +53,7 @@ export const gatewayCommand: Command = {
     });
     if (!values.config) throw usageError('gateway', '--config FILE is required');
     const config = loadConfigFile(values.config);
-    const log = createLogger({ level: config.log.level, name: 'gateway' });
+    const log = createLogger({ level: config.log.level, name: 'gateway', buffer: config.log.buffer });
     const workers = intOption('workers', values.workers) ?? config.proxy.workers;
     const port = intOption('port', values.port);
     const adminPort = intOption('admin-port', values['admin-port']);
@@ -88,7 +88,10 @@ export const gatewayCommand: Command = {
       const shutdown = () => {
         process.off('SIGTERM', shutdown);
         process.off('SIGINT', shutdown);
-        void stop().then(() => resolve(0), () => resolve(1));
+        void stop().then(
+          () => flushLogger(log).then(() => resolve(0)),
+          () => flushLogger(log).then(() => resolve(1)),
+        );
       };
       process.on('SIGTERM', shutdown);
       process.on('SIGINT', shutdown);

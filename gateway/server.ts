@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import type { Logger } from '../common/logger.ts';
-import { createLogger } from '../common/logger.ts';
+import { createLogger, flushLogger } from '../common/logger.ts';
 import { StranglerError } from '../common/errors.ts';
 import { isLoopback, type LoadedConfig } from './config/load.ts';
 import { Runtime } from './runtime.ts';
@@ -160,7 +160,7 @@ export interface RunningGateway {
 
 /** A single-process gateway: data plane, control plane and flag client in this process. */
 export async function startGateway(config: LoadedConfig, options: GatewayOptions = {}): Promise<RunningGateway> {
-  const log = options.log ?? createLogger({ level: config.log.level, name: 'gateway' });
+  const log = options.log ?? createLogger({ level: config.log.level, name: 'gateway', buffer: config.log.buffer });
   const { token, generated } = options.adminToken ? { token: options.adminToken, generated: false } : adminToken(config);
   const runtime = new Runtime(config, log, options.instanceId ? { instanceId: options.instanceId } : {});
   await runtime.flags.start();
@@ -195,6 +195,7 @@ export async function startGateway(config: LoadedConfig, options: GatewayOptions
         await admin.close();
         runtime.close();
         logEvent(log, 'gateway.stopped', {});
+        await flushLogger(log);
       })()),
   };
 }

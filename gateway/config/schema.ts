@@ -159,6 +159,7 @@ export const controllerSchema = z.object({
 
 export const logSchema = z.object({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  buffer: z.boolean().default(true).describe('Write log lines to stdout in large asynchronous batches (at most 100 ms late; flushed on a clean stop and at exit) instead of the default pino destination (small batches, re-measuring its buffer per line): about 2 µs less CPU per proxied request at info level in the gateway benchmark. false restores the pino default.'),
 }).strict();
 
 export const configSchema = z.object({
