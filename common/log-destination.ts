@@ -148,7 +148,7 @@ export class BufferedDestination {
 
   #takeWaiters(): ((err?: Error) => void)[] {
     const waiters = this.#waiters;
-    if (waiters.length > 0) this.#waiters = [];
+    this.#waiters = [];
     return waiters;
   }
 

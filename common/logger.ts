@@ -44,13 +44,28 @@ export interface LoggerSettings {
   fd?: number;
 }
 
+/**
+ * pino's isoTime, formatted once per millisecond: a process logging per request writes many lines in the same
+ * millisecond, and the Date plus toISOString per line was a tenth of the cost of an access-log line.
+ */
+let lastMs = -1;
+let lastTime = '';
+function isoTime(): string {
+  const now = Date.now();
+  if (now !== lastMs) {
+    lastMs = now;
+    lastTime = `,"time":"${new Date(now).toISOString()}"`;
+  }
+  return lastTime;
+}
+
 /** The one way a strangler process makes its root logger. */
 export function createLogger(settings: LoggerSettings = {}): Logger {
   const options: LoggerOptions = {
     level: settings.level ?? process.env.STRANGLER_LOG_LEVEL ?? 'info',
     redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
     base: { pid: process.pid, ...(settings.name ? { name: settings.name } : {}) },
-    timestamp: pino.stdTimeFunctions.isoTime,
+    timestamp: isoTime,
   };
   if (settings.destination) return pino(options, settings.destination);
   return settings.buffer ? pino(options, new BufferedDestination(settings.fd ?? process.stdout.fd ?? 1)) : pino(options);

@@ -10,8 +10,10 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-function connectionTokens(value: string | string[] | undefined): string[] {
-  if (!value) return [];
+const NO_TOKENS: readonly string[] = Object.freeze([]);
+
+function connectionTokens(value: string | string[] | undefined): readonly string[] {
+  if (!value) return NO_TOKENS;
   return (Array.isArray(value) ? value.join(',') : value).split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
