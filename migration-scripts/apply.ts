@@ -26,7 +26,8 @@ import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import type { ChangeEventMeta, ConsumedEvent } from './event.ts';
 import { isoToMicros, parseEventMeta, SYNC_MESSAGE_PREFIX } from './event.ts';
-import { isTransientDbError } from './db.ts';
+import { isTransientDbError, openPool } from './db.ts';
+import { LogicalDecoder } from '../legacy-adapter/capture/logical.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export interface ApplyCounts { applied: number; duplicates: number; stale: number; echoes: number; conflicts: number; parked: number }
@@ -66,6 +67,7 @@ export class Applier {
   readonly #tables: Map<string, CompiledTable>;
   readonly #log: Logger;
   readonly #s: string;
+  #decoder: LogicalDecoder | undefined;
 
   constructor(options: { pool: Pool; config: SyncConfig; target: Side; tables: readonly CompiledTable[]; log?: Logger }) {
     this.#pool = options.pool;
@@ -77,6 +79,21 @@ export class Applier {
   }
 
   get target(): Side { return this.#target; }
+
+  /**
+   * Logical capture only (a no-op with triggers): decodes every local transaction that committed on the target so
+   * far, so the version vectors include local writes that a write of this transaction just overwrote. Runs on a
+   * connection of its own and commits on its own (a rolled-back apply must not take the decoded changes with it).
+   */
+  async decodeLocalWrites(): Promise<void> {
+    if (this.#config.capture.mode !== 'logical') return;
+    if (!this.#decoder) {
+      const url = this.#pool.options.connectionString;
+      const pool = url ? openPool(url, 1, true) : this.#pool;
+      this.#decoder = new LogicalDecoder({ config: this.#config, pool, side: this.#target });
+    }
+    await this.#decoder.catchUp();
+  }
 
   /** Applies a batch in one transaction; retries the whole transaction on transient errors (deadlock, lost connection). */
   applyBatch(events: readonly ConsumedEvent[], options: ApplyOptions = {}): Promise<ApplyResult> {
@@ -195,8 +212,10 @@ export class Applier {
     // Optimistic check: a local write that committed after the versions were read (its transaction held the row,
     // so the writes above waited for it) changed a vector we decided on. Lock the vectors, compare, and if any moved
     // retry the whole batch (transient, SQLSTATE 40001) so the decision sees the local write. Lock order is the
-    // application's: business row (above), then row_version (here and in the capture trigger).
+    // application's: business row (above), then row_version (here and in the capture trigger). With logical capture
+    // a local write has no vector until decoded: decode first.
     const touched = [...outcome.states.keys()];
+    if (touched.length > 0) await this.decodeLocalWrites();
     if (touched.length > 0) {
       const split0 = touched.map((id) => id.split('\u0000') as [string, string]);
       const now = await client.query<{ tbl: string; pk: string; lv: string; sv: string; deleted: boolean }>(

@@ -92,6 +92,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
           OR EXISTS (SELECT 1 FROM ${s}.dead_letters d WHERE d.tbl = $1 AND d.pk = st.${CHUNK_META.key} AND d.status = 'parked')
         RETURNING ${stagedEventValue(t, o.source)} AS value`, [t.name]);
     await client.query(bulkInsertSql(t, target, stage.name));
+    await applier.decodeLocalWrites();
     const raced = await client.query(
       `SELECT 1 FROM ${s}.row_version rv JOIN ${stage.name} st ON rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key} LIMIT 1 FOR UPDATE OF rv`, [t.name]);
     if (raced.rows.length > 0) throw Object.assign(new Error(`a live change to ${t.name} committed while its backfill chunk was written; retrying the chunk`), { code: '40001' });

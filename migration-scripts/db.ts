@@ -5,8 +5,9 @@ import type { Side, SyncConfig } from './config-schema.ts';
 
 export type Pools = Record<Side, Pool>;
 
-export function openPool(url: string, max = 4): Pool {
-  const pool = new pg.Pool({ connectionString: url, max, options: '-c TimeZone=UTC -c extra_float_digits=1' });
+/** `allowExitOnIdle`: for a pool nobody ends explicitly (it must not keep the process alive). */
+export function openPool(url: string, max = 4, allowExitOnIdle = false): Pool {
+  const pool = new pg.Pool({ connectionString: url, max, allowExitOnIdle, options: '-c TimeZone=UTC -c extra_float_digits=1' });
   // An idle client losing its server (PostgreSQL restart) must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   // A checked-out client whose server goes away between two queries emits 'error'; the next query fails and the

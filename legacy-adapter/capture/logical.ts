@@ -18,8 +18,10 @@
  * the mode is logical; the decoder drops every transaction that carries it. Images: the user tables get
  * REPLICA IDENTITY FULL (full before images, unchanged TOAST values), restored on uninstall.
  *
- * Known limit: a local write gets its version vector when it is decoded, not when it commits, so the conflict
- * check of an apply that commits in between (a write on both sides of one key within the decode lag) can miss it.
+ * Conflicts: a local write gets its version vector when it is decoded, not when it commits. So apply, after its
+ * writes and before its conflict check, decodes everything committed so far (`catchUp`, on a connection of its own):
+ * a local write to a key it just overwrote then shows in the version vectors, the batch is retried, and the conflict
+ * is decided by policy as in trigger mode. Apply into a side therefore waits for that side's decoding.
  */
 import type { Pool, PoolClient } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
@@ -332,6 +334,40 @@ export class LogicalDecoder {
    * decode position; then advances the slot. Returns the number of captured row changes.
    */
   async step(): Promise<number> {
+    return (await this.#slotBusyRetry(() => this.#cycle(null), Date.now() + 10_000)).captured;
+  }
+
+  /**
+   * Decodes every transaction that committed before this call (not just one batch). Apply calls it after its writes
+   * so that a local write it overwrote has its version vector before the conflict check. Waits while the relay's
+   * own cycle holds the slot.
+   */
+  async catchUp(timeoutMs = 10_000): Promise<number> {
+    const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    const upTo = r.rows[0]?.lsn as string;
+    const deadline = Date.now() + timeoutMs;
+    let captured = 0;
+    for (;;) {
+      const c = await this.#slotBusyRetry(() => this.#cycle(upTo), deadline);
+      captured += c.captured;
+      if (!c.sawCommit) return captured;
+      if (Date.now() > deadline) throw Object.assign(new Error(`logical decoding on ${this.#side} did not catch up within ${timeoutMs} ms`), { code: '55P03' });
+    }
+  }
+
+  /** Runs `fn` again while another session holds the slot (55006: the other cycle between its COMMIT and the advance). */
+  async #slotBusyRetry<T>(fn: () => Promise<T>, deadline: number): Promise<T> {
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if ((err as { code?: string }).code !== '55006' || Date.now() > deadline) throw err;
+        await new Promise((res) => setTimeout(res, 5));
+      }
+    }
+  }
+
+  async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean }> {
     const client = await this.#pool.connect();
     let captured = 0;
     let slot: string | undefined;
@@ -343,8 +379,8 @@ export class LogicalDecoder {
       if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
       slot = state.slot;
       const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
-        `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, NULL, $2,
-           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1')`, [slot, this.#batch, state.decoded_lsn]);
+        `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
+           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1')`, [slot, this.#batch, state.decoded_lsn, upTo]);
       const txs: DecodedTx[] = [];
       let open: DecodedTx | null = null;
       for (const row of rows.rows) {
@@ -396,7 +432,7 @@ export class LogicalDecoder {
     } finally {
       client.release();
     }
-    return captured;
+    return { captured, sawCommit: advanceTo !== null };
   }
 }
 

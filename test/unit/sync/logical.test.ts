@@ -158,6 +158,26 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) })))}`);
   });
 
+  test('a local write not yet decoded when apply overwrites its key is still a conflict, decided by policy; both sides converge', async () => {
+    const { config, pools, p, tables } = await installed('decodegap');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'start')`);
+    await p.settle();
+    // The service writes key 1 and commits; its relay has not decoded it yet (it does not run in between).
+    await pools.service.query(`UPDATE catalog_items SET title = 'service write' WHERE item_id = 1`);
+    // Legacy writes the same key; that change is relayed and applied into the service first.
+    await pools.legacy.query(`UPDATE items SET name = 'legacy write' WHERE id = 1`);
+    assert.equal(await p.relays.legacy.step(), 1);
+    await p.consumers.legacy.drain(100);
+    const conflicts = await pools.service.query<{ pk: string; policy: string; winner: string }>('SELECT pk, policy, winner FROM strangler_sync.conflicts');
+    const owner = tables.find((t) => t.name === 'items')?.owner;
+    assert.deepEqual(conflicts.rows, [{ pk: '[1]', policy: config.conflicts.policy, winner: owner }], 'detected on the service although the local write was not decoded when apply started');
+    await p.settle();
+    const expected = owner === 'legacy' ? 'legacy write' : 'service write';
+    assert.equal((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1')).rows[0].title, expected);
+    assert.equal((await pools.legacy.query('SELECT name FROM items WHERE id = 1')).rows[0].name, expected);
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+  });
+
   test('writes made by apply are not captured back (loop prevention by the apply message)', async () => {
     const { pools, p } = await installed('loop');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (7, 'x')`);
