@@ -33,7 +33,7 @@ import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
 import { upstreamPath, type Upstream } from './upstreams.ts';
-import { clientResponseHeaders, requestIdOf, upstreamRequestHeaders, type ForwardedInfo } from './headers.ts';
+import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
@@ -414,14 +414,16 @@ export class Forwarder {
     const { res } = ex;
     const upRes = outcome.res;
     const status = upRes.statusCode ?? 502;
-    const headers = clientResponseHeaders(upRes.rawHeaders, upRes.headers.connection);
+    // From the raw list: reading upRes.headers would build a second copy of every header.
+    const raw = upRes.rawHeaders;
+    const headers = clientResponseHeaders(raw, rawHeader(raw, 'connection'));
     if (ex.snapshot.config.proxy.responseHeaders) {
       headers.push('x-strangler-route', ex.route.id, 'x-strangler-target', target);
       if (fallback) headers.push('x-strangler-fallback', fallback);
     }
     // Every header goes through this one writeHead list (nothing set earlier with setHeader), which keeps node on
     // its fast path instead of removing and re-appending each header.
-    if (upRes.headers['x-request-id'] === undefined) headers.push('x-request-id', ex.reqId);
+    if (rawHeader(raw, 'x-request-id') === undefined) headers.push('x-request-id', ex.reqId);
     if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
     if (this.#runtime.draining) headers.push('connection', 'close');
     res.writeHead(status, headers);
@@ -541,14 +543,19 @@ export class Forwarder {
   }
 }
 
+/** The override header upstreams must not see, per config snapshot (not a new array per request). */
+const dropped = new WeakMap<Snapshot, readonly string[]>();
+
 function forwardedInfo(snapshot: Snapshot, req: IncomingMessage, reqId: string): ForwardedInfo {
+  let drop = dropped.get(snapshot);
+  if (!drop) dropped.set(snapshot, (drop = [snapshot.config.identity.override.header.toLowerCase()]));
   return {
     reqId,
     clientIp: req.socket.remoteAddress ?? '',
     proto: 'http',
     host: req.headers.host ?? '',
     trustForwarded: snapshot.config.proxy.trustForwardedHeaders,
-    drop: [snapshot.config.identity.override.header.toLowerCase()],
+    drop,
   };
 }
 

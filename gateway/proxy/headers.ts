@@ -44,7 +44,9 @@ export interface ForwardedInfo {
 export function upstreamRequestHeaders(req: IncomingMessage, info: ForwardedInfo, upgrade = false): IncomingHttpHeaders {
   const extra = connectionTokens(req.headers.connection);
   const out: IncomingHttpHeaders = {};
-  for (const [name, value] of Object.entries(req.headers)) {
+  const headers = req.headers;
+  for (const name in headers) {
+    const value = headers[name];
     if (value === undefined || name === 'host' || info.drop.includes(name)) continue;
     if (isHopByHop(name, extra) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
     if (name.startsWith('x-forwarded-') && !info.trustForwarded) continue;
@@ -55,6 +57,21 @@ export function upstreamRequestHeaders(req: IncomingMessage, info: ForwardedInfo
   if (!info.trustForwarded || !out['x-forwarded-proto']) out['x-forwarded-proto'] = info.proto;
   if (!info.trustForwarded || !out['x-forwarded-host']) out['x-forwarded-host'] = info.host;
   out['x-request-id'] = info.reqId;
+  return out;
+}
+
+/**
+ * The value of one header in a raw [name, value, …] list (name in lower case), without building the message's
+ * `headers` object; repeated headers are joined with ', ' as node does for most.
+ */
+export function rawHeader(rawHeaders: readonly string[], lowerName: string): string | undefined {
+  let out: string | undefined;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length !== lowerName.length || name.toLowerCase() !== lowerName) continue;
+    const value = rawHeaders[i + 1] as string;
+    out = out === undefined ? value : `${out}, ${value}`;
+  }
   return out;
 }
 

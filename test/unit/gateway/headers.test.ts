@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
-import { clientResponseHeaders, requestIdOf, upstreamRequestHeaders } from '../../../gateway/proxy/headers.ts';
+import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders } from '../../../gateway/proxy/headers.ts';
 
 const req = (headers: Record<string, string>) => ({ headers }) as unknown as IncomingMessage;
 const info = { reqId: 'r1', clientIp: '10.1.1.1', proto: 'http' as const, host: 'shop.example', trustForwarded: false, drop: ['x-strangler-override'] };
@@ -28,6 +28,14 @@ test('upgrade requests keep Connection and Upgrade', () => {
 test('response: hop-by-hop and Connection-named headers are dropped, duplicates kept', () => {
   const out = clientResponseHeaders(['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'Connection', 'x-internal', 'X-Internal', 'secret', 'Keep-Alive', 'timeout=5', 'Transfer-Encoding', 'chunked', 'Content-Type', 'text/plain'], 'x-internal');
   assert.deepEqual(out, ['Set-Cookie', 'a=1', 'Set-Cookie', 'b=2', 'Content-Type', 'text/plain']);
+});
+
+test('response: a header is read from the raw list in any case, repeats joined as node joins them', () => {
+  const raw = ['Connection', 'X-Internal', 'content-type', 'text/plain', 'CONNECTION', 'close', 'X-Request-Id', 'up-1'];
+  assert.equal(rawHeader(raw, 'connection'), 'X-Internal, close');
+  assert.equal(rawHeader(raw, 'x-request-id'), 'up-1');
+  assert.equal(rawHeader(raw, 'x-missing'), undefined);
+  assert.deepEqual(clientResponseHeaders(raw, rawHeader(raw, 'connection')), ['content-type', 'text/plain', 'X-Request-Id', 'up-1']);
 });
 
 test('request ids: well-formed ones pass, others are replaced', () => {
