@@ -69,6 +69,7 @@ export const ERROR_CATALOGUE = {
   DEMO_INTERNAL_ERROR: { status: 500, retriable: true, doc: 'The demo app failed unexpectedly; its log has the stack under the same request.' },
   DEMO_DATABASE_UNAVAILABLE: { status: 503, retriable: true, doc: 'The demo app could not reach its PostgreSQL database; /healthz reports it too.' },
   // ── Kafka client connection (migration-scripts/kafka.ts) ──────────────────
+  KAFKA_DEV_BROKER_OPTIONS_INVALID: { status: 500, retriable: false, doc: 'The dev Kafka broker (devstack/kafka) was given an unusable TLS certificate or key, or an invalid SASL user or mechanism; the message says which.' },
   KAFKA_TLS_FILE_UNREADABLE: { status: 500, retriable: false, doc: 'A PEM file named in kafka.ssl (caFile, certFile, keyFile) is missing or unreadable; the message names the config field and the path.' },
 } as const satisfies Record<string, ErrorSpec>;
 

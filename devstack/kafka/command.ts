@@ -1,8 +1,9 @@
 /** `strangler devstack kafka`: runs the dev broker in the foreground until SIGINT/SIGTERM. */
 import type { Command } from '../../cli/command.ts';
 import { parseCommandArgs, usageError } from '../../cli/command.ts';
+import { readFileSync } from 'node:fs';
 import { createLogger } from '../../common/logger.ts';
-import { KAFKA_DEFAULTS, type FsyncPolicy } from './config.ts';
+import { KAFKA_DEFAULTS, SASL_MECHANISMS, type FsyncPolicy, type KafkaSaslOptions, type KafkaTlsOptions, type SaslMechanism } from './config.ts';
 import { startKafkaBroker } from './server/broker.ts';
 
 const NAME = 'devstack kafka';
@@ -23,10 +24,49 @@ Options:
                               it is acknowledged, so it survives kill -9 in every mode; fsync adds power-loss safety
   --fsync-interval-ms N       period of the interval policy (default ${KAFKA_DEFAULTS.fsyncIntervalMs})
   --min-session-timeout-ms N  smallest consumer session timeout accepted (default ${KAFKA_DEFAULTS.groupMinSessionTimeoutMs})
+  --tls-cert FILE             serve TLS with this PEM certificate (chain); needs --tls-key (Kafka's SSL listener)
+  --tls-key FILE              PEM private key of --tls-cert
+  --sasl-user NAME:PASSWORD   require SASL authentication and accept this user; repeat for more users
+                              (with --tls-cert this is Kafka's SASL_SSL, without it SASL_PLAINTEXT)
+  --sasl-mechanisms LIST      comma-separated, of ${SASL_MECHANISMS.join(', ')} (default: all three)
   --log-level LEVEL           pino level (default info)
   -h, --help                  this text
 
 Prints a JSON log line "${'kafka: broker listening'}" with host, port and address once it accepts connections.`;
+
+function readPemOption(file: string, flag: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw usageError(NAME, `${flag}: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+}
+
+function tlsOption(cert: string | undefined, key: string | undefined): KafkaTlsOptions | undefined {
+  if (cert === undefined && key === undefined) return undefined;
+  if (cert === undefined || key === undefined) throw usageError(NAME, '--tls-cert and --tls-key go together');
+  return { cert: readPemOption(cert, '--tls-cert'), key: readPemOption(key, '--tls-key') };
+}
+
+function saslOption(users: readonly string[] | undefined, mechanisms: string | undefined): KafkaSaslOptions | undefined {
+  if (!users?.length) {
+    if (mechanisms !== undefined) throw usageError(NAME, '--sasl-mechanisms needs at least one --sasl-user NAME:PASSWORD');
+    return undefined;
+  }
+  const byName: Record<string, string> = {};
+  for (const u of users) {
+    const colon = u.indexOf(':');
+    if (colon <= 0) throw usageError(NAME, '--sasl-user expects NAME:PASSWORD (a user name, a colon, then the password)');
+    byName[u.slice(0, colon)] = u.slice(colon + 1);
+  }
+  if (mechanisms === undefined) return { users: byName };
+  const list = mechanisms.split(',').map((m) => m.trim().toUpperCase()).filter((m) => m !== '');
+  for (const m of list) {
+    if (!(SASL_MECHANISMS as readonly string[]).includes(m)) throw usageError(NAME, `--sasl-mechanisms: unknown mechanism "${m}"; expected some of ${SASL_MECHANISMS.join(', ')}`);
+  }
+  if (list.length === 0) throw usageError(NAME, `--sasl-mechanisms expects some of ${SASL_MECHANISMS.join(', ')}`);
+  return { users: byName, mechanisms: list as SaslMechanism[] };
+}
 
 function intOption(value: string | undefined, flag: string, fallback: number, min: number): number {
   if (value === undefined) return fallback;
@@ -50,6 +90,10 @@ export const kafkaCommand: Command = {
       'fsync-interval-ms': { type: 'string' },
       'min-session-timeout-ms': { type: 'string' },
       'log-level': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'sasl-user': { type: 'string', multiple: true },
+      'sasl-mechanisms': { type: 'string' },
     });
     if (values.help) {
       process.stdout.write(`${HELP}\n`);
@@ -69,6 +113,8 @@ export const kafkaCommand: Command = {
       fsync: fsync satisfies FsyncPolicy,
       fsyncIntervalMs: intOption(values['fsync-interval-ms'], '--fsync-interval-ms', KAFKA_DEFAULTS.fsyncIntervalMs, 1),
       groupMinSessionTimeoutMs: intOption(values['min-session-timeout-ms'], '--min-session-timeout-ms', KAFKA_DEFAULTS.groupMinSessionTimeoutMs, 0),
+      tls: tlsOption(values['tls-cert'], values['tls-key']),
+      sasl: saslOption(values['sasl-user'], values['sasl-mechanisms']),
       logger,
     });
     await new Promise<void>((resolve) => {

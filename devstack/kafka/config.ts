@@ -12,6 +12,25 @@ import type { Clock } from './state/clock.ts';
  */
 export type FsyncPolicy = 'always' | 'interval' | 'never';
 
+/** TLS for the listener (Kafka's SSL / SASL_SSL listeners): PEM text or bytes of the certificate chain and key. */
+export interface KafkaTlsOptions {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
+}
+
+export type SaslMechanism = 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512';
+export const SASL_MECHANISMS: readonly SaslMechanism[] = ['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512'];
+
+/**
+ * SASL authentication (Kafka's SASL_PLAINTEXT, or SASL_SSL together with `tls`): every connection must
+ * authenticate as one of `users` (name → password) with one of `mechanisms` before any other request.
+ */
+export interface KafkaSaslOptions {
+  readonly users: Readonly<Record<string, string>>;
+  /** Default: all three. */
+  readonly mechanisms?: readonly SaslMechanism[];
+}
+
 export interface KafkaBrokerOptions {
   /** Interface to bind. `localhost` binds 127.0.0.1 and ::1 on the same port. Default 127.0.0.1. */
   host?: string;
@@ -35,11 +54,15 @@ export interface KafkaBrokerOptions {
   fsyncIntervalMs?: number;
   nodeId?: number;
   clusterId?: string;
+  /** Serve TLS instead of plaintext on the listener. */
+  tls?: KafkaTlsOptions;
+  /** Require SASL authentication on every connection. */
+  sasl?: KafkaSaslOptions;
   logger?: Logger;
   clock?: Clock;
 }
 
-export type KafkaDefaults = Required<Omit<KafkaBrokerOptions, 'dataDir' | 'advertisedHost' | 'logger' | 'clock'>>;
+export type KafkaDefaults = Required<Omit<KafkaBrokerOptions, 'dataDir' | 'advertisedHost' | 'logger' | 'clock' | 'tls' | 'sasl'>>;
 
 export const KAFKA_DEFAULTS: Readonly<KafkaDefaults> = {
   host: '127.0.0.1',

@@ -22,4 +22,8 @@ export const KAFKA_LOG = {
   memberExpired: 'kafka: group member session expired',
   memberLeft: 'kafka: group member left',
   fsyncFailed: 'kafka: fsync failed',
+  tlsHandshakeFailed: 'kafka: TLS handshake failed',
+  saslAuthenticated: 'kafka: SASL authenticated',
+  saslFailed: 'kafka: SASL authentication failed; closing connection',
+  unauthenticated: 'kafka: request before SASL authentication; closing connection',
 } as const;

@@ -17,10 +17,12 @@ export const ApiKey = {
   SyncGroup: 14,
   DescribeGroups: 15,
   ListGroups: 16,
+  SaslHandshake: 17,
   ApiVersions: 18,
   CreateTopics: 19,
   DeleteTopics: 20,
   InitProducerId: 22,
+  SaslAuthenticate: 36,
   DeleteGroups: 42,
 } as const;
 
@@ -50,7 +52,27 @@ export const ADVERTISED: ReadonlyMap<number, VersionRange> = new Map<number, Ver
   [ApiKey.DeleteGroups, { min: 0, max: 1 }],
 ]);
 
-export function isAdvertised(key: number, version: number): boolean {
-  const range = ADVERTISED.get(key);
+/**
+ * Advertised only by a broker with SASL configured (as Kafka lists them only on SASL listeners' ApiVersions):
+ * SaslHandshake v0 (raw tokens follow) and v1 (SaslAuthenticate follows), SaslAuthenticate v0–2 (v2 flexible).
+ */
+export const SASL_ADVERTISED: ReadonlyMap<number, VersionRange> = new Map<number, VersionRange>([
+  [ApiKey.SaslHandshake, { min: 0, max: 1 }],
+  [ApiKey.SaslAuthenticate, { min: 0, max: 2 }],
+]);
+
+/** The ApiVersions list of a broker with or without SASL, in key order. */
+export function advertised(sasl: boolean): ReadonlyMap<number, VersionRange> {
+  if (!sasl) return ADVERTISED;
+  return new Map([...ADVERTISED, ...SASL_ADVERTISED].sort(([a], [b]) => a - b));
+}
+
+export function isAdvertised(key: number, version: number, sasl = false): boolean {
+  const range = ADVERTISED.get(key) ?? (sasl ? SASL_ADVERTISED.get(key) : undefined);
   return range !== undefined && version >= range.min && version <= range.max;
+}
+
+/** Request header v2 (a tagged-field section after client_id): flexible versions of the APIs we serve. */
+export function hasFlexibleHeader(key: number, version: number): boolean {
+  return (key === ApiKey.ApiVersions && version >= 3) || (key === ApiKey.SaslAuthenticate && version >= 2);
 }

@@ -27,6 +27,9 @@ export const KafkaError = {
   INVALID_CONFIG: 40,
   OUT_OF_ORDER_SEQUENCE_NUMBER: 45,
   INVALID_PRODUCER_EPOCH: 47,
+  UNSUPPORTED_SASL_MECHANISM: 33,
+  ILLEGAL_SASL_STATE: 34,
+  SASL_AUTHENTICATION_FAILED: 58,
 } as const;
 
 export type KafkaErrorCode = (typeof KafkaError)[keyof typeof KafkaError];

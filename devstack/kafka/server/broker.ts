@@ -1,6 +1,10 @@
-/** Starts the dev broker: state from the data dir, a TCP listener, the fsync timer; close() undoes all of it. */
+/**
+ * Starts the dev broker: state from the data dir, a TCP (or, with `tls`, TLS) listener, the fsync timer; close()
+ * undoes all of it.
+ */
 import { mkdirSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { resolve } from 'node:path';
 import { StranglerError } from '../../../common/errors.ts';
 import { silentLogger } from '../../../common/logger.ts';
@@ -12,6 +16,7 @@ import { GroupCoordinator } from '../state/group-coordinator.ts';
 import { TopicRegistry } from '../state/topics.ts';
 import { Connection } from './connection.ts';
 import type { BrokerState } from './context.ts';
+import { SaslAuthority } from './sasl.ts';
 
 export interface KafkaBroker {
   /** Advertised host and bound port: what clients should dial. */
@@ -20,6 +25,9 @@ export interface KafkaBroker {
   /** `host:port` (IPv6 hosts in brackets), ready for kafkajs `brokers` or kcat `-b`. */
   readonly address: string;
   readonly dataDir: string | undefined;
+  /** Whether the listener speaks TLS, and the SASL mechanisms it requires (empty = no SASL). */
+  readonly tls: boolean;
+  readonly saslMechanisms: readonly string[];
   /** Stops listening, drops connections, fsyncs and closes files. Idempotent. */
   close(): Promise<void>;
 }
@@ -42,6 +50,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const logger = o.logger ?? silentLogger;
   const clock = o.clock ?? systemClock;
   const dataDir = o.dataDir ? resolve(o.dataDir) : undefined;
+  const sasl = o.sasl ? new SaslAuthority(o.sasl) : undefined;
   if (dataDir) mkdirSync(dataDir, { recursive: true });
 
   const offsets = new OffsetsStore(dataDir, logger);
@@ -55,7 +64,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const state: BrokerState = {
     nodeId: o.nodeId, clusterId: o.clusterId, advertisedHost: '', advertisedPort: 0,
     autoCreateTopics: o.autoCreateTopics, defaultPartitions: o.defaultPartitions, fsync: o.fsync,
-    topics, groups, offsets, clock, logger, closed: false, onClose: new Set(), nextProducerId: BigInt(Date.now()) * 1000n,
+    topics, groups, offsets, clock, logger, sasl, closed: false, onClose: new Set(), nextProducerId: BigInt(Date.now()) * 1000n,
   };
 
   const sockets = new Set<Connection>();
@@ -64,9 +73,35 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
     sockets.add(c);
     socket.on('close', () => sockets.delete(c));
   };
+  // TLS: connections start once the handshake is done; sockets still handshaking are tracked so close() ends them.
+  const handshaking = new Set<Socket>();
+  const tls = o.tls;
+  const makeServer = (): Server => {
+    if (!tls) return createServer(onConnection);
+    const server = createTlsServer({ cert: tls.cert, key: tls.key }, (socket: TLSSocket) => {
+      handshaking.delete(socket);
+      onConnection(socket);
+    });
+    server.on('connection', (raw: Socket) => {
+      handshaking.add(raw);
+      raw.once('close', () => handshaking.delete(raw));
+    });
+    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      logger.info({ remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, err: err.message }, KAFKA_LOG.tlsHandshakeFailed);
+    });
+    return server;
+  };
   const servers: Server[] = [];
   const bindHost = o.host === 'localhost' ? '127.0.0.1' : o.host;
-  const main = createServer(onConnection);
+  let main: Server;
+  try {
+    main = makeServer();
+  } catch (err) {
+    groups.close();
+    topics.close();
+    offsets.close();
+    throw new StranglerError('KAFKA_DEV_BROKER_OPTIONS_INVALID', `kafka dev broker: the TLS certificate or key is not usable: ${(err as Error).message}`, { cause: err });
+  }
   servers.push(main);
   let port: number;
   try {
@@ -79,7 +114,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   }
   if (o.host === 'localhost') {
     // `localhost` may resolve to ::1 first; listen there too on the same port so either family connects.
-    const v6 = createServer(onConnection);
+    const v6 = makeServer();
     try {
       await listen(v6, '::1', port);
       servers.push(v6);
@@ -100,11 +135,12 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   fsyncTimer?.unref();
 
   const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  logger.info({ host, port, address, dataDir: dataDir ?? null, fsync: o.fsync }, KAFKA_LOG.listening);
+  const saslMechanisms = sasl ? sasl.mechanisms : [];
+  logger.info({ host, port, address, dataDir: dataDir ?? null, fsync: o.fsync, tls: tls !== undefined, sasl: saslMechanisms }, KAFKA_LOG.listening);
 
   let closing: Promise<void> | undefined;
   return {
-    host, port, address, dataDir,
+    host, port, address, dataDir, tls: tls !== undefined, saslMechanisms,
     close() {
       closing ??= (async () => {
         logger.info({ address }, KAFKA_LOG.closing);
@@ -112,6 +148,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
         if (fsyncTimer) clearInterval(fsyncTimer);
         const stopped = servers.map((s) => new Promise<void>((r) => s.close(() => r())));
         for (const c of sockets) c.destroy();
+        for (const raw of handshaking) raw.destroy();
         groups.close();
         for (const wake of [...state.onClose]) wake();
         await Promise.all(stopped);

@@ -6,18 +6,23 @@
  * Requests are processed one at a time and answered in order, as Kafka does by muting the channel: a parked
  * JoinGroup/SyncGroup/Fetch delays only later requests on the same connection. A frame whose size is below 8 or
  * above maxFrameBytes, a truncated or malformed request, or an unadvertised API closes this connection only.
+ * With SASL configured, a connection must authenticate first (sasl.ts); until then frames are capped at 512 KiB
+ * (Kafka's sasl.server.max.receive.size) and only ApiVersions, SaslHandshake and SaslAuthenticate are served.
  */
 import type { Socket } from 'node:net';
 import { KAFKA_LOG } from '../log-events.ts';
-import { ApiKey, isAdvertised } from '../protocol/api-keys.ts';
+import { ApiKey, hasFlexibleHeader, isAdvertised } from '../protocol/api-keys.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { ProtocolError, Reader } from '../protocol/reader.ts';
 import { encodeApiVersions } from '../handlers/api-versions.ts';
 import type { Writer } from '../protocol/writer.ts';
 import type { BrokerState, RequestHeader } from './context.ts';
 import { HANDLERS } from './handlers.ts';
+import { allowedBeforeAuthentication, SaslSession } from './sasl.ts';
 
 const MIN_FRAME_BYTES = 8;
+/** Kafka's sasl.server.max.receive.size: the largest frame accepted before authentication. */
+const MAX_UNAUTHENTICATED_FRAME_BYTES = 512 * 1024;
 /** Stop reading from a client that pipelines this many unanswered requests. */
 const MAX_QUEUED = 64;
 
@@ -32,11 +37,13 @@ export class Connection {
   #busy = false;
   #closed = false;
   #paused = false;
+  readonly #sasl: SaslSession | undefined;
 
   constructor(socket: Socket, broker: BrokerState, maxFrameBytes: number) {
     this.#socket = socket;
     this.#broker = broker;
     this.#maxFrameBytes = maxFrameBytes;
+    this.#sasl = broker.sasl ? new SaslSession(broker.sasl) : undefined;
     this.#remote = `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`;
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
@@ -57,6 +64,17 @@ export class Connection {
     this.#socket.destroy();
   }
 
+  /** Closes after the pending writes are flushed (a response that explains the close goes out first). */
+  #closeAfterWrite(event: string, fields: Record<string, unknown>): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#broker.logger.warn({ remote: this.#remote, ...fields }, event);
+    this.#queue.length = 0;
+    this.#chunks = [];
+    this.#socket.end();
+    this.#socket.setTimeout(5_000, () => this.#socket.destroy());
+  }
+
   #onData(chunk: Buffer): void {
     if (this.#closed) return;
     this.#chunks.push(chunk);
@@ -64,8 +82,12 @@ export class Connection {
     while (this.#buffered >= 4) {
       if (this.#chunks[0]!.length < 4) this.#chunks = [Buffer.concat(this.#chunks)];
       const size = this.#chunks[0]!.readInt32BE(0);
-      if (size < MIN_FRAME_BYTES || size > this.#maxFrameBytes) {
-        this.#close(KAFKA_LOG.badFrameSize, { size, maxFrameBytes: this.#maxFrameBytes });
+      const authenticating = this.#sasl !== undefined && !this.#sasl.authenticated;
+      const max = authenticating ? Math.min(this.#maxFrameBytes, MAX_UNAUTHENTICATED_FRAME_BYTES) : this.#maxFrameBytes;
+      // Bare SASL tokens (after SaslHandshake v0) have no request header, so they may be shorter than 8 bytes.
+      const min = this.#sasl?.expectsRawToken ? 0 : MIN_FRAME_BYTES;
+      if (size < min || size > max) {
+        this.#close(KAFKA_LOG.badFrameSize, { size, maxFrameBytes: max });
         return;
       }
       if (this.#buffered < 4 + size) break;
@@ -109,6 +131,10 @@ export class Connection {
   async #handle(frame: Buffer): Promise<void> {
     let header: RequestHeader | undefined;
     try {
+      if (this.#sasl?.expectsRawToken) {
+        await this.#rawSaslToken(this.#sasl, frame);
+        return;
+      }
       const r = new Reader(frame);
       const apiKey = r.int16();
       const apiVersion = r.int16();
@@ -117,22 +143,56 @@ export class Connection {
       header = { apiKey, apiVersion, correlationId, clientId, clientHost: this.#socket.remoteAddress ?? '' };
       if (apiKey === ApiKey.ApiVersions && apiVersion > 3) {
         // KIP-511: answer an unknown ApiVersions version with error 35 and a v0 body; the client retries lower.
-        this.#write(correlationId, encodeApiVersions(0, KafkaError.UNSUPPORTED_VERSION));
+        this.#write(correlationId, encodeApiVersions(0, KafkaError.UNSUPPORTED_VERSION, this.#sasl !== undefined));
         return;
       }
+      const sasl = this.#sasl;
+      if (sasl && !sasl.authenticated && !allowedBeforeAuthentication(apiKey)) {
+        this.#close(KAFKA_LOG.unauthenticated, { apiKey, apiVersion, clientId });
+        return;
+      }
+      const isSasl = apiKey === ApiKey.SaslHandshake || apiKey === ApiKey.SaslAuthenticate;
       const handler = HANDLERS.get(apiKey);
-      if (!handler || !isAdvertised(apiKey, apiVersion)) {
+      if (!(sasl && isSasl ? isAdvertised(apiKey, apiVersion, true) : handler && isAdvertised(apiKey, apiVersion))) {
         this.#close(KAFKA_LOG.unsupportedApi, { apiKey, apiVersion, clientId });
         return;
       }
-      if (apiKey === ApiKey.ApiVersions && apiVersion >= 3) r.skipTags(); // request header v2
-      const body = await handler(this.#broker, header, r);
+      if (hasFlexibleHeader(apiKey, apiVersion)) r.skipTags(); // request header v2
+      if (sasl && isSasl) {
+        await this.#saslRequest(sasl, header, r);
+        return;
+      }
+      const body = await handler!(this.#broker, header, r);
       if (body && !this.#closed) this.#write(correlationId, body);
     } catch (err) {
       const fields = { apiKey: header?.apiKey, apiVersion: header?.apiVersion, clientId: header?.clientId, err: (err as Error).message };
       if (err instanceof ProtocolError || err instanceof RangeError) this.#close(KAFKA_LOG.badFrame, fields);
       else this.#close(KAFKA_LOG.handlerFailed, { ...fields, stack: (err as Error).stack });
     }
+  }
+
+  async #saslRequest(sasl: SaslSession, header: RequestHeader, r: Reader): Promise<void> {
+    const outcome = header.apiKey === ApiKey.SaslHandshake ? sasl.handshake(header.apiVersion, r) : await sasl.authenticate(header.apiVersion, r);
+    if (outcome.body) this.#write(header.correlationId, outcome.body);
+    const who = { mechanism: sasl.mechanism, user: sasl.user, clientId: header.clientId };
+    if (outcome.close) this.#closeAfterWrite(KAFKA_LOG.saslFailed, { ...who, reason: outcome.reason });
+    else if (sasl.authenticated && header.apiKey === ApiKey.SaslAuthenticate) this.#broker.logger.debug({ remote: this.#remote, ...who }, KAFKA_LOG.saslAuthenticated);
+  }
+
+  async #rawSaslToken(sasl: SaslSession, token: Buffer): Promise<void> {
+    const { reply, reason } = await sasl.rawToken(token);
+    if (reply === null) {
+      this.#close(KAFKA_LOG.saslFailed, { mechanism: sasl.mechanism, user: sasl.user, reason });
+      return;
+    }
+    if (this.#closed) return;
+    const size = Buffer.allocUnsafe(4);
+    size.writeInt32BE(reply.length, 0);
+    this.#socket.cork();
+    this.#socket.write(size);
+    this.#socket.write(reply);
+    this.#socket.uncork();
+    if (sasl.authenticated) this.#broker.logger.debug({ remote: this.#remote, mechanism: sasl.mechanism, user: sasl.user }, KAFKA_LOG.saslAuthenticated);
   }
 
   #write(correlationId: number, body: Writer): void {

@@ -7,6 +7,7 @@ import type { Writer } from '../protocol/writer.ts';
 import type { Clock } from '../state/clock.ts';
 import type { GroupCoordinator } from '../state/group-coordinator.ts';
 import type { TopicRegistry } from '../state/topics.ts';
+import type { SaslAuthority } from './sasl.ts';
 
 export interface BrokerState {
   readonly nodeId: number;
@@ -22,6 +23,8 @@ export interface BrokerState {
   readonly offsets: OffsetsStore;
   readonly clock: Clock;
   readonly logger: Logger;
+  /** Set when SASL is configured: every connection authenticates before anything else. */
+  readonly sasl: SaslAuthority | undefined;
   closed: boolean;
   /** Callbacks run once when the broker closes (wakes parked fetches). */
   readonly onClose: Set<() => void>;

@@ -1,9 +1,14 @@
-/** `strangler devstack kafka` as a real process: starts, serves kafkajs, stops on SIGTERM, keeps data across runs. */
+/**
+ * `strangler devstack kafka` as a real process: starts, serves kafkajs, stops on SIGTERM, keeps data across runs;
+ * the TLS and SASL flags.
+ */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
+import { kafkaConfigSchema } from '../../../migration-scripts/config-schema.ts';
+import { createKafka } from '../../../migration-scripts/kafka.ts';
 import { REPO_ROOT, spawnBroker, tempDir, unique, type ChildBroker } from './support.ts';
 
 const dir = tempDir('cli');
@@ -43,4 +48,40 @@ test('bad options exit non-zero with a usage message; --help describes the optio
   assert.equal(help.status, 0);
   assert.match(help.stdout, /--data-dir DIR/);
   assert.match(help.stdout, /--fsync POLICY/);
+});
+
+test('--tls-cert/--tls-key and --sasl-user/--sasl-mechanisms: a SASL_SSL broker that kafkajs (via createKafka) authenticates to', async () => {
+  const tlsDir = join(REPO_ROOT, 'test/fixtures/kafka-tls');
+  const broker = await spawnBroker(dir.path, [
+    '--tls-cert', join(tlsDir, 'broker.crt'), '--tls-key', join(tlsDir, 'broker.key'),
+    '--sasl-user', 'app:first:password', '--sasl-user', 'other:x', '--sasl-mechanisms', 'scram-sha-512,PLAIN',
+  ], true);
+  running.push(broker);
+  const config = kafkaConfigSchema.parse({ brokers: [broker.address], ssl: { caFile: join(tlsDir, 'broker.crt') }, sasl: { mechanism: 'scram-sha-512', username: 'app', password: 'first:password' } });
+  const admin = createKafka(config, 'cli-test').admin();
+  await admin.connect();
+  const topic = unique('cli-secured');
+  assert.equal(await admin.createTopics({ topics: [{ topic }] }), true);
+  assert.ok((await admin.listTopics()).includes(topic));
+  await admin.disconnect();
+  const scram256 = createKafka({ ...config, sasl: { mechanism: 'scram-sha-256', username: 'app', password: 'first:password' } }, 'cli-test-256').admin();
+  await assert.rejects(scram256.connect(), /The broker does not support the requested SASL mechanism/);
+  await scram256.disconnect();
+});
+
+test('bad TLS/SASL options are usage errors that do not echo the password', () => {
+  const run = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--port', '0', ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+  const noKey = run(['--tls-cert', 'x.crt']);
+  assert.equal(noKey.status, 1);
+  assert.match(noKey.stderr, /--tls-cert and --tls-key go together/);
+  const missing = run(['--tls-cert', 'missing.crt', '--tls-key', 'missing.key']);
+  assert.match(missing.stderr, /--tls-cert: cannot read "missing.crt" \(ENOENT\)/);
+  const noColon = run(['--sasl-user', 'justaname-secretish']);
+  assert.match(noColon.stderr, /--sasl-user expects NAME:PASSWORD/);
+  assert.ok(!noColon.stderr.includes('secretish'));
+  const badMech = run(['--sasl-user', 'a:b', '--sasl-mechanisms', 'GSSAPI']);
+  assert.match(badMech.stderr, /--sasl-mechanisms: unknown mechanism "GSSAPI"/);
+  const help = run(['--help']);
+  assert.match(help.stdout, /--sasl-user NAME:PASSWORD/);
+  assert.match(help.stdout, /--tls-cert FILE/);
 });

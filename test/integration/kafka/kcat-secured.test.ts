@@ -1,0 +1,108 @@
+/**
+ * librdkafka 2.0.2 (Debian's kcat) against the dev broker with TLS and SASL: security.protocol SSL, SASL_SSL with
+ * PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, and SASL_PLAINTEXT: metadata (-L) and a -P/-C round trip each; a wrong
+ * password and a wrong CA are refused. Without kcat on PATH these tests are reported as skipped with the reason;
+ * under CI (CI=true) a missing kcat is a failure.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
+import { REPO_ROOT, startTestBroker, unique } from './support.ts';
+
+const KCAT_FOUND = spawnSync('kcat', ['-V'], { encoding: 'utf8' }).status === 0;
+const IN_CI = process.env.CI === 'true';
+const MISSING = 'kcat not found on PATH: install the Debian package `kcat` (apt-get install -y kcat) to run the librdkafka TLS/SASL tests';
+const skip = KCAT_FOUND ? false : MISSING;
+
+if (!KCAT_FOUND) {
+  console.error(`\n*** ${MISSING} ***\n`);
+  if (IN_CI) test('kcat is installed (required under CI=true)', () => assert.fail(MISSING));
+}
+
+const TLS_DIR = join(REPO_ROOT, 'test/fixtures/kafka-tls');
+const CA = join(TLS_DIR, 'broker.crt');
+const TLS = { cert: readFileSync(CA), key: readFileSync(join(TLS_DIR, 'broker.key')) };
+const USERS = { kcat: 'kcat-secret-password' };
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+/** Runs kcat asynchronously (the broker lives in this process, so a synchronous spawn would starve it). */
+function kcat(args: string[], input?: string, timeoutMs = 20_000): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile('kcat', args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(input ?? '');
+  });
+}
+
+function security(protocol: string, options: { mechanism?: string; password?: string; ca?: string } = {}): string[] {
+  const out = ['-X', `security.protocol=${protocol}`];
+  if (options.mechanism) out.push('-X', `sasl.mechanisms=${options.mechanism}`, '-X', 'sasl.username=kcat', '-X', `sasl.password=${options.password ?? USERS.kcat}`);
+  if (options.ca) out.push('-X', `ssl.ca.location=${options.ca}`);
+  return out;
+}
+
+/** -L shows the broker as controller; -P then -C -o beginning -e prints exactly what was produced. */
+async function metadataAndRoundTrip(broker: KafkaBroker, sec: string[]): Promise<void> {
+  const listed = await kcat(['-b', broker.address, ...sec, '-L']);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.match(listed.stdout, new RegExp(`broker 0 at ${broker.address.replace(/\./g, '\\.')} \\(controller\\)`));
+  const topic = unique('kcat-secured');
+  const produced = await kcat(['-b', broker.address, ...sec, '-P', '-t', topic, '-K:'], 'a:first\nb:second\n');
+  assert.equal(produced.code, 0, produced.stderr);
+  const consumed = await kcat(['-b', broker.address, ...sec, '-C', '-t', topic, '-o', 'beginning', '-e', '-f', '%k=%s\n']);
+  assert.equal(consumed.code, 0, consumed.stderr);
+  assert.equal(consumed.stdout, 'a=first\nb=second\n');
+}
+
+describe('kcat (librdkafka) against the dev broker with TLS and SASL', { skip }, () => {
+  let tlsOnly: KafkaBroker;
+  let saslSsl: KafkaBroker;
+  let saslPlaintext: KafkaBroker;
+  before(async () => {
+    tlsOnly = await startTestBroker({ tls: TLS });
+    saslSsl = await startTestBroker({ tls: TLS, sasl: { users: USERS } });
+    saslPlaintext = await startTestBroker({ sasl: { users: USERS, mechanisms: ['SCRAM-SHA-256'] } });
+  });
+  after(async () => {
+    await tlsOnly?.close();
+    await saslSsl?.close();
+    await saslPlaintext?.close();
+  });
+
+  test('security.protocol=SSL with the broker certificate as CA: -L and a -P/-C round trip', async () => {
+    await metadataAndRoundTrip(tlsOnly, security('SSL', { ca: CA }));
+  });
+
+  test('SASL_SSL with PLAIN: -L and a -P/-C round trip', async () => {
+    await metadataAndRoundTrip(saslSsl, security('SASL_SSL', { mechanism: 'PLAIN', ca: CA }));
+  });
+
+  test('SASL_SSL with SCRAM-SHA-256 and SCRAM-SHA-512: -L and a -P/-C round trip each', async () => {
+    await metadataAndRoundTrip(saslSsl, security('SASL_SSL', { mechanism: 'SCRAM-SHA-256', ca: CA }));
+    await metadataAndRoundTrip(saslSsl, security('SASL_SSL', { mechanism: 'SCRAM-SHA-512', ca: CA }));
+  });
+
+  test('SASL_PLAINTEXT with SCRAM-SHA-256: -L and a -P/-C round trip', async () => {
+    await metadataAndRoundTrip(saslPlaintext, security('SASL_PLAINTEXT', { mechanism: 'SCRAM-SHA-256' }));
+  });
+
+  test('a wrong password is reported as a SASL authentication error with the broker\'s message', async () => {
+    for (const mechanism of ['PLAIN', 'SCRAM-SHA-512']) {
+      const run = await kcat(['-b', saslSsl.address, ...security('SASL_SSL', { mechanism, password: 'wrong', ca: CA }), '-L', '-m', '2']);
+      assert.notEqual(run.code, 0);
+      assert.match(run.stderr, /SASL authentication error: Authentication failed/, mechanism);
+      assert.ok(!run.stderr.includes(USERS.kcat));
+    }
+  });
+
+  test('a wrong CA fails certificate verification', async () => {
+    const run = await kcat(['-b', saslSsl.address, ...security('SASL_SSL', { mechanism: 'PLAIN', ca: join(TLS_DIR, 'other-ca.crt') }), '-L', '-m', '2']);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /certificate verify failed|SSL handshake failed/);
+  });
+});
