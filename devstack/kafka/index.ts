@@ -8,9 +8,9 @@
  * startKafkaBroker(options?: KafkaBrokerOptions): Promise<KafkaBroker>
  *   options: host, port, advertisedHost, dataDir, autoCreateTopics, defaultPartitions, groupMinSessionTimeoutMs,
  *            groupMaxSessionTimeoutMs, initialRebalanceDelayMs, maxFrameBytes, maxMessageBytes, fsync, fsyncIntervalMs,
- *            nodeId, clusterId, logger, clock (defaults in KAFKA_DEFAULTS)
- *   result:  { host, port, address, dataDir, close(): Promise<void> }
+ *            nodeId, clusterId, tls { cert, key }, sasl { users, mechanisms }, logger, clock (defaults in KAFKA_DEFAULTS)
+ *   result:  { host, port, address, dataDir, tls, saslMechanisms, close(): Promise<void> }
  */
 export { startKafkaBroker, type KafkaBroker } from './server/broker.ts';
-export { KAFKA_DEFAULTS, type KafkaBrokerOptions, type FsyncPolicy } from './config.ts';
+export { KAFKA_DEFAULTS, SASL_MECHANISMS, type KafkaBrokerOptions, type FsyncPolicy, type KafkaTlsOptions, type KafkaSaslOptions, type SaslMechanism } from './config.ts';
 export { KAFKA_LOG } from './log-events.ts';
