@@ -38,13 +38,27 @@ function secretEquals(a: Buffer | string, b: Buffer | string): boolean {
   return timingSafeEqual(createHash('sha256').update(a).digest(), createHash('sha256').update(b).digest());
 }
 
+/** Where SCRAM salts and server nonces come from; tests pass fixed ones to check RFC 7677's example exchange. */
+export interface ScramEntropy {
+  salt(): Buffer;
+  /** Printable, without ',' (appended to the client's nonce). */
+  nonce(): string;
+}
+
+const randomEntropy: ScramEntropy = {
+  salt: () => randomBytes(16),
+  nonce: () => randomBytes(18).toString('base64').replace(/[+/=]/g, 'x'),
+};
+
 /** The broker's users and mechanisms; SCRAM credentials derived lazily and cached. */
 export class SaslAuthority {
   readonly mechanisms: readonly SaslMechanism[];
+  readonly entropy: ScramEntropy;
   readonly #users: ReadonlyMap<string, string>;
   readonly #scram = new Map<string, Promise<ScramCredential>>();
 
-  constructor(options: KafkaSaslOptions) {
+  constructor(options: KafkaSaslOptions, entropy: ScramEntropy = randomEntropy) {
+    this.entropy = entropy;
     this.#users = new Map(Object.entries(options.users));
     const mechanisms = options.mechanisms ?? SASL_MECHANISMS;
     const invalid = (message: string): StranglerError => new StranglerError('KAFKA_DEV_BROKER_OPTIONS_INVALID', `kafka dev broker: ${message}`);
@@ -68,7 +82,7 @@ export class SaslAuthority {
     let credential = this.#scram.get(key);
     if (!credential) {
       const alg = hashOf(mechanism);
-      const salt = randomBytes(16);
+      const salt = this.entropy.salt();
       credential = pbkdf2Async(password, salt, SCRAM_ITERATIONS, createHash(alg).digest().length, alg).then((salted) => {
         const clientKey = hmac(alg, salted, 'Client Key');
         return { salt, storedKey: createHash(alg).update(clientKey).digest(), serverKey: hmac(alg, salted, 'Server Key') };
@@ -145,7 +159,7 @@ class ScramExchange implements Exchange {
     this.#onUser(username);
     const credential = await this.#authority.scramCredential(this.#mechanism, username);
     if (!credential) throw new SaslFailure(`Authentication failed during authentication due to invalid credentials with SASL mechanism ${this.#mechanism}`);
-    const nonce = clientNonce + randomBytes(18).toString('base64').replace(/[+/=]/g, 'x');
+    const nonce = clientNonce + this.#authority.entropy.nonce();
     const serverFirst = `r=${nonce},s=${credential.salt.toString('base64')},i=${SCRAM_ITERATIONS}`;
     this.#state = { gs2, clientFirstBare, serverFirst, nonce, credential };
     return { reply: Buffer.from(serverFirst, 'utf8'), done: false };
