@@ -172,11 +172,12 @@ export class Connection {
   }
 
   async #saslRequest(sasl: SaslSession, header: RequestHeader, r: Reader): Promise<void> {
+    const before = sasl.authenticated;
     const outcome = header.apiKey === ApiKey.SaslHandshake ? sasl.handshake(header.apiVersion, r) : await sasl.authenticate(header.apiVersion, r);
     if (outcome.body) this.#write(header.correlationId, outcome.body);
     const who = { mechanism: sasl.mechanism, user: sasl.user, clientId: header.clientId };
     if (outcome.close) this.#closeAfterWrite(KAFKA_LOG.saslFailed, { ...who, reason: outcome.reason });
-    else if (sasl.authenticated && header.apiKey === ApiKey.SaslAuthenticate) this.#broker.logger.debug({ remote: this.#remote, ...who }, KAFKA_LOG.saslAuthenticated);
+    else if (!before && sasl.authenticated) this.#broker.logger.debug({ remote: this.#remote, ...who }, KAFKA_LOG.saslAuthenticated);
   }
 
   async #rawSaslToken(sasl: SaslSession, token: Buffer): Promise<void> {
