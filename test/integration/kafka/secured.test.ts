@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Kafka } from 'kafkajs';
@@ -14,6 +15,8 @@ import { ApiKey } from '../../../devstack/kafka/protocol/api-keys.ts';
 import { KafkaError } from '../../../devstack/kafka/protocol/error-codes.ts';
 import { Reader } from '../../../devstack/kafka/protocol/reader.ts';
 import { Writer } from '../../../devstack/kafka/protocol/writer.ts';
+import { createLogger } from '../../../common/logger.ts';
+import { KAFKA_LOG } from '../../../devstack/kafka/log-events.ts';
 import { kafkaConfigSchema, type KafkaConfig } from '../../../migration-scripts/config-schema.ts';
 import { createKafka } from '../../../migration-scripts/kafka.ts';
 import { RawClient, requestFrame } from './raw-client.ts';
@@ -266,5 +269,31 @@ describe('dev broker with SASL without TLS (SASL_PLAINTEXT), at the protocol lev
     c.write(size);
     await c.closed;
     assert.equal(c.frames.length, 0);
+  });
+});
+
+describe('dev broker SASL logging', () => {
+  const lines: string[] = [];
+  let broker: KafkaBroker;
+  before(async () => {
+    const destination = new Writable({ write(chunk: Buffer, _enc, done) { lines.push(chunk.toString()); done(); } });
+    broker = await startTestBroker({ tls: TLS, sasl: { users: USERS }, logger: createLogger({ level: 'debug', destination }) });
+  });
+  after(async () => { await broker?.close(); });
+
+  test('successes and failures are logged with user and mechanism, never with a password', async () => {
+    await roundTrip(createKafka(clientConfig(broker, { ssl: { caFile: CA_FILE }, sasl: { mechanism: 'scram-sha-256', username: 'strangler', password: USERS.strangler } }), 'logged'));
+    for (const mechanism of ['plain', 'scram-sha-512'] as const) {
+      const admin = createKafka(clientConfig(broker, { ssl: { caFile: CA_FILE }, sasl: { mechanism, username: 'strangler', password: 'wrong-password-in-log?' } }), 'logged-wrong').admin();
+      await assert.rejects(admin.connect(), /authentication failed/);
+      await admin.disconnect();
+    }
+    const events = lines.map((l) => JSON.parse(l) as { msg: string; user?: string; mechanism?: string; reason?: string });
+    assert.ok(events.some((e) => e.msg === KAFKA_LOG.saslAuthenticated && e.user === 'strangler' && e.mechanism === 'SCRAM-SHA-256'));
+    const failures = events.filter((e) => e.msg === KAFKA_LOG.saslFailed);
+    assert.deepEqual(failures.map((e) => e.mechanism).sort(), ['PLAIN', 'SCRAM-SHA-512']);
+    assert.ok(failures.every((e) => e.user === 'strangler' && /Authentication failed/.test(e.reason ?? '')));
+    const all = lines.join('');
+    assert.ok(!all.includes(USERS.strangler) && !all.includes('wrong-password-in-log?'), 'no password in the broker log');
   });
 });
