@@ -89,6 +89,17 @@ describe('dev broker with TLS only (Kafka SSL listener)', () => {
     await roundTrip(createKafka(clientConfig(broker, { ssl: { caFile: CA_FILE } }), 'tls'));
   });
 
+  test('servername (SNI and the name checked in the certificate) and rejectUnauthorized: false reach kafkajs', async () => {
+    const admin = createKafka(clientConfig(broker, { ssl: { caFile: CA_FILE, servername: 'localhost' } }), 'servername').admin();
+    await admin.connect();
+    await admin.listTopics();
+    await admin.disconnect();
+    const unverified = createKafka(clientConfig(broker, { ssl: { rejectUnauthorized: false } }), 'unverified').admin();
+    await unverified.connect();
+    await unverified.listTopics();
+    await unverified.disconnect();
+  });
+
   test('a client trusting another CA is rejected by certificate verification', async () => {
     const admin = createKafka(clientConfig(broker, { ssl: { caFile: join(TLS_DIR, 'other-ca.crt') } }), 'wrong-ca').admin();
     await failsClearly(admin.connect(), /self[- ]signed certificate|unable to verify|certificate/i, 30_000);
