@@ -2,7 +2,8 @@
  * The configured upstreams: the only hosts the gateway ever connects to. Each has its own keep-alive agent,
  * kept across config reloads while its settings are unchanged.
  */
-import { Agent } from 'node:http';
+import { Agent, type AgentOptions, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import { createRequire } from 'node:module';
 import { parse as parseUrl } from 'node:url';
 import type { UpstreamConfig } from '../config/schema.ts';
@@ -49,6 +50,61 @@ export function upstreamPath(basePath: string, url: string): string {
   return urlJoin(basePath, parseUrl(url).path ?? '');
 }
 
+const kIdleUntil = Symbol('strangler.idleUntil');
+type PooledSocket = Socket & { [kIdleUntil]?: number; _httpMessage?: { res?: IncomingMessage } | null };
+const KEEP_ALIVE_HINT = /^timeout=(\d+)/;
+
+/**
+ * The keep-alive agent of one upstream. Idle sockets are closed after `idleMs` (shortened, as node's agent does, by
+ * the upstream's Keep-Alive: timeout=N hint, less 1 s) by a sweep a few times a second, not by node's agent
+ * `timeout` option: that option keeps an idle timer on every upstream socket, which node re-arms on each read and
+ * write and watches with a 'timeout' listener per request (about 4 µs per proxied request in the gateway benchmark).
+ */
+export class UpstreamAgent extends Agent {
+  readonly idleMs: number;
+  readonly #sweeper: NodeJS.Timeout;
+  #lastHint: string | undefined;
+  #lastHintMs = 0;
+
+  constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number }) {
+    const { idleMs, ...agentOptions } = options;
+    super(agentOptions);
+    this.idleMs = idleMs;
+    this.#sweeper = setInterval(() => this.#sweep(), Math.max(50, Math.min(250, idleMs / 4))).unref();
+  }
+
+  override keepSocketAlive(socket: Socket): boolean {
+    // node's own checks first (TCP keep-alive, unref, a server hint of timeout=0 or 1 means do not reuse).
+    // (@types/node declares it void; node returns whether the socket may be kept.)
+    if (!(super.keepSocketAlive(socket) as unknown as boolean)) return false;
+    let idle = this.idleMs;
+    const hint = (socket as PooledSocket)._httpMessage?.res?.headers['keep-alive'];
+    if (typeof hint === 'string') {
+      if (hint !== this.#lastHint) {
+        const seconds = KEEP_ALIVE_HINT.exec(hint)?.[1];
+        this.#lastHint = hint;
+        this.#lastHintMs = seconds === undefined ? Infinity : Number(seconds) * 1000 - 1000;
+      }
+      idle = Math.min(idle, this.#lastHintMs);
+    }
+    (socket as PooledSocket)[kIdleUntil] = Date.now() + idle;
+    return true;
+  }
+
+  #sweep(): void {
+    const now = Date.now();
+    for (const list of Object.values(this.freeSockets)) {
+      if (!list) continue;
+      for (const socket of [...list] as PooledSocket[]) if ((socket[kIdleUntil] ?? 0) <= now) socket.destroy();
+    }
+  }
+
+  override destroy(): void {
+    clearInterval(this.#sweeper);
+    super.destroy();
+  }
+}
+
 function sameSettings(a: UpstreamConfig, b: UpstreamConfig): boolean {
   return a.url === b.url && a.maxSockets === b.maxSockets && a.keepAliveMs === b.keepAliveMs;
 }
@@ -61,7 +117,7 @@ export function buildUpstreams(configs: readonly UpstreamConfig[], previous?: Re
       out.set(config.id, { ...old, config });
       continue;
     }
-    const agent = new Agent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), timeout: config.keepAliveMs, scheduling: 'lifo' });
+    const agent = new UpstreamAgent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), idleMs: config.keepAliveMs, scheduling: 'lifo' });
     const target = new URL(config.url);
     out.set(config.id, { id: config.id, config, target, agent, request: requestTarget(target) });
   }
