@@ -26,6 +26,10 @@ export const REDACT_PATHS: readonly string[] = [
   'config.flags.token',
   'config.identity.sessionSecret',
   'config.identity.override.secret',
+  '*.sasl.password',
+  'kafka.sasl.password',
+  'config.kafka.sasl.password',
+  '*.kafka.sasl.password',
 ];
 
 export interface LoggerSettings {

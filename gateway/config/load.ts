@@ -76,7 +76,7 @@ export function validateConfig(raw: unknown, file: string, env: NodeJS.ProcessEn
   const interpolated = interpolate(raw, '', env, problems);
   const parsed = configSchema.safeParse(interpolated, { reportInput: true });
   if (!parsed.success) {
-    problems.push(...parsed.error.issues.map(issueToProblem));
+    problems.push(...parsed.error.issues.flatMap((issue) => issueToProblems(issue, [])));
     // Cross-references are checked too, on whatever parts have the right types, so one run lists everything.
     const shapePaths = new Set(problems.map((p) => p.path));
     const refs: ConfigProblem[] = [];
@@ -241,8 +241,31 @@ function describeFound(input: unknown): string {
 
 type Issue = z.core.$ZodIssue;
 
-function issueToProblem(issue: Issue): ConfigProblem {
-  const path = formatPath(issue.path);
+/** Problems for one zod issue; `prefix` is the path of the union a nested issue came from. */
+function issueToProblems(issue: Issue, prefix: PropertyKey[]): ConfigProblem[] {
+  if (issue.code !== 'invalid_union') return [issueToProblem(issue, prefix)];
+  const at = [...prefix, ...issue.path];
+  const input = (issue as { input?: unknown }).input;
+  const branches = issue.errors;
+  // An object meant for one of several object shapes: report the problems of the shape it comes closest to
+  // (fewest problems) instead of "not any of them".
+  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+    const objectShapes = branches.filter((b) => !b.some((i) => i.path.length === 0 && i.code === 'invalid_type'));
+    const closest = objectShapes.sort((a, b) => a.length - b.length)[0];
+    if (closest && closest.length > 0) return closest.flatMap((i) => issueToProblems(i, at));
+  }
+  const types = [...new Set(branches.flatMap((b) => b.filter((i) => i.path.length === 0 && i.code === 'invalid_type').map((i) => (i as { expected: string }).expected)))];
+  const isUserKey = at[at.length - 2] === 'userKey' || at[at.length - 1] === 'userKey';
+  return [{
+    path: formatPath(at),
+    expected: types.length > 1 ? `one of: ${types.join(', ')}` : 'one of the allowed shapes',
+    found: describeFound(input),
+    hint: isUserKey ? 'e.g. { header: x-user-id }, { cookie: uid } or { jwtClaim: sub }' : 'see this field in the config reference (README) or the JSON Schema',
+  }];
+}
+
+function issueToProblem(issue: Issue, prefix: PropertyKey[] = []): ConfigProblem {
+  const path = formatPath([...prefix, ...issue.path]);
   const input = (issue as { input?: unknown }).input;
   switch (issue.code) {
     case 'invalid_type':
@@ -256,8 +279,6 @@ function issueToProblem(issue: Issue): ConfigProblem {
       return { path, expected: issue.message.replace(/^Too (small|big): expected /, ''), found: describeFound(input), hint: 'adjust the value to the allowed range' };
     case 'invalid_format':
       return { path, expected: issue.format === 'regex' ? issue.message.replace(/^Invalid string: /, '') : issue.format, found: describeFound(input), hint: issue.format === 'starts_with' ? 'paths start with "/"' : 'see the config reference' };
-    case 'invalid_union':
-      return { path, expected: 'one of the allowed shapes', found: describeFound(input), hint: 'e.g. { header: x-user-id }, { cookie: uid } or { jwtClaim: sub }' };
     default:
       return { path, expected: issue.message, found: describeFound(input), hint: 'see the config reference' };
   }

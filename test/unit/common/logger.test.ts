@@ -21,3 +21,15 @@ test('credentials are redacted wherever they appear in a log line', () => {
   assert.ok(text.includes('text/html'), 'other fields are kept');
   assert.equal(text.split('[redacted]').length - 1, 8);
 });
+
+test('a Kafka SASL password is redacted however deep the kafka section is logged', () => {
+  const out = capture();
+  const log = createLogger({ destination: out.stream, level: 'info' });
+  const kafka = { brokers: ['k:9093'], sasl: { mechanism: 'scram-sha-512', username: 'sync', password: 's3cret-k1' } };
+  log.info({ kafka }, 'kafka');
+  log.info({ config: { kafka: { ...kafka, sasl: { ...kafka.sasl, password: 's3cret-k2' } } } }, 'config');
+  log.info({ worker: { kafka: { ...kafka, sasl: { ...kafka.sasl, password: 's3cret-k3' } } } }, 'nested');
+  const text = out.text();
+  for (const secret of ['s3cret-k1', 's3cret-k2', 's3cret-k3']) assert.ok(!text.includes(secret), `${secret} leaked: ${text}`);
+  assert.ok(text.includes('"username":"sync"'), 'the user name is kept');
+});

@@ -53,6 +53,20 @@ test('every problem is reported at once, each with path, expected, found and hin
   assert.ok(list.find((p) => p.path === 'routes[1]')?.found.includes('"typo"'), 'unknown fields are named');
 });
 
+test('a field of several shapes reports the problem of the closest shape, or the shapes it may take', () => {
+  const wrongShape = problems({ ...base(), kafka: { brokers: ['k:9092'], ssl: 'yes' } });
+  assert.deepEqual(wrongShape.map((p) => [p.path, p.expected, p.found]), [['kafka.ssl', 'one of: boolean, object', 'string "yes"']]);
+  assert.match(wrongShape[0]?.hint ?? '', /config reference/);
+  const inner = problems({ ...base(), kafka: { brokers: ['k:9092'], ssl: { caFile: 1 } } });
+  assert.deepEqual(inner.map((p) => [p.path, p.expected, p.found]), [['kafka.ssl.caFile', 'string', 'number 1']]);
+  const typo = problems({ ...base(), identity: { userKey: [{ heder: 'x-user-id' }] } });
+  assert.deepEqual(typo.map((p) => p.path).sort(), ['identity.userKey[0]', 'identity.userKey[0].header']);
+  assert.ok(typo.some((p) => p.found.includes('"heder"')), 'the misspelt field is named');
+  const notObject = problems({ ...base(), identity: { userKey: ['x-user-id'] } });
+  assert.deepEqual(notObject.map((p) => p.path), ['identity.userKey[0]']);
+  assert.match(notObject[0]?.hint ?? '', /\{ header: x-user-id \}/);
+});
+
 test('cross-reference errors name what is known', () => {
   const raw = base();
   (raw.routes[0] as Record<string, unknown>).service = 'nope';
