@@ -301,7 +301,7 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual(st.backfill.map((b) => [b.table, b.done]), [['items', true]]);
   });
 
-  test('backfill: a local write committed while the chunk waits for its row wins by the version rules; every column type and a source-only enum copy exactly', async () => {
+  test('backfill: a local write committed while the chunk waits for its row wins by the version rules; every column type, a text key with quotes and a source-only enum copy exactly', async () => {
     const { config, pools } = await fx.freshPair('backfillrace');
     // An enum that exists only on the legacy side: staged as text, mapped by the value map as live events are.
     await pools.legacy.query(`CREATE TYPE note_status AS ENUM ('open', 'done');
@@ -311,6 +311,8 @@ describe('sync on PostgreSQL (memory transport)', () => {
              timestamptz '2024-03-31 01:30:00+02' + g * interval '37 minutes', CASE WHEN g % 3 = 0 THEN NULL ELSE 'F' || g END, 'L' || g, g / 3.0, g % 2 = 0
         FROM generate_series(1, 2000) g`);
     await pools.legacy.query(`INSERT INTO notes (id, body, status) SELECT g, 'title ' || g || E'\\nrest', CASE WHEN g % 2 = 0 THEN 'done' ELSE 'open' END::note_status FROM generate_series(1, 300) g`);
+    // A text key with quotes and a split address (combine: json), in chunks smaller than the table.
+    await pools.legacy.query(`INSERT INTO people (email, street, city, zip, updated) SELECT 'o''brien.' || g || '@x', 'street ' || g, CASE WHEN g % 4 = 0 THEN NULL ELSE 'city' END, lpad(g::text, 5, '0'), timestamp '2024-01-01 12:00:00.123456' + g * interval '1 hour' FROM generate_series(1, 250) g`);
     const tables = await compileFromDatabases(config, pools);
     await installCapture(config, pools, 'legacy', tables);
     await installServiceCapture(config, pools);
@@ -341,6 +343,7 @@ describe('sync on PostgreSQL (memory transport)', () => {
     await p.settle();
     assert.equal((await pools.legacy.query('SELECT name FROM items WHERE id = 1500')).rows[0].name, 'local write');
     assert.equal((await runBackfill({ config, pools, tables, table: 'notes', source: 'legacy', chunkRows: 128 })).rows, 300);
+    assert.equal((await runBackfill({ config, pools, tables, table: 'people', source: 'legacy', chunkRows: 64 })).rows, 250);
     const v = await verifyTables(config, pools, tables);
     assert.equal(v.ok, true, JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) }))));
     assert.deepEqual((await pools.service.query(`SELECT state, count(*)::int AS n FROM note_parts GROUP BY state ORDER BY state`)).rows, [{ state: 'DONE', n: 150 }, { state: 'OPEN', n: 150 }]);
