@@ -443,8 +443,9 @@ export class Forwarder {
     if (this.#runtime.draining) headers.push('connection', 'close');
     res.writeHead(status, headers);
     (upRes as UpstreamResponse)[kExchange] = ex;
+    // An upstream that breaks mid-body destroys upRes with an 'aborted' error (node emits 'error' when a listener
+    // exists, after the deprecated 'aborted' event), so this one listener covers both.
     upRes.on('error', onUpstreamBodyError);
-    upRes.on('aborted', onUpstreamBodyError);
     ex.target = target;
     ex.status = status;
     ex.error = status >= 500 || passThrough5xx;
