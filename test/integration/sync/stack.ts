@@ -25,6 +25,9 @@ export async function waitFor(what: string, condition: () => boolean | Promise<b
   }
 }
 
+/** wal_level=logical so a pair can also run capture.mode logical (trigger mode does not mind). */
+const LOGICAL_FLAGS = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
+
 export class SyncStack {
   readonly dir = mkdtempSync(join(tmpdir(), 'strangler-sync-it-'));
   pg!: RunningPostgres;
@@ -35,7 +38,7 @@ export class SyncStack {
 
   async start(): Promise<void> {
     chmodSync(this.dir, 0o755); // PostgreSQL runs as its own user when we are root
-    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg') });
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), serverFlags: LOGICAL_FLAGS });
     this.#pgPort = this.pg.port;
     this.broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
     this.#brokerPort = this.broker.port;
@@ -47,7 +50,7 @@ export class SyncStack {
   }
   async restartPostgres(): Promise<void> {
     await this.pg.stop();
-    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort });
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort, serverFlags: LOGICAL_FLAGS });
   }
   /** A fresh legacy/service database pair with the test schema, its config (also written to a file) and pools. */
   async pair(name: string, overrides: Record<string, unknown> = {}): Promise<{ loaded: LoadedSyncConfig; file: string; pools: Pools }> {
