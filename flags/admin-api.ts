@@ -297,7 +297,8 @@ export class UnleashAdminApi {
     const hint =
       code === 'UNLEASH_UNAUTHORIZED' ? (this.#token ? '; check flags.adminToken: it must be an admin token (*:*.…) or a personal access token, not a backend token' : '; flags.adminToken is not set')
         : '';
-    this.#log.warn({ method, path, status: res.status, ms, reason }, FLAGS_LOG.adminCallFailed);
+    // A 404 is often the expected answer (findFeature before creating a flag); the caller decides, the thrown error says it.
+    this.#log[res.status === 404 ? 'debug' : 'warn']({ method, path, status: res.status, ms, reason }, FLAGS_LOG.adminCallFailed);
     throw new StranglerError(code, `Unleash ${method} ${path}: HTTP ${res.status}${reason ? ` ${reason}` : ''}${hint}`, { details: { method, path, status: res.status } });
   }
 }

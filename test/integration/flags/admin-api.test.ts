@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../../common/logger.ts';
 import { StranglerError } from '../../../common/errors.ts';
 import { UnleashAdminApi, adminBaseUrl } from '../../../flags/admin-api.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
@@ -70,6 +72,19 @@ describe('UnleashAdminApi against a real unleash-server', () => {
     assert.ok(!unauthorized.message.includes('not-a-real-token'));
     const backend = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.backendToken });
     await rejectsWith(backend.getFeature('default', flag), 'UNLEASH_UNAUTHORIZED', /HTTP 403/);
+  });
+
+  test('a 404 the caller expects (findFeature) is not a warning; a refused write is', async () => {
+    const lines: { level: number; status?: number }[] = [];
+    const log = createLogger({ level: 'debug', destination: new Writable({ write(chunk: Buffer, _e, done) { lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l) as { level: number; status?: number })); done(); } }) });
+    const logged = new UnleashAdminApi({ baseUrl: unleash.apiUrl, token: unleash.adminToken, log });
+    const flag = uniqueFlag('api-log');
+    assert.equal(await logged.findFeature('default', flag), undefined);
+    await logged.createFeature('default', { name: flag });
+    await rejectsWith(logged.createFeature('default', { name: flag }), 'UNLEASH_CONFLICT', /HTTP 409/);
+    const warnings = lines.filter((l) => l.level >= 40);
+    assert.deepEqual(warnings.map((l) => l.status), [409], 'only the refused create warns');
+    assert.ok(lines.some((l) => l.level === 20 && l.status === 404), 'the 404 is still there at debug');
   });
 
   test('an unreachable server is UNLEASH_UNREACHABLE naming the call', async () => {
