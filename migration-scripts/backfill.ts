@@ -16,7 +16,9 @@
  *      step 2. Writers that start later wait for this transaction's row locks and find our versions;
  *   5. the cursor is stored in the same transaction, after the previous chunk committed: a crash resumes after the
  *      last committed chunk, never copying a row twice into effect.
- * Two chunks are in flight at once (disjoint key ranges on two connections): while one is inserted, the next is copied.
+ * Two chunks are in flight at once (disjoint key ranges on two connections): while one is inserted, the next is copied
+ * and inserted too. The newer one waits for the older to commit before it touches anything they share (step 2's
+ * apply counters, the cursor), and a table with a foreign key to itself goes one chunk at a time.
  * Throttled by rows/s and by the live direction's backlog (live apply has priority over backfill).
  */
 import { pipeline } from 'node:stream/promises';
@@ -85,6 +87,9 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
   }
 
   const stage = await stagingTable(o.pools[target], t, o.source);
+  const selfRef = await o.pools[target].query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conrelid = $1::regclass AND confrelid = conrelid`, [t.qualified(target)]);
+  const parallel = (selfRef.rows[0]?.n ?? 0) === 0;
   const writeChunk = (after: string | null, upTo: string, before: Promise<void>) => applier.transaction(async (client) => {
     const rows = await copyChunk(o.pools, o.config, t, o.source, after, upTo, client, stage);
     const special = await client.query<{ value: string }>(
@@ -100,10 +105,13 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
       `INSERT INTO ${s}.row_version (tbl, pk, legacy_version, service_version, deleted, ts)
        SELECT $1, ${CHUNK_META.key}, ${CHUNK_META.legacy}, ${CHUNK_META.service}, false, coalesce(${CHUNK_META.ts}, now())
          FROM ${stage.name} WHERE ${CHUNK_META.legacy} <> 0 OR ${CHUNK_META.service} <> 0`, [t.name]);
+    // From here on the chunk touches rows it shares with the chunk before it (apply's counters, the cursor): only
+    // after that chunk committed, so the older chunk never waits for a lock of the newer one while the newer waits
+    // for it to commit (a deadlock PostgreSQL cannot see, since one side waits here).
+    await before;
     if (special.rows.length > 0) {
       await applier.applyIn(client, special.rows.map((r) => ({ topic: null, partition: null, offset: null, value: r.value })));
     }
-    await before;
     await client.query(`UPDATE ${s}.backfill SET cursor = $3, rows_done = rows_done + $4, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name, upTo, rows]);
     return rows;
   });
@@ -141,8 +149,9 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
       log.debug({ event: SYNC_LOG.backfillChunk, table: t.name, rows, cursor: upTo }, 'backfill chunk');
     });
     current.catch(() => {});
-    // At most two chunks in flight: wait for the older one before starting another.
-    await before;
+    // At most two chunks in flight: wait for the older one before starting another. A table with a foreign key to
+    // itself takes one chunk at a time: a row of the older chunk may reference a row the newer one inserted.
+    await (parallel ? before : current);
     previous = current;
     if (maxRate) {
       const ahead = ((done + chunkRows - startDone) * 1000) / maxRate - (Date.now() - started);

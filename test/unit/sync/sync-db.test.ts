@@ -351,6 +351,54 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual((await pools.service.query(`SELECT state, count(*)::int AS n FROM note_parts GROUP BY state ORDER BY state`)).rows, [{ state: 'DONE', n: 150 }, { state: 'OPEN', n: 150 }]);
   });
 
+  test('backfill: two chunks in flight that both hold keys the target knows do not wait on each other', async () => {
+    const { config, pools, tables, p } = await installed('backfillpair');
+    await pools.legacy.query(`INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 200) g`);
+    // Keys 50 (first chunk) and 150 (second chunk) get version vectors on the service through live sync first.
+    await pools.legacy.query(`UPDATE items SET name = 'live' WHERE id IN (50, 150)`);
+    await p.settle();
+    // ... and change again on legacy, not relayed yet: the snapshot is newer than what the service holds, so the
+    // per-event path writes both keys.
+    await pools.legacy.query(`UPDATE items SET name = 'newer' WHERE id IN (50, 150)`);
+    // Hold key 50 on the service (no write): the first chunk's per-event path waits for it while the second chunk
+    // runs ahead and parks (idle in its transaction) until the first commits. Then let the first go on.
+    const holder = await pools.service.connect();
+    const pid = (await holder.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+    await holder.query('BEGIN');
+    await holder.query('SELECT 1 FROM catalog_items WHERE item_id = 50 FOR UPDATE');
+    let released = false;
+    try {
+      const running = runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 });
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const a = await pools.service.query<{ waiting: number; idle: number }>(
+          `SELECT count(*) FILTER (WHERE wait_event_type = 'Lock')::int AS waiting,
+                  count(*) FILTER (WHERE state = 'idle in transaction' AND pid <> $1 AND clock_timestamp() - state_change > interval '300 ms')::int AS idle
+             FROM pg_stat_activity WHERE datname = current_database()`, [pid]);
+        if ((a.rows[0]?.waiting ?? 0) > 0 && (a.rows[0]?.idle ?? 0) > 0) break;
+        assert.ok(Date.now() < deadline, 'the two chunks never reached the expected points');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await holder.query('COMMIT');
+      released = true;
+      let timer: NodeJS.Timeout | undefined;
+      const result = await Promise.race([running, new Promise<'stuck'>((r) => { timer = setTimeout(() => r('stuck'), 15_000); })]);
+      clearTimeout(timer);
+      if (result === 'stuck') {
+        await pools.service.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`);
+        assert.fail('backfill deadlocked: the newer chunk held a lock the older one needed while it waited for the older one to commit');
+      }
+      assert.equal(result.done, true);
+      assert.equal(result.rows, 200);
+    } finally {
+      if (!released) await holder.query('ROLLBACK').catch(() => {});
+      holder.release();
+    }
+    assert.deepEqual((await pools.service.query('SELECT title FROM catalog_items WHERE item_id IN (50, 150) ORDER BY item_id')).rows.map((r) => r.title), ['newer', 'newer']);
+    await p.settle();
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  });
+
   test('bad config: unknown table, unknown column, type that cannot map → clear errors, nothing installed', async () => {
     const { urls, pools } = await fx.freshPair('badcfg');
     const doc = syncDoc(urls) as { sync: { tables: Record<string, unknown>[] } };
