@@ -18,7 +18,8 @@
  *      last committed chunk, never copying a row twice into effect.
  * Two chunks are in flight at once (disjoint key ranges on two connections): while one is inserted, the next is copied
  * and inserted too. The newer one waits for the older to commit before it touches anything they share (step 2's
- * apply counters, the cursor), and a table with a foreign key to itself goes one chunk at a time.
+ * apply counters, the cursor), and a table with a foreign key to itself goes one chunk at a time (a parent row in
+ * the other chunk's uncommitted insert is invisible to the foreign-key check).
  * Throttled by rows/s and by the live direction's backlog (live apply has priority over backfill).
  */
 import { pipeline } from 'node:stream/promises';
@@ -150,7 +151,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     });
     current.catch(() => {});
     // At most two chunks in flight: wait for the older one before starting another. A table with a foreign key to
-    // itself takes one chunk at a time: a row of the older chunk may reference a row the newer one inserted.
+    // itself takes one chunk at a time: a row's parent in the other chunk's uncommitted insert is invisible to the check.
     await (parallel ? before : current);
     previous = current;
     if (maxRate) {

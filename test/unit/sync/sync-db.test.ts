@@ -399,6 +399,31 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
   });
 
+  test('backfill of a table with a foreign key to itself goes one chunk at a time: earlier references copy, a forward one is a clear error', async () => {
+    const selfRefPair = async (name: string, rows: string) => {
+      const tablesDoc = (syncDoc({ legacy: '', service: '' }) as { sync: { tables: { name: string; columns: unknown[] }[] } }).sync.tables;
+      tablesDoc.find((t) => t.name === 'items')?.columns.push({ legacy: 'parent', service: 'parent_id' });
+      const { config, pools } = await fx.freshPair(name, { tables: tablesDoc });
+      await pools.legacy.query('ALTER TABLE items ADD COLUMN parent bigint');
+      await pools.service.query('ALTER TABLE catalog_items ADD COLUMN parent_id bigint REFERENCES catalog_items (item_id)');
+      await pools.legacy.query(`INSERT INTO items (id, name, parent) ${rows}`);
+      const tables = await compileFromDatabases(config, pools);
+      await installCapture(config, pools, 'legacy', tables);
+      await installServiceCapture(config, pools);
+      return { config, pools, tables };
+    };
+    // Every row after the first references one a little earlier, often in the chunk before its own.
+    const back = await selfRefPair('backfillselfref', `SELECT g, 'n' || g, CASE WHEN g = 1 THEN NULL ELSE greatest(1, g - 1 - (g % 7)) END FROM generate_series(1, 600) g`);
+    const result = await runBackfill({ ...back, table: 'items', source: 'legacy', chunkRows: 50, maxLagEvents: 0 });
+    assert.deepEqual([result.done, result.rows, result.chunks], [true, 600, 12]);
+    assert.equal((await back.pools.service.query('SELECT count(*)::int AS n FROM catalog_items WHERE parent_id IS NOT NULL')).rows[0].n, 599);
+    assert.equal((await verifyTables(back.config, back.pools, back.tables, 'items')).ok, true);
+    // Row 40 references row 60 of the next chunk. Two chunks in flight could each wait for the other (a hang);
+    // one at a time, the first chunk fails on the foreign key and says so.
+    const fwd = await selfRefPair('backfillselffwd', `SELECT g, 'n' || g, CASE WHEN g = 40 THEN 60 END FROM generate_series(1, 100) g`);
+    await assert.rejects(runBackfill({ ...fwd, table: 'items', source: 'legacy', chunkRows: 50, maxLagEvents: 0 }), /foreign key/);
+  });
+
   test('bad config: unknown table, unknown column, type that cannot map → clear errors, nothing installed', async () => {
     const { urls, pools } = await fx.freshPair('badcfg');
     const doc = syncDoc(urls) as { sync: { tables: Record<string, unknown>[] } };
