@@ -5,39 +5,18 @@
  * under CI (CI=true) a missing kcat is a failure.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
-import { REPO_ROOT, startTestBroker, unique } from './support.ts';
+import { kcat, kcatSkip, REPO_ROOT, startTestBroker, unique } from './support.ts';
 
-const KCAT_FOUND = spawnSync('kcat', ['-V'], { encoding: 'utf8' }).status === 0;
-const IN_CI = process.env.CI === 'true';
-const MISSING = 'kcat not found on PATH: install the Debian package `kcat` (apt-get install -y kcat) to run the librdkafka TLS/SASL tests';
-const skip = KCAT_FOUND ? false : MISSING;
-
-if (!KCAT_FOUND) {
-  console.error(`\n*** ${MISSING} ***\n`);
-  if (IN_CI) test('kcat is installed (required under CI=true)', () => assert.fail(MISSING));
-}
+const skip = kcatSkip('the librdkafka TLS/SASL tests');
 
 const TLS_DIR = join(REPO_ROOT, 'test/fixtures/kafka-tls');
 const CA = join(TLS_DIR, 'broker.crt');
 const TLS = { cert: readFileSync(CA), key: readFileSync(join(TLS_DIR, 'broker.key')) };
 const USERS = { kcat: 'kcat-secret-password' };
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-/** Runs kcat asynchronously (the broker lives in this process, so a synchronous spawn would starve it). */
-function kcat(args: string[], input?: string, timeoutMs = 20_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile('kcat', args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-    child.stdin!.end(input ?? '');
-  });
-}
 
 function security(protocol: string, options: { mechanism?: string; password?: string; ca?: string } = {}): string[] {
   const out = ['-X', `security.protocol=${protocol}`];

@@ -4,32 +4,12 @@
  * the reason; under CI (CI=true) a missing kcat is a failure.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawnSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
-import { startTestBroker, tempDir, unique, waitFor } from './support.ts';
+import { kcat, kcatSkip, startTestBroker, tempDir, unique, waitFor } from './support.ts';
 
-const KCAT_FOUND = spawnSync('kcat', ['-V'], { encoding: 'utf8' }).status === 0;
-const IN_CI = process.env.CI === 'true';
-const MISSING = 'kcat not found on PATH: install the Debian package `kcat` (apt-get install -y kcat) to run the librdkafka tests';
-const skip = KCAT_FOUND ? false : MISSING;
-
-if (!KCAT_FOUND) {
-  console.error(`\n*** ${MISSING} ***\n`);
-  if (IN_CI) test('kcat is installed (required under CI=true)', () => assert.fail(MISSING));
-}
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-function kcat(args: string[], input?: string, timeoutMs = 20_000): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = execFile('kcat', args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-    child.stdin!.end(input ?? '');
-  });
-}
+const skip = kcatSkip('the librdkafka tests');
 
 const GROUP_TUNING = ['-X', 'session.timeout.ms=6000', '-X', 'heartbeat.interval.ms=500', '-X', 'auto.offset.reset=earliest'];
 

@@ -1,5 +1,7 @@
 /** Shared pieces of the dev-broker integration tests: temp dirs, brokers in-process or as child processes, polling. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -74,4 +76,28 @@ export async function spawnBroker(dataDir: string, extraArgs: string[] = [], via
       await exited;
     },
   };
+}
+
+/**
+ * Whether the kcat tests can run: false when Debian's kcat is on PATH, else the reason they are skipped. Under CI
+ * (CI=true) a missing kcat also registers a failing test, so it is never silently skipped there.
+ */
+export function kcatSkip(what: string): string | false {
+  if (spawnSync('kcat', ['-V'], { encoding: 'utf8' }).status === 0) return false;
+  const missing = `kcat not found on PATH: install the Debian package \`kcat\` (apt-get install -y kcat) to run ${what}`;
+  console.error(`\n*** ${missing} ***\n`);
+  if (process.env.CI === 'true') test('kcat is installed (required under CI=true)', () => assert.fail(missing));
+  return missing;
+}
+
+export interface KcatRun { code: number | null; stdout: string; stderr: string }
+
+/** Runs kcat asynchronously (the broker lives in the test process, so a synchronous spawn would starve it). */
+export function kcat(args: string[], input?: string, timeoutMs = 20_000): Promise<KcatRun> {
+  return new Promise((resolve) => {
+    const child = execFile('kcat', args, { timeout: timeoutMs, encoding: 'utf8' }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+    child.stdin!.end(input ?? '');
+  });
 }
