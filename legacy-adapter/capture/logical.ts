@@ -188,23 +188,25 @@ class Cursor {
     if (!this.startsWith(p)) throw new Error(`test_decoding output: expected "${p}" at ${this.i} in ${this.s.slice(0, 200)}`);
     this.i += p.length;
   }
+  /** A string in `quote` characters with the quote doubled inside (quote_identifier's "…", quote_literal's '…'). */
+  quoted(quote: string, what: string): string {
+    let out = '';
+    this.i++;
+    for (;;) {
+      const c = this.s[this.i];
+      if (c === undefined) throw new Error(`test_decoding output: unterminated ${what}`);
+      if (c === quote) {
+        if (this.s[this.i + 1] === quote) { out += quote; this.i += 2; continue; }
+        this.i++;
+        return out;
+      }
+      out += c;
+      this.i++;
+    }
+  }
   /** An identifier as printed by quote_identifier. */
   ident(): string {
-    if (this.s[this.i] === '"') {
-      let out = '';
-      this.i++;
-      for (;;) {
-        const c = this.s[this.i];
-        if (c === undefined) throw new Error('test_decoding output: unterminated identifier');
-        if (c === '"') {
-          if (this.s[this.i + 1] === '"') { out += '"'; this.i += 2; continue; }
-          this.i++;
-          return out;
-        }
-        out += c;
-        this.i++;
-      }
-    }
+    if (this.s[this.i] === '"') return this.quoted('"', 'identifier');
     const m = /^[^.[:\s]+/.exec(this.s.slice(this.i));
     if (!m) throw new Error(`test_decoding output: expected an identifier at ${this.i}`);
     this.i += m[0].length;
@@ -223,20 +225,7 @@ function parseTuple(c: Cursor, stop: string | null): Tuple {
     if (end < 0) throw new Error('test_decoding output: column type not terminated');
     c.i = end + 2;
     if (c.startsWith("'")) {
-      let out = '';
-      c.i++;
-      for (;;) {
-        const ch = c.s[c.i];
-        if (ch === undefined) throw new Error('test_decoding output: unterminated literal');
-        if (ch === "'") {
-          if (c.s[c.i + 1] === "'") { out += "'"; c.i += 2; continue; }
-          c.i++;
-          break;
-        }
-        out += ch;
-        c.i++;
-      }
-      values.push(out);
+      values.push(c.quoted("'", 'literal'));
     } else {
       const m = /^\S+/.exec(c.s.slice(c.i));
       const tok = m?.[0] ?? '';
