@@ -12,15 +12,21 @@ import type { Side, SyncConfig } from './config-schema.ts';
 import { EVENT_FORMAT, type ConsumedEvent } from './event.ts';
 import { lit, q, type CompiledTable } from './mapping.ts';
 
-/** The chunk is selected first (index order, LIMIT), then joined to its versions: never a join over the whole table. */
-function selectEvents(config: SyncConfig, t: CompiledTable, side: Side, where: string, order: string): string {
-  const s = q(config.stateSchema);
-  return `SELECT jsonb_build_object(
+/** SQL for one snapshot-read ('r') event's JSON text from SQL expressions for its key, image and version vector. */
+function snapshotEventSql(t: CompiledTable, side: Side, e: { key: string; after: string; legacy: string; service: string; ts: string }): string {
+  return `jsonb_build_object(
       'format', '${EVENT_FORMAT}', 'source', '${side}', 'origin', '${side}', 'table', ${lit(t.config[side].table)}, 'logical', ${lit(t.name)},
-      'op', 'r', 'key', ${t.keyText(side, 't')}, 'before', NULL, 'after', to_jsonb(t), 'position', NULL,
-      'version', jsonb_build_object('legacy', coalesce(rv.legacy_version, 0), 'service', coalesce(rv.service_version, 0)),
-      'txId', NULL, 'commitTs', coalesce(rv.ts, now()))::text AS value, ${t.keyText(side, 't')} AS key
-    FROM (SELECT * FROM ${t.qualified(side)} t ${where} ${order}) t
+      'op', 'r', 'key', ${e.key}, 'before', NULL, 'after', ${e.after}, 'position', NULL,
+      'version', jsonb_build_object('legacy', ${e.legacy}, 'service', ${e.service}),
+      'txId', NULL, 'commitTs', coalesce(${e.ts}, now()))::text`;
+}
+
+/** Rows of `side` matching `where`, each with its version vector from the same statement, as snapshot events. */
+function selectEvents(config: SyncConfig, t: CompiledTable, side: Side, where: string): string {
+  const s = q(config.stateSchema);
+  const event = snapshotEventSql(t, side, { key: t.keyText(side, 't'), after: 'to_jsonb(t)', legacy: 'coalesce(rv.legacy_version, 0)', service: 'coalesce(rv.service_version, 0)', ts: 'rv.ts' });
+  return `SELECT ${event} AS value, ${t.keyText(side, 't')} AS key
+    FROM (SELECT * FROM ${t.qualified(side)} t ${where}) t
     LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = ${t.keyText(side, 't')}`;
 }
 
@@ -72,17 +78,13 @@ export function chunkCopySelect(config: SyncConfig, t: CompiledTable, side: Side
 /** A snapshot-read ('r') event built in SQL from a staged chunk row (alias `st`), for the per-event apply rules. */
 export function stagedEventValue(t: CompiledTable, side: Side): string {
   const m = CHUNK_META;
-  return `jsonb_build_object(
-      'format', '${EVENT_FORMAT}', 'source', '${side}', 'origin', '${side}', 'table', ${lit(t.config[side].table)}, 'logical', ${lit(t.name)},
-      'op', 'r', 'key', st.${m.key}, 'before', NULL, 'after', to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}'], 'position', NULL,
-      'version', jsonb_build_object('legacy', st.${m.legacy}, 'service', st.${m.service}),
-      'txId', NULL, 'commitTs', coalesce(st.${m.ts}, now()))::text`;
+  return snapshotEventSql(t, side, { key: `st.${m.key}`, after: `to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}']`, legacy: `st.${m.legacy}`, service: `st.${m.service}`, ts: `st.${m.ts}` });
 }
 
 /** The current rows for a list of key texts, plus the keys that no longer exist on the source. */
 export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: ConsumedEvent[]; missing: string[] }> {
   const r = await pool.query<{ value: string; key: string }>(
-    selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`, ''), [keys]);
+    selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`), [keys]);
   const found = new Set(r.rows.map((row) => row.key));
   return { events: r.rows.map((row) => ({ topic: null, partition: null, offset: null, value: row.value })), missing: keys.filter((k) => !found.has(k)) };
 }
