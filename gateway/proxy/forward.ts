@@ -432,16 +432,10 @@ export class Forwarder {
     // From the raw list: reading upRes.headers would build a second copy of every header.
     const raw = upRes.rawHeaders;
     const headers = clientResponseHeaders(raw, rawHeader(raw, 'connection'));
-    if (ex.snapshot.config.proxy.responseHeaders) {
-      headers.push('x-strangler-route', ex.route.id, 'x-strangler-target', target);
-      if (fallback) headers.push('x-strangler-fallback', fallback);
-    }
     // Every header goes through this one writeHead list (nothing set earlier with setHeader), which keeps node on
     // its fast path instead of removing and re-appending each header.
     if (rawHeader(raw, 'x-request-id') === undefined) headers.push('x-request-id', ex.reqId);
-    if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
-    if (this.#runtime.draining) headers.push('connection', 'close');
-    res.writeHead(status, headers);
+    res.writeHead(status, this.#gatewayHeaders(headers, ex, target, fallback));
     (upRes as UpstreamResponse)[kExchange] = ex;
     // An upstream that breaks mid-body destroys upRes with an 'aborted' error (node emits 'error' when a listener
     // exists, after the deprecated 'aborted' event), so this one listener covers both.
@@ -462,20 +456,24 @@ export class Forwarder {
     const { res } = ex;
     if (!res.headersSent && !ex.clientGone) {
       const body = JSON.stringify({ ...err.toJSON(), requestId: ex.reqId });
-      const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': ex.reqId };
-      if (ex.snapshot.config.proxy.responseHeaders) {
-        headers['x-strangler-route'] = ex.route.id;
-        headers['x-strangler-target'] = target;
-        if (fallback) headers['x-strangler-fallback'] = fallback;
-      }
-      if (ex.setCookie) headers['set-cookie'] = ex.setCookie;
-      if (this.#runtime.draining) headers.connection = 'close';
-      res.writeHead(err.status, headers);
+      const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', ex.reqId];
+      res.writeHead(err.status, this.#gatewayHeaders(headers, ex, target, fallback));
       res.end(body);
     } else {
       res.destroy();
     }
     this.#record(ex, target, err.status, true, fallback, err.code);
+  }
+
+  /** Appends what the gateway adds to every answer of a routed request (upstream's or its own error) to a flat list. */
+  #gatewayHeaders(headers: string[], ex: Exchange, target: Target, fallback: string | null): string[] {
+    if (ex.snapshot.config.proxy.responseHeaders) {
+      headers.push('x-strangler-route', ex.route.id, 'x-strangler-target', target);
+      if (fallback) headers.push('x-strangler-fallback', fallback);
+    }
+    if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
+    if (this.#runtime.draining) headers.push('connection', 'close');
+    return headers;
   }
 
   #record(ex: Exchange, target: Target, status: number, error: boolean, fallback: string | null = null, code?: string): void {
