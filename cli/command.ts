@@ -27,3 +27,17 @@ export function parseCommandArgs<O extends Options>(command: string, argv: reado
 export function usageError(command: string, message: string): StranglerError {
   return new StranglerError('CLI_USAGE', `${command}: ${message}. Run \`strangler ${command} --help\`.`);
 }
+
+/**
+ * An integer option (or its environment fallback, already resolved by the caller): undefined when absent, else a
+ * usage error naming the flag unless it is an integer within [min, max].
+ */
+export function intOption(command: string, flag: string, value: string | undefined, range: { min?: number; max?: number } = {}): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = Number(value);
+  const { min = 0, max } = range;
+  if (!/^\d+$/.test(value) || n < min || (max !== undefined && n > max)) {
+    throw usageError(command, `${flag} expects an integer ${max === undefined ? `≥ ${min}` : `from ${min} to ${max}`}, got "${value}"`);
+  }
+  return n;
+}

@@ -1,6 +1,6 @@
 import cluster from 'node:cluster';
 import type { Command } from '../cli/command.ts';
-import { parseCommandArgs, usageError } from '../cli/command.ts';
+import { intOption, parseCommandArgs, usageError } from '../cli/command.ts';
 import { createLogger, flushLogger } from '../common/logger.ts';
 import { loadConfigFile } from './config/load.ts';
 import { startGateway } from './server.ts';
@@ -26,13 +26,6 @@ SIGTERM/SIGINT drain in-flight requests (bounded by proxy.drainTimeoutMs) and ex
 When admin.token is not set and the control plane binds a loopback address, a token is generated for this run
 and printed to stderr.`;
 
-function intOption(name: string, value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) throw usageError('gateway', `--${name} expects a non-negative integer, got "${value}"`);
-  return n;
-}
-
 export const gatewayCommand: Command = {
   name: 'gateway',
   summary: 'Run the gateway (data plane + control plane) from a config file',
@@ -54,9 +47,9 @@ export const gatewayCommand: Command = {
     if (!values.config) throw usageError('gateway', '--config FILE is required');
     const config = loadConfigFile(values.config);
     const log = createLogger({ level: config.log.level, name: 'gateway', buffer: config.log.buffer });
-    const workers = intOption('workers', values.workers) ?? config.proxy.workers;
-    const port = intOption('port', values.port);
-    const adminPort = intOption('admin-port', values['admin-port']);
+    const workers = intOption('gateway', '--workers', values.workers) ?? config.proxy.workers;
+    const port = intOption('gateway', '--port', values.port, { max: 65_535 });
+    const adminPort = intOption('gateway', '--admin-port', values['admin-port'], { max: 65_535 });
     const printToken = (token: string) => process.stderr.write(`strangler gateway: admin.token is not set; this run's control-plane token is ${token}\n`);
 
     let stop: () => Promise<void>;

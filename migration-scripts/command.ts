@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from '../cli/command.ts';
-import { parseCommandArgs, usageError } from '../cli/command.ts';
+import { intOption, parseCommandArgs, usageError } from '../cli/command.ts';
 import { createLogger } from '../common/logger.ts';
 import type { Side } from './config-schema.ts';
 import { otherSide } from './config-schema.ts';
@@ -142,7 +142,7 @@ export const syncCommand: Command = {
           process.once('SIGINT', onSig);
           const r = await runBackfill({
             config, pools, tables, table: values.table, source, log, restart: values.restart, signal: ac.signal,
-            maxRowsPerSecond: values.rate ? Number(values.rate) : undefined, maxLagEvents: values['max-lag'] ? Number(values['max-lag']) : undefined,
+            maxRowsPerSecond: intOption('sync', '--rate', values.rate, { min: 1 }), maxLagEvents: intOption('sync', '--max-lag', values['max-lag']),
             onProgress: (done, total) => bar.update(done, total),
           });
           process.off('SIGINT', onSig);

@@ -1,5 +1,5 @@
 import type { Command } from '../../cli/command.ts';
-import { parseCommandArgs, usageError } from '../../cli/command.ts';
+import { intOption, parseCommandArgs } from '../../cli/command.ts';
 import { createLogger } from '../../common/logger.ts';
 import { startDemo, type DemoPorts } from './stack.ts';
 
@@ -18,12 +18,9 @@ Options (each also settable through the environment variable shown):
       --kafka-port N      dev Kafka broker (STRANGLER_KAFKA_PORT, default 9092)
       --log-level LEVEL   pino level for this process (default warn)`;
 
+/** A port from its flag, else its environment variable, else the default. */
 function port(name: string, flag: string | undefined, envName: string, fallback: number): number {
-  const raw = flag ?? process.env[envName];
-  if (raw === undefined || raw === '') return fallback;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0 || n > 65535) throw usageError('start', `--${name} (or ${envName}) must be a port number, got "${raw}"`);
-  return n;
+  return intOption('start', `--${name} (or ${envName})`, flag ?? process.env[envName], { max: 65_535 }) ?? fallback;
 }
 
 export const demoCommand: Command = {

@@ -1,6 +1,6 @@
 /** `strangler devstack kafka`: runs the dev broker in the foreground until SIGINT/SIGTERM. */
 import type { Command } from '../../cli/command.ts';
-import { parseCommandArgs, usageError } from '../../cli/command.ts';
+import { intOption, parseCommandArgs, usageError } from '../../cli/command.ts';
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../../common/logger.ts';
 import { KAFKA_DEFAULTS, SASL_MECHANISMS, type FsyncPolicy, type KafkaSaslOptions, type KafkaTlsOptions, type SaslMechanism } from './config.ts';
@@ -68,12 +68,6 @@ function saslOption(users: readonly string[] | undefined, mechanisms: string | u
   return { users: byName, mechanisms: list as SaslMechanism[] };
 }
 
-function intOption(value: string | undefined, flag: string, fallback: number, min: number): number {
-  if (value === undefined) return fallback;
-  if (!/^\d+$/.test(value) || Number(value) < min) throw usageError(NAME, `${flag} expects an integer ≥ ${min}, got "${value}"`);
-  return Number(value);
-}
-
 export const kafkaCommand: Command = {
   name: NAME,
   summary: 'Single-node, Kafka-wire-compatible development broker',
@@ -104,15 +98,15 @@ export const kafkaCommand: Command = {
     if (fsync !== 'always' && fsync !== 'interval' && fsync !== 'never') throw usageError(NAME, `--fsync expects always, interval or never, got "${fsync}"`);
     const logger = createLogger({ name: 'kafka', ...(values['log-level'] ? { level: values['log-level'] } : {}) });
     const broker = await startKafkaBroker({
-      port: intOption(values.port, '--port', KAFKA_DEFAULTS.port, 0),
+      port: intOption(NAME, '--port', values.port, { max: 65_535 }) ?? KAFKA_DEFAULTS.port,
       host: values.host ?? KAFKA_DEFAULTS.host,
       advertisedHost: values['advertised-host'],
       dataDir: values['data-dir'],
-      defaultPartitions: intOption(values.partitions, '--partitions', KAFKA_DEFAULTS.defaultPartitions, 1),
+      defaultPartitions: intOption(NAME, '--partitions', values.partitions, { min: 1 }) ?? KAFKA_DEFAULTS.defaultPartitions,
       autoCreateTopics: !values['no-auto-create'],
       fsync: fsync satisfies FsyncPolicy,
-      fsyncIntervalMs: intOption(values['fsync-interval-ms'], '--fsync-interval-ms', KAFKA_DEFAULTS.fsyncIntervalMs, 1),
-      groupMinSessionTimeoutMs: intOption(values['min-session-timeout-ms'], '--min-session-timeout-ms', KAFKA_DEFAULTS.groupMinSessionTimeoutMs, 0),
+      fsyncIntervalMs: intOption(NAME, '--fsync-interval-ms', values['fsync-interval-ms'], { min: 1 }) ?? KAFKA_DEFAULTS.fsyncIntervalMs,
+      groupMinSessionTimeoutMs: intOption(NAME, '--min-session-timeout-ms', values['min-session-timeout-ms']) ?? KAFKA_DEFAULTS.groupMinSessionTimeoutMs,
       tls: tlsOption(values['tls-cert'], values['tls-key']),
       sasl: saslOption(values['sasl-user'], values['sasl-mechanisms']),
       logger,
