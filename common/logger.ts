@@ -27,8 +27,6 @@ export const REDACT_PATHS: readonly string[] = [
   'config.identity.sessionSecret',
   'config.identity.override.secret',
   '*.sasl.password',
-  'kafka.sasl.password',
-  'config.kafka.sasl.password',
   '*.kafka.sasl.password',
 ];
 
