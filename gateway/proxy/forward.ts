@@ -35,9 +35,8 @@ import type { Runtime, Snapshot } from '../runtime.ts';
 import { upstreamPath, type Upstream } from './upstreams.ts';
 import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
-import { F, logEvent } from '../observability/log-events.ts';
+import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
-import type { Logger } from '../../common/logger.ts';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
@@ -270,15 +269,12 @@ export class Forwarder {
   #inflight = 0;
   #idle: (() => void) | null = null;
 
-  /**
-   * Per-request lines skip pino's redaction pass (about a fifth of the gateway's allocations in the benchmark):
-   * their fields are fixed and carry no credentials (no headers; the path without its query string).
-   */
-  readonly #requestLog: Logger;
+  /** request.completed / request.failed lines (fixed fields, serialised directly; see RequestLog). */
+  readonly #requestLog: RequestLog;
 
   constructor(runtime: Runtime) {
     this.#runtime = runtime;
-    this.#requestLog = runtime.log.child({}, { redact: [] });
+    this.#requestLog = new RequestLog(runtime.log);
     // Without a listener http-proxy would throw; errors reach each upgrade through ws()'s callback instead.
     this.#proxy.on('error', () => {});
     this.#proxy.on('econnreset', () => {});
@@ -349,7 +345,11 @@ export class Forwarder {
     const ex = new Exchange(this, req, res, snapshot, route, reqId, start, decision, upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)));
     (res as ExchangeResponse)[kExchange] = ex;
     if (decision.target === 'legacy') return this.#serveLegacy(ex);
-    this.#serveService(ex).catch((err: unknown) => this.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`)));
+    try {
+      this.#serveService(ex);
+    } catch (err) {
+      this.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`));
+    }
   };
 
   /** Decides the target (ENGINEERING.md §2 steps 2–3): override, then the route's flag for this identity. */
@@ -377,32 +377,65 @@ export class Forwarder {
     }
   }
 
-  async #serveService(ex: Exchange): Promise<void> {
+  /**
+   * The service side: the body is buffered for a possible replay (bodiless requests go on at once), then one
+   * attempt runs inside the upstream's breaker. Its outcome is handled where it settles, in the socket event, as on
+   * the legacy side; the breaker learns it from the action's promise (a rejection is a failure it counts).
+   */
+  #serveService(ex: Exchange): void {
     const { route, snapshot, req } = ex;
-    const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
-    const service = snapshot.upstreams.get(route.service as string) as Upstream;
     const policy = snapshot.config.policies.fallbacks[route.fallback];
+    if (!policy) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
+    if (!hasBody(req)) return this.#fireService(ex, NO_BODY);
+    readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0).then((body) => {
+      if (ex.clientGone) return this.#record(ex, 'service', 499, true);
+      if (body.kind === 'stream' && policy.enabled && policy.onBodyTooLarge === 'reject') {
+        body.stream.resume();
+        return this.#respondError(ex, 'service', new StranglerError('BODY_TOO_LARGE_TO_REPLAY', `request body exceeds maxReplayBodyBytes (${policy.maxReplayBodyBytes}) of fallback policy "${route.fallback}"`));
+      }
+      this.#fireService(ex, body);
+    }).catch((err: unknown) => this.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`)));
+  }
+
+  #fireService(ex: Exchange, body: Body): void {
+    const { route, snapshot } = ex;
+    const service = snapshot.upstreams.get(route.service as string) as Upstream;
     const breakerPolicy = snapshot.config.policies.breakers[route.breaker];
     const breaker = snapshot.breakers.get(service.id);
-    if (!policy || !breakerPolicy || !breaker) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
+    if (!breakerPolicy || !breaker) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
+    breaker.fire(Forwarder.#serviceAction, ex, service, body, Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs)).catch((err: unknown) => {
+      if (err instanceof AttemptFailed) return; // handled where the attempt settled
+      // The breaker refused (open), or the attempt could not start (a header node refuses): neither reached the service.
+      const outcome: Outcome = isOpenBreakerError(err) ? { ok: false, phase: 'breaker-open', sent: false } : { ok: false, phase: 'reset', sent: true, error: String(err) };
+      this.#serviceFailed(ex, body, outcome);
+    });
+  }
 
-    const body = hasBody(req) ? await readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0) : NO_BODY;
-    if (ex.clientGone) return this.#record(ex, 'service', 499, true);
-    if (body.kind === 'stream' && policy.enabled && policy.onBodyTooLarge === 'reject') {
-      body.stream.resume();
-      return this.#respondError(ex, 'service', new StranglerError('BODY_TOO_LARGE_TO_REPLAY', `request body exceeds maxReplayBodyBytes (${policy.maxReplayBodyBytes}) of fallback policy "${route.fallback}"`));
-    }
+  /**
+   * The action run inside the service's breaker. Only real service failures reject (a client hanging up is not the
+   * service's fault); either way the outcome is acted on at once, before the breaker sees the promise settle.
+   */
+  static readonly #serviceAction = (ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      new Attempt(ex, upstream, timeoutMs, (outcome) => {
+        const failed = !outcome.ok && outcome.phase !== 'client-aborted';
+        if (failed) reject(new AttemptFailed(outcome));
+        else resolve();
+        try {
+          if (failed) ex.forwarder.#serviceFailed(ex, body, outcome);
+          else ex.forwarder.#finish(ex, 'service', outcome, null);
+        } catch (err) {
+          ex.forwarder.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`));
+        }
+      }).start(body);
+    });
 
-    let outcome: Outcome;
-    try {
-      outcome = await breaker.fire(serviceAttempt, ex, service, body, Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs));
-    } catch (err) {
-      outcome = err instanceof AttemptFailed ? err.outcome : isOpenBreakerError(err) ? { ok: false, phase: 'breaker-open', sent: false } : { ok: false, phase: 'reset', sent: true, error: String(err) };
-    }
-    if (outcome.ok || outcome.phase === 'client-aborted') return this.#finish(ex, 'service', outcome, null);
-
+  /** A failed service attempt: fall back to legacy when the rules allow it (see the file comment), else answer. */
+  #serviceFailed(ex: Exchange, body: Body, outcome: Outcome & { ok: false }): void {
+    const { route, snapshot, req } = ex;
+    const policy = snapshot.config.policies.fallbacks[route.fallback];
     const replaySafe = SAFE_METHODS.has(req.method ?? 'GET') || route.idempotent || !outcome.sent;
-    const canFallback = policy.enabled && !ex.res.headersSent && body.kind !== 'stream' && replaySafe && !ex.clientGone;
+    const canFallback = policy?.enabled === true && !ex.res.headersSent && body.kind !== 'stream' && replaySafe && !ex.clientGone;
     if (!canFallback) {
       if (outcome.phase === 'status' && outcome.res) return this.#finish(ex, 'service', { ok: true, res: outcome.res }, null, true);
       return this.#finish(ex, 'service', outcome, null);
@@ -411,12 +444,16 @@ export class Forwarder {
     this.#runtime.stats(route.id).fallback();
     const reason = outcome.phase === 'status' ? `service-${outcome.res?.statusCode ?? 500}` : `service-${outcome.phase}`;
     logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: ex.reqId, [F.routeId]: route.id, reason, error: outcome.error });
-    const second = await attempt(ex, legacy, body, legacy.config.timeoutMs);
-    if (!second.ok && second.phase !== 'client-aborted') {
-      second.res?.resume();
-      return this.#respondError(ex, 'legacy', new StranglerError('ALL_UPSTREAMS_DOWN', `service failed (${reason}) and legacy failed (${second.phase})`), reason);
-    }
-    return this.#finish(ex, 'legacy', second, reason);
+    const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
+    attempt(ex, legacy, body, legacy.config.timeoutMs)
+      .then((second) => {
+        if (!second.ok && second.phase !== 'client-aborted') {
+          second.res?.resume();
+          return this.#respondError(ex, 'legacy', new StranglerError('ALL_UPSTREAMS_DOWN', `service failed (${reason}) and legacy failed (${second.phase})`), reason);
+        }
+        return this.#finish(ex, 'legacy', second, reason);
+      })
+      .catch((err: unknown) => this.#respondError(ex, 'legacy', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`), reason));
   }
 
   /** Sends an upstream answer (or the error for a failed outcome) and records it. */
@@ -481,8 +518,8 @@ export class Forwarder {
     this.#runtime.stats(ex.route.id).record(target, durationMs, error);
     const rate = ex.snapshot.config.proxy.logSampleRate;
     if (error || fallback || rate >= 1 || Math.random() < rate) {
-      // Literal keys (F's names, checked by `satisfies`) and no spreads: V8 builds the line from one template.
-      const line: Record<string, unknown> = {
+      // the path only: query strings can carry credentials (?access_token=…)
+      this.#requestLog.write(error ? 'request.failed' : 'request.completed', {
         reqId: ex.reqId,
         routeId: ex.route.id,
         target,
@@ -490,12 +527,10 @@ export class Forwarder {
         status,
         durationMs: Math.round(durationMs * 1000) / 1000,
         method: ex.req.method,
-        // the path only: query strings can carry credentials (?access_token=…)
         path: pathOf(ex.req.url),
-      } satisfies Record<(typeof F)[keyof typeof F], unknown> & Record<string, unknown>;
-      if (fallback) line.fallback = fallback;
-      if (code) line.code = code;
-      logEvent(this.#requestLog, error ? 'request.failed' : 'request.completed', line);
+        fallback,
+        code,
+      });
     }
   }
 
@@ -589,13 +624,6 @@ const NO_BODY: Body = { kind: 'none' };
 /** One attempt as a promise that resolves (never rejects) with its outcome. */
 function attempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
   return new Promise<Outcome>((resolve) => new Attempt(ex, upstream, timeoutMs, resolve).start(body));
-}
-
-/** The action run inside the service's breaker: only real service failures reject (a client hanging up is not the service's fault). */
-async function serviceAttempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
-  const o = await attempt(ex, upstream, body, timeoutMs);
-  if (!o.ok && o.phase !== 'client-aborted') throw new AttemptFailed(o);
-  return o;
 }
 
 function hasBody(req: IncomingMessage): boolean {

@@ -1,0 +1,119 @@
+/**
+ * The per-request log line of a real gateway: its fields, what it must never carry, fallbacks and errors, sampling.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
+import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { createLogger } from '../../../common/logger.ts';
+import type { RunningGateway } from '../../../gateway/server.ts';
+
+type Line = Record<string, unknown>;
+
+/** A gateway logging at info into memory; `lines(msg)` returns the parsed lines with that message. */
+async function loggingGateway(legacy: FakeUpstream, svc: FakeUpstream, proxy: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; lines: (msg: string) => Line[]; text: () => string }> {
+  const chunks: string[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      chunks.push(chunk.toString());
+      cb();
+    },
+  });
+  const log = createLogger({ level: 'info', name: 'gateway', destination });
+  const config = testConfig({
+    legacyUrl: legacy.url,
+    serviceUrl: svc.url,
+    flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+    raw: { proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: 2000, ...proxy } },
+  });
+  const gw = await startTestGateway(config, { log });
+  const text = () => chunks.join('');
+  const lines = (msg: string) => text().split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line).filter((l) => l.msg === msg);
+  return { gw, lines, text };
+}
+
+describe('per-request log line', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+  });
+  after(async () => {
+    await legacy.stop();
+    await svc.stop();
+  });
+
+  test('one line per request with request id, route, target, decision, status and duration; no query string or credentials', async () => {
+    const { gw, lines, text } = await loggingGateway(legacy, svc);
+    try {
+      const res = await fetch(`${gw.proxyUrl}/api/orders/7?access_token=query-secret-123`, {
+        headers: { 'x-user-id': 'u-1', 'x-request-id': 'req-abc', authorization: 'Bearer header-secret-456', cookie: 'sid=cookie-secret-789' },
+      });
+      assert.equal(res.status, 200);
+      await res.text();
+      const [line, ...more] = lines('request.completed');
+      assert.equal(more.length, 0);
+      assert.ok(line);
+      assert.equal(line.level, 30);
+      assert.equal(line.reqId, 'req-abc');
+      assert.equal(line.routeId, 'orders');
+      assert.equal(line.target, 'service');
+      assert.equal(line.decision, 'flag-on');
+      assert.equal(line.status, 200);
+      assert.equal(line.method, 'GET');
+      assert.equal(line.path, '/api/orders/7');
+      assert.equal(typeof line.durationMs, 'number');
+      assert.ok((line.durationMs as number) >= 0 && (line.durationMs as number) < 2000);
+      for (const secret of ['query-secret-123', 'header-secret-456', 'cookie-secret-789']) assert.ok(!text().includes(secret), `${secret} must not reach the log`);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('a fallback is a completed line naming the reason; an answer the gateway could not get is a failed line with its code', async () => {
+    const { gw, lines } = await loggingGateway(legacy, svc);
+    try {
+      svc.mode = 'status500';
+      const fell = await fetch(`${gw.proxyUrl}/api/orders/8`, { headers: { 'x-user-id': 'u-2' } });
+      assert.equal(fell.status, 200);
+      await fell.text();
+      const completed = lines('request.completed').at(-1);
+      assert.equal(completed?.target, 'legacy');
+      assert.equal(completed?.fallback, 'service-500');
+      assert.equal(completed?.decision, 'flag-on');
+
+      legacy.mode = 'status500';
+      const failed = await fetch(`${gw.proxyUrl}/api/orders/9`, { headers: { 'x-user-id': 'u-3' } });
+      assert.equal(failed.status, 503);
+      await failed.text();
+      const line = lines('request.failed').at(-1);
+      assert.equal(line?.level, 40);
+      assert.equal(line?.status, 503);
+      assert.equal(line?.code, 'ALL_UPSTREAMS_DOWN');
+      assert.equal(line?.fallback, 'service-500');
+    } finally {
+      svc.mode = 'ok';
+      legacy.mode = 'ok';
+      await gw.close();
+    }
+  });
+
+  test('proxy.logSampleRate 0 drops successful lines but keeps failures', async () => {
+    const { gw, lines } = await loggingGateway(legacy, svc, { logSampleRate: 0 });
+    try {
+      for (let i = 0; i < 20; i++) await (await fetch(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': `u-${i}` } })).text();
+      assert.equal(lines('request.completed').length, 0);
+      svc.mode = 'status500';
+      legacy.mode = 'status500';
+      const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { 'x-user-id': 'u-1' } });
+      await res.text();
+      assert.equal(lines('request.failed').length, 1);
+    } finally {
+      svc.mode = 'ok';
+      legacy.mode = 'ok';
+      await gw.close();
+    }
+  });
+});
