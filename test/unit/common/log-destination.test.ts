@@ -75,3 +75,17 @@ test('a buffered logger still redacts credentials and loses nothing on flushLogg
   assert.ok(text.includes('text/html'));
   assert.equal(text.split('\n').filter(Boolean).length, 201);
 });
+
+test('multi-byte characters and lines larger than a batch are written byte for byte, in order', async () => {
+  for (const batchChars of [100, 4096, 1 << 20]) {
+    const f = file(`bytes-${batchChars}.log`);
+    const d = new BufferedDestination(f.fd, { batchChars, flushMs: 60_000 });
+    const lines: string[] = [];
+    for (let i = 0; i < 500; i++) lines.push(`{"n":${i},"s":"${'é€😀'.repeat(i % 7)}"}\n`);
+    lines.splice(250, 0, `{"big":"${'ü'.repeat(200_000)}"}\n`);
+    for (const l of lines) d.write(l);
+    await flush(d);
+    assert.equal(readFileSync(f.path, 'utf8'), lines.join(''), `batchChars ${batchChars}`);
+    d.end();
+  }
+});
