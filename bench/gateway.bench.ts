@@ -7,8 +7,9 @@
  *                                                                      breaker, stats, one info log line per request
  *
  * Each server runs in its own process, so the load generator never shares an event loop with what it measures.
- * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in interleaved rounds so a
- * neighbour's CPU burst on this shared machine hits all variants alike. Phase 2 (fixed rate): 1,000 req/s for each
+ * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in five short interleaved rounds, in
+ * alternating order, so a neighbour's CPU burst on this shared machine hits all variants alike (the per-round ratios
+ * are printed to show how much it did). Phase 2 (fixed rate): 1,000 req/s for each
  * variant, compared with direct to get the latency the proxy adds.
  *
  * Why phase 2 paces autocannon itself: autocannon's rate limit gives each connection a quota per second, refilled by
@@ -38,13 +39,15 @@ import autocannon, { type AutocannonClient } from 'autocannon';
 import type { Bench } from './run.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 10);
+const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 15);
 const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 10);
 const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
 const CANDIDATE = process.env.GATEWAY_BENCH_CANDIDATE;
 // Both proxies run with the young-generation size the deployment uses (docs/deployment.md); override to compare.
 const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '--max-semi-space-size=64').split(' ').filter(Boolean);
-const ROUNDS = 2;
+/** Phase 1 rounds: short interleaved rounds, in alternating order, so drift in a shared machine's load hits all variants alike. */
+const ROUNDS = Number(process.env.GATEWAY_BENCH_ROUNDS ?? 5);
+const RATE_ROUNDS = 2;
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 50;
 const RATE = 1000;
@@ -373,7 +376,7 @@ export default {
       for (const v of variants) await load({ url: v.url, proxyPid: null, seconds: WARMUP_SECONDS, connections: CONNECTIONS, rate: null, settleSeconds: 0 });
       const phase1 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
       for (let round = 0; round < ROUNDS; round++) {
-        for (const v of variants) phase1.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: roundSeconds, connections: CONNECTIONS, rate: null, settleSeconds: 0 }));
+        for (const v of round % 2 === 0 ? variants : [...variants].reverse()) phase1.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: roundSeconds, connections: CONNECTIONS, rate: null, settleSeconds: 0 }));
       }
       const t = new Map(variants.map((v) => [v.name, stats(merge(phase1.get(v.name) ?? []))]));
       const bareRps = t.get('bare http-proxy')?.rps ?? Number.NaN;
@@ -386,13 +389,15 @@ export default {
       );
 
       const ratio = (t.get('gateway') as Stats).rps / bareRps;
+      const perRound = (phase1.get('gateway') ?? []).map((g, i) => g.count / (phase1.get('bare http-proxy')?.[i]?.count ?? Number.NaN));
+      console.log(`gateway vs bare http-proxy per round: ${perRound.map((r) => `${fmt(r)}×`).join(' ')}`);
       const targets: string[][] = [['gateway req/s vs bare http-proxy', `${fmt(ratio, 3)}×`, `≥ ${TARGETS.throughputRatio}×`, verdict(ratio >= TARGETS.throughputRatio)]];
 
       if (PHASE2_SECONDS > 0) {
-        const rateRound = PHASE2_SECONDS / ROUNDS;
-        console.log(`\nphase 2: fixed ${RATE} req/s, open loop over ${RATE_CONNECTIONS} connections, ${ROUNDS} interleaved rounds of ${RATE_SETTLE_SECONDS} s settle + ${rateRound} s measured per variant`);
+        const rateRound = PHASE2_SECONDS / RATE_ROUNDS;
+        console.log(`\nphase 2: fixed ${RATE} req/s, open loop over ${RATE_CONNECTIONS} connections, ${RATE_ROUNDS} interleaved rounds of ${RATE_SETTLE_SECONDS} s settle + ${rateRound} s measured per variant`);
         const phase2 = new Map<string, Sample[]>(variants.map((v) => [v.name, []]));
-        for (let round = 0; round < ROUNDS; round++) {
+        for (let round = 0; round < RATE_ROUNDS; round++) {
           for (const v of variants) phase2.get(v.name)?.push(await load({ url: v.url, proxyPid: v.pid, seconds: rateRound, connections: RATE_CONNECTIONS, rate: RATE, settleSeconds: RATE_SETTLE_SECONDS }));
         }
         const rated = new Map(variants.map((v) => [v.name, stats(merge(phase2.get(v.name) ?? []))]));

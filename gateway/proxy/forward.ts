@@ -82,7 +82,7 @@ class Exchange {
   attempt: Attempt | null = null;
   /** The upstream answer being relayed to the client. */
   upRes: IncomingMessage | null = null;
-  /** Set when the answer is sent, read by the 'finish' listener to record it. */
+  /** Set when the answer is sent, read by the 'close' listener to record it. */
   target: Target = 'legacy';
   status = 0;
   error = false;
@@ -291,7 +291,10 @@ export class Forwarder {
     return new Promise((resolve) => (this.#idle = resolve));
   }
 
-  /** One shared 'close' listener for every response (`this` is the response): no closure per request. */
+  /**
+   * One shared 'close' listener for every response (`this` is the response): no closure per request. It also
+   * records relayed answers (node emits 'close' just after 'finish'), so a response carries one listener, not two.
+   */
   readonly #onClose = ((forwarder: Forwarder) =>
     function onResponseClose(this: ExchangeResponse): void {
       forwarder.#closed(this);
@@ -304,19 +307,20 @@ export class Forwarder {
       idle();
     }
     const ex = res[kExchange];
-    if (ex && !res.writableFinished) {
-      ex.clientGone = true;
-      ex.attempt?.abort();
+    if (!ex) return;
+    // An upstream answer relayed in full (the gateway's own answers are recorded where they are sent).
+    if (res.writableFinished) {
+      if (ex.upRes) this.#record(ex, ex.target, ex.status, ex.error, ex.fallback);
+      return;
+    }
+    ex.clientGone = true;
+    ex.attempt?.abort();
+    if (ex.upRes) {
       // Mid-body: the rest of the upstream answer has nowhere to go, and its connection cannot be reused.
-      if (ex.upRes && !ex.upRes.complete) ex.upRes.destroy();
+      if (!ex.upRes.complete) ex.upRes.destroy();
+      this.#record(ex, ex.target, 499, true, ex.fallback);
     }
   }
-
-  /** The 'finish' listener of an answered exchange (`this` is the response). */
-  static readonly #onFinish = function onResponseFinish(this: ExchangeResponse): void {
-    const ex = this[kExchange];
-    if (ex) ex.forwarder.#record(ex, ex.target, ex.status, ex.error, ex.fallback);
-  };
 
   /** Completes a legacy attempt; runs in a socket event, so nothing may be thrown from here. */
   static readonly #legacyDone = (outcome: Outcome, ex: Exchange): void => {
@@ -482,7 +486,6 @@ export class Forwarder {
     ex.error = status >= 500 || passThrough5xx;
     ex.fallback = fallback;
     ex.upRes = upRes;
-    res.on('finish', Forwarder.#onFinish);
     // The body is copied by two shared listeners (pausing on backpressure) rather than pipe(), which adds and removes
     // seven listeners per response; a client that hangs up mid-body ends the upstream response (see #closed).
     upRes.on('data', onUpstreamData);

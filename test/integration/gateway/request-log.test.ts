@@ -3,6 +3,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { createServer, get, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
@@ -12,7 +15,7 @@ import type { RunningGateway } from '../../../gateway/server.ts';
 type Line = Record<string, unknown>;
 
 /** A gateway logging at info into memory; `lines(msg)` returns the parsed lines with that message. */
-async function loggingGateway(legacy: FakeUpstream, svc: FakeUpstream, proxy: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; lines: (msg: string) => Line[]; text: () => string }> {
+async function loggingGateway(legacy: { url: string }, svc: { url: string }, proxy: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; lines: (msg: string) => Line[]; text: () => string }> {
   const chunks: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -114,6 +117,35 @@ describe('per-request log line', () => {
       svc.mode = 'ok';
       legacy.mode = 'ok';
       await gw.close();
+    }
+  });
+
+  test('a client that hangs up mid-body is logged as 499 and the upstream answer is abandoned', async () => {
+    let upstreamClosed!: Promise<unknown>;
+    const slow = createServer((req, res) => {
+      upstreamClosed = once(req.socket, 'close');
+      res.writeHead(200, { 'content-length': '100000' });
+      res.write('x'.repeat(10)); // and never the rest
+    });
+    slow.listen(0, '127.0.0.1');
+    await once(slow, 'listening');
+    const { gw, lines } = await loggingGateway(legacy, { url: `http://127.0.0.1:${(slow.address() as AddressInfo).port}` });
+    try {
+      const req = get(`${gw.proxyUrl}/api/orders/5`, { headers: { 'x-user-id': 'u-5' } });
+      const [res] = (await once(req, 'response')) as [IncomingMessage];
+      assert.equal(res.statusCode, 200);
+      await once(res, 'data');
+      req.destroy();
+      await upstreamClosed; // the half-sent upstream answer is dropped, its connection not reused
+      for (const deadline = Date.now() + 5000; lines('request.failed').length === 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
+      const line = lines('request.failed')[0];
+      assert.equal(line?.status, 499);
+      assert.equal(line?.target, 'service');
+      assert.equal(lines('request.completed').length, 0);
+    } finally {
+      await gw.close();
+      slow.closeAllConnections();
+      slow.close();
     }
   });
 });
