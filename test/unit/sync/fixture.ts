@@ -83,9 +83,10 @@ export interface SyncFixture {
   stop(): Promise<void>;
 }
 
-export async function startSyncFixture(): Promise<SyncFixture> {
+/** `serverFlags`: extra PostgreSQL flags, e.g. wal_level=logical for capture.mode logical (the bench runs both modes). */
+export async function startSyncFixture(options: { serverFlags?: readonly string[] } = {}): Promise<SyncFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'strangler-sync-'));
-  const pg = await startPostgres({ dataDir });
+  const pg = await startPostgres({ dataDir, serverFlags: options.serverFlags });
   const opened: Pools[] = [];
   return {
     pg,
