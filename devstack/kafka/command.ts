@@ -26,6 +26,8 @@ Options:
   --min-session-timeout-ms N  smallest consumer session timeout accepted (default ${KAFKA_DEFAULTS.groupMinSessionTimeoutMs})
   --tls-cert FILE             serve TLS with this PEM certificate (chain); needs --tls-key (Kafka's SSL listener)
   --tls-key FILE              PEM private key of --tls-cert
+  --tls-client-ca FILE        mutual TLS: require every client to present a certificate signed by the CA(s) in
+                              this PEM file (Kafka's ssl.client.auth=required); needs --tls-cert
   --sasl-user NAME:PASSWORD   require SASL authentication and accept this user; repeat for more users
                               (with --tls-cert this is Kafka's SASL_SSL, without it SASL_PLAINTEXT)
   --sasl-mechanisms LIST      comma-separated, of ${SASL_MECHANISMS.join(', ')} (default: all three)
@@ -42,10 +44,16 @@ function readPemOption(file: string, flag: string): Buffer {
   }
 }
 
-function tlsOption(cert: string | undefined, key: string | undefined): KafkaTlsOptions | undefined {
-  if (cert === undefined && key === undefined) return undefined;
+function tlsOption(cert: string | undefined, key: string | undefined, clientCa: string | undefined): KafkaTlsOptions | undefined {
+  if (cert === undefined && key === undefined) {
+    if (clientCa !== undefined) throw usageError(NAME, '--tls-client-ca needs a TLS listener: pass --tls-cert and --tls-key too');
+    return undefined;
+  }
   if (cert === undefined || key === undefined) throw usageError(NAME, '--tls-cert and --tls-key go together');
-  return { cert: readPemOption(cert, '--tls-cert'), key: readPemOption(key, '--tls-key') };
+  return {
+    cert: readPemOption(cert, '--tls-cert'), key: readPemOption(key, '--tls-key'),
+    ...(clientCa !== undefined ? { clientCa: readPemOption(clientCa, '--tls-client-ca') } : {}),
+  };
 }
 
 function saslOption(users: readonly string[] | undefined, mechanisms: string | undefined): KafkaSaslOptions | undefined {
@@ -86,6 +94,7 @@ export const kafkaCommand: Command = {
       'log-level': { type: 'string' },
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
+      'tls-client-ca': { type: 'string' },
       'sasl-user': { type: 'string', multiple: true },
       'sasl-mechanisms': { type: 'string' },
     });
@@ -107,7 +116,7 @@ export const kafkaCommand: Command = {
       fsync: fsync satisfies FsyncPolicy,
       fsyncIntervalMs: intOption(NAME, '--fsync-interval-ms', values['fsync-interval-ms'], { min: 1 }) ?? KAFKA_DEFAULTS.fsyncIntervalMs,
       groupMinSessionTimeoutMs: intOption(NAME, '--min-session-timeout-ms', values['min-session-timeout-ms']) ?? KAFKA_DEFAULTS.groupMinSessionTimeoutMs,
-      tls: tlsOption(values['tls-cert'], values['tls-key']),
+      tls: tlsOption(values['tls-cert'], values['tls-key'], values['tls-client-ca']),
       sasl: saslOption(values['sasl-user'], values['sasl-mechanisms']),
       logger,
     });

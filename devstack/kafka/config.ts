@@ -16,6 +16,13 @@ export type FsyncPolicy = 'always' | 'interval' | 'never';
 export interface KafkaTlsOptions {
   readonly cert: string | Buffer;
   readonly key: string | Buffer;
+  /**
+   * Mutual TLS: PEM certificate(s) of the CA(s) client certificates must be signed by. When set, every client must
+   * present such a certificate during the handshake (Kafka's `ssl.client.auth=required` with `ssl.truststore`);
+   * a client without one, or with one from another CA, is refused before any Kafka request. Omitted = no client
+   * certificates are asked for.
+   */
+  readonly clientCa?: string | Buffer;
 }
 
 export type SaslMechanism = 'PLAIN' | 'SCRAM-SHA-256' | 'SCRAM-SHA-512';

@@ -8,8 +8,8 @@
  * startKafkaBroker(options?: KafkaBrokerOptions): Promise<KafkaBroker>
  *   options: host, port, advertisedHost, dataDir, autoCreateTopics, defaultPartitions, groupMinSessionTimeoutMs,
  *            groupMaxSessionTimeoutMs, initialRebalanceDelayMs, maxFrameBytes, maxMessageBytes, fsync, fsyncIntervalMs,
- *            nodeId, clusterId, tls { cert, key }, sasl { users, mechanisms }, logger, clock (defaults in KAFKA_DEFAULTS)
- *   result:  { host, port, address, dataDir, tls, saslMechanisms, close(): Promise<void> }
+ *            nodeId, clusterId, tls { cert, key, clientCa }, sasl { users, mechanisms }, logger, clock (defaults in KAFKA_DEFAULTS)
+ *   result:  { host, port, address, dataDir, tls, tlsClientAuth, saslMechanisms, close(): Promise<void> }
  */
 export { startKafkaBroker, type KafkaBroker } from './server/broker.ts';
 export { KAFKA_DEFAULTS, SASL_MECHANISMS, type KafkaBrokerOptions, type FsyncPolicy, type KafkaTlsOptions, type KafkaSaslOptions, type SaslMechanism } from './config.ts';

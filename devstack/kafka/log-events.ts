@@ -23,6 +23,7 @@ export const KAFKA_LOG = {
   memberLeft: 'kafka: group member left',
   fsyncFailed: 'kafka: fsync failed',
   tlsHandshakeFailed: 'kafka: TLS handshake failed',
+  tlsClientCertificate: 'kafka: TLS client certificate accepted',
   saslAuthenticated: 'kafka: SASL authenticated',
   saslFailed: 'kafka: SASL authentication failed; closing connection',
   unauthenticated: 'kafka: request before SASL authentication; closing connection',

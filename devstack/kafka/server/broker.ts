@@ -4,7 +4,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import { StranglerError } from '../../../common/errors.ts';
 import { silentLogger } from '../../../common/logger.ts';
@@ -25,8 +26,9 @@ export interface KafkaBroker {
   /** `host:port` (IPv6 hosts in brackets), ready for kafkajs `brokers` or kcat `-b`. */
   readonly address: string;
   readonly dataDir: string | undefined;
-  /** Whether the listener speaks TLS, and the SASL mechanisms it requires (empty = no SASL). */
+  /** Whether the listener speaks TLS, whether it requires client certificates, and the SASL mechanisms it requires (empty = no SASL). */
   readonly tls: boolean;
+  readonly tlsClientAuth: boolean;
   readonly saslMechanisms: readonly string[];
   /** Stops listening, drops connections, fsyncs and closes files. Idempotent. */
   close(): Promise<void>;
@@ -45,12 +47,36 @@ function listen(server: Server, host: string, port: number): Promise<number> {
   });
 }
 
+/**
+ * Checks `tls.clientCa` before it reaches node: tls silently ignores a CA that is not PEM (then every client would be
+ * refused with a misleading "unknown CA"), so each PEM block must parse as an X.509 certificate.
+ */
+function checkClientCa(pem: string | Buffer): void {
+  const invalid = (why: string, cause?: unknown): StranglerError =>
+    new StranglerError('KAFKA_DEV_BROKER_OPTIONS_INVALID', `kafka dev broker: tls.clientCa (--tls-client-ca) ${why}; expected the PEM certificate(s) of the CA that signs client certificates`, cause === undefined ? {} : { cause });
+  const blocks = String(pem).match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw invalid('holds no "-----BEGIN CERTIFICATE-----" block');
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      throw invalid(`certificate ${i + 1} of ${blocks.length} does not parse (${(err as Error).message})`, err);
+    }
+  }
+}
+
+/** "CN=a, O=b": the subject of a certificate as one line (X509Certificate.subject separates fields with newlines). */
+function oneLine(name: string): string {
+  return name.split('\n').filter((f) => f !== '').join(', ');
+}
+
 export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promise<KafkaBroker> {
   const o = { ...KAFKA_DEFAULTS, ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) } as KafkaDefaults & KafkaBrokerOptions;
   const logger = o.logger ?? silentLogger;
   const clock = o.clock ?? systemClock;
   const dataDir = o.dataDir ? resolve(o.dataDir) : undefined;
   const sasl = o.sasl ? new SaslAuthority(o.sasl) : undefined;
+  if (o.tls?.clientCa !== undefined) checkClientCa(o.tls.clientCa);
   if (dataDir) mkdirSync(dataDir, { recursive: true });
 
   const offsets = new OffsetsStore(dataDir, logger);
@@ -76,18 +102,43 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   // TLS: connections start once the handshake is done; sockets still handshaking are tracked so close() ends them.
   const handshaking = new Set<Socket>();
   const tls = o.tls;
+  const clientAuth = tls?.clientCa !== undefined;
+  // Mutual TLS: node verifies the client's chain against clientCa during the handshake and, with rejectUnauthorized,
+  // ends a connection without a valid certificate before the secure-connection callback, so no Kafka request of an
+  // unauthenticated client is ever read.
+  const tlsOptions: TlsOptions | undefined = tls && {
+    cert: tls.cert, key: tls.key,
+    ...(clientAuth ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+  };
   const makeServer = (): Server => {
-    if (!tls) return createServer(onConnection);
-    const server = createTlsServer({ cert: tls.cert, key: tls.key }, (socket: TLSSocket) => {
+    if (!tlsOptions) return createServer(onConnection);
+    const server = createTlsServer(tlsOptions, (socket: TLSSocket) => {
       handshaking.delete(socket);
+      if (clientAuth) {
+        // Only the certificate's public identity is logged; the key never leaves the client.
+        const peer = socket.getPeerX509Certificate();
+        logger.debug({
+          remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
+          subject: peer ? oneLine(peer.subject) : null, issuer: peer ? oneLine(peer.issuer) : null,
+          serialNumber: peer?.serialNumber ?? null, fingerprint256: peer?.fingerprint256 ?? null,
+        }, KAFKA_LOG.tlsClientCertificate);
+      }
       onConnection(socket);
     });
     server.on('connection', (raw: Socket) => {
       handshaking.add(raw);
       raw.once('close', () => handshaking.delete(raw));
     });
-    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
-      logger.info({ remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`, err: err.message }, KAFKA_LOG.tlsHandshakeFailed);
+    server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+      // A client certificate that does not verify against clientCa: node completes the handshake, records why in
+      // authorizationError and destroys the socket (no TLS alert, unlike Kafka), so `err` is only a reset and the
+      // peer's address and certificate are gone by now; the verification code is what tells the reason.
+      const refused = clientAuth ? socket.authorizationError : undefined;
+      logger.info({
+        remote: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}`,
+        err: refused ? `client certificate not signed by the client CA (${String(refused)})` : err.message,
+        code: refused ? String(refused) : err.code ?? null,
+      }, KAFKA_LOG.tlsHandshakeFailed);
     });
     return server;
   };
@@ -136,11 +187,11 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
 
   const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
   const saslMechanisms = sasl ? sasl.mechanisms : [];
-  logger.info({ host, port, address, dataDir: dataDir ?? null, fsync: o.fsync, tls: tls !== undefined, sasl: saslMechanisms }, KAFKA_LOG.listening);
+  logger.info({ host, port, address, dataDir: dataDir ?? null, fsync: o.fsync, tls: tls !== undefined, tlsClientAuth: clientAuth, sasl: saslMechanisms }, KAFKA_LOG.listening);
 
   let closing: Promise<void> | undefined;
   return {
-    host, port, address, dataDir, tls: tls !== undefined, saslMechanisms,
+    host, port, address, dataDir, tls: tls !== undefined, tlsClientAuth: clientAuth, saslMechanisms,
     close() {
       closing ??= (async () => {
         logger.info({ address }, KAFKA_LOG.closing);

@@ -1,6 +1,6 @@
 /**
  * `strangler devstack kafka` as a real process: starts, serves kafkajs, stops on SIGTERM, keeps data across runs;
- * the TLS and SASL flags.
+ * the TLS (and mutual TLS) and SASL flags.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import { kafkaConfigSchema } from '../../../migration-scripts/config-schema.ts';
-import { createKafka } from '../../../migration-scripts/kafka.ts';
+import { createKafka, ensureTopics } from '../../../migration-scripts/kafka.ts';
 import { REPO_ROOT, spawnBroker, tempDir, unique, type ChildBroker } from './support.ts';
 
 const dir = tempDir('cli');
@@ -84,4 +84,31 @@ test('bad TLS/SASL options are usage errors that do not echo the password', () =
   const help = run(['--help']);
   assert.match(help.stdout, /--sasl-user NAME:PASSWORD/);
   assert.match(help.stdout, /--tls-cert FILE/);
+  assert.match(help.stdout, /--tls-client-ca FILE/);
+});
+
+test('--tls-client-ca FILE: a mutual-TLS broker that serves createKafka with certFile/keyFile; bad uses are clear errors', async () => {
+  const tlsDir = join(REPO_ROOT, 'test/fixtures/kafka-tls');
+  const tlsArgs = ['--tls-cert', join(tlsDir, 'broker.crt'), '--tls-key', join(tlsDir, 'broker.key')];
+  const broker = await spawnBroker(dir.path, [...tlsArgs, '--tls-client-ca', join(tlsDir, 'client-ca.crt')], true);
+  running.push(broker);
+  const config = kafkaConfigSchema.parse({ brokers: [broker.address], ssl: { caFile: join(tlsDir, 'broker.crt'), certFile: join(tlsDir, 'client.crt'), keyFile: join(tlsDir, 'client.key') } });
+  const kafka = createKafka(config, 'cli-mtls');
+  const topic = unique('cli-mtls');
+  await ensureTopics(kafka, [topic], 1);
+  const admin = kafka.admin();
+  await admin.connect();
+  assert.ok((await admin.listTopics()).includes(topic));
+  await admin.disconnect();
+
+  const run = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--port', '0', ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+  const alone = run(['--tls-client-ca', join(tlsDir, 'client-ca.crt')]);
+  assert.equal(alone.status, 1);
+  assert.match(alone.stderr, /CLI_USAGE: devstack kafka: --tls-client-ca needs a TLS listener: pass --tls-cert and --tls-key too/);
+  const missing = run([...tlsArgs, '--tls-client-ca', 'missing-ca.crt']);
+  assert.match(missing.stderr, /--tls-client-ca: cannot read "missing-ca.crt" \(ENOENT\)/);
+  const notACertificate = run([...tlsArgs, '--tls-client-ca', join(tlsDir, 'client.key')]);
+  assert.equal(notACertificate.status, 1);
+  assert.match(notACertificate.stderr, /KAFKA_DEV_BROKER_OPTIONS_INVALID: kafka dev broker: tls\.clientCa \(--tls-client-ca\) holds no "-----BEGIN CERTIFICATE-----" block/);
+  assert.ok(!notACertificate.stderr.includes('PRIVATE KEY'), 'the file\'s content is not echoed');
 });

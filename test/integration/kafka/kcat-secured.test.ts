@@ -1,7 +1,8 @@
 /**
  * librdkafka 2.0.2 (Debian's kcat) against the dev broker with TLS and SASL: security.protocol SSL, SASL_SSL with
- * PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, and SASL_PLAINTEXT: metadata (-L) and a -P/-C round trip each; a wrong
- * password and a wrong CA are refused. Without kcat on PATH these tests are reported as skipped with the reason;
+ * PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512, SASL_PLAINTEXT, and mutual TLS (ssl.certificate.location and
+ * ssl.key.location): metadata (-L) and a -P/-C round trip each; a wrong password, a wrong CA, a missing client
+ * certificate and one from another CA are refused. Without kcat on PATH these tests are reported as skipped with the reason;
  * under CI (CI=true) a missing kcat is a failure.
  */
 import assert from 'node:assert/strict';
@@ -18,10 +19,12 @@ const CA = join(TLS_DIR, 'broker.crt');
 const TLS = { cert: readFileSync(CA), key: readFileSync(join(TLS_DIR, 'broker.key')) };
 const USERS = { kcat: 'kcat-secret-password' };
 
-function security(protocol: string, options: { mechanism?: string; password?: string; ca?: string } = {}): string[] {
+function security(protocol: string, options: { mechanism?: string; password?: string; ca?: string; cert?: string; key?: string } = {}): string[] {
   const out = ['-X', `security.protocol=${protocol}`];
   if (options.mechanism) out.push('-X', `sasl.mechanisms=${options.mechanism}`, '-X', 'sasl.username=kcat', '-X', `sasl.password=${options.password ?? USERS.kcat}`);
   if (options.ca) out.push('-X', `ssl.ca.location=${options.ca}`);
+  if (options.cert) out.push('-X', `ssl.certificate.location=${options.cert}`);
+  if (options.key) out.push('-X', `ssl.key.location=${options.key}`);
   return out;
 }
 
@@ -42,8 +45,10 @@ describe('kcat (librdkafka) against the dev broker with TLS and SASL', { skip },
   let tlsOnly: KafkaBroker;
   let saslSsl: KafkaBroker;
   let saslPlaintext: KafkaBroker;
+  let mutual: KafkaBroker;
   before(async () => {
     tlsOnly = await startTestBroker({ tls: TLS });
+    mutual = await startTestBroker({ tls: { ...TLS, clientCa: readFileSync(join(TLS_DIR, 'client-ca.crt')) }, sasl: { users: USERS } });
     saslSsl = await startTestBroker({ tls: TLS, sasl: { users: USERS } });
     saslPlaintext = await startTestBroker({ sasl: { users: USERS, mechanisms: ['SCRAM-SHA-256'] } });
   });
@@ -51,6 +56,7 @@ describe('kcat (librdkafka) against the dev broker with TLS and SASL', { skip },
     await tlsOnly?.close();
     await saslSsl?.close();
     await saslPlaintext?.close();
+    await mutual?.close();
   });
 
   test('security.protocol=SSL with the broker certificate as CA: -L and a -P/-C round trip', async () => {
@@ -83,5 +89,23 @@ describe('kcat (librdkafka) against the dev broker with TLS and SASL', { skip },
     const run = await kcat(['-b', saslSsl.address, ...security('SASL_SSL', { mechanism: 'PLAIN', ca: join(TLS_DIR, 'other-ca.crt') }), '-L', '-m', '2']);
     assert.notEqual(run.code, 0);
     assert.match(run.stderr, /certificate verify failed|SSL handshake failed/);
+  });
+
+  test('mutual TLS: ssl.certificate.location + ssl.key.location with SASL_SSL: -L and a -P/-C round trip', async () => {
+    await metadataAndRoundTrip(mutual, security('SASL_SSL', { mechanism: 'SCRAM-SHA-256', ca: CA, cert: join(TLS_DIR, 'client.crt'), key: join(TLS_DIR, 'client.key') }));
+  });
+
+  test('mutual TLS: without a client certificate the broker refuses the handshake (certificate required)', async () => {
+    const run = await kcat(['-b', mutual.address, ...security('SASL_SSL', { mechanism: 'SCRAM-SHA-256', ca: CA }), '-L', '-m', '2']);
+    assert.notEqual(run.code, 0);
+    assert.match(run.stderr, /certificate required/);
+  });
+
+  test('mutual TLS: a certificate from another CA gets no metadata (the broker closes after the handshake)', async () => {
+    const run = await kcat(['-b', mutual.address, ...security('SASL_SSL', { mechanism: 'SCRAM-SHA-256', ca: CA, cert: join(TLS_DIR, 'untrusted-client.crt'), key: join(TLS_DIR, 'untrusted-client.key') }), '-L', '-m', '2']);
+    assert.notEqual(run.code, 0);
+    assert.doesNotMatch(run.stdout, /broker 0 at/);
+    // librdkafka 2.0.2: "Receive failed: …unexpected eof while reading (after 0ms in state APIVERSION_QUERY)".
+    assert.match(run.stderr, /unexpected eof while reading \(after \d+ms in state APIVERSION_QUERY/);
   });
 });

@@ -9,7 +9,6 @@ import { readFileSync } from 'node:fs';
 import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { Kafka } from 'kafkajs';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
 import { ApiKey } from '../../../devstack/kafka/protocol/api-keys.ts';
 import { KafkaError } from '../../../devstack/kafka/protocol/error-codes.ts';
@@ -20,7 +19,7 @@ import { KAFKA_LOG } from '../../../devstack/kafka/log-events.ts';
 import { kafkaConfigSchema, type KafkaConfig } from '../../../migration-scripts/config-schema.ts';
 import { createKafka } from '../../../migration-scripts/kafka.ts';
 import { RawClient, requestFrame } from './raw-client.ts';
-import { REPO_ROOT, startTestBroker, unique } from './support.ts';
+import { failsClearly, REPO_ROOT, roundTrip, startTestBroker } from './support.ts';
 
 const TLS_DIR = join(REPO_ROOT, 'test/fixtures/kafka-tls');
 const TLS = { cert: readFileSync(join(TLS_DIR, 'broker.crt')), key: readFileSync(join(TLS_DIR, 'broker.key')) };
@@ -29,54 +28,6 @@ const USERS = { strangler: 'correct horse battery staple', other: 'p@ss:w,o=rd' 
 
 function clientConfig(broker: KafkaBroker, extra: Record<string, unknown>): KafkaConfig {
   return kafkaConfigSchema.parse({ brokers: [broker.address], clientId: 'secured-test', connectionTimeoutMs: 2_000, requestTimeoutMs: 10_000, ...extra });
-}
-
-/** Produces three keyed messages and reads them back with a consumer group (two connections, both authenticated). */
-async function roundTrip(kafka: Kafka): Promise<void> {
-  const topic = unique('secured');
-  const producer = kafka.producer({ allowAutoTopicCreation: true });
-  await producer.connect();
-  const sent = ['one', 'two', 'three'];
-  await producer.send({ topic, messages: sent.map((value, i) => ({ key: `k${i}`, value })) });
-  await producer.disconnect();
-
-  const consumer = kafka.consumer({ groupId: unique('secured-group'), sessionTimeout: 6_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
-  await consumer.connect();
-  try {
-    await consumer.subscribe({ topics: [topic], fromBeginning: true });
-    const received: string[] = [];
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`consumed only ${JSON.stringify(received)} within 20 s`)), 20_000);
-      consumer.run({
-        eachMessage: async ({ message }) => {
-          received.push(`${message.key?.toString() ?? ''}=${message.value?.toString() ?? ''}`);
-          if (received.length === sent.length) { clearTimeout(timer); resolve(); }
-          await Promise.resolve();
-        },
-      }).catch(reject);
-    });
-    assert.deepEqual(received, sent.map((v, i) => `k${i}=${v}`));
-  } finally {
-    await consumer.disconnect();
-  }
-}
-
-/** A failure that must come quickly: the promise rejects with a message matching `pattern` within `withinMs`. */
-async function failsClearly(what: Promise<unknown>, pattern: RegExp, withinMs: number): Promise<string> {
-  const started = Date.now();
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`still pending after ${withinMs} ms`)), withinMs); });
-  try {
-    await Promise.race([what.then(() => { throw new Error('expected a failure, but it succeeded'); }), deadline]);
-  } catch (err) {
-    const message = (err as Error).message;
-    assert.match(message, pattern);
-    assert.ok(Date.now() - started < withinMs, `failed within ${withinMs} ms`);
-    return message;
-  } finally {
-    clearTimeout(timer);
-  }
-  assert.fail('unreachable');
 }
 
 describe('dev broker with TLS only (Kafka SSL listener)', () => {

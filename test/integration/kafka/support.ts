@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import type { Kafka } from 'kafkajs';
 import { startKafkaBroker, type KafkaBroker, type KafkaBrokerOptions } from '../../../devstack/kafka/index.ts';
 import { KAFKA_LOG } from '../../../devstack/kafka/log-events.ts';
 
@@ -100,4 +101,52 @@ export function kcat(args: string[], input?: string, timeoutMs = 20_000): Promis
     });
     child.stdin!.end(input ?? '');
   });
+}
+
+/** Produces three keyed messages and reads them back with a consumer group (two connections, both authenticated). */
+export async function roundTrip(kafka: Kafka): Promise<void> {
+  const topic = unique('secured');
+  const producer = kafka.producer({ allowAutoTopicCreation: true });
+  await producer.connect();
+  const sent = ['one', 'two', 'three'];
+  await producer.send({ topic, messages: sent.map((value, i) => ({ key: `k${i}`, value })) });
+  await producer.disconnect();
+
+  const consumer = kafka.consumer({ groupId: unique('secured-group'), sessionTimeout: 6_000, heartbeatInterval: 500, maxWaitTimeInMs: 100 });
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topics: [topic], fromBeginning: true });
+    const received: string[] = [];
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`consumed only ${JSON.stringify(received)} within 20 s`)), 20_000);
+      consumer.run({
+        eachMessage: async ({ message }) => {
+          received.push(`${message.key?.toString() ?? ''}=${message.value?.toString() ?? ''}`);
+          if (received.length === sent.length) { clearTimeout(timer); resolve(); }
+          await Promise.resolve();
+        },
+      }).catch(reject);
+    });
+    assert.deepEqual(received, sent.map((v, i) => `k${i}=${v}`));
+  } finally {
+    await consumer.disconnect();
+  }
+}
+
+/** A failure that must come quickly: the promise rejects with a message matching `pattern` within `withinMs`. */
+export async function failsClearly(what: Promise<unknown>, pattern: RegExp, withinMs: number): Promise<string> {
+  const started = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`still pending after ${withinMs} ms`)), withinMs); });
+  try {
+    await Promise.race([what.then(() => { throw new Error('expected a failure, but it succeeded'); }), deadline]);
+  } catch (err) {
+    const message = (err as Error).message;
+    assert.match(message, pattern);
+    assert.ok(Date.now() - started < withinMs, `failed within ${withinMs} ms`);
+    return message;
+  } finally {
+    clearTimeout(timer);
+  }
+  assert.fail('unreachable');
 }
