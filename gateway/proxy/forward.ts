@@ -39,6 +39,8 @@ import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+/** The status logged for a request whose client hung up before its answer was complete (nginx's convention). */
+const CLIENT_CLOSED = 499;
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
 export type FailurePhase = 'connect' | 'timeout' | 'reset' | 'status' | 'breaker-open' | 'client-aborted';
@@ -318,7 +320,7 @@ export class Forwarder {
     if (ex.upRes) {
       // Mid-body: the rest of the upstream answer has nowhere to go, and its connection cannot be reused.
       if (!ex.upRes.complete) ex.upRes.destroy();
-      this.#record(ex, ex.target, 499, true, ex.fallback);
+      this.#record(ex, ex.target, CLIENT_CLOSED, true, ex.fallback);
     }
   }
 
@@ -392,7 +394,7 @@ export class Forwarder {
     if (!policy) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
     if (!hasBody(req)) return this.#fireService(ex, NO_BODY);
     readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0).then((body) => {
-      if (ex.clientGone) return this.#record(ex, 'service', 499, true);
+      if (ex.clientGone) return this.#record(ex, 'service', CLIENT_CLOSED, true);
       if (body.kind === 'stream' && policy.enabled && policy.onBodyTooLarge === 'reject') {
         body.stream.resume();
         return this.#respondError(ex, 'service', new StranglerError('BODY_TOO_LARGE_TO_REPLAY', `request body exceeds maxReplayBodyBytes (${policy.maxReplayBodyBytes}) of fallback policy "${route.fallback}"`));
@@ -463,7 +465,7 @@ export class Forwarder {
   /** Sends an upstream answer (or the error for a failed outcome) and records it. */
   #finish(ex: Exchange, target: Target, outcome: Outcome, fallback: string | null, passThrough5xx = false): void {
     if (!outcome.ok) {
-      if (outcome.phase === 'client-aborted') return this.#record(ex, target, 499, true);
+      if (outcome.phase === 'client-aborted') return this.#record(ex, target, CLIENT_CLOSED, true);
       outcome.res?.resume();
       return this.#respondError(ex, target, new StranglerError(failureCode(outcome.phase), `${target} upstream failed: ${outcome.error ?? outcome.phase}`), fallback);
     }
@@ -518,7 +520,9 @@ export class Forwarder {
 
   #record(ex: Exchange, target: Target, status: number, error: boolean, fallback: string | null = null, code?: string): void {
     const durationMs = performance.now() - ex.start;
-    this.#runtime.stats(ex.route.id).record(target, durationMs, error);
+    // A client that hung up (499) is logged as failed but is not the target's error: error counts and rates (the
+    // metrics, the dashboard, the canary guard) mean answers >= 500 and proxy errors, as for the breaker.
+    this.#runtime.stats(ex.route.id).record(target, durationMs, error && status !== CLIENT_CLOSED);
     const rate = ex.snapshot.config.proxy.logSampleRate;
     if (error || fallback || rate >= 1 || Math.random() < rate) {
       // the path only: query strings can carry credentials (?access_token=…)

@@ -142,10 +142,31 @@ describe('per-request log line', () => {
       assert.equal(line?.status, 499);
       assert.equal(line?.target, 'service');
       assert.equal(lines('request.completed').length, 0);
+      const service = gw.runtime.stats('orders').totals('service');
+      assert.deepEqual([service.requests, service.errors], [1, 0], "a client's hang-up is counted, but not as the service's error");
     } finally {
       await gw.close();
       slow.closeAllConnections();
       slow.close();
+    }
+  });
+
+  test('a client that hangs up before the answer is logged as 499, and neither the breaker nor the error counts blame the service', async () => {
+    svc.mode = 'stall';
+    const { gw, lines } = await loggingGateway(legacy, svc);
+    try {
+      const req = get(`${gw.proxyUrl}/api/orders/6`, { headers: { 'x-user-id': 'u-6' } });
+      req.on('error', () => {}); // the socket is destroyed on purpose
+      await svc.nextRequest();
+      req.destroy();
+      for (const deadline = Date.now() + 5000; lines('request.failed').length === 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
+      assert.equal(lines('request.failed')[0]?.status, 499);
+      const service = gw.runtime.stats('orders').totals('service');
+      assert.deepEqual([service.requests, service.errors], [1, 0]);
+      assert.equal(gw.runtime.snapshot.breakers.get('svc')?.view().stats.failures, 0);
+    } finally {
+      svc.mode = 'ok';
+      await gw.close();
     }
   });
 });
