@@ -30,6 +30,8 @@ import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
 
 const PLUGIN = 'test_decoding';
+/** Decoded changes passed to one decode-function statement (arrays of record texts). */
+const RUN_ROWS = 2_000;
 const decodeFunction = (name: string) => `decode_${name}`;
 
 /** The slot name: replication slots are per server, so it names the database, state schema and side. */
@@ -239,13 +241,17 @@ function parseTuple(c: Cursor, stop: string | null): Tuple {
   return { names, values };
 }
 
-/** Parses one `table schema.name: OP: ...` line of test_decoding; null for TRUNCATE and tuple-less changes. */
-export function parseChange(line: string): RowChange | null {
+/**
+ * Parses one `table schema.name: OP: ...` line of test_decoding; null for TRUNCATE and tuple-less changes, and for
+ * tables `wanted` refuses (checked before the tuples are read: most lines the decoder sees are sync's own state writes).
+ */
+export function parseChange(line: string, wanted?: (schema: string, table: string) => boolean): RowChange | null {
   const c = new Cursor(line);
   c.expect('table ');
   const schema = c.ident();
   c.expect('.');
   const table = c.ident();
+  if (wanted && !wanted(schema, table)) return null;
   c.expect(': ');
   const opEnd = line.indexOf(':', c.i);
   const op = line.slice(c.i, opEnd);
@@ -385,25 +391,38 @@ export class LogicalDecoder {
           open = null;
         } else if (open && row.data.startsWith('message:')) {
           if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
-        } else if (open && row.data.startsWith('table ')) {
-          const change = parseChange(row.data);
-          if (change && this.#tables.has(`${change.schema}.${change.table}`)) open.changes.push(change);
+        } else if (open && !open.sync && row.data.startsWith('table ')) {
+          // An apply transaction's message comes first in it (right after BEGIN), so its rows are not even parsed.
+          const change = parseChange(row.data, (schema, table) => this.#tables.has(`${schema}.${table}`));
+          if (change) open.changes.push(change);
         }
       }
       if (txs.length > 0) {
         const cur = await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
         const current = BigInt(cur.rows[0]?.x ?? '0');
+        const decoded: { fn: string; args: (string | null)[] }[] = [];
         for (const tx of txs) {
           if (tx.sync) continue;
-          const xid = fullXid(current, BigInt(tx.xid));
+          const xid = fullXid(current, BigInt(tx.xid)).toString();
           for (const ch of tx.changes) {
-            const name = `${ch.schema}.${ch.table}`;
-            const fn = this.#tables.get(name) as string;
             const cols = await this.#columnsOf(client, ch.schema, ch.table);
-            await client.query(`SELECT ${fn}($1, $2, $3, $4::xid8, $5::timestamptz)`,
-              [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid.toString(), tx.commitTs || null]);
-            captured += 1;
+            decoded.push({ fn: this.#tables.get(`${ch.schema}.${ch.table}`) as string,
+              args: [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid, tx.commitTs || null] });
           }
+        }
+        // One statement per run of consecutive changes to one table (at most RUN_ROWS), not a round trip per change:
+        // the runs go in commit order and each calls the decode function row by row in array order, so `seq` (taken
+        // in capture_decoded) still follows commit order across tables.
+        for (let i = 0; i < decoded.length;) {
+          const fn = (decoded[i] as { fn: string }).fn;
+          let j = i + 1;
+          while (j < decoded.length && j - i < RUN_ROWS && decoded[j]?.fn === fn) j++;
+          const run = decoded.slice(i, j);
+          await client.query(`SELECT ${fn}(u.op, u.old, u.new, u.xid::xid8, u.ts::timestamptz)
+            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, old, new, xid, ts, n) ORDER BY u.n`,
+          [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null)));
+          captured += run.length;
+          i = j;
         }
         // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
         // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
