@@ -71,6 +71,8 @@ export const ERROR_CATALOGUE = {
   // ── Kafka client connection (migration-scripts/kafka.ts) ──────────────────
   KAFKA_DEV_BROKER_OPTIONS_INVALID: { status: 500, retriable: false, doc: 'The dev Kafka broker (devstack/kafka) was given an unusable TLS certificate or key, or an invalid SASL user or mechanism; the message says which.' },
   KAFKA_TLS_FILE_UNREADABLE: { status: 500, retriable: false, doc: 'A PEM file named in kafka.ssl (caFile, certFile, keyFile) is missing or unreadable; the message names the config field and the path.' },
+  KAFKA_TLS_CERTIFICATE_REJECTED: { status: 502, retriable: false, doc: 'A TLS certificate check with a Kafka broker failed (its certificate not signed by kafka.ssl.caFile, expired, or for another host name; or it refused our client certificate, kafka.ssl.certFile); not retried. The message names the config field and the TLS error code.' },
+  KAFKA_TLS_KEY_MISMATCH: { status: 500, retriable: false, doc: 'kafka.ssl.certFile and kafka.ssl.keyFile are readable but not a usable pair (the key does not belong to the certificate, or a file is not PEM); the message names both paths.' },
 } as const satisfies Record<string, ErrorSpec>;
 
 /** Codes that once existed and must never be given a new meaning. */

@@ -2,6 +2,7 @@
 import pg from 'pg';
 import type { Pool } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
+import { isStranglerError } from '../common/errors.ts';
 
 export type Pools = Record<Side, Pool>;
 
@@ -41,6 +42,9 @@ export async function retryTransient<T>(what: string, fn: () => Promise<T>, time
     try {
       return await fn();
     } catch (err) {
+      // Our own errors say whether they are retriable (a TLS certificate failure is not), whatever their message holds.
+      // (kafkajs marks the end of its own retries retriable: false too; those stay retried here, by the rules below.)
+      if (isStranglerError(err) && !err.retriable) throw err;
       const retriable = isTransientDbError(err) || (err as { retriable?: boolean } | null)?.retriable === true || /ECONNREFUSED|ECONNRESET|shutting down|starting up|KafkaJS|Connection|timeout/i.test(String((err as Error)?.message ?? err));
       if (!retriable || Date.now() > deadline) throw err;
       onRetry?.(err, attempt);

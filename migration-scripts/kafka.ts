@@ -5,11 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { ConnectionOptions } from 'node:tls';
-import { Kafka, logLevel, type Admin, type Consumer, type Producer, type SASLOptions } from 'kafkajs';
+import { createSecureContext, type ConnectionOptions } from 'node:tls';
+import { Kafka, logLevel, type Admin, type Consumer, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
-import { StranglerError, messageOf } from '../common/errors.ts';
+import { StranglerError, isStranglerError, messageOf } from '../common/errors.ts';
 import type { KafkaConfig, Side, SyncConfig } from './config-schema.ts';
 import type { EventSink, OutgoingMessage } from '../legacy-adapter/capture/relay.ts';
 import { topicFor, type CompiledTable } from './mapping.ts';
@@ -17,6 +17,7 @@ import type { Applier } from './apply.ts';
 import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
+import { checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
 
 function readPem(field: string, file: string): Buffer {
   try {
@@ -26,16 +27,63 @@ function readPem(field: string, file: string): Buffer {
   }
 }
 
-/** kafkajs `ssl` from the config: false, true (system CAs), or TLS options with the PEM files read now. */
+/**
+ * kafkajs `ssl` from the config: false, true (system CAs), or TLS options with the PEM files read now. A client
+ * certificate and key that do not make a pair fail here, naming both files: inside kafkajs the same mistake is a
+ * connection error it retries for seconds.
+ */
 export function kafkaTlsOptions(ssl: NonNullable<KafkaConfig['ssl']>): boolean | ConnectionOptions {
   if (typeof ssl === 'boolean') return ssl;
-  return {
+  const options: ConnectionOptions = {
     rejectUnauthorized: ssl.rejectUnauthorized,
     ...(ssl.caFile !== undefined ? { ca: [readPem('caFile', ssl.caFile)] } : {}),
     ...(ssl.certFile !== undefined ? { cert: readPem('certFile', ssl.certFile) } : {}),
     ...(ssl.keyFile !== undefined ? { key: readPem('keyFile', ssl.keyFile) } : {}),
     ...(ssl.servername !== undefined ? { servername: ssl.servername } : {}),
   };
+  if (options.cert !== undefined) {
+    try {
+      createSecureContext({ cert: options.cert, key: options.key });
+    } catch (err) {
+      throw new StranglerError('KAFKA_TLS_KEY_MISMATCH', `kafka.ssl.certFile "${ssl.certFile}" and kafka.ssl.keyFile "${ssl.keyFile}" are not a usable pair (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}: ${messageOf(err).split('\n')[0]}); expected a PEM client certificate and the PEM private key it was made for`, { cause: err });
+    }
+  }
+  return options;
+}
+
+/** The config and TLS options behind each client createKafka made, for the one-time certificate check. */
+const tlsChecks = new WeakMap<Kafka, { config: KafkaConfig; tls: ConnectionOptions; passed?: Promise<void> }>();
+
+/**
+ * Before a client made by createKafka first connects: one TLS probe per seed broker, so a certificate problem
+ * fails at once with KAFKA_TLS_CERTIFICATE_REJECTED (config field + TLS code) instead of after kafkajs's ~9 s of
+ * retries (kafka-tls-check.ts says why kafkajs cannot be told). Passes once per client; unreachable brokers are
+ * left to kafkajs. A no-op without TLS or for clients not made by createKafka.
+ */
+export async function checkKafkaTls(kafka: Kafka): Promise<void> {
+  const entry = tlsChecks.get(kafka);
+  if (!entry) return;
+  entry.passed ??= checkTlsWithBrokers(entry.config, entry.tls).catch((err: unknown) => {
+    entry.passed = undefined;
+    throw err;
+  });
+  await entry.passed;
+}
+
+/** `err` as KAFKA_TLS_CERTIFICATE_REJECTED when a certificate failure is its cause (kafkajs gave up on one), else `err`. */
+function withTlsCause(kafka: Kafka, err: unknown): unknown {
+  const entry = tlsChecks.get(kafka);
+  return (entry && tlsFailureOf(err, entry.config.ssl)) ?? err;
+}
+
+/** `connect` after the certificate check, and a certificate failure kafkajs ends with reported as one. */
+async function connectChecked(kafka: Kafka, connect: () => Promise<void>): Promise<void> {
+  await checkKafkaTls(kafka);
+  try {
+    await connect();
+  } catch (err) {
+    throw withTlsCause(kafka, err);
+  }
 }
 
 function kafkaSasl(sasl: NonNullable<KafkaConfig['sasl']>): SASLOptions {
@@ -48,20 +96,34 @@ function kafkaSasl(sasl: NonNullable<KafkaConfig['sasl']>): SASLOptions {
 }
 
 /**
+ * kafkajs `retry` of every client: ~9 s of connection retries (100 ms doubling to 2 s, 8 times), and its hook for a
+ * consumer that crashed after them: restart, unless a TLS certificate failure is the cause (restarting cannot fix it).
+ */
+export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>): RetryOptions {
+  return {
+    initialRetryTime: 100, retries: 8, maxRetryTime: 2_000,
+    restartOnFailure: (err) => Promise.resolve(tlsFailureOf(err, config.ssl) === undefined),
+  };
+}
+
+/**
  * A kafkajs client for one role. TLS files are read here, so a missing CA or key fails at start with the config
  * field that names it; the SASL password is handed to kafkajs only (its logging is off) and never logged by us.
  */
 export function createKafka(config: KafkaConfig, role: string): Kafka {
-  return new Kafka({
+  const ssl = kafkaTlsOptions(config.ssl ?? false);
+  const kafka = new Kafka({
     clientId: `${config.clientId}-${role}`,
     brokers: config.brokers,
     connectionTimeout: config.connectionTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     logLevel: logLevel.NOTHING,
-    retry: { initialRetryTime: 100, retries: 8, maxRetryTime: 2_000 },
-    ssl: kafkaTlsOptions(config.ssl ?? false),
+    retry: kafkaRetry(config),
+    ssl,
     ...(config.sasl ? { sasl: kafkaSasl(config.sasl) } : {}),
   });
+  if (ssl !== false) tlsChecks.set(kafka, { config, tls: ssl === true ? {} : ssl });
+  return kafka;
 }
 
 export function sideTopics(config: SyncConfig, source: Side): string[] {
@@ -70,7 +132,7 @@ export function sideTopics(config: SyncConfig, source: Side): string[] {
 
 export async function ensureTopics(kafka: Kafka, topics: readonly string[], partitions: number): Promise<void> {
   const admin = kafka.admin();
-  await admin.connect();
+  await connectChecked(kafka, () => admin.connect());
   try {
     const existing = new Set(await admin.listTopics());
     const missing = topics.filter((t) => !existing.has(t));
@@ -82,13 +144,14 @@ export async function ensureTopics(kafka: Kafka, topics: readonly string[], part
 
 /** Producer sink: idempotent, acks=all, one request in flight, so retries cannot reorder a partition. */
 export class KafkaSink implements EventSink {
+  readonly #kafka: Kafka;
   readonly #producer: Producer;
   readonly #maxRequestBytes: number;
-  private constructor(producer: Producer, maxRequestBytes: number) { this.#producer = producer; this.#maxRequestBytes = maxRequestBytes; }
+  private constructor(kafka: Kafka, producer: Producer, maxRequestBytes: number) { this.#kafka = kafka; this.#producer = producer; this.#maxRequestBytes = maxRequestBytes; }
   static async connect(kafka: Kafka, maxRequestBytes = 512 * 1024): Promise<KafkaSink> {
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
-    await producer.connect();
-    return new KafkaSink(producer, maxRequestBytes);
+    await connectChecked(kafka, () => producer.connect());
+    return new KafkaSink(kafka, producer, maxRequestBytes);
   }
   /**
    * Sends in order, in requests of at most ~maxRequestBytes, each awaited before the next (acks=all), so one
@@ -118,6 +181,8 @@ export class KafkaSink implements EventSink {
     try {
       await this.#producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, msgs]) => ({ topic, messages: msgs })) });
     } catch (err) {
+      const tls = withTlsCause(this.#kafka, err);
+      if (tls !== err) throw tls;
       throw new StranglerError('SYNC_KAFKA_FAILED', `relay: producing ${messages.length} messages failed: ${messageOf(err)}`, { cause: err });
     }
   }
@@ -153,6 +218,8 @@ export class ApplyWorker {
   async start(): Promise<void> {
     const { config, kafka, applier, source } = this.#o;
     const topics = sideTopics(config, source);
+    // Before retryTransient: a certificate failure is final, not something to retry for two minutes.
+    await checkKafkaTls(kafka);
     await retryTransient('apply: create topics', () => ensureTopics(kafka, topics, config.topics.partitions));
     const direction = `${source}-to-${applier.target}`;
     const consumer = kafka.consumer({
@@ -164,6 +231,13 @@ export class ApplyWorker {
       allowAutoTopicCreation: false,
     });
     this.#consumer = consumer;
+    // kafkajs restarts a crashed consumer unless createKafka's retry.restartOnFailure says no (a TLS certificate
+    // failure): then it has stopped for good, which must not go unnoticed.
+    consumer.on(consumer.events.CRASH, (e) => {
+      if (e.payload.restart) return;
+      const err = withTlsCause(kafka, e.payload.error);
+      this.#log.error({ event: SYNC_LOG.applyStopped, direction, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) }, 'apply consumer stopped; restart the apply worker after fixing the cause');
+    });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       const assignment = e.payload.memberAssignment as Record<string, number[]>;
       void (async () => {
@@ -176,7 +250,7 @@ export class ApplyWorker {
         }
       })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));
     });
-    await retryTransient('apply: connect consumer', () => consumer.connect());
+    await retryTransient('apply: connect consumer', () => connectChecked(kafka, () => consumer.connect()));
     await consumer.subscribe({ topics, fromBeginning: true });
     const max = config.apply.maxBatchEvents;
     await consumer.run({
@@ -209,7 +283,7 @@ export class ApplyWorker {
 /** Events in Kafka not yet applied, per topic: high watermark minus the next offset stored in the target database. */
 export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stored: (topic: string) => Promise<Map<number, string>>): Promise<number> {
   const admin: Admin = kafka.admin();
-  await admin.connect();
+  await connectChecked(kafka, () => admin.connect());
   try {
     let total = 0;
     // A topic that does not exist yet has no backlog; asking for its offsets would make kafkajs retry for ~30 s.

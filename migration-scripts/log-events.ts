@@ -3,6 +3,7 @@ export const SYNC_LOG = {
   applyStarted: 'sync.apply.started',
   applyBatch: 'sync.apply.batch',
   applyRetry: 'sync.apply.retry',
+  applyStopped: 'sync.apply.consumer_stopped',
   conflict: 'sync.apply.conflict',
   parked: 'sync.apply.parked',
   offsetsAhead: 'sync.apply.kafka_offset_ahead',

@@ -1,8 +1,8 @@
 /**
  * TLS and SASL on the dev broker, through strangler's own client factory (migration-scripts/kafka.ts createKafka
  * with the config schema's ssl/sasl settings) and at the protocol level: TLS only, SASL PLAIN over TLS,
- * SCRAM-SHA-256 (SASL_PLAINTEXT) and SCRAM-SHA-512 (SASL_SSL) produce → consume round trips, a wrong password and
- * a wrong CA failing fast and clearly, and the pre-authentication rules (only ApiVersions and the SASL APIs).
+ * SCRAM-SHA-256 (SASL_PLAINTEXT) and SCRAM-SHA-512 (SASL_SSL) produce → consume round trips, a wrong password
+ * failing fast and clearly, a wrong CA failing in plain kafkajs with the TLS code in its error, and the pre-authentication rules (only ApiVersions and the SASL APIs).
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -18,6 +18,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { KAFKA_LOG } from '../../../devstack/kafka/log-events.ts';
 import { kafkaConfigSchema, type KafkaConfig } from '../../../migration-scripts/config-schema.ts';
 import { createKafka } from '../../../migration-scripts/kafka.ts';
+import { tlsFailureOf } from '../../../migration-scripts/kafka-tls-check.ts';
 import { RawClient, requestFrame } from './raw-client.ts';
 import { failsClearly, REPO_ROOT, roundTrip, startTestBroker } from './support.ts';
 
@@ -51,10 +52,15 @@ describe('dev broker with TLS only (Kafka SSL listener)', () => {
     await unverified.disconnect();
   });
 
-  test('a client trusting another CA is rejected by certificate verification', async () => {
-    const admin = createKafka(clientConfig(broker, { ssl: { caFile: join(TLS_DIR, 'other-ca.crt') } }), 'wrong-ca').admin();
-    await failsClearly(admin.connect(), /self[- ]signed certificate|unable to verify|certificate/i, 30_000);
+  test('a client trusting another CA is rejected by certificate verification; kafkajs\'s final error carries the TLS code', async () => {
+    // Plain kafkajs, without strangler's check before connecting (tls-failures.test.ts has that): it retries ~9 s.
+    const ssl = { caFile: join(TLS_DIR, 'other-ca.crt'), rejectUnauthorized: true };
+    const admin = createKafka(clientConfig(broker, { ssl }), 'wrong-ca').admin();
+    let caught: unknown;
+    await failsClearly(admin.connect().catch((err: unknown) => { caught = err; throw err; }), /self[- ]signed certificate|unable to verify|certificate/i, 30_000);
     await admin.disconnect();
+    // What lets a certificate failure that starts after a client is up still be reported with the field to fix.
+    assert.deepEqual(tlsFailureOf(caught, ssl)?.details, { field: 'kafka.ssl.caFile', tlsCode: 'DEPTH_ZERO_SELF_SIGNED_CERT', broker: broker.address });
   });
 
   test('a plaintext client gets no answer it can use, and the broker carries on', async () => {
