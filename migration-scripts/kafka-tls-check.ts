@@ -119,7 +119,18 @@ export function tlsFailureOf(err: unknown, ssl: KafkaConfig['ssl']): StranglerEr
     if (typeof b === 'string') { broker = b; break; }
     e = (e as { cause?: unknown }).cause;
   }
-  return tlsCertificateError(ssl, broker, code, err instanceof Error ? err.message : String(err), err);
+  return tlsCertificateError(ssl, broker, code, tlsReason(err instanceof Error ? err.message : String(err)), err);
+}
+
+/**
+ * node's message for an OpenSSL error is OpenSSL's whole error line ("8096…:error:0A00045C:SSL routines:
+ * ssl3_read_bytes:tlsv13 alert certificate required:../deps/…/rec_layer_s3.c:1601:SSL alert number 116"); keep
+ * the reason and the alert number.
+ */
+export function tlsReason(message: string): string {
+  const line = message.split('\n')[0] ?? message;
+  const m = /SSL routines:[^:]*:([^:]+):.*?(SSL alert number \d+)?$/.exec(line);
+  return m ? `${m[1] ?? ''}${m[2] ? ` (${m[2]})` : ''}` : line;
 }
 
 /** ApiVersions v0 with correlation id 1 and a null client id: every Kafka version answers it, before SASL too. */
@@ -159,7 +170,7 @@ export function probeTls(broker: string, tls: ConnectionOptions, timeoutMs: numb
     socket.on('data', () => finish({ kind: 'ok' }));
     socket.on('error', (err: NodeJS.ErrnoException) => {
       finish(isFatalTlsCode(err.code)
-        ? { kind: 'fatal', code: err.code as string, reason: err.message.split('\n')[0] ?? err.message, cause: err }
+        ? { kind: 'fatal', code: err.code as string, reason: tlsReason(err.message), cause: err }
         : { kind: 'inconclusive', reason: err.code ?? err.message });
     });
     socket.on('close', () => {

@@ -74,6 +74,7 @@ describe('dev broker with mutual TLS (tls.clientCa)', () => {
       assert.equal(err.code, 'KAFKA_TLS_CERTIFICATE_REJECTED');
       assert.deepEqual(err.details, { field: 'kafka.ssl.certFile', tlsCode: 'ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED', broker: broker.address });
       assert.match(err.message, /^kafka\.ssl\.certFile: the broker requires a client certificate \(mutual TLS\) and none was sent/);
+      assert.ok(err.message.includes('TLS ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: tlsv13 alert certificate required (SSL alert number 116); kafka.ssl.certFile is (not set)'), err.message);
       assert.equal(err.retriable, false);
       return true;
     });

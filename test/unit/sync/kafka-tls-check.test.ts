@@ -9,7 +9,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import kafkajs from 'kafkajs';
 import { isStranglerError, StranglerError } from '../../../common/errors.ts';
-import { CLOSED_AFTER_HANDSHAKE, isFatalTlsCode, tlsCertificateError, tlsFailureOf } from '../../../migration-scripts/kafka-tls-check.ts';
+import { CLOSED_AFTER_HANDSHAKE, isFatalTlsCode, tlsCertificateError, tlsFailureOf, tlsReason } from '../../../migration-scripts/kafka-tls-check.ts';
 import { kafkaRetry, kafkaTlsOptions } from '../../../migration-scripts/kafka.ts';
 import { retryTransient } from '../../../migration-scripts/db.ts';
 
@@ -90,4 +90,12 @@ test('retry.restartOnFailure (kafkajs\'s hook for a crashed consumer): no restar
   assert.equal(await restartOnFailure(certificate), false);
   const network = new KafkaJSNumberOfRetriesExceeded(new KafkaJSConnectionError('Connection error: read ECONNRESET', { broker: 'b:1', code: 'ECONNRESET' }), { retryCount: 8, retryTime: 2_000 });
   assert.equal(await restartOnFailure(network), true);
+});
+
+test('OpenSSL\'s error line is cut to its reason and alert number; other messages stay as they are', () => {
+  assert.equal(tlsReason('809CC53D477F0000:error:0A00045C:SSL routines:ssl3_read_bytes:tlsv13 alert certificate required:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:1601:SSL alert number 116\n'),
+    'tlsv13 alert certificate required (SSL alert number 116)');
+  assert.equal(tlsReason('80AC:error:0A000086:SSL routines:tls_post_process_server_certificate:certificate verify failed:../deps/openssl/openssl/ssl/statem/statem_clnt.c:1889:'), 'certificate verify failed');
+  assert.equal(tlsReason('self-signed certificate'), 'self-signed certificate');
+  assert.equal(tlsReason('Connection error: unable to verify the first certificate'), 'Connection error: unable to verify the first certificate');
 });
