@@ -152,6 +152,22 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(logi.config, logi.pools, side);
   });
 
+  test('the slot restart point follows the decoder (it logs a running-xacts record when far behind), so a cycle does not re-read old WAL', async () => {
+    const { config, pools } = await installed('restart');
+    const behind = async () => Number((await pools.legacy.query<{ b: string }>(
+      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = (SELECT slot FROM strangler_sync.logical_capture)`)).rows[0]?.b);
+    await pools.legacy.query(`INSERT INTO items (id, name, body) SELECT g, 'n', repeat('x', 400) FROM generate_series(1, 20000) g`);
+    assert.ok(await behind() > 8 << 20, 'precondition: several MB of WAL behind the restart point');
+    const decoder = new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' });
+    assert.equal(await decoder.catchUp(), 20000);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (0, 'next')`);
+    assert.equal(await decoder.catchUp(), 1);
+    // Without the record the restart point stays before the big transaction until the server logs one (every 15 s).
+    const left = await behind();
+    assert.ok(left < 2 << 20, `restart point ${left} bytes behind, expected < 2 MB`);
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
+  });
+
   test('a transaction that commits late is published after the earlier commit; updates and deletes converge', async () => {
     const { pools, p, config, tables } = await installed('order');
     const slow = await pools.legacy.connect();
