@@ -9,6 +9,7 @@ import type { Side, SyncConfig } from './config-schema.ts';
 import { otherSide } from './config-schema.ts';
 import type { Pools } from './db.ts';
 import { q } from './mapping.ts';
+import { messageOf } from '../common/errors.ts';
 import { kafkaBacklog, sideTopics } from './kafka.ts';
 import { lastVerify, type VerifyResult } from './verify.ts';
 import { slotNameFor } from '../legacy-adapter/capture/logical.ts';
@@ -25,8 +26,10 @@ export interface DirectionStatus {
    * it stays large while the relay is stopped. Null in trigger mode.
    */
   undecoded: { slot: string; walBytes: number; relayAttached: boolean } | null;
-  /** In Kafka, not yet applied (null when Kafka was not asked). */
+  /** In Kafka, not yet applied (null when Kafka was not asked, or could not be read: see kafkaError). */
   kafkaBacklog: number | null;
+  /** Why the Kafka backlog could not be read; `lagEvents` then counts only what the databases know (a lower bound). */
+  kafkaError: string | null;
   lagEvents: number;
   lagSeconds: number;
   relay: { lastPosition: number | null; ackedPosition: number | null; published: number; updatedAt: string | null };
@@ -65,11 +68,15 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
     if (w) undecoded = { slot, walBytes: Number(w.bytes ?? 0), relayAttached: w.active };
   }
   let backlog: number | null = null;
+  let kafkaError: string | null = null;
   if (kafka) {
     backlog = await kafkaBacklog(kafka, sideTopics(config, source), async (topic) => {
       const r = await pools[target].query<{ partition: number; kafka_offset: string | null }>(`SELECT partition, kafka_offset::text FROM ${s}.applied WHERE source = $1 AND topic = $2`, [source, topic]);
       return new Map(r.rows.filter((x) => x.kafka_offset !== null).map((x) => [x.partition, x.kafka_offset as string]));
-    }).catch(() => null);
+    }).catch((err: unknown) => {
+      kafkaError = messageOf(err);
+      return null;
+    });
   }
   const capturePending = Number(cap?.n ?? 0);
   const lagEvents = capturePending + (backlog ?? 0);
@@ -77,7 +84,7 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   const num = (v: string | null | undefined) => (v === null || v === undefined ? 0 : Number(v));
   return {
     direction: `${source}-to-${target}` as DirectionStatus['direction'],
-    source, target, capturePending, undecoded, kafkaBacklog: backlog, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
+    source, target, capturePending, undecoded, kafkaBacklog: backlog, kafkaError, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
     relay: { lastPosition: relay ? Number(relay.last_pos) : null, ackedPosition: relay ? Number(relay.acked_pos) : null, published: Number(relay?.published ?? 0), updatedAt: relay?.updated_at ?? null },
     lastAppliedPosition: pos?.p ? Number(pos.p) : null,
     applied: num(stats?.applied), duplicates: num(stats?.duplicates), stale: num(stats?.stale), echoes: num(stats?.echoes), conflicts: num(stats?.conflicts), parked: num(stats?.parked),
@@ -111,7 +118,9 @@ export function lagSummary(status: SyncStatus): Record<string, { lagEvents: numb
 export function formatStatus(st: SyncStatus): string {
   const lines: string[] = [];
   for (const d of st.directions) {
-    lines.push(`${d.direction}: lag ${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`})`);
+    const inKafka = d.kafkaError !== null ? ', in Kafka unknown' : d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`;
+    lines.push(`${d.direction}: lag ${d.kafkaError !== null ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
+    if (d.kafkaError !== null) lines.push(`  Kafka backlog unreadable: ${d.kafkaError}`);
     if (d.undecoded) lines.push(`  slot ${d.undecoded.slot}: ${d.undecoded.walBytes} bytes of WAL not decoded yet (not in the lag above)`);
     lines.push(`  relay position ${d.relay.lastPosition ?? '-'} (acked ${d.relay.ackedPosition ?? '-'}, published ${d.relay.published}); last applied position ${d.lastAppliedPosition ?? '-'}`);
     lines.push(`  applied ${d.applied}, duplicates ${d.duplicates}, stale ${d.stale}, echoes ${d.echoes}, conflicts ${d.conflicts}, parked now ${d.parkedNow}; last lag ${d.lastLagMs ?? '-'} ms`);

@@ -190,7 +190,7 @@ describe('migration dashboard', () => {
   test('the sync panel reads the real GET /admin/sync shape (SyncStatus)', async () => {
     const direction = (source: 'legacy' | 'service', lagEvents: number, lagSeconds: number): SyncStatus['directions'][number] => ({
       ...(source === 'legacy' ? { direction: 'legacy-to-service', source, target: 'service' } as const : { direction: 'service-to-legacy', source, target: 'legacy' } as const),
-      capturePending: 0, undecoded: null, kafkaBacklog: lagEvents, lagEvents, lagSeconds,
+      capturePending: 0, undecoded: null, kafkaBacklog: lagEvents, kafkaError: null, lagEvents, lagSeconds,
       relay: { lastPosition: 10, ackedPosition: 10, published: 10, updatedAt: null }, lastAppliedPosition: 10,
       applied: 10, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0, parkedNow: 0, lastEventAt: null, lastAppliedAt: null, lastLagMs: 4,
     });
@@ -205,6 +205,11 @@ describe('migration dashboard', () => {
     assert.equal(await text('sync-lag-service-to-legacy', 'body'), '0 events · 0.0 ms');
     assert.match((await text('sync-last-verify', 'body')) ?? '', /^match at /);
     assert.equal(await text('sync-status', 'body'), 'ok');
+
+    // Kafka unreadable: the lag shown is what the databases know, a lower bound, and the panel says so.
+    state.sync = { ...status, directions: [{ ...direction('legacy', 7, 0.25), kafkaBacklog: null, kafkaError: 'KafkaJSNumberOfRetriesExceeded: connect ECONNREFUSED' }, direction('service', 0, 0)] };
+    await waitText('[data-testid="sync-lag-legacy-to-service"]', '≥ 7 events · 250 ms');
+    assert.equal(await text('sync-status', 'body'), 'kafka unreadable');
   });
 
   test('shift: step button, confirmation with a required reason, POST {percent, reason}, page follows', async () => {

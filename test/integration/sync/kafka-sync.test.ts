@@ -13,7 +13,8 @@ import { compileFromDatabases, installCapture, startRelay, type RunningRelay } f
 import { startServiceRelay } from '../../../services/kit/capture.ts';
 import { Applier } from '../../../migration-scripts/apply.ts';
 import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
-import { readSyncStatus } from '../../../migration-scripts/status.ts';
+import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
+import { freePort } from '../../../common/net.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { randomWriter } from '../../unit/sync/load.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
@@ -100,5 +101,21 @@ describe('sync through Kafka', () => {
     assert.equal(status.lastVerify.ok, true);
     const help = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', '--help'], { cwd: REPO_ROOT });
     assert.match(help.stdout, /strangler sync <subcommand>/);
+  });
+
+  test('status with Kafka unreachable names the error and counts the lag it can see as a lower bound', async () => {
+    const { loaded, pools } = await stack.pair('kdown');
+    const config = loaded.sync;
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'pending')`);
+    const dead = await freePort(); // nothing listens there
+    const st = await readSyncStatus(config, pools, createKafka({ ...(loaded.kafka as NonNullable<typeof loaded.kafka>), brokers: [`127.0.0.1:${dead}`] }, 'status-down'));
+    const d = st.directions.find((x) => x.source === 'legacy');
+    assert.equal(d?.kafkaBacklog, null);
+    assert.match(d?.kafkaError ?? '', /ECONNREFUSED|connect/i);
+    assert.equal(d?.lagEvents, 1, 'the captured change still counts');
+    assert.match(formatStatus(st), /legacy-to-service: lag at least 1 events .*in Kafka unknown\)\n {2}Kafka backlog unreadable: /);
   });
 });
