@@ -349,7 +349,8 @@ export class LogicalDecoder {
     for (;;) {
       const c = await this.#slotBusyRetry(() => this.#cycle(upTo), deadline);
       captured += c.captured;
-      if (!c.sawCommit) return captured;
+      // A peek that returned fewer rows than its limit read everything up to `upTo`: no second peek to find nothing.
+      if (!c.sawCommit || c.complete) return captured;
       if (Date.now() > deadline) throw Object.assign(new Error(`logical decoding on ${this.#side} did not catch up within ${timeoutMs} ms`), { code: '55P03' });
     }
   }
@@ -366,12 +367,13 @@ export class LogicalDecoder {
     }
   }
 
-  async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean }> {
+  async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean; complete: boolean }> {
     const client = await this.#pool.connect();
     let captured = 0;
     let slot: string | undefined;
     let advanceTo: string | null = null;
     let restartBehind: number;
+    let complete: boolean;
     try {
       await client.query('BEGIN');
       const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null }>(
@@ -384,6 +386,7 @@ export class LogicalDecoder {
       const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
         `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
            'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1')`, [slot, this.#batch, state.decoded_lsn, upTo]);
+      complete = rows.rows.length < this.#batch;
       const txs: DecodedTx[] = [];
       let open: DecodedTx | null = null;
       for (const row of rows.rows) {
@@ -454,7 +457,7 @@ export class LogicalDecoder {
     } finally {
       client.release();
     }
-    return { captured, sawCommit: advanceTo !== null };
+    return { captured, sawCommit: advanceTo !== null, complete };
   }
 }
 
