@@ -42,17 +42,16 @@ const MODES: readonly Mode[] = ['trigger', 'logical'];
 
 const fmt = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-');
 const pct = (xs: number[], p: number) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN; };
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
 const sleep = (ms: number) => new Promise((res) => setTimeout(res, ms));
 
 /** Apply with its per-batch decode of the target's slot (logical mode) timed apart from the rest. */
 class TimedApplier extends Applier {
-  decodeMs = 0;
-  decodes = 0;
+  readonly decodeMs: number[] = [];
   override async decodeLocalWrites(): Promise<void> {
     const t0 = performance.now();
     await super.decodeLocalWrites();
-    this.decodeMs += performance.now() - t0;
-    this.decodes += 1;
+    this.decodeMs.push(performance.now() - t0);
   }
 }
 
@@ -135,15 +134,29 @@ async function captureAndApply(fx: SyncFixture, mode: Mode): Promise<ApplyFigure
   if (captured.length !== APPLY_EVENTS) console.log(`[${mode}] WARNING: relayed ${captured.length} of ${APPLY_EVENTS} events`);
   const applier = new TimedApplier({ pool: p.pools.service, config: p.config, target: 'service', tables: p.tables });
   const events: ConsumedEvent[] = captured.map((m, i) => ({ topic: m.topic, partition: 0, offset: String(i), value: m.value }));
-  t0 = performance.now();
-  for (let i = 0; i < events.length; i += APPLY_BATCH) await applier.applyBatch(events.slice(i, i + APPLY_BATCH));
-  const applyMs = performance.now() - t0;
+  // Decoding re-reads the server's WAL from the slot's restart point: how far behind it was after each batch.
+  const restartBehindMb: number[] = [];
+  let applyMs = 0;
+  for (let i = 0; i < events.length; i += APPLY_BATCH) {
+    t0 = performance.now();
+    await applier.applyBatch(events.slice(i, i + APPLY_BATCH));
+    applyMs += performance.now() - t0;
+    if (mode === 'logical') {
+      const r = await p.pools.service.query<{ mb: number }>(`SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::float8 / 1e6 AS mb FROM pg_replication_slots WHERE database = current_database()`);
+      restartBehindMb.push(r.rows[0]?.mb ?? NaN);
+    }
+  }
+  if (mode === 'logical') {
+    const d = applier.decodeMs;
+    console.log(`[${mode}] apply: decode of the target per batch p50 ${pct(d, 50).toFixed(0)} ms, max ${Math.max(...d).toFixed(0)} ms; `
+      + `slot restart point behind after a batch p50 ${pct(restartBehindMb, 50).toFixed(1)} MB, max ${Math.max(...restartBehindMb).toFixed(1)} MB`);
+  }
   await release(p);
   return {
     sourceInsertRate, decodeRate, relayRate,
     applyRate: (events.length * 1000) / applyMs,
-    decodeMsPerBatch: mode === 'logical' ? applier.decodeMs / Math.max(1, applier.decodes) : NaN,
-    decodeShare: mode === 'logical' ? applier.decodeMs / applyMs : NaN,
+    decodeMsPerBatch: mode === 'logical' ? sum(applier.decodeMs) / Math.max(1, applier.decodeMs.length) : NaN,
+    decodeShare: mode === 'logical' ? sum(applier.decodeMs) / applyMs : NaN,
   };
 }
 
