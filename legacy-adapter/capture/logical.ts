@@ -22,6 +22,10 @@
  * writes and before its conflict check, decodes everything committed so far (`catchUp`, on a connection of its own):
  * a local write to a key it just overwrote then shows in the version vectors, the batch is retried, and the conflict
  * is decided by policy as in trigger mode. Apply into a side therefore waits for that side's decoding.
+ *
+ * Cost: every peek and advance re-reads the server's WAL from the slot's restart_lsn, so the decoder keeps it close
+ * (a running-xacts record when it lags, see #cycle); test_decoding has no table filter, so sync's own writes (the
+ * changelog, row_version, apply's rows) come back as text and are dropped here (figures: migration-scripts/README.md).
  */
 import type { Pool, PoolClient } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
