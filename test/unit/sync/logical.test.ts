@@ -68,6 +68,20 @@ async function installed(name: string): Promise<{ config: SyncConfig; pools: Poo
   return { ...x, p: new Pipeline(x.config, x.pools, x.tables) };
 }
 
+/** The legacy changelog in capture order: what the relay would publish. */
+const changelogRows = async (pools: Pools) => (await pools.legacy.query(
+  `SELECT tbl, op, pk, before, after, lv, sv FROM strangler_sync.changelog ORDER BY seq`)).rows;
+
+/** The same writes on a trigger-mode pair and on a logical-mode pair (not decoded yet), to compare their changelogs. */
+async function writeInBothModes(name: string, writes: (pools: Pools) => Promise<void>): Promise<{ trig: Awaited<ReturnType<typeof pair>>; logi: Awaited<ReturnType<typeof installed>> }> {
+  const trig = await pair(logicalPg, `${name}_trigger`, 'trigger');
+  await installCapture(trig.config, trig.pools, 'legacy', trig.tables);
+  await writes(trig.pools);
+  const logi = await installed(`${name}_logical`);
+  await writes(logi.pools);
+  return { trig, logi };
+}
+
 const slots = async (pool: Pools['legacy']) => (await pool.query<{ slot_name: string }>('SELECT slot_name FROM pg_replication_slots ORDER BY 1')).rows.map((r) => r.slot_name);
 
 describe('capture.mode logical (test_decoding slot, same changelog and relay)', () => {
@@ -105,20 +119,14 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       await pools.legacy.query(`DELETE FROM notes WHERE id = 5`);
       await pools.legacy.query(`INSERT INTO people VALUES ('a@x', 's', 'c', '1', '2024-01-01 00:00:00.5')`);
     };
-    const rowsOf = async (pools: Pools) => (await pools.legacy.query(
-      `SELECT tbl, op, pk, before, after, lv, sv FROM strangler_sync.changelog ORDER BY seq`)).rows;
-    const trig = await pair(logicalPg, 'shape_trigger', 'trigger');
-    await installCapture(trig.config, trig.pools, 'legacy', trig.tables);
-    await writes(trig.pools);
-    const logi = await installed('shape_logical');
-    await writes(logi.pools);
+    const { trig, logi } = await writeInBothModes('shape', writes);
     const slot = (await logi.pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
     const toast = await logi.pools.legacy.query(`SELECT count(*)::int AS n FROM pg_logical_slot_peek_changes($1, NULL, NULL) WHERE data LIKE '%unchanged-toast-datum%'`, [slot]);
     assert.equal(toast.rows[0].n, 2, 'the unchanged out-of-line value path is exercised (both updates)');
     assert.equal(await new LogicalDecoder({ config: logi.config, pool: logi.pools.legacy, side: 'legacy' }).step(), 8);
-    const expected = await rowsOf(trig.pools);
+    const expected = await changelogRows(trig.pools);
     assert.equal(expected.length, 8);
-    assert.deepEqual(await rowsOf(logi.pools), expected);
+    assert.deepEqual(await changelogRows(logi.pools), expected);
     const triggers = await logi.pools.legacy.query(`SELECT DISTINCT tgname FROM pg_trigger WHERE NOT tgisinternal`);
     assert.deepEqual(triggers.rows.map((r) => r.tgname), ['strangler_no_truncate'], 'no capture triggers on the user tables in logical mode (those of trigger mode removed), only the TRUNCATE guard');
     await logi.p.settle();
@@ -137,17 +145,11 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       await pools.legacy.query(`BEGIN; DELETE FROM items WHERE id = 4500; INSERT INTO people (email) VALUES ('p@x'); UPDATE notes SET status = 'done' WHERE id = 1;
         INSERT INTO items (id, name) VALUES (9000, 'last'); COMMIT`);
     };
-    const rowsOf = async (pools: Pools) => (await pools.legacy.query(
-      `SELECT tbl, op, pk, before, after, lv, sv FROM strangler_sync.changelog ORDER BY seq`)).rows;
-    const trig = await pair(logicalPg, 'runs_trigger', 'trigger');
-    await installCapture(trig.config, trig.pools, 'legacy', trig.tables);
-    await writes(trig.pools);
-    const logi = await installed('runs_logical');
-    await writes(logi.pools);
+    const { trig, logi } = await writeInBothModes('runs', writes);
     assert.equal(await new LogicalDecoder({ config: logi.config, pool: logi.pools.legacy, side: 'legacy' }).catchUp(), 4514);
-    const expected = await rowsOf(trig.pools);
+    const expected = await changelogRows(trig.pools);
     assert.equal(expected.length, 4514);
-    assert.deepEqual(await rowsOf(logi.pools), expected);
+    assert.deepEqual(await changelogRows(logi.pools), expected);
     // Frees its two slots (the server allows ten for the whole file).
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(logi.config, logi.pools, side);
   });
