@@ -12,7 +12,7 @@ import { loadSyncConfig } from './config.ts';
 import { closePools, openPools, retryTransient } from './db.ts';
 import { installCapture, uninstallCapture, compileFromDatabases, startRelay } from '../legacy-adapter/capture/index.ts';
 import { Applier } from './apply.ts';
-import { ApplyWorker, createKafka } from './kafka.ts';
+import { ApplyWorker, createKafka, createStatusKafka } from './kafka.ts';
 import { runBackfill } from './backfill.ts';
 import { ProgressBar } from './progress.ts';
 import { formatVerify, lastVerify, verifyTables, type VerifyResult } from './verify.ts';
@@ -174,7 +174,7 @@ export const syncCommand: Command = {
           return 0;
         }
         case 'status': {
-          const kafka = loaded.kafka ? createKafka(loaded.kafka, 'status') : undefined;
+          const kafka = loaded.kafka ? createStatusKafka(loaded.kafka, 'status') : undefined;
           const st = await readSyncStatus(config, pools, kafka);
           out(values.json ? JSON.stringify(st, null, 2) : formatStatus(st));
           return 0;

@@ -96,12 +96,13 @@ function kafkaSasl(sasl: NonNullable<KafkaConfig['sasl']>): SASLOptions {
 }
 
 /**
- * kafkajs `retry` of every client: ~9 s of connection retries (100 ms doubling to 2 s, 8 times), and its hook for a
- * consumer that crashed after them: restart, unless a TLS certificate failure is the cause (restarting cannot fix it).
+ * kafkajs `retry` of every client: by default ~9 s of connection retries (100 ms doubling to 2 s, 8 times), and its
+ * hook for a consumer that crashed after them: restart, unless a TLS certificate failure is the cause (restarting
+ * cannot fix it).
  */
-export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>): RetryOptions {
+export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>, retries = 8): RetryOptions {
   return {
-    initialRetryTime: 100, retries: 8, maxRetryTime: 2_000,
+    initialRetryTime: 100, retries, maxRetryTime: 2_000,
     restartOnFailure: (err) => Promise.resolve(tlsFailureOf(err, config.ssl) === undefined),
   };
 }
@@ -110,7 +111,7 @@ export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>): RetryOptions {
  * A kafkajs client for one role. TLS files are read here, so a missing CA or key fails at start with the config
  * field that names it; the SASL password is handed to kafkajs only (its logging is off) and never logged by us.
  */
-export function createKafka(config: KafkaConfig, role: string): Kafka {
+export function createKafka(config: KafkaConfig, role: string, options: { retries?: number } = {}): Kafka {
   const ssl = kafkaTlsOptions(config.ssl ?? false);
   const kafka = new Kafka({
     clientId: `${config.clientId}-${role}`,
@@ -118,12 +119,20 @@ export function createKafka(config: KafkaConfig, role: string): Kafka {
     connectionTimeout: config.connectionTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     logLevel: logLevel.NOTHING,
-    retry: kafkaRetry(config),
+    retry: kafkaRetry(config, options.retries),
     ssl,
     ...(config.sasl ? { sasl: kafkaSasl(config.sasl) } : {}),
   });
   if (ssl !== false) tlsChecks.set(kafka, { config, tls: ssl === true ? {} : ssl });
   return kafka;
+}
+
+/**
+ * The client `status` readers use (the CLI, the gateway's GET /admin/sync, the dashboard's poll): one retry, so an
+ * unreachable Kafka is reported as `kafkaError` within about a second instead of after ~9 s of retries.
+ */
+export function createStatusKafka(config: KafkaConfig, role: string): Kafka {
+  return createKafka(config, role, { retries: 1 });
 }
 
 export function sideTopics(config: SyncConfig, source: Side): string[] {

@@ -7,7 +7,7 @@ import type { Logger } from '../../common/logger.ts';
 import { loadSyncConfig } from '../../migration-scripts/config.ts';
 import { closePools, openPools } from '../../migration-scripts/db.ts';
 import { Applier } from '../../migration-scripts/apply.ts';
-import { ApplyWorker, createKafka } from '../../migration-scripts/kafka.ts';
+import { ApplyWorker, createKafka, createStatusKafka } from '../../migration-scripts/kafka.ts';
 import { runBackfill } from '../../migration-scripts/backfill.ts';
 import { readSyncStatus, type SyncStatus } from '../../migration-scripts/status.ts';
 import { compileFromDatabases, installCapture, startRelay, type RunningRelay } from '../../legacy-adapter/capture/index.ts';
@@ -25,7 +25,7 @@ export async function startSyncWorkers(o: { configFile: string; log: Logger; bac
   const pools = openPools(config);
   const relays: RunningRelay[] = [];
   const workers: ApplyWorker[] = [];
-  const statusKafka = createKafka(kafkaConfig, 'status');
+  const statusKafka = createStatusKafka(kafkaConfig, 'status');
   try {
     const tables = await compileFromDatabases(config, pools);
     for (const side of SIDES) await installCapture(config, pools, side, tables);

@@ -7,13 +7,13 @@ import type { LoadedConfig } from '../config/load.ts';
 import type { ControlPlane } from './app.ts';
 import { closePools, openPools, type Pools } from '../../migration-scripts/db.ts';
 import { readSyncStatus } from '../../migration-scripts/status.ts';
-import { createKafka } from '../../migration-scripts/kafka.ts';
+import { createStatusKafka } from '../../migration-scripts/kafka.ts';
 
 export function syncFromConfig(config: LoadedConfig): Pick<ControlPlane, 'sync'> & { close?: () => Promise<void> } {
   const sync = config.sync;
   if (!sync) return {};
   let pools: Pools | undefined;
-  const kafka = config.kafka ? createKafka(config.kafka, 'gateway-status') : undefined;
+  const kafka = config.kafka ? createStatusKafka(config.kafka, 'gateway-status') : undefined;
   return {
     sync: () => readSyncStatus(sync, (pools ??= openPools(sync)), kafka),
     close: async () => {

@@ -12,7 +12,7 @@ import { SyncStack, waitFor, REPO_ROOT } from './stack.ts';
 import { compileFromDatabases, installCapture, startRelay, type RunningRelay } from '../../../legacy-adapter/capture/index.ts';
 import { startServiceRelay } from '../../../services/kit/capture.ts';
 import { Applier } from '../../../migration-scripts/apply.ts';
-import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
+import { ApplyWorker, createKafka, createStatusKafka } from '../../../migration-scripts/kafka.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { freePort } from '../../../common/net.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
@@ -111,7 +111,7 @@ describe('sync through Kafka', () => {
     await installCapture(config, pools, 'service', tables);
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'pending')`);
     const dead = await freePort(); // nothing listens there
-    const st = await readSyncStatus(config, pools, createKafka({ ...(loaded.kafka as NonNullable<typeof loaded.kafka>), brokers: [`127.0.0.1:${dead}`] }, 'status-down'));
+    const st = await readSyncStatus(config, pools, createStatusKafka({ ...(loaded.kafka as NonNullable<typeof loaded.kafka>), brokers: [`127.0.0.1:${dead}`] }, 'status-down'));
     const d = st.directions.find((x) => x.source === 'legacy');
     assert.equal(d?.kafkaBacklog, null);
     assert.match(d?.kafkaError ?? '', /ECONNREFUSED|connect/i);
