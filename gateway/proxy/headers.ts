@@ -14,6 +14,8 @@ const NO_TOKENS: readonly string[] = Object.freeze([]);
 
 function connectionTokens(value: string | string[] | undefined): readonly string[] {
   if (!value) return NO_TOKENS;
+  // The usual value (`keep-alive`) names a header that is hop-by-hop anyway: nothing extra to strip.
+  if (typeof value === 'string' && HOP_BY_HOP.has(value.toLowerCase())) return NO_TOKENS;
   return (Array.isArray(value) ? value.join(',') : value).split(',').map((t) => t.trim().toLowerCase()).filter(Boolean);
 }
 
