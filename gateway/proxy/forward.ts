@@ -84,6 +84,8 @@ class Exchange {
   attempt: Attempt | null = null;
   /** The upstream answer being relayed to the client. */
   upRes: IncomingMessage | null = null;
+  /** The upstream answer broke off mid-body (the client's response is cut: the upstream's failure, not the client's). */
+  upstreamBroke = false;
   /** Set when the answer is sent, read by the 'close' listener to record it. */
   target: Target = 'legacy';
   status = 0;
@@ -248,7 +250,10 @@ function onUpstreamEnd(this: UpstreamResponse): void {
 
 /** An upstream answer that breaks mid-body cannot be completed: the client's response is cut. */
 function onUpstreamBodyError(this: UpstreamResponse): void {
-  this[kExchange]?.res.destroy();
+  const ex = this[kExchange];
+  if (!ex) return;
+  ex.upstreamBroke = true;
+  ex.res.destroy();
 }
 
 function failureCode(phase: FailurePhase): ErrorCode {
@@ -315,6 +320,7 @@ export class Forwarder {
       if (ex.upRes) this.#record(ex, ex.target, ex.status, ex.error, ex.fallback);
       return;
     }
+    if (ex.upstreamBroke) return this.#record(ex, ex.target, ex.status, true, ex.fallback, failureCode('reset'));
     ex.clientGone = true;
     ex.attempt?.abort();
     if (ex.upRes) {

@@ -169,4 +169,31 @@ describe('per-request log line', () => {
       await gw.close();
     }
   });
+
+  test("an upstream that breaks off mid-body is the upstream's failure: logged with the status sent and a code, counted as the service's error", async () => {
+    const broken = createServer((req, res) => {
+      res.writeHead(200, { 'content-length': '100000' });
+      res.write('x'.repeat(10), () => setImmediate(() => req.socket.destroy()));
+    });
+    broken.listen(0, '127.0.0.1');
+    await once(broken, 'listening');
+    const { gw, lines } = await loggingGateway(legacy, { url: `http://127.0.0.1:${(broken.address() as AddressInfo).port}` });
+    try {
+      const req = get(`${gw.proxyUrl}/api/orders/5`, { headers: { 'x-user-id': 'u-5' } });
+      req.on('error', () => {}); // the cut answer surfaces as 'aborted' / ECONNRESET
+      const res = await new Promise<IncomingMessage>((resolve) => req.on('response', (r: IncomingMessage) => resolve(r.on('error', () => {}))));
+      assert.equal(res.statusCode, 200);
+      await new Promise((resolve) => res.resume().on('close', resolve)); // the gateway cuts the client's response short
+      for (const deadline = Date.now() + 5000; lines('request.failed').length === 0 && Date.now() < deadline; ) await new Promise((resolve) => setTimeout(resolve, 5));
+      const line = lines('request.failed')[0];
+      assert.equal(line?.status, 200);
+      assert.equal(line?.code, 'UPSTREAM_BAD_RESPONSE');
+      const service = gw.runtime.stats('orders').totals('service');
+      assert.deepEqual([service.requests, service.errors], [1, 1]);
+    } finally {
+      await gw.close();
+      broken.closeAllConnections();
+      broken.close();
+    }
+  });
 });
