@@ -5,6 +5,8 @@
  *   autocannon ──► bare http-proxy process ──► upstream               "bare http-proxy" (keep-alive agent, nothing else)
  *   autocannon ──► gateway process ──► upstream (legacy or service)   "gateway": route match, flag at 50 % per user id,
  *                                                                      breaker, stats, one info log line per request
+ *   the same gateway logging 1 % of successful requests (proxy.logSampleRate of the deploy/k8s ConfigMap): shown
+ *   for comparison; the target is judged on the gateway that logs every request
  *
  * Each server runs in its own process, so the load generator never shares an event loop with what it measures.
  * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in five short interleaved rounds, in
@@ -56,6 +58,8 @@ const RATE_SETTLE_SECONDS = 1;
 const USERS = 1000;
 const PATH = '/api/orders/42';
 const TARGETS = { throughputRatio: 0.95, addedP50Ms: 0.3, addedP99Ms: 1 };
+/** proxy.logSampleRate in deploy/k8s/base/10-configmap.yaml. */
+const PRODUCTION_LOG_SAMPLE_RATE = 0.01;
 
 /** Static requests (autocannon prebuilds their buffers): one user id each, so the flag decision really runs. */
 const REQUESTS = Array.from({ length: USERS }, (_, i) => ({ method: 'GET', path: PATH, headers: { 'x-user-id': `user-${i}` } }));
@@ -349,6 +353,11 @@ export default {
         { name: 'bare http-proxy', url: `http://127.0.0.1:${bare.info.port as number}`, pid: bare.pid },
         { name: 'gateway', url: `http://127.0.0.1:${gateway.info.port as number}`, pid: gateway.pid },
       ];
+      // For comparison only (the verdict is the gateway logging every request): the same gateway with the request-log
+      // sampling the production ConfigMap in deploy/k8s uses (errors and fallbacks are always logged).
+      const sampled = await spawnServer('gateway, 1 % of successes logged', 'gateway.ts', [legacyUrl, serviceUrl, dir], { env: { BENCH_LOG_SAMPLE_RATE: String(PRODUCTION_LOG_SAMPLE_RATE) }, stdoutFile: join(dir, 'sampled.log'), nodeFlags: PROXY_NODE_FLAGS });
+      servers.push(sampled);
+      variants.push({ name: sampled.name, url: `http://127.0.0.1:${sampled.info.port as number}`, pid: sampled.pid });
       if (CANDIDATE) {
         const s = await spawnServer('candidate', resolve(CANDIDATE), [legacyUrl, serviceUrl, dir], { stdoutFile: join(dir, 'candidate.log'), nodeFlags: PROXY_NODE_FLAGS });
         servers.push(s);

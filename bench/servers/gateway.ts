@@ -7,7 +7,8 @@
  *
  * Usage: gateway.ts <legacy url> <service url> <work dir>. Prints {"port":n}.
  * Profiling knobs (environment): BENCH_FLAG_PERCENT (default 50), BENCH_LOG_LEVEL (default info),
- * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service).
+ * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service), BENCH_LOG_SAMPLE_RATE
+ * (proxy.logSampleRate, default 1: every request logged).
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,6 +21,7 @@ if (!legacyUrl || !serviceUrl || !dir) throw new Error('usage: gateway.ts <legac
 const percent = Number(process.env.BENCH_FLAG_PERCENT ?? 50);
 const level = process.env.BENCH_LOG_LEVEL ?? 'info';
 const responseHeaders = (process.env.BENCH_RESPONSE_HEADERS ?? '1') === '1';
+const logSampleRate = Number(process.env.BENCH_LOG_SAMPLE_RATE ?? 1);
 const legacyOnly = process.env.BENCH_LEGACY_ONLY === '1';
 const flag = 'strangler.orders';
 
@@ -42,7 +44,7 @@ const config = validateConfig({
     { id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', ...(legacyOnly ? {} : { service: 'orders-svc' }) },
   ],
   flags: { url: null, backupPath: null, bootstrapFile: featuresFile },
-  proxy: { bind: '127.0.0.1', port: 0, responseHeaders },
+  proxy: { bind: '127.0.0.1', port: 0, responseHeaders, logSampleRate },
   admin: { port: 0, token: 'bench-admin-token-0123456789' },
   identity: { sessionSecret: 'bench-session-secret-0123456789', override: { secret: 'bench-override-secret-0123456789' } },
   log: { level },
