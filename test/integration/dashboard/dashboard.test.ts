@@ -137,6 +137,14 @@ after(async () => {
   await new Promise<void>((resolve) => (server ? server.close(() => resolve()) : resolve()));
 });
 
+/** One direction of GET /admin/sync's SyncStatus, as migration-scripts/status.ts builds it. */
+const direction = (source: 'legacy' | 'service', lagEvents: number, lagSeconds: number): SyncStatus['directions'][number] => ({
+  ...(source === 'legacy' ? { direction: 'legacy-to-service', source, target: 'service' } as const : { direction: 'service-to-legacy', source, target: 'legacy' } as const),
+  capturePending: 0, undecoded: null, kafkaBacklog: lagEvents, kafkaError: null, lagEvents, lagSeconds,
+  relay: { lastPosition: 10, ackedPosition: 10, published: 10, updatedAt: null }, lastAppliedPosition: 10,
+  applied: 10, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0, parkedNow: 0, lastEventAt: null, lastAppliedAt: null, lastLagMs: 4,
+});
+
 describe('migration dashboard', () => {
   test('without a token it shows the login; a wrong token is rejected and not kept', async () => {
     await page.goto(`${base}/dashboard`);
@@ -176,10 +184,11 @@ describe('migration dashboard', () => {
   test('polling shows changes within a second or two (breaker opens, sync appears)', async () => {
     state.routes[0]!.breaker = { state: 'open', opens: 3 };
     state.sync = {
-      legacyToService: { lagEvents: 12, lagMs: 340 },
-      serviceToLegacy: { lagEvents: 0, lagMs: 5 },
-      lastVerify: { ok: false, mismatches: 2, at: '2026-11-21T05:10:00.000Z' },
-    };
+      at: '2026-11-21T05:10:30.000Z',
+      directions: [direction('legacy', 12, 0.34), direction('service', 0, 0.005)],
+      backfill: [],
+      lastVerify: { ok: false, at: '2026-11-21T05:10:00.000Z', ms: 90, tables: [{ table: 'orders', match: false, diffs: 2 }] },
+    } satisfies SyncStatus;
     await waitText('[data-testid="route-orders"] [data-testid="breaker-state"]', 'open');
     assert.equal(await text('breaker-opens'), 'opened 3×');
     await waitText('[data-testid="sync-lag-legacy-to-service"]', '12 events · 340 ms');
@@ -188,12 +197,6 @@ describe('migration dashboard', () => {
   });
 
   test('the sync panel reads the real GET /admin/sync shape (SyncStatus)', async () => {
-    const direction = (source: 'legacy' | 'service', lagEvents: number, lagSeconds: number): SyncStatus['directions'][number] => ({
-      ...(source === 'legacy' ? { direction: 'legacy-to-service', source, target: 'service' } as const : { direction: 'service-to-legacy', source, target: 'legacy' } as const),
-      capturePending: 0, undecoded: null, kafkaBacklog: lagEvents, kafkaError: null, lagEvents, lagSeconds,
-      relay: { lastPosition: 10, ackedPosition: 10, published: 10, updatedAt: null }, lastAppliedPosition: 10,
-      applied: 10, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0, parkedNow: 0, lastEventAt: null, lastAppliedAt: null, lastLagMs: 4,
-    });
     const status: SyncStatus = {
       at: '2026-11-21T05:20:00.000Z',
       directions: [direction('legacy', 7, 0.25), direction('service', 0, 0)],
