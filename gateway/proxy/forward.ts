@@ -75,6 +75,8 @@ class Exchange {
   readonly reqId: string;
   readonly start: number;
   readonly decision: string;
+  /** The request path without its query string, as matched (and logged: query strings can carry credentials). */
+  readonly path: string;
   /** A newly minted session cookie to send with the answer. */
   readonly setCookie: string | null;
   /** Headers sent upstream: computed once, reused by a fallback attempt. */
@@ -92,7 +94,7 @@ class Exchange {
   error = false;
   fallback: string | null = null;
 
-  constructor(forwarder: Forwarder, req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, route: LoadedRoute, reqId: string, start: number, decision: Decision, upstreamHeaders: IncomingHttpHeaders) {
+  constructor(forwarder: Forwarder, req: IncomingMessage, res: ServerResponse, snapshot: Snapshot, route: LoadedRoute, reqId: string, start: number, path: string, decision: Decision, upstreamHeaders: IncomingHttpHeaders) {
     this.forwarder = forwarder;
     this.req = req;
     this.res = res;
@@ -101,6 +103,7 @@ class Exchange {
     this.reqId = reqId;
     this.start = start;
     this.decision = decision.reason;
+    this.path = path;
     this.setCookie = decision.identity?.setCookie ?? null;
     this.upstreamHeaders = upstreamHeaders;
   }
@@ -354,7 +357,7 @@ export class Forwarder {
     if (!route) return this.#reject(req, res, reqId, new StranglerError('ROUTE_NOT_FOUND', `no route matches ${req.method} ${target.path}`));
 
     const decision = this.decide(snapshot, route, req, reqId);
-    const ex = new Exchange(this, req, res, snapshot, route, reqId, start, decision, upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)));
+    const ex = new Exchange(this, req, res, snapshot, route, reqId, start, target.path, decision, upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId)));
     (res as ExchangeResponse)[kExchange] = ex;
     if (decision.target === 'legacy') return this.#serveLegacy(ex);
     try {
@@ -531,7 +534,6 @@ export class Forwarder {
     this.#runtime.stats(ex.route.id).record(target, durationMs, error && status !== CLIENT_CLOSED);
     const rate = ex.snapshot.config.proxy.logSampleRate;
     if (error || fallback || rate >= 1 || Math.random() < rate) {
-      // the path only: query strings can carry credentials (?access_token=…)
       this.#requestLog.write(error ? 'request.failed' : 'request.completed', {
         reqId: ex.reqId,
         routeId: ex.route.id,
@@ -540,7 +542,7 @@ export class Forwarder {
         status,
         durationMs: Math.round(durationMs * 1000) / 1000,
         method: ex.req.method,
-        path: pathOf(ex.req.url),
+        path: ex.path,
         fallback,
         code,
       });
@@ -645,11 +647,10 @@ function hasBody(req: IncomingMessage): boolean {
 }
 
 /**
- * Buffers the body up to `limit` bytes so it can be replayed. Past the limit it returns a stream that yields what
- * was read followed by the rest: forwardable once, not replayable.
+ * Buffers the body of a request that has one (hasBody) up to `limit` bytes so it can be replayed. Past the limit it
+ * returns a stream that yields what was read followed by the rest: forwardable once, not replayable.
  */
 function readBody(req: IncomingMessage, limit: number): Promise<Body> {
-  if (!hasBody(req)) return Promise.resolve({ kind: 'none' });
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) return Promise.resolve({ kind: 'stream', stream: req });
   return new Promise((resolve) => {
