@@ -1,9 +1,9 @@
 import cluster from 'node:cluster';
 import type { Command } from '../cli/command.ts';
 import { intOption, parseCommandArgs, usageError } from '../cli/command.ts';
-import { createLogger, flushLogger } from '../common/logger.ts';
+import { flushLogger } from '../common/logger.ts';
 import { loadConfigFile } from './config/load.ts';
-import { startGateway } from './server.ts';
+import { gatewayLogger, startGateway } from './server.ts';
 import { runPrimary, runWorker } from './cluster.ts';
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
@@ -35,7 +35,7 @@ export const gatewayCommand: Command = {
       const file = process.env.STRANGLER_GATEWAY_CONFIG as string;
       const config = loadConfigFile(file);
       const port = process.env.STRANGLER_GATEWAY_PORT;
-      await runWorker(file, createLogger({ level: config.log.level, name: 'gateway-worker', buffer: config.log.buffer }), port === undefined ? undefined : Number(port));
+      await runWorker(file, gatewayLogger(config, 'gateway-worker'), port === undefined ? undefined : Number(port));
       return new Promise<number>(() => {}); // runs until the primary tells it to drain
     }
     const { values } = parseCommandArgs('gateway', argv, {
@@ -46,7 +46,7 @@ export const gatewayCommand: Command = {
     });
     if (!values.config) throw usageError('gateway', '--config FILE is required');
     const config = loadConfigFile(values.config);
-    const log = createLogger({ level: config.log.level, name: 'gateway', buffer: config.log.buffer });
+    const log = gatewayLogger(config);
     const workers = intOption('gateway', '--workers', values.workers) ?? config.proxy.workers;
     const port = intOption('gateway', '--port', values.port, { max: 65_535 });
     const adminPort = intOption('gateway', '--admin-port', values['admin-port'], { max: 65_535 });
@@ -81,10 +81,12 @@ export const gatewayCommand: Command = {
       const shutdown = () => {
         process.off('SIGTERM', shutdown);
         process.off('SIGINT', shutdown);
-        void stop().then(
-          () => flushLogger(log).then(() => resolve(0)),
-          () => flushLogger(log).then(() => resolve(1)),
-        );
+        void stop()
+          .then(() => 0, () => 1)
+          .then(async (code) => {
+            await flushLogger(log);
+            resolve(code);
+          });
       };
       process.on('SIGTERM', shutdown);
       process.on('SIGINT', shutdown);

@@ -158,9 +158,14 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
+/** The logger a gateway process makes from its config's `log` section (`name` tells primary and workers apart). */
+export function gatewayLogger(config: LoadedConfig, name = 'gateway'): Logger {
+  return createLogger({ level: config.log.level, name, buffer: config.log.buffer });
+}
+
 /** A single-process gateway: data plane, control plane and flag client in this process. */
 export async function startGateway(config: LoadedConfig, options: GatewayOptions = {}): Promise<RunningGateway> {
-  const log = options.log ?? createLogger({ level: config.log.level, name: 'gateway', buffer: config.log.buffer });
+  const log = options.log ?? gatewayLogger(config);
   const { token, generated } = options.adminToken ? { token: options.adminToken, generated: false } : adminToken(config);
   const runtime = new Runtime(config, log, options.instanceId ? { instanceId: options.instanceId } : {});
   await runtime.flags.start();
