@@ -5,7 +5,7 @@
  * each line, measures the byte length of everything it has buffered so far; at ~20k lines/s that was a third of
  * the cost of a request's access-log line. Here each line is encoded at once into a batch buffer (while the string
  * is still in cache: joining a batch of lines later cost several times more) and batches are written with one write
- * in flight at a time (on libuv's thread pool, off the event loop): when `batchChars` bytes have accumulated, or
+ * in flight at a time (on libuv's thread pool, off the event loop): when `batchBytes` bytes have accumulated, or
  * `flushMs` after the first unwritten line, whichever comes first.
  *
  * Nothing is lost on a clean stop: `flush(cb)` (pino's `logger.flush(cb)`) calls back once every line written before
@@ -17,7 +17,7 @@ import { fsyncSync, write, writeSync } from 'node:fs';
 
 export interface BufferedDestinationOptions {
   /** Write once this many bytes are buffered (default 64 Ki). */
-  batchChars?: number;
+  batchBytes?: number;
   /** ... or this long after the first unwritten line (default 100 ms). */
   flushMs?: number;
 }
@@ -27,7 +27,7 @@ let exitHooked = false;
 
 export class BufferedDestination {
   readonly fd: number;
-  readonly #batchChars: number;
+  readonly #batchBytes: number;
   readonly #flushMs: number;
   /** Filled batch buffers not yet handed to a write, then the one being filled (`#used` bytes of it). */
   #full: Buffer[] = [];
@@ -44,7 +44,7 @@ export class BufferedDestination {
 
   constructor(fd: number, options: BufferedDestinationOptions = {}) {
     this.fd = fd;
-    this.#batchChars = options.batchChars ?? 64 * 1024;
+    this.#batchBytes = options.batchBytes ?? 64 * 1024;
     this.#flushMs = options.flushMs ?? 100;
     live.add(this);
     if (!exitHooked) {
@@ -64,7 +64,7 @@ export class BufferedDestination {
     this.#used += n;
     this.#bytes += n;
     if (this.#writing) return true;
-    if (this.#bytes >= this.#batchChars) this.#writeBatch();
+    if (this.#bytes >= this.#batchBytes) this.#writeBatch();
     else this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
     return true;
   }
@@ -115,7 +115,7 @@ export class BufferedDestination {
   /** Closes the buffer being filled and opens one with room for at least `need` more bytes. */
   #startBuffer(need: number): void {
     if (this.#current !== null && this.#used > 0) this.#full.push(this.#current.subarray(0, this.#used));
-    this.#current = Buffer.allocUnsafe(Math.max(this.#batchChars + 4096, need));
+    this.#current = Buffer.allocUnsafe(Math.max(this.#batchBytes + 4096, need));
     this.#used = 0;
   }
 
@@ -160,7 +160,7 @@ export class BufferedDestination {
       this.#settle(this.#batchWaiters);
       this.#batchWaiters = [];
       if (this.#bytes === 0) return this.#settle(this.#takeWaiters());
-      if (this.#bytes >= this.#batchChars || this.#waiters.length > 0) this.#writeBatch();
+      if (this.#bytes >= this.#batchBytes || this.#waiters.length > 0) this.#writeBatch();
       else this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
     });
   }

@@ -24,7 +24,7 @@ const flush = (d: BufferedDestination) => new Promise<void>((resolve, reject) =>
 
 test('lines are held until flushed, then written whole and in order', async () => {
   const f = file('order.log');
-  const d = new BufferedDestination(f.fd, { batchChars: 1 << 20, flushMs: 60_000 });
+  const d = new BufferedDestination(f.fd, { batchBytes: 1 << 20, flushMs: 60_000 });
   const lines = Array.from({ length: 1000 }, (_, i) => `{"n":${i}}\n`);
   for (const l of lines) d.write(l);
   assert.equal(readFileSync(f.path, 'utf8'), '', 'nothing written before a batch fills or the timer fires');
@@ -35,7 +35,7 @@ test('lines are held until flushed, then written whole and in order', async () =
 
 test('a full batch is written without a flush; lines logged during a write follow it in order', async () => {
   const f = file('batch.log');
-  const d = new BufferedDestination(f.fd, { batchChars: 100, flushMs: 60_000 });
+  const d = new BufferedDestination(f.fd, { batchBytes: 100, flushMs: 60_000 });
   const lines = Array.from({ length: 500 }, (_, i) => `line ${i} ${'x'.repeat(i % 17)}\n`);
   for (const l of lines) d.write(l);
   await flush(d);
@@ -45,7 +45,7 @@ test('a full batch is written without a flush; lines logged during a write follo
 
 test('the timer writes a partial batch; flushSync writes what is buffered at once; flush with nothing buffered calls back', async () => {
   const f = file('timer.log');
-  const d = new BufferedDestination(f.fd, { batchChars: 1 << 20, flushMs: 5 });
+  const d = new BufferedDestination(f.fd, { batchBytes: 1 << 20, flushMs: 5 });
   d.write('first\n');
   const deadline = Date.now() + 5_000;
   while (readFileSync(f.path, 'utf8') !== 'first\n') {
@@ -54,7 +54,7 @@ test('the timer writes a partial batch; flushSync writes what is buffered at onc
   }
   await flush(d);
   const s = file('sync.log');
-  const d2 = new BufferedDestination(s.fd, { batchChars: 1 << 20, flushMs: 60_000 });
+  const d2 = new BufferedDestination(s.fd, { batchBytes: 1 << 20, flushMs: 60_000 });
   d2.write('a\n');
   d2.write('b\n');
   d2.flushSync();
@@ -77,15 +77,15 @@ test('a buffered logger still redacts credentials and loses nothing on flushLogg
 });
 
 test('multi-byte characters and lines larger than a batch are written byte for byte, in order', async () => {
-  for (const batchChars of [100, 4096, 1 << 20]) {
-    const f = file(`bytes-${batchChars}.log`);
-    const d = new BufferedDestination(f.fd, { batchChars, flushMs: 60_000 });
+  for (const batchBytes of [100, 4096, 1 << 20]) {
+    const f = file(`bytes-${batchBytes}.log`);
+    const d = new BufferedDestination(f.fd, { batchBytes, flushMs: 60_000 });
     const lines: string[] = [];
     for (let i = 0; i < 500; i++) lines.push(`{"n":${i},"s":"${'é€😀'.repeat(i % 7)}"}\n`);
     lines.splice(250, 0, `{"big":"${'ü'.repeat(200_000)}"}\n`);
     for (const l of lines) d.write(l);
     await flush(d);
-    assert.equal(readFileSync(f.path, 'utf8'), lines.join(''), `batchChars ${batchChars}`);
+    assert.equal(readFileSync(f.path, 'utf8'), lines.join(''), `batchBytes ${batchBytes}`);
     d.end();
   }
 });
