@@ -61,14 +61,15 @@ export const SASL_ADVERTISED: ReadonlyMap<number, VersionRange> = new Map<number
   [ApiKey.SaslAuthenticate, { min: 0, max: 2 }],
 ]);
 
+const ADVERTISED_WITH_SASL: ReadonlyMap<number, VersionRange> = new Map([...ADVERTISED, ...SASL_ADVERTISED].sort(([a], [b]) => a - b));
+
 /** The ApiVersions list of a broker with or without SASL, in key order. */
 export function advertised(sasl: boolean): ReadonlyMap<number, VersionRange> {
-  if (!sasl) return ADVERTISED;
-  return new Map([...ADVERTISED, ...SASL_ADVERTISED].sort(([a], [b]) => a - b));
+  return sasl ? ADVERTISED_WITH_SASL : ADVERTISED;
 }
 
 export function isAdvertised(key: number, version: number, sasl = false): boolean {
-  const range = ADVERTISED.get(key) ?? (sasl ? SASL_ADVERTISED.get(key) : undefined);
+  const range = advertised(sasl).get(key);
   return range !== undefined && version >= range.min && version <= range.max;
 }
 

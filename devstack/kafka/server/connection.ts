@@ -151,14 +151,15 @@ export class Connection {
         this.#close(KAFKA_LOG.unauthenticated, { apiKey, apiVersion, clientId });
         return;
       }
-      const isSasl = apiKey === ApiKey.SaslHandshake || apiKey === ApiKey.SaslAuthenticate;
+      // The SASL APIs are advertised only with SASL configured, and served here rather than by a HANDLERS entry.
+      const saslApi = sasl !== undefined && (apiKey === ApiKey.SaslHandshake || apiKey === ApiKey.SaslAuthenticate);
       const handler = HANDLERS.get(apiKey);
-      if (!(sasl && isSasl ? isAdvertised(apiKey, apiVersion, true) : handler && isAdvertised(apiKey, apiVersion))) {
+      if (!isAdvertised(apiKey, apiVersion, sasl !== undefined) || !(saslApi || handler)) {
         this.#close(KAFKA_LOG.unsupportedApi, { apiKey, apiVersion, clientId });
         return;
       }
       if (hasFlexibleHeader(apiKey, apiVersion)) r.skipTags(); // request header v2
-      if (sasl && isSasl) {
+      if (saslApi) {
         await this.#saslRequest(sasl, header, r);
         return;
       }
