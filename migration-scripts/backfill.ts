@@ -91,13 +91,15 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
   const selfRef = await o.pools[target].query<{ n: number }>(
     `SELECT count(*)::int AS n FROM pg_constraint WHERE contype = 'f' AND conrelid = $1::regclass AND confrelid = conrelid`, [t.qualified(target)]);
   const parallel = (selfRef.rows[0]?.n ?? 0) === 0;
+  // The same for every chunk (one staging table, one mapping): built once, not per chunk.
+  const takeSpecialSql = `DELETE FROM ${stage.name} st WHERE EXISTS (SELECT 1 FROM ${s}.row_version rv WHERE rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key})
+          OR EXISTS (SELECT 1 FROM ${s}.dead_letters d WHERE d.tbl = $1 AND d.pk = st.${CHUNK_META.key} AND d.status = 'parked')
+        RETURNING ${stagedEventValue(t, o.source)} AS value`;
+  const insertSql = bulkInsertSql(t, target, stage.name);
   const writeChunk = (after: string | null, upTo: string, before: Promise<void>) => applier.transaction(async (client) => {
     const rows = await copyChunk(o.pools, o.config, t, o.source, after, upTo, client, stage);
-    const special = await client.query<{ value: string }>(
-      `DELETE FROM ${stage.name} st WHERE EXISTS (SELECT 1 FROM ${s}.row_version rv WHERE rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key})
-          OR EXISTS (SELECT 1 FROM ${s}.dead_letters d WHERE d.tbl = $1 AND d.pk = st.${CHUNK_META.key} AND d.status = 'parked')
-        RETURNING ${stagedEventValue(t, o.source)} AS value`, [t.name]);
-    await client.query(bulkInsertSql(t, target, stage.name));
+    const special = await client.query<{ value: string }>(takeSpecialSql, [t.name]);
+    await client.query(insertSql);
     await applier.decodeLocalWrites();
     const raced = await client.query(
       `SELECT 1 FROM ${s}.row_version rv JOIN ${stage.name} st ON rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key} LIMIT 1 FOR UPDATE OF rv`, [t.name]);
