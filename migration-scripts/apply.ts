@@ -215,8 +215,8 @@ export class Applier {
     // application's: business row (above), then row_version (here and in the capture trigger). With logical capture
     // a local write has no vector until decoded: decode first.
     const touched = [...outcome.states.keys()];
-    if (touched.length > 0) await this.decodeLocalWrites();
     if (touched.length > 0) {
+      await this.decodeLocalWrites();
       const split0 = touched.map((id) => id.split('\u0000') as [string, string]);
       const now = await client.query<{ tbl: string; pk: string; lv: string; sv: string; deleted: boolean }>(
         `SELECT r.tbl, r.pk, r.legacy_version AS lv, r.service_version AS sv, r.deleted FROM ${this.#s}.row_version r
