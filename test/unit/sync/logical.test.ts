@@ -82,6 +82,10 @@ async function writeInBothModes(name: string, writes: (pools: Pools) => Promise<
   return { trig, logi };
 }
 
+/** Bytes of WAL between now and the legacy slot's restart point (what every peek and advance re-reads). */
+const restartBehind = async (pools: Pools) => Number((await pools.legacy.query<{ b: string }>(
+  `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = (SELECT slot FROM strangler_sync.logical_capture)`)).rows[0]?.b);
+
 const slots = async (pool: Pools['legacy']) => (await pool.query<{ slot_name: string }>('SELECT slot_name FROM pg_replication_slots ORDER BY 1')).rows.map((r) => r.slot_name);
 
 describe('capture.mode logical (test_decoding slot, same changelog and relay)', () => {
@@ -156,16 +160,14 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
 
   test('the slot restart point follows the decoder (it logs a running-xacts record when far behind), so a cycle does not re-read old WAL', async () => {
     const { config, pools } = await installed('restart');
-    const behind = async () => Number((await pools.legacy.query<{ b: string }>(
-      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = (SELECT slot FROM strangler_sync.logical_capture)`)).rows[0]?.b);
     await pools.legacy.query(`INSERT INTO items (id, name, body) SELECT g, 'n', repeat('x', 400) FROM generate_series(1, 20000) g`);
-    assert.ok(await behind() > 8 << 20, 'precondition: several MB of WAL behind the restart point');
+    assert.ok(await restartBehind(pools) > 8 << 20, 'precondition: several MB of WAL behind the restart point');
     const decoder = new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' });
     assert.equal(await decoder.catchUp(), 20000);
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (0, 'next')`);
     assert.equal(await decoder.catchUp(), 1);
     // Without the record the restart point stays before the big transaction until the server logs one (every 15 s).
-    const left = await behind();
+    const left = await restartBehind(pools);
     assert.ok(left < 2 << 20, `restart point ${left} bytes behind, expected < 2 MB`);
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
   });
@@ -179,8 +181,6 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     url.username = 'nosuper_sync';
     url.password = 'pw';
     const pool = openPool(url.toString(), 2);
-    const behind = async () => Number((await pools.legacy.query<{ b: string }>(
-      `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = (SELECT slot FROM strangler_sync.logical_capture)`)).rows[0]?.b);
     const bigThenOne = async (from: number) => {
       const decoder = new LogicalDecoder({ config, pool, side: 'legacy' });
       await pools.legacy.query(`INSERT INTO items (id, name, body) SELECT g, 'n', repeat('x', 400) FROM generate_series($1::int, $1::int + 19999) g`, [from]);
@@ -194,7 +194,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       await bigThenOne(1);
       await pools.legacy.query('GRANT EXECUTE ON FUNCTION pg_log_standby_snapshot() TO nosuper_sync');
       await bigThenOne(100_000);
-      assert.ok(await behind() < 2 << 20, 'with it the decoder moves the restart point');
+      assert.ok(await restartBehind(pools) < 2 << 20, 'with it the decoder moves the restart point');
     } finally {
       await pool.end();
     }
