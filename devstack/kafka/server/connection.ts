@@ -55,22 +55,20 @@ export class Connection {
     broker.logger.debug({ remote: this.#remote }, KAFKA_LOG.connectionOpened);
   }
 
-  #close(event: string, fields: Record<string, unknown>): void {
+  /**
+   * Stops serving this connection and logs why. `afterWrite`: end it once the pending writes are flushed (a response
+   * that explains the close goes out first; destroyed if the client does not read it within 5 s), else at once.
+   */
+  #close(event: string, fields: Record<string, unknown>, afterWrite = false): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#broker.logger.warn({ remote: this.#remote, ...fields }, event);
     this.#queue.length = 0;
     this.#chunks = [];
-    this.#socket.destroy();
-  }
-
-  /** Closes after the pending writes are flushed (a response that explains the close goes out first). */
-  #closeAfterWrite(event: string, fields: Record<string, unknown>): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    this.#broker.logger.warn({ remote: this.#remote, ...fields }, event);
-    this.#queue.length = 0;
-    this.#chunks = [];
+    if (!afterWrite) {
+      this.#socket.destroy();
+      return;
+    }
     this.#socket.end();
     this.#socket.setTimeout(5_000, () => this.#socket.destroy());
   }
@@ -177,7 +175,7 @@ export class Connection {
     const outcome = header.apiKey === ApiKey.SaslHandshake ? sasl.handshake(header.apiVersion, r) : await sasl.authenticate(header.apiVersion, r);
     if (outcome.body) this.#write(header.correlationId, outcome.body);
     const who = { mechanism: sasl.mechanism, user: sasl.user, clientId: header.clientId };
-    if (outcome.close) this.#closeAfterWrite(KAFKA_LOG.saslFailed, { ...who, reason: outcome.reason });
+    if (outcome.close) this.#close(KAFKA_LOG.saslFailed, { ...who, reason: outcome.reason }, true);
     else if (!before && sasl.authenticated) this.#broker.logger.debug({ remote: this.#remote, ...who }, KAFKA_LOG.saslAuthenticated);
   }
 
