@@ -344,25 +344,21 @@ export default {
       const serviceUrl = `http://127.0.0.1:${servicePort}`;
       const bare = await spawnServer('bare http-proxy', 'bare-proxy.ts', [legacyUrl], { nodeFlags: PROXY_NODE_FLAGS });
       servers.push(bare);
-      const gatewayLog = join(dir, 'gateway.log');
-      const gateway = await spawnServer('gateway', 'gateway.ts', [legacyUrl, serviceUrl, dir], { stdoutFile: gatewayLog, nodeFlags: PROXY_NODE_FLAGS });
-      servers.push(gateway);
-
       const variants: Variant[] = [
         { name: 'direct', url: legacyUrl, pid: null },
         { name: 'bare http-proxy', url: `http://127.0.0.1:${bare.info.port as number}`, pid: bare.pid },
-        { name: 'gateway', url: `http://127.0.0.1:${gateway.info.port as number}`, pid: gateway.pid },
       ];
+      /** Starts a proxy like bench/servers/gateway.ts (same arguments) and measures it as one more variant. */
+      const addProxy = async (name: string, file: string, logFile: string, env: NodeJS.ProcessEnv = {}): Promise<void> => {
+        const s = await spawnServer(name, file, [legacyUrl, serviceUrl, dir], { env, stdoutFile: join(dir, logFile), nodeFlags: PROXY_NODE_FLAGS });
+        servers.push(s);
+        variants.push({ name, url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
+      };
+      await addProxy('gateway', 'gateway.ts', 'gateway.log');
       // For comparison only (the verdict is the gateway logging every request): the same gateway with the request-log
       // sampling the production ConfigMap in deploy/k8s uses (errors and fallbacks are always logged).
-      const sampled = await spawnServer('gateway, 1 % of successes logged', 'gateway.ts', [legacyUrl, serviceUrl, dir], { env: { BENCH_LOG_SAMPLE_RATE: String(PRODUCTION_LOG_SAMPLE_RATE) }, stdoutFile: join(dir, 'sampled.log'), nodeFlags: PROXY_NODE_FLAGS });
-      servers.push(sampled);
-      variants.push({ name: sampled.name, url: `http://127.0.0.1:${sampled.info.port as number}`, pid: sampled.pid });
-      if (CANDIDATE) {
-        const s = await spawnServer('candidate', resolve(CANDIDATE), [legacyUrl, serviceUrl, dir], { stdoutFile: join(dir, 'candidate.log'), nodeFlags: PROXY_NODE_FLAGS });
-        servers.push(s);
-        variants.push({ name: 'candidate', url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
-      }
+      await addProxy('gateway, 1 % of successes logged', 'gateway.ts', 'sampled.log', { BENCH_LOG_SAMPLE_RATE: String(PRODUCTION_LOG_SAMPLE_RATE) });
+      if (CANDIDATE) await addProxy('candidate', resolve(CANDIDATE), 'candidate.log');
       if (PROFILE) {
         const extra: [string, NodeJS.ProcessEnv][] = [
           ['gw: log level warn', { BENCH_LOG_LEVEL: 'warn' }],
@@ -372,11 +368,7 @@ export default {
           ['gw: no x-strangler-* headers', { BENCH_RESPONSE_HEADERS: '0' }],
           ['gw: warn + legacy-only', { BENCH_LOG_LEVEL: 'warn', BENCH_LEGACY_ONLY: '1' }],
         ];
-        for (const [name, env] of extra) {
-          const s = await spawnServer(name, 'gateway.ts', [legacyUrl, serviceUrl, dir], { env, stdoutFile: join(dir, 'profile.log'), nodeFlags: PROXY_NODE_FLAGS });
-          servers.push(s);
-          variants.push({ name, url: `http://127.0.0.1:${s.info.port as number}`, pid: s.pid });
-        }
+        for (const [name, env] of extra) await addProxy(name, 'gateway.ts', 'profile.log', env);
       }
 
       const roundSeconds = PHASE1_SECONDS / ROUNDS;
@@ -427,7 +419,7 @@ export default {
         );
       }
 
-      const split = logSplit(gatewayLog);
+      const split = logSplit(join(dir, 'gateway.log'));
       console.log(`\ngateway log: ${split.lines} request lines, target service ${fmt((100 * split.service) / Math.max(1, split.lines), 1)} % / legacy ${fmt((100 * split.legacy) / Math.max(1, split.lines), 1)} %`);
       console.log('targets:');
       table(['target', 'measured', 'goal', ''], targets);
