@@ -15,7 +15,7 @@
 import { performance } from 'node:perf_hooks';
 import { cpus, loadavg } from 'node:os';
 import type { Bench } from './run.ts';
-import { startSyncFixture, type SyncFixture } from '../test/unit/sync/fixture.ts';
+import { LOGICAL_SERVER_FLAGS, startSyncFixture, type SyncFixture } from '../test/unit/sync/fixture.ts';
 import { compileFromDatabases, installCapture, startRelay, uninstallCapture } from '../legacy-adapter/capture/index.ts';
 import { ChangeRelay, type OutgoingMessage } from '../legacy-adapter/capture/relay.ts';
 import { LogicalDecoder } from '../legacy-adapter/capture/logical.ts';
@@ -34,8 +34,6 @@ const APPLY_EVENTS = Number(process.env.SYNC_BENCH_APPLY_EVENTS ?? 100_000);
 const LAG_SECONDS = Number(process.env.SYNC_BENCH_LAG_SECONDS ?? 10);
 const WRITES_PER_SECOND = 1_000;
 const APPLY_BATCH = 5_000;
-/** Both modes run on one server, so it must allow logical decoding (trigger mode does not mind). */
-const SERVER_FLAGS = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
 
 type Mode = 'trigger' | 'logical';
 const MODES: readonly Mode[] = ['trigger', 'logical'];
@@ -223,7 +221,8 @@ function line(what: string, values: Record<Mode, string>, target = '-', met?: Re
 const bench: Bench = {
   name: 'data sync: backfill, verify, apply, end-to-end lag (capture modes trigger and logical)',
   async run() {
-    const fx = await startSyncFixture({ serverFlags: SERVER_FLAGS });
+    // Both modes run on one server, so it must allow logical decoding.
+    const fx = await startSyncFixture({ serverFlags: LOGICAL_SERVER_FLAGS });
     try {
       const bf = {} as Record<Mode, BackfillFigures>;
       for (const m of MODES) bf[m] = await backfillAndVerify(fx, m);

@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { startKafkaBroker, type KafkaBroker } from '../../../devstack/kafka/index.ts';
-import { LEGACY_DDL, SERVICE_DDL, syncDoc } from '../../unit/sync/fixture.ts';
+import { LEGACY_DDL, LOGICAL_SERVER_FLAGS, SERVICE_DDL, syncDoc } from '../../unit/sync/fixture.ts';
 import { parseSyncConfig, type LoadedSyncConfig } from '../../../migration-scripts/config.ts';
 import { openPools, closePools, type Pools } from '../../../migration-scripts/db.ts';
 
@@ -25,9 +25,6 @@ export async function waitFor(what: string, condition: () => boolean | Promise<b
   }
 }
 
-/** wal_level=logical so a pair can also run capture.mode logical (trigger mode does not mind). */
-const LOGICAL_FLAGS = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
-
 export class SyncStack {
   readonly dir = mkdtempSync(join(tmpdir(), 'strangler-sync-it-'));
   pg!: RunningPostgres;
@@ -38,7 +35,7 @@ export class SyncStack {
 
   async start(): Promise<void> {
     chmodSync(this.dir, 0o755); // PostgreSQL runs as its own user when we are root
-    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), serverFlags: LOGICAL_FLAGS });
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), serverFlags: LOGICAL_SERVER_FLAGS });
     this.#pgPort = this.pg.port;
     this.broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
     this.#brokerPort = this.broker.port;
@@ -50,7 +47,7 @@ export class SyncStack {
   }
   async restartPostgres(): Promise<void> {
     await this.pg.stop();
-    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort, serverFlags: LOGICAL_FLAGS });
+    this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort, serverFlags: LOGICAL_SERVER_FLAGS });
   }
   /** A fresh legacy/service database pair with the test schema, its config (also written to a file) and pools. */
   async pair(name: string, overrides: Record<string, unknown> = {}): Promise<{ loaded: LoadedSyncConfig; file: string; pools: Pools }> {

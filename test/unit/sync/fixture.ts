@@ -83,7 +83,10 @@ export interface SyncFixture {
   stop(): Promise<void>;
 }
 
-/** `serverFlags`: extra PostgreSQL flags, e.g. wal_level=logical for capture.mode logical (the bench runs both modes). */
+/** PostgreSQL flags for a server that runs capture.mode logical as well as trigger (trigger mode does not mind them). */
+export const LOGICAL_SERVER_FLAGS: readonly string[] = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
+
+/** `serverFlags`: extra PostgreSQL flags, e.g. LOGICAL_SERVER_FLAGS for capture.mode logical (the bench runs both modes). */
 export async function startSyncFixture(options: { serverFlags?: readonly string[] } = {}): Promise<SyncFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'strangler-sync-'));
   const pg = await startPostgres({ dataDir, serverFlags: options.serverFlags });
