@@ -60,7 +60,7 @@ const tlsChecks = new WeakMap<Kafka, { config: KafkaConfig; tls: ConnectionOptio
  * retries (kafka-tls-check.ts says why kafkajs cannot be told). Passes once per client; unreachable brokers are
  * left to kafkajs. A no-op without TLS or for clients not made by createKafka.
  */
-export async function checkKafkaTls(kafka: Kafka): Promise<void> {
+async function checkKafkaTls(kafka: Kafka): Promise<void> {
   const entry = tlsChecks.get(kafka);
   if (!entry) return;
   entry.passed ??= checkTlsWithBrokers(entry.config, entry.tls).catch((err: unknown) => {
@@ -227,8 +227,6 @@ export class ApplyWorker {
   async start(): Promise<void> {
     const { config, kafka, applier, source } = this.#o;
     const topics = sideTopics(config, source);
-    // Before retryTransient: a certificate failure is final, not something to retry for two minutes.
-    await checkKafkaTls(kafka);
     await retryTransient('apply: create topics', () => ensureTopics(kafka, topics, config.topics.partitions));
     const direction = `${source}-to-${applier.target}`;
     const consumer = kafka.consumer({
