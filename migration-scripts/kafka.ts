@@ -86,13 +86,8 @@ async function connectChecked(kafka: Kafka, connect: () => Promise<void>): Promi
   }
 }
 
-function kafkaSasl(sasl: NonNullable<KafkaConfig['sasl']>): SASLOptions {
-  const { username, password } = sasl;
-  switch (sasl.mechanism) {
-    case 'plain': return { mechanism: 'plain', username, password };
-    case 'scram-sha-256': return { mechanism: 'scram-sha-256', username, password };
-    case 'scram-sha-512': return { mechanism: 'scram-sha-512', username, password };
-  }
+function kafkaSasl({ mechanism, username, password }: NonNullable<KafkaConfig['sasl']>): SASLOptions {
+  return { mechanism, username, password };
 }
 
 /**
