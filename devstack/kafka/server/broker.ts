@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, type TlsOptions, type TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { resolve } from 'node:path';
 import { StranglerError } from '../../../common/errors.ts';
@@ -76,7 +76,25 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const clock = o.clock ?? systemClock;
   const dataDir = o.dataDir ? resolve(o.dataDir) : undefined;
   const sasl = o.sasl ? new SaslAuthority(o.sasl) : undefined;
-  if (o.tls?.clientCa !== undefined) checkClientCa(o.tls.clientCa);
+  const tls = o.tls;
+  const clientAuth = tls?.clientCa !== undefined;
+  // Mutual TLS: node verifies the client's chain against clientCa during the handshake and, with rejectUnauthorized,
+  // ends a connection without a valid certificate before the secure-connection callback, so no Kafka request of an
+  // unauthenticated client is ever read.
+  const tlsOptions: TlsOptions | undefined = tls && {
+    cert: tls.cert, key: tls.key,
+    ...(clientAuth ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+  };
+  if (tls?.clientCa !== undefined) checkClientCa(tls.clientCa);
+  if (tlsOptions) {
+    // The context the TLS server will build from these options, built here first so that a bad certificate or key
+    // fails before any state is opened.
+    try {
+      createSecureContext(tlsOptions);
+    } catch (err) {
+      throw new StranglerError('KAFKA_DEV_BROKER_OPTIONS_INVALID', `kafka dev broker: the TLS certificate or key is not usable: ${(err as Error).message}`, { cause: err });
+    }
+  }
   if (dataDir) mkdirSync(dataDir, { recursive: true });
 
   const offsets = new OffsetsStore(dataDir, logger);
@@ -101,15 +119,6 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   };
   // TLS: connections start once the handshake is done; sockets still handshaking are tracked so close() ends them.
   const handshaking = new Set<Socket>();
-  const tls = o.tls;
-  const clientAuth = tls?.clientCa !== undefined;
-  // Mutual TLS: node verifies the client's chain against clientCa during the handshake and, with rejectUnauthorized,
-  // ends a connection without a valid certificate before the secure-connection callback, so no Kafka request of an
-  // unauthenticated client is ever read.
-  const tlsOptions: TlsOptions | undefined = tls && {
-    cert: tls.cert, key: tls.key,
-    ...(clientAuth ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
-  };
   const makeServer = (): Server => {
     if (!tlsOptions) return createServer(onConnection);
     const server = createTlsServer(tlsOptions, (socket: TLSSocket) => {
@@ -144,15 +153,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   };
   const servers: Server[] = [];
   const bindHost = o.host === 'localhost' ? '127.0.0.1' : o.host;
-  let main: Server;
-  try {
-    main = makeServer();
-  } catch (err) {
-    groups.close();
-    topics.close();
-    offsets.close();
-    throw new StranglerError('KAFKA_DEV_BROKER_OPTIONS_INVALID', `kafka dev broker: the TLS certificate or key is not usable: ${(err as Error).message}`, { cause: err });
-  }
+  const main = makeServer();
   servers.push(main);
   let port: number;
   try {
