@@ -243,6 +243,11 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
     const owner = t.owner ?? (t.route === undefined ? undefined : config.ownership.routes[t.route]) ?? config.ownership.default;
     const schemaOf = (side: Side) => config.databases[side].schema;
     const keyText = (side: Side, alias: string) => `jsonb_build_array(${t[side].key.map((k) => `${alias}.${q(k)}`).join(', ')})::text`;
+    // A one-to-one identity entry whose column has the same type on both sides: rows read in place (verify's
+    // canonical text, backfill's staged rows) can use the value as it is instead of the image's text and a cast.
+    const same = (c: ColumnMappingConfig): c is ColumnMappingConfig & { legacy: string; service: string } =>
+      typeof c.legacy === 'string' && typeof c.service === 'string' && (!('codec' in c) || c.codec === 'identity')
+      && info.legacy.columns.get(c.legacy)?.type === info.service.columns.get(c.service)?.type;
     // Canonical text: the service-shaped row, each value cast to the service type (json canonicalised as jsonb).
     const canonicalCols = (side: Side, img: string) => {
       const svc = info.service;
@@ -250,9 +255,6 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       // Reading rows in place (verify): a column whose type is the same on both sides is printed as it is, with no
       // round trip through text and a cast (the costly part on a million rows). Anything else goes through the
       // same expressions apply writes with, so the canonical text is what apply would produce.
-      const same = (c: ColumnMappingConfig): c is ColumnMappingConfig & { legacy: string; service: string } =>
-        typeof c.legacy === 'string' && typeof c.service === 'string' && (!('codec' in c) || c.codec === 'identity')
-        && info.legacy.columns.get(c.legacy)?.type === info.service.columns.get(c.service)?.type;
       const jsonDirect = (alias: string, col: string) => (svc.columns.get(col)?.family === 'json' ? `NULLIF(${alias}.${q(col)}::jsonb, 'null'::jsonb)` : `${alias}.${q(col)}`);
       let list: ColumnExpr[];
       if (side === 'service') {
@@ -280,11 +282,9 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       key: (side) => t[side].key,
       writeExprs: (target) => exprs[target],
       rowWriteExprs: (target, alias) => t.columns.flatMap((c, j) => {
-        const source = otherSide(target);
-        if (typeof c.legacy === 'string' && typeof c.service === 'string' && (!('codec' in c) || c.codec === 'identity')) {
-          const sc = info[source].columns.get(c[source] as string);
-          const dc = info[target].columns.get(c[target] as string);
-          if (sc && dc && sc.type === dc.type && COPYABLE.has(sc.family)) return [{ column: dc.name, expr: `(${alias}.${q(sc.name)})::${dc.type}` }];
+        if (same(c)) {
+          const dc = info[target].columns.get(c[target]);
+          if (dc && COPYABLE.has(dc.family)) return [{ column: dc.name, expr: `(${alias}.${q(c[otherSide(target)])})::${dc.type}` }];
         }
         return entryExprs(c, target, info, `@${alias}`, `${at}.columns[${j}]`, []);
       }),
