@@ -30,6 +30,7 @@ interface TlsCodeAdvice { readonly field: string; readonly problem: string; read
 const UNTRUSTED = { field: 'caFile', problem: 'the broker\'s certificate is not signed by a CA the client trusts', fix: 'set kafka.ssl.caFile to the PEM of the CA that signed the brokers\' certificates (omitted = the system CAs)' };
 const EXPIRED = { field: 'caFile', problem: 'the broker\'s certificate (or a CA in its chain) is outside its validity period', fix: 'renew the brokers\' certificate (and check the clock of this machine); kafka.ssl.caFile must hold the CA that signed the renewed one' };
 const CLIENT_REFUSED = { field: 'certFile', problem: 'the broker refused the client certificate', fix: 'set kafka.ssl.certFile and kafka.ssl.keyFile to a certificate signed by a CA the brokers trust for clients (their ssl.truststore), and its key' };
+const NO_CLIENT_CERTIFICATE = { ...CLIENT_REFUSED, problem: 'the broker requires a client certificate (mutual TLS) and none was sent', fix: 'set kafka.ssl.certFile and kafka.ssl.keyFile to a client certificate signed by a CA the brokers trust, and its key' };
 
 /**
  * Node/OpenSSL codes that retrying cannot fix. Server-side verification codes come from the client's own check of
@@ -56,8 +57,8 @@ const TLS_CODE_ADVICE: Readonly<Record<string, TlsCodeAdvice>> = {
     field: 'servername', problem: 'the broker\'s certificate does not name the host dialled',
     fix: 'dial the brokers by a name their certificate holds (kafka.brokers, and the advertised listeners), or set kafka.ssl.servername to the name it holds',
   },
-  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: { ...CLIENT_REFUSED, problem: 'the broker requires a client certificate (mutual TLS) and none was sent', fix: 'set kafka.ssl.certFile and kafka.ssl.keyFile to a client certificate signed by a CA the brokers trust, and its key' },
-  ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: { ...CLIENT_REFUSED, problem: 'the broker requires a client certificate (mutual TLS) and none was sent', fix: 'set kafka.ssl.certFile and kafka.ssl.keyFile to a client certificate signed by a CA the brokers trust, and its key' },
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED: NO_CLIENT_CERTIFICATE,
+  ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: NO_CLIENT_CERTIFICATE,
   ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: CLIENT_REFUSED,
   ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: CLIENT_REFUSED,
   ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: CLIENT_REFUSED,
@@ -95,14 +96,12 @@ export function tlsCertificateError(ssl: KafkaConfig['ssl'], broker: string, cod
     { ...(cause === undefined ? {} : { cause }), details: { field, tlsCode: code, broker } });
 }
 
-/** The fatal TLS code in an error kafkajs (or node) produced, looking through `cause` and KafkaJS wrappers. */
-function fatalCodeIn(err: unknown): string | undefined {
+/** `err` and its `cause`s, at most 8 deep: kafkajs wraps the socket's error (code, broker) that way. */
+function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
   for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && isFatalTlsCode(code)) return code;
-    e = (e as { cause?: unknown }).cause ?? (e as { originalError?: unknown }).originalError;
+    yield e;
+    e = (e as { cause?: unknown }).cause;
   }
-  return undefined;
 }
 
 /**
@@ -111,14 +110,10 @@ function fatalCodeIn(err: unknown): string | undefined {
  */
 export function tlsFailureOf(err: unknown, ssl: KafkaConfig['ssl']): StranglerError | undefined {
   if (err instanceof StranglerError && err.code === 'KAFKA_TLS_CERTIFICATE_REJECTED') return err;
-  const code = fatalCodeIn(err);
+  const chain = [...causeChain(err)];
+  const code = chain.map((e) => e.code).find((c): c is string => typeof c === 'string' && isFatalTlsCode(c));
   if (code === undefined) return undefined;
-  let broker = '?';
-  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
-    const b = (e as { broker?: unknown }).broker;
-    if (typeof b === 'string') { broker = b; break; }
-    e = (e as { cause?: unknown }).cause;
-  }
+  const broker = chain.map((e) => e.broker).find((b): b is string => typeof b === 'string') ?? '?';
   return tlsCertificateError(ssl, broker, code, tlsReason(err instanceof Error ? err.message : String(err)), err);
 }
 
