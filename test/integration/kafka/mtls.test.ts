@@ -122,4 +122,13 @@ describe('dev broker tls.clientCa validation', () => {
       });
     }
   });
+
+  test('a certificate with a key that is not its own is KAFKA_DEV_BROKER_OPTIONS_INVALID before the broker opens anything', async () => {
+    await assert.rejects(startTestBroker({ tls: { cert: TLS.cert, key: readFileSync(file('client.key')) } }), (err: unknown) => {
+      assert.ok(isStranglerError(err));
+      assert.equal(err.code, 'KAFKA_DEV_BROKER_OPTIONS_INVALID');
+      assert.match(err.message, /the TLS certificate or key is not usable/);
+      return true;
+    });
+  });
 });
