@@ -50,6 +50,7 @@ export const ERROR_CATALOGUE = {
   SYNC_APPLY_FAILED: { status: 500, retriable: true, doc: 'An apply batch could not be committed after retries; nothing of it was stored, it is retried from the stored position.' },
   SYNC_LOGICAL_UNAVAILABLE: { status: 500, retriable: false, doc: 'sync.capture.mode "logical" needs wal_level = logical and a free replication slot on the database server; nothing was installed.' },
   SYNC_UNSUPPORTED: { status: 500, retriable: false, doc: 'The requested sync feature is not supported (for example TRUNCATE on a captured table); the message says what to use instead.' },
+  SYNC_ORIGINS_LEFT: { status: 500, retriable: true, doc: 'Uninstall of logical capture could not drop a sync replication origin (still in use by a running sync process, or no EXECUTE on pg_replication_origin_drop); the message names it; stop sync and run uninstall again.' },
   // ── flags (flags/: sync, traffic, guard, controller) ─────────────────────
   UNLEASH_REJECTED: { status: 400, retriable: false, doc: 'Unleash rejected an Admin API request as invalid (400); the message names the call and Unleash\'s reason.' },
   FLAGS_NOT_CONFIGURED: { status: 500, retriable: false, doc: 'A flags command needs flags.adminUrl (or flags.url) and flags.adminToken in the config; set them (e.g. adminToken: ${UNLEASH_ADMIN_TOKEN}).' },

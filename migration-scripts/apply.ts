@@ -27,7 +27,7 @@ import { q } from './mapping.ts';
 import type { ChangeEventMeta, ConsumedEvent } from './event.ts';
 import { isoToMicros, parseEventMeta, SYNC_MESSAGE_PREFIX } from './event.ts';
 import { isTransientDbError, openPool } from './db.ts';
-import { LogicalDecoder } from '../legacy-adapter/capture/logical.ts';
+import { LogicalDecoder, SyncOrigins } from '../legacy-adapter/capture/logical.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export interface ApplyCounts { applied: number; duplicates: number; stale: number; echoes: number; conflicts: number; parked: number }
@@ -68,6 +68,8 @@ export class Applier {
   readonly #log: Logger;
   readonly #s: string;
   #decoder: LogicalDecoder | undefined;
+  /** Logical capture: apply's transactions run under a sync replication origin, so the target's slot skips them in the server. */
+  readonly #origins: SyncOrigins;
 
   constructor(options: { pool: Pool; config: SyncConfig; target: Side; tables: readonly CompiledTable[]; log?: Logger }) {
     this.#pool = options.pool;
@@ -76,6 +78,7 @@ export class Applier {
     this.#tables = new Map(options.tables.map((t) => [t.name, t]));
     this.#log = options.log ?? silentLogger;
     this.#s = q(options.config.stateSchema);
+    this.#origins = new SyncOrigins({ pool: options.pool, config: options.config, side: options.target, log: this.#log });
   }
 
   get target(): Side { return this.#target; }
@@ -90,7 +93,7 @@ export class Applier {
     if (!this.#decoder) {
       const url = this.#pool.options.connectionString;
       const pool = url ? openPool(url, 1, true) : this.#pool;
-      this.#decoder = new LogicalDecoder({ config: this.#config, pool, side: this.#target });
+      this.#decoder = new LogicalDecoder({ config: this.#config, pool, side: this.#target, log: this.#log });
     }
     await this.#decoder.catchUp();
   }
@@ -138,9 +141,13 @@ export class Applier {
   async #transactionOnce<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
     const client = await this.#pool.connect();
     let broken = false;
+    let origin: string | null = null;
     try {
+      // Logical capture: under a sync origin the slot (peeked with only-local) never even formats this transaction.
+      if (this.#config.capture.mode === 'logical') origin = await this.#origins.setup(client);
       await client.query("BEGIN; SET LOCAL strangler.origin = 'sync'");
-      // Logical capture sees no session settings: mark the transaction in the WAL so the decoder drops it.
+      // Logical capture sees no session settings: mark the transaction in the WAL so the decoder drops it (the
+      // guarantee when no origin could be set up: no grant, all busy).
       if (this.#config.capture.mode === 'logical') await client.query('SELECT pg_logical_emit_message(true, $1, $2)', [SYNC_MESSAGE_PREFIX, 'apply']);
       const result = await work(client);
       await client.query('COMMIT');
@@ -150,6 +157,7 @@ export class Applier {
       await client.query('ROLLBACK').catch(() => { broken = true; });
       throw err;
     } finally {
+      if (origin !== null && !broken && !(await this.#origins.reset(client))) broken = true;
       client.release(broken);
     }
   }

@@ -13,7 +13,7 @@ import type { Pool } from 'pg';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { installState, stateInstalled } from '../../migration-scripts/state.ts';
-import { dropSlot, installLogical, slotExists, uninstallLogicalIn } from './logical.ts';
+import { dropOrigins, dropSlot, installLogical, slotExists, slotNameFor, uninstallLogicalIn } from './logical.ts';
 import type { Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
 import { StranglerError } from '../../common/errors.ts';
@@ -146,8 +146,10 @@ export async function uninstallCapture(config: SyncConfig, pools: Pools, side: S
     await client.query(`DROP SCHEMA IF EXISTS ${q(config.stateSchema)} CASCADE`);
     return logicalSlot;
   });
-  // Logical mode: drop the slot once the state is gone (a slot left behind would hold WAL on the server forever).
+  // Logical mode: drop the slot once the state is gone (a slot left behind would hold WAL on the server forever),
+  // then sync's replication origins (named after the slot, so a rerun after a failed drop still finds them).
   if (slot !== undefined) await dropSlot(pools[side], slot);
+  await dropOrigins(pools[side], slot ?? await slotNameFor(pools[side], config, side));
 }
 
 /** Whether capture is installed on `side`: the trigger on every configured table (trigger mode), the slot (logical mode). */

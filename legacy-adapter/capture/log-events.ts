@@ -6,4 +6,5 @@ export const CAPTURE_LOG = {
   relayStopped: 'sync.relay.stopped',
   relayRetry: 'sync.relay.retry',
   published: 'sync.relay.published',
+  originsUnavailable: 'sync.capture.origins_unavailable',
 } as const;

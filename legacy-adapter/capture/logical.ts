@@ -18,17 +18,25 @@
  * the mode is logical; the decoder drops every transaction that carries it. Images: the user tables get
  * REPLICA IDENTITY FULL (full before images, unchanged TOAST values), restored on uninstall.
  *
+ * Replication origins (SyncOrigins): sync's own sessions (apply, backfill, repair, this decoder, the relay's
+ * bookkeeping) write under one of a few origins and the peek passes `only-local`, so the server skips those changes
+ * before test_decoding formats them. The message stays the guarantee for a transaction that got no origin (no
+ * grant, all busy). Local application writes have no origin and are decoded as before.
+ *
  * Conflicts: a local write gets its version vector when it is decoded, not when it commits. So apply, after its
  * writes and before its conflict check, decodes everything committed so far (`catchUp`, on a connection of its own):
  * a local write to a key it just overwrote then shows in the version vectors, the batch is retried, and the conflict
  * is decided by policy as in trigger mode. Apply into a side therefore waits for that side's decoding.
  *
  * Cost: every peek and advance re-reads the server's WAL from the slot's restart_lsn, so the decoder keeps it close
- * (a running-xacts record when it lags, see #cycle); test_decoding has no table filter, so sync's own writes (the
- * changelog, row_version, apply's rows) come back as text and are dropped here (figures: migration-scripts/README.md).
+ * (a running-xacts record when it lags, see #cycle); test_decoding has no table filter, so without origins sync's
+ * own writes (the changelog, row_version, apply's rows) come back as text and are dropped here (figures:
+ * migration-scripts/README.md).
  */
 import type { Pool, PoolClient } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
+import { silentLogger, type Logger } from '../../common/logger.ts';
+import { CAPTURE_LOG } from './log-events.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
@@ -38,6 +46,8 @@ const PLUGIN = 'test_decoding';
 const RUN_ROWS = 2_000;
 /** WAL between the slot's restart_lsn and now above which the decoder logs a running-xacts record (see #cycle). */
 const RESTART_BEHIND_BYTES = 1 << 20;
+/** WAL read past the slot's position without a COMMIT coming back (skipped by origin) above which the slot is moved there. */
+const SKIPPED_ADVANCE_BYTES = 64n << 10n;
 const decodeFunction = (name: string) => `decode_${name}`;
 
 /** The slot name: replication slots are per server, so it names the database, state schema and side. */
@@ -127,6 +137,8 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
     }
     created = true;
   }
+  // The origins sync's own sessions write under (see SyncOrigins); a user that may not create them installs without.
+  await ensureOrigins(pool, slot);
   const client = await pool.connect();
   try {
     await client.query('BEGIN');
@@ -177,6 +189,186 @@ export async function slotExists(pool: Pool, config: SyncConfig, side: Side): Pr
   const slot = await slotNameFor(pool, config, side);
   const r = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   return (r.rowCount ?? 0) > 0;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// replication origins: sync's own writes filtered inside the server
+
+/**
+ * Replication origins per database side for sync's own sessions. An origin is active in one session at a time and
+ * each one ever used holds one of the server's max_replication_slots origin-progress entries until dropped, so the
+ * set is small and fixed; a sync transaction that finds all of them busy runs without one (its rows then come back
+ * through the slot as text and are dropped by the decoder, as without origins).
+ */
+export const SYNC_ORIGINS = 4;
+/** `<slot>_<n>`: the slot name already names the database, state schema and side (origins are per server). */
+export const originNames = (slot: string): string[] => Array.from({ length: SYNC_ORIGINS }, (_, n) => `${slot}_${n}`);
+/** What a sync user needs to run its sessions under an origin (superuser-only unless granted). */
+export const ORIGIN_GRANTS = ['pg_replication_origin_session_setup(text)', 'pg_replication_origin_session_reset()'] as const;
+
+/** Creates the sync origins of `slot` that are missing, if this user may (install does); returns those that exist. */
+export async function ensureOrigins(db: Pool | PoolClient, slot: string): Promise<string[]> {
+  const names = originNames(slot);
+  const may = await db.query<{ ok: boolean }>(`SELECT has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE') AS ok`);
+  if (may.rows[0]?.ok) {
+    for (const name of names) {
+      // Two installs at once: the loser's create fails on the unique name, which is what it wanted anyway.
+      await db.query('SELECT pg_replication_origin_create($1) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_origin WHERE roname = $1)', [name])
+        .catch((err: { code?: string }) => { if (err.code !== '23505') throw err; });
+    }
+  }
+  const r = await db.query<{ roname: string }>('SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[])', [names]);
+  const have = new Set(r.rows.map((x) => x.roname));
+  return names.filter((n) => have.has(n));
+}
+
+/**
+ * Drops the sync origins of `slot` (uninstall, after the slot). A session of a sync process still running holds its
+ * origin only while it writes, so this waits a little for it; an origin still in use after `timeoutMs`, or a user
+ * without EXECUTE on pg_replication_origin_drop, fails with SYNC_ORIGINS_LEFT naming the origins (run uninstall again).
+ */
+export async function dropOrigins(pool: Pool, slot: string, timeoutMs = 10_000): Promise<void> {
+  const names = originNames(slot);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await pool.query<{ roname: string }>('SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[]) ORDER BY roname', [names]);
+    if (r.rows.length === 0) return;
+    let failure: Error | undefined;
+    for (const { roname } of r.rows) {
+      try {
+        await pool.query('SELECT pg_replication_origin_drop($1)', [roname]);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code === '42704') continue; // dropped meanwhile
+        if (code !== '55006' || Date.now() > deadline) {
+          throw new StranglerError('SYNC_ORIGINS_LEFT', `could not drop replication origin "${roname}": ${(err as Error).message}; ${code === '42501' ? 'grant EXECUTE ON FUNCTION pg_replication_origin_drop(text) to the user running uninstall, or drop it as a superuser' : 'stop every sync process on this database'} and run uninstall again`, { cause: err });
+        }
+        failure = err as Error;
+      }
+    }
+    if (failure) await new Promise((res) => setTimeout(res, 50));
+  }
+}
+
+/** Per process, database and side: the origin names this user can use ([] = none), checked and warned about once. */
+const usableOrigins = new Map<string, Promise<string[]>>();
+
+/**
+ * Runs sync's own sessions on a logical-mode database under one of its replication origins, so that the decoder's
+ * `only-local` peek drops their changes inside the server before test_decoding formats them. The origin is held only
+ * while a connection is checked out for sync's work (set up before, reset after): the pools stay usable for other
+ * sessions, and uninstall can drop the origins once sync stopped. Without the grants (ORIGIN_GRANTS) or without
+ * origins (install could not create them) nothing is set up, the decoder peeks without `only-local`, and apply's
+ * message alone keeps its writes out of the capture, as before; one warning says which grant is missing.
+ */
+export class SyncOrigins {
+  readonly #pool: Pool;
+  readonly #config: SyncConfig;
+  readonly #side: Side;
+  readonly #log: Logger;
+  #names: Promise<string[]> | undefined;
+  #limitWarned = false;
+
+  constructor(options: { pool: Pool; config: SyncConfig; side: Side; log?: Logger }) {
+    this.#pool = options.pool;
+    this.#config = options.config;
+    this.#side = options.side;
+    this.#log = options.log ?? silentLogger;
+  }
+
+  /** The origins sync's sessions here may use; [] when origins are unavailable (then the decoder does not filter by origin). */
+  names(): Promise<string[]> {
+    if (this.#config.capture.mode !== 'logical') return Promise.resolve([]);
+    if (this.#names) return this.#names;
+    const url = this.#pool.options.connectionString;
+    const key = url === undefined ? undefined : `${url}|${this.#config.stateSchema}|${this.#side}`;
+    const cached = key === undefined ? undefined : usableOrigins.get(key);
+    if (cached) return (this.#names = cached);
+    const check = this.#check();
+    this.#names = check;
+    if (key !== undefined) usableOrigins.set(key, check);
+    // A check that failed (database restarting) is made again by the next call.
+    check.catch(() => { this.#names = undefined; if (key !== undefined && usableOrigins.get(key) === check) usableOrigins.delete(key); });
+    return check;
+  }
+
+  async #check(): Promise<string[]> {
+    const missing = await this.#pool.query<{ fn: string }>(`SELECT fn FROM unnest($1::text[]) AS fn WHERE NOT has_function_privilege(fn, 'EXECUTE')`, [[...ORIGIN_GRANTS]]);
+    if (missing.rows.length > 0) {
+      const user = (await this.#pool.query<{ u: string }>('SELECT current_user AS u')).rows[0]?.u ?? 'the sync user';
+      this.#log.warn({ event: CAPTURE_LOG.originsUnavailable, side: this.#side, missing: missing.rows.map((r) => r.fn) },
+        `logical capture on ${this.#side}: sync's own writes are decoded as text and dropped by the decoder (slower) because ${user} may not use replication origins; GRANT EXECUTE ON FUNCTION ${missing.rows.map((r) => r.fn).join(', ')} TO ${user}`);
+      return [];
+    }
+    const names = await ensureOrigins(this.#pool, await slotNameFor(this.#pool, this.#config, this.#side));
+    if (names.length === 0) {
+      this.#log.warn({ event: CAPTURE_LOG.originsUnavailable, side: this.#side, missing: ['pg_replication_origin_create(text)'] },
+        `logical capture on ${this.#side}: sync's own writes are decoded as text and dropped by the decoder (slower) because its replication origins do not exist; run sync capture install as a user with EXECUTE on pg_replication_origin_create(text) (or a superuser)`);
+    }
+    return names;
+  }
+
+  /**
+   * Sets up the first sync origin not active in another session on `client` (a checked-out connection, outside a
+   * transaction). Returns its name, or null when origins are unavailable or all busy (the work then runs without one).
+   */
+  async setup(client: PoolClient): Promise<string | null> {
+    for (const name of await this.names()) {
+      try {
+        await client.query('SELECT pg_replication_origin_session_setup($1)', [name]);
+        return name;
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code === '55006' || code === '42704') continue; // active in another session; dropped meanwhile
+        if (code === '53400') { // no free origin-progress entry (max_replication_slots)
+          if (!this.#limitWarned) this.#log.warn({ event: CAPTURE_LOG.originsUnavailable, side: this.#side, err: (err as Error).message }, `logical capture on ${this.#side}: no free replication origin entry on the server (raise max_replication_slots); sync's writes go without an origin`);
+          this.#limitWarned = true;
+          return null;
+        }
+        throw err;
+      }
+    }
+    return null;
+  }
+
+  /** Resets the origin `setup` put on `client`; false when that failed (the caller must discard the connection). */
+  async reset(client: PoolClient): Promise<boolean> {
+    try {
+      await client.query('SELECT pg_replication_origin_session_reset()');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Runs `work` on a pooled connection under a sync origin (when one is free) for its duration. */
+  async use<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
+    let origin: string | null = null;
+    let keep = true;
+    try {
+      origin = await this.setup(client);
+      return await work(client);
+    } finally {
+      if (origin !== null) keep = await this.reset(client);
+      client.release(!keep);
+    }
+  }
+
+  /** `use` with `work` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
+  transaction<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
+    return this.use(async (client) => {
+      await client.query('BEGIN');
+      try {
+        const result = await work(client);
+        await client.query('COMMIT');
+        return result;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      }
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -308,11 +500,14 @@ export class LogicalDecoder {
   readonly #columns = new Map<string, string[]>();
   /** False once pg_log_standby_snapshot() failed (PostgreSQL < 16, or not granted): then only the server's own records move restart_lsn. */
   #logSnapshots = true;
+  /** The decoder's own writes (changelog, row_version, decoded_lsn) run under a sync origin too. */
+  readonly #origins: SyncOrigins;
 
-  constructor(options: { config: SyncConfig; pool: Pool; side: Side; batchSize?: number }) {
+  constructor(options: { config: SyncConfig; pool: Pool; side: Side; batchSize?: number; origins?: SyncOrigins; log?: Logger }) {
     this.#config = options.config;
     this.#pool = options.pool;
     this.#side = options.side;
+    this.#origins = options.origins ?? new SyncOrigins({ pool: options.pool, config: options.config, side: options.side, log: options.log });
     this.#batch = options.batchSize ?? options.config.capture.relayBatchSize;
     const schema = options.config.databases[options.side].schema;
     this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`]));
@@ -346,7 +541,8 @@ export class LogicalDecoder {
    * own cycle holds the slot.
    */
   async catchUp(timeoutMs = 10_000): Promise<number> {
-    const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn');
+    // The flushed end of the WAL: a peek reads no further, so everything below it has been read once a peek is complete.
+    const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
     const upTo = r.rows[0]?.lsn as string;
     const deadline = Date.now() + timeoutMs;
     let captured = 0;
@@ -373,23 +569,35 @@ export class LogicalDecoder {
 
   async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean; complete: boolean }> {
     const client = await this.#pool.connect();
+    let origin: string | null = null;
+    const release = async () => {
+      const ok = origin === null || await this.#origins.reset(client);
+      client.release(!ok);
+    };
     let captured = 0;
     let slot: string | undefined;
-    let advanceTo: string | null = null;
+    let lastCommit: string | null = null;
+    let advanceTo: string | null;
     let restartBehind: number;
     let complete: boolean;
     try {
+      origin = await this.#origins.setup(client);
+      // With origins in use, sync's own writes (apply's, the relay's, this decoder's) are dropped inside the server.
+      const onlyLocal = (await this.#origins.names()).length > 0 ? `, 'only-local', '1'` : '';
       await client.query('BEGIN');
-      const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null }>(
-        `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind
+      const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; flushed: string; confirmed: string | null }>(
+        `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
+                pg_current_wal_flush_lsn()::text AS flushed, s.confirmed_flush_lsn::text AS confirmed
            FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1 FOR UPDATE OF c`);
       const state = st.rows[0];
       restartBehind = Number(state?.behind ?? 0);
       if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
       slot = state.slot;
+      // Read up to a fixed end (the flushed WAL now, or catchUp's): a complete peek has then read everything below it.
+      const end = upTo ?? state.flushed;
       const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
         `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
-           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1')`, [slot, this.#batch, state.decoded_lsn, upTo]);
+           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`, [slot, this.#batch, state.decoded_lsn, end]);
       complete = rows.rows.length < this.#batch;
       const txs: DecodedTx[] = [];
       let open: DecodedTx | null = null;
@@ -402,7 +610,7 @@ export class LogicalDecoder {
           open.commitLsn = row.lsn;
           open.commitTs = m?.[1] ?? '';
           if (row.after) txs.push(open);
-          advanceTo = row.lsn;
+          lastCommit = row.lsn;
           open = null;
         } else if (open && row.data.startsWith('message:')) {
           if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
@@ -444,14 +652,22 @@ export class LogicalDecoder {
         if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [(txs[txs.length - 1] as DecodedTx).commitLsn]);
       }
       await client.query('COMMIT');
+      // A complete peek read every transaction that committed below `end`, output or not (filtered by origin,
+      // or empty): the slot may move there even when no COMMIT came back (sync's own writes only, with origins).
+      // Without a COMMIT only once that is worth a slot write (not on every idle poll).
+      const skipped = lsnValue(end) - lsnValue(lastCommit ?? state.confirmed ?? end);
+      advanceTo = complete && skipped > (lastCommit === null ? SKIPPED_ADVANCE_BYTES : 0n) ? end : lastCommit;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
-      client.release();
+      await release();
       throw err;
     }
     try {
       // Only after COMMIT: the slot may now forget what the changelog holds (a crash before this line re-reads and skips it).
-      if (advanceTo !== null && slot !== undefined) await client.query('SELECT pg_replication_slot_advance($1, $2::pg_lsn)', [slot, advanceTo]);
+      // Never backwards (another cycle may have moved it further meanwhile; advancing below it is an error).
+      if (advanceTo !== null && slot !== undefined) {
+        await client.query(`SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, [slot, advanceTo]);
+      }
       // Every peek and advance re-reads the WAL from the slot's restart_lsn, which moves only past a running-xacts
       // record (the server logs one every 15 s, or at a checkpoint): up to 15 s of the server's WAL per cycle
       // (measured: ~300 ms per apply batch at 200 MB behind). Logging one here lets the next advance move it.
@@ -459,10 +675,16 @@ export class LogicalDecoder {
         await client.query('SELECT pg_log_standby_snapshot()').catch(() => { this.#logSnapshots = false; });
       }
     } finally {
-      client.release();
+      await release();
     }
-    return { captured, sawCommit: advanceTo !== null, complete };
+    return { captured, sawCommit: lastCommit !== null, complete };
   }
+}
+
+/** An LSN `X/Y` as a number for comparisons. */
+function lsnValue(lsn: string): bigint {
+  const [hi, lo] = lsn.split('/');
+  return (BigInt(`0x${hi ?? '0'}`) << 32n) | BigInt(`0x${lo ?? '0'}`);
 }
 
 /** The 64-bit id of a 32-bit xid seen by the decoder, relative to the current full xid (same or previous epoch). */

@@ -27,7 +27,7 @@ import { changelogEventSql } from '../../migration-scripts/event.ts';
 import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import { inTransaction } from '../../common/pg.ts';
-import { LogicalDecoder } from './logical.ts';
+import { LogicalDecoder, SyncOrigins } from './logical.ts';
 
 export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
 
@@ -55,6 +55,8 @@ export class ChangeRelay {
   readonly #tablesJson: string;
   /** capture.mode logical: moves committed changes from the slot into the changelog before assign(). */
   readonly #decoder: LogicalDecoder | undefined;
+  /** capture.mode logical: the relay's own writes (positions, deletes) run under a sync origin, so the slot skips them. */
+  readonly #origins: SyncOrigins | undefined;
   #lockClient: PoolClient | undefined;
   #lockLost = false;
   #stopped = false;
@@ -67,8 +69,11 @@ export class ChangeRelay {
     this.#sink = options.sink;
     this.#log = options.log ?? silentLogger;
     this.#batchSize = options.batchSize ?? options.config.capture.relayBatchSize;
-    this.#decoder = options.config.capture.mode === 'logical'
-      ? new LogicalDecoder({ config: options.config, pool: options.pool, side: options.side, batchSize: this.#batchSize })
+    this.#origins = options.config.capture.mode === 'logical'
+      ? new SyncOrigins({ config: options.config, pool: options.pool, side: options.side, log: this.#log })
+      : undefined;
+    this.#decoder = this.#origins
+      ? new LogicalDecoder({ config: options.config, pool: options.pool, side: options.side, batchSize: this.#batchSize, origins: this.#origins })
       : undefined;
     this.#tablesJson = JSON.stringify(Object.fromEntries(options.config.tables.map((t) => [t.name, t[options.side].table])));
   }
@@ -114,7 +119,8 @@ export class ChangeRelay {
 
   /** Gives positions to committed, unpositioned changes, in seq order. Returns how many. */
   async assign(): Promise<number> {
-    return inTransaction(this.#pool, async (client) => {
+    const transaction = <T>(fn: (client: PoolClient) => Promise<T>) => this.#origins ? this.#origins.transaction(fn) : inTransaction(this.#pool, fn);
+    return transaction(async (client) => {
       const base = await client.query<{ last_pos: string }>(`SELECT last_pos FROM ${this.#s}.relay_state WHERE id = 1 FOR UPDATE`);
       const last = base.rows[0]?.last_pos;
       if (last === undefined) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.relay_state row; run strangler sync capture install`);
@@ -139,7 +145,8 @@ export class ChangeRelay {
 
   /** Forgets everything up to `position` (acknowledged by Kafka). */
   async ack(position: number, count: number): Promise<void> {
-    await this.#pool.query(
+    const query = (sql: string, params: unknown[]) => this.#origins ? this.#origins.use((c) => c.query(sql, params)) : this.#pool.query(sql, params);
+    await query(
       `WITH d AS (DELETE FROM ${this.#s}.changelog WHERE pos IS NOT NULL AND pos <= $1)
        UPDATE ${this.#s}.relay_state SET acked_pos = GREATEST(acked_pos, $1), published = published + $2, updated_at = now() WHERE id = 1`,
       [position, count]);

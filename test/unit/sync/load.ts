@@ -5,6 +5,7 @@ import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
 import { ChangeRelay } from '../../../legacy-adapter/capture/relay.ts';
 import { Applier } from '../../../migration-scripts/apply.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
+import type { Logger } from '../../../common/logger.ts';
 import { MemoryBus, MemoryConsumer } from './fixture.ts';
 
 
@@ -71,14 +72,14 @@ export class Pipeline {
   readonly relays: Record<'legacy' | 'service', ChangeRelay>;
   readonly appliers: Record<'legacy' | 'service', Applier>;
   readonly consumers: Record<'legacy' | 'service', MemoryConsumer>;
-  constructor(config: SyncConfig, pools: Pools, tables: readonly CompiledTable[], batch = 200) {
+  constructor(config: SyncConfig, pools: Pools, tables: readonly CompiledTable[], batch = 200, log?: Logger) {
     this.relays = {
-      legacy: new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: this.bus, batchSize: batch }),
-      service: new ChangeRelay({ config, pool: pools.service, side: 'service', sink: this.bus, batchSize: batch }),
+      legacy: new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: this.bus, batchSize: batch, log }),
+      service: new ChangeRelay({ config, pool: pools.service, side: 'service', sink: this.bus, batchSize: batch, log }),
     };
     this.appliers = {
-      legacy: new Applier({ pool: pools.legacy, config, target: 'legacy', tables }),
-      service: new Applier({ pool: pools.service, config, target: 'service', tables }),
+      legacy: new Applier({ pool: pools.legacy, config, target: 'legacy', tables, log }),
+      service: new Applier({ pool: pools.service, config, target: 'service', tables, log }),
     };
     // consumers are keyed by the SOURCE side whose topics they read
     this.consumers = {

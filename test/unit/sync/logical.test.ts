@@ -6,6 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
@@ -14,7 +15,8 @@ import { openPool, openPools, closePools, type Pools } from '../../../migration-
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
-import { LogicalDecoder, parseChange } from '../../../legacy-adapter/capture/logical.ts';
+import { LogicalDecoder, originNames, parseChange, SyncOrigins } from '../../../legacy-adapter/capture/logical.ts';
+import { createLogger } from '../../../common/logger.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
@@ -35,7 +37,9 @@ async function server(flags: string[]): Promise<RunningPostgres> {
 
 before(async () => {
   [logicalPg, plainPg] = await Promise.all([
-    server(['-c', 'wal_level=logical', '-c', 'max_replication_slots=10', '-c', 'max_wal_senders=10']),
+    // Slots and replication origins each take one of max_replication_slots entries (separate arrays); the pairs of
+    // this file leave their origins behind unless a test uninstalls.
+    server(['-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=10']),
     server([]),
   ]);
 });
@@ -85,6 +89,35 @@ async function writeInBothModes(name: string, writes: (pools: Pools) => Promise<
 /** Bytes of WAL between now and the legacy slot's restart point (what every peek and advance re-reads). */
 const restartBehind = async (pools: Pools) => Number((await pools.legacy.query<{ b: string }>(
   `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint::text AS b FROM pg_replication_slots WHERE slot_name = (SELECT slot FROM strangler_sync.logical_capture)`)).rows[0]?.b);
+
+/** Row changes (`table …` lines) the slot of `pools.<side>` still holds, peeked with or without only-local. */
+async function slotLines(pool: Pools['legacy'], onlyLocal: boolean): Promise<string[]> {
+  const slot = (await pool.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+  const r = await pool.query<{ data: string }>(`SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL${onlyLocal ? `, 'only-local', '1'` : ''}) WHERE data LIKE 'table %'`, [slot]);
+  return r.rows.map((x) => x.data);
+}
+
+/** The sync origins of a database side that exist on the server. */
+const existingOrigins = async (pool: Pools['legacy']) => (await pool.query<{ roname: string }>(
+  `SELECT roname FROM pg_replication_origin WHERE roname LIKE (SELECT slot FROM strangler_sync.logical_capture) || '\\_%' ORDER BY 1`)).rows.map((r) => r.roname);
+
+/** A role for sync that is not a superuser: replication (slots) and the state schema and tables of both databases, no origin grants. */
+async function syncRole(x: { config: SyncConfig; pools: Pools }, role: string): Promise<Pools> {
+  await x.pools.legacy.query(`CREATE ROLE ${role} LOGIN REPLICATION PASSWORD 'pw'`);
+  for (const side of ['legacy', 'service'] as const) {
+    await x.pools[side].query(`GRANT USAGE ON SCHEMA strangler_sync TO ${role}; GRANT ALL ON ALL TABLES IN SCHEMA strangler_sync TO ${role};
+      GRANT ALL ON ALL SEQUENCES IN SCHEMA strangler_sync TO ${role}; GRANT ALL ON ALL TABLES IN SCHEMA public TO ${role}`);
+  }
+  const url = (side: 'legacy' | 'service') => {
+    const u = new URL(x.config.databases[side].url);
+    u.username = role;
+    u.password = 'pw';
+    return u.toString();
+  };
+  const pools = { legacy: openPool(url('legacy'), 4), service: openPool(url('service'), 4) };
+  opened.push(pools);
+  return pools;
+}
 
 const slots = async (pool: Pools['legacy']) => (await pool.query<{ slot_name: string }>('SELECT slot_name FROM pg_replication_slots ORDER BY 1')).rows.map((r) => r.slot_name);
 
@@ -326,5 +359,82 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     await uninstallCapture(config, pools, 'service');
     await installCapture(triggerConfig, pools, 'legacy', tables);
     assert.equal(await captureInstalled(triggerConfig, pools.legacy, 'legacy'), true);
+  });
+  test('with replication origins, sync\'s own writes never leave the server as text; a local write in the same window is decoded and its conflict detected', async () => {
+    const { config, pools, p, tables } = await installed('origins');
+    assert.equal((await existingOrigins(pools.service)).length, 4, 'install created the side\'s origins');
+    await pools.legacy.query(`INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 50) g`);
+    await p.settle();
+    // The service writes key 1 (committed, not decoded yet); legacy then writes key 1 and 20 new keys, applied into the service.
+    await pools.service.query(`UPDATE catalog_items SET title = 'service write' WHERE item_id = 1`);
+    await pools.legacy.query(`UPDATE items SET name = 'legacy write' WHERE id = 1; INSERT INTO items (id, name) SELECT g, 'm' || g FROM generate_series(100, 119) g`);
+    assert.equal(await p.relays.legacy.step(), 21);
+    await p.consumers.legacy.drain(100);
+    const owner = tables.find((t) => t.name === 'items')?.owner;
+    const conflicts = await pools.service.query<{ pk: string; winner: string }>('SELECT pk, winner FROM strangler_sync.conflicts');
+    assert.deepEqual(conflicts.rows, [{ pk: '[1]', winner: owner }], 'the local write was decoded before the conflict check');
+    // Apply's last batch (its rows, row_version, applied, apply_stats) is in the WAL after the last decode: the slot
+    // hands it over as text without only-local, and not at all with it, as the decoder peeks.
+    const all = await slotLines(pools.service, false);
+    assert.ok(all.some((l) => l.startsWith('table public.catalog_items:')) && all.some((l) => l.startsWith('table strangler_sync.row_version:')), `without only-local apply's rows come back: ${all.length} lines`);
+    assert.deepEqual(await slotLines(pools.service, true), [], 'with only-local nothing of sync\'s own comes back');
+    // The relay's own writes on the legacy side (decoded changelog rows, positions, deletes) are skipped the same way.
+    await pools.legacy.query(`UPDATE items SET name = 'again' WHERE id = 2`);
+    assert.equal(await p.relays.legacy.step(), 1);
+    assert.deepEqual(await slotLines(pools.legacy, true), [], 'after a relay cycle the legacy slot holds nothing local');
+    await p.settle();
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+  });
+
+  test('two sync sessions writing at once hold different origins; a third cannot take one of theirs', async () => {
+    const { config, pools } = await installed('twosessions');
+    const origins = new SyncOrigins({ pool: pools.legacy, config, side: 'legacy' });
+    const [a, b] = [await pools.legacy.connect(), await pools.legacy.connect()];
+    try {
+      const [na, nb] = await Promise.all([origins.setup(a), origins.setup(b)]);
+      assert.ok(na !== null && nb !== null, 'both got one');
+      assert.notEqual(na, nb);
+      const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+      assert.deepEqual([na, nb].sort(), originNames(slot).slice(0, 2), 'the first ones not active elsewhere');
+      await assert.rejects(pools.legacy.query('SELECT pg_replication_origin_session_setup($1)', [na]), (err: { code?: string }) => err.code === '55006');
+      assert.equal(await origins.reset(a), true);
+      assert.equal(await origins.setup(a), na, 'released, it is the first free one again');
+      assert.equal(await origins.reset(a), true);
+      assert.equal(await origins.reset(b), true);
+    } finally {
+      a.release();
+      b.release();
+    }
+  });
+
+  test('a sync role without the origin grants syncs as before (no loop, nothing lost), warning once per database; uninstall drops the origins', async () => {
+    const x = await installed('nogrant');
+    const rolePools = await syncRole(x, 'nogrant_sync');
+    const destination = new PassThrough();
+    const lines: string[] = [];
+    destination.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    const p = new Pipeline(x.config, rolePools, x.tables, 200, createLogger({ level: 'warn', destination }));
+    await x.pools.legacy.query(`INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 30) g`);
+    await x.pools.service.query(`INSERT INTO persons (email, address) VALUES ('a@x', '{"street": "s", "city": "c", "zip": "1"}'), ('b@x', '{"street": "t", "city": "d", "zip": "2"}')`);
+    await p.settle();
+    for (const side of ['legacy', 'service'] as const) assert.equal(await p.relays[side].step(), 0, `apply's writes into ${side} are not captured back`);
+    assert.equal(p.bus.size(), 32, 'one event per local change, none echoed');
+    await x.pools.service.query(`UPDATE catalog_items SET title = 'svc' WHERE item_id = 3`);
+    await x.pools.legacy.query(`DELETE FROM items WHERE id = 4`);
+    await p.settle();
+    assert.equal(p.bus.size(), 34);
+    assert.equal((await x.pools.legacy.query('SELECT name FROM items WHERE id = 3')).rows[0].name, 'svc');
+    const v = await verifyTables(x.config, x.pools, x.tables);
+    assert.equal(v.ok, true, JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) }))));
+    await new Promise((res) => setImmediate(res));
+    const warnings = lines.map((l) => JSON.parse(l) as { event?: string; side?: string; msg: string }).filter((l) => l.event === 'sync.capture.origins_unavailable');
+    assert.deepEqual(warnings.map((w) => w.side).sort(), ['legacy', 'service'], 'one warning per database, not per cycle or component');
+    assert.match(warnings[0]?.msg ?? '', /GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup\(text\), pg_replication_origin_session_reset\(\) TO nogrant_sync/);
+    for (const side of ['legacy', 'service'] as const) {
+      assert.equal((await existingOrigins(x.pools[side])).length, 4);
+      await uninstallCapture(x.config, x.pools, side);
+    }
+    const left = await x.pools.legacy.query(`SELECT roname FROM pg_replication_origin WHERE roname LIKE 'strangler_nogrant_%'`);
+    assert.deepEqual(left.rows, [], 'uninstall dropped both sides\' origins');
   });
 });
