@@ -91,7 +91,9 @@ export class ChangeRelay {
       try {
         client = await this.#pool.connect();
       } catch (err) {
-        if (!isTransientDbError(err) || Date.now() > deadline) throw err;
+        // A relay being stopped gives up at once: waiting out the deadline for a database that is down (it may have
+        // been stopped first, as a terminal's Ctrl-C does to npm start's PostgreSQL) only delays the shutdown.
+        if (!isTransientDbError(err) || Date.now() > deadline || this.#stopped) throw err;
         await new Promise((res) => setTimeout(res, 200));
         continue;
       }
