@@ -48,6 +48,8 @@ const RUN_ROWS = 2_000;
 const RESTART_BEHIND_BYTES = 1 << 20;
 /** WAL read past the slot's position without a COMMIT coming back (skipped by origin) above which the slot is moved there. */
 const SKIPPED_ADVANCE_BYTES = 64n << 10n;
+/** Prefix of the decoder's WAL flush marker (see #flushedEnd); it is no apply message (that one is SYNC_MESSAGE_PREFIX exactly). */
+const FLUSH_MESSAGE_PREFIX = 'strangler.flush';
 const decodeFunction = (name: string) => `decode_${name}`;
 
 /** The slot name: replication slots are per server, so it names the database, state schema and side. */
@@ -502,6 +504,8 @@ export class LogicalDecoder {
   #logSnapshots = true;
   /** The decoder's own writes (changelog, row_version, decoded_lsn) run under a sync origin too. */
   readonly #origins: SyncOrigins;
+  /** False once pg_logical_emit_message(…, flush) is missing (PostgreSQL < 17): see #flushedEnd. */
+  #flushMessage = true;
 
   constructor(options: { config: SyncConfig; pool: Pool; side: Side; batchSize?: number; origins?: SyncOrigins; log?: Logger }) {
     this.#config = options.config;
@@ -541,9 +545,7 @@ export class LogicalDecoder {
    * own cycle holds the slot.
    */
   async catchUp(timeoutMs = 10_000): Promise<number> {
-    // The flushed end of the WAL: a peek reads no further, so everything below it has been read once a peek is complete.
-    const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
-    const upTo = r.rows[0]?.lsn as string;
+    const upTo = await this.#flushedEnd(this.#pool);
     const deadline = Date.now() + timeoutMs;
     let captured = 0;
     for (;;) {
@@ -553,6 +555,27 @@ export class LogicalDecoder {
       if (!c.sawCommit || c.complete) return captured;
       if (Date.now() > deadline) throw Object.assign(new Error(`logical decoding on ${this.#side} did not catch up within ${timeoutMs} ms`), { code: '55P03' });
     }
+  }
+
+  /**
+   * A WAL position that ends a record and below which everything is flushed, for a peek to read up to: a peek whose
+   * end lies inside a record not yet flushed (the flush pointer stops at page boundaries while a big transaction,
+   * such as apply's own open batch, writes) sleeps until the WAL writer flushes it, up to wal_writer_delay (200 ms
+   * measured per apply batch). PostgreSQL 17+ flushes a non-transactional message and returns where it ends; before
+   * that the flush pointer is used as is.
+   */
+  async #flushedEnd(db: Pool | PoolClient): Promise<string> {
+    if (this.#flushMessage) {
+      try {
+        const m = await db.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, '', true)::text AS lsn`, [FLUSH_MESSAGE_PREFIX]);
+        return m.rows[0]?.lsn as string;
+      } catch (err) {
+        if ((err as { code?: string }).code !== '42883') throw err;
+        this.#flushMessage = false;
+      }
+    }
+    const r = await db.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
+    return r.rows[0]?.lsn as string;
   }
 
   /** Runs `fn` again while another session holds the slot (55006: the other cycle between its COMMIT and the advance). */
@@ -584,17 +607,17 @@ export class LogicalDecoder {
       origin = await this.#origins.setup(client);
       // With origins in use, sync's own writes (apply's, the relay's, this decoder's) are dropped inside the server.
       const onlyLocal = (await this.#origins.names()).length > 0 ? `, 'only-local', '1'` : '';
+      // Read up to a fixed end (catchUp's, or the flushed WAL now): a complete peek has then read everything below it.
+      const end = upTo ?? await this.#flushedEnd(client);
       await client.query('BEGIN');
-      const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; flushed: string; confirmed: string | null }>(
+      const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
         `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
-                pg_current_wal_flush_lsn()::text AS flushed, s.confirmed_flush_lsn::text AS confirmed
+                s.confirmed_flush_lsn::text AS confirmed
            FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1 FOR UPDATE OF c`);
       const state = st.rows[0];
       restartBehind = Number(state?.behind ?? 0);
       if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
       slot = state.slot;
-      // Read up to a fixed end (the flushed WAL now, or catchUp's): a complete peek has then read everything below it.
-      const end = upTo ?? state.flushed;
       const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
         `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
            'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`, [slot, this.#batch, state.decoded_lsn, end]);
