@@ -401,6 +401,15 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       assert.equal(await origins.setup(a), na, 'released, it is the first free one again');
       assert.equal(await origins.reset(a), true);
       assert.equal(await origins.reset(b), true);
+      // Uninstall while a sync session still holds an origin: it waits for the session to let go, then drops them all.
+      assert.equal(await origins.setup(a), na);
+      const uninstalled = uninstallCapture(config, pools, 'legacy');
+      await new Promise((res) => setTimeout(res, 300));
+      assert.deepEqual((await pools.legacy.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_replication_origin WHERE roname = $1`, [na])).rows[0]?.n, 1, 'still held, not dropped yet');
+      assert.equal(await origins.reset(a), true);
+      await uninstalled;
+      const left = await pools.legacy.query(`SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[])`, [originNames(slot)]);
+      assert.deepEqual(left.rows, [], 'all four dropped');
     } finally {
       a.release();
       b.release();
