@@ -37,7 +37,8 @@ Common options:
   -h, --help       this text
 
 Every change is written to Unleash (its event log shows it, with actor and reason in the strategy title), logged,
-and pushed to each gateway in flags.gateways (POST /admin/flags/refresh) so it applies at once.
+and pushed to each gateway in flags.gateways (POST /admin/flags/refresh): a rollback applies there before the
+command returns, a shift or resume within about 1-2 s (Unleash publishes changes on a 1 s tick).
 Exit codes: 0 ok, 1 error, 3 drift found (sync without --fix).`;
 
 const OPTIONS = {

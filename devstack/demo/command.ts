@@ -69,7 +69,7 @@ strangler demo is up in ${(demo.startMs / 1000).toFixed(1)} s
   config for the CLI     ${cfg}
 
 Try this:
-  curl -s ${gw.proxyUrl}/api/orders?customerId=1 -H 'x-user-id: alice' -D - -o /dev/null | grep x-strangler
+  curl -s '${gw.proxyUrl}/api/orders?customerId=1' -H 'x-user-id: alice' -D - -o /dev/null | grep x-strangler
   npx strangler flags shift orders 25 --reason "first canary" --config ${cfg}
   npx strangler flags status --config ${cfg}
   npx strangler flags rollback orders --reason "trying the kill switch" --config ${cfg}
