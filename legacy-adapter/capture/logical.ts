@@ -506,6 +506,11 @@ export class LogicalDecoder {
   readonly #origins: SyncOrigins;
   /** False once pg_logical_emit_message(…, flush) is missing (PostgreSQL < 17): see #flushedEnd. */
   #flushMessage = true;
+  /**
+   * The end of the last complete read while the WAL has not moved past it: everything committed so far is decoded, so
+   * a poll with the WAL insert position still there skips the cycle (see #cycle). Null when unknown.
+   */
+  #quietEnd: string | null = null;
 
   constructor(options: { config: SyncConfig; pool: Pool; side: Side; batchSize?: number; origins?: SyncOrigins; log?: Logger }) {
     this.#config = options.config;
@@ -591,6 +596,13 @@ export class LogicalDecoder {
   }
 
   async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean; complete: boolean }> {
+    // An idle poll costs one read of the WAL insert position: an idle cycle writes no WAL (an advisory lock, not a row
+    // lock, and no xid), so a position still at the last complete read's end means nothing has committed since.
+    if (upTo === null && this.#quietEnd !== null) {
+      const now = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
+      if (now.rows[0]?.lsn === this.#quietEnd) return { captured: 0, sawCommit: false, complete: true };
+    }
+    this.#quietEnd = null;
     const client = await this.#pool.connect();
     let origin: string | null = null;
     const release = async () => {
@@ -603,17 +615,21 @@ export class LogicalDecoder {
     let advanceTo: string | null;
     let restartBehind: number;
     let complete: boolean;
+    let end: string;
     try {
       origin = await this.#origins.setup(client);
       // With origins in use, sync's own writes (apply's, the relay's, this decoder's) are dropped inside the server.
       const onlyLocal = (await this.#origins.names()).length > 0 ? `, 'only-local', '1'` : '';
       // Read up to a fixed end (catchUp's, or the flushed WAL now): a complete peek has then read everything below it.
-      const end = upTo ?? await this.#flushedEnd(client);
+      end = upTo ?? await this.#flushedEnd(client);
       await client.query('BEGIN');
+      // One decoder at a time per slot (the relay's cycle, apply's catch-up): a transaction-scoped advisory lock, which
+      // unlike a row lock writes no WAL, so an idle cycle leaves the WAL where it was (see #quietEnd).
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]);
       const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
         `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
                 s.confirmed_flush_lsn::text AS confirmed
-           FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1 FOR UPDATE OF c`);
+           FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1`);
       const state = st.rows[0];
       restartBehind = Number(state?.behind ?? 0);
       if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
@@ -700,6 +716,7 @@ export class LogicalDecoder {
     } finally {
       await release();
     }
+    if (complete) this.#quietEnd = end;
     return { captured, sawCommit: lastCommit !== null, complete };
   }
 }

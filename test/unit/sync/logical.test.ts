@@ -39,7 +39,7 @@ before(async () => {
   [logicalPg, plainPg] = await Promise.all([
     // Slots and replication origins each take one of max_replication_slots entries (separate arrays); the pairs of
     // this file leave their origins behind unless a test uninstalls.
-    server(['-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=10']),
+    server(['-c', 'wal_level=logical', '-c', 'max_replication_slots=64', '-c', 'max_wal_senders=10', '-c', 'autovacuum=off']),
     server([]),
   ]);
 });
@@ -202,6 +202,24 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     // Without the record the restart point stays before the big transaction until the server logs one (every 15 s).
     const left = await restartBehind(pools);
     assert.ok(left < 2 << 20, `restart point ${left} bytes behind, expected < 2 MB`);
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
+  });
+
+  test('an idle relay polls without writing WAL (no fsync per poll on a quiet database); the first write after the quiet spell is captured', async () => {
+    const { config, pools, p } = await installed('idle');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
+    assert.equal(await p.relays.legacy.step(), 1);
+    const lsn = async () => (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l as string;
+    const grown = async (from: string) => Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
+    await p.relays.legacy.step(); // the cycle after a capture reads the relay's own bookkeeping and then is quiet
+    const from = await lsn();
+    for (let i = 0; i < 40; i++) assert.equal(await p.relays.legacy.step(), 0);
+    // Before, each poll committed a row lock (a transaction with an xid: a commit record and a WAL flush), ~100 bytes.
+    const bytes = await grown(from);
+    assert.ok(bytes < 1024, `40 idle polls wrote ${bytes} bytes of WAL, expected (almost) none`);
+    await pools.legacy.query(`UPDATE items SET name = 'b' WHERE id = 1`);
+    assert.equal(await p.relays.legacy.step(), 1, 'a write after the quiet spell is captured by the next poll');
+    assert.equal(p.bus.size(), 2, 'the insert and the update, each published once');
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
   });
 

@@ -21,7 +21,8 @@ import type { Pools } from '../../../migration-scripts/db.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 
 let fx: SyncFixture;
-before(async () => { fx = await startSyncFixture(); });
+// autovacuum off: one test measures the WAL an idle relay writes, and WAL is server-wide.
+before(async () => { fx = await startSyncFixture({ serverFlags: ['-c', 'autovacuum=off'] }); });
 after(async () => { await fx.stop(); });
 
 async function installed(name: string, overrides: Record<string, unknown> = {}): Promise<{ config: SyncConfig; pools: Pools; tables: CompiledTable[]; p: Pipeline }> {
@@ -149,6 +150,20 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.equal(r.applied, 0);
     for (let i = 0; i < 3; i++) assert.equal(await p.round(), 0, 'quiet after quiescence');
     assert.equal((await pools.legacy.query('SELECT name FROM items WHERE id = 7')).rows[0].name, 'y');
+  });
+
+  test('an idle relay polls without writing WAL (no commit and fsync per poll on a quiet database); the next write is published', async () => {
+    const { pools, p } = await installed('idle');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
+    assert.equal(await p.relays.legacy.step(), 1);
+    const from = (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l;
+    for (let i = 0; i < 40; i++) assert.equal(await p.relays.legacy.step(), 0);
+    // Before, each poll locked relay_state: a transaction id, a commit record and a WAL flush, ~100 bytes per poll.
+    const bytes = Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
+    assert.ok(bytes < 1024, `40 idle polls wrote ${bytes} bytes of WAL, expected (almost) none`);
+    await pools.legacy.query(`UPDATE items SET name = 'b' WHERE id = 1`);
+    assert.equal(await p.relays.legacy.step(), 1, 'a write after the quiet spell is published by the next poll');
+    assert.equal(p.bus.size(), 2);
   });
 
   for (const policy of ['owner-wins', 'latest-commit-wins'] as const) {
