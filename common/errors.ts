@@ -32,7 +32,7 @@ export const ERROR_CATALOGUE = {
   ADMIN_UNAUTHORIZED: { status: 401, retriable: false, doc: 'The admin API needs `Authorization: Bearer <admin.token>`.' },
   ADMIN_NOT_FOUND: { status: 404, retriable: false, doc: 'The admin resource (route id, upstream id) does not exist.' },
   ADMIN_BAD_REQUEST: { status: 400, retriable: false, doc: 'The admin request body or parameter was invalid; the message says which field and what was expected.' },
-  ADMIN_INSECURE_BIND: { status: 500, retriable: false, doc: 'The admin listener was asked to bind a non-loopback address without admin.token; set a token or bind 127.0.0.1.' },
+  ADMIN_INSECURE_BIND: { status: 500, retriable: false, doc: 'The admin listener was asked to bind a non-loopback address without admin.token; set a token or bind 127.0.0.1. A config file with that mistake is refused earlier, as CONFIG_INVALID at admin.token; this is the listener\'s own guard for configs built in code.' },
   // ── flags / Unleash ──────────────────────────────────────────────────────
   FLAGS_UNAVAILABLE: { status: 503, retriable: true, doc: 'No flag data could be loaded (Unleash unreachable, no backup, no bootstrap); every route goes to legacy and /readyz reports degraded.' },
   FLAGS_UNAUTHORIZED: { status: 502, retriable: false, doc: 'Unleash refused the token (401/403). The SDK stops polling; fix the token and restart or reload.' },

@@ -202,7 +202,8 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   };
   /**
    * Runs a traffic change through flags/ (Unleash Admin API, audit, push to configured gateways), then pushes it
-   * to this gateway's own workers so it applies here before the answer is sent.
+   * to this gateway's own workers, which fetch the flags at once: a shift or resume shows here once Unleash serves it
+   * (1–2 s, its read-after-write lag); a rollback acts here first, before Unleash is written (see below).
    */
   const trafficChange = (action: 'shift' | 'rollback' | 'resume') => async (req: Request, res: Response, next: NextFunction) => {
     try {

@@ -191,6 +191,8 @@ export class ChangeRelay {
         failures = 0;
         if (n === 0) await new Promise((r) => setTimeout(r, this.#config.capture.relayPollMs));
       } catch (err) {
+        // A cycle cut short by shutdown (npm start's Ctrl-C stops PostgreSQL too) is no failure worth a warning.
+        if (this.#stopped) break;
         failures += 1;
         this.#log.warn({ event: CAPTURE_LOG.relayRetry, side: this.#side, err, failures }, 'relay cycle failed; retrying from the stored position');
         await new Promise((r) => setTimeout(r, Math.min(2_000, 50 * 2 ** Math.min(failures, 6))));
