@@ -273,6 +273,19 @@ describe('migration dashboard', () => {
     await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'on');
   });
 
+  test('a route without a service shows no flag (not "unknown") and offers no traffic controls', async () => {
+    state.routes.push({ ...route(), id: 'pages', service: '', flagState: { known: false, enabled: false, rolloutPercent: null, localOverride: null } });
+    const card = '[data-testid="route-pages"]';
+    await page.locator(card).waitFor({ timeout: 5_000 });
+    assert.equal(await text('flag-enabled', card), 'none');
+    assert.equal(await text('flag-name', card), '– (no service: always legacy)');
+    for (const id of ['shift-button', 'rollback-button', 'resume-button', 'shift-slider', 'step-50']) {
+      assert.equal(await page.locator(`${card} [data-testid="${id}"]`).isDisabled(), true, `${id} disabled`);
+    }
+    assert.equal(await page.locator('[data-testid="route-orders"] [data-testid="shift-button"]').isDisabled(), false, 'the routed card keeps its controls');
+    state.routes.pop();
+  });
+
   test('a 401 while polling (token revoked) returns to the login and forgets the token', async () => {
     state.tokenValid = false;
     await page.getByTestId('login').waitFor({ timeout: 5_000 });
