@@ -36,6 +36,7 @@
 import type { Pool, PoolClient } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
 import { silentLogger, type Logger } from '../../common/logger.ts';
+import { inTransaction, transactionOn } from '../../common/pg.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
@@ -141,27 +142,23 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   }
   // The origins sync's own sessions write under (see SyncOrigins); a user that may not create them installs without.
   await ensureOrigins(pool, slot);
-  const client = await pool.connect();
   try {
-    await client.query('BEGIN');
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
-    await installStateIn(client);
-    // Remember each table's replica identity before changing it, so uninstall can restore it.
-    const prev = await client.query<{ tables: Record<string, string> }>(
-      `SELECT coalesce(jsonb_object_agg(n, c.relreplident::text), '{}') AS tables FROM unnest($1::text[]) AS n JOIN pg_class c ON c.oid = n::regclass`,
-      [tables.map((t) => t.qualified(side))]);
-    await client.query(logicalFunctionsSql(config, side, tables));
-    await client.query(
-      `INSERT INTO ${q(config.stateSchema)}.logical_capture (id, slot, tables) VALUES (1, $1, $2::jsonb)
-       ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${q(config.stateSchema)}.logical_capture.tables`,
-      [slot, JSON.stringify(prev.rows[0]?.tables ?? {})]);
-    await client.query('COMMIT');
+    await inTransaction(pool, async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+      await installStateIn(client);
+      // Remember each table's replica identity before changing it, so uninstall can restore it.
+      const prev = await client.query<{ tables: Record<string, string> }>(
+        `SELECT coalesce(jsonb_object_agg(n, c.relreplident::text), '{}') AS tables FROM unnest($1::text[]) AS n JOIN pg_class c ON c.oid = n::regclass`,
+        [tables.map((t) => t.qualified(side))]);
+      await client.query(logicalFunctionsSql(config, side, tables));
+      await client.query(
+        `INSERT INTO ${q(config.stateSchema)}.logical_capture (id, slot, tables) VALUES (1, $1, $2::jsonb)
+         ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${q(config.stateSchema)}.logical_capture.tables`,
+        [slot, JSON.stringify(prev.rows[0]?.tables ?? {})]);
+    });
   } catch (err) {
-    await client.query('ROLLBACK').catch(() => {});
     if (created) await pool.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => {});
     throw err;
-  } finally {
-    client.release();
   }
   return slot;
 }
@@ -359,17 +356,7 @@ export class SyncOrigins {
 
   /** `use` with `work` in one transaction: COMMIT when it resolves, ROLLBACK when it throws. */
   transaction<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
-    return this.use(async (client) => {
-      await client.query('BEGIN');
-      try {
-        const result = await work(client);
-        await client.query('COMMIT');
-        return result;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw err;
-      }
-    });
+    return this.use((client) => transactionOn(client, work));
   }
 }
 
