@@ -537,7 +537,7 @@ export class LogicalDecoder {
    * own cycle holds the slot.
    */
   async catchUp(timeoutMs = 10_000): Promise<number> {
-    const upTo = await this.#flushedEnd(this.#pool);
+    const upTo = await this.#flushedEnd();
     const deadline = Date.now() + timeoutMs;
     let captured = 0;
     for (;;) {
@@ -558,17 +558,17 @@ export class LogicalDecoder {
    * open) pays that extra WAL flush; the relay's cycles read up to the flush pointer, which under load is mostly a
    * commit's end (measured at 1,000 writes/s: the marker in every relay cycle added ~8 % more WAL fsyncs).
    */
-  async #flushedEnd(db: Pool | PoolClient): Promise<string> {
+  async #flushedEnd(): Promise<string> {
     if (this.#flushMessage) {
       try {
-        const m = await db.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, '', true)::text AS lsn`, [FLUSH_MESSAGE_PREFIX]);
+        const m = await this.#pool.query<{ lsn: string }>(`SELECT pg_logical_emit_message(false, $1, '', true)::text AS lsn`, [FLUSH_MESSAGE_PREFIX]);
         return m.rows[0]?.lsn as string;
       } catch (err) {
         if ((err as { code?: string }).code !== '42883') throw err;
         this.#flushMessage = false;
       }
     }
-    const r = await db.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
+    const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
     return r.rows[0]?.lsn as string;
   }
 
@@ -592,108 +592,88 @@ export class LogicalDecoder {
       if (now.rows[0]?.lsn === this.#quietEnd) return { captured: 0, sawCommit: false, complete: true };
     }
     this.#quietEnd = null;
-    const client = await this.#pool.connect();
-    let origin: string | null = null;
-    const release = async () => {
-      const ok = origin === null || await this.#origins.reset(client);
-      client.release(!ok);
-    };
-    let captured = 0;
-    let slot: string | undefined;
-    let lastCommit: string | null = null;
-    let advanceTo: string | null;
-    let restartBehind: number;
-    let complete: boolean;
-    let end: string;
-    try {
-      origin = await this.#origins.setup(client);
+    return this.#origins.use(async (client) => {
       // With origins in use, sync's own writes (apply's, the relay's, this decoder's) are dropped inside the server.
       const onlyLocal = (await this.#origins.names()).length > 0 ? `, 'only-local', '1'` : '';
       // Read up to a fixed end (catchUp's, or the flushed WAL now): a complete peek has then read everything below it.
-      end = upTo ?? (await client.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0]?.lsn as string;
-      await client.query('BEGIN');
-      // One decoder at a time per slot (the relay's cycle, apply's catch-up): a transaction-scoped advisory lock, which
-      // unlike a row lock writes no WAL, so an idle cycle leaves the WAL where it was (see #quietEnd).
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]);
-      const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
-        `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
-                s.confirmed_flush_lsn::text AS confirmed
-           FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1`);
-      const state = st.rows[0];
-      restartBehind = Number(state?.behind ?? 0);
-      if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
-      slot = state.slot;
-      const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
-        `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
-           'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`, [slot, this.#batch, state.decoded_lsn, end]);
-      complete = rows.rows.length < this.#batch;
-      const txs: DecodedTx[] = [];
-      let open: DecodedTx | null = null;
-      for (const row of rows.rows) {
-        if (row.data.startsWith('BEGIN')) {
-          open = { xid: row.xid, commitLsn: '', commitTs: '', sync: false, changes: [] };
-        } else if (row.data.startsWith('COMMIT')) {
-          if (!open) continue;
-          const m = /\(at (.+)\)$/.exec(row.data);
-          open.commitLsn = row.lsn;
-          open.commitTs = m?.[1] ?? '';
-          if (row.after) txs.push(open);
-          lastCommit = row.lsn;
-          open = null;
-        } else if (open && row.data.startsWith('message:')) {
-          if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
-        } else if (open && !open.sync && row.data.startsWith('table ')) {
-          // An apply transaction's message comes first in it (right after BEGIN), so its rows are not even parsed.
-          const change = parseChange(row.data, (schema, table) => this.#tables.has(`${schema}.${table}`));
-          if (change) open.changes.push(change);
-        }
-      }
-      if (txs.length > 0) {
-        const cur = await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
-        const current = BigInt(cur.rows[0]?.x ?? '0');
-        const decoded: { fn: string; args: (string | null)[] }[] = [];
-        for (const tx of txs) {
-          if (tx.sync) continue;
-          const xid = fullXid(current, BigInt(tx.xid)).toString();
-          for (const ch of tx.changes) {
-            const cols = await this.#columnsOf(client, ch.schema, ch.table);
-            decoded.push({ fn: this.#tables.get(`${ch.schema}.${ch.table}`) as string,
-              args: [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid, tx.commitTs || null] });
+      const end = upTo ?? (await client.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn')).rows[0]?.lsn as string;
+      const { captured, slot, lastCommit, complete, restartBehind, confirmed } = await transactionOn(client, async () => {
+        // One decoder at a time per slot (the relay's cycle, apply's catch-up): a transaction-scoped advisory lock, which
+        // unlike a row lock writes no WAL, so an idle cycle leaves the WAL where it was (see #quietEnd).
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]);
+        const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
+          `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
+                  s.confirmed_flush_lsn::text AS confirmed
+             FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1`);
+        const state = st.rows[0];
+        if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
+        const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
+          `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
+             'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`, [state.slot, this.#batch, state.decoded_lsn, end]);
+        let captured = 0;
+        let lastCommit: string | null = null;
+        const txs: DecodedTx[] = [];
+        let open: DecodedTx | null = null;
+        for (const row of rows.rows) {
+          if (row.data.startsWith('BEGIN')) {
+            open = { xid: row.xid, commitLsn: '', commitTs: '', sync: false, changes: [] };
+          } else if (row.data.startsWith('COMMIT')) {
+            if (!open) continue;
+            const m = /\(at (.+)\)$/.exec(row.data);
+            open.commitLsn = row.lsn;
+            open.commitTs = m?.[1] ?? '';
+            if (row.after) txs.push(open);
+            lastCommit = row.lsn;
+            open = null;
+          } else if (open && row.data.startsWith('message:')) {
+            if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
+          } else if (open && !open.sync && row.data.startsWith('table ')) {
+            // An apply transaction's message comes first in it (right after BEGIN), so its rows are not even parsed.
+            const change = parseChange(row.data, (schema, table) => this.#tables.has(`${schema}.${table}`));
+            if (change) open.changes.push(change);
           }
         }
-        // One statement per run of consecutive changes to one table (at most RUN_ROWS), not a round trip per change:
-        // the runs go in commit order and each calls the decode function row by row in array order, so `seq` (taken
-        // in capture_decoded) still follows commit order across tables.
-        for (let i = 0; i < decoded.length;) {
-          const fn = (decoded[i] as { fn: string }).fn;
-          let j = i + 1;
-          while (j < decoded.length && j - i < RUN_ROWS && decoded[j]?.fn === fn) j++;
-          const run = decoded.slice(i, j);
-          await client.query(`SELECT ${fn}(u.op, u.old, u.new, u.xid::xid8, u.ts::timestamptz)
-            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, old, new, xid, ts, n) ORDER BY u.n`,
-          [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null)));
-          captured += run.length;
-          i = j;
+        if (txs.length > 0) {
+          const cur = await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
+          const current = BigInt(cur.rows[0]?.x ?? '0');
+          const decoded: { fn: string; args: (string | null)[] }[] = [];
+          for (const tx of txs) {
+            if (tx.sync) continue;
+            const xid = fullXid(current, BigInt(tx.xid)).toString();
+            for (const ch of tx.changes) {
+              const cols = await this.#columnsOf(client, ch.schema, ch.table);
+              decoded.push({ fn: this.#tables.get(`${ch.schema}.${ch.table}`) as string,
+                args: [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid, tx.commitTs || null] });
+            }
+          }
+          // One statement per run of consecutive changes to one table (at most RUN_ROWS), not a round trip per change:
+          // the runs go in commit order and each calls the decode function row by row in array order, so `seq` (taken
+          // in capture_decoded) still follows commit order across tables.
+          for (let i = 0; i < decoded.length;) {
+            const fn = (decoded[i] as { fn: string }).fn;
+            let j = i + 1;
+            while (j < decoded.length && j - i < RUN_ROWS && decoded[j]?.fn === fn) j++;
+            const run = decoded.slice(i, j);
+            await client.query(`SELECT ${fn}(u.op, u.old, u.new, u.xid::xid8, u.ts::timestamptz)
+              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, old, new, xid, ts, n) ORDER BY u.n`,
+            [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null)));
+            captured += run.length;
+            i = j;
+          }
+          // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
+          // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
+          if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [(txs[txs.length - 1] as DecodedTx).commitLsn]);
         }
-        // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
-        // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
-        if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [(txs[txs.length - 1] as DecodedTx).commitLsn]);
-      }
-      await client.query('COMMIT');
+        return { captured, slot: state.slot, lastCommit, complete: rows.rows.length < this.#batch, restartBehind: Number(state.behind ?? 0), confirmed: state.confirmed };
+      });
       // A complete peek read every transaction that committed below `end`, output or not (filtered by origin,
       // or empty): the slot may move there even when no COMMIT came back (sync's own writes only, with origins).
       // Without a COMMIT only once that is worth a slot write (not on every idle poll).
-      const skipped = lsnValue(end) - lsnValue(lastCommit ?? state.confirmed ?? end);
-      advanceTo = complete && skipped > (lastCommit === null ? SKIPPED_ADVANCE_BYTES : 0n) ? end : lastCommit;
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      await release();
-      throw err;
-    }
-    try {
+      const skipped = lsnValue(end) - lsnValue(lastCommit ?? confirmed ?? end);
+      const advanceTo = complete && skipped > (lastCommit === null ? SKIPPED_ADVANCE_BYTES : 0n) ? end : lastCommit;
       // Only after COMMIT: the slot may now forget what the changelog holds (a crash before this line re-reads and skips it).
       // Never backwards (another cycle may have moved it further meanwhile; advancing below it is an error).
-      if (advanceTo !== null && slot !== undefined) {
+      if (advanceTo !== null) {
         await client.query(`SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, [slot, advanceTo]);
       }
       // Every peek and advance re-reads the WAL from the slot's restart_lsn, which moves only past a running-xacts
@@ -702,11 +682,9 @@ export class LogicalDecoder {
       if (advanceTo !== null && restartBehind > RESTART_BEHIND_BYTES && this.#logSnapshots) {
         await client.query('SELECT pg_log_standby_snapshot()').catch(() => { this.#logSnapshots = false; });
       }
-    } finally {
-      await release();
-    }
-    if (complete) this.#quietEnd = end;
-    return { captured, sawCommit: lastCommit !== null, complete };
+      if (complete) this.#quietEnd = end;
+      return { captured, sawCommit: lastCommit !== null, complete };
+    });
   }
 }
 
