@@ -143,8 +143,9 @@ export class Applier {
     let broken = false;
     let origin: string | null = null;
     try {
-      // Logical capture: under a sync origin the slot (peeked with only-local) never even formats this transaction.
-      if (this.#config.capture.mode === 'logical') origin = await this.#origins.setup(client);
+      // Logical capture: under a sync origin the slot (peeked with only-local) never even formats this transaction
+      // (trigger mode has no origins: nothing is set up).
+      origin = await this.#origins.setup(client);
       await client.query("BEGIN; SET LOCAL strangler.origin = 'sync'");
       // Logical capture sees no session settings: mark the transaction in the WAL so the decoder drops it (the
       // guarantee when no origin could be set up: no grant, all busy).

@@ -26,7 +26,6 @@ import { q, topicFor } from '../../migration-scripts/mapping.ts';
 import { changelogEventSql } from '../../migration-scripts/event.ts';
 import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
-import { inTransaction } from '../../common/pg.ts';
 import { LogicalDecoder, SyncOrigins } from './logical.ts';
 
 export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
@@ -55,8 +54,8 @@ export class ChangeRelay {
   readonly #tablesJson: string;
   /** capture.mode logical: moves committed changes from the slot into the changelog before assign(). */
   readonly #decoder: LogicalDecoder | undefined;
-  /** capture.mode logical: the relay's own writes (positions, deletes) run under a sync origin, so the slot skips them. */
-  readonly #origins: SyncOrigins | undefined;
+  /** The relay's own writes (positions, deletes) run under a sync origin (capture.mode logical), so the slot skips them. */
+  readonly #origins: SyncOrigins;
   #lockClient: PoolClient | undefined;
   #lockLost = false;
   #stopped = false;
@@ -69,10 +68,8 @@ export class ChangeRelay {
     this.#sink = options.sink;
     this.#log = options.log ?? silentLogger;
     this.#batchSize = options.batchSize ?? options.config.capture.relayBatchSize;
-    this.#origins = options.config.capture.mode === 'logical'
-      ? new SyncOrigins({ config: options.config, pool: options.pool, side: options.side, log: this.#log })
-      : undefined;
-    this.#decoder = this.#origins
+    this.#origins = new SyncOrigins({ config: options.config, pool: options.pool, side: options.side, log: this.#log });
+    this.#decoder = options.config.capture.mode === 'logical'
       ? new LogicalDecoder({ config: options.config, pool: options.pool, side: options.side, batchSize: this.#batchSize, origins: this.#origins })
       : undefined;
     this.#tablesJson = JSON.stringify(Object.fromEntries(options.config.tables.map((t) => [t.name, t[options.side].table])));
@@ -125,8 +122,7 @@ export class ChangeRelay {
     // flush (50 per second at relayPollMs 20 on a quiet database). A change that commits after this look waits one poll.
     const any = await this.#pool.query(`SELECT 1 FROM ${this.#s}.changelog WHERE pos IS NULL LIMIT 1`);
     if (any.rows.length === 0) return 0;
-    const transaction = <T>(fn: (client: PoolClient) => Promise<T>) => this.#origins ? this.#origins.transaction(fn) : inTransaction(this.#pool, fn);
-    return transaction(async (client) => {
+    return this.#origins.transaction(async (client) => {
       const base = await client.query<{ last_pos: string }>(`SELECT last_pos FROM ${this.#s}.relay_state WHERE id = 1 FOR UPDATE`);
       const last = base.rows[0]?.last_pos;
       if (last === undefined) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.relay_state row; run strangler sync capture install`);
@@ -151,11 +147,10 @@ export class ChangeRelay {
 
   /** Forgets everything up to `position` (acknowledged by Kafka). */
   async ack(position: number, count: number): Promise<void> {
-    const query = (sql: string, params: unknown[]) => this.#origins ? this.#origins.use((c) => c.query(sql, params)) : this.#pool.query(sql, params);
-    await query(
+    await this.#origins.use((client) => client.query(
       `WITH d AS (DELETE FROM ${this.#s}.changelog WHERE pos IS NOT NULL AND pos <= $1)
        UPDATE ${this.#s}.relay_state SET acked_pos = GREATEST(acked_pos, $1), published = published + $2, updated_at = now() WHERE id = 1`,
-      [position, count]);
+      [position, count]));
   }
 
   /** One cycle: publish what is pending (left over from a crash first), then newly committed changes. Returns the number published. */
