@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Pool } from 'pg';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 import type { SyncConfig, Side } from '../../../migration-scripts/config-schema.ts';
@@ -84,6 +85,12 @@ export interface SyncFixture {
 }
 
 /** PostgreSQL flags for a server that runs capture.mode logical as well as trigger (trigger mode does not mind them). */
+/** Marks the server's WAL insert position now; the returned function says how many bytes of WAL were written since. */
+export async function walMark(pool: Pool): Promise<() => Promise<number>> {
+  const from = (await pool.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l as string;
+  return async () => Number((await pool.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
+}
+
 export const LOGICAL_SERVER_FLAGS: readonly string[] = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
 
 /** `serverFlags`: extra PostgreSQL flags, e.g. LOGICAL_SERVER_FLAGS for capture.mode logical (the bench runs both modes). */

@@ -20,7 +20,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
-import { LEGACY_DDL, SERVICE_DDL, syncDoc } from './fixture.ts';
+import { LEGACY_DDL, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 
 const servers: { pg: RunningPostgres; dir: string }[] = [];
@@ -209,13 +209,11 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const { config, pools, p } = await installed('idle');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
     assert.equal(await p.relays.legacy.step(), 1);
-    const lsn = async () => (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l as string;
-    const grown = async (from: string) => Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
     await p.relays.legacy.step(); // the cycle after a capture reads the relay's own bookkeeping and then is quiet
-    const from = await lsn();
+    const grown = await walMark(pools.legacy);
     for (let i = 0; i < 40; i++) assert.equal(await p.relays.legacy.step(), 0);
     // Before, each poll committed a row lock (a transaction with an xid: a commit record and a WAL flush), ~100 bytes.
-    const bytes = await grown(from);
+    const bytes = await grown();
     assert.ok(bytes < 1024, `40 idle polls wrote ${bytes} bytes of WAL, expected (almost) none`);
     await pools.legacy.query(`UPDATE items SET name = 'b' WHERE id = 1`);
     assert.equal(await p.relays.legacy.step(), 1, 'a write after the quiet spell is captured by the next poll');
@@ -347,23 +345,21 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
 
   test('status shows WAL the slot has not decoded; TRUNCATE is refused on captured tables; an in-place switch back to trigger mode is refused and keeps the slot', async () => {
     const { config, pools, tables, p } = await installed('guards');
-    const lsn = async () => (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]?.l as string;
-    const since = async (from: string) => Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
-    const beforeInsert = await lsn();
+    const sinceInsert = await walMark(pools.legacy);
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
     await assert.rejects(pools.legacy.query('TRUNCATE items'), /TRUNCATE of items is not captured by sync/);
     assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);
     const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
     // Status shows what the slot still holds: not decoded yet, so not in lagEvents, but visible as WAL behind the slot.
     const undecoded = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.undecoded;
-    const written = await since(beforeInsert);
+    const written = await sinceInsert();
     const pending = await undecoded();
     assert.equal(pending?.slot, slot);
     assert.ok(written > 0 && (pending?.walBytes ?? 0) >= written, `the insert is still in the slot: ${pending?.walBytes} bytes behind, ${written} written since`);
     assert.match(formatStatus(await readSyncStatus(config, pools)), new RegExp(`slot ${slot}: \\d+ bytes of WAL not decoded yet`));
     assert.equal(await p.relays.legacy.step(), 1);
     const after = await undecoded();
-    assert.ok((after?.walBytes ?? Infinity) < await since(beforeInsert), 'decoding moved the slot past the insert');
+    assert.ok((after?.walBytes ?? Infinity) < await sinceInsert(), 'decoding moved the slot past the insert');
     const triggerConfig = { ...config, capture: { ...config.capture, mode: 'trigger' as const } };
     await assert.rejects(installCapture(triggerConfig, pools, 'legacy', tables), (err: Error & { code?: string }) => {
       assert.equal(err.code, 'SYNC_UNSUPPORTED');

@@ -5,7 +5,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startSyncFixture, type SyncFixture } from './fixture.ts';
+import { startSyncFixture, syncDoc, walMark, type SyncFixture } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
@@ -15,7 +15,6 @@ import { repairFromVerify, retryDeadLetters } from '../../../migration-scripts/r
 import { runBackfill } from '../../../migration-scripts/backfill.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
-import { syncDoc } from './fixture.ts';
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
 import type { Pools } from '../../../migration-scripts/db.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
@@ -156,10 +155,10 @@ describe('sync on PostgreSQL (memory transport)', () => {
     const { pools, p } = await installed('idle');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
     assert.equal(await p.relays.legacy.step(), 1);
-    const from = (await pools.legacy.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l;
+    const grown = await walMark(pools.legacy);
     for (let i = 0; i < 40; i++) assert.equal(await p.relays.legacy.step(), 0);
     // Before, each poll locked relay_state: a transaction id, a commit record and a WAL flush, ~100 bytes per poll.
-    const bytes = Number((await pools.legacy.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
+    const bytes = await grown();
     assert.ok(bytes < 1024, `40 idle polls wrote ${bytes} bytes of WAL, expected (almost) none`);
     await pools.legacy.query(`UPDATE items SET name = 'b' WHERE id = 1`);
     assert.equal(await p.relays.legacy.step(), 1, 'a write after the quiet spell is published by the next poll');
