@@ -2,7 +2,7 @@
  * Every log message the gateway writes, with its level, in one place (fastify's log controller, YARP's event ids).
  * Field names are constants so dashboards and alerts can rely on them.
  */
-import { symbols } from 'pino';
+import { levels, symbols } from 'pino';
 import type { Logger } from '../../common/logger.ts';
 
 export const F = { reqId: 'reqId', routeId: 'routeId', target: 'target', decision: 'decision', status: 'status', durationMs: 'durationMs' } as const;
@@ -41,8 +41,6 @@ export type LogEvent = keyof typeof EVENTS;
 export function logEvent(log: Logger, event: LogEvent, fields: Record<string, unknown> = {}): void {
   log[EVENTS[event]](fields, event);
 }
-
-const LEVEL_VALUES = { debug: 20, info: 30, warn: 40, error: 50 } as const satisfies Record<Level, number>;
 
 /** The fields of a per-request line, in the order they are written. */
 export interface RequestLineFields {
@@ -86,7 +84,7 @@ export class RequestLog {
 
   write(event: 'request.completed' | 'request.failed', f: RequestLineFields): void {
     const log = this.#log;
-    const level = LEVEL_VALUES[EVENTS[event]];
+    const level = levels.values[EVENTS[event]] as number;
     if (level < log.levelVal) return;
     let line = `{"level":${level}${log[symbols.timeSym]()}${log[symbols.chindingsSym]},"reqId":${json(f.reqId)},"routeId":${json(f.routeId)},"target":${json(f.target)},"decision":${json(f.decision)},"status":${f.status},"durationMs":${Number.isFinite(f.durationMs) ? f.durationMs : null}`;
     if (f.method !== undefined) line += `,"method":${json(f.method)}`;
