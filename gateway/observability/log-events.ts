@@ -65,7 +65,13 @@ interface PinoParts {
   [symbols.streamSym]: { write(line: string): unknown };
 }
 
-const json = JSON.stringify;
+/** Printable ASCII without `"` or `\\`: the strings JSON writes as they are, between quotes. */
+const PLAIN = /^[\x20\x21\x23-\x5b\x5d-\x7e]*$/;
+
+/** JSON.stringify for a string, without its cost for the usual one that needs no escaping (ids, methods, paths). */
+function str(s: string): string {
+  return PLAIN.test(s) ? `"${s}"` : JSON.stringify(s);
+}
 
 /**
  * The per-request events (`request.completed`, `request.failed`), written as the exact line pino would write for
@@ -86,11 +92,11 @@ export class RequestLog {
     const log = this.#log;
     const level = levels.values[EVENTS[event]] as number;
     if (level < log.levelVal) return;
-    let line = `{"level":${level}${log[symbols.timeSym]()}${log[symbols.chindingsSym]},"reqId":${json(f.reqId)},"routeId":${json(f.routeId)},"target":${json(f.target)},"decision":${json(f.decision)},"status":${f.status},"durationMs":${Number.isFinite(f.durationMs) ? f.durationMs : null}`;
-    if (f.method !== undefined) line += `,"method":${json(f.method)}`;
-    line += `,"path":${json(f.path)}`;
-    if (f.fallback) line += `,"fallback":${json(f.fallback)}`;
-    if (f.code !== undefined) line += `,"code":${json(f.code)}`;
+    let line = `{"level":${level}${log[symbols.timeSym]()}${log[symbols.chindingsSym]},"reqId":${str(f.reqId)},"routeId":${str(f.routeId)},"target":${str(f.target)},"decision":${str(f.decision)},"status":${f.status},"durationMs":${Number.isFinite(f.durationMs) ? f.durationMs : null}`;
+    if (f.method !== undefined) line += `,"method":${str(f.method)}`;
+    line += `,"path":${str(f.path)}`;
+    if (f.fallback) line += `,"fallback":${str(f.fallback)}`;
+    if (f.code !== undefined) line += `,"code":${str(f.code)}`;
     log[symbols.streamSym].write(`${line},"msg":"${event}"}\n`);
   }
 }

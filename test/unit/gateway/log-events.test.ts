@@ -35,6 +35,8 @@ test('request lines are byte-for-byte the line pino writes for the same event, b
     ['request.completed', { ...base, target: 'legacy', decision: 'flag-off', fallback: 'service-timeout', durationMs: 0 }],
     ['request.failed', { ...base, status: 503, code: 'ALL_UPSTREAMS_DOWN', fallback: 'service-connect' }],
     ['request.failed', { ...base, status: 499, method: undefined }],
+    // every printable ASCII character JSON leaves as it is, the edges of the unescaped fast path included
+    ['request.completed', { ...base, path: `/${Array.from({ length: 95 }, (_, i) => String.fromCharCode(32 + i)).filter((c) => c !== '"' && c !== '\\').join('')}\u007f` }],
     // everything JSON must escape: quotes, backslashes, control characters, non-ASCII, a lone surrogate
     ['request.completed', { ...base, reqId: 'id"\\', path: '/api/orders/"x"\\y\n\t\u0001é€😀\ud800', routeId: 'r"1' }],
   ];
