@@ -69,7 +69,7 @@ export class Runtime {
     return {
       config,
       table: new RouteTable(config.routes),
-      upstreams: buildUpstreams(config.upstreams, previous?.upstreams),
+      upstreams: buildUpstreams(config.upstreams, previous?.upstreams, config.source),
       breakers: buildBreakers(config, this.log, previous),
       identifier: previous && JSON.stringify(previous.config.identity) === JSON.stringify(config.identity) ? previous.identifier : new Identifier(config.identity),
       loadedAt: new Date().toISOString(),

@@ -4,6 +4,7 @@
  * Units are in the names. Everything that has a sensible default has it here and nowhere else.
  */
 import { z } from 'zod';
+import { tlsClientSchema } from '../common/tls.ts';
 
 const identifier = z.string().regex(/^[a-z_][a-z0-9_]*$/, 'a lower-case SQL identifier (letters, digits, "_")');
 const side = z.enum(['legacy', 'service']);
@@ -15,13 +16,7 @@ export const kafkaConfigSchema = z.object({
   requestTimeoutMs: z.number().int().positive().default(30_000),
   ssl: z.union([
     z.boolean(),
-    z.object({
-      caFile: z.string().min(1).optional().describe('PEM file of the CA(s) that signed the brokers\' certificates; omitted = the system CAs. Read when the Kafka client is created; a relative path is resolved against the working directory.'),
-      certFile: z.string().min(1).optional().describe('PEM client certificate, for clusters that require mutual TLS (together with keyFile).'),
-      keyFile: z.string().min(1).optional().describe('PEM private key of certFile.'),
-      rejectUnauthorized: z.boolean().default(true).describe('Verify the brokers\' certificates and host names; false only for throwaway test clusters.'),
-      servername: z.string().min(1).optional().describe('TLS SNI / certificate host name to expect, when it differs from the broker host dialled.'),
-    }).strict().refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), 'certFile and keyFile together (mutual TLS needs both) or neither'),
+    tlsClientSchema,
   ]).default(false).describe('TLS to the brokers: false = plaintext, true = TLS verified against the system CAs, or an object with CA, client certificate and verification settings.'),
   sasl: z.object({
     mechanism: z.enum(['plain', 'scram-sha-256', 'scram-sha-512']).describe('SASL mechanism the cluster accepts. plain sends the password itself: use it only together with ssl.'),

@@ -3,9 +3,7 @@
  * figures for status. Nothing here is a source of truth: the relay's positions and the target database's stored
  * positions and offsets are; Kafka commits only reduce redelivery (kafkajs has no rebalance listener, #1088).
  */
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
-import { createSecureContext, type ConnectionOptions } from 'node:tls';
+import type { ConnectionOptions } from 'node:tls';
 import { Kafka, logLevel, type Admin, type Consumer, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
@@ -18,14 +16,7 @@ import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
 import { checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
-
-function readPem(field: string, file: string): Buffer {
-  try {
-    return readFileSync(resolve(file));
-  } catch (err) {
-    throw new StranglerError('KAFKA_TLS_FILE_UNREADABLE', `kafka.ssl.${field}: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}); expected a readable PEM file (relative paths are resolved against ${process.cwd()})`, { cause: err });
-  }
-}
+import { tlsClientOptions } from '../common/tls.ts';
 
 /**
  * kafkajs `ssl` from the config: false, true (system CAs), or TLS options with the PEM files read now. A client
@@ -34,21 +25,13 @@ function readPem(field: string, file: string): Buffer {
  */
 export function kafkaTlsOptions(ssl: NonNullable<KafkaConfig['ssl']>): boolean | ConnectionOptions {
   if (typeof ssl === 'boolean') return ssl;
-  const options: ConnectionOptions = {
-    rejectUnauthorized: ssl.rejectUnauthorized,
-    ...(ssl.caFile !== undefined ? { ca: [readPem('caFile', ssl.caFile)] } : {}),
-    ...(ssl.certFile !== undefined ? { cert: readPem('certFile', ssl.certFile) } : {}),
-    ...(ssl.keyFile !== undefined ? { key: readPem('keyFile', ssl.keyFile) } : {}),
-    ...(ssl.servername !== undefined ? { servername: ssl.servername } : {}),
-  };
-  if (options.cert !== undefined) {
-    try {
-      createSecureContext({ cert: options.cert, key: options.key });
-    } catch (err) {
-      throw new StranglerError('KAFKA_TLS_KEY_MISMATCH', `kafka.ssl.certFile "${ssl.certFile}" and kafka.ssl.keyFile "${ssl.keyFile}" are not a usable pair (${(err as NodeJS.ErrnoException).code ?? messageOf(err)}: ${messageOf(err).split('\n')[0]}); expected a PEM client certificate and the PEM private key it was made for`, { cause: err });
-    }
+  const read = tlsClientOptions(ssl);
+  if ('options' in read) return read.options;
+  const p = read.problem;
+  if (p.kind === 'unreadable') {
+    throw new StranglerError('KAFKA_TLS_FILE_UNREADABLE', `kafka.ssl.${p.field}: cannot read "${p.file}" (${p.code}); expected a readable PEM file (relative paths are resolved against ${process.cwd()})`);
   }
-  return options;
+  throw new StranglerError('KAFKA_TLS_KEY_MISMATCH', `kafka.ssl.certFile "${p.certFile}" and kafka.ssl.keyFile "${p.keyFile}" are not a usable pair (${p.code}: ${p.detail}); expected a PEM client certificate and the PEM private key it was made for`);
 }
 
 /** The config and TLS options behind each client createKafka made, for the one-time certificate check. */

@@ -5,12 +5,15 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { StranglerError, isStranglerError, messageOf } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { LoadedConfig } from '../config/load.ts';
+import type { UpstreamConfig } from '../config/schema.ts';
+import { upstreamAgent, upstreamTls } from '../proxy/upstreams.ts';
 import type { ReloadStatus } from '../runtime.ts';
 import type { BreakerView } from '../resilience/breakers.ts';
 import type { FlagPush } from '../../flags/client.ts';
@@ -59,14 +62,30 @@ function redactConfig(value: unknown, key = ''): unknown {
   return value;
 }
 
-async function probe(url: string, timeoutMs: number): Promise<{ healthy: boolean; status: number | null; latencyMs: number; error: string | null }> {
+/**
+ * GET <healthPath> on an upstream, over the same kind of connection the data plane makes (TLS with the upstream's
+ * CA and client certificate for https://), on a connection of its own.
+ */
+async function probe(upstream: UpstreamConfig, index: number): Promise<{ healthy: boolean; status: number | null; latencyMs: number; error: string | null }> {
   const start = performance.now();
+  const result = (status: number | null, error: string | null) => ({ healthy: status !== null && status >= 200 && status < 300, status, latencyMs: Math.round(performance.now() - start), error });
+  const tls = upstreamTls(upstream, index);
+  if ('problem' in tls) return result(null, `${tls.problem.path}: expected ${tls.problem.expected}, found ${tls.problem.found}`);
+  const agent = upstreamAgent(upstream, tls.tls);
+  const url = new URL(upstream.healthPath, upstream.url);
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    await res.arrayBuffer();
-    return { healthy: res.ok, status: res.status, latencyMs: Math.round(performance.now() - start), error: null };
-  } catch (err) {
-    return { healthy: false, status: null, latencyMs: Math.round(performance.now() - start), error: messageOf(err) };
+    return await new Promise((resolve) => {
+      const req = httpRequest({ hostname: url.hostname, port: url.port || (url.protocol === 'https:' ? 443 : 80), path: `${url.pathname}${url.search}`, headers: { host: url.host }, agent, timeout: Math.min(2000, upstream.timeoutMs) }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(result(res.statusCode ?? null, null)));
+        res.on('error', (err) => resolve(result(null, messageOf(err))));
+      });
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${Math.min(2000, upstream.timeoutMs)} ms`)));
+      req.on('error', (err: NodeJS.ErrnoException) => resolve(result(null, err.code ? `${err.code}: ${err.message}` : err.message)));
+      req.end();
+    });
+  } finally {
+    agent.destroy();
   }
 }
 
@@ -157,7 +176,7 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   app.get('/admin/upstreams', async (_req, res, next) => {
     try {
       const config = plane.config();
-      const upstreams = await Promise.all(config.upstreams.map(async (u) => ({ id: u.id, url: u.url, healthPath: u.healthPath, health: await probe(new URL(u.healthPath, u.url).href, Math.min(2000, u.timeoutMs)) })));
+      const upstreams = await Promise.all(config.upstreams.map(async (u, i) => ({ id: u.id, url: u.url, healthPath: u.healthPath, health: await probe(u, i) })));
       res.json({ upstreams });
     } catch (err) {
       next(err);

@@ -117,7 +117,7 @@ function lenientView(raw: unknown): ReferenceView {
   const policies = obj(root.policies);
   const admin = obj(root.admin);
   return {
-    upstreams: list(root.upstreams).map((u) => ({ id: str(u.id, '') })),
+    upstreams: list(root.upstreams).map((u) => ({ id: str(u.id, ''), url: str(u.url), tls: u.tls })),
     routes: list(root.routes).map((r) => {
       const match = obj(r.match);
       return {
@@ -138,6 +138,7 @@ function lenientView(raw: unknown): ReferenceView {
 function checkReferences(config: ReferenceView, problems: ConfigProblem[]): void {
   const upstreamIds = new Set<string>();
   config.upstreams.forEach((u, i) => {
+    if (u.tls !== undefined && u.url?.startsWith('http://')) problems.push({ path: `upstreams[${i}].tls`, expected: 'tls only on an https:// upstream', found: `url ${JSON.stringify(u.url)}`, hint: 'make the url https:// or remove tls' });
     if (upstreamIds.has(u.id)) problems.push({ path: `upstreams[${i}].id`, expected: 'a unique upstream id', found: JSON.stringify(u.id), hint: 'each upstream id may appear once' });
     upstreamIds.add(u.id);
   });

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { kafkaConfigSchema, syncConfigSchema } from '../../migration-scripts/config-schema.ts';
+import { tlsClientSchema } from '../../common/tls.ts';
 
 const id = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'letters, digits, ".", "_" or "-", starting with a letter or digit').describe('Identifier used to join sections.');
 const ms = z.number().int().nonnegative();
@@ -20,6 +21,7 @@ export const upstreamSchema = z.object({
   healthPath: z.string().startsWith('/').default('/healthz').describe('Path probed by GET /admin/upstreams.'),
   maxSockets: z.number().int().positive().default(256).describe('Keep-alive agent: maximum concurrent sockets to this upstream.'),
   keepAliveMs: ms.default(30_000).describe('Keep-alive agent: idle socket lifetime.'),
+  tls: tlsClientSchema.optional().describe('TLS to an https:// upstream: CA, client certificate (mutual TLS), SNI name. Omitted = verified against the system CAs. The PEM files are read when the gateway starts and on every reload.'),
 }).strict();
 
 export const matchSchema = z.object({

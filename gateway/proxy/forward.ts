@@ -22,8 +22,8 @@
  * declares it idempotent or the service provably never received it (breaker open, connection refused).
  */
 import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type ServerResponse } from 'node:http';
-import { request as httpsRequest } from 'node:https';
 import type { Socket } from 'node:net';
+import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PassThrough, type Readable } from 'node:stream';
 import httpProxy from 'http-proxy';
@@ -126,6 +126,8 @@ class Attempt {
   readonly timeoutMs: number;
   readonly done: (o: Outcome, ex: Exchange) => void;
   proxyReq: ClientRequest | null = null;
+  /** The connection is open (for TLS: the handshake is done), so what is written reaches the upstream. */
+  ready = false;
   timer: NodeJS.Timeout | undefined;
   connectTimer: NodeJS.Timeout | undefined;
   settled = false;
@@ -162,7 +164,8 @@ class Attempt {
       agent: upstream.agent,
     };
     // May throw (a header value node refuses); then nothing is armed yet and the caller answers with an error.
-    const proxyReq: AttemptRequest = upstream.request.https ? httpsRequest(options) : httpRequest(options);
+    // http.request for https:// upstreams too: their agent makes TLS connections (upstreams.ts).
+    const proxyReq: AttemptRequest = httpRequest(options);
     proxyReq[kAttempt] = this;
     this.proxyReq = proxyReq;
     ex.attempt = this;
@@ -180,8 +183,7 @@ class Attempt {
   }
 
   connecting(): boolean {
-    const socket = this.proxyReq?.socket;
-    return socket === null || socket === undefined || socket.connecting;
+    return !this.ready;
   }
 
   settle(o: Outcome): void {
@@ -224,9 +226,18 @@ function onConnectTimeout(a: Attempt): void {
 
 function onUpstreamSocket(this: AttemptRequest, socket: Socket): void {
   const a = this[kAttempt];
-  if (!a || !socket.connecting || a.settled) return;
+  if (!a || a.settled) return;
+  // A pooled socket is open already; a new one is still connecting (node hands it over before any I/O completes).
+  if (!socket.connecting) {
+    a.ready = true;
+    return;
+  }
   a.connectTimer = setTimeout(onConnectTimeout, a.upstream.config.connectTimeoutMs, a);
-  socket.once('connect', () => clearTimeout(a.connectTimer));
+  // For TLS the connect timeout covers the handshake too: a failed certificate check means nothing was sent.
+  socket.once(socket instanceof TLSSocket ? 'secureConnect' : 'connect', () => {
+    a.ready = true;
+    clearTimeout(a.connectTimer);
+  });
 }
 
 function onUpstreamResponse(this: AttemptRequest, upRes: IncomingMessage): void {
@@ -602,7 +613,7 @@ export class Forwarder {
     const upstream = snapshot.upstreams.get(decision.target === 'service' ? (route.service as string) : route.legacy) as Upstream;
     req.headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
     logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
-    this.#proxy.ws(req, socket, head, { target: upstream.target.href }, (err: Error) => {
+    this.#proxy.ws(req, socket, head, upgradeTarget(upstream, req), (err: Error) => {
       logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
       socket.destroy();
     });
@@ -611,6 +622,18 @@ export class Forwarder {
   close(): void {
     this.#proxy.close();
   }
+}
+
+/**
+ * Where http-proxy sends an upgrade. A TLS upstream is reached through its own agent, which makes the TLS
+ * connection with the upstream's CA and client certificate (http-proxy would dial it with default TLS settings),
+ * so http-proxy is given the plain-HTTP form of the address and the Host header is set here.
+ */
+function upgradeTarget(upstream: Upstream, req: IncomingMessage): httpProxy.ServerOptions {
+  if (upstream.agent.tls === null) return { target: upstream.target.href };
+  req.headers.host = upstream.request.hostHeader;
+  const { hostname, port, basePath } = upstream.request;
+  return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent, changeOrigin: false };
 }
 
 /** The override header upstreams must not see, per config snapshot (not a new array per request). */

@@ -1,16 +1,21 @@
 /**
  * The configured upstreams: the only hosts the gateway ever connects to. Each has its own keep-alive agent,
- * kept across config reloads while its settings are unchanged.
+ * kept across config reloads while its settings are unchanged. The agent owns the transport: TCP, or TLS for an
+ * https:// upstream (verified against upstreams[].tls.caFile or the system CAs), so the forwarder sends the same
+ * HTTP/1.1 either way.
  */
-import { Agent, type AgentOptions, type IncomingMessage } from 'node:http';
+import { Agent, type AgentOptions, type ClientRequestArgs, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { createRequire } from 'node:module';
 import { parse as parseUrl } from 'node:url';
 import type { UpstreamConfig } from '../config/schema.ts';
+import { ConfigError, type ConfigProblem } from '../config/load.ts';
+import { tlsClientOptions } from '../../common/tls.ts';
 
 /** What every request to an upstream is addressed with, worked out once (http-proxy parsed the URL per request). */
 export interface UpstreamRequestTarget {
-  readonly https: boolean;
   readonly hostname: string;
   readonly port: string | number;
   /** The Host header upstream requests carry (the upstream's own authority, as http-proxy's changeOrigin sent). */
@@ -23,7 +28,7 @@ export interface Upstream {
   readonly id: string;
   readonly config: UpstreamConfig;
   readonly target: URL;
-  readonly agent: Agent;
+  readonly agent: UpstreamAgent;
   readonly request: UpstreamRequestTarget;
 }
 
@@ -31,7 +36,7 @@ function requestTarget(target: URL): UpstreamRequestTarget {
   // The legacy parser on the WHATWG href gives exactly the host, port and path http-proxy used.
   const parsed = parseUrl(target.href);
   const https = parsed.protocol === 'https:';
-  return { https, hostname: parsed.hostname ?? '', port: parsed.port ?? (https ? 443 : 80), hostHeader: parsed.host ?? '', basePath: parsed.path ?? '/' };
+  return { hostname: parsed.hostname ?? '', port: parsed.port ?? (https ? 443 : 80), hostHeader: parsed.host ?? '', basePath: parsed.path ?? '/' };
 }
 
 /** http-proxy's own path join (collapses repeated slashes, keeps the query string untouched). */
@@ -62,15 +67,25 @@ const KEEP_ALIVE_HINT = /^timeout=(\d+)/;
  */
 export class UpstreamAgent extends Agent {
   readonly idleMs: number;
+  /** TLS options (PEM files read) for an https:// upstream; null for plain TCP. */
+  readonly tls: ConnectionOptions | null;
   readonly #sweeper: NodeJS.Timeout;
   #lastHint: string | undefined;
   #lastHintMs = 0;
 
-  constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number }) {
-    const { idleMs, ...agentOptions } = options;
-    super(agentOptions);
+  constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number; tls?: ConnectionOptions | null }) {
+    const { idleMs, tls = null, ...agentOptions } = options;
+    // The agent merges its own options into each connection's (node's createSocket), so TLS options given here
+    // reach createConnection, next to the SNI name node works out from the Host header.
+    super({ ...agentOptions, ...tls });
     this.idleMs = idleMs;
+    this.tls = tls;
     this.#sweeper = setInterval(() => this.#sweep(), Math.max(50, Math.min(250, idleMs / 4))).unref();
+  }
+
+  override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
+    if (this.tls === null) return super.createConnection(options, callback);
+    return tlsConnect(options as ConnectionOptions);
   }
 
   override keepSocketAlive(socket: Socket): boolean {
@@ -105,22 +120,62 @@ export class UpstreamAgent extends Agent {
   }
 }
 
-function sameSettings(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  return a.url === b.url && a.maxSockets === b.maxSockets && a.keepAliveMs === b.keepAliveMs;
+/**
+ * TLS options for an https:// upstream (its PEM files read now), null for http://; a file problem is reported
+ * as a config problem at `upstreams[index].tls.<field>`.
+ */
+export function upstreamTls(config: UpstreamConfig, index: number): { tls: ConnectionOptions | null } | { problem: ConfigProblem } {
+  if (!config.url.startsWith('https:')) return { tls: null };
+  const read = tlsClientOptions(config.tls ?? { rejectUnauthorized: true });
+  if ('options' in read) return { tls: read.options };
+  const p = read.problem;
+  const at = `upstreams[${index}].tls`;
+  return p.kind === 'unreadable'
+    ? { problem: { path: `${at}.${p.field}`, expected: 'a readable PEM file', found: `${p.code} reading "${p.file}"`, hint: `relative paths are resolved against ${process.cwd()}` } }
+    : { problem: { path: `${at}.keyFile`, expected: `the PEM private key of certFile "${p.certFile}"`, found: `"${p.keyFile}" (${p.code}: ${p.detail})`, hint: 'certFile and keyFile must be made for each other' } };
 }
 
-export function buildUpstreams(configs: readonly UpstreamConfig[], previous?: ReadonlyMap<string, Upstream>): Map<string, Upstream> {
+export function upstreamAgent(config: UpstreamConfig, tls: ConnectionOptions | null): UpstreamAgent {
+  return new UpstreamAgent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), idleMs: config.keepAliveMs, scheduling: 'lifo', tls });
+}
+
+function sameBytes(a: unknown, b: unknown): boolean {
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((x, i) => sameBytes(x, b[i]));
+  return Buffer.isBuffer(a) && Buffer.isBuffer(b) ? a.equals(b) : a === b;
+}
+
+/** Same agent settings, TLS included (a PEM file whose content changed on disk makes a new agent on reload). */
+function sameSettings(a: Upstream, b: UpstreamConfig, tls: ConnectionOptions | null): boolean {
+  const c = a.config;
+  if (c.url !== b.url || c.maxSockets !== b.maxSockets || c.keepAliveMs !== b.keepAliveMs) return false;
+  const old = a.agent.tls;
+  if (old === null || tls === null) return old === tls;
+  return old.rejectUnauthorized === tls.rejectUnauthorized && old.servername === tls.servername && sameBytes(old.ca, tls.ca) && sameBytes(old.cert, tls.cert) && sameBytes(old.key, tls.key);
+}
+
+/**
+ * The upstreams of a config, reusing the previous agents whose settings are unchanged. Every PEM file is read
+ * before any agent is made; unreadable ones throw one ConfigError listing them all (a reload then keeps the last
+ * good config).
+ */
+export function buildUpstreams(configs: readonly UpstreamConfig[], previous?: ReadonlyMap<string, Upstream>, source = 'config'): Map<string, Upstream> {
+  const problems: ConfigProblem[] = [];
+  const tls = configs.map((config, i) => {
+    const t = upstreamTls(config, i);
+    if ('problem' in t) problems.push(t.problem);
+    return 'tls' in t ? t.tls : null;
+  });
+  if (problems.length > 0) throw new ConfigError(source, problems);
   const out = new Map<string, Upstream>();
-  for (const config of configs) {
+  configs.forEach((config, i) => {
     const old = previous?.get(config.id);
-    if (old && sameSettings(old.config, config)) {
+    if (old && sameSettings(old, config, tls[i] ?? null)) {
       out.set(config.id, { ...old, config });
-      continue;
+      return;
     }
-    const agent = new UpstreamAgent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), idleMs: config.keepAliveMs, scheduling: 'lifo' });
     const target = new URL(config.url);
-    out.set(config.id, { id: config.id, config, target, agent, request: requestTarget(target) });
-  }
+    out.set(config.id, { id: config.id, config, target, agent: upstreamAgent(config, tls[i] ?? null), request: requestTarget(target) });
+  });
   return out;
 }
 
