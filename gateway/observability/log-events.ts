@@ -20,6 +20,7 @@ const EVENTS = {
   'request.fallback': 'warn',
   'request.override_rejected': 'warn',
   'request.rejected': 'warn',
+  'upstream.stale_connection': 'info',
   'upgrade.routed': 'info',
   'upgrade.failed': 'warn',
   'breaker.open': 'warn',

@@ -41,6 +41,8 @@ import type { Identity } from '../../flags/context.ts';
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 /** The status logged for a request whose client hung up before its answer was complete (nginx's convention). */
 const CLIENT_CLOSED = 499;
+/** Sends of one request after stale pooled connections, at most (each failure retires that connection). */
+const MAX_STALE_RETRIES = 3;
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 
 export type FailurePhase = 'connect' | 'timeout' | 'reset' | 'status' | 'breaker-open' | 'client-aborted';
@@ -126,6 +128,10 @@ class Attempt {
   readonly timeoutMs: number;
   readonly done: (o: Outcome, ex: Exchange) => void;
   proxyReq: ClientRequest | null = null;
+  body: Body = NO_BODY;
+  options: RequestOptions = {};
+  /** Times the request was sent again after a stale pooled connection (retryStale). */
+  staleRetries = 0;
   /** The connection is open (for TLS: the handshake is done), so what is written reaches the upstream. */
   ready = false;
   timer: NodeJS.Timeout | undefined;
@@ -155,7 +161,8 @@ class Attempt {
       else for (const v of value) list.push(name, v);
     }
     list.push('host', upstream.request.hostHeader);
-    const options: RequestOptions = {
+    this.body = body;
+    this.options = {
       hostname: upstream.request.hostname,
       port: upstream.request.port,
       method: req.method,
@@ -164,12 +171,19 @@ class Attempt {
       agent: upstream.agent,
     };
     // May throw (a header value node refuses); then nothing is armed yet and the caller answers with an error.
-    // http.request for https:// upstreams too: their agent makes TLS connections (upstreams.ts).
-    const proxyReq: AttemptRequest = httpRequest(options);
-    proxyReq[kAttempt] = this;
-    this.proxyReq = proxyReq;
+    this.send();
     ex.attempt = this;
     this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
+  }
+
+  /** Sends the request (again, after a stale pooled connection) on a connection from the upstream's agent. */
+  send(): void {
+    const { req } = this.ex;
+    const body = this.body;
+    // http.request for https:// upstreams too: their agent makes TLS connections (upstreams.ts).
+    const proxyReq: AttemptRequest = httpRequest(this.options);
+    proxyReq[kAttempt] = this;
+    this.proxyReq = proxyReq;
     proxyReq.on('socket', onUpstreamSocket);
     proxyReq.on('response', onUpstreamResponse);
     proxyReq.on('error', onUpstreamError);
@@ -180,6 +194,26 @@ class Attempt {
       req.on('error', (err: Error) => this.failed(err));
       body.stream.pipe(proxyReq);
     }
+  }
+
+  /**
+   * The keep-alive race: a pooled connection that the upstream closed (its idle timeout, shorter than ours and not
+   * announced) resets as the request goes out, before any answer. The upstream did not act on a request it never
+   * read, and a replayable request may be sent again, on another connection (as Go's HTTP transport does). Not for a
+   * new connection, a streamed body, or a write the route does not declare idempotent.
+   */
+  retryStale(code: string): boolean {
+    const { proxyReq, ex } = this;
+    if (!proxyReq?.reusedSocket || (code !== 'ECONNRESET' && code !== 'EPIPE') || this.staleRetries >= MAX_STALE_RETRIES || ex.clientGone) return false;
+    if (this.body.kind === 'stream' || !(SAFE_METHODS.has(ex.req.method ?? 'GET') || ex.route.idempotent)) return false;
+    this.staleRetries++;
+    (proxyReq as AttemptRequest)[kAttempt] = undefined;
+    proxyReq.destroy();
+    clearTimeout(this.connectTimer);
+    this.ready = false;
+    ex.forwarder.staleConnection(ex, this.upstream, code, this.staleRetries);
+    this.send();
+    return true;
   }
 
   connecting(): boolean {
@@ -208,6 +242,7 @@ class Attempt {
       this.proxyReq?.destroy();
       return;
     }
+    if (this.retryStale(code)) return;
     const neverConnected = CONNECT_ERRORS.has(code) || this.connecting();
     this.settle({ ok: false, phase: neverConnected ? 'connect' : 'reset', sent: !neverConnected, error: `${code || 'error'}: ${err.message}` });
   }
@@ -299,6 +334,11 @@ export class Forwarder {
     // Without a listener http-proxy would throw; errors reach each upgrade through ws()'s callback instead.
     this.#proxy.on('error', () => {});
     this.#proxy.on('econnreset', () => {});
+  }
+
+  /** A request sent again after a stale pooled connection (Attempt.retryStale). */
+  staleConnection(ex: Exchange, upstream: Upstream, code: string, retry: number): void {
+    logEvent(this.#runtime.log, 'upstream.stale_connection', { [F.reqId]: ex.reqId, [F.routeId]: ex.route.id, upstream: upstream.id, code, retry, hint: 'the upstream closed an idle keep-alive connection first: set upstreams[].keepAliveMs below its idle timeout' });
   }
 
   /** Requests whose response has not closed yet. */
