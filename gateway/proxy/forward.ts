@@ -33,7 +33,7 @@ import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
 import { upstreamPath, type Upstream } from './upstreams.ts';
-import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo } from './headers.ts';
+import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
@@ -160,7 +160,7 @@ class Attempt {
       if (typeof value === 'string') list.push(name, value);
       else for (const v of value) list.push(name, v);
     }
-    list.push('host', upstream.request.hostHeader);
+    list.push('host', upstream.config.preserveHost && req.headers.host ? req.headers.host : upstream.request.hostHeader);
     this.body = body;
     this.options = {
       hostname: upstream.request.hostname,
@@ -534,7 +534,9 @@ export class Forwarder {
     const status = upRes.statusCode ?? 502;
     // From the raw list: reading upRes.headers would build a second copy of every header.
     const raw = upRes.rawHeaders;
-    const headers = clientResponseHeaders(raw, rawHeader(raw, 'connection'));
+    // Redirects (3xx) and 201 Created carry a Location the client must be able to follow.
+    const location = (status >= 300 && status < 400) || status === 201 ? locationRewrite(ex, target) : null;
+    const headers = clientResponseHeaders(raw, rawHeader(raw, 'connection'), location);
     // Every header goes through this one writeHead list (nothing set earlier with setHeader), which keeps node on
     // its fast path instead of removing and re-appending each header.
     if (rawHeader(raw, 'x-request-id') === undefined) headers.push('x-request-id', ex.reqId);
@@ -651,7 +653,9 @@ export class Forwarder {
     }
     const decision = this.decide(snapshot, route, req, reqId);
     const upstream = snapshot.upstreams.get(decision.target === 'service' ? (route.service as string) : route.legacy) as Upstream;
+    const clientHost = req.headers.host;
     req.headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
+    if (upstream.config.preserveHost && clientHost) req.headers.host = clientHost;
     logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
     this.#proxy.ws(req, socket, head, upgradeTarget(upstream, req), (err: Error) => {
       logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
@@ -664,14 +668,24 @@ export class Forwarder {
   }
 }
 
+/** Rewrites a Location under the answering upstream's own origin to the origin the client used (X-Forwarded-Proto/Host). */
+function locationRewrite(ex: Exchange, target: Target): LocationRewrite | null {
+  const upstream = ex.snapshot.upstreams.get(target === 'service' ? (ex.route.service as string) : ex.route.legacy);
+  const proto = ex.upstreamHeaders['x-forwarded-proto'];
+  const host = ex.upstreamHeaders['x-forwarded-host'];
+  if (!upstream || typeof proto !== 'string' || typeof host !== 'string' || host === '') return null;
+  return { from: upstream.request.locationPrefix, to: `${proto}://${host}` };
+}
+
 /**
  * Where http-proxy sends an upgrade. A TLS upstream is reached through its own agent, which makes the TLS
  * connection with the upstream's CA and client certificate (http-proxy would dial it with default TLS settings),
  * so http-proxy is given the plain-HTTP form of the address and the Host header is set here.
  */
 function upgradeTarget(upstream: Upstream, req: IncomingMessage): httpProxy.ServerOptions {
-  if (upstream.agent.tls === null) return { target: upstream.target.href };
-  req.headers.host = upstream.request.hostHeader;
+  const preserveHost = upstream.config.preserveHost && req.headers.host !== undefined;
+  if (upstream.agent.tls === null) return { target: upstream.target.href, changeOrigin: !preserveHost };
+  if (!preserveHost) req.headers.host = upstream.request.hostHeader;
   const { hostname, port, basePath } = upstream.request;
   return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent, changeOrigin: false };
 }

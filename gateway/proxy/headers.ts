@@ -77,14 +77,36 @@ export function rawHeader(rawHeaders: readonly string[], lowerName: string): str
   return out;
 }
 
-/** Response headers from the upstream's raw list, minus hop-by-hop, as a flat [name, value, …] list for writeHead. */
-export function clientResponseHeaders(rawHeaders: readonly string[], connection: string | string[] | undefined): string[] {
+/** A Location rewrite: an absolute URL under `from` (the upstream's origin and path prefix) moves under `to`. */
+export interface LocationRewrite {
+  from: string;
+  to: string;
+}
+
+/**
+ * The client-facing form of a Location value (nginx's `proxy_redirect default`): a redirect to the upstream's own
+ * origin, which the client cannot reach, becomes one to the origin the client used. Anything else is unchanged.
+ */
+export function rewriteLocation(value: string, rewrite: LocationRewrite): string {
+  if (!value.startsWith(rewrite.from)) return value;
+  const rest = value.slice(rewrite.from.length);
+  if (rest !== '' && rest[0] !== '/' && rest[0] !== '?' && rest[0] !== '#') return value; // e.g. http://legacy:80801
+  return `${rewrite.to}${rest.startsWith('/') ? rest : `/${rest}`}`;
+}
+
+/**
+ * Response headers from the upstream's raw list, minus hop-by-hop, as a flat [name, value, …] list for writeHead;
+ * a Location under the upstream's origin is rewritten to the client's (rewriteLocation).
+ */
+export function clientResponseHeaders(rawHeaders: readonly string[], connection: string | string[] | undefined, location: LocationRewrite | null = null): string[] {
   const extra = connectionTokens(connection);
   const out: string[] = [];
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i] as string;
-    if (isHopByHop(name.toLowerCase(), extra)) continue;
-    out.push(name, rawHeaders[i + 1] as string);
+    const lower = name.toLowerCase();
+    if (isHopByHop(lower, extra)) continue;
+    const value = rawHeaders[i + 1] as string;
+    out.push(name, location !== null && lower === 'location' ? rewriteLocation(value, location) : value);
   }
   return out;
 }

@@ -5,7 +5,7 @@
  * HTTP/1.1 either way.
  */
 import { Agent, type AgentOptions, type ClientRequestArgs, type IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { createRequire } from 'node:module';
@@ -22,6 +22,8 @@ export interface UpstreamRequestTarget {
   readonly hostHeader: string;
   /** Path prefix from the upstream URL ('/' when it has none). */
   readonly basePath: string;
+  /** The upstream's own origin and path prefix (no trailing slash): a Location under it is rewritten to the client's. */
+  readonly locationPrefix: string;
 }
 
 export interface Upstream {
@@ -36,7 +38,8 @@ function requestTarget(target: URL): UpstreamRequestTarget {
   // The legacy parser on the WHATWG href gives exactly the host, port and path http-proxy used.
   const parsed = parseUrl(target.href);
   const https = parsed.protocol === 'https:';
-  return { hostname: parsed.hostname ?? '', port: parsed.port ?? (https ? 443 : 80), hostHeader: parsed.host ?? '', basePath: parsed.path ?? '/' };
+  const basePath = parsed.path ?? '/';
+  return { hostname: parsed.hostname ?? '', port: parsed.port ?? (https ? 443 : 80), hostHeader: parsed.host ?? '', basePath, locationPrefix: `${target.origin}${basePath.replace(/\/+$/, '')}` };
 }
 
 /** http-proxy's own path join (collapses repeated slashes, keeps the query string untouched). */
@@ -127,7 +130,12 @@ export class UpstreamAgent extends Agent {
 export function upstreamTls(config: UpstreamConfig, index: number): { tls: ConnectionOptions | null } | { problem: ConfigProblem } {
   if (!config.url.startsWith('https:')) return { tls: null };
   const read = tlsClientOptions(config.tls ?? { rejectUnauthorized: true });
-  if ('options' in read) return { tls: read.options };
+  if ('options' in read) {
+    // SNI and the certificate check name the upstream's own host, never a Host header passed through (preserveHost).
+    const hostname = parseUrl(config.url).hostname ?? '';
+    // For an IP address: no SNI ('' tells node so), and the certificate is checked against the IP.
+    return { tls: { ...read.options, servername: read.options.servername ?? (isIP(hostname) === 0 ? hostname : '') } };
+  }
   const p = read.problem;
   const at = `upstreams[${index}].tls`;
   return p.kind === 'unreadable'

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import type { IncomingMessage } from 'node:http';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -123,20 +123,40 @@ describe('https upstreams', () => {
     assert.equal(health.svc?.status, 200, `admin probe with the client certificate: ${JSON.stringify(health.svc)}`);
   });
 
-  test('WebSocket upgrades reach a TLS service with its CA and client certificate', async () => {
-    const gw = await start(100, [
-      { id: 'legacy', url: legacy.url, tls: { caFile: SERVER_CA } },
-      { id: 'svc', url: svc.url, tls: { caFile: SERVER_CA, certFile: pem('client.crt'), keyFile: pem('client.key') } },
+  test('preserveHost on a TLS upstream: the client\'s Host goes through, the certificate is still checked against the upstream\'s own address', async () => {
+    const gw = await start(0, [
+      { id: 'legacy', url: legacy.url, preserveHost: true, tls: { caFile: SERVER_CA } },
+      { id: 'svc', url: svc.url },
     ]);
+    const res = await new Promise<{ status: number; body: Record<string, unknown> }>((resolve, reject) => {
+      httpRequest(`${gw.proxyUrl}/api/orders/1`, { headers: { host: 'tenant-a.shop.example.com', 'x-user-id': 'u1' } }, (r) => {
+        let text = '';
+        r.on('data', (c: Buffer) => (text += c.toString()));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body: JSON.parse(text) as Record<string, unknown> }));
+      }).on('error', reject).end();
+    });
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    assert.equal(res.body.from, 'legacy');
+    assert.equal(res.body.host, 'tenant-a.shop.example.com');
+  });
+
+  test('WebSocket upgrades reach a TLS service with its CA and client certificate, with its own Host or (preserveHost) the client\'s', async () => {
     const wss = new WebSocketServer({ noServer: true });
     const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => wss.handleUpgrade(req, socket, head, (ws) => ws.send(`hello ${clientCn(socket as TLSSocket)} at ${req.headers.host}`));
     svc.server.on('upgrade', onUpgrade);
     try {
-      const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: { 'x-user-id': 'ws-user' } });
-      const [message] = (await once(ws, 'message')) as [Buffer];
-      assert.equal(message.toString(), `hello strangler-sync at ${new URL(svc.url).host}`);
-      ws.close();
-      await once(ws, 'close');
+      for (const preserveHost of [false, true]) {
+        const gw = await start(100, [
+          { id: 'legacy', url: legacy.url, tls: { caFile: SERVER_CA } },
+          { id: 'svc', url: svc.url, preserveHost, tls: { caFile: SERVER_CA, certFile: pem('client.crt'), keyFile: pem('client.key') } },
+        ]);
+        const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: { 'x-user-id': 'ws-user', host: 'tenant-b.shop.example.com' } });
+        const [message] = (await once(ws, 'message')) as [Buffer];
+        // With the client's Host passed through, the certificate is still checked against the upstream's address.
+        assert.equal(message.toString(), `hello strangler-sync at ${preserveHost ? 'tenant-b.shop.example.com' : new URL(svc.url).host}`);
+        ws.close();
+        await once(ws, 'close');
+      }
     } finally {
       svc.server.off('upgrade', onUpgrade);
       wss.close();

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
-import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders } from '../../../gateway/proxy/headers.ts';
+import { clientResponseHeaders, rawHeader, requestIdOf, rewriteLocation, upstreamRequestHeaders } from '../../../gateway/proxy/headers.ts';
 
 const req = (headers: Record<string, string>) => ({ headers }) as unknown as IncomingMessage;
 const info = { reqId: 'r1', clientIp: '10.1.1.1', proto: 'http' as const, host: 'shop.example', trustForwarded: false, drop: ['x-strangler-override'] };
@@ -36,6 +36,25 @@ test('response: a header is read from the raw list in any case, repeats joined a
   assert.equal(rawHeader(raw, 'x-request-id'), 'up-1');
   assert.equal(rawHeader(raw, 'x-missing'), undefined);
   assert.deepEqual(clientResponseHeaders(raw, rawHeader(raw, 'connection')), ['content-type', 'text/plain', 'X-Request-Id', 'up-1']);
+});
+
+test('Location: a redirect to the upstream\'s own origin (and path prefix) becomes one to the client\'s origin; others are untouched', () => {
+  const plain = { from: 'http://legacy.internal:8080', to: 'https://shop.example.com' };
+  assert.equal(rewriteLocation('http://legacy.internal:8080/login?next=%2Fcart', plain), 'https://shop.example.com/login?next=%2Fcart');
+  assert.equal(rewriteLocation('http://legacy.internal:8080', plain), 'https://shop.example.com/');
+  assert.equal(rewriteLocation('http://legacy.internal:8080?a=1', plain), 'https://shop.example.com/?a=1');
+  assert.equal(rewriteLocation('http://legacy.internal:80801/x', plain), 'http://legacy.internal:80801/x', 'another port is another origin');
+  assert.equal(rewriteLocation('https://legacy.internal:8080/x', plain), 'https://legacy.internal:8080/x', 'another scheme is another origin');
+  assert.equal(rewriteLocation('https://accounts.example.org/sso', plain), 'https://accounts.example.org/sso');
+  assert.equal(rewriteLocation('/relative/path', plain), '/relative/path');
+  // An upstream URL with a path prefix: the prefix is what the gateway adds, so it is taken off again.
+  const prefixed = { from: 'http://legacy.internal:8080/app', to: 'http://shop.example.com' };
+  assert.equal(rewriteLocation('http://legacy.internal:8080/app/api/orders/2', prefixed), 'http://shop.example.com/api/orders/2');
+  assert.equal(rewriteLocation('http://legacy.internal:8080/application', prefixed), 'http://legacy.internal:8080/application', 'a longer segment is not under the prefix');
+  // Only the Location header, in any case, and only when a rewrite is given.
+  const raw = ['LOCATION', 'http://legacy.internal:8080/a', 'Content-Location', 'http://legacy.internal:8080/b'];
+  assert.deepEqual(clientResponseHeaders(raw, undefined, plain), ['LOCATION', 'https://shop.example.com/a', 'Content-Location', 'http://legacy.internal:8080/b']);
+  assert.deepEqual(clientResponseHeaders(raw, undefined), raw);
 });
 
 test('request ids: well-formed ones pass, others are replaced', () => {
