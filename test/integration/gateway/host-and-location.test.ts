@@ -6,13 +6,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { createServer, request, type IncomingHttpHeaders, type IncomingMessage, type Server } from 'node:http';
+import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
 import type { RunningGateway } from '../../../gateway/server.ts';
 import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
 
 /** An upstream that echoes the Host it got and redirects to its own absolute URLs. */
 async function upstream(): Promise<{ url: string; server: Server }> {
@@ -98,18 +96,11 @@ describe('Host and Location', () => {
     assert.equal(echo.body.host, 'tenant-a.shop.example.com');
     assert.equal(echo.body.forwardedHost, 'tenant-a.shop.example.com');
 
-    const wss = new WebSocketServer({ noServer: true });
-    const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => wss.handleUpgrade(req, socket, head, (ws) => ws.send(`host ${req.headers.host}`));
-    up.server.on('upgrade', onUpgrade);
+    const stop = greetWebSockets(up.server, (req) => `host ${req.headers.host}`);
     try {
-      const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: { host: 'tenant-b.shop.example.com' } });
-      const [message] = (await once(ws, 'message')) as [Buffer];
-      assert.equal(message.toString(), 'host tenant-b.shop.example.com');
-      ws.close();
-      await once(ws, 'close');
+      assert.equal(await firstWebSocketMessage(`${gw.proxyUrl}/api/orders/live`, { host: 'tenant-b.shop.example.com' }), 'host tenant-b.shop.example.com');
     } finally {
-      up.server.off('upgrade', onUpgrade);
-      wss.close();
+      stop();
     }
   });
 });

@@ -5,13 +5,11 @@ import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect, type AddressInfo } from 'node:net';
-import type { IncomingMessage } from 'node:http';
-import type { Duplex } from 'node:stream';
-import { WebSocketServer, WebSocket } from 'ws';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { signOverride } from '../../../flags/context.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
+import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
 
 const OVERRIDE_SECRET = 'test-override-secret-0123456789';
 const toService = { 'x-strangler-override': signOverride(OVERRIDE_SECRET, 'service') };
@@ -258,18 +256,11 @@ describe('gateway data plane', () => {
   });
 
   test('WebSocket upgrades are routed by the same decision', async () => {
-    const wss = new WebSocketServer({ noServer: true });
-    const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => wss.handleUpgrade(req, socket, head, (ws) => ws.send('hello from svc'));
-    svc.server.on('upgrade', onUpgrade);
+    const stop = greetWebSockets(svc.server, () => 'hello from svc');
     try {
-      const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: toService });
-      const [message] = (await once(ws, 'message')) as [Buffer];
-      assert.equal(message.toString(), 'hello from svc');
-      ws.close();
-      await once(ws, 'close');
+      assert.equal(await firstWebSocketMessage(`${gw.proxyUrl}/api/orders/live`, toService), 'hello from svc');
     } finally {
-      svc.server.off('upgrade', onUpgrade);
-      wss.close();
+      stop();
     }
   });
 });

@@ -6,21 +6,19 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
-import { WebSocket, WebSocketServer } from 'ws';
 import { isStranglerError } from '../../../common/errors.ts';
 import { ConfigError } from '../../../gateway/config/load.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
 
 const TLS_DIR = resolve(import.meta.dirname, '../../fixtures/kafka-tls');
 const pem = (name: string) => join(TLS_DIR, name);
@@ -141,25 +139,19 @@ describe('https upstreams', () => {
   });
 
   test('WebSocket upgrades reach a TLS service with its CA and client certificate, with its own Host or (preserveHost) the client\'s', async () => {
-    const wss = new WebSocketServer({ noServer: true });
-    const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => wss.handleUpgrade(req, socket, head, (ws) => ws.send(`hello ${clientCn(socket as TLSSocket)} at ${req.headers.host}`));
-    svc.server.on('upgrade', onUpgrade);
+    const stop = greetWebSockets(svc.server, (req, socket) => `hello ${clientCn(socket as TLSSocket)} at ${req.headers.host}`);
     try {
       for (const preserveHost of [false, true]) {
         const gw = await start(100, [
           { id: 'legacy', url: legacy.url, tls: { caFile: SERVER_CA } },
           { id: 'svc', url: svc.url, preserveHost, tls: { caFile: SERVER_CA, certFile: pem('client.crt'), keyFile: pem('client.key') } },
         ]);
-        const ws = new WebSocket(`${gw.proxyUrl.replace('http', 'ws')}/api/orders/live`, { headers: { 'x-user-id': 'ws-user', host: 'tenant-b.shop.example.com' } });
-        const [message] = (await once(ws, 'message')) as [Buffer];
+        const message = await firstWebSocketMessage(`${gw.proxyUrl}/api/orders/live`, { 'x-user-id': 'ws-user', host: 'tenant-b.shop.example.com' });
         // With the client's Host passed through, the certificate is still checked against the upstream's address.
-        assert.equal(message.toString(), `hello strangler-sync at ${preserveHost ? 'tenant-b.shop.example.com' : new URL(svc.url).host}`);
-        ws.close();
-        await once(ws, 'close');
+        assert.equal(message, `hello strangler-sync at ${preserveHost ? 'tenant-b.shop.example.com' : new URL(svc.url).host}`);
       }
     } finally {
-      svc.server.off('upgrade', onUpgrade);
-      wss.close();
+      stop();
     }
   });
 
