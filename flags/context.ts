@@ -8,6 +8,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { IdentityConfig, UserKeySource } from '../gateway/config/schema.ts';
+import { clientScheme } from '../gateway/proxy/headers.ts';
 
 export interface Identity {
   /** The stickiness value passed to Unleash. */
@@ -92,7 +93,11 @@ export class Identifier {
     return this.#config.sessionSecret === null;
   }
 
-  identify(headers: IncomingHttpHeaders, userKey: readonly UserKeySource[] = this.#config.userKey): Identity {
+  /**
+   * The identity of a request. A newly minted session cookie is marked Secure when the client came over https
+   * (a trusted X-Forwarded-Proto, `trustForwarded`), so the browser never sends it back in clear text.
+   */
+  identify(headers: IncomingHttpHeaders, userKey: readonly UserKeySource[] = this.#config.userKey, trustForwarded = false): Identity {
     for (const source of userKey) {
       let v: string | undefined;
       if ('jwtClaim' in source) v = readJwtClaim(firstHeader(headers, source.header), source.jwtClaim);
@@ -116,7 +121,7 @@ export class Identifier {
       key: sid,
       source: 'new-session',
       context: { sessionId: sid },
-      setCookie: `${this.#config.sessionCookie}=${value}; Path=/; Max-Age=${this.#config.sessionMaxAgeS}; HttpOnly; SameSite=Lax`,
+      setCookie: `${this.#config.sessionCookie}=${value}; Path=/; Max-Age=${this.#config.sessionMaxAgeS}; HttpOnly; SameSite=Lax${clientScheme(headers, trustForwarded) === 'https' ? '; Secure' : ''}`,
     };
   }
 

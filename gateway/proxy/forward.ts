@@ -426,7 +426,7 @@ export class Forwarder {
       if ('target' in override) return { target: override.target, reason: `override-${override.target}`, identity: null };
       logEvent(this.#runtime.log, 'request.override_rejected', { [F.reqId]: reqId, [F.routeId]: route.id, reason: override.rejected });
     }
-    const identity = snapshot.identifier.identify(req.headers, route.userKey);
+    const identity = snapshot.identifier.identify(req.headers, route.userKey, snapshot.config.proxy.trustForwardedHeaders);
     const on = this.#runtime.flags.isEnabled(route.flag.name, identity.context);
     return { target: on ? 'service' : 'legacy', reason: on ? 'flag-on' : 'flag-off', identity };
   }

@@ -29,6 +29,14 @@ export function requestIdOf(headers: IncomingHttpHeaders): string {
   return typeof v === 'string' && REQUEST_ID.test(v) ? v : randomUUID();
 }
 
+/** The scheme the client used: https only when a trusted X-Forwarded-Proto says so (the listener is plain HTTP). */
+export function clientScheme(headers: IncomingHttpHeaders, trustForwarded: boolean): 'http' | 'https' {
+  if (!trustForwarded) return 'http';
+  const v = headers['x-forwarded-proto'];
+  const first = (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim().toLowerCase();
+  return first === 'https' ? 'https' : 'http';
+}
+
 export interface ForwardedInfo {
   reqId: string;
   clientIp: string;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { RunningGateway } from '../../../gateway/server.ts';
-import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
 
 /** An upstream that echoes the Host it got and redirects to its own absolute URLs. */
@@ -79,6 +79,23 @@ describe('Host and Location', () => {
     const gw = await start({ url: up.url }, { trustForwardedHeaders: true });
     const redirect = await get(gw.proxyUrl, '/api/orders/redirect', { host: 'internal-lb:8080', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'shop.example.com' });
     assert.equal(redirect.headers.location, 'https://shop.example.com/api/orders/after?from=legacy');
+  });
+
+  test('behind a trusted TLS terminator, a newly minted session cookie is Secure; over plain HTTP it is not', async () => {
+    const config = (trust: boolean) => testConfig({
+      legacyUrl: up.url,
+      serviceUrl: up.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 50 } }) },
+      raw: { proxy: { port: 0, bind: '127.0.0.1', trustForwardedHeaders: trust } },
+    });
+    for (const trust of [true, false]) {
+      const gw = await startTestGateway(config(trust));
+      gateways.push(gw);
+      const res = await get(gw.proxyUrl, '/api/orders/1', { 'x-forwarded-proto': 'https' });
+      const cookie = String(res.headers['set-cookie']?.[0] ?? '');
+      assert.match(cookie, /^strangler_sid=/);
+      assert.equal(cookie.endsWith('; Secure'), trust, cookie);
+    }
   });
 
   test('an upstream URL with a path prefix: the prefix comes off a rewritten Location (201 Created included)', async () => {

@@ -89,6 +89,16 @@ test('identity order: header → JWT claim → cookie → signed session → new
   assert.equal(id.identify({ 'x-user-id': '' }).source, 'new-session', 'an empty user id is not a key');
 });
 
+test('a minted session cookie is Secure only when a trusted X-Forwarded-Proto says the client used https', () => {
+  const id = new Identifier(config.identity);
+  const secure = (headers: Record<string, string>, trust: boolean) => /; Secure$/.test(id.identify(headers, undefined, trust).setCookie ?? '');
+  assert.equal(secure({ 'x-forwarded-proto': 'https' }, true), true);
+  assert.equal(secure({ 'x-forwarded-proto': 'HTTPS, http' }, true), true, 'the first hop is the client\'s');
+  assert.equal(secure({ 'x-forwarded-proto': 'http' }, true), false);
+  assert.equal(secure({}, true), false);
+  assert.equal(secure({ 'x-forwarded-proto': 'https' }, false), false, 'an untrusted header changes nothing');
+});
+
 test('tester overrides need a valid, unexpired signature', () => {
   const now = Date.now();
   const id = new Identifier(config.identity, { now: () => now });
