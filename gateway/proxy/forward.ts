@@ -204,7 +204,8 @@ class Attempt {
    */
   retryStale(code: string): boolean {
     const { proxyReq, ex } = this;
-    if (!proxyReq?.reusedSocket || (code !== 'ECONNRESET' && code !== 'EPIPE') || this.staleRetries >= MAX_STALE_RETRIES || ex.clientGone) return false;
+    // A settled attempt (timed out, client gone) destroys its request, which then errors: that is not a stale connection.
+    if (this.settled || !proxyReq?.reusedSocket || (code !== 'ECONNRESET' && code !== 'EPIPE') || this.staleRetries >= MAX_STALE_RETRIES || ex.clientGone) return false;
     if (this.body.kind === 'stream' || !(SAFE_METHODS.has(ex.req.method ?? 'GET') || ex.route.idempotent)) return false;
     this.staleRetries++;
     (proxyReq as AttemptRequest)[kAttempt] = undefined;

@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { createLogger } from '../../../common/logger.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
 import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { fakeUpstream } from '../../helpers/upstream.ts';
 
 interface DroppingUpstream {
   url: string;
@@ -136,4 +137,28 @@ describe('stale pooled connections', () => {
     assert.equal(res2.status, 502);
     assert.equal(up.requests.slice(again).length, 1, 'with no pooled connection left, one send and no retry');
   });
+});
+
+test('a GET that times out on a reused connection is answered 504 and not sent again (destroying it is not a stale connection)', async () => {
+  const legacy = await fakeUpstream('legacy');
+  const gw = await startTestGateway(testConfig({
+    legacyUrl: legacy.url,
+    serviceUrl: legacy.url,
+    raw: { upstreams: [{ id: 'legacy', url: legacy.url, timeoutMs: 300 }], routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }] },
+  }));
+  try {
+    await (await fetch(`${gw.proxyUrl}/api/orders/warm`)).text(); // leaves a pooled connection
+    legacy.mode = 'stall';
+    const before = legacy.received.length;
+    const res = await fetch(`${gw.proxyUrl}/api/orders/slow`);
+    await res.text();
+    assert.equal(res.status, 504);
+    // A second send would arrive right after the timeout; the next request shows the gateway has moved on.
+    legacy.mode = 'ok';
+    await (await fetch(`${gw.proxyUrl}/api/orders/after`)).text();
+    assert.deepEqual(legacy.received.slice(before).map((r) => r.url), ['/api/orders/slow', '/api/orders/after']);
+  } finally {
+    await gw.close();
+    await legacy.stop();
+  }
 });
