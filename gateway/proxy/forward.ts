@@ -33,7 +33,7 @@ import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
 import { upstreamPath, type Upstream } from './upstreams.ts';
-import { clientResponseHeaders, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
+import { clientHost, clientResponseHeaders, clientScheme, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
@@ -669,13 +669,13 @@ export class Forwarder {
   }
 }
 
-/** Rewrites a Location under the answering upstream's own origin to the origin the client used (X-Forwarded-Proto/Host). */
+/** Rewrites a Location under the answering upstream's own origin to the origin the client used. */
 function locationRewrite(ex: Exchange, target: Target): LocationRewrite | null {
   const upstream = ex.snapshot.upstreams.get(target === 'service' ? (ex.route.service as string) : ex.route.legacy);
-  const proto = ex.upstreamHeaders['x-forwarded-proto'];
-  const host = ex.upstreamHeaders['x-forwarded-host'];
-  if (!upstream || typeof proto !== 'string' || typeof host !== 'string' || host === '') return null;
-  return { from: upstream.request.locationPrefix, to: `${proto}://${host}` };
+  const trust = ex.snapshot.config.proxy.trustForwardedHeaders;
+  const host = clientHost(ex.req.headers, trust);
+  if (!upstream || host === '') return null;
+  return { from: upstream.request.locationPrefix, to: `${clientScheme(ex.req.headers, trust)}://${host}` };
 }
 
 /**

@@ -29,12 +29,19 @@ export function requestIdOf(headers: IncomingHttpHeaders): string {
   return typeof v === 'string' && REQUEST_ID.test(v) ? v : randomUUID();
 }
 
+/** The first entry of a forwarded header ("client, proxy1" → "client"): the hop nearest the client. */
+function firstForwarded(v: string | string[] | undefined): string | undefined {
+  return (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim() || undefined;
+}
+
 /** The scheme the client used: https only when a trusted X-Forwarded-Proto says so (the listener is plain HTTP). */
 export function clientScheme(headers: IncomingHttpHeaders, trustForwarded: boolean): 'http' | 'https' {
-  if (!trustForwarded) return 'http';
-  const v = headers['x-forwarded-proto'];
-  const first = (Array.isArray(v) ? v[0] : v)?.split(',')[0]?.trim().toLowerCase();
-  return first === 'https' ? 'https' : 'http';
+  return trustForwarded && firstForwarded(headers['x-forwarded-proto'])?.toLowerCase() === 'https' ? 'https' : 'http';
+}
+
+/** The host the client asked for: a trusted X-Forwarded-Host, else Host ('' when neither was sent). */
+export function clientHost(headers: IncomingHttpHeaders, trustForwarded: boolean): string {
+  return (trustForwarded ? firstForwarded(headers['x-forwarded-host']) : undefined) ?? headers.host ?? '';
 }
 
 export interface ForwardedInfo {
