@@ -13,7 +13,7 @@ import { StranglerError, isStranglerError, messageOf } from '../../common/errors
 import type { Logger } from '../../common/logger.ts';
 import type { LoadedConfig } from '../config/load.ts';
 import type { UpstreamConfig } from '../config/schema.ts';
-import { upstreamAgent, upstreamTls } from '../proxy/upstreams.ts';
+import { requestTarget, upstreamAgent, upstreamTls } from '../proxy/upstreams.ts';
 import type { ReloadStatus } from '../runtime.ts';
 import type { BreakerView } from '../resilience/breakers.ts';
 import type { FlagPush } from '../../flags/client.ts';
@@ -72,15 +72,16 @@ async function probe(upstream: UpstreamConfig, index: number): Promise<{ healthy
   const tls = upstreamTls(upstream, index);
   if ('problem' in tls) return result(null, `${tls.problem.path}: expected ${tls.problem.expected}, found ${tls.problem.found}`);
   const agent = upstreamAgent(upstream, tls.tls);
-  const url = new URL(upstream.healthPath, upstream.url);
+  const { hostname, port, hostHeader } = requestTarget(new URL(upstream.url));
+  const timeoutMs = Math.min(2000, upstream.timeoutMs);
   try {
     return await new Promise((resolve) => {
-      const req = httpRequest({ hostname: url.hostname, port: url.port || (url.protocol === 'https:' ? 443 : 80), path: `${url.pathname}${url.search}`, headers: { host: url.host }, agent, timeout: Math.min(2000, upstream.timeoutMs) }, (res) => {
+      const req = httpRequest({ hostname, port, path: upstream.healthPath, headers: { host: hostHeader }, agent, timeout: timeoutMs }, (res) => {
         res.resume();
         res.on('end', () => resolve(result(res.statusCode ?? null, null)));
         res.on('error', (err) => resolve(result(null, messageOf(err))));
       });
-      req.on('timeout', () => req.destroy(new Error(`no answer within ${Math.min(2000, upstream.timeoutMs)} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on('error', (err: NodeJS.ErrnoException) => resolve(result(null, err.code ? `${err.code}: ${err.message}` : err.message)));
       req.end();
     });

@@ -34,7 +34,7 @@ export interface Upstream {
   readonly request: UpstreamRequestTarget;
 }
 
-function requestTarget(target: URL): UpstreamRequestTarget {
+export function requestTarget(target: URL): UpstreamRequestTarget {
   // The legacy parser on the WHATWG href gives exactly the host, port and path http-proxy used.
   const parsed = parseUrl(target.href);
   const https = parsed.protocol === 'https:';
@@ -78,8 +78,8 @@ export class UpstreamAgent extends Agent {
 
   constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number; tls?: ConnectionOptions | null }) {
     const { idleMs, tls = null, ...agentOptions } = options;
-    // The agent merges its own options into each connection's (node's createSocket), so TLS options given here
-    // reach createConnection, next to the SNI name node works out from the Host header.
+    // The agent merges its own options into each connection's (node's createSocket), so the TLS options given here
+    // (the SNI name included: upstreamTls sets it from the URL) reach createConnection.
     super({ ...agentOptions, ...tls });
     this.idleMs = idleMs;
     this.tls = tls;
