@@ -32,7 +32,7 @@ import { StranglerError } from '../../common/errors.ts';
 import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
-import { upstreamPath, type Upstream } from './upstreams.ts';
+import { upstreamHost, upstreamPath, type Upstream } from './upstreams.ts';
 import { clientHost, clientResponseHeaders, clientScheme, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent, RequestLog } from '../observability/log-events.ts';
@@ -160,7 +160,7 @@ class Attempt {
       if (typeof value === 'string') list.push(name, value);
       else for (const v of value) list.push(name, v);
     }
-    list.push('host', upstream.config.preserveHost && req.headers.host ? req.headers.host : upstream.request.hostHeader);
+    list.push('host', upstreamHost(upstream, req.headers.host));
     this.body = body;
     this.options = {
       hostname: upstream.request.hostname,
@@ -321,8 +321,8 @@ function failureCode(phase: FailurePhase): ErrorCode {
 
 export class Forwarder {
   readonly #runtime: Runtime;
-  /** WebSocket upgrades only; HTTP requests go through Attempt. */
-  readonly #proxy = httpProxy.createProxyServer({ changeOrigin: true, xfwd: false, prependPath: true });
+  /** WebSocket upgrades only; HTTP requests go through Attempt. The upgrade sets its Host itself (upstreamHost). */
+  readonly #proxy = httpProxy.createProxyServer({ changeOrigin: false, xfwd: false, prependPath: true });
   #inflight = 0;
   #idle: (() => void) | null = null;
 
@@ -654,11 +654,11 @@ export class Forwarder {
     }
     const decision = this.decide(snapshot, route, req, reqId);
     const upstream = snapshot.upstreams.get(decision.target === 'service' ? (route.service as string) : route.legacy) as Upstream;
-    const clientHost = req.headers.host;
+    const sentHost = req.headers.host;
     req.headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
-    if (upstream.config.preserveHost && clientHost) req.headers.host = clientHost;
+    req.headers.host = upstreamHost(upstream, sentHost);
     logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
-    this.#proxy.ws(req, socket, head, upgradeTarget(upstream, req), (err: Error) => {
+    this.#proxy.ws(req, socket, head, upgradeTarget(upstream), (err: Error) => {
       logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
       socket.destroy();
     });
@@ -679,16 +679,14 @@ function locationRewrite(ex: Exchange, target: Target): LocationRewrite | null {
 }
 
 /**
- * Where http-proxy sends an upgrade. A TLS upstream is reached through its own agent, which makes the TLS
- * connection with the upstream's CA and client certificate (http-proxy would dial it with default TLS settings),
- * so http-proxy is given the plain-HTTP form of the address and the Host header is set here.
+ * Where http-proxy sends an upgrade (with the Host header already set, so http-proxy leaves it). A TLS upstream is
+ * reached through its own agent, which makes the TLS connection with the upstream's CA and client certificate
+ * (http-proxy would dial it with default TLS settings), so http-proxy is given the plain-HTTP form of the address.
  */
-function upgradeTarget(upstream: Upstream, req: IncomingMessage): httpProxy.ServerOptions {
-  const preserveHost = upstream.config.preserveHost && req.headers.host !== undefined;
-  if (upstream.agent.tls === null) return { target: upstream.target.href, changeOrigin: !preserveHost };
-  if (!preserveHost) req.headers.host = upstream.request.hostHeader;
+function upgradeTarget(upstream: Upstream): httpProxy.ServerOptions {
+  if (upstream.agent.tls === null) return { target: upstream.target.href };
   const { hostname, port, basePath } = upstream.request;
-  return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent, changeOrigin: false };
+  return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent };
 }
 
 /** The override header upstreams must not see, per config snapshot (not a new array per request). */

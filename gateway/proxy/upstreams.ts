@@ -42,6 +42,11 @@ export function requestTarget(target: URL): UpstreamRequestTarget {
   return { hostname: parsed.hostname ?? '', port: parsed.port ?? (https ? 443 : 80), hostHeader: parsed.host ?? '', basePath, locationPrefix: `${target.origin}${basePath.replace(/\/+$/, '')}` };
 }
 
+/** The Host an upstream request carries: the client's with preserveHost (when it sent one), else the upstream's own. */
+export function upstreamHost(upstream: Upstream, clientHost: string | undefined): string {
+  return upstream.config.preserveHost && clientHost ? clientHost : upstream.request.hostHeader;
+}
+
 /** http-proxy's own path join (collapses repeated slashes, keeps the query string untouched). */
 const { urlJoin } = createRequire(import.meta.url)('http-proxy/lib/http-proxy/common.js') as { urlJoin: (...parts: string[]) => string };
 
