@@ -3,6 +3,7 @@
  * copies of a test schema (every column type the issue names), the sync config mapping them, and an in-memory
  * stand-in for Kafka (partitions, offsets, replays) so the database side is tested without a broker.
  */
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -84,13 +85,20 @@ export interface SyncFixture {
   stop(): Promise<void>;
 }
 
-/** PostgreSQL flags for a server that runs capture.mode logical as well as trigger (trigger mode does not mind them). */
 /** Marks the server's WAL insert position now; the returned function says how many bytes of WAL were written since. */
 export async function walMark(pool: Pool): Promise<() => Promise<number>> {
   const from = (await pool.query<{ l: string }>('SELECT pg_current_wal_insert_lsn()::text AS l')).rows[0]?.l as string;
   return async () => Number((await pool.query<{ d: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::text AS d', [from])).rows[0]?.d);
 }
 
+/** Bytes of WAL written by `polls` relay polls, each of which must find nothing to publish. */
+export async function idlePollsWal(pool: Pool, relay: { step(): Promise<number> }, polls = 40): Promise<number> {
+  const grown = await walMark(pool);
+  for (let i = 0; i < polls; i++) assert.equal(await relay.step(), 0);
+  return grown();
+}
+
+/** PostgreSQL flags for a server that runs capture.mode logical as well as trigger (trigger mode does not mind them). */
 export const LOGICAL_SERVER_FLAGS: readonly string[] = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
 
 /** `serverFlags`: extra PostgreSQL flags, e.g. LOGICAL_SERVER_FLAGS for capture.mode logical (the bench runs both modes). */
