@@ -7,7 +7,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
 import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
-import { loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { watchConfigFile } from './config/watch.ts';
 import { Runtime, type ReloadStatus } from './runtime.ts';
 import { routesResponse, mergeRouteStatuses } from './admin/status.ts';
 import type { ControlPlane } from './admin/app.ts';
@@ -176,24 +177,32 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   };
   const admin = await startControlPlane(plane, log, { token: adminToken(config).token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
 
-  process.on('SIGHUP', async () => {
+  /** SIGHUP or a change of the file: the primary validates it, then every worker loads it. */
+  const reloadAll = async (): Promise<void> => {
     try {
       config = loadConfigFile(configFile);
-      await Promise.all(live().map((w) => ask(w, { kind: 'reload' })));
+      const workers = live();
+      const applied = await Promise.all(workers.map((w) => ask<boolean>(w, { kind: 'reload' })));
+      // The worker re-reads the file (and its PEM files) itself; one that failed kept its last good config.
+      const failed = workers.filter((_, i) => !applied[i]).map((w) => w.process.pid);
+      if (failed.length > 0) throw new Error(`${configFile}: gateway workers ${failed.join(', ')} could not load it and kept their last good config (see their config.reload_failed log lines)`);
       reload.lastReloadAt = new Date().toISOString();
       reload.lastError = null;
       logEvent(log, 'config.reloaded', { file: configFile, workers: live().length });
     } catch (err) {
-      reload.lastError = { at: new Date().toISOString(), message: messageOf(err) };
+      reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(err instanceof ConfigError ? { problems: err.problems } : {}) };
       logEvent(log, 'config.reload_failed', { file: configFile, err: messageOf(err) });
     }
-  });
+  };
+  process.on('SIGHUP', () => void reloadAll());
+  const watcher = watchConfigFile(configFile, () => void reloadAll());
 
   return {
     proxyPort,
     admin,
     stop: async () => {
       stopping = true;
+      watcher.close();
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
       await admin.close();
       await controller.close?.();

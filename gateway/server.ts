@@ -2,7 +2,6 @@
  * Listeners and lifecycle: the data plane (node:http + the forwarder) and the control plane (express) on separate
  * ports, config reload on file change, and a bounded drain on shutdown.
  */
-import { watch, type FSWatcher } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -11,6 +10,7 @@ import type { Logger } from '../common/logger.ts';
 import { createLogger, flushLogger } from '../common/logger.ts';
 import { StranglerError } from '../common/errors.ts';
 import { isLoopback, type LoadedConfig } from './config/load.ts';
+import { watchConfigFile } from './config/watch.ts';
 import { Runtime } from './runtime.ts';
 import { Forwarder } from './proxy/forward.ts';
 import { createAdminApp, type ControlPlane, type TrafficActions } from './admin/app.ts';
@@ -180,8 +180,7 @@ export async function startGateway(config: LoadedConfig, options: GatewayOptions
     runtime.close();
     throw err;
   }
-  let watcher: FSWatcher | undefined;
-  if (options.watch ?? true) watcher = watchConfig(config.source, () => runtime.reloadFromFile());
+  const watcher = options.watch ?? true ? watchConfigFile(config.source, () => runtime.reloadFromFile()) : undefined;
   const proxyUrl = urlOf(config.proxy.bind, data.port);
   const adminUrl = urlOf(config.admin.bind, admin.port);
   logEvent(log, 'gateway.started', { proxy: proxyUrl, admin: adminUrl, routes: config.routes.length });
@@ -203,19 +202,4 @@ export async function startGateway(config: LoadedConfig, options: GatewayOptions
         await flushLogger(log);
       })()),
   };
-}
-
-/** Calls `onChange` (debounced) when the file changes; editors that replace the file are handled by re-watching. */
-export function watchConfig(file: string, onChange: () => void): FSWatcher | undefined {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const watcher = watch(file, { persistent: false }, () => {
-      clearTimeout(timer);
-      timer = setTimeout(onChange, 100);
-    });
-    watcher.on('error', () => {});
-    return watcher;
-  } catch {
-    return undefined;
-  }
 }

@@ -1,11 +1,12 @@
 /**
  * `strangler gateway` as a process: help, reload on SIGHUP and on file change (a bad file keeps the last good
- * config and is reported), SIGTERM drains and exits 0, and cluster mode serves one merged admin view.
+ * config and is reported), SIGTERM drains and exits 0, and cluster mode serves one merged admin view and reloads
+ * every worker when a Kubernetes-style ConfigMap mount changes.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -78,10 +79,18 @@ describe('strangler gateway (process)', () => {
     const adminUrl = started.admin as string;
     const proxyUrl = started.proxy as string;
 
-    // File change: add a second route.
-    writeFileSync(file, configYaml(legacy.url, svc.url, 0, { routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }, { id: 'rest', match: { pathPrefix: '/' }, legacy: 'legacy' }] }));
+    // File change: add a second route (written in place), then a third and a fourth (an editor's atomic saves:
+    // a temporary file renamed over the config, which a watch on the file itself stops seeing after the first).
+    const withRoutes = (ids: string[]) => configYaml(legacy.url, svc.url, 0, { routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }, ...ids.map((id) => ({ id, match: { pathPrefix: `/${id}` }, legacy: 'legacy' })), { id: 'rest', match: { pathPrefix: '/' }, legacy: 'legacy' }] });
+    writeFileSync(file, withRoutes([]));
     await gw.waitFor((l) => l.msg === 'config.reloaded');
     assert.deepEqual((await admin<RoutesResponse>(adminUrl, '/admin/routes')).routes.map((r) => r.id), ['orders', 'rest']);
+    for (const ids of [['a'], ['a', 'b']]) {
+      writeFileSync(`${file}.tmp`, withRoutes(ids));
+      renameSync(`${file}.tmp`, file);
+      await gw.waitFor((l) => l.msg === 'config.reloaded' && l.routes === ids.length + 2);
+      assert.deepEqual((await admin<RoutesResponse>(adminUrl, '/admin/routes')).routes.map((r) => r.id), ['orders', ...ids, 'rest']);
+    }
 
     // A bad file: kept out, reported on the admin API.
     writeFileSync(file, 'routes: [');
@@ -114,6 +123,58 @@ describe('strangler gateway (process)', () => {
     } finally {
       blocker.close();
     }
+  });
+
+  test('cluster mode: a ConfigMap-style mount swapped twice reloads every worker; a bad version is reported with its problems', async () => {
+    // A Kubernetes ConfigMap volume: strangler.yaml -> ..data/strangler.yaml, ..data -> a directory per version,
+    // swapped by renaming a new symlink over ..data, then the old directory removed.
+    const mount = mkdtempSync(join(tmpdir(), 'strangler-cm-'));
+    let current = '';
+    const publish = (version: string, text: string) => {
+      mkdirSync(join(mount, version));
+      writeFileSync(join(mount, version, 'strangler.yaml'), text);
+      if (current === '') symlinkSync(version, join(mount, '..data'));
+      else {
+        symlinkSync(version, join(mount, '..data_tmp'));
+        renameSync(join(mount, '..data_tmp'), join(mount, '..data'));
+        rmSync(join(mount, current), { recursive: true });
+      }
+      current = version;
+    };
+    const routes = (extra: string[]) => [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }, ...extra.map((id) => ({ id, match: { pathPrefix: `/${id}` }, legacy: 'legacy' }))];
+    publish('..v1', configYaml(legacy.url, svc.url, 0, { routes: routes([]) }));
+    symlinkSync('..data/strangler.yaml', join(mount, 'strangler.yaml'));
+    const gw = startChild([...CLI, 'gateway', '--config', join(mount, 'strangler.yaml'), '--workers', '2']);
+    children.push(gw);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started');
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+    /** Requests on new connections, so both workers answer some of them. */
+    const statuses = async (path: string) => {
+      const seen = new Set<number>();
+      for (let i = 0; i < 8; i++) {
+        const res = await fetch(`${proxyUrl}${path}`, { headers: { connection: 'close' } });
+        await res.text();
+        seen.add(res.status);
+      }
+      return [...seen];
+    };
+    assert.deepEqual(await statuses('/second'), [404]);
+    let reloads = 0;
+    for (const [version, extra] of [['..v2', ['second']], ['..v3', ['second', 'third']]] as const) {
+      publish(version, configYaml(legacy.url, svc.url, 0, { routes: routes([...extra]) }));
+      const nth = ++reloads;
+      // The primary's line (workers log their own reloads too).
+      await gw.waitFor((l) => l.msg === 'config.reloaded' && l.workers === 2 && gw.lines.filter((x) => x.msg === 'config.reloaded' && x.workers === 2).length >= nth);
+      assert.deepEqual(await statuses(`/${extra.at(-1)}`), [200], `every worker serves ${version}`);
+    }
+    publish('..v4', configYaml(legacy.url, svc.url, 0, { routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'nowhere' }] }));
+    await gw.waitFor((l) => l.msg === 'config.reload_failed');
+    const config = await admin<{ reload: { lastError: { message: string; problems?: { path: string }[] } | null } }>(adminUrl, '/admin/config');
+    assert.ok(config.reload.lastError?.problems?.some((p) => p.path === 'routes[0].legacy'), JSON.stringify(config.reload.lastError));
+    assert.deepEqual(await statuses('/third'), [200], 'the last good config still serves');
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
   });
 
   test('cluster mode: several workers, one merged admin view, pushes reach every worker', async () => {
