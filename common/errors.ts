@@ -35,7 +35,7 @@ export const ERROR_CATALOGUE = {
   ADMIN_INSECURE_BIND: { status: 500, retriable: false, doc: 'The admin listener was asked to bind a non-loopback address without admin.token; set a token or bind 127.0.0.1. A config file with that mistake is refused earlier, as CONFIG_INVALID at admin.token; this is the listener\'s own guard for configs built in code.' },
   // ── flags / Unleash ──────────────────────────────────────────────────────
   FLAGS_UNAVAILABLE: { status: 503, retriable: true, doc: 'No flag data could be loaded (Unleash unreachable, no backup, no bootstrap); every route goes to legacy and /readyz reports degraded.' },
-  FLAGS_UNAUTHORIZED: { status: 502, retriable: false, doc: 'Unleash refused the token (401/403). The SDK stops polling; fix the token and restart or reload.' },
+  FLAGS_UNAUTHORIZED: { status: 502, retriable: false, doc: 'Unleash refused the token (401/403). The SDK stops polling; fix flags.token and restart the gateway (flag-client settings are read at start only).' },
   UNLEASH_UNREACHABLE: { status: 502, retriable: true, doc: 'An Unleash Admin API call could not reach the server (connection refused, DNS, timeout).' },
   UNLEASH_UNAUTHORIZED: { status: 502, retriable: false, doc: 'An Unleash Admin API call was refused (401/403): use an admin token or a personal access token.' },
   UNLEASH_NOT_FOUND: { status: 404, retriable: false, doc: 'The Unleash project, flag, environment or strategy named in the call does not exist.' },

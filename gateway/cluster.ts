@@ -9,7 +9,7 @@ import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
 import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { watchConfigFile } from './config/watch.ts';
-import { Runtime, type ReloadStatus } from './runtime.ts';
+import { noteRestartRequired, Runtime, type ReloadStatus } from './runtime.ts';
 import { routesResponse, mergeRouteStatuses } from './admin/status.ts';
 import type { ControlPlane } from './admin/app.ts';
 import type { RoutesResponse } from './admin/types.ts';
@@ -87,7 +87,8 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
 /** Primary side: fork workers, serve the control plane, and relay signals. */
 export async function runPrimary(configFile: string, workers: number, log: Logger, options: { port?: number; adminPort?: number } = {}): Promise<{ proxyPort: number; admin: ControlPlaneServer; stop(): Promise<void> }> {
   let config: LoadedConfig = loadConfigFile(configFile);
-  const reload: ReloadStatus = { lastReloadAt: null, lastError: null };
+  const started = config;
+  const reload: ReloadStatus = { lastReloadAt: null, lastError: null, restartRequired: [] };
   const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
   let stopping = false;
   let proxyPort = 0;
@@ -189,6 +190,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       reload.lastReloadAt = new Date().toISOString();
       reload.lastError = null;
       logEvent(log, 'config.reloaded', { file: configFile, workers: live().length });
+      noteRestartRequired(reload, started, config, log);
     } catch (err) {
       reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(err instanceof ConfigError ? { problems: err.problems } : {}) };
       logEvent(log, 'config.reload_failed', { file: configFile, err: messageOf(err) });

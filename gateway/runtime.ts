@@ -27,6 +27,42 @@ export interface Snapshot {
 export interface ReloadStatus {
   lastReloadAt: string | null;
   lastError: { at: string; message: string; problems?: unknown } | null;
+  /** Settings of the file that differ from those the process started with but are read at start only. */
+  restartRequired: string[];
+}
+
+/**
+ * Settings a running gateway reads at start only: the flag client and its connection, the listeners, the worker
+ * count, the logger, and the sections of the other roles. Everything else (routes, upstreams, policies, identity,
+ * the proxy's per-request settings) takes effect on reload.
+ */
+const START_ONLY: readonly (readonly [keyof LoadedConfig, readonly string[] | 'all'])[] = [
+  ['flags', 'all'],
+  ['proxy', ['bind', 'port', 'workers', 'maxHeaderBytes', 'headersTimeoutMs', 'requestTimeoutMs']],
+  ['admin', 'all'],
+  ['log', 'all'],
+  ['controller', 'all'],
+  ['kafka', 'all'],
+  ['sync', 'all'],
+];
+
+/** The start-only settings (by path, never by value: some are secrets) that differ between two configs. */
+export function startOnlyChanges(started: LoadedConfig, now: LoadedConfig): string[] {
+  const changed: string[] = [];
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+  for (const [section, fields] of START_ONLY) {
+    const a = (started[section] ?? {}) as Record<string, unknown>;
+    const b = (now[section] ?? {}) as Record<string, unknown>;
+    const keys = fields === 'all' ? [...new Set([...Object.keys(a), ...Object.keys(b)])] : fields;
+    for (const key of keys) if (!same(a[key], b[key])) changed.push(`${section}.${key}`);
+  }
+  return changed;
+}
+
+/** Records what a reload could not apply, and says so in the log. */
+export function noteRestartRequired(reload: ReloadStatus, started: LoadedConfig, now: LoadedConfig, log: Logger): void {
+  reload.restartRequired = startOnlyChanges(started, now);
+  if (reload.restartRequired.length > 0) logEvent(log, 'config.restart_required', { fields: reload.restartRequired, hint: 'these settings are read at start only: restart the gateway to apply them (the rest of the file is live)' });
 }
 
 function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): Map<string, Breaker> {
@@ -48,7 +84,9 @@ export class Runtime {
   readonly #stats = new Map<string, RouteStats>();
   readonly flags: FlagClient;
   readonly log: Logger;
-  readonly reload: ReloadStatus = { lastReloadAt: null, lastError: null };
+  readonly reload: ReloadStatus = { lastReloadAt: null, lastError: null, restartRequired: [] };
+  /** The config this process started with (start-only settings stay as they were). */
+  readonly #started: LoadedConfig;
   readonly instanceId: string;
   readonly startedAt = new Date().toISOString();
   draining = false;
@@ -57,6 +95,7 @@ export class Runtime {
     this.log = log;
     this.instanceId = options.instanceId ?? `${process.pid}`;
     this.#snapshot = this.#build(config);
+    this.#started = config;
     this.flags = new FlagClient(config.flags, log.child({ component: 'flags' }), { instanceId: options.instanceId });
     if (this.#snapshot.identifier.ephemeralSessions) logEvent(log, 'config.ephemeral_session_secret', { hint: 'set identity.sessionSecret so sessions survive restarts and span gateways' });
   }
@@ -85,7 +124,7 @@ export class Runtime {
     return s;
   }
 
-  /** Applies a new config. Flags settings take effect on restart only (the flag client keeps its connection). */
+  /** Applies a new config. Start-only settings (START_ONLY) keep their start values and are reported. */
   apply(config: LoadedConfig): void {
     const previous = this.#snapshot;
     this.#snapshot = this.#build(config, previous);
@@ -94,6 +133,7 @@ export class Runtime {
     this.reload.lastReloadAt = this.#snapshot.loadedAt;
     this.reload.lastError = null;
     logEvent(this.log, 'config.reloaded', { file: config.source, routes: config.routes.length });
+    noteRestartRequired(this.reload, this.#started, config, this.log);
   }
 
   /** Re-reads the config file; a bad file keeps the last good config and is reported on the admin API. */

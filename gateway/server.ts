@@ -78,9 +78,11 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
       server.close();
       server.closeIdleConnections();
       if (forwarder.inflight > 0) {
+        // From the config in force now (a reload may have changed it).
+        const { drainTimeoutMs } = runtime.snapshot.config.proxy;
         let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), proxy.drainTimeoutMs)));
-        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, drainTimeoutMs: proxy.drainTimeoutMs });
+        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), drainTimeoutMs)));
+        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, drainTimeoutMs });
         clearTimeout(timer);
       }
       server.closeAllConnections();

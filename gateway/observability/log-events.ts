@@ -28,6 +28,7 @@ const EVENTS = {
   'breaker.close': 'info',
   'config.reloaded': 'info',
   'config.reload_failed': 'error',
+  'config.restart_required': 'warn',
   'config.ephemeral_session_secret': 'warn',
   'flags.ready': 'info',
   'flags.degraded': 'warn',

@@ -79,7 +79,7 @@ describe('admin API', () => {
     for (const secret of ['backend-secret-token', 'admin-secret-token', 'test-session-secret', 'test-override-secret', 'kafka-sasl-secret', TOKEN]) assert.ok(!text.includes(secret), `${secret} is not shown`);
     assert.equal(res.body.config.flags.token, '[redacted]');
     assert.deepEqual(res.body.config.kafka.sasl, { mechanism: 'scram-sha-512', username: 'strangler', password: '[redacted]' });
-    assert.deepEqual(res.body.reload, { lastReloadAt: null, lastError: null });
+    assert.deepEqual(res.body.reload, { lastReloadAt: null, lastError: null, restartRequired: [] });
     const ups = await request(app).get('/admin/upstreams').set(auth).expect(200);
     const byId = Object.fromEntries((ups.body.upstreams as { id: string; health: { healthy: boolean } }[]).map((u) => [u.id, u.health.healthy]));
     assert.deepEqual(byId, { legacy: true, svc: false });

@@ -170,8 +170,10 @@ describe('strangler gateway (process)', () => {
     }
     publish('..v4', configYaml(legacy.url, svc.url, 0, { routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'nowhere' }] }));
     await gw.waitFor((l) => l.msg === 'config.reload_failed');
-    const config = await admin<{ reload: { lastError: { message: string; problems?: { path: string }[] } | null } }>(adminUrl, '/admin/config');
+    const config = await admin<{ reload: { lastError: { message: string; problems?: { path: string }[] } | null; restartRequired: string[] } }>(adminUrl, '/admin/config');
     assert.ok(config.reload.lastError?.problems?.some((p) => p.path === 'routes[0].legacy'), JSON.stringify(config.reload.lastError));
+    // Each version of this file names a new bootstrap file: a flag-client setting, read at start only.
+    assert.deepEqual(config.reload.restartRequired, ['flags.bootstrapFile']);
     assert.deepEqual(await statuses('/third'), [200], 'the last good config still serves');
     gw.kill('SIGTERM');
     assert.equal(await gw.exited, 0);
