@@ -17,6 +17,7 @@ export const KAFKA_LOG = {
   topicDeleted: 'kafka: topic deleted',
   replicationFactorIgnored: 'kafka: replication factor > 1 accepted and ignored (single node)',
   produceRejected: 'kafka: produce batch rejected',
+  storageFailed: 'kafka: writing to the data dir failed; answered with a retriable error',
   groupRebalancing: 'kafka: group rebalancing',
   groupStable: 'kafka: group generation formed',
   memberExpired: 'kafka: group member session expired',

@@ -2,7 +2,7 @@
 import { KAFKA_LOG } from '../log-events.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
-import type { Handler } from '../server/context.ts';
+import { storageFailed, type BrokerState, type Handler } from '../server/context.ts';
 import { isValidTopicName } from '../state/topics.ts';
 
 /** One file descriptor per partition: a dev broker has no use for more, and a bad request must not exhaust fds. */
@@ -31,7 +31,13 @@ export const handleCreateTopics: Handler = (broker, header, r) => {
     const max = configs['max.message.bytes'];
     if (max !== undefined && !(max !== null && /^\d+$/.test(max) && Number(max) > 0)) return fail(KafkaError.INVALID_CONFIG, `max.message.bytes must be a positive integer, got ${String(max)}`);
     if (t.replicationFactor > 1) broker.logger.info({ topic: t.name, replicationFactor: t.replicationFactor }, KAFKA_LOG.replicationFactorIgnored);
-    if (!validateOnly) broker.topics.create(t.name, count, configs);
+    if (!validateOnly) {
+      try {
+        broker.topics.create(t.name, count, configs);
+      } catch (err) {
+        return fail(storageFailed(broker, { topic: t.name }, err), `topic "${t.name}" not created: writing the data dir failed (${(err as Error).message}); free space and retry`);
+      }
+    }
     return { name: t.name, error: 0, message: null };
   });
   const w = new Writer(128);
@@ -48,9 +54,17 @@ export const handleDeleteTopics: Handler = (broker, header, r) => {
   r.int32();
   const w = new Writer(64);
   if (header.apiVersion >= 1) w.int32(0);
-  w.array(names, (w, name) => w.string(name).int16(broker.topics.delete(name) ? 0 : KafkaError.UNKNOWN_TOPIC_OR_PARTITION));
+  w.array(names, (w, name) => w.string(name).int16(deleteTopic(broker, name)));
   return w;
 };
+
+function deleteTopic(broker: BrokerState, name: string): number {
+  try {
+    return broker.topics.delete(name) ? 0 : KafkaError.UNKNOWN_TOPIC_OR_PARTITION;
+  } catch (err) {
+    return storageFailed(broker, { topic: name }, err);
+  }
+}
 
 export const handleDescribeGroups: Handler = (broker, header, r) => {
   const ids = r.array((g) => g.string());

@@ -2,7 +2,8 @@
  * Fetch v4–11 with long-poll. Response entries mirror the request's (kafkajs repeats a topic in several entries).
  * Records are whole stored batches from the one containing fetch_offset; the first batch of the first partition
  * with data is always included even if over the limits (KIP-74). With fewer than min_bytes available the request
- * parks until an append to a requested partition, a topic deletion, broker close or max_wait_ms.
+ * parks until an append to a requested partition, a topic deletion, broker close or max_wait_ms; as on Kafka,
+ * min_bytes ≤ 0 or a request naming no partition is answered at once.
  */
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
@@ -86,10 +87,11 @@ export const handleFetch: Handler = async (broker, header, r) => {
   if (v >= 7) r.array((f) => { f.string(); f.array((x) => x.int32()); });
   if (v >= 11) r.string(); // rack_id
 
+  const partitionCount = topics.reduce((n, t) => n + t.partitions.length, 0);
   const deadline = broker.clock.now() + maxWaitMs;
   for (;;) {
     const bytes = available(broker, topics);
-    if (bytes < 0 || bytes >= Math.max(1, minBytes) || broker.closed) break;
+    if (partitionCount === 0 || bytes < 0 || bytes >= minBytes || broker.closed) break;
     const left = deadline - broker.clock.now();
     if (left <= 0) break;
     await waitForData(broker, topics, left);

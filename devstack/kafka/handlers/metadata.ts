@@ -5,7 +5,7 @@
  */
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
-import type { BrokerState, Handler } from '../server/context.ts';
+import { storageFailed, type BrokerState, type Handler } from '../server/context.ts';
 import { isValidTopicName, type Topic } from '../state/topics.ts';
 
 type Entry = { name: string; error: number; topic: Topic | undefined };
@@ -16,7 +16,13 @@ export function resolveTopics(broker: BrokerState, requested: readonly string[] 
     const existing = broker.topics.get(name);
     if (existing) return { name, error: 0, topic: existing };
     if (!isValidTopicName(name)) return { name, error: KafkaError.INVALID_TOPIC_EXCEPTION, topic: undefined };
-    if (broker.autoCreateTopics && allowAutoCreate) return { name, error: 0, topic: broker.topics.create(name, broker.defaultPartitions) };
+    if (broker.autoCreateTopics && allowAutoCreate) {
+      try {
+        return { name, error: 0, topic: broker.topics.create(name, broker.defaultPartitions) };
+      } catch (err) {
+        return { name, error: storageFailed(broker, { topic: name }, err), topic: undefined };
+      }
+    }
     return { name, error: KafkaError.UNKNOWN_TOPIC_OR_PARTITION, topic: undefined };
   });
 }

@@ -1,13 +1,14 @@
 /**
  * Produce v3–7 (RecordBatch v2 only). Each batch is validated (size, magic, CRC, codec, control bit, offset
  * delta, max.message.bytes), stored as received with its base offset rewritten, and acknowledged after the
- * write; with fsync=always also after fdatasync. acks=0 gets no response at all.
+ * write; with fsync=always also after fdatasync. acks=0 gets no response at all. A failed write answers
+ * KAFKA_STORAGE_ERROR for that partition (the store has cut the partial batch off again).
  */
 import { KAFKA_LOG } from '../log-events.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
 import { checkBatch, splitBatches, type BatchInfo } from '../records/record-batch.ts';
-import type { Handler } from '../server/context.ts';
+import { storageFailed, type Handler } from '../server/context.ts';
 import type { PartitionLog } from '../state/partition-log.ts';
 import { producerFields } from '../state/producer-state.ts';
 
@@ -51,7 +52,14 @@ export const handleProduce: Handler = async (broker, header, r) => {
             return { partition, error: verdict.error, baseOffset: -1 };
           }
           // A retried idempotent batch already stored: answer with its original offset, store nothing.
-          const at = verdict.kind === 'duplicate' ? verdict.baseOffset : log.append(b, infos[i]!.lastOffsetDelta, infos[i]!.maxTimestamp);
+          let at: number;
+          try {
+            at = verdict.kind === 'duplicate' ? verdict.baseOffset : log.append(b, infos[i]!.lastOffsetDelta, infos[i]!.maxTimestamp);
+          } catch (err) {
+            // Disk full or an I/O error: nothing of this batch is stored (earlier batches of the request are).
+            // Retriable for the client, as on Kafka; the connection stays open.
+            return { partition, error: storageFailed(broker, { topic: name, partition }, err), baseOffset: -1 };
+          }
           if (i === 0) baseOffset = at;
         }
         touched.add(log);

@@ -6,7 +6,9 @@ export function writeFileAtomic(path: string, data: string): void {
   const tmp = `${path}.tmp`;
   const fd = openSync(tmp, 'w');
   try {
-    writeSync(fd, data);
+    const bytes = Buffer.from(data);
+    let written = 0; // a nearly full disk may take only part of a write without an error
+    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -4,12 +4,13 @@
  * Produce is answered, so an acknowledged batch is in the kernel's page cache and survives kill -9 of the broker;
  * fsync (for power loss) follows the broker's fsync policy (see README.md).
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { crc32c } from '../protocol/crc32c.ts';
 import { BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD } from '../records/record-batch.ts';
+import { AppendOnlyFile } from './append-file.ts';
 
 export interface LogStore {
-  /** Appends and returns the byte position of the appended data. */
+  /** Appends and returns the byte position of the appended data; on a throw nothing was appended. */
   append(data: Buffer): number;
   read(position: number, length: number): Buffer;
   /** Durable on disk (fdatasync) when this resolves. */
@@ -56,7 +57,7 @@ export interface RecoveredBatch {
 
 export class FileLogStore implements LogStore {
   readonly #fd: number;
-  #size: number;
+  readonly #file: AppendOnlyFile;
   #dirty = false;
   #closed = false;
 
@@ -80,16 +81,15 @@ export class FileLogStore implements LogStore {
       ftruncateSync(this.#fd, pos);
       onTruncated(pos, fileBytes);
     }
-    this.#size = pos;
+    this.#file = new AppendOnlyFile(this.#fd, pos);
   }
 
-  get size(): number { return this.#size; }
+  get size(): number { return this.#file.size; }
 
+  /** All or nothing: a failed write is cut off again and its error rethrown (AppendOnlyFile). */
   append(data: Buffer): number {
-    const at = this.#size;
-    let written = 0;
-    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
-    this.#size += data.length;
+    const at = this.#file.size;
+    this.#file.append(data);
     this.#dirty = true;
     return at;
   }

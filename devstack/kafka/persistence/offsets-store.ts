@@ -3,10 +3,11 @@
  * OffsetCommit is answered and replayed at start; a torn last line (kill -9 mid-write) is ignored. At start the
  * replayed state is compacted into a fresh file (written atomically).
  */
-import { closeSync, existsSync, fdatasync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fdatasync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../../common/logger.ts';
 import { KAFKA_LOG } from '../log-events.ts';
+import { AppendOnlyFile } from './append-file.ts';
 import { writeFileAtomic } from './json-file.ts';
 
 export interface CommittedOffset { readonly offset: number; readonly metadata: string | null }
@@ -16,7 +17,7 @@ type Line = { g: string; t: string; p: number; o: number; m: string | null } | {
 export class OffsetsStore {
   /** group → topic → partition → offset */
   readonly #groups = new Map<string, Map<string, Map<number, CommittedOffset>>>();
-  readonly #fd: number | undefined;
+  readonly #file: AppendOnlyFile | undefined;
   #dirty = false;
 
   constructor(dataDir: string | undefined, log: Logger) {
@@ -34,8 +35,9 @@ export class OffsetsStore {
         }
       });
     }
-    writeFileAtomic(path, this.#snapshot());
-    this.#fd = openSync(path, 'a');
+    const snapshot = this.#snapshot();
+    writeFileAtomic(path, snapshot);
+    this.#file = new AppendOnlyFile(openSync(path, 'a'), Buffer.byteLength(snapshot));
   }
 
   #apply(line: Line): void {
@@ -58,15 +60,17 @@ export class OffsetsStore {
     return out;
   }
 
+  /** All or nothing: a failed write (disk full) throws with no partial line left to break the replay at start. */
   #write(lines: Line[]): void {
-    if (this.#fd === undefined) return;
-    const data = Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join(''));
-    let written = 0;
-    while (written < data.length) written += writeSync(this.#fd, data, written, data.length - written);
+    if (this.#file === undefined) return;
+    this.#file.append(Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join('')));
     this.#dirty = true;
   }
 
-  /** Stores offsets exactly as given (negative values included) and writes them to the log before returning. */
+  /**
+   * Stores offsets exactly as given (negative values included) and writes them to the log before returning;
+   * throws, storing nothing, if that write fails.
+   */
   commit(group: string, entries: readonly { topic: string; partition: number; offset: number; metadata: string | null }[]): void {
     const lines: Line[] = entries.map((e) => ({ g: group, t: e.topic, p: e.partition, o: e.offset, m: e.metadata }));
     this.#write(lines);
@@ -92,13 +96,13 @@ export class OffsetsStore {
   }
 
   async sync(): Promise<void> {
-    if (this.#fd === undefined || !this.#dirty) return;
+    if (this.#file === undefined || !this.#dirty) return;
     this.#dirty = false;
-    const fd = this.#fd;
+    const fd = this.#file.fd;
     await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
   }
 
   close(): void {
-    if (this.#fd !== undefined) closeSync(this.#fd);
+    if (this.#file !== undefined) closeSync(this.#file.fd);
   }
 }

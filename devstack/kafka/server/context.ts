@@ -1,7 +1,9 @@
 /** What a request handler sees: the broker's state and the request's header. */
 import type { Logger } from '../../../common/logger.ts';
 import type { FsyncPolicy } from '../config.ts';
+import { KAFKA_LOG } from '../log-events.ts';
 import type { OffsetsStore } from '../persistence/offsets-store.ts';
+import { KafkaError } from '../protocol/error-codes.ts';
 import type { Reader } from '../protocol/reader.ts';
 import type { Writer } from '../protocol/writer.ts';
 import type { Clock } from '../state/clock.ts';
@@ -44,3 +46,13 @@ export interface RequestHeader {
  * Throwing ProtocolError closes the connection.
  */
 export type Handler = (broker: BrokerState, header: RequestHeader, reader: Reader) => Writer | null | Promise<Writer | null>;
+
+/**
+ * A write to the data dir failed (disk full, I/O error): logs it and returns `answer` (KAFKA_STORAGE_ERROR unless
+ * given), the retriable per-partition/per-topic error to answer with, so the connection stays open and the client
+ * retries.
+ */
+export function storageFailed(broker: BrokerState, fields: Record<string, unknown>, err: unknown, answer: number = KafkaError.KAFKA_STORAGE_ERROR): number {
+  broker.logger.error({ ...fields, err: (err as Error).message, code: (err as NodeJS.ErrnoException).code, answer }, KAFKA_LOG.storageFailed);
+  return answer;
+}

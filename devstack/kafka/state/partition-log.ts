@@ -45,13 +45,14 @@ export class PartitionLog {
 
   /**
    * Stores a validated batch under the next offsets and returns its base offset. Wakes parked fetches.
+   * If the store's write fails it throws and the log (index, end offset, producer state) is unchanged.
    * The batch's offset fields are stamped in place: it is a view of a request frame nobody reads afterwards.
    */
   append(batch: Buffer, lastOffsetDelta: number, maxTimestamp: number): number {
     const baseOffset = this.#logEndOffset;
     const stored = stampBaseOffset(batch, baseOffset);
-    this.producers.record(producerFields(batch), baseOffset);
-    const position = this.#store.append(stored);
+    const position = this.#store.append(stored); // throws on a failed write: nothing stored, nothing recorded
+    this.producers.record(producerFields(stored), baseOffset);
     this.#index.push({ baseOffset, lastOffset: baseOffset + lastOffsetDelta, position, size: stored.length, maxTimestamp });
     this.#logEndOffset = baseOffset + lastOffsetDelta + 1;
     for (const wake of [...this.#listeners]) wake();

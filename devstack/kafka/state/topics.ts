@@ -48,55 +48,76 @@ export class TopicRegistry {
     } catch (err) {
       throw new Error(`kafka dev broker: ${file} is not valid JSON (${(err as Error).message}); fix it or move the data dir aside`, { cause: err });
     }
-    for (const t of parsed.topics) this.#open(t.name, t.partitions, t.configs);
+    for (const t of parsed.topics) {
+      const topic = this.#open(t.name, t.partitions, t.configs);
+      this.#topics.set(topic.name, topic);
+    }
   }
 
   #open(name: string, count: number, configs: Record<string, string | null>): Topic {
     const partitions: PartitionLog[] = [];
-    for (let p = 0; p < count; p++) {
-      let store: LogStore;
-      const recovered: [number, number, number, number, number, Buffer][] = [];
-      if (this.#dataDir) {
-        const dir = join(this.#dataDir, 'logs', name);
-        mkdirSync(dir, { recursive: true });
-        store = new FileLogStore(join(dir, `${p}.log`),
-          (b) => recovered.push([b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp, b.header]),
-          (valid, total) => this.#log.warn({ topic: name, partition: p, validBytes: valid, fileBytes: total }, KAFKA_LOG.tornTail));
-      } else {
-        store = new MemoryLogStore();
+    try {
+      for (let p = 0; p < count; p++) {
+        let store: LogStore;
+        const recovered: [number, number, number, number, number, Buffer][] = [];
+        if (this.#dataDir) {
+          const dir = join(this.#dataDir, 'logs', name);
+          mkdirSync(dir, { recursive: true });
+          store = new FileLogStore(join(dir, `${p}.log`),
+            (b) => recovered.push([b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp, b.header]),
+            (valid, total) => this.#log.warn({ topic: name, partition: p, validBytes: valid, fileBytes: total }, KAFKA_LOG.tornTail));
+        } else {
+          store = new MemoryLogStore();
+        }
+        const log = new PartitionLog(store);
+        for (const r of recovered) log.recover(...r);
+        partitions.push(log);
       }
-      const log = new PartitionLog(store);
-      for (const r of recovered) log.recover(...r);
-      partitions.push(log);
+    } catch (err) {
+      for (const log of partitions) log.store.close();
+      throw err;
     }
     const max = Number(configs['max.message.bytes'] ?? this.#defaultMaxMessageBytes);
-    const topic: Topic = { name, partitions, configs, maxMessageBytes: Number.isFinite(max) && max > 0 ? max : this.#defaultMaxMessageBytes };
-    this.#topics.set(name, topic);
-    return topic;
+    return { name, partitions, configs, maxMessageBytes: Number.isFinite(max) && max > 0 ? max : this.#defaultMaxMessageBytes };
   }
 
-  #save(): void {
+  /** Writes topics.json listing `topics`; throws (disk full, I/O error) with the old file left in place. */
+  #save(topics: readonly Topic[]): void {
     if (!this.#dataDir) return;
-    const file: TopicsFile = { topics: [...this.#topics.values()].map((t) => ({ name: t.name, partitions: t.partitions.length, configs: { ...t.configs } })) };
+    const file: TopicsFile = { topics: topics.map((t) => ({ name: t.name, partitions: t.partitions.length, configs: { ...t.configs } })) };
     writeFileAtomic(join(this.#dataDir, 'topics.json'), `${JSON.stringify(file, null, 2)}\n`);
   }
 
   get(name: string): Topic | undefined { return this.#topics.get(name); }
   list(): Topic[] { return [...this.#topics.values()]; }
 
+  /**
+   * Creates the topic's files, then records it in topics.json, and only then serves it: if either write fails
+   * (disk full) the error is thrown and the topic does not exist, rather than living in memory only and
+   * vanishing with its acknowledged data at the next start.
+   */
   create(name: string, partitions: number, configs: Record<string, string | null> = {}): Topic {
-    if (this.#dataDir) rmSync(join(this.#dataDir, 'logs', name), { recursive: true, force: true });
+    const dir = this.#dataDir ? join(this.#dataDir, 'logs', name) : undefined;
+    if (dir) rmSync(dir, { recursive: true, force: true });
     const topic = this.#open(name, partitions, configs);
-    this.#save();
+    try {
+      this.#save([...this.#topics.values(), topic]);
+    } catch (err) {
+      for (const p of topic.partitions) p.store.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    this.#topics.set(name, topic);
     this.#log.info({ topic: name, partitions }, KAFKA_LOG.topicCreated);
     return topic;
   }
 
+  /** Removes the topic from topics.json first (a failed write throws and keeps the topic), then from memory. */
   delete(name: string): boolean {
     const topic = this.#topics.get(name);
     if (!topic) return false;
+    this.#save(this.list().filter((t) => t !== topic));
     this.#topics.delete(name);
-    this.#save();
     for (const p of topic.partitions) {
       p.store.close();
       p.wakeAll();

@@ -43,6 +43,8 @@ export interface ChildBroker {
   readonly child: ChildProcess;
   readonly port: number;
   readonly address: string;
+  /** Every JSON log line the broker printed so far, from its start. */
+  readonly logs: { msg?: string; [field: string]: unknown }[];
   /** Resolves when the process has exited. */
   readonly exited: Promise<number | null>;
   stop(): Promise<void>;
@@ -60,18 +62,20 @@ export async function spawnBroker(dataDir: string, extraArgs: string[] = [], via
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   let stderr = '';
   child.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const logs: ChildBroker['logs'][number][] = [];
   const port = await new Promise<number>((resolvePort, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       try {
         const parsed = JSON.parse(line) as { msg?: string; port?: number };
+        logs.push(parsed);
         if (parsed.msg === KAFKA_LOG.listening && parsed.port) resolvePort(parsed.port);
       } catch { /* not a log line */ }
     });
     void exited.then((code) => reject(new Error(`broker child exited (${code}) before listening: ${stderr}`)));
   });
   return {
-    child, port, address: `127.0.0.1:${port}`, exited,
+    child, port, address: `127.0.0.1:${port}`, logs, exited,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
@@ -89,6 +93,24 @@ export function kcatSkip(what: string): string | false {
   console.error(`\n*** ${missing} ***\n`);
   if (process.env.CI === 'true') test('kcat is installed (required under CI=true)', () => assert.fail(missing));
   return missing;
+}
+
+/** Whether tests that limit a child's file size (prlimit(1), Linux) can run: false, or why they are skipped. */
+export function prlimitSkip(): string | false {
+  if (process.platform === 'linux' && spawnSync('prlimit', ['--version']).status === 0) return false;
+  const missing = 'needs prlimit(1) from util-linux (Linux) to give the broker process a file size limit';
+  // util-linux is part of every Debian install, so under CI a missing prlimit is a failure, never a silent skip.
+  if (process.env.CI === 'true') test('prlimit is installed (required under CI=true)', () => assert.fail(missing));
+  return missing;
+}
+
+/**
+ * Sets the soft RLIMIT_FSIZE of process `pid`: a write past `bytes` in any file is cut short and the next one
+ * fails with EFBIG, as a disk filling up mid-write would. 'unlimited' lifts it again.
+ */
+export function limitFileSize(pid: number, bytes: number | 'unlimited'): void {
+  const run = spawnSync('prlimit', ['--pid', String(pid), `--fsize=${bytes}:`], { encoding: 'utf8' });
+  if (run.status !== 0) throw new Error(`prlimit --fsize=${bytes} failed: ${run.stderr}`);
 }
 
 export interface KcatRun { code: number | null; stdout: string; stderr: string }

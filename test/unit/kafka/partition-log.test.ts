@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { appendFileSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import fs, { appendFileSync, fstatSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, describe, mock, test } from 'node:test';
 import { FileLogStore, MemoryLogStore, type RecoveredBatch } from '../../../devstack/kafka/persistence/log-store.ts';
 import { encodeBatch, decodeRecords } from '../../../devstack/kafka/records/record-codec.ts';
 import { PartitionLog } from '../../../devstack/kafka/state/partition-log.ts';
+import { producerFields } from '../../../devstack/kafka/state/producer-state.ts';
 
 function records(n: number, size = 10, ts = 1_700_000_000_000): Buffer {
   return encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.alloc(size, 97 + i), timestamp: ts })), ts);
@@ -17,6 +19,49 @@ function append(log: PartitionLog, b: Buffer): number {
 
 const dirs: string[] = [];
 after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+/** A file log in a fresh temp dir, rebuilt from what is on disk (as the broker does at start). */
+function openFileLog(path: string): { log: PartitionLog; truncated: number[] } {
+  const found: RecoveredBatch[] = [];
+  const truncated: number[] = [];
+  const store = new FileLogStore(path, (b) => found.push(b), (valid, total) => truncated.push(valid, total));
+  const log = new PartitionLog(store);
+  for (const b of found) log.recover(b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp, b.header);
+  return { log, truncated };
+}
+
+function tempLogPath(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'strangler-plog-'));
+  dirs.push(dir);
+  return join(dir, '0.log');
+}
+
+/**
+ * The OS failing writes to `path` as a filling disk does: the first `partial` bytes are really written, then
+ * write(2) fails with ENOSPC. Other files are untouched. (Our code imports from node:fs, so the mock goes into the
+ * module's exports; a real short write is in test/integration/kafka/wire.test.ts.)
+ */
+function diskFull(path: string, partial: number): { restore(): void } {
+  const ino = statSync(path).ino;
+  const real = fs.writeSync;
+  let left = partial;
+  const impl = (fd: number, buffer: Buffer, offset: number, length: number): number => {
+    if (fstatSync(fd).ino !== ino) return real(fd, buffer, offset, length);
+    if (left > 0) {
+      const n = real(fd, buffer, offset, Math.min(length, left));
+      left -= n;
+      return n;
+    }
+    throw Object.assign(new Error(`ENOSPC: no space left on device, write`), { code: 'ENOSPC' });
+  };
+  const m = mock.method(fs, 'writeSync', impl as typeof fs.writeSync);
+  syncBuiltinESMExports();
+  return { restore: () => { m.mock.restore(); syncBuiltinESMExports(); } };
+}
+
+function idempotent(seq: number, value: string): Buffer {
+  return encodeBatch([{ key: null, value: Buffer.from(value) }], undefined, { producerId: 9n, epoch: 0, baseSequence: seq });
+}
 
 describe('partition log', () => {
   test('offsets are assigned contiguously; fetch starts at the batch containing the offset, whole batches only', () => {
@@ -72,17 +117,8 @@ describe('partition log', () => {
   });
 
   test('a file log is rebuilt on reopen and a torn last batch is truncated', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strangler-plog-'));
-    dirs.push(dir);
-    const path = join(dir, '0.log');
-    const open = (): { log: PartitionLog; truncated: number[] } => {
-      const found: RecoveredBatch[] = [];
-      const truncated: number[] = [];
-      const store = new FileLogStore(path, (b) => found.push(b), (valid, total) => truncated.push(valid, total));
-      const log = new PartitionLog(store);
-      for (const b of found) log.recover(b.position, b.size, b.baseOffset, b.lastOffsetDelta, b.maxTimestamp);
-      return { log, truncated };
-    };
+    const path = tempLogPath();
+    const open = (): { log: PartitionLog; truncated: number[] } => openFileLog(path);
     const first = open();
     append(first.log, records(3));
     append(first.log, records(2));
@@ -96,5 +132,54 @@ describe('partition log', () => {
     const r = second.log.read(0, 1e6, true);
     assert.deepEqual(decodeRecords(Buffer.concat(r.kind === 'ok' ? r.batches : [])).map((x) => x.offset), [0, 1, 2, 3, 4, 5]);
     second.log.store.close();
+  });
+  test('a failed write is cut off again: the log, its producer state and the file stay as before, and the retry is stored once', () => {
+    const path = tempLogPath();
+    const { log } = openFileLog(path);
+    assert.equal(append(log, idempotent(0, 'first')), 0);
+    const good = statSync(path).size;
+    const fault = diskFull(path, 30);
+    try {
+      assert.throws(() => append(log, idempotent(1, 'second')), { code: 'ENOSPC' });
+      assert.throws(() => append(log, idempotent(1, 'second')), { code: 'ENOSPC' }, 'the retry fails too while the disk is full');
+    } finally {
+      fault.restore();
+    }
+    assert.equal(statSync(path).size, good, 'the 30 bytes written before the failure are gone');
+    assert.equal(log.highWatermark, 1);
+    assert.deepEqual(log.producers.check(producerFields(idempotent(1, 'second'))), { kind: 'append' }, 'not recorded as stored');
+    assert.equal(append(log, idempotent(1, 'second')), 1, 'the retry after the fault is stored, at the next offset');
+    log.store.close();
+    const reopened = openFileLog(path);
+    assert.deepEqual(reopened.truncated, [], 'no torn tail');
+    const r = reopened.log.read(0, 1e6, true);
+    assert.deepEqual(decodeRecords(Buffer.concat(r.kind === 'ok' ? r.batches : [])).map((x) => `${x.offset}:${x.value!.toString()}`), ['0:first', '1:second']);
+    reopened.log.store.close();
+  });
+
+  test('if cutting the partial batch off fails too, later appends retry that first and fail while it fails, never misaligned', () => {
+    const path = tempLogPath();
+    const { log } = openFileLog(path);
+    append(log, records(1));
+    const good = statSync(path).size;
+    const fault = diskFull(path, 30);
+    const truncate = mock.method(fs, 'ftruncateSync', () => { throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' }); });
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => append(log, records(1)), { code: 'ENOSPC' }, 'the write error is the one reported');
+      fault.restore();
+      assert.throws(() => append(log, records(1)), { code: 'EIO' }, 'refused while the partial bytes are still there');
+      assert.equal(statSync(path).size, good + 30, 'nothing appended after them');
+    } finally {
+      fault.restore();
+      truncate.mock.restore();
+      syncBuiltinESMExports();
+    }
+    assert.equal(append(log, records(2)), 1, 'once the truncation works the append goes where the index expects it');
+    log.store.close();
+    const reopened = openFileLog(path);
+    assert.deepEqual(reopened.truncated, []);
+    assert.equal(reopened.log.highWatermark, 3);
+    reopened.log.store.close();
   });
 });
