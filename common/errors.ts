@@ -57,6 +57,7 @@ export const ERROR_CATALOGUE = {
   FLAG_ROUTE_UNKNOWN: { status: 404, retriable: false, doc: 'The route id is not in the config, or the route has no service and therefore no flag; the message lists the known routes.' },
   FLAG_NOT_SYNCED: { status: 409, retriable: false, doc: 'The route\'s flag or its flexibleRollout strategy does not exist in Unleash yet; run `strangler flags sync` first.' },
   FLAG_DRIFT: { status: 409, retriable: false, doc: 'The flag in Unleash differs from the config (changed by hand); `strangler flags sync` lists the differences and `--fix` reconciles them.' },
+  FLAG_CONFLICT: { status: 409, retriable: true, doc: 'A shift decided on an earlier read (the promotion controller\'s plan step) found the flag changed meanwhile, e.g. rolled back by an operator; nothing was written or pushed (a write that raced the rollback is undone), and the controller decides again from the current state.' },
   CONTROLLER_STATE_CONFLICT: { status: 409, retriable: true, doc: 'Another controller changed the promotion state first (version compare-and-set failed); this controller re-reads and does not advance.' },
   CONTROLLER_STATE_UNREADABLE: { status: 500, retriable: false, doc: 'The controller state file or table could not be read or holds invalid data; the message names it.' },
   // ── CLI ──────────────────────────────────────────────────────────────────

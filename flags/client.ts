@@ -9,8 +9,10 @@
  * every decision is legacy and /readyz reports degraded.
  *
  * A push that says "rollback" also sets a local override to legacy at once, because Unleash's read-after-write lag
- * (about 1 s) means a refetch right after the write can still see the old state. The override is cleared when the
- * flag is seen disabled and then enabled again, or by an explicit resume/shift push.
+ * (about 1 s) means a refetch right after the write can still see the old state, and because a rollback made while
+ * Unleash was down or refused the admin token never reached Unleash at all. The override is cleared only when the
+ * flag is seen disabled and then enabled again, or by an explicit resume push. A shift or refresh push (including
+ * every strategy webhook, such as the one for the title a rollback writes) only refetches: it must not undo a rollback.
  */
 import { EventEmitter } from 'node:events';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -273,7 +275,7 @@ export class FlagClient {
   /** Handles a push from the control plane (shift/rollback/resume, or an Unleash webhook): act now, then refetch. */
   async push(push: FlagPush): Promise<void> {
     if (push.flag && push.action === 'rollback') this.#overrides.set(push.flag, { sawDisabled: false });
-    if (push.flag && (push.action === 'resume' || push.action === 'shift')) this.#overrides.delete(push.flag);
+    if (push.flag && push.action === 'resume') this.#overrides.delete(push.flag);
     await this.#repository.fetchNow();
   }
 

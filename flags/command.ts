@@ -20,8 +20,10 @@ Flags as code and traffic control for the routes in a config file (one Unleash f
 
 Subcommands:
   sync [--fix]                     create missing flags with one flexibleRollout strategy (initialPercent, stickiness,
-                                   groupId) and switch them on; report hand-made changes (drift); --fix reconciles
-                                   them, keeping whichever of live state and recorded intent exposes fewer users
+                                   groupId) and switch them on (never a flag that exists and is off); report hand-made
+                                   changes (drift); --fix reconciles them, keeping whichever of live state and recorded
+                                   intent exposes fewer users, and sets the rollout to 0 % where restoring the strategy
+                                   would add users (a constraint, segment or disabled strategy set by hand)
   status [ROUTE] [--json]          flag state per route: on/off, percentage, drift, last change
   shift ROUTE PERCENT [--reason R] set the route's rollout to PERCENT (integer 0-100)
   rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept

@@ -4,6 +4,10 @@
  * Stickiness must be stable, so every request gets a key: the configured user key (header, cookie or JWT claim,
  * unverified) → the signed session cookie → a newly minted signed session cookie. Unleash is never left to its
  * per-call random fallback. Tester overrides are HMAC-signed; anything unsigned or tampered is ignored.
+ *
+ * Invariant: the context carries exactly one of userId (identified) and sessionId (anonymous), so only Unleash's
+ * `default` stickiness (userId, else sessionId) buckets every request; any other stickiness would leave one
+ * population, or everyone, on legacy. `flag.stickiness` therefore accepts only "default" (gateway/config/schema.ts).
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';

@@ -22,8 +22,14 @@ export interface PlanRecord {
   stepIndex: number;
   /** Percentage the controller last decided on; null when it never set one. */
   targetPercent: number | null;
-  /** false between deciding a step (state written) and the Unleash write succeeding; retried on the next tick. */
+  /** false between deciding a step or a rollback (state written) and the Unleash write succeeding; retried on the next tick. */
   applied: boolean;
+  /**
+   * The live percentage when the step not yet applied was decided: the flag found at another percentage (neither
+   * this nor the target) was shifted by an operator meanwhile, and the plan follows instead of retrying its step.
+   * Absent in records written before it existed.
+   */
+  fromPercent?: number | null;
   /** Epoch ms since when the guard has passed without interruption at this step; null when not holding. */
   holdStartedAt: number | null;
   lastVerdict: GuardOutcome | null;

@@ -2,12 +2,12 @@
  * The promotion controller: every intervalMs it reads each gateway's GET /admin/routes, merges them (counts and
  * histogram buckets summed), evaluates each route's guard, and advances its plan.
  *
- *   step i applied ──guard passes for holdMs without a break──► step i+1 ──…──► completed
- *        │ guard insufficient / alert: the hold restarts
+ *   step i applied ──guard passes for max(holdMs, the gateways' stats window) without a break──► step i+1 ──…──► completed
+ *        │ guard insufficient / alert, or a gateway not yet serving Unleash's percentage: the hold restarts
  *        └ guard fails: action rollback (flag off) | pause (stay, until an operator shifts) | alert (log)
  *
  * Decisions are written to the state store by compare-and-set before they are applied in Unleash, so of two
- * controllers only one can move a step; a step decided but not yet applied (crash, Unleash down) is retried.
+ * controllers only one can move a step; a step or rollback decided but not yet applied (crash, Unleash down) is retried.
  * Operators win: a manual rollback puts the plan in rolled-back, a manual resume or shift re-positions it.
  */
 import { messageOf } from '../common/errors.ts';
@@ -16,7 +16,7 @@ import type { RouteStatus, RoutesResponse } from '../gateway/admin/types.ts';
 import { guardSchema, type GuardConfig, type PlanConfig } from '../gateway/config/schema.ts';
 import type { FlagsControl, GatewayRef, ManagedRoute } from './control.ts';
 import type { PlanRecord, StateStore } from './controller-state.ts';
-import { evaluateGuard, OpensHistory, type GuardVerdict } from './guard.ts';
+import { evaluateGuard, gatewaysNotServing, OpensHistory, withGatewaysServing, type GuardVerdict } from './guard.ts';
 import { FLAGS_LOG } from './log-events.ts';
 import { rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus } from './traffic.ts';
 
@@ -38,6 +38,8 @@ export interface DecideInput {
   now: number;
   /** A decided but unapplied step is re-applied only this long after it was decided (another controller may still be applying it). */
   retryAfterMs?: number;
+  /** The gateways' stats window: each step is held at least this long, so the window that promotes it holds only its own traffic. */
+  minHoldMs?: number;
 }
 
 /** Index of the last step ≤ percent (-1 when below the first step). */
@@ -67,7 +69,7 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     const at = positionOf(steps, percent);
     if (at === -1) {
       const first = steps[0]!;
-      return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: first === percent, holdStartedAt: now };
+      return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: first === percent, fromPercent: percent, holdStartedAt: now };
     }
     return { ...record, state: at === steps.length - 1 && percent >= steps[at]! ? 'completed' : 'holding', stepIndex: at, targetPercent: percent, applied: true, holdStartedAt: now };
   };
@@ -75,6 +77,11 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   if (flag.state === 'off') {
     // Rolled back (by us or by an operator): nothing to do until someone resumes.
     return { record: { ...record, state: 'rolled-back', holdStartedAt: null, applied: true }, action: none };
+  }
+  if (input.record && base.state === 'rolled-back' && !base.applied && (base.targetPercent === null || percent === base.targetPercent)) {
+    // Our rollback is decided but Unleash still has the flag on at the same percentage (the Unleash write failed):
+    // that is no operator's resume, so roll back again. A different percentage is an operator's shift: followed below.
+    return { record: { ...record, holdStartedAt: null }, action: { kind: 'rollback', reason: `retrying the rollback decided earlier: Unleash still has the flag on at ${percent} %` } };
   }
 
   // Where the plan stands before the guard is consulted.
@@ -89,6 +96,10 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     settled = true;
     if (percent === base.targetPercent) {
       current = { ...record, applied: true };
+    } else if (base.fromPercent !== undefined && base.fromPercent !== null && percent !== base.fromPercent) {
+      // Neither where the step started nor where it goes: an operator shifted meanwhile (the step's shift found the
+      // flag changed and wrote nothing, FLAG_CONFLICT). Follow them rather than overriding them with the step.
+      current = reposition();
     } else if (now - (base.holdStartedAt ?? 0) >= (input.retryAfterMs ?? 0)) {
       // Decided earlier, not yet in Unleash (crash or Unleash error): apply again.
       pending = { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` };
@@ -101,7 +112,8 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
 
   if (guard.enabled && verdict.outcome === 'fail') {
     const reason = `guard failed at ${percent} %: ${verdict.reasons.join('; ')}`;
-    if (guard.action === 'rollback') return { record: { ...current, state: 'rolled-back', holdStartedAt: null, applied: true, targetPercent: percent }, action: { kind: 'rollback', reason } };
+    // applied: false until Unleash has the flag off (#apply marks it; a failed write is retried on the next tick).
+    if (guard.action === 'rollback') return { record: { ...current, state: 'rolled-back', holdStartedAt: null, applied: false, targetPercent: percent }, action: { kind: 'rollback', reason } };
     if (guard.action === 'pause') return { record: { ...current, state: 'paused', holdStartedAt: null, applied: true, targetPercent: percent }, action: base.state === 'paused' && input.record ? none : { kind: 'pause', reason } };
     return { record: { ...current, holdStartedAt: now }, action: { kind: 'alert', reason } }; // never move a step while failing
   }
@@ -111,12 +123,12 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   // holding
   if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, holdStartedAt: now }, action: none };
   const holdStartedAt = base.holdStartedAt ?? now;
-  if (now - holdStartedAt < plan.holdMs) return { record: { ...record, holdStartedAt }, action: none };
+  if (now - holdStartedAt < Math.max(plan.holdMs, input.minHoldMs ?? 0)) return { record: { ...record, holdStartedAt }, action: none };
   const nextIndex = base.stepIndex + 1;
   if (nextIndex >= steps.length) return { record: { ...record, state: 'completed', holdStartedAt }, action: none };
   const target = steps[nextIndex]!;
   return {
-    record: { ...record, stepIndex: nextIndex, targetPercent: target, applied: false, holdStartedAt: now },
+    record: { ...record, stepIndex: nextIndex, targetPercent: target, applied: false, fromPercent: percent, holdStartedAt: now },
     action: { kind: 'shift', percent: target, reason: `plan step ${nextIndex + 1}/${steps.length}: ${percent} → ${target} % after ${Math.round((now - holdStartedAt) / 1000)} s healthy` },
   };
 }
@@ -133,6 +145,12 @@ export interface TickReport {
   leader: boolean;
   gatewaysRead: number;
   routes: { routeId: string; verdict: GuardVerdict; record: PlanRecord; action: ControllerAction; conflict: boolean; error: string | null }[];
+}
+
+/** One gateway's answer to GET /admin/routes in a tick, with the URL it was read from. */
+interface GatewayView {
+  gateway: string;
+  response: RoutesResponse;
 }
 
 export async function readGatewayRoutes(gateway: GatewayRef, timeoutMs = 2_000): Promise<RoutesResponse> {
@@ -155,6 +173,8 @@ export class PromotionController {
   #running: Promise<unknown> | undefined;
   #wasLeader: boolean | undefined;
   #windowWarned = new Set<string>();
+  /** Route → the gateways' stats window last reported (a step is held at least this long). */
+  #statsWindowMs = new Map<string, number>();
 
   constructor(options: ControllerOptions) {
     this.#control = options.control;
@@ -177,51 +197,63 @@ export class PromotionController {
     if (!leader) return { leader, gatewaysRead: 0, routes: [] };
 
     const views = await Promise.allSettled(this.#control.gateways.map((g) => this.#readGateway(g)));
-    const ok: RouteStatus[][] = [];
+    const ok: GatewayView[] = [];
     views.forEach((v, i) => {
-      if (v.status === 'fulfilled') ok.push(v.value.routes);
+      if (v.status === 'fulfilled') ok.push({ gateway: this.#control.gateways[i]?.url ?? `#${i}`, response: v.value });
       else log.warn({ gateway: this.#control.gateways[i]?.url, err: messageOf(v.reason) }, FLAGS_LOG.gatewayReadFailed);
     });
-    const merged = new Map(mergeRouteStatuses(ok).map((r) => [r.id, r]));
+    const merged = new Map(mergeRouteStatuses(ok.map((v) => v.response.routes)).map((r) => [r.id, r]));
     const records = await this.#store.loadAll();
     const report: TickReport = { leader, gatewaysRead: ok.length, routes: [] };
     for (const managed of this.routes()) {
-      report.routes.push(await this.#tickRoute(managed, merged.get(managed.routeId), records[managed.routeId], ok.length));
+      report.routes.push(await this.#tickRoute(managed, merged.get(managed.routeId), records[managed.routeId], ok));
     }
     return report;
   }
 
-  async #tickRoute(managed: ManagedRoute, stats: RouteStatus | undefined, stored: PlanRecord | undefined, gatewaysRead: number): Promise<TickReport['routes'][number]> {
+  async #tickRoute(managed: ManagedRoute, stats: RouteStatus | undefined, stored: PlanRecord | undefined, views: GatewayView[]): Promise<TickReport['routes'][number]> {
     const { log } = this.#control;
     const now = this.#now();
     const guard = managed.route.guard ?? guardSchema.parse({});
+    const plan = managed.route.plan;
     const routeId = managed.routeId;
     let verdict: GuardVerdict;
     if (!stats) {
-      verdict = { outcome: 'insufficient', reasons: [gatewaysRead === 0 ? 'no gateway answered GET /admin/routes' : 'no gateway reports this route'], metrics: emptyMetrics() };
+      verdict = { outcome: 'insufficient', reasons: [views.length === 0 ? 'no gateway answered GET /admin/routes' : 'no gateway reports this route'], metrics: emptyMetrics() };
     } else {
       if (stats.windowMs !== guard.windowMs && !this.#windowWarned.has(routeId)) {
         // The gateways' counters cover admin.statsWindowMs; the guard can only judge that window.
         this.#windowWarned.add(routeId);
         log.warn({ routeId, gatewayWindowMs: stats.windowMs, guardWindowMs: guard.windowMs }, FLAGS_LOG.guardWindowMismatch);
       }
-      const history = this.#opens.get(routeId) ?? new OpensHistory();
+      if (plan && plan.holdMs < stats.windowMs && this.#statsWindowMs.get(routeId) !== stats.windowMs) {
+        // decide() holds each step for the whole window instead (minHoldMs); say so once per window size.
+        log.warn({ routeId, holdMs: plan.holdMs, gatewayWindowMs: stats.windowMs }, FLAGS_LOG.planHoldShorterThanWindow);
+      }
+      this.#statsWindowMs.set(routeId, stats.windowMs);
+      const history = this.#opens.get(routeId) ?? new OpensHistory(guard.windowMs);
       this.#opens.set(routeId, history);
-      history.record(now, stats.breaker.opens);
-      verdict = evaluateGuard(guard, { route: stats, breakerOpensInWindow: history.inWindow(now, guard.windowMs) });
+      // Per gateway: a gateway that misses a read (or restarts) must not make the others' old openings look new.
+      history.record(now, views.flatMap(({ gateway, response }) => {
+        const r = response.routes.find((x) => x.id === routeId);
+        return r ? [{ gateway, instanceId: response.gateway.instanceId, opens: r.breaker.opens }] : [];
+      }));
+      verdict = evaluateGuard(guard, { route: stats, breakerOpensInWindow: history.inWindow(now) });
     }
     let error: string | null = null;
     try {
       const [flag] = await routeStatus(this.#control, routeId);
+      // Stats of a gateway that does not serve Unleash's percentage yet describe another step: no pass until all do.
+      if (stats && flag!.state === 'on') verdict = withGatewaysServing(verdict, gatewaysNotServing(views, routeId, flag!.effectivePercent));
       const retryAfterMs = Math.max(2_000, 2 * this.#control.config.controller.intervalMs);
-      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan: managed.route.plan, guard, flag: flag!, verdict, now, retryAfterMs });
+      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan, guard, flag: flag!, verdict, now, retryAfterMs, ...(stats ? { minHoldMs: stats.windowMs } : {}) });
       log.debug({ routeId, outcome: verdict.outcome, reasons: verdict.reasons, state: record.state, action: action.kind }, FLAGS_LOG.guardVerdict);
       const written = await this.#store.compareAndSet(record, stored?.version ?? 0);
       if (!written) {
         log.info({ routeId }, FLAGS_LOG.controllerConflict);
         return { routeId, verdict, record, action, conflict: true, error };
       }
-      const done = await this.#apply(managed, written, action);
+      const done = await this.#apply(managed, written, action, flag!);
       return { routeId, verdict, record: done, action, conflict: false, error };
     } catch (err) {
       error = messageOf(err);
@@ -230,19 +262,21 @@ export class PromotionController {
     }
   }
 
-  async #apply(managed: ManagedRoute, record: PlanRecord, action: ControllerAction): Promise<PlanRecord> {
+  async #apply(managed: ManagedRoute, record: PlanRecord, action: ControllerAction, seen: RouteFlagStatus): Promise<PlanRecord> {
     const { log } = this.#control;
     const opts = { actor: 'controller', reason: 'reason' in action ? action.reason : undefined };
     switch (action.kind) {
       case 'shift': {
-        await shiftRoute(this.#control, managed.routeId, action.percent, opts);
+        // Only from the position the decision was made on: an operator's rollback (or shift) in between wins, the
+        // shift fails with FLAG_CONFLICT and the next tick decides again.
+        await shiftRoute(this.#control, managed.routeId, action.percent, { ...opts, expect: { enabled: seen.enabled, percent: seen.percent } });
         log.info({ routeId: managed.routeId, percent: action.percent, reason: action.reason }, FLAGS_LOG.controllerAdvance);
         return this.#markApplied(record);
       }
       case 'rollback':
         await rollbackRoute(this.#control, managed.routeId, opts);
         log.warn({ routeId: managed.routeId, reason: action.reason }, FLAGS_LOG.controllerRollback);
-        return record;
+        return this.#markApplied(record);
       case 'pause':
         log.warn({ routeId: managed.routeId, reason: action.reason }, FLAGS_LOG.controllerPaused);
         return record;
@@ -280,7 +314,9 @@ export class PromotionController {
           steps: [...plan.steps],
           stepIndex: r?.stepIndex ?? -1,
           state: r?.state ?? 'not-started',
-          holdUntil: r?.state === 'holding' && r.holdStartedAt !== null ? new Date(r.holdStartedAt + plan.holdMs).toISOString() : null,
+          holdUntil: r?.state === 'holding' && r.holdStartedAt !== null
+            ? new Date(r.holdStartedAt + Math.max(plan.holdMs, this.#statsWindowMs.get(managed.routeId) ?? this.#control.config.admin.statsWindowMs)).toISOString()
+            : null,
         } : null,
       };
     }

@@ -5,6 +5,7 @@
  * Unleash, a breaker that is open).
  */
 import { messageOf } from '../common/errors.ts';
+import type { RouteStatus } from '../gateway/admin/types.ts';
 import type { FlagsControl } from './control.ts';
 import { readGatewayRoutes } from './controller.ts';
 
@@ -12,6 +13,8 @@ export interface ObservedRoute {
   gateway: string;
   error: string | null;
   requests: number;
+  /** What the gateway's flag client serves: "5%", "off", "legacy (local override)", "unknown flag"; "…, Unleash error: …" when it cannot read Unleash. */
+  serves: string | null;
   serviceShare: number | null;
   breaker: string | null;
   errorRate: { legacy: number; service: number } | null;
@@ -36,6 +39,7 @@ export async function observedStatus(control: FlagsControl): Promise<Record<stri
           gateway: g.url,
           error: null,
           requests,
+          serves: servesOf(r.flagState, view.gateway.flagsError),
           serviceShare: requests === 0 ? null : service.share,
           breaker: r.breaker.state,
           errorRate: { legacy: legacy.errorRate, service: service.errorRate },
@@ -46,10 +50,16 @@ export async function observedStatus(control: FlagsControl): Promise<Record<stri
         });
       }
     } catch (err) {
-      for (const list of Object.values(out)) list.push({ gateway: g.url, error: messageOf(err), requests: 0, serviceShare: null, breaker: null, errorRate: null, p99Ms: null, fallbacks: 0, guard: null, plan: null });
+      for (const list of Object.values(out)) list.push({ gateway: g.url, error: messageOf(err), requests: 0, serves: null, serviceShare: null, breaker: null, errorRate: null, p99Ms: null, fallbacks: 0, guard: null, plan: null });
     }
   }));
   return out;
+}
+
+/** The gateway's own flag state, which can lag Unleash (a push that did not land, a revoked token, a local rollback). */
+function servesOf(f: RouteStatus['flagState'], flagsError: string | null): string {
+  const serves = f.localOverride ? `${f.localOverride} (local override)` : !f.known ? 'unknown flag' : !f.enabled ? 'off' : `${f.rolloutPercent ?? '?'}%`;
+  return flagsError ? `${serves}, Unleash error: ${flagsError}` : serves;
 }
 
 const pct = (x: number | null | undefined) => (x === null || x === undefined ? '-' : `${(x * 100).toFixed(1)}%`);
@@ -57,13 +67,13 @@ const ms = (x: number | null | undefined) => (x === null || x === undefined ? '-
 
 /** The "observed by each gateway" table of `flags status`. */
 export function formatObserved(observed: Record<string, ObservedRoute[]>): string {
-  const header = ['route', 'gateway', 'requests', 'to service', 'breaker', 'errors L/S', 'p99 L/S', 'fallbacks', 'guard', 'plan'];
+  const header = ['route', 'gateway', 'serves', 'requests', 'to service', 'breaker', 'errors L/S', 'p99 L/S', 'fallbacks', 'guard', 'plan'];
   const rows: string[][] = [];
   for (const [route, list] of Object.entries(observed)) {
     for (const o of list) {
       rows.push(o.error
-        ? [route, o.gateway, `unreachable: ${o.error}`, '', '', '', '', '', '', '']
-        : [route, o.gateway, String(o.requests), pct(o.serviceShare), o.breaker ?? '-', `${pct(o.errorRate?.legacy)}/${pct(o.errorRate?.service)}`, `${ms(o.p99Ms?.legacy)}/${ms(o.p99Ms?.service)}`, String(o.fallbacks), o.guard ?? '-', o.plan ?? '-']);
+        ? [route, o.gateway, `unreachable: ${o.error}`, '', '', '', '', '', '', '', '']
+        : [route, o.gateway, o.serves ?? '-', String(o.requests), pct(o.serviceShare), o.breaker ?? '-', `${pct(o.errorRate?.legacy)}/${pct(o.errorRate?.service)}`, `${ms(o.p99Ms?.legacy)}/${ms(o.p99Ms?.service)}`, String(o.fallbacks), o.guard ?? '-', o.plan ?? '-']);
     }
   }
   if (rows.length === 0) return 'observed: no gateways configured (flags.gateways)\n';

@@ -4,12 +4,16 @@
  * For every route with a service: the flag exists, and its environment holds exactly one flexibleRollout strategy
  * with the configured stickiness and groupId, whose title records the intended rollout and on/off state
  * (annotation.ts). A new flag starts at `initialPercent` and is switched on only after its strategy exists (never
- * `/on` without a strategy: Unleash would add its default strategy).
+ * `/on` without a strategy: Unleash would add its default strategy). Sync switches on only a flag it has just
+ * created or one that was never configured in the environment (no strategies, no events there); a flag someone
+ * switched off stays off, with or without `fix`.
  *
  * Anything else is drift (changed by hand): reported, never silently overwritten. `fix: true` reconciles: the
  * structure comes from the config; for exposure it keeps whichever of the live state and the recorded intent sends
- * fewer users to the service (it never switches a flag on or raises a rollout). Running sync twice changes nothing
- * the second time.
+ * fewer users to the service (it never switches a flag on or raises a rollout). When restoring the structure could
+ * itself select users the live strategy does not (dropping a constraint or segment, enabling a disabled strategy,
+ * another stickiness or groupId), the repaired rollout is 0 % and the report says why. Running sync twice changes
+ * nothing the second time.
  */
 import { StranglerError } from '../common/errors.ts';
 import type { Strategy, StrategyInput } from './admin-api.ts';
@@ -32,7 +36,8 @@ export interface SyncAction {
   routeId: string;
   flag: string;
   environment: string;
-  action: 'created-flag' | 'added-strategy' | 'enabled' | 'fixed';
+  /** `left-off`: the environment is off and sync did not switch it on; `narrowed`: --fix set the rollout to 0 %. */
+  action: 'created-flag' | 'added-strategy' | 'enabled' | 'left-off' | 'narrowed' | 'fixed';
   detail: string;
 }
 
@@ -90,7 +95,7 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
   const base = { routeId: managed.routeId, flag: name, environment };
   const act = (action: SyncAction['action'], detail: string) => {
     report.actions.push({ ...base, action, detail });
-    log.info({ ...base, action, detail }, action === 'created-flag' ? FLAGS_LOG.syncCreated : action === 'fixed' ? FLAGS_LOG.syncFixed : FLAGS_LOG.syncStrategyAdded);
+    log.info({ ...base, action, detail }, ACTION_LOG[action]);
   };
 
   const feature = await api.findFeature(project, name);
@@ -114,15 +119,21 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
   const found = (kind: DriftKind, expected: string, actual: string) => drift.push({ ...base, kind, expected, found: actual });
 
   if (!ours) {
-    // No flexibleRollout yet: add ours at the initial percentage, then switch on (safe: a strategy exists now).
-    const intended: Intended = { rollout: managed.flag.initialPercent, enabled: true };
+    // No flexibleRollout yet: add ours, then switch on (safe: a strategy exists now). Only a flag nobody has
+    // switched off is switched on: one created just now, or one never configured in this environment. An
+    // environment that is on with other strategies gets ours at 0 %: beside them, any more would add users.
+    const switchOn = !state.enabled && (!feature || (state.strategies.length === 0 && !(await api.getFeatureEvents(name)).some((e) => e.environment === environment)));
+    const besideOthers = state.enabled && others.length > 0 && managed.flag.initialPercent > 0;
+    const intended: Intended = { rollout: besideOthers ? 0 : managed.flag.initialPercent, enabled: state.enabled || switchOn };
     for (const other of others) found('extra-strategy', 'only the flexibleRollout strategy managed by strangler', `${other.name} strategy ${other.id}`);
     await api.addStrategy(project, name, environment, desiredStrategy(managed, intended, 'created by flags sync'));
-    act('added-strategy', `added flexibleRollout ${intended.rollout} % (stickiness ${managed.flag.stickiness}, groupId ${managed.flag.groupId}) in ${environment}`);
+    act('added-strategy', `added flexibleRollout ${intended.rollout} % (stickiness ${managed.flag.stickiness}, groupId ${managed.flag.groupId}) in ${environment}${besideOthers ? ` instead of initialPercent ${managed.flag.initialPercent} %: ${environment} is already on with ${others.length} other strateg${others.length === 1 ? 'y' : 'ies'}, so more would add users to the service` : ''}`);
     if (fix) for (const other of others) await api.deleteStrategy(project, name, environment, other.id);
-    if (!state.enabled && (others.length === 0 || fix)) {
+    if (switchOn) {
       await api.setEnvironmentEnabled(project, name, environment, true);
       act('enabled', `switched ${environment} on at ${intended.rollout} %`);
+    } else if (!state.enabled) {
+      act('left-off', `left ${environment} off: the flag already existed and is off in Unleash (switched off or configured there before); sync switches on only flags it creates. Run \`strangler flags resume ${managed.routeId}\` to switch it on at ${intended.rollout} %`);
     }
     if (fix && drift.length > 0) act('fixed', `removed ${others.length} other strateg${others.length === 1 ? 'y' : 'ies'}`);
     recordDrift(control, report, drift);
@@ -144,20 +155,52 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
   if (fix && drift.length > 0) {
     // --fix only ever moves users toward legacy: a hand-made change that exposes fewer users (lower rollout,
     // switched off) becomes the new intent; one that exposes more is reverted. Structure (stickiness, groupId,
-    // constraints, extra strategies) is restored from the config.
-    const fixed: Intended = {
-      rollout: current === undefined ? 0 : Math.min(current, intended.rollout),
-      enabled: state.enabled && intended.enabled,
-    };
+    // constraints, extra strategies) is restored from the config. Deleting extra strategies only removes users
+    // (strategies are ORed); but where restoring ours would select users the live one does not, the only repair
+    // that moves nobody to the service is 0 %.
+    const kept = current === undefined ? 0 : Math.min(current, intended.rollout);
+    const widening = kept === 0 ? [] : wideningChanges(managed, ours);
+    const fixed: Intended = { rollout: widening.length > 0 ? 0 : kept, enabled: state.enabled && intended.enabled };
     const adopted = fixed.rollout !== intended.rollout || fixed.enabled !== intended.enabled;
-    const why = recorded ? `${adopted ? 'reconciled' : 'restored'} by flags sync --fix (was: ${recorded.note ?? 'no note'})` : 'adopted by flags sync --fix';
+    const why = widening.length > 0
+      ? `narrowed to 0 % by flags sync --fix (${widening.join('; ')})`
+      : recorded ? `${adopted ? 'reconciled' : 'restored'} by flags sync --fix (was: ${recorded.note ?? 'no note'})` : 'adopted by flags sync --fix';
     await api.updateStrategy(project, name, environment, ours.id, desiredStrategy(managed, fixed, why));
     for (const other of others) await api.deleteStrategy(project, name, environment, other.id);
     if (state.enabled !== fixed.enabled) await api.setEnvironmentEnabled(project, name, environment, fixed.enabled);
+    if (widening.length > 0) {
+      act('narrowed', `rollout set to 0 % instead of ${kept} %: ${widening.join('; ')}, so restoring the configured strategy at ${kept} % would move users to the service. Raise it deliberately with \`strangler flags shift ${managed.routeId} PERCENT\``);
+    }
     act('fixed', `${drift.map((d) => `${d.kind}: found ${d.found}`).join('; ')} → rollout ${fixed.rollout} %, ${fixed.enabled ? 'on' : 'off'}`);
   }
   recordDrift(control, report, drift);
 }
+
+/**
+ * Why replacing the live strategy by the configured one could send users to the service who are on legacy now,
+ * at the same rollout: each entry is one reason; empty when the configured strategy selects a subset.
+ */
+function wideningChanges(managed: ManagedRoute, live: Strategy): string[] {
+  const reasons: string[] = [];
+  const constraints = live.constraints?.length ?? 0;
+  const segments = live.segments?.length ?? 0;
+  if (constraints > 0) reasons.push(`the live strategy has ${constraints === 1 ? '1 constraint that narrows' : `${constraints} constraints that narrow`} it`);
+  if (segments > 0) reasons.push(`the live strategy has ${segments === 1 ? '1 segment that narrows' : `${segments} segments that narrow`} it`);
+  if (live.disabled === true) reasons.push('the live strategy is disabled');
+  const stickiness = live.parameters.stickiness ?? 'default';
+  if (stickiness !== managed.flag.stickiness) reasons.push(`the live stickiness is ${JSON.stringify(stickiness)}; another stickiness puts other users in the rollout`);
+  if (live.parameters.groupId !== managed.flag.groupId) reasons.push(`the live groupId is ${JSON.stringify(live.parameters.groupId ?? null)}; another groupId reshuffles which users are in the rollout`);
+  return reasons;
+}
+
+const ACTION_LOG: Record<SyncAction['action'], string> = {
+  'created-flag': FLAGS_LOG.syncCreated,
+  'added-strategy': FLAGS_LOG.syncStrategyAdded,
+  enabled: FLAGS_LOG.syncStrategyAdded,
+  'left-off': FLAGS_LOG.syncLeftOff,
+  narrowed: FLAGS_LOG.syncNarrowed,
+  fixed: FLAGS_LOG.syncFixed,
+};
 
 function recordDrift(control: FlagsControl, report: SyncReport, drift: Drift[]): void {
   for (const d of drift) control.log.warn({ ...d }, FLAGS_LOG.syncDrift);

@@ -4,10 +4,14 @@
  *
  * - shift: PATCH the flexibleRollout strategy's rollout (validated 0–100 first; Unleash accepts "101" or "abc").
  *   The environment's on/off state is left alone: shifting a rolled-back route records the new percentage, which
- *   applies once the route is resumed.
- * - rollback: environment /off. Fast path first (one call), then the annotation. The strategy stays, so resume
- *   restores exactly the previous percentage.
- * - resume: environment /on, only when the managed strategy exists (otherwise Unleash would add its default).
+ *   applies once the route is resumed. A shift decided on an earlier read (the controller's) passes `expect` and
+ *   fails with FLAG_CONFLICT, writing and pushing nothing, when the flag moved meanwhile: a rollback always wins.
+ * - rollback: the push to every gateway (their local override to legacy) starts first and happens whatever
+ *   Unleash answers; then environment /off and the annotation. The strategy stays, so resume restores exactly the
+ *   previous percentage.
+ * - resume: environment /on, only when the managed strategy exists (otherwise Unleash would add its default). The
+ *   resume push always goes out, even when Unleash was already on: it is what clears the gateways' local override
+ *   left by a rollback that could not switch Unleash off.
  *
  * Every change writes the intent (rollout, on/off, who, why) into the strategy title, so Unleash's event log shows
  * it, logs one `flags: traffic change` line (who, when, from, to, reason) and pushes a refresh to every gateway.
@@ -26,6 +30,16 @@ export interface ChangeOptions {
   reason?: string | null;
   /** Who asked: "cli:alice", "admin-api", "controller". */
   actor?: string;
+}
+
+/** Options of shiftRoute. */
+export interface ShiftOptions extends ChangeOptions {
+  /**
+   * The position the caller decided on (the controller: on, at the percentage it read). When Unleash has
+   * anything else now (an operator rolled back, resumed or shifted since), the shift fails with FLAG_CONFLICT and
+   * nothing is written or pushed. Without it (operators) the shift applies to whatever state the flag is in.
+   */
+  expect?: FlagPosition;
 }
 
 export interface FlagPosition {
@@ -126,7 +140,8 @@ function changeRecord(control: FlagsControl, managed: ManagedRoute, action: Traf
 }
 
 async function finish(control: FlagsControl, change: TrafficChange, pushed = false): Promise<TrafficChange> {
-  if (!pushed && change.changed) {
+  // A resume is pushed even when Unleash was already on: only the push clears a gateway's local override.
+  if (!pushed && (change.changed || change.action === 'resume')) {
     change.refresh = await pushRefresh(control, { flag: change.flag, action: change.action, ...(change.action === 'shift' ? { percent: change.to.percent ?? 0 } : {}) });
   }
   const { refresh, ...logged } = change;
@@ -134,8 +149,12 @@ async function finish(control: FlagsControl, change: TrafficChange, pushed = fal
   return change;
 }
 
+function positionText(p: FlagPosition): string {
+  return `${p.enabled ? 'on' : 'off'} at ${p.percent ?? '?'} %`;
+}
+
 /** Sets the route's rollout percentage. */
-export async function shiftRoute(control: FlagsControl, routeId: string, percent: unknown, options: ChangeOptions = {}): Promise<TrafficChange> {
+export async function shiftRoute(control: FlagsControl, routeId: string, percent: unknown, options: ShiftOptions = {}): Promise<TrafficChange> {
   const target = parsePercent(percent);
   const managed = managedRoute(control, routeId);
   const { name, project, environment } = managed.flag;
@@ -143,6 +162,9 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
   requireSynced(managed, state, strategy, 'shift');
   const from: FlagPosition = { enabled: state!.enabled, percent: rolloutOf(strategy) ?? null };
   const to: FlagPosition = { enabled: state!.enabled, percent: target };
+  const { expect, ...change } = options;
+  const conflict = (now: FlagPosition, what: string) => new StranglerError('FLAG_CONFLICT', `shift of route ${routeId} to ${target} % ${what}: it was decided with "${name}" ${positionText(expect!)}, but Unleash has it ${positionText(now)} (changed by someone else, e.g. an operator's rollback); nothing was pushed, decide again from the current state`, { details: { routeId, flag: name, expected: expect, found: now } });
+  if (expect && (expect.enabled !== from.enabled || expect.percent !== from.percent)) throw conflict(from, 'not written');
   const actor = options.actor ?? defaultActor();
   const recorded = parseTitle(strategy.title);
   const unchanged = from.percent === target && recorded?.rollout === target && recorded.enabled === state!.enabled;
@@ -151,8 +173,20 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
       { op: 'replace', path: '/parameters/rollout', value: String(target) },
       { op: 'replace', path: '/title', value: formatTitle({ rollout: target, enabled: state!.enabled }, note(`shift ${from.percent ?? '?'}→${target}%`, actor, options.reason ?? undefined)) },
     ]);
+    if (expect) {
+      // Unleash has no conditional write: a rollback can land between the read above and the PATCH. Read again,
+      // and if the flag went off meanwhile put the percentage back, so resume restores what was rolled back.
+      const after = await readState(control, managed);
+      if (after.state && !after.state.enabled) {
+        await control.api.patchStrategy(project, name, environment, strategy.id, [
+          { op: 'replace', path: '/parameters/rollout', value: String(from.percent ?? 0) },
+          { op: 'replace', path: '/title', value: formatTitle({ rollout: from.percent ?? 0, enabled: false }, note(`shift ${from.percent ?? '?'}→${target}% undone: rolled back meanwhile`, actor, options.reason ?? undefined)) },
+        ]);
+        throw conflict({ enabled: false, percent: from.percent }, 'undone');
+      }
+    }
   }
-  return finish(control, changeRecord(control, managed, 'shift', from, to, { ...options, actor }, !unchanged));
+  return finish(control, changeRecord(control, managed, 'shift', from, to, { ...change, actor }, !unchanged));
 }
 
 /** Switches the route's flag off (everyone to legacy); the strategy and its percentage are kept for resume. */
@@ -160,29 +194,31 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
   const managed = managedRoute(control, routeId);
   const { name, project, environment } = managed.flag;
   const actor = options.actor ?? defaultActor();
+  // The push (each gateway's local override to legacy) does not wait for Unleash and happens whatever Unleash
+  // answers (down, token revoked or without permission, flag missing), so the kill switch works when it is needed
+  // most; the annotation (audit) runs alongside and must not delay or fail the rollback.
+  const pushing = pushRefresh(control, { flag: name, action: 'rollback' });
   let state: FeatureEnvironmentState | undefined;
   let strategy: Strategy | undefined;
   try {
     ({ state, strategy } = await readState(control, managed));
     if (state?.enabled) await control.api.setEnvironmentEnabled(project, name, environment, false);
   } catch (err) {
-    // Unleash down or failing: still tell every gateway to route this flag to legacy (their local override), so
-    // the kill switch works when it is needed most; then report that Unleash itself was not changed.
-    if (err instanceof StranglerError && (err.code === 'UNLEASH_UNREACHABLE' || err.code === 'UNLEASH_BAD_RESPONSE')) {
-      const refresh = await pushRefresh(control, { flag: name, action: 'rollback' });
-      const reached = refresh.filter((r) => r.ok).length;
-      control.log.warn({ routeId, flag: name, actor, reason: options.reason ?? null, gateways: reached, of: refresh.length, err: err.message }, FLAGS_LOG.trafficChange);
-      throw new StranglerError(err.code, `${err.message}. The rollback was pushed to ${reached}/${refresh.length} gateways (local override to legacy), but Unleash still has "${name}" on; run the rollback again once Unleash answers`, { cause: err, details: { routeId, flag: name, refresh } });
-    }
-    throw err;
+    // Unleash was not switched off: report that (non-zero exit), with how many gateways the override reached.
+    const refresh = await pushing;
+    const reached = refresh.filter((r) => r.ok).length;
+    control.log.warn({ routeId, flag: name, actor, reason: options.reason ?? null, gateways: reached, of: refresh.length, err: messageOf(err) }, FLAGS_LOG.trafficChange);
+    const code = err instanceof StranglerError ? err.code : 'INTERNAL_ERROR';
+    throw new StranglerError(code, `${messageOf(err)}. The rollback was pushed to ${reached}/${refresh.length} gateways (local override to legacy, until a resume), but Unleash was not switched off for "${name}", so gateways not in flags.gateways and restarted ones still follow Unleash; fix the cause and run the rollback again`, { cause: err, details: { routeId, flag: name, refresh } });
   }
-  if (!state) throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`);
+  if (!state) {
+    await pushing;
+    throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`);
+  }
   const from: FlagPosition = { enabled: state.enabled, percent: strategy ? rolloutOf(strategy) ?? null : null };
   const to: FlagPosition = { enabled: false, percent: from.percent };
   const recorded = strategy ? parseTitle(strategy.title) : undefined;
   const change = changeRecord(control, managed, 'rollback', from, to, { ...options, actor }, state.enabled || recorded?.enabled !== false);
-  // Push first; the annotation (audit) runs alongside and must not delay or fail the rollback.
-  const pushing = pushRefresh(control, { flag: name, action: 'rollback' });
   if (strategy && change.changed) {
     const title = formatTitle({ rollout: recorded?.rollout ?? from.percent ?? 0, enabled: false }, note('rollback', actor, options.reason ?? undefined));
     try {

@@ -1,7 +1,9 @@
 /**
  * Unleash webhook addons that POST flag events to each gateway's /admin/flags/refresh, so a change made in the
  * Unleash UI (an operator's kill switch) reaches the gateways without waiting for their next poll. The gateway
- * reads Unleash's event body (type + featureName): feature-environment-disabled becomes an immediate local rollback.
+ * reads Unleash's event body (type + featureName): feature-environment-disabled becomes an immediate local rollback,
+ * feature-environment-enabled a resume; every other event (strategy changes, archive) only makes it refetch, so the
+ * strategy-update event for the title a rollback writes cannot undo that rollback (gateway/admin/app.ts pushFromBody).
  *
  * Caveat (unleash-server 7.5.1): the server caches its list of enabled addons for up to 60 s, so a new webhook may
  * take a minute to start firing. Changes made through strangler push to gateways directly and do not need this.

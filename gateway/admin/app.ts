@@ -90,12 +90,16 @@ async function probe(upstream: UpstreamConfig, index: number): Promise<{ healthy
   }
 }
 
-/** Maps an Unleash webhook event (or our own push body) to a flag push. */
+/**
+ * Maps an Unleash webhook event (or our own push body) to a flag push. Only the environment's on/off events carry a
+ * rollback or resume; a strategy event (a percentage or title change, such as the annotation a rollback writes) is a
+ * refresh, never a resume.
+ */
 export function pushFromBody(body: unknown): FlagPush {
   if (!body || typeof body !== 'object') return { action: 'refresh' };
   const b = body as Record<string, unknown>;
   if (typeof b.type === 'string' && typeof b.featureName === 'string') {
-    const action = b.type === 'feature-environment-disabled' ? 'rollback' : b.type === 'feature-environment-enabled' ? 'resume' : b.type.startsWith('feature-strategy') ? 'shift' : 'refresh';
+    const action = b.type === 'feature-environment-disabled' ? 'rollback' : b.type === 'feature-environment-enabled' ? 'resume' : 'refresh';
     return { flag: b.featureName, action };
   }
   const action = b.action === 'rollback' || b.action === 'resume' || b.action === 'shift' ? b.action : 'refresh';

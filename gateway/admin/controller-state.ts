@@ -19,7 +19,7 @@ export function controllerStateFromConfig(config: LoadedConfig): Pick<ControlPla
         out[route.id] = {
           guard: route.guard ? { enabled: route.guard.enabled, lastVerdict: r?.lastVerdict ?? null, lastCheckedAt: r?.lastCheckedAt ? new Date(r.lastCheckedAt).toISOString() : null, reasons: r?.lastReasons ?? [] } : null,
           plan: route.plan
-            ? { steps: [...route.plan.steps], stepIndex: r?.stepIndex ?? -1, state: r?.state ?? 'not-started', holdUntil: r?.holdStartedAt ? new Date(r.holdStartedAt + route.plan.holdMs).toISOString() : null }
+            ? { steps: [...route.plan.steps], stepIndex: r?.stepIndex ?? -1, state: r?.state ?? 'not-started', holdUntil: r?.holdStartedAt ? new Date(r.holdStartedAt + Math.max(route.plan.holdMs, config.admin.statsWindowMs)).toISOString() : null }
             : null,
         };
       }

@@ -274,7 +274,7 @@ function issueToProblem(issue: Issue, prefix: PropertyKey[] = []): ConfigProblem
     case 'unrecognized_keys':
       return { path, expected: 'only known fields', found: `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`, hint: 'check the spelling against the config reference (README) or the JSON Schema' };
     case 'invalid_value':
-      return { path, expected: `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`, found: describeFound(input), hint: 'values are case-sensitive' };
+      return { path, expected: `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`, found: describeFound(input), hint: /^Invalid (input|option)\b/.test(issue.message) ? 'values are case-sensitive' : issue.message }; // a schema's own error message is the hint
     case 'too_small':
     case 'too_big':
       return { path, expected: issue.message.replace(/^Too (small|big): expected /, ''), found: describeFound(input), hint: 'adjust the value to the allowed range' };

@@ -42,7 +42,8 @@ export const flagRefSchema = z.object({
   name: z.string().regex(/^[a-zA-Z0-9._~-]+$/).optional().describe('Unleash flag name; default strangler.<route id>.'),
   project: z.string().optional().describe('Unleash project; default flags.project.'),
   environment: z.string().optional().describe('Unleash environment; default flags.environment.'),
-  stickiness: z.string().default('default').describe('flexibleRollout stickiness ("default" = userId, then sessionId).'),
+  // Only what flags/context.ts honours: every request carries userId (identified) or sessionId (anonymous).
+  stickiness: z.enum(['default'], { error: 'the gateway gives Unleash a userId for identified users and a sessionId for anonymous ones, and only "default" (userId, else sessionId) puts both in the rollout: "userId" would keep every anonymous user on legacy, "sessionId" every identified one, a custom field everyone, and "random" would move a user between legacy and the service from one request to the next. Remove the field; what identifies a user is set by identity.userKey or routes[].userKey' }).default('default').describe('flexibleRollout stickiness; only "default" (userId, else sessionId), the key the gateway gives every request.'),
   groupId: z.string().optional().describe('flexibleRollout groupId; default the flag name. Changing it reshuffles every user.'),
   initialPercent: z.number().int().min(0).max(100).default(0).describe('Rollout created by `strangler flags sync` for a new flag.'),
 }).strict();

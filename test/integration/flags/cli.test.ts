@@ -89,6 +89,8 @@ flags:
     const flag = uniqueFlag('cli-ctl');
     const gateway = await new FakeGateway().start();
     gateway.routes = { gateway: {}, routes: [fakeRoute('orders', flag, { requests: 500 }, { requests: 100 })] };
+    // It serves what the controller pushes, as a real gateway does (the guard holds a step no gateway serves).
+    gateway.followPushes = true;
     const stateFile = join(dir, 'state', 'controller.json');
     const config = join(dir, 'controller.yaml');
     writeFileSync(config, `upstreams:

@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
@@ -9,10 +11,13 @@ import { PromotionController } from '../../../flags/controller.ts';
 import { FileStateStore, PostgresStateStore, type PlanRecord } from '../../../flags/controller-state.ts';
 import { syncFlags } from '../../../flags/sync.ts';
 import { createTestDatabase, useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
+import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
 import { FakeGateway, flagsConfig } from './fixtures.ts';
 
 const HEALTHY = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 1, latencyMs: 22 } };
+/** The stand-in gateways' stats window (admin.statsWindowMs); plans hold each step at least this long. */
+const WINDOW_MS = 1000;
 const FAILING = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 30, latencyMs: 22 } };
 
 describe('promotion controller against real Unleash, PostgreSQL and a stand-in gateway', () => {
@@ -23,22 +28,27 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
     unleash = await useTestUnleash();
     api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
     gateway = await new FakeGateway().start();
+    gateway.followPushes = true;
   });
   after(async () => {
     await gateway.stop();
     await unleash.stop();
   });
 
-  async function setup(plan: Record<string, unknown> | undefined, guard: Record<string, unknown> = {}): Promise<{ control: FlagsControl; flag: string; databaseUrl: string }> {
+  async function setup(plan: Record<string, unknown> | undefined, guard: Record<string, unknown> = {}, more: FakeGateway[] = []): Promise<{ control: FlagsControl; flag: string; databaseUrl: string }> {
     const flag = uniqueFlag('ctl');
-    const control = createFlagsControl(flagsConfig(unleash, [{ id: 'orders', flag: { name: flag }, guard: { minRequests: 50, ...guard }, ...(plan ? { plan } : {}) }], {
-      gateways: [{ url: gateway.url, token: 'gw-token-0123456789abcdef' }],
+    const control = createFlagsControl(flagsConfig(unleash, [{ id: 'orders', flag: { name: flag }, guard: { minRequests: 50, windowMs: WINDOW_MS, ...guard }, ...(plan ? { plan } : {}) }], {
+      gateways: [gateway, ...more].map((g) => ({ url: g.url, token: 'gw-token-0123456789abcdef' })),
     }));
     await syncFlags(control);
     return { control, flag, databaseUrl: await createTestDatabase(unleash.postgresUrl, 'controller') };
   }
-  const serve = (flag: string, stats: typeof HEALTHY, breaker: { opens?: number } = {}) => {
-    gateway.routes = { gateway: { instanceId: 'gw1', workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [fakeRoute('orders', flag, stats.legacy, stats.service, breaker)] };
+  /** The gateway serves these stats (over a WINDOW_MS window); its flag state follows the controller's pushes, from Unleash's initial 0 %. */
+  const serve = (flag: string, stats: typeof HEALTHY, breaker: { opens?: number } = {}, gw = gateway, instanceId = 'gw1') => {
+    const route = fakeRoute('orders', flag, stats.legacy, stats.service, breaker);
+    route.windowMs = WINDOW_MS;
+    route.flagState = (gw.routes as Partial<RoutesResponse>).routes?.find((r) => r.flag.name === flag)?.flagState ?? { known: true, enabled: true, rolloutPercent: 0, localOverride: null };
+    gw.routes = { gateway: { instanceId, workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [route] } satisfies RoutesResponse;
   };
   const rollout = async (flag: string) => {
     const s = await api.getFeatureEnvironment('default', flag, unleash.environment);
@@ -148,6 +158,143 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
       assert.equal((await rollout(flag)).percent, 25);
     } finally {
       await c.stop();
+    }
+  });
+
+  test('breaker openings are counted per gateway: a missed read, a return or a restart never turns old openings into new ones', async () => {
+    const b = await new FakeGateway().start();
+    const { control, flag, databaseUrl } = await setup(undefined, {}, [b]);
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    const tick = async (at: number) => {
+      now = at;
+      const r = (await controller.tick()).routes[0]!;
+      return [r.verdict.outcome, r.verdict.metrics.breakerOpens, r.action.kind];
+    };
+    try {
+      serve(flag, HEALTHY, { opens: 2 });
+      serve(flag, HEALTHY, { opens: 3 }, b, 'gw2');
+      assert.deepEqual(await tick(0), ['pass', 0, 'none'], 'openings from before the controller started');
+      assert.deepEqual(await tick(500), ['pass', 0, 'none']);
+      b.status = 503;
+      assert.deepEqual(await tick(1000), ['pass', 0, 'none'], 'gateway B misses one read');
+      b.status = 200;
+      assert.deepEqual(await tick(1500), ['pass', 0, 'none'], 'gateway B answers again with the same counter');
+      serve(flag, HEALTHY, { opens: 0 }, b, 'gw2-restarted');
+      assert.deepEqual(await tick(2000), ['pass', 0, 'none'], 'gateway B restarted: its counter began again at 0');
+      serve(flag, HEALTHY, { opens: 1 }, b, 'gw2-restarted');
+      const [outcome, opens, action] = await tick(2500);
+      assert.deepEqual([outcome, opens, action], ['fail', 1, 'rollback'], 'a real new opening still fails the guard');
+      assert.deepEqual(await rollout(flag), { enabled: false, percent: 0 });
+    } finally {
+      await controller.stop();
+      await b.stop();
+    }
+  });
+
+  test('a step is held only while every gateway serves it: a gateway that cannot read Unleash or lags blocks the plan, and says why', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    const tick = async (at: number) => {
+      now = at;
+      return (await controller.tick()).routes[0]!;
+    };
+    try {
+      serve(flag, HEALTHY);
+      await tick(0);
+      assert.equal((await rollout(flag)).percent, 1);
+      // The gateway's Unleash token is revoked: it keeps serving its last data (1 %) and its stats stay healthy.
+      const views = gateway.routes as RoutesResponse;
+      views.gateway.flagsError = 'Unleash refused the token (401)';
+      for (const at of [1000, 2000, 3000]) {
+        const r = await tick(at);
+        assert.equal(r.verdict.outcome, 'insufficient');
+        assert.match(r.verdict.reasons.join('\n'), /waiting for the gateways to serve the step: gateway http:\/\/127\.0\.0\.1:\d+ cannot read Unleash: Unleash refused the token \(401\)/);
+      }
+      assert.equal((await rollout(flag)).percent, 1, 'no promotion while a gateway cannot read Unleash');
+      views.gateway.flagsError = null;
+      gateway.followPushes = false; // the next push does not land: the gateway keeps serving 1 %
+      const served = await tick(3500);
+      assert.deepEqual([served.verdict.outcome, served.action.kind, served.record.holdStartedAt], ['pass', 'none', 3000], 'the hold counts from the last tick a gateway lagged');
+      assert.equal((await tick(4000)).action.kind, 'shift');
+      assert.equal((await rollout(flag)).percent, 5);
+      for (const at of [5000, 6000]) {
+        const r = await tick(at);
+        assert.deepEqual([r.verdict.outcome, r.action.kind], ['insufficient', 'none']);
+        assert.match(r.verdict.reasons[0] ?? '', /gateway http:\/\/127\.0\.0\.1:\d+ serves 1 % instead of 5 %/);
+      }
+      assert.equal((await rollout(flag)).percent, 5);
+      views.routes[0]!.flagState.rolloutPercent = 5;
+      assert.deepEqual([(await tick(6500)).action.kind, (await tick(7000)).action.kind], ['none', 'shift']);
+      assert.equal((await rollout(flag)).percent, 25);
+    } finally {
+      gateway.followPushes = true;
+      await controller.stop();
+    }
+  });
+
+  test('a step is held for at least the gateways\' stats window, so it is never promoted on the previous step\'s traffic', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 200 });
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    try {
+      serve(flag, HEALTHY);
+      await controller.tick();
+      now = 500;
+      assert.equal((await controller.tick()).routes[0]?.action.kind, 'none', 'holdMs 200 is over, the 1 s window is not');
+      assert.equal((await controller.view()).orders?.plan?.holdUntil, new Date(WINDOW_MS).toISOString());
+      now = WINDOW_MS;
+      assert.equal((await controller.tick()).routes[0]?.action.kind, 'shift');
+      assert.equal((await rollout(flag)).percent, 5);
+    } finally {
+      await controller.stop();
+    }
+  });
+
+  test('an automatic rollback that Unleash refused (HTTP 503) is retried on the next tick, not taken for an operator\'s resume', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [5, 50], holdMs: 1000 });
+    // Unleash behind a proxy that answers 503 to the first switch-off.
+    let failOff = 1;
+    const proxy = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        if (req.method === 'POST' && /\/environments\/[^/]+\/off$/.test(req.url ?? '') && failOff-- > 0) {
+          res.writeHead(503, { 'content-type': 'application/json' }).end('{"name":"ServiceUnavailable","message":"try again later"}');
+          return;
+        }
+        const headers = Object.fromEntries(['authorization', 'content-type', 'accept'].flatMap((h) => (req.headers[h] ? [[h, String(req.headers[h])]] : [])));
+        void fetch(`${unleash.url}${req.url}`, { method: req.method, headers, ...(chunks.length > 0 ? { body: Buffer.concat(chunks) } : {}) }).then(async (r) => {
+          res.writeHead(r.status, { 'content-type': r.headers.get('content-type') ?? 'application/json' }).end(Buffer.from(await r.arrayBuffer()));
+        }, () => res.writeHead(502).end());
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const viaProxy = createFlagsControl(control.config, { api: new UnleashAdminApi({ baseUrl: `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`, token: unleash.adminToken }) });
+    let now = 0;
+    const controller = new PromotionController({ control: viaProxy, store: new PostgresStateStore(databaseUrl), now: () => now });
+    try {
+      serve(flag, HEALTHY);
+      await controller.tick();
+      assert.deepEqual(await rollout(flag), { enabled: true, percent: 5 });
+      serve(flag, FAILING);
+      now = 500;
+      const failed = (await controller.tick()).routes[0]!;
+      assert.match(failed.error ?? '', /HTTP 503/);
+      assert.equal((await rollout(flag)).enabled, true, 'Unleash refused the switch-off');
+      serve(flag, HEALTHY); // the gateway routes to legacy on its local override, so its window looks healthy again
+      now = 1000;
+      const retried = (await controller.tick()).routes[0]!;
+      assert.deepEqual([retried.action.kind, retried.error, retried.record.state, retried.record.applied], ['rollback', null, 'rolled-back', true]);
+      assert.match(retried.action.kind === 'rollback' ? retried.action.reason : '', /retrying the rollback decided earlier: Unleash still has the flag on at 5 %/);
+      assert.deepEqual(await rollout(flag), { enabled: false, percent: 5 });
+      now = 1500;
+      assert.deepEqual([(await controller.tick()).routes[0]?.action.kind, (await rollout(flag)).enabled], ['none', false]);
+    } finally {
+      await controller.stop();
+      proxy.closeAllConnections();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   });
 

@@ -2,6 +2,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { validateConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
 import type { TestUnleash } from '../../helpers/unleash.ts';
+import type { RouteStatus } from '../../../gateway/admin/types.ts';
 
 export interface RouteSpec {
   id: string;
@@ -48,6 +49,8 @@ export class FakeGateway {
   readonly calls: RefreshCall[] = [];
   routes: unknown = { gateway: {}, routes: [] };
   status = 200;
+  /** When true, a push changes the served routes' flagState as a real gateway's flag client would (shift: that percentage; rollback: local override; resume: on, override lifted). */
+  followPushes = false;
   #server: Server;
   url = '';
 
@@ -56,6 +59,7 @@ export class FakeGateway {
       void readBody(req).then((text) => {
         if (req.method === 'POST' && req.url === '/admin/flags/refresh') {
           this.calls.push({ authorization: req.headers.authorization, body: JSON.parse(text) as RefreshCall['body'] });
+          if (this.followPushes && this.status === 200) this.#follow(this.calls.at(-1)!.body);
           res.writeHead(this.status, { 'content-type': 'application/json' }).end('{"ok":true}');
         } else if (req.method === 'GET' && req.url === '/admin/routes') {
           res.writeHead(this.status, { 'content-type': 'application/json' }).end(JSON.stringify(this.routes));
@@ -72,6 +76,15 @@ export class FakeGateway {
     if (!address || typeof address !== 'object') throw new Error('fake gateway has no address');
     this.url = `http://127.0.0.1:${address.port}`;
     return this;
+  }
+
+  #follow(push: RefreshCall['body']): void {
+    const routes = (this.routes as { routes?: RouteStatus[] }).routes ?? [];
+    for (const r of routes.filter((x) => x.flag.name === push.flag)) {
+      if (push.action === 'rollback') r.flagState = { ...r.flagState, enabled: false, localOverride: 'legacy' };
+      if (push.action === 'resume') r.flagState = { ...r.flagState, enabled: true, localOverride: null };
+      if (push.action === 'shift') r.flagState = { ...r.flagState, known: true, rolloutPercent: push.percent ?? 0 };
+    }
   }
 
   stop(): Promise<void> {

@@ -117,9 +117,10 @@ describe('flags with a real gateway: admin API shift, controller rollback, refre
     assert.ok(mine.requests >= 20);
     assert.ok(mine.serviceShare !== null && mine.serviceShare > 0, 'the observed share comes from real traffic');
     assert.equal(mine.breaker, 'closed');
+    assert.equal(mine.serves, '100%', 'the percentage the gateway\'s own flag client serves');
     assert.ok(mine.p99Ms?.service !== null);
     const table = formatObserved(observed);
-    assert.match(table, /to service/);
+    assert.match(table, /serves\s+requests\s+to service/);
     assert.match(table, new RegExp(`orders\\s+${gateway.adminUrl.replace(/[.]/g, '\\.')}`));
     const down = await observedStatus({ ...control, gateways: [{ url: 'http://127.0.0.1:9', token: null }] });
     assert.match(down.orders?.[0]?.error ?? '', /fetch failed|ECONNREFUSED/);
@@ -134,5 +135,27 @@ describe('flags with a real gateway: admin API shift, controller rollback, refre
     assert.deepEqual(change.refresh.map((r) => r.ok), [true]);
     assert.equal(await target('bob'), 'legacy');
     console.log(`# rollbackRoute (/off + push) returned after ${Math.round(returned)} ms (push ${change.refresh[0]?.ms} ms); gateway already on legacy`);
+  });
+
+  test('regression: only a resume clears a local rollback, not a shift push or a strategy webhook; resume pushes even when Unleash was already on', async () => {
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    await until('bob back on the service', async () => (await target('bob')) === 'service');
+    const push = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${gateway.adminUrl}/admin/flags/refresh`, { method: 'POST', headers: { Authorization: `Bearer ${gateway.adminToken}`, 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 200);
+      return (await res.json()) as { action: string };
+    };
+    // A rollback that reached the gateways but not Unleash (down, or the admin token refused): Unleash stays on.
+    await push({ flag, action: 'rollback' });
+    assert.equal(await target('bob'), 'legacy');
+    // The webhook for a strategy change (e.g. the title a rollback writes) is a refresh, and refreshes only.
+    assert.equal((await push({ type: 'feature-strategy-update', featureName: flag, environment: unleash.environment })).action, 'refresh');
+    assert.equal(await target('bob'), 'legacy', 'a strategy webhook kept the rollback');
+    await push({ flag, action: 'shift', percent: 100 });
+    assert.equal(await target('bob'), 'legacy', 'a shift push kept the rollback');
+    // `flags resume`: Unleash is on already (nothing to write), and the resume push still clears the override.
+    const resumed = await resumeRoute(control, 'orders', { actor: 'test' });
+    assert.equal(resumed.changed, false);
+    assert.equal(await target('bob'), 'service', 'resume reached the gateway before it returned');
   });
 });

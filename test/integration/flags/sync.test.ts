@@ -20,7 +20,7 @@ describe('flags sync against a real unleash-server', () => {
     const b = uniqueFlag('sync-b');
     const config = flagsConfig(unleash, [
       { id: 'a', flag: { name: a, initialPercent: 5 } },
-      { id: 'b', flag: { name: b, stickiness: 'tenantId', groupId: 'orders-migration' } },
+      { id: 'b', flag: { name: b, groupId: 'orders-migration' } },
       { id: 'legacy-only', service: false, flag: { name: uniqueFlag('never') } },
     ]);
     const control = createFlagsControl(config);
@@ -34,7 +34,7 @@ describe('flags sync against a real unleash-server', () => {
     assert.equal(stateA.strategies[0]?.name, 'flexibleRollout');
     assert.deepEqual(stateA.strategies[0]?.parameters, { rollout: '5', stickiness: 'default', groupId: a });
     const stateB = await api.getFeatureEnvironment('default', b, unleash.environment);
-    assert.deepEqual(stateB.strategies[0]?.parameters, { rollout: '0', stickiness: 'tenantId', groupId: 'orders-migration' });
+    assert.deepEqual(stateB.strategies[0]?.parameters, { rollout: '0', stickiness: 'default', groupId: 'orders-migration' });
     assert.equal(first.actions.some((x) => x.routeId === 'legacy-only'), false, 'routes without a service get no flag');
 
     const second = await syncFlags(control);
@@ -64,16 +64,13 @@ describe('flags sync against a real unleash-server', () => {
     await syncFlags(control);
     const [ours] = await api.listStrategies('default', flag, env);
     assert.ok(ours);
-    // By hand: rollout raised to 40, stickiness changed, an extra 100 % strategy.
-    await api.patchStrategy('default', flag, env, ours.id, [
-      { op: 'replace', path: '/parameters/rollout', value: '40' },
-      { op: 'replace', path: '/parameters/stickiness', value: 'sessionId' },
-    ]);
+    // By hand: rollout raised to 40, an extra 100 % strategy. Restoring both can only remove users from the service.
+    await api.patchStrategy('default', flag, env, ours.id, [{ op: 'replace', path: '/parameters/rollout', value: '40' }]);
     await api.addStrategy('default', flag, env, { name: 'default', parameters: {} });
 
     const report = await syncFlags(control);
     assert.deepEqual(report.actions, []);
-    assert.deepEqual(report.drift.map((d) => d.kind).sort(), ['extra-strategy', 'rollout', 'stickiness']);
+    assert.deepEqual(report.drift.map((d) => d.kind).sort(), ['extra-strategy', 'rollout']);
     assert.match(formatSyncReport(report, ['d']), /DRIFT rollout: expected 10 % \(last set through strangler\), found "40"/);
     assert.equal((await api.getFeatureEnvironment('default', flag, env)).strategies.length, 2, 'drift is left as found');
 
@@ -97,6 +94,85 @@ describe('flags sync against a real unleash-server', () => {
     const clean = await syncFlags(control);
     assert.deepEqual(clean.drift, []);
     assert.deepEqual(clean.actions, []);
+  });
+
+  test('--fix never widens a strategy narrowed by hand (constraint, disabled, other stickiness): it narrows it to 0 % and says why', async () => {
+    const env = unleash.environment;
+    const [c, d, s] = [uniqueFlag('fix-constraint'), uniqueFlag('fix-disabled'), uniqueFlag('fix-stickiness')];
+    const control = createFlagsControl(flagsConfig(unleash, [{ id: 'c', flag: { name: c, initialPercent: 50 } }, { id: 'd', flag: { name: d, initialPercent: 50 } }, { id: 's', flag: { name: s, initialPercent: 50 } }]));
+    await syncFlags(control);
+    const strategyOf = async (flag: string) => (await api.listStrategies('default', flag, env))[0]!;
+    // By hand in the Unleash UI, each narrowing the 50 % rollout: a constraint (only qa-1); the strategy disabled
+    // beside a QA-only one; stickiness sessionId (identified users have no sessionId: none of them is on).
+    const qaOnly = [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }];
+    await api.patchStrategy('default', c, env, (await strategyOf(c)).id, [{ op: 'replace', path: '/constraints', value: qaOnly }]);
+    const ourD = await strategyOf(d);
+    await api.addStrategy('default', d, env, { name: 'flexibleRollout', title: 'QA only', parameters: { rollout: '100', stickiness: 'default', groupId: d }, constraints: qaOnly });
+    await api.patchStrategy('default', d, env, ourD.id, [{ op: 'replace', path: '/disabled', value: true }]);
+    await api.patchStrategy('default', s, env, (await strategyOf(s)).id, [{ op: 'replace', path: '/parameters/stickiness', value: 'sessionId' }]);
+    assert.deepEqual((await syncFlags(control)).drift.map((x) => `${x.routeId}:${x.kind}`).sort(), ['c:constraints', 'd:extra-strategy', 'd:strategy-disabled', 's:stickiness']);
+
+    const report = await syncFlags(control, { fix: true });
+    assert.deepEqual(report.actions.filter((a) => a.action === 'narrowed').map((a) => a.routeId), ['c', 'd', 's']);
+    const text = formatSyncReport(report, ['c', 'd', 's']);
+    assert.match(text, /c: rollout set to 0 % instead of 50 %: the live strategy has 1 constraint that narrows it/);
+    assert.match(text, /d: rollout set to 0 % instead of 50 %: the live strategy is disabled/);
+    assert.match(text, /s: rollout set to 0 % instead of 50 %: the live stickiness is "sessionId"/);
+    for (const flag of [c, d, s]) {
+      const state = await api.getFeatureEnvironment('default', flag, env);
+      assert.equal(state.enabled, true);
+      assert.equal(state.strategies.length, 1, `${flag}: only strangler's strategy is left`);
+      const [only] = state.strategies;
+      assert.deepEqual(only?.parameters, { rollout: '0', stickiness: 'default', groupId: flag }, `${flag}: structure restored, nobody on the service`);
+      assert.equal(only?.disabled, false);
+      assert.deepEqual(only?.constraints, []);
+      assert.match(only?.title ?? '', /^strangler rollout=0 enabled=true · narrowed to 0 % by flags sync --fix/);
+    }
+    const clean = await syncFlags(control);
+    assert.deepEqual([clean.drift, clean.actions], [[], []]);
+  });
+
+  test('sync switches on only a flag it created or one never configured; one switched off by hand stays off, even with --fix', async () => {
+    const env = unleash.environment;
+    // Switched off by hand, with Unleash's own "default" strategy (the flag was made in the UI).
+    const byHand = uniqueFlag('sync-off');
+    await api.createFeature('default', { name: byHand });
+    await api.addStrategy('default', byHand, env, { name: 'default', parameters: {} });
+    await api.setEnvironmentEnabled('default', byHand, env, true);
+    await api.setEnvironmentEnabled('default', byHand, env, false);
+    // Configured before and emptied by hand (deleting the last strategy switches the environment off).
+    const emptied = uniqueFlag('sync-emptied');
+    await api.createFeature('default', { name: emptied });
+    const gone = await api.addStrategy('default', emptied, env, { name: 'default', parameters: {} });
+    await api.deleteStrategy('default', emptied, env, gone.id);
+    // On, with another strategy: strangler's is added at 0 %, not initialPercent, so no user is added.
+    const onBeside = uniqueFlag('sync-beside');
+    await api.createFeature('default', { name: onBeside });
+    await api.addStrategy('default', onBeside, env, { name: 'default', parameters: {}, constraints: [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }] });
+    await api.setEnvironmentEnabled('default', onBeside, env, true);
+    const control = createFlagsControl(flagsConfig(unleash, [
+      { id: 'h', flag: { name: byHand, initialPercent: 10 } },
+      { id: 'e', flag: { name: emptied, initialPercent: 10 } },
+      { id: 'b', flag: { name: onBeside, initialPercent: 10 } },
+    ]));
+
+    const plain = await syncFlags(control, { routes: ['e'] });
+    assert.deepEqual(plain.actions.map((a) => a.action), ['added-strategy', 'left-off']);
+    assert.equal((await api.getFeatureEnvironment('default', emptied, env)).enabled, false);
+
+    const report = await syncFlags(control, { fix: true });
+    assert.deepEqual(report.actions.filter((a) => a.routeId === 'h').map((a) => a.action), ['added-strategy', 'left-off', 'fixed']);
+    assert.match(formatSyncReport(report, ['h']), /h: left development off: the flag already existed and is off in Unleash .* Run `strangler flags resume h` to switch it on at 10 %/);
+    const h = await api.getFeatureEnvironment('default', byHand, env);
+    assert.equal(h.enabled, false, 'the operator\'s kill switch is kept');
+    assert.deepEqual(h.strategies.map((x) => [x.name, x.parameters.rollout]), [['flexibleRollout', '10']]);
+    const b = await api.getFeatureEnvironment('default', onBeside, env);
+    assert.equal(b.enabled, true);
+    assert.deepEqual(b.strategies.map((x) => [x.name, x.parameters.rollout]), [['flexibleRollout', '0']]);
+    assert.match(formatSyncReport(report, ['b']), /added flexibleRollout 0 % .* instead of initialPercent 10 %: development is already on with 1 other strategy/);
+
+    const clean = await syncFlags(control);
+    assert.deepEqual([clean.drift, clean.actions], [[], []], 'the flags left off are the recorded intent now, not drift');
   });
 
   test('a flag made by hand is adopted only with --fix; a groupId change in the config is drift', async () => {

@@ -1,12 +1,23 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StranglerError } from '../../../common/errors.ts';
-import { UnleashAdminApi } from '../../../flags/admin-api.ts';
+import { UnleashAdminApi, type PatchOperation } from '../../../flags/admin-api.ts';
 import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
 import { syncFlags } from '../../../flags/sync.ts';
 import { resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute } from '../../../flags/traffic.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import { FakeGateway, flagsConfig } from './fixtures.ts';
+
+/** The real Admin API client, with a hook that runs once just before the next strategy PATCH (to interleave a change). */
+class InterleavingApi extends UnleashAdminApi {
+  beforePatch: (() => Promise<unknown>) | undefined;
+  override async patchStrategy(project: string, name: string, environment: string, id: string, ops: PatchOperation[]) {
+    const hook = this.beforePatch;
+    this.beforePatch = undefined;
+    await hook?.();
+    return super.patchStrategy(project, name, environment, id, ops);
+  }
+}
 
 async function rejectsCode(promise: Promise<unknown>, code: string): Promise<string> {
   try {
@@ -145,9 +156,59 @@ describe('shift / rollback / resume against a real unleash-server', () => {
     const down = createFlagsControl(control.config, { api: new UnleashAdminApi({ baseUrl: deadGatewayUrl, token: 'x', timeoutMs: 500 }) });
     const calls = gateway.calls.length;
     const message = await rejectsCode(rollbackRoute(down, 'orders', { actor: 'cli:ops', reason: 'unleash down' }), 'UNLEASH_UNREACHABLE');
-    assert.match(message, /pushed to 1\/1 gateways \(local override to legacy\), but Unleash still has ".*" on/);
+    assert.match(message, /pushed to 1\/1 gateways \(local override to legacy, until a resume\), but Unleash was not switched off for ".*"/);
     assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag, action: 'rollback' }]);
     await rejectsCode(shiftRoute(down, 'orders', 5), 'UNLEASH_UNREACHABLE');
     assert.equal(gateway.calls.length, calls + 1, 'a failed shift pushes nothing');
+
+    // Regression (resume after an outage rollback): Unleash is on and its title says on, so nothing is written,
+    // but the gateways still hold the local override: resume must push to clear it.
+    assert.equal((await strategy()).enabled, true);
+    const resumed = await resumeRoute(control, 'orders', { actor: 'cli:ops', reason: 'unleash back' });
+    assert.equal(resumed.changed, false);
+    assert.deepEqual(resumed.refresh.map((r) => r.ok), [true]);
+    assert.deepEqual(gateway.calls.slice(calls + 1).map((c) => c.body), [{ flag, action: 'resume' }]);
+  });
+
+  test('regression: with the admin token revoked (401) or lacking permission (403), rollback still reaches every gateway', async () => {
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    for (const [token, status] of [['*:*.revoked0000000000000000000000000000000000000000', 401], [unleash.backendToken, 403]] as const) {
+      const refused = createFlagsControl(control.config, { api: new UnleashAdminApi({ baseUrl: unleash.url, token }) });
+      const calls = gateway.calls.length;
+      const message = await rejectsCode(rollbackRoute(refused, 'orders', { actor: 'cli:ops', reason: 'incident' }), 'UNLEASH_UNAUTHORIZED');
+      assert.match(message, new RegExp(`HTTP ${status}.*pushed to 1/1 gateways \\(local override to legacy`), message);
+      assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag, action: 'rollback' }], `${status}: the rollback reached the gateway`);
+      assert.equal((await strategy()).enabled, true, 'Unleash itself was not changed');
+    }
+  });
+
+  test('regression: a shift decided on an earlier read (expect) never overrides a rollback made in between', async () => {
+    await shiftRoute(control, 'orders', 5, { actor: 'test' });
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    const calls = gateway.calls.length;
+    // The flag moved since the decision: nothing is written or pushed.
+    await rollbackRoute(control, 'orders', { actor: 'cli:operator', reason: 'p99 too high' });
+    const message = await rejectsCode(shiftRoute(control, 'orders', 25, { actor: 'controller', expect: { enabled: true, percent: 5 } }), 'FLAG_CONFLICT');
+    assert.match(message, /decided with ".*" on at 5 %, but Unleash has it off at 5 %/);
+    assert.deepEqual([(await strategy()).enabled, (await strategy()).strategies[0]?.parameters.rollout], [false, '5']);
+    assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body.action), ['rollback']);
+    await rejectsCode(shiftRoute(control, 'orders', 25, { actor: 'controller', expect: { enabled: false, percent: 10 } }), 'FLAG_CONFLICT');
+
+    // The rollback lands between the shift's read and its write: the write is undone, resume restores 5 %.
+    await resumeRoute(control, 'orders', { actor: 'test' });
+    const api = new InterleavingApi({ baseUrl: unleash.url, token: unleash.adminToken });
+    const racing = createFlagsControl(control.config, { api });
+    api.beforePatch = () => rollbackRoute(control, 'orders', { actor: 'cli:operator', reason: 'p99 too high' });
+    const from = gateway.calls.length;
+    assert.match(await rejectsCode(shiftRoute(racing, 'orders', 25, { actor: 'controller', expect: { enabled: true, percent: 5 } }), 'FLAG_CONFLICT'), /undone/);
+    const after = await strategy();
+    assert.deepEqual([after.enabled, after.strategies[0]?.parameters.rollout], [false, '5']);
+    assert.match(String(after.strategies[0]?.title), /rollout=5 enabled=false/);
+    assert.deepEqual(gateway.calls.slice(from).map((c) => c.body.action), ['rollback'], 'no shift pushed');
+    const resumed = await resumeRoute(control, 'orders', { actor: 'cli:operator' });
+    assert.equal(resumed.effectivePercent, 5);
+
+    // Operators (no expect) shift whatever the state, as before.
+    assert.equal((await shiftRoute(racing, 'orders', 6, { actor: 'cli:operator' })).to.percent, 6);
   });
 });

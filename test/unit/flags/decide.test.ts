@@ -8,10 +8,12 @@ const plan = planSchema.parse({ steps: [1, 5, 25, 50, 100], holdMs: 1000 });
 const guard = guardSchema.parse({});
 const v = (outcome: GuardVerdict['outcome'], reasons: string[] = []): GuardVerdict => ({ outcome, reasons, metrics: {} as GuardVerdict['metrics'] });
 
-function run(steps: { flag: DecideInput['flag']; verdict: GuardVerdict; now: number; guard?: DecideInput['guard'] }[]) {
+function run(steps: { flag: DecideInput['flag']; verdict: GuardVerdict; now: number; guard?: DecideInput['guard']; minHoldMs?: number; applied?: boolean }[]) {
   let record: DecideInput['record'];
   return steps.map((s) => {
-    const out = decide({ record, routeId: 'orders', flagName: 'strangler.orders', plan, guard: s.guard ?? guard, flag: s.flag, verdict: s.verdict, now: s.now });
+    const out = decide({ record, routeId: 'orders', flagName: 'strangler.orders', plan, guard: s.guard ?? guard, flag: s.flag, verdict: s.verdict, now: s.now, ...(s.minHoldMs === undefined ? {} : { minHoldMs: s.minHoldMs }) });
+    // applied: the controller applied the action (Unleash answered) and marked the record; false = the write failed.
+    if (s.applied !== undefined) out.record = { ...out.record, applied: s.applied };
     record = { ...out.record, version: (record?.version ?? 0) + 1 };
     return out;
   });
@@ -78,6 +80,38 @@ describe('controller decide()', () => {
     assert.equal(alert[0]?.action.kind, 'alert', 'a failing guard never starts or advances a step');
   });
 
+  test('an automatic rollback that did not reach Unleash is retried, not taken for a resume; an operator\'s shift still wins', () => {
+    const on = (percent: number) => ({ state: 'on' as const, percent });
+    const out = run([
+      { flag: on(25), verdict: v('pass'), now: 0 },
+      { flag: on(25), verdict: v('fail', ['errors']), now: 10 },   // rollback decided (applied false); Unleash answers 5xx
+      { flag: on(25), verdict: v('pass'), now: 20, applied: true },  // still on at 25 %: roll back again; this time it works
+      { flag: { state: 'off', percent: 25 }, verdict: v('pass'), now: 30 },
+      { flag: on(25), verdict: v('pass'), now: 40 },                 // now on again: an operator's resume
+    ]);
+    assert.deepEqual(out.map((o) => [o.action.kind, o.record.state, o.record.applied]), [
+      ['none', 'holding', true], ['rollback', 'rolled-back', false], ['rollback', 'rolled-back', true], ['none', 'rolled-back', true], ['none', 'holding', true],
+    ]);
+    assert.match(out[2]?.action.kind === 'rollback' ? out[2].action.reason : '', /retrying the rollback decided earlier: Unleash still has the flag on at 25 %/);
+
+    const shifted = run([
+      { flag: on(25), verdict: v('fail', ['errors']), now: 0 },
+      { flag: on(10), verdict: v('pass'), now: 10 }, // the rollback failed, then an operator shifted to 10 %
+    ]);
+    assert.deepEqual(shifted.map((o) => [o.action.kind, o.record.state]), [['rollback', 'rolled-back'], ['none', 'holding']]);
+  });
+
+  test('each step is held at least minHoldMs (the gateways\' stats window) even when holdMs is shorter', () => {
+    const on = (percent: number) => ({ state: 'on' as const, percent });
+    const out = run([
+      { flag: on(1), verdict: v('pass'), now: 0, minHoldMs: 5000 },
+      { flag: on(1), verdict: v('pass'), now: 1000, minHoldMs: 5000 },
+      { flag: on(1), verdict: v('pass'), now: 4999, minHoldMs: 5000 },
+      { flag: on(1), verdict: v('pass'), now: 5000, minHoldMs: 5000 },
+    ]);
+    assert.deepEqual(out.map((o) => o.action.kind), ['none', 'none', 'none', 'shift']);
+  });
+
   test('a step decided but not applied (crash, Unleash down) is applied again', () => {
     const on = (percent: number) => ({ state: 'on' as const, percent });
     const out = run([
@@ -89,4 +123,18 @@ describe('controller decide()', () => {
     assert.deepEqual(out.map((o) => o.action.kind), ['none', 'shift', 'shift', 'none']);
     assert.equal(out[3]?.record.applied, true);
   });
+
+  test('a step whose shift found the flag moved by an operator (FLAG_CONFLICT) follows the operator instead of retrying', () => {
+    const on = (percent: number) => ({ state: 'on' as const, percent });
+    const out = run([
+      { flag: on(5), verdict: v('pass'), now: 0 },
+      { flag: on(5), verdict: v('pass'), now: 1000 },   // decide 25 from 5; the shift conflicts, nothing written
+      { flag: on(10), verdict: v('pass'), now: 1100 },  // the operator's 10 %: followed, not overridden with 25
+      { flag: on(10), verdict: v('pass'), now: 1200 },
+    ]);
+    assert.deepEqual(out.map((o) => o.action.kind), ['none', 'shift', 'none', 'none']);
+    assert.equal(out[1]?.record.fromPercent, 5);
+    assert.deepEqual([out[2]?.record.targetPercent, out[2]?.record.applied, out[2]?.record.stepIndex, out[2]?.record.holdStartedAt], [10, true, 1, 1100]);
+  });
 });
+

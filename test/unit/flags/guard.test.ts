@@ -1,6 +1,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { evaluateGuard, OpensHistory } from '../../../flags/guard.ts';
+import { evaluateGuard, gatewaysNotServing, OpensHistory, withGatewaysServing } from '../../../flags/guard.ts';
+import type { RouteStatus, RoutesResponse } from '../../../gateway/admin/types.ts';
 import { guardSchema } from '../../../gateway/config/schema.ts';
 import { mergeRouteStatuses } from '../../../gateway/admin/status.ts';
 import { routeStatus } from './route-status.ts';
@@ -15,6 +16,13 @@ describe('evaluateGuard', () => {
     assert.match(v.reasons[0] ?? '', /49 service requests in the window, 50 needed for a verdict \(≈2 s more at the current rate\)/);
     assert.equal(v.metrics.timeToVerdictMs, 1225, '1 more request at 49 per 60 s');
     assert.equal(verdict('r', 'f', { requests: 10 }, { requests: 0 }).metrics.timeToVerdictMs, null);
+  });
+
+  test('no service traffic is insufficient even with minRequests: 0', () => {
+    const zero = guardSchema.parse({ minRequests: 0 });
+    const none = evaluateGuard(zero, { route: routeStatus('r', 'f', { requests: 1000, errors: 500 }, { requests: 0 }), breakerOpensInWindow: 0 });
+    assert.deepEqual([none.outcome, none.reasons], ['insufficient', ['0 service requests in the window, 1 needed for a verdict (no service traffic yet)']]);
+    assert.equal(evaluateGuard(zero, { route: routeStatus('r', 'f', { requests: 10 }, { requests: 1 }), breakerOpensInWindow: 0 }).outcome, 'pass');
   });
 
   test('a healthy service passes', () => {
@@ -67,14 +75,75 @@ describe('evaluateGuard', () => {
   });
 });
 
-test('OpensHistory counts openings inside the window from a cumulative counter, surviving counter resets', () => {
-  const h = new OpensHistory();
-  h.record(0, 2);
-  assert.equal(h.inWindow(0, 1000), 0);
-  h.record(500, 3);
-  assert.equal(h.inWindow(500, 1000), 1);
-  h.record(2000, 3);
-  assert.equal(h.inWindow(2000, 1000), 0, 'the opening at 500 left the window');
-  h.record(2500, 1); // gateway restarted: counter reset to 0, then one opening
-  assert.equal(h.inWindow(2500, 1000), 1);
+describe('OpensHistory', () => {
+  const at = (gateway: string, opens: number, instanceId = `${gateway}-1`) => ({ gateway, instanceId, opens });
+
+  test('counts openings inside the window from cumulative counters; the first sample of a gateway is its baseline', () => {
+    const h = new OpensHistory(1000);
+    h.record(0, [at('a', 2)]);
+    assert.equal(h.inWindow(0), 0, 'openings from before the first read are not in the window');
+    h.record(500, [at('a', 3)]);
+    assert.equal(h.inWindow(500), 1);
+    h.record(2000, [at('a', 3)]);
+    assert.equal(h.inWindow(2000), 0, 'the opening at 500 left the window');
+  });
+
+  test('a gateway that misses a read, comes back or is newly added never makes old openings look new', () => {
+    const h = new OpensHistory(60_000);
+    h.record(0, [at('a', 2), at('b', 3)]);
+    h.record(10_000, [at('a', 2)]); // b did not answer
+    assert.equal(h.inWindow(10_000), 0);
+    h.record(20_000, [at('a', 2), at('b', 3)]);
+    assert.equal(h.inWindow(20_000), 0, 'b is back with the same counter');
+    h.record(30_000, [at('a', 2), at('b', 3), at('c', 7)]);
+    assert.equal(h.inWindow(30_000), 0, 'a newly seen gateway only sets its baseline');
+    h.record(40_000, [at('a', 2), at('c', 7)]);
+    h.record(50_000, [at('a', 2), at('b', 4), at('c', 7)]);
+    assert.equal(h.inWindow(50_000), 1, 'an opening during b\'s missed read counts once it answers again');
+    h.record(200_000, [at('a', 2), at('b', 9), at('c', 7)]);
+    assert.equal(h.inWindow(200_000), 0, 'after more than a window without a read, b starts from a new baseline');
+  });
+
+  test('a restart (new instanceId) counts from zero; a decrease under the same instance (a worker restarted) does not count old openings', () => {
+    const h = new OpensHistory(60_000);
+    h.record(0, [at('a', 2), at('b', 3)]);
+    h.record(10_000, [at('a', 2), at('b', 1, 'b-2')]);
+    assert.equal(h.inWindow(10_000), 1, 'b restarted and opened once since');
+    h.record(20_000, [at('a', 1), at('b', 1, 'b-2')]);
+    assert.equal(h.inWindow(20_000), 1, 'a\'s counter dropped: one of its workers restarted; nothing new is counted');
+    h.record(30_000, [at('a', 2), at('b', 1, 'b-2')]);
+    assert.equal(h.inWindow(30_000), 2);
+  });
+});
+
+describe('gateways serving the step', () => {
+  const view = (patch: Partial<RouteStatus['flagState']>, gateway: Partial<RoutesResponse['gateway']> = {}) => {
+    const route = routeStatus('orders', 'f', { requests: 100 }, { requests: 100 });
+    route.flagState = { known: true, enabled: true, rolloutPercent: 5, localOverride: null, ...patch };
+    return { instanceId: '1', workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null, ...gateway, route };
+  };
+  const lagging = (...views: ReturnType<typeof view>[]) =>
+    gatewaysNotServing(views.map(({ route, ...gateway }, i) => ({ gateway: `http://gw${i}`, response: { gateway, routes: [route] } })), 'orders', 5);
+
+  test('every gateway at the step, on, without override or error: nothing lags', () => {
+    assert.deepEqual(lagging(view({}), view({})), []);
+  });
+
+  test('each way of not serving the step is named with the gateway', () => {
+    assert.deepEqual(lagging(view({}), view({ rolloutPercent: 1 })), ['gateway http://gw1 serves 1 % instead of 5 %']);
+    assert.deepEqual(lagging(view({ localOverride: 'legacy' })), ['gateway http://gw0 routes the flag to legacy (local rollback override, kept until a resume or until it sees the flag off and then on in Unleash)']);
+    assert.deepEqual(lagging(view({ enabled: false })), ['gateway http://gw0 serves the flag off']);
+    assert.deepEqual(lagging(view({ known: false, rolloutPercent: null })), ['gateway http://gw0 does not know the flag']);
+    assert.deepEqual(lagging(view({ rolloutPercent: 1 }, { flagsError: 'Unleash refused the token (401)' })), ['gateway http://gw0 serves 1 % instead of 5 %; cannot read Unleash: Unleash refused the token (401)']);
+    assert.deepEqual(gatewaysNotServing([{ gateway: 'http://gw0', response: { gateway: view({}), routes: [] } as unknown as RoutesResponse }], 'orders', 5), ['gateway http://gw0 does not report route orders (its config differs)']);
+  });
+
+  test('a lagging gateway turns a pass into insufficient; a fail stays a fail', () => {
+    const pass = verdict('r', 'f', { requests: 1000 }, { requests: 100 });
+    const waiting = withGatewaysServing(pass, ['gateway http://gw1 serves 1 % instead of 5 %']);
+    assert.deepEqual([waiting.outcome, waiting.reasons], ['insufficient', ['waiting for the gateways to serve the step: gateway http://gw1 serves 1 % instead of 5 %']]);
+    const fail = verdict('r', 'f', { requests: 100 }, { requests: 100, errors: 50 });
+    assert.equal(withGatewaysServing(fail, ['x']).outcome, 'fail');
+    assert.equal(withGatewaysServing(pass, []), pass);
+  });
 });
