@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -124,6 +124,13 @@ controller: { stateFile: ${stateFile}, intervalMs: 100 }
         if (rollout !== '2') await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(rollout, '2', 'the controller started the plan at its first step');
+      // The guard passes once a tick sees the gateway serving the step (it follows the controller's push).
+      let verdict = '';
+      while (Date.now() < deadline && verdict !== 'pass') {
+        const saved = existsSync(stateFile) ? (JSON.parse(readFileSync(stateFile, 'utf8')) as { routes: Record<string, { lastVerdict?: string }> }) : null;
+        verdict = saved?.routes.orders?.lastVerdict ?? '';
+        if (verdict !== 'pass') await new Promise((r) => setTimeout(r, 100));
+      }
       child.kill('SIGTERM');
       assert.equal(await exited, 0);
       assert.ok(existsSync(stateFile));
