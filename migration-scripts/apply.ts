@@ -7,10 +7,13 @@
  *     source = target side                 → echo, ignored (layer 2)
  *     position ≤ stored position           → duplicate (replay, redelivery, relay republish), ignored
  *     key parked in dead_letters           → parked behind it (per-key order is kept, nothing is dropped)
+ *     image lacks a mapped source column   → parked (the source's schema changed under sync: never write NULL for it)
  *     version[source] ≤ stored[source]     → stale or echo (layer 3), ignored; tombstones block resurrection
  *     version[target] ≥ stored[target]     → the source had seen our latest write: apply
  *     otherwise                            → conflict: both sides changed the key; resolved by the declared policy,
  *                                            recorded in `conflicts`, counted, logged. Never by arrival order.
+ *   repair (force): written whatever the source's versions say, unless version[target] < stored[target] (the target
+ *   changed the key since the source read it: that change is on its way to the source, so the key is skipped)
  *   write the final image per key (set-based; on an error, event by event with savepoints → dead letters)
  *   upsert row_version vectors, store positions and Kafka offsets, counters; COMMIT
  *
@@ -37,10 +40,16 @@ export interface ApplyResult extends ApplyCounts {
   events: number;
   /** now() minus the newest event's commit time, at commit (ms); null when no event had one applied. */
   lagMs: number | null;
+  /** `force` only: keys not written because the target holds a change of its own the source has not seen yet. */
+  targetNewer?: { table: string; key: string }[];
 }
 
 export interface ApplyOptions {
-  /** Repair: write the source image whatever the versions say (the versions become the component-wise maximum). */
+  /**
+   * Repair: write the source image whatever the source's own version says (the versions become the component-wise
+   * maximum), except over a target change the source has not seen (version[target] < stored[target]): such a key is
+   * skipped and listed in `targetNewer`, since overwriting it would lose that change and the pair would diverge.
+   */
   force?: boolean;
   /** Dead-letter ids being retried: un-parked in this transaction; if the retry parks again, nothing is kept. */
   unparkIds?: readonly string[];
@@ -70,6 +79,8 @@ export class Applier {
   #decoder: LogicalDecoder | undefined;
   /** Logical capture: apply's transactions run under a sync replication origin, so the target's slot skips them in the server. */
   readonly #origins: SyncOrigins;
+  /** Per logical table and source side: the source columns the mapping reads from an image. */
+  readonly #sourceColumns = new Map<string, string[]>();
 
   constructor(options: { pool: Pool; config: SyncConfig; target: Side; tables: readonly CompiledTable[]; log?: Logger }) {
     this.#pool = options.pool;
@@ -281,7 +292,9 @@ export class Applier {
        RETURNING ((extract(epoch FROM clock_timestamp() - $8::timestamptz) * 1000)::bigint)::text AS lag_ms`,
       [otherSide(target), counts.applied, counts.duplicates, counts.stale, counts.echoes, counts.conflicts, counts.parked, newest]);
     const lagMs = lag.rows[0]?.lag_ms;
-    return { ...counts, events: events.length, lagMs: lagMs === null || lagMs === undefined ? null : Number(lagMs) };
+    const result: ApplyResult = { ...counts, events: events.length, lagMs: lagMs === null || lagMs === undefined ? null : Number(lagMs) };
+    if (options.force) result.targetNewer = outcome.targetNewer.map((p) => ({ table: p.m.logical, key: p.m.key }));
+    return result;
   }
 
   /**
@@ -295,6 +308,7 @@ export class Applier {
     const finalWrites = new Map<string, Parsed>();
     const conflicts: ConflictRecord[] = [];
     const deadLetters: DeadLetter[] = [];
+    const targetNewer: Parsed[] = [];
     const parked = new Set(parkedIn);
     let newestTs: string | null = null;
     const policy = this.#config.conflicts.policy;
@@ -314,6 +328,8 @@ export class Applier {
       if (pos && m.position !== null && m.position <= pos.position) { counts.duplicates += 1; this.#advance(storedIn, p.ev, m); continue; }
       this.#advance(storedIn, p.ev, m);
       if (parked.has(p.id)) { deadLetters.push({ p, reason: 'waiting behind an earlier parked event for the same key' }); counts.parked += 1; continue; }
+      const absent = m.op === 'd' ? null : this.#missingSourceColumn(p);
+      if (absent !== null) { deadLetters.push({ p, reason: absent }); counts.parked += 1; parked.add(p.id); continue; }
       const cur = states.get(p.id) ?? loaded.get(p.id);
       const src = m.source;
       const evSrc = m.version[src];
@@ -322,6 +338,9 @@ export class Applier {
       let apply: boolean;
       let next: KeyState;
       if (options.force) {
+        // The target changed the key after the source's image was read (in flight, parked, or a conflict still to
+        // resolve): forcing would overwrite or delete that change here while it still gets applied on the source.
+        if (cur && cur.vec[target] > evTgt) { targetNewer.push(p); continue; }
         apply = true;
         next = { vec: { legacy: Math.max(m.version.legacy, cur?.vec.legacy ?? 0), service: Math.max(m.version.service, cur?.vec.service ?? 0) }, deleted: m.op === 'd', tsUs: evTs };
       } else if (!cur) {
@@ -351,7 +370,30 @@ export class Applier {
         if (newestTs === null || isoToMicros(m.commitTs) > isoToMicros(newestTs)) newestTs = m.commitTs;
       }
     }
-    return { counts, states, finalWrites, conflicts, deadLetters, newestTs, parked };
+    return { counts, states, finalWrites, conflicts, deadLetters, newestTs, parked, targetNewer };
+  }
+
+  /**
+   * Null when the event's image holds every source column the mapping reads; otherwise the reason to park it. A
+   * missing column means the source's schema changed under sync (a column renamed or dropped): `s->>'col'` would
+   * silently write NULL on the target.
+   */
+  #missingSourceColumn(p: Parsed): string | null {
+    const source = p.m.source;
+    const cacheKey = `${p.table.name}\u0000${source}`;
+    let cols = this.#sourceColumns.get(cacheKey);
+    if (!cols) {
+      cols = p.table.config.columns.flatMap((c) => c[source]);
+      this.#sourceColumns.set(cacheKey, cols);
+    }
+    const after = (p.m as ChangeEventMeta & { after?: Record<string, unknown> | null }).after;
+    const missing = cols.filter((c) => !after || !Object.hasOwn(after, c));
+    if (missing.length === 0) return null;
+    const src = `${source} table ${p.table.config[source].table}`;
+    return `the ${src} image has no column ${missing.map((c) => `"${c}"`).join(', ')} mapped by sync.tables "${p.table.name}" `
+      + `(renamed or dropped while sync runs?); parked instead of writing NULL into ${this.#target} ${p.table.config[this.#target].table}. `
+      + 'DDL procedure: stop writes and the sync workers, change both schemas and sync.tables[].columns, restart, '
+      + 'then `strangler sync repair --dead-letters` and `strangler sync verify`';
   }
 
   #advance(stored: StoredMap, ev: ConsumedEvent, m: ChangeEventMeta | undefined): void {
@@ -368,12 +410,13 @@ export class Applier {
     // Run the decision event by event: a prefix decision, then write, then continue with the updated state.
     const effective = new Map(loaded);
     const parked = new Set(parkedIn);
-    const total = { counts: { applied: 0, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0 } as ApplyCounts, states: new Map<string, KeyState>(), finalWrites: new Map<string, Parsed>(), conflicts: [] as ConflictRecord[], deadLetters: [] as DeadLetter[], newestTs: null as string | null, parked };
+    const total = { counts: { applied: 0, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0 } as ApplyCounts, states: new Map<string, KeyState>(), finalWrites: new Map<string, Parsed>(), conflicts: [] as ConflictRecord[], deadLetters: [] as DeadLetter[], newestTs: null as string | null, parked, targetNewer: [] as Parsed[] };
     for (const p of parsed) {
       const one = this.#decide([p], storedIn, effective, parked, options);
       for (const k of Object.keys(one.counts) as (keyof ApplyCounts)[]) total.counts[k] += one.counts[k];
       total.conflicts.push(...one.conflicts);
       total.deadLetters.push(...one.deadLetters);
+      total.targetNewer.push(...one.targetNewer);
       for (const w of one.finalWrites.values()) {
         try {
           await client.query('SAVEPOINT one');

@@ -17,7 +17,7 @@ import { runBackfill } from './backfill.ts';
 import { ProgressBar } from './progress.ts';
 import { formatVerify, lastVerify, verifyTables, type VerifyResult } from './verify.ts';
 import { repairFromVerify, retryDeadLetters } from './repair.ts';
-import { formatStatus, readSyncStatus } from './status.ts';
+import { brokenDirections, formatStatus, readSyncStatus } from './status.ts';
 
 const HELP = `strangler sync: two-way data sync between the legacy and a service database through Kafka.
 
@@ -25,7 +25,8 @@ Usage: strangler sync <subcommand> --config FILE [options]
 
 Subcommands:
   capture install   [--side legacy|service|both]   validate mappings against both schemas, then install state schema + triggers
-                                                   (capture.mode logical: a replication slot instead)
+                                                   (capture.mode logical: a replication slot instead; --accept-gap
+                                                   replaces a lost slot, recording that changes were missed)
   capture uninstall [--side legacy|service|both]   remove triggers (or the slot), functions and the state schema
   relay   --side legacy|service                    publish captured changes to Kafka (runs until stopped)
   apply   --direction legacy-to-service|service-to-legacy   consume and apply (runs until stopped)
@@ -35,7 +36,8 @@ Subcommands:
   repair  [--input verify.json] [--from legacy|service] [--dead-letters]
                                                    re-sync exactly the keys the last (or given) verify reported;
                                                    --dead-letters retries parked events instead
-  status  [--json]                                 lag per direction, positions, parked events, backfill, last verify
+  status  [--json]                                 lag per direction, positions, parked events, backfill, last verify;
+                                                   exit 1 when a direction is broken (lost replication slot)
 
 Options:
   --config FILE   strangler config file with \`sync:\` and \`kafka:\` sections (\${ENV} expanded)
@@ -85,6 +87,7 @@ export const syncCommand: Command = {
       restart: { type: 'boolean' },
       rate: { type: 'string' },
       'max-lag': { type: 'string' },
+      'accept-gap': { type: 'boolean' },
     });
     if (values.help) { process.stdout.write(HELP); return 0; }
     const [sub, action] = positionals;
@@ -101,8 +104,9 @@ export const syncCommand: Command = {
           if (action === 'install') {
             const tables = await compileFromDatabases(config, pools);
             for (const side of sides) {
-              const r = await installCapture(config, pools, side, tables);
+              const r = await installCapture(config, pools, side, tables, { acceptGap: values['accept-gap'] });
               out(`capture installed on ${side}: ${r.tables.join(', ')}`);
+              if (r.gap) out(`capture on ${side} resumes from now; changes committed while its slot "${r.gap.slot}" was missing were not captured (recorded, shown by status). With the pipeline drained run \`strangler sync verify\`, then \`strangler sync repair --from ${side}\``);
             }
             return 0;
           }
@@ -116,8 +120,11 @@ export const syncCommand: Command = {
           if (values.side !== 'legacy' && values.side !== 'service') throw usageError('sync', '--side legacy|service is required for relay');
           if (!loaded.kafka) throw usageError('sync', 'the config file has no kafka: section');
           const running = await startRelay({ config, kafka: loaded.kafka, pools, side: values.side, log });
-          await Promise.race([waitForSignal(), running.done]);
-          await running.stop();
+          try {
+            await Promise.race([waitForSignal(), running.done]); // done rejects when the relay cannot go on (a lost slot, a change it cannot get past)
+          } finally {
+            await running.stop();
+          }
           return 0;
         }
         case 'apply': {
@@ -169,7 +176,10 @@ export const syncCommand: Command = {
           if (!verify) throw usageError('sync', 'no verify result: run `strangler sync verify` first or pass --input');
           const from = values.from === undefined ? undefined : values.from === 'legacy' || values.from === 'service' ? values.from : (() => { throw usageError('sync', '--from must be legacy or service'); })();
           const r = await repairFromVerify({ config, pools, tables, verify, from, log });
-          for (const t of r.tables) out(`${t.table}: ${t.rewritten} keys rewritten and ${t.deleted} deleted on ${t.to} from ${t.from}`);
+          for (const t of r.tables) {
+            out(`${t.table}: ${t.rewritten} keys rewritten and ${t.deleted} deleted on ${t.to} from ${t.from}`);
+            if (t.targetNewer.length > 0) out(`${t.table}: ${t.targetNewer.length} keys skipped, ${t.to} changed them after ${t.from} last saw them (in flight to ${t.from}): wait for \`strangler sync status\` lag 0, then verify again: ${t.targetNewer.slice(0, 20).join(' ')}`);
+          }
           if (r.tables.length === 0) out('nothing to repair');
           return 0;
         }
@@ -177,7 +187,9 @@ export const syncCommand: Command = {
           const kafka = loaded.kafka ? createStatusKafka(loaded.kafka, 'status') : undefined;
           const st = await readSyncStatus(config, pools, kafka);
           out(values.json ? JSON.stringify(st, null, 2) : formatStatus(st));
-          return 0;
+          const broken = brokenDirections(st);
+          for (const d of broken) process.stderr.write(`strangler: ${d.direction}: ${d.broken?.code}: ${d.broken?.message}\n`);
+          return broken.length > 0 ? 1 : 0;
         }
         default:
           throw usageError('sync', `unknown subcommand "${sub}"`);

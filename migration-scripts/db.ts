@@ -1,4 +1,7 @@
-/** Connection pools to the two databases. Every session runs in UTC so timestamps print identically on both sides. */
+/**
+ * Connection pools to the two databases. Every session runs with the same output settings (SESSION_SETTINGS), so a
+ * value prints as the same text on both sides whatever each server's or database's defaults are.
+ */
 import pg from 'pg';
 import type { Pool } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
@@ -6,15 +9,51 @@ import { isStranglerError } from '../common/errors.ts';
 
 export type Pools = Record<Side, Pool>;
 
+/**
+ * The settings that decide how values print as text (and how ambiguous text parses back), pinned on every sync
+ * session: backfill's COPY, verify's canonical text, apply's casts and the relay's decoding read one side's text on
+ * the other. A server or database default such as DateStyle 'SQL, DMY' would otherwise print 05/03/2024 for 5 March
+ * and a session in 'ISO, MDY' would read it as 3 May. The capture trigger runs in the application's session, so its
+ * function pins the same settings (captureFunctionSettings), keeping key texts and images independent of the writer.
+ */
+export const SESSION_SETTINGS: Readonly<Record<string, string>> = {
+  TimeZone: 'UTC',
+  DateStyle: 'ISO,YMD',
+  IntervalStyle: 'postgres',
+  bytea_output: 'hex',
+  extra_float_digits: '1',
+  lc_monetary: 'C',
+};
+
+/** The SET clauses of a function that must see the sync session settings whatever session calls it. */
+export function captureFunctionSettings(): string {
+  return Object.entries(SESSION_SETTINGS).map(([name, value]) => `SET ${name} = ${pg.escapeLiteral(value)}`).join(' ');
+}
+
 /** `allowExitOnIdle`: for a pool nobody ends explicitly (it must not keep the process alive). */
 export function openPool(url: string, max = 4, allowExitOnIdle = false): Pool {
-  const pool = new pg.Pool({ connectionString: url, max, allowExitOnIdle, options: '-c TimeZone=UTC -c extra_float_digits=1' });
+  const { connectionString, options } = withSessionSettings(url);
+  const pool = new pg.Pool({ connectionString, max, allowExitOnIdle, options });
   // An idle client losing its server (PostgreSQL restart) must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   // A checked-out client whose server goes away between two queries emits 'error'; the next query fails and the
   // caller retries on a fresh connection, so the event itself must not crash the process.
   pool.on('connect', (client) => { client.on('error', () => {}); });
   return pool;
+}
+
+/**
+ * The URL and startup options of a sync session. An `options` parameter in the URL would replace pg's `options`
+ * setting as a whole, so it moves out of the URL and the pins follow it (the later `-c` of a setting wins).
+ */
+export function withSessionSettings(url: string): { connectionString: string; options: string } {
+  const pins = Object.entries(SESSION_SETTINGS).map(([name, value]) => `-c ${name}=${value}`).join(' ');
+  let parsed: URL;
+  try { parsed = new URL(url); } catch { return { connectionString: url, options: pins }; }
+  const own = parsed.searchParams.get('options');
+  if (own === null) return { connectionString: url, options: pins };
+  parsed.searchParams.delete('options');
+  return { connectionString: parsed.toString(), options: `${own} ${pins}` };
 }
 
 export function openPools(config: SyncConfig): Pools {

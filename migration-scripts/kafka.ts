@@ -129,33 +129,88 @@ export async function ensureTopics(kafka: Kafka, topics: readonly string[], part
   }
 }
 
+/**
+ * Bytes one message adds to a produce request besides its key and value: its record header (length, attributes,
+ * timestamp and offset deltas, key and value lengths, header count: at most ~32 bytes) and, at worst, a record batch
+ * header of its own (61 bytes, when it is alone in its partition's batch).
+ */
+const MESSAGE_OVERHEAD_BYTES = 100;
+
+/** A message's size on the wire as the broker counts it against max.message.bytes (UTF-8 bytes, not string length). */
+export function messageBytes(m: Pick<OutgoingMessage, 'key' | 'value'>): number {
+  return Buffer.byteLength(m.key, 'utf8') + Buffer.byteLength(m.value, 'utf8') + MESSAGE_OVERHEAD_BYTES;
+}
+
+/** Whether a kafkajs error (or one it wraps) is the broker's MESSAGE_TOO_LARGE (a batch over max.message.bytes). */
+function isMessageTooLarge(err: unknown, depth = 0): boolean {
+  if (typeof err !== 'object' || err === null || depth > 5) return false;
+  const e = err as { type?: unknown; cause?: unknown; originalError?: unknown; errors?: unknown };
+  if (e.type === 'MESSAGE_TOO_LARGE') return true;
+  const inner = [e.cause, e.originalError, ...(Array.isArray(e.errors) ? e.errors as unknown[] : [])];
+  return inner.some((x) => isMessageTooLarge(x, depth + 1));
+}
+
 /** Producer sink: idempotent, acks=all, one request in flight, so retries cannot reorder a partition. */
 export class KafkaSink implements EventSink {
   readonly #kafka: Kafka;
   readonly #producer: Producer;
   readonly #maxRequestBytes: number;
   private constructor(kafka: Kafka, producer: Producer, maxRequestBytes: number) { this.#kafka = kafka; this.#producer = producer; this.#maxRequestBytes = maxRequestBytes; }
+  /**
+   * `maxRequestBytes`: the most message bytes (messageBytes) sent in one produce request; kept below Kafka's default
+   * max.message.bytes (1048588), which each partition's batch in a request must not exceed.
+   */
   static async connect(kafka: Kafka, maxRequestBytes = 512 * 1024): Promise<KafkaSink> {
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
     await connectChecked(kafka, () => producer.connect());
     return new KafkaSink(kafka, producer, maxRequestBytes);
   }
   /**
-   * Sends in order, in requests of at most ~maxRequestBytes, each awaited before the next (acks=all), so one
-   * request never exceeds the broker's limits and a partition's messages keep their order.
+   * Sends in order, in requests of at most maxRequestBytes (counted in bytes; a larger message goes alone), each
+   * awaited before the next (acks=all), so a partition's messages keep their order. A request the broker refuses as
+   * too large (a topic with a lower max.message.bytes) is sent again one message at a time; a single message it
+   * refuses fails with SYNC_EVENT_TOO_LARGE, which the relay does not retry (see #tooLarge).
    */
   async publish(messages: readonly OutgoingMessage[]): Promise<void> {
     let start = 0;
     while (start < messages.length) {
       let end = start;
       let bytes = 0;
-      while (end < messages.length && (end === start || bytes + (messages[end] as OutgoingMessage).value.length < this.#maxRequestBytes)) {
-        bytes += (messages[end] as OutgoingMessage).value.length + (messages[end] as OutgoingMessage).key.length;
+      while (end < messages.length) {
+        const size = messageBytes(messages[end] as OutgoingMessage);
+        if (end > start && bytes + size > this.#maxRequestBytes) break;
+        bytes += size;
         end += 1;
       }
-      await this.#send(messages.slice(start, end));
+      const request = messages.slice(start, end);
+      try {
+        await this.#send(request);
+      } catch (err) {
+        if (!isMessageTooLarge(err)) throw err;
+        if (request.length === 1) throw this.#tooLarge(request[0] as OutgoingMessage, err);
+        // Resent one by one, in order; a partition of the refused request the broker did store comes twice (apply
+        // drops the repeat by its position, as after a relay restart).
+        for (const m of request) {
+          await this.#send([m]).catch((e: unknown) => { throw isMessageTooLarge(e) ? this.#tooLarge(m, e) : e; });
+        }
+      }
       start = end;
     }
+  }
+
+  /**
+   * The error for a change Kafka refuses as too large. Retrying cannot help and every later change of the database
+   * waits behind it (per-key order), so the relay stops with this (as Debezium fails its connector); parking the
+   * change would let later changes of its key overtake it.
+   */
+  #tooLarge(m: OutgoingMessage, err: unknown): StranglerError {
+    const size = messageBytes(m);
+    const table = m.table ?? m.topic;
+    return new StranglerError('SYNC_EVENT_TOO_LARGE',
+      `relay: the change of ${table} key ${m.key} (position ${m.position}) is a ${size}-byte event (before and after images, UTF-8) and Kafka refused it as larger than topic ${m.topic} accepts ` +
+      `(max.message.bytes; the broker's default message.max.bytes is 1048588 bytes); the relay stopped, later changes wait behind it. ` +
+      `Raise max.message.bytes of topic ${m.topic} above ${size} bytes (kafka-configs --alter --entity-type topics --entity-name ${m.topic} --add-config max.message.bytes=${2 ** Math.ceil(Math.log2(size))}; ` +
+      `consumers fetch it with their max.partition.fetch.bytes) or stop syncing the large column, then restart the relay`, { cause: err });
   }
 
   async #send(messages: readonly OutgoingMessage[]): Promise<void> {

@@ -6,7 +6,8 @@
  * keep their exact value. The same expressions serve apply (writes), backfill and verify (canonical hashes).
  *
  * Invariants checked by `compileMappings` against the real schemas (fail closed, nothing installed otherwise):
- * - every table and column exists; key columns form a primary key or unique index on each side;
+ * - every table and column exists; key columns form a primary key or unique index on each side, are NOT NULL, and
+ *   their uniqueness is checked at once (not DEFERRABLE);
  * - key columns map one to one with the identity codec (keys must compare and hash the same on both sides);
  * - each codec fits the column types on both sides; arrays are refused (their jsonb form does not cast back).
  */
@@ -22,7 +23,9 @@ export const lit = (text: string): string => pg.escapeLiteral(text);
 type Family = 'int' | 'dec' | 'text' | 'json' | 'timestamptz' | 'timestamp' | 'date' | 'time' | 'interval' | 'bool' | 'uuid' | 'bytea' | 'other' | 'array';
 
 export interface ColumnInfo { name: string; type: string; family: Family; notNull: boolean; hasDefault: boolean }
-export interface TableInfo { schema: string; name: string; columns: Map<string, ColumnInfo>; uniqueKeys: string[][] }
+/** A unique index over plain columns; `immediate` false for a DEFERRABLE constraint (checked at the end of the statement or transaction). */
+export interface UniqueKey { name: string; columns: string[]; immediate: boolean }
+export interface TableInfo { schema: string; name: string; columns: Map<string, ColumnInfo>; uniqueKeys: UniqueKey[] }
 
 function familyOf(typname: string, typcategory: string, typtype: string): Family {
   if (typcategory === 'A') return 'array';
@@ -44,19 +47,23 @@ export async function readSchema(db: Pool | PoolClient, schema: string): Promise
     `SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, t.typname, t.typcategory, t.typtype, a.attnotnull, a.atthasdef
        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum`, [schema]);
-  const keys = await db.query<{ relname: string; cols: string[] }>(
-    `SELECT c.relname, array_agg(a.attname ORDER BY k.ord)::text[] AS cols
-       FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  // Partial and expression indexes do not make their plain columns unique (an expression's column would simply be
+  // missing from the list); an invalid one (failed CREATE INDEX CONCURRENTLY) cannot serve ON CONFLICT.
+  const keys = await db.query<{ relname: string; index: string; cols: string[]; immediate: boolean }>(
+    `SELECT c.relname, coalesce(con.conname, ic.relname) AS index, array_agg(a.attname ORDER BY k.ord)::text[] AS cols, i.indimmediate AS immediate
+       FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_class ic ON ic.oid = i.indexrelid
+       LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = c.oid AND con.contype IN ('p', 'u')
        CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
        JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-      WHERE n.nspname = $1 AND i.indisunique AND i.indpred IS NULL GROUP BY c.relname, i.indexrelid`, [schema]);
+      WHERE n.nspname = $1 AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+      GROUP BY c.relname, i.indexrelid, con.conname, ic.relname, i.indimmediate`, [schema]);
   const tables = new Map<string, TableInfo>();
   for (const r of cols.rows) {
     let t = tables.get(r.relname);
     if (!t) { t = { schema, name: r.relname, columns: new Map(), uniqueKeys: [] }; tables.set(r.relname, t); }
     t.columns.set(r.attname, { name: r.attname, type: r.type, family: familyOf(r.typname, r.typcategory, r.typtype), notNull: r.attnotnull, hasDefault: r.atthasdef });
   }
-  for (const k of keys.rows) tables.get(k.relname)?.uniqueKeys.push(k.cols);
+  for (const k of keys.rows) tables.get(k.relname)?.uniqueKeys.push({ name: k.index, columns: k.cols, immediate: k.immediate });
   return tables;
 }
 
@@ -195,7 +202,34 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
   });
 }
 
-/** Validates every table mapping against the real schemas and compiles it. Throws SYNC_SCHEMA_MISMATCH listing every problem. */
+/**
+ * Why `key` cannot identify the rows of `table` one to one, if it cannot:
+ * - it must be the columns of the primary key or of a unique index;
+ * - every key column must be NOT NULL: a unique index lets any number of rows hold NULL, and apply's upsert
+ *   (ON CONFLICT) never matches a NULL, so each update of such a row would add another row on the other side;
+ * - the index must check at once (not DEFERRABLE): a deferred check lets one statement shift key values
+ *   (UPDATE … SET id = id + 1), whose row changes then arrive as delete 1, insert 2, delete 2, insert 3 and the other
+ *   side loses a row; an immediate check refuses that statement unless no row ever takes a key another still holds.
+ */
+function keyProblems(side: Side, key: readonly string[], table: TableInfo): string[] {
+  const qualified = `${table.schema}.${table.name}`;
+  const sorted = [...key].sort().join(',');
+  const matching = table.uniqueKeys.filter((u) => [...u.columns].sort().join(',') === sorted);
+  if (matching.length === 0) return [`key (${key.join(', ')}) of ${side} table ${qualified} is not its primary key or a unique index`];
+  const out: string[] = [];
+  for (const k of key) {
+    if (!table.columns.get(k)?.notNull) {
+      out.push(`key column "${k}" of ${side} table ${qualified} allows NULL: its unique index lets several rows hold NULL there, and sync cannot tell them apart (every update of such a row would add a row on the other side); run ALTER TABLE ${qualified} ALTER COLUMN ${q(k)} SET NOT NULL, or choose the primary key as the key`);
+    }
+  }
+  if (!matching.some((u) => u.immediate)) {
+    const names = matching.map((u) => `"${u.name}"`).join(', ');
+    out.push(`key (${key.join(', ')}) of ${side} table ${qualified} is unique only through the DEFERRABLE constraint ${names}: a statement that shifts key values (UPDATE … SET ${key[0] as string} = ${key[0] as string} + 1) is then captured as deletes and inserts in an order that loses rows on the other side; re-create the constraint NOT DEFERRABLE, or add a unique index that checks at once (CREATE UNIQUE INDEX CONCURRENTLY ON ${qualified} (${key.map(q).join(', ')}))`);
+  }
+  return out;
+}
+
+/** Validates every table mapping against the real schemas and compiles it. Throws SYNC_MAPPING_INVALID listing every problem. */
 export function compileMappings(config: SyncConfig, schemas: { legacy: Map<string, TableInfo>; service: Map<string, TableInfo> }): CompiledTable[] {
   const problems: Problem[] = [];
   const out: CompiledTable[] = [];
@@ -213,10 +247,7 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       }
       info[side] = found;
       for (const k of t[side].key) if (!found.columns.has(k)) problems.push({ path: `${at}.${side}.key`, message: `unknown column "${k}" in ${side} table ${found.name}` });
-      const sorted = [...t[side].key].sort().join(',');
-      if (t[side].key.every((k) => found.columns.has(k)) && !found.uniqueKeys.some((u) => [...u].sort().join(',') === sorted)) {
-        problems.push({ path: `${at}.${side}.key`, message: `key (${t[side].key.join(', ')}) of ${side} table ${found.name} is not its primary key or a unique index` });
-      }
+      if (t[side].key.every((k) => found.columns.has(k))) keyProblems(side, t[side].key, found).forEach((message) => problems.push({ path: `${at}.${side}.key`, message }));
     }
     if (!info.legacy || !info.service) return;
     if (t.legacy.key.length !== t.service.key.length) {

@@ -3,6 +3,12 @@
  * For each key the source side's current row is read with its version (source-read.ts) and applied with `force`;
  * a key the source no longer has is deleted on the target (leaving a tombstone). The source side is the table's
  * owner unless `from` says otherwise. Parked dead letters can be retried the same way (`retryDeadLetters`).
+ *
+ * Version vectors decide per key, inside the apply transaction: a key the target changed after the source last saw
+ * it (the target's own version is ahead: its change is in flight to the source, parked there, or a conflict apply
+ * has yet to resolve) is skipped and reported as `targetNewer`; forcing it would overwrite or delete that change on
+ * the target while it still lands on the source, and the pair would end up swapped. Verify again once apply has
+ * caught up (`status` lag 0). Every other key is rewritten from the source, whatever its version.
  */
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
@@ -12,12 +18,17 @@ import type { Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import { Applier } from './apply.ts';
-import { deleteEvent, readKeys } from './source-read.ts';
+import { readKeys } from './source-read.ts';
 import type { VerifyResult } from './verify.ts';
 import { SYNC_LOG } from './log-events.ts';
-import type { ConsumedEvent } from './event.ts';
 
-export interface RepairResult { tables: { table: string; from: Side; to: Side; rewritten: number; deleted: number }[] }
+export interface RepairResult {
+  tables: {
+    table: string; from: Side; to: Side; rewritten: number; deleted: number;
+    /** Keys left alone: the target holds a change of its own the source has not applied yet. */
+    targetNewer: string[];
+  }[];
+}
 
 export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; tables: readonly CompiledTable[]; verify: VerifyResult; from?: Side; log?: Logger }): Promise<RepairResult> {
   const log = o.log ?? silentLogger;
@@ -32,16 +43,26 @@ export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; ta
     const applier = new Applier({ pool: o.pools[to], config: o.config, target: to, tables: o.tables, log });
     let rewritten = 0;
     let deleted = 0;
+    const targetNewer: string[] = [];
     for (let i = 0; i < keys.length; i += 1_000) {
-      const slice = keys.slice(i, i + 1_000);
-      const { events, missing } = await readKeys(o.pools[from], o.config, t, from, slice);
-      const all: ConsumedEvent[] = [...events, ...missing.map((k) => deleteEvent(t, from, k))];
-      await applier.applyBatch(all, { force: true });
-      rewritten += events.length;
-      deleted += missing.length;
-      for (const k of slice) log.info({ event: SYNC_LOG.repairKey, table: t.name, key: k, from, to }, 'repaired key');
+      const { events, deletes } = await readKeys(o.pools[from], o.config, t, from, keys.slice(i, i + 1_000));
+      const res = await applier.applyBatch([...events, ...deletes], { force: true });
+      const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
+      for (const [list, op] of [[events, 'rewritten'], [deletes, 'deleted']] as const) {
+        for (const ev of list) {
+          const key = (JSON.parse(ev.value) as { key: string }).key;
+          if (skipped.has(key)) {
+            targetNewer.push(key);
+            log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },
+              `key skipped: ${to} changed it after ${from} last saw it (the change is on its way to ${from}); verify again once apply has caught up`);
+          } else {
+            if (op === 'rewritten') rewritten += 1; else deleted += 1;
+            log.info({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: op }, 'repaired key');
+          }
+        }
+      }
     }
-    out.tables.push({ table: t.name, from, to, rewritten, deleted });
+    out.tables.push({ table: t.name, from, to, rewritten, deleted, targetNewer });
   }
   return out;
 }

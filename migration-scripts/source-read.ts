@@ -12,11 +12,14 @@ import type { Side, SyncConfig } from './config-schema.ts';
 import { EVENT_FORMAT, type ConsumedEvent } from './event.ts';
 import { lit, q, type CompiledTable } from './mapping.ts';
 
-/** SQL for one snapshot-read ('r') event's JSON text from SQL expressions for its key, image and version vector. */
-function snapshotEventSql(t: CompiledTable, side: Side, e: { key: string; after: string; legacy: string; service: string; ts: string }): string {
+/**
+ * SQL for one snapshot event's JSON text from SQL expressions for its key, image and version vector: a read ('r') of a
+ * row, or (repair) a delete ('d', image NULL) of a key the side no longer has, with the key's vector on that side.
+ */
+function snapshotEventSql(t: CompiledTable, side: Side, e: { key: string; after: string; legacy: string; service: string; ts: string; op?: 'r' | 'd' }): string {
   return `jsonb_build_object(
       'format', '${EVENT_FORMAT}', 'source', '${side}', 'origin', '${side}', 'table', ${lit(t.config[side].table)}, 'logical', ${lit(t.name)},
-      'op', 'r', 'key', ${e.key}, 'before', NULL, 'after', ${e.after}, 'position', NULL,
+      'op', '${e.op ?? 'r'}', 'key', ${e.key}, 'before', NULL, 'after', ${e.after}, 'position', NULL,
       'version', jsonb_build_object('legacy', ${e.legacy}, 'service', ${e.service}),
       'txId', NULL, 'commitTs', coalesce(${e.ts}, now()))::text`;
 }
@@ -81,16 +84,22 @@ export function stagedEventValue(t: CompiledTable, side: Side): string {
   return snapshotEventSql(t, side, { key: `st.${m.key}`, after: `to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}']`, legacy: `st.${m.legacy}`, service: `st.${m.service}`, ts: `st.${m.ts}` });
 }
 
-/** The current rows for a list of key texts, plus the keys that no longer exist on the source. */
-export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: ConsumedEvent[]; missing: string[] }> {
-  const r = await pool.query<{ value: string; key: string }>(
-    selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`), [keys]);
-  const found = new Set(r.rows.map((row) => row.key));
-  return { events: r.rows.map((row) => ({ topic: null, partition: null, offset: null, value: row.value })), missing: keys.filter((k) => !found.has(k)) };
-}
-
-/** A delete event for a key the source no longer has (repair of an extra row on the target). */
-export function deleteEvent(t: CompiledTable, side: Side, key: string): ConsumedEvent {
-  const value = JSON.stringify({ format: EVENT_FORMAT, source: side, origin: side, table: t.config[side].table, logical: t.name, op: 'd', key, before: null, after: null, position: null, version: { legacy: 0, service: 0 }, txId: null, commitTs: new Date().toISOString() });
-  return { topic: null, partition: null, offset: null, value };
+/**
+ * Repair's read of a list of key texts, in one statement (one snapshot): an 'r' event for each key the side has,
+ * and a 'd' event for each key it does not have, carrying the key's vector there (a tombstone's, or zero for a key
+ * the side never changed). Apply compares that vector with the target's, so a delete never lands on a change the
+ * target made after it (see ApplyOptions.force).
+ */
+export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: ConsumedEvent[]; deletes: ConsumedEvent[] }> {
+  const s = q(config.stateSchema);
+  const present = `SELECT 1 FROM ${t.qualified(side)} t WHERE ${keyTuple(t, side, 't')} = ${keyTupleFromJson(t, side, 'k.pk')}`;
+  const del = snapshotEventSql(t, side, { op: 'd', key: 'k.pk', after: 'NULL', legacy: 'coalesce(rv.legacy_version, 0)', service: 'coalesce(rv.service_version, 0)', ts: 'rv.ts' });
+  const r = await pool.query<{ value: string; op: 'r' | 'd' }>(
+    `SELECT value, 'r' AS op FROM (${selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`)}) found
+     UNION ALL
+     SELECT ${del}, 'd' FROM (SELECT DISTINCT (x::jsonb)::text AS pk FROM unnest($1::text[]) AS k(x)) k
+       LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = k.pk
+      WHERE NOT EXISTS (${present})`, [keys]);
+  const event = (value: string): ConsumedEvent => ({ topic: null, partition: null, offset: null, value });
+  return { events: r.rows.filter((x) => x.op === 'r').map((x) => event(x.value)), deletes: r.rows.filter((x) => x.op === 'd').map((x) => event(x.value)) };
 }

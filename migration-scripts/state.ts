@@ -9,15 +9,20 @@
  *   relay_state   last assigned and last acknowledged publish position of this side's relay.
  *   applied       per (source side, topic, partition): last applied position and Kafka offset (the truth for apply).
  *   apply_stats   counters per source side; conflicts, dead_letters, backfill, verify_runs: see their names.
+ *   capture_gaps  logical capture only: a lost replication slot replaced by install --accept-gap (what was not captured).
  */
 import type { Pool, PoolClient } from 'pg';
-import { q } from './mapping.ts';
+import { lit, q } from './mapping.ts';
 
 export function stateDdl(schema: string): string {
   const s = q(schema);
   return `
 CREATE SCHEMA IF NOT EXISTS ${s};
 CREATE SEQUENCE IF NOT EXISTS ${s}.version_seq CACHE 1;
+-- Versions start at the install time in microseconds too (a new sequence only): the other side keeps the versions of
+-- an earlier install for its keys, and apply drops a change whose version is not above them as stale. Within 2^53
+-- (exact as a JSON/JS number) until the year 2255.
+SELECT setval(${lit(`${s}.version_seq`)}, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint) FROM ${s}.version_seq WHERE NOT is_called;
 CREATE TABLE IF NOT EXISTS ${s}.row_version (
   tbl text NOT NULL, pk text NOT NULL,
   legacy_version bigint NOT NULL DEFAULT 0, service_version bigint NOT NULL DEFAULT 0,
@@ -54,6 +59,10 @@ CREATE TABLE IF NOT EXISTS ${s}.backfill (
   source text NOT NULL, tbl text NOT NULL, cursor text, rows_done bigint NOT NULL DEFAULT 0, rows_total bigint,
   started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), done boolean NOT NULL DEFAULT false,
   PRIMARY KEY (source, tbl));
+-- Logical capture re-created after its slot was lost (install --accept-gap): changes committed on this side between
+-- the last decoded transaction and the new slot were not captured; shown by status until uninstall.
+CREATE TABLE IF NOT EXISTS ${s}.capture_gaps (
+  id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), slot text NOT NULL, decoded_lsn pg_lsn NOT NULL, resumed_lsn pg_lsn);
 CREATE TABLE IF NOT EXISTS ${s}.verify_runs (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), ok boolean NOT NULL, result jsonb NOT NULL);
 `;
 }

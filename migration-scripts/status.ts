@@ -12,7 +12,7 @@ import { q } from './mapping.ts';
 import { messageOf } from '../common/errors.ts';
 import { kafkaBacklog, sideTopics } from './kafka.ts';
 import { lastVerify, type VerifyResult } from './verify.ts';
-import { slotNameFor } from '../legacy-adapter/capture/logical.ts';
+import { recordedSlot, slotLostError, slotNameFor } from '../legacy-adapter/capture/logical.ts';
 
 export interface DirectionStatus {
   direction: 'legacy-to-service' | 'service-to-legacy';
@@ -26,6 +26,13 @@ export interface DirectionStatus {
    * it stays large while the relay is stopped. Null in trigger mode.
    */
   undecoded: { slot: string; walBytes: number; relayAttached: boolean } | null;
+  /**
+   * Why this direction does not sync any more, whatever the lag says: SYNC_SLOT_LOST when logical capture state
+   * exists on the source but its slot does not (changes since are not captured). Null when healthy.
+   */
+  broken: { code: 'SYNC_SLOT_LOST'; message: string } | null;
+  /** Gaps accepted by `capture install --accept-gap` on the source: changes between these positions were not captured. */
+  captureGaps: { at: string; slot: string; decodedLsn: string; resumedLsn: string | null }[];
   /** In Kafka, not yet applied (null when Kafka was not asked, or could not be read: see kafkaError). */
   kafkaBacklog: number | null;
   /** Why the Kafka backlog could not be read; `lagEvents` then counts only what the databases know (a lower bound). */
@@ -61,6 +68,15 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   const pos = await one<{ p: string | null }>(pools[target], `SELECT max(position)::text AS p FROM ${s}.applied WHERE source = $1`, [source]);
   const parked = await one<{ n: string }>(pools[target], `SELECT count(*) AS n FROM ${s}.dead_letters WHERE source = $1 AND status = 'parked'`, [source]);
   let undecoded: DirectionStatus['undecoded'] = null;
+  let broken: DirectionStatus['broken'] = null;
+  const recorded = await recordedSlot(pools[source], config);
+  if (recorded && !recorded.exists) broken = { code: 'SYNC_SLOT_LOST', message: slotLostError(source, recorded.slot, recorded.decodedLsn).message };
+  const gaps = await one<{ ok: boolean }>(pools[source], 'SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.capture_gaps`]);
+  const captureGaps = gaps?.ok
+    ? (await pools[source].query<{ at: string; slot: string; decoded_lsn: string; resumed_lsn: string | null }>(
+      `SELECT at::text, slot, decoded_lsn::text, resumed_lsn::text FROM ${s}.capture_gaps ORDER BY id`)).rows
+      .map((g) => ({ at: g.at, slot: g.slot, decodedLsn: g.decoded_lsn, resumedLsn: g.resumed_lsn }))
+    : [];
   if (config.capture.mode === 'logical') {
     const slot = await slotNameFor(pools[source], config, source);
     const w = await one<{ bytes: string | null; active: boolean }>(pools[source],
@@ -84,7 +100,7 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   const num = (v: string | null | undefined) => (v === null || v === undefined ? 0 : Number(v));
   return {
     direction: `${source}-to-${target}` as DirectionStatus['direction'],
-    source, target, capturePending, undecoded, kafkaBacklog: backlog, kafkaError, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
+    source, target, capturePending, undecoded, broken, captureGaps, kafkaBacklog: backlog, kafkaError, lagEvents, lagSeconds: lagEvents === 0 ? 0 : Math.max(...ages),
     relay: { lastPosition: relay ? Number(relay.last_pos) : null, ackedPosition: relay ? Number(relay.acked_pos) : null, published: Number(relay?.published ?? 0), updatedAt: relay?.updated_at ?? null },
     lastAppliedPosition: pos?.p ? Number(pos.p) : null,
     applied: num(stats?.applied), duplicates: num(stats?.duplicates), stale: num(stats?.stale), echoes: num(stats?.echoes), conflicts: num(stats?.conflicts), parked: num(stats?.parked),
@@ -111,16 +127,26 @@ export async function readSyncStatus(config: SyncConfig, pools: Pools, kafka?: K
 }
 
 /** The lag figures alone, for the gateway admin API and promotion gates. */
-export function lagSummary(status: SyncStatus): Record<string, { lagEvents: number; lagSeconds: number; parked: number }> {
-  return Object.fromEntries(status.directions.map((d) => [d.direction, { lagEvents: d.lagEvents, lagSeconds: d.lagSeconds, parked: d.parkedNow }]));
+export function lagSummary(status: SyncStatus): Record<string, { lagEvents: number; lagSeconds: number; parked: number; broken: boolean }> {
+  return Object.fromEntries(status.directions.map((d) => [d.direction, { lagEvents: d.lagEvents, lagSeconds: d.lagSeconds, parked: d.parkedNow, broken: d.broken !== null }]));
+}
+
+/** The directions that do not sync any more (`strangler sync status` exits non-zero when there is one). */
+export function brokenDirections(status: SyncStatus): DirectionStatus[] {
+  return status.directions.filter((d) => d.broken !== null);
 }
 
 export function formatStatus(st: SyncStatus): string {
   const lines: string[] = [];
   for (const d of st.directions) {
     const inKafka = d.kafkaError !== null ? ', in Kafka unknown' : d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`;
-    lines.push(`${d.direction}: lag ${d.kafkaError !== null ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
+    lines.push(`${d.direction}: ${d.broken ? 'BROKEN (changes since the slot was lost are not counted), ' : ''}lag ${d.kafkaError !== null || d.broken ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
+    if (d.broken) lines.push(`  BROKEN ${d.broken.code}: ${d.broken.message}`);
     if (d.kafkaError !== null) lines.push(`  Kafka backlog unreadable: ${d.kafkaError}`);
+    for (const g of d.captureGaps) {
+      const checked = st.lastVerify && Date.parse(st.lastVerify.at) > Date.parse(g.at) ? `; verify since: ${st.lastVerify.ok ? 'identical' : 'DIFFERENT'}` : '; no verify since';
+      lines.push(`  capture gap on ${d.source} (slot ${g.slot} lost, new slot ${g.at}): changes after LSN ${g.decodedLsn} up to ${g.resumedLsn ?? '?'} were not captured; verify and repair --from ${d.source}${checked}`);
+    }
     if (d.undecoded) lines.push(`  slot ${d.undecoded.slot}: ${d.undecoded.walBytes} bytes of WAL not decoded yet (not in the lag above)`);
     lines.push(`  relay position ${d.relay.lastPosition ?? '-'} (acked ${d.relay.ackedPosition ?? '-'}, published ${d.relay.published}); last applied position ${d.lastAppliedPosition ?? '-'}`);
     lines.push(`  applied ${d.applied}, duplicates ${d.duplicates}, stale ${d.stale}, echoes ${d.echoes}, conflicts ${d.conflicts}, parked now ${d.parkedNow}; last lag ${d.lastLagMs ?? '-'} ms`);

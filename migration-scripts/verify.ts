@@ -8,6 +8,7 @@
  * Run it when the pipeline is drained (lag 0): rows in flight show up as differences.
  */
 import type { Pool } from 'pg';
+import { StranglerError } from '../common/errors.ts';
 import type { Side, SyncConfig } from './config-schema.ts';
 import type { Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
@@ -109,11 +110,13 @@ export async function verifyTable(pools: Pools, t: CompiledTable, options: { chu
 
 export async function verifyTables(config: SyncConfig, pools: Pools, tables: readonly CompiledTable[], only?: string): Promise<VerifyResult> {
   const started = Date.now();
-  const results: VerifyTableResult[] = [];
-  for (const t of tables) {
-    if (only && t.name !== only) continue;
-    results.push(await verifyTable(pools, t, config.verify));
+  const chosen = only === undefined ? tables : tables.filter((t) => t.name === only);
+  // A misspelt --table compares nothing, and nothing compared must never read as "identical" (exit 0, status ok).
+  if (chosen.length === 0) {
+    throw new StranglerError('CLI_USAGE', `sync verify: ${only === undefined ? 'no tables to compare' : `unknown table "${only}"`}; configured: ${tables.map((t) => t.name).join(', ') || 'none'}`);
   }
+  const results: VerifyTableResult[] = [];
+  for (const t of chosen) results.push(await verifyTable(pools, t, config.verify));
   const result: VerifyResult = { ok: results.every((r) => r.match), at: new Date().toISOString(), ms: Date.now() - started, tables: results };
   await recordVerify(config, pools, result);
   return result;

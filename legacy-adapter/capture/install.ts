@@ -13,8 +13,8 @@ import type { Pool } from 'pg';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { installState, stateInstalled } from '../../migration-scripts/state.ts';
-import { dropOrigins, dropSlot, installLogical, slotExists, slotNameFor, uninstallLogicalIn } from './logical.ts';
-import type { Pools } from '../../migration-scripts/db.ts';
+import { dropOrigins, dropSlot, installLogical, recordedSlot, slotExists, slotNameFor, uninstallLogicalIn } from './logical.ts';
+import { captureFunctionSettings, type Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
 import { StranglerError } from '../../common/errors.ts';
 
@@ -52,7 +52,7 @@ END $fn$;
     const key = (alias: string) => t.keyText(side, alias);
     const name = lit(t.name);
     parts.push(`
-CREATE OR REPLACE FUNCTION ${s}.${q(functionName(t))}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION ${s}.${q(functionName(t))}() RETURNS trigger LANGUAGE plpgsql ${captureFunctionSettings()} AS $fn$
 DECLARE k text; ok text; img_new jsonb; img_old jsonb;
 BEGIN
   IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
@@ -96,23 +96,34 @@ DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};
 CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${t.qualified(side)} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_truncate();`)].join('\n');
 }
 
-export interface InstallResult { side: Side; tables: string[] }
+/** `gap`: logical capture replaced a lost slot (install --accept-gap); changes in between were not captured. */
+export interface InstallResult { side: Side; tables: string[]; gap?: { slot: string; decodedLsn: string } }
+/** `acceptGap` (logical mode): create a new slot over state whose slot was lost, recording the gap (see installLogical). */
+export interface InstallOptions { acceptGap?: boolean }
 
 /**
  * Installs the state schema and capture triggers on `side`'s database, in one transaction. The mappings are
  * validated against both real schemas first: a bad config installs nothing.
  */
-export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[]): Promise<InstallResult> {
+export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[], options: InstallOptions = {}): Promise<InstallResult> {
   const tables = compiled ?? await compileFromDatabases(config, pools);
   if (config.capture.mode === 'logical') {
     // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts). Switching from
-    // trigger mode removes the capture triggers in the same transaction, so no change is captured twice.
-    await installLogical(pools[side], config, side, tables, async (client) => {
+    // trigger mode removes the capture triggers in the same transaction, after the slot was created: a transaction
+    // committed in between is in the changelog (trigger) and in the slot, so the decoder skips up to here.
+    const { gap } = await installLogical(pools[side], config, side, tables, async (client) => {
       await installState(client, config.stateSchema);
+      const had = await client.query<{ n: number }>(
+        `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = $1 AND tgrelid = ANY($2::text[]::regclass[])`, [triggerName, tables.map((t) => t.qualified(side))]);
       for (const t of tables) await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)}`);
       await client.query(truncateGuardSql(config, side, tables));
-    });
-    return { side, tables: tables.map((t) => t.name) };
+      if ((had.rows[0]?.n ?? 0) === 0) return null;
+      // DROP TRIGGER waited for every transaction that wrote a synced table under its trigger (they hold their table
+      // locks until they end), and later writers wait for this one: the WAL position now is past the commit of every
+      // transaction the triggers captured, and before the commit of every write they did not.
+      return (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]?.lsn ?? null;
+    }, options);
+    return gap ? { side, tables: tables.map((t) => t.name), gap } : { side, tables: tables.map((t) => t.name) };
   }
   await inTransaction(pools[side], async (client) => {
     // Serialise concurrent installs on one database.
@@ -132,10 +143,19 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
   return { side, tables: tables.map((t) => t.name) };
 }
 
-/** Removes the triggers, the capture functions and the state schema from `side`'s database. */
-export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side): Promise<void> {
-  const slot = await inTransaction(pools[side], async (client) => {
-    const logicalSlot = await uninstallLogicalIn(client, config);
+/**
+ * Removes the triggers, the capture functions and the state schema from `side`'s database; in logical mode the slot
+ * first (while the state still names it, so a failed drop leaves everything for a rerun), then sync's origins.
+ * `slotWaitMs`: how long to wait for a session still reading the slot (SYNC_SLOT_IN_USE after that).
+ */
+export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side, options: { slotWaitMs?: number } = {}): Promise<void> {
+  const pool = pools[side];
+  // A slot left behind would hold WAL on the server forever. Without logical state (an earlier uninstall that lost
+  // its connection after the schema was gone) the slot of this database, schema and side is dropped all the same.
+  const slot = (await recordedSlot(pool, config))?.slot ?? await slotNameFor(pool, config, side);
+  await dropSlot(pool, slot, side, options.slotWaitMs);
+  await inTransaction(pool, async (client) => {
+    await uninstallLogicalIn(client, config);
     for (const t of config.tables) {
       const table = `${q(config.databases[side].schema)}.${q(t[side].table)}`;
       const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
@@ -144,12 +164,9 @@ export async function uninstallCapture(config: SyncConfig, pools: Pools, side: S
       }
     }
     await client.query(`DROP SCHEMA IF EXISTS ${q(config.stateSchema)} CASCADE`);
-    return logicalSlot;
   });
-  // Logical mode: drop the slot once the state is gone (a slot left behind would hold WAL on the server forever),
-  // then sync's replication origins (named after the slot, so a rerun after a failed drop still finds them).
-  if (slot !== undefined) await dropSlot(pools[side], slot);
-  await dropOrigins(pools[side], slot ?? await slotNameFor(pools[side], config, side));
+  // Sync's replication origins are named after the slot, so a rerun after a failed drop still finds them.
+  await dropOrigins(pool, slot);
 }
 
 /** Whether capture is installed on `side`: the trigger on every configured table (trigger mode), the slot (logical mode). */

@@ -43,8 +43,12 @@ import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
 
 const PLUGIN = 'test_decoding';
-/** Decoded changes passed to one decode-function statement (arrays of record texts). */
+/** Decoded changes passed to one decode-function statement (arrays of record texts); also the most changes held in memory. */
 const RUN_ROWS = 2_000;
+/** Text of decoded changes held in memory before they are stored (fewer than RUN_ROWS when rows are large). */
+const BUFFER_CHARS = 16 << 20;
+/** Peek rows read per FETCH (the relay's memory for undecoded text). */
+const FETCH_ROWS = 500;
 /** WAL between the slot's restart_lsn and now above which the decoder logs a running-xacts record (see #cycle). */
 const RESTART_BEHIND_BYTES = 1 << 20;
 /** WAL read past the slot's position without a COMMIT coming back (skipped by origin) above which the slot is moved there. */
@@ -125,11 +129,42 @@ ALTER TABLE ${rowType} REPLICA IDENTITY FULL;`);
   return parts.join('\n');
 }
 
-/** Installs logical capture: checks wal_level, creates the slot (outside any transaction), then the state and functions. */
+/** The slot logical capture recorded on this database, whether it still exists, and the decode position; undefined without logical capture state. */
+export async function recordedSlot(db: Pool | PoolClient, config: SyncConfig): Promise<{ slot: string; exists: boolean; decodedLsn: string } | undefined> {
+  const s = q(config.stateSchema);
+  const has = await db.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.logical_capture`]);
+  if (!has.rows[0]?.ok) return undefined;
+  const r = await db.query<{ slot: string; exists: boolean; decoded_lsn: string }>(
+    `SELECT c.slot, EXISTS (SELECT 1 FROM pg_replication_slots s WHERE s.slot_name = c.slot) AS exists, c.decoded_lsn::text FROM ${s}.logical_capture c WHERE c.id = 1`);
+  const row = r.rows[0];
+  return row ? { slot: row.slot, exists: row.exists, decodedLsn: row.decoded_lsn } : undefined;
+}
+
+/**
+ * SYNC_SLOT_LOST: logical capture state exists on `side` but its slot does not (dropped by hand, or a failover to a
+ * standby without it). Nothing committed since the last decoded transaction can be captured any more; only the
+ * operator can decide to go on (install --accept-gap) and repair what was missed.
+ */
+export function slotLostError(side: Side, slot: string, decodedLsn: string): StranglerError {
+  return new StranglerError('SYNC_SLOT_LOST', `logical capture on the ${side} database lost its replication slot "${slot}" (dropped, or the server failed over to a standby without it): changes committed on ${side} after the last decoded one (LSN ${decodedLsn}) were not captured and will not reach the other side. `
+    + `Run \`strangler sync capture install --side ${side} --accept-gap\` to create a new slot (capture resumes from then on, the gap is recorded), then, with the pipeline drained, \`strangler sync verify\` and \`strangler sync repair --from ${side}\` for the keys it reports (backfill does not rewrite keys the other side already has)`,
+  { details: { side, slot, decodedLsn } });
+}
+
+/**
+ * Installs logical capture: checks wal_level, creates the slot (outside any transaction), then the state and functions.
+ * `installStateIn` returns the WAL position up to which every committed change of the synced tables was captured
+ * otherwise (by capture triggers it just dropped), or null; the decoder skips transactions committed up to there.
+ * Over logical capture state whose slot is gone this throws SYNC_SLOT_LOST unless `acceptGap`: then the new slot
+ * starts now, the decode position is reset (a standby's WAL may be behind the lost position) and the gap is recorded.
+ */
 export async function installLogical(pool: Pool, config: SyncConfig, side: Side, tables: readonly CompiledTable[],
-  installStateIn: (client: PoolClient) => Promise<void>): Promise<string> {
+  installStateIn: (client: PoolClient) => Promise<string | null>, options: { acceptGap?: boolean } = {}): Promise<{ slot: string; gap?: { slot: string; decodedLsn: string } }> {
   await assertLogicalWal(pool, side);
   const slot = await slotNameFor(pool, config, side);
+  const recorded = await recordedSlot(pool, config);
+  const lost = recorded !== undefined && !recorded.exists ? recorded : undefined;
+  if (lost && !options.acceptGap) throw slotLostError(side, lost.slot, lost.decodedLsn);
   const exists = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   let created = false;
   if (exists.rowCount === 0) {
@@ -145,25 +180,32 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   try {
     await inTransaction(pool, async (client) => {
       await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
-      await installStateIn(client);
+      const capturedUpTo = await installStateIn(client);
       // Remember each table's replica identity before changing it, so uninstall can restore it.
       const prev = await client.query<{ tables: Record<string, string> }>(
         `SELECT coalesce(jsonb_object_agg(n, c.relreplident::text), '{}') AS tables FROM unnest($1::text[]) AS n JOIN pg_class c ON c.oid = n::regclass`,
         [tables.map((t) => t.qualified(side))]);
       await client.query(logicalFunctionsSql(config, side, tables));
+      const s = q(config.stateSchema);
       await client.query(
-        `INSERT INTO ${q(config.stateSchema)}.logical_capture (id, slot, tables) VALUES (1, $1, $2::jsonb)
-         ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${q(config.stateSchema)}.logical_capture.tables`,
-        [slot, JSON.stringify(prev.rows[0]?.tables ?? {})]);
+        `INSERT INTO ${s}.logical_capture (id, slot, tables, decoded_lsn) VALUES (1, $1, $2::jsonb, coalesce($3::pg_lsn, '0/0'))
+         ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${s}.logical_capture.tables,
+           decoded_lsn = CASE WHEN $4 THEN EXCLUDED.decoded_lsn ELSE greatest(${s}.logical_capture.decoded_lsn, EXCLUDED.decoded_lsn) END`,
+        [slot, JSON.stringify(prev.rows[0]?.tables ?? {}), capturedUpTo, lost !== undefined]);
+      if (lost) {
+        await client.query(
+          `INSERT INTO ${s}.capture_gaps (slot, decoded_lsn, resumed_lsn) SELECT $1, $2::pg_lsn, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $3`,
+          [lost.slot, lost.decodedLsn, slot]);
+      }
     });
   } catch (err) {
     if (created) await pool.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => {});
     throw err;
   }
-  return slot;
+  return lost ? { slot, gap: { slot: lost.slot, decodedLsn: lost.decodedLsn } } : { slot };
 }
 
-/** Restores the tables' replica identity and returns the slot to drop (after the schema is gone), if any. */
+/** Restores the tables' replica identity (uninstall, in its transaction); returns the recorded slot, if any. */
 export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig): Promise<string | undefined> {
   const s = q(config.stateSchema);
   const has = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.logical_capture`]);
@@ -180,8 +222,33 @@ export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig)
   return row.slot;
 }
 
-export async function dropSlot(pool: Pool, slot: string): Promise<void> {
-  await pool.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+/**
+ * Drops `slot` if it exists (uninstall). A session reading it (a relay's or apply's decode cycle) holds it only for a
+ * moment, so this waits up to `waitMs` for it; a slot still active then fails with SYNC_SLOT_IN_USE naming the
+ * session that holds it.
+ */
+export async function dropSlot(pool: Pool, slot: string, side: Side, waitMs = 10_000): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await pool.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
+      return;
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '42704') return; // dropped meanwhile
+      if (code !== '55006') throw err;
+      if (Date.now() > deadline) {
+        const who = (await pool.query<{ pid: number | null; app: string | null; client: string | null; backend: string | null }>(
+          `SELECT s.active_pid AS pid, a.application_name AS app, a.client_addr::text AS client, a.backend_type AS backend
+             FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1`, [slot])).rows[0];
+        const pid = who?.pid ?? '?';
+        throw new StranglerError('SYNC_SLOT_IN_USE', `could not drop replication slot "${slot}" on the ${side} database: it is in use by PID ${pid}`
+          + ` (${who?.backend ?? 'session'}${who?.app ? ` "${who.app}"` : ''}${who?.client ? ` from ${who.client}` : ''}) after waiting ${waitMs} ms. Stop the sync relay, apply and backfill processes`
+          + ` of this database (or end that session: SELECT pg_terminate_backend(${pid})) and run uninstall again; nothing was removed`, { cause: err, details: { slot, pid: who?.pid ?? null } });
+      }
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
 }
 
 export async function slotExists(pool: Pool, config: SyncConfig, side: Side): Promise<boolean> {
@@ -365,6 +432,9 @@ export class SyncOrigins {
 
 /** One column value as text for the type's input function; null for SQL NULL; undefined for an unchanged TOAST value. */
 type Value = string | null | undefined;
+/** Sticky (read at Cursor.i): an unquoted identifier, an unquoted value. */
+const IDENT_RE = /[^.[:\s]+/y;
+const TOKEN_RE = /\S+/y;
 interface Tuple { names: string[]; values: Value[] }
 export interface RowChange { schema: string; table: string; op: 'INSERT' | 'UPDATE' | 'DELETE'; old: Tuple | null; new: Tuple | null }
 
@@ -377,29 +447,41 @@ class Cursor {
     if (!this.startsWith(p)) throw new Error(`test_decoding output: expected "${p}" at ${this.i} in ${this.s.slice(0, 200)}`);
     this.i += p.length;
   }
-  /** A string in `quote` characters with the quote doubled inside (quote_identifier's "…", quote_literal's '…'). */
+  /**
+   * A string in `quote` characters with the quote doubled inside (quote_identifier's "…", quote_literal's '…').
+   * Copies whole runs between quotes (indexOf + slice): building it a character at a time made a 1 KB value cost
+   * tens of KB of heap, and a large transaction ran the relay out of memory.
+   */
   quoted(quote: string, what: string): string {
-    let out = '';
-    this.i++;
+    const parts: string[] = [];
+    let from = this.i + 1;
     for (;;) {
-      const c = this.s[this.i];
-      if (c === undefined) throw new Error(`test_decoding output: unterminated ${what}`);
-      if (c === quote) {
-        if (this.s[this.i + 1] === quote) { out += quote; this.i += 2; continue; }
-        this.i++;
-        return out;
+      const at = this.s.indexOf(quote, from);
+      if (at < 0) throw new Error(`test_decoding output: unterminated ${what}`);
+      if (this.s[at + 1] === quote) {
+        parts.push(this.s.slice(from, at + 1));
+        from = at + 2;
+        continue;
       }
-      out += c;
-      this.i++;
+      parts.push(this.s.slice(from, at));
+      this.i = at + 1;
+      return parts.length === 1 ? parts[0] as string : parts.join('');
     }
+  }
+  /** The run of characters matching the sticky `re` at the cursor (no copy of the rest of the line), or ''. */
+  token(re: RegExp): string {
+    re.lastIndex = this.i;
+    const m = re.exec(this.s);
+    const tok = m?.[0] ?? '';
+    this.i += tok.length;
+    return tok;
   }
   /** An identifier as printed by quote_identifier. */
   ident(): string {
     if (this.s[this.i] === '"') return this.quoted('"', 'identifier');
-    const m = /^[^.[:\s]+/.exec(this.s.slice(this.i));
-    if (!m) throw new Error(`test_decoding output: expected an identifier at ${this.i}`);
-    this.i += m[0].length;
-    return m[0];
+    const tok = this.token(IDENT_RE);
+    if (!tok) throw new Error(`test_decoding output: expected an identifier at ${this.i}`);
+    return tok;
   }
 }
 
@@ -416,9 +498,7 @@ function parseTuple(c: Cursor, stop: string | null): Tuple {
     if (c.startsWith("'")) {
       values.push(c.quoted("'", 'literal'));
     } else {
-      const m = /^\S+/.exec(c.s.slice(c.i));
-      const tok = m?.[0] ?? '';
-      c.i += tok.length;
+      const tok = c.token(TOKEN_RE);
       if (tok === 'null') values.push(null);
       else if (tok === 'unchanged-toast-datum') values.push(undefined);
       else if (/^B'[01]*'$/.test(tok)) values.push(tok.slice(2, -1));
@@ -456,9 +536,32 @@ export function parseChange(line: string, wanted?: (schema: string, table: strin
 }
 
 /**
+ * Throws SYNC_SCHEMA_CHANGED when a decoded change does not fit the table's current `columns`: the slot still held it
+ * when a DDL committed, and test_decoding prints it with the columns of its own time. A column name the table no
+ * longer has (renamed or dropped since), or a column the sync mapping reads (`mapped`) that the change's new tuple
+ * lacks (added since) would otherwise be captured as NULL. A new tuple lists every column (NULLs as `null`), so a
+ * column only it lacks and no mapping reads was added after the change: NULL, the value the row had for it (none).
+ * Old tuples leave NULL columns out; there a missing column is NULL.
+ */
+export function checkDecodedColumns(side: Side, table: string, columns: readonly string[], mapped: ReadonlySet<string>, ch: RowChange): void {
+  const current = new Set(columns);
+  const gone = [...new Set([...ch.old?.names ?? [], ...ch.new?.names ?? []])].filter((n) => !current.has(n));
+  const added = ch.new ? columns.filter((c) => mapped.has(c) && !(ch.new as Tuple).names.includes(c)) : [];
+  if (gone.length === 0 && added.length === 0) return;
+  const list = (names: string[]) => names.map((n) => `"${n}"`).join(', ');
+  const what = gone.length > 0
+    ? `its column(s) ${list(gone)} are not in the table any more (renamed or dropped)`
+    : `the synced column(s) ${list(added)} did not exist yet when it was written (added since)`;
+  const undo = gone.length > 0 ? 'rename the column back, or add it back with that name' : 'drop the added column again';
+  throw new StranglerError('SYNC_SCHEMA_CHANGED',
+    `logical capture on ${side}: a change (${ch.op}) of ${table} still in the replication slot no longer fits the table: ${what}; decoding stopped there so that nothing is captured with a wrong value. ` +
+    `To go on, ${undo}, let the relay drain the slot (strangler sync status: undecoded near 0), then make the DDL again with writes to the table stopped and the slot drained (migration-scripts/README.md, DDL)`);
+}
+
+/**
  * A tuple as record input text `(v1,v2,…)` in the table's column order. test_decoding leaves NULL columns out of
- * old tuples, so columns are matched by name and a missing one is NULL; an unchanged TOAST value is taken from
- * `fallback` (the full old image).
+ * old tuples, so columns are matched by name and a missing one is NULL (checkDecodedColumns first refuses a change
+ * whose columns do not fit the table); an unchanged TOAST value is taken from `fallback` (the full old image).
  */
 export function recordText(columns: readonly string[], t: Tuple, fallback: Tuple | null): string {
   return `(${columns.map((col) => {
@@ -476,7 +579,10 @@ export function recordText(columns: readonly string[], t: Tuple, fallback: Tuple
 // ---------------------------------------------------------------------------------------------------------------
 // the decoder step
 
-interface DecodedTx { xid: string; commitLsn: string; commitTs: string; sync: boolean; changes: RowChange[] }
+/** One decoded row change as the decode function's arguments (record texts), before its commit time is known. */
+interface DecodedChange { fn: string; op: string; old: string | null; new: string | null; chars: number }
+/** The transaction being read from the peek; `commit` is looked up early for a large one (see #cycle). */
+interface OpenTx { xid: string; sync: boolean; skip: boolean; pending: DecodedChange[]; chars: number; commit: { lsn: string; ts: string } | null }
 
 export class LogicalDecoder {
   readonly #config: SyncConfig;
@@ -485,8 +591,10 @@ export class LogicalDecoder {
   readonly #batch: number;
   /** "schema.table" (unquoted) of each synced source table → its decode function (qualified). */
   readonly #tables: Map<string, string>;
-  /** Column names in attribute order per "schema.table" (read once; DDL is out of band: stop, migrate, restart). */
+  /** Column names in attribute order per "schema.table", read in each cycle that decodes a change of the table (a DDL between cycles is seen). */
   readonly #columns = new Map<string, string[]>();
+  /** "schema.table" → the source columns the sync mapping reads (keys included). */
+  readonly #mapped: Map<string, Set<string>>;
   /** False once pg_log_standby_snapshot() failed (PostgreSQL < 16, or not granted): then only the server's own records move restart_lsn. */
   #logSnapshots = true;
   /** The decoder's own writes (changelog, row_version, decoded_lsn) run under a sync origin too. */
@@ -507,20 +615,31 @@ export class LogicalDecoder {
     this.#batch = options.batchSize ?? options.config.capture.relayBatchSize;
     const schema = options.config.databases[options.side].schema;
     this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`]));
+    this.#mapped = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`,
+      new Set([...t[options.side].key, ...t.columns.flatMap((c) => c[options.side])])]));
   }
 
   get #s(): string { return q(this.#config.stateSchema); }
 
-  async #columnsOf(client: PoolClient, schema: string, table: string): Promise<string[]> {
-    const name = `${schema}.${table}`;
+  /**
+   * A decoded change as the decode function's record texts in the table's current column order. The columns are read
+   * once per cycle (#cycle clears them), so a DDL made while the relay runs is seen by the next cycle; a change that
+   * no longer fits the table (a DDL committed after it, before it was decoded) fails with SYNC_SCHEMA_CHANGED
+   * (checkDecodedColumns) instead of being captured with a wrong or NULL value.
+   */
+  async #decodeChange(client: PoolClient, ch: RowChange): Promise<DecodedChange> {
+    const name = `${ch.schema}.${ch.table}`;
     let cols = this.#columns.get(name);
     if (!cols) {
       const r = await client.query<{ attname: string }>(
-        `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, [schema, table]);
+        `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, [ch.schema, ch.table]);
       cols = r.rows.map((x) => x.attname);
       this.#columns.set(name, cols);
     }
-    return cols;
+    checkDecodedColumns(this.#side, name, cols, this.#mapped.get(name) ?? new Set(), ch);
+    const old = ch.old ? recordText(cols, ch.old, null) : null;
+    const nw = ch.new ? recordText(cols, ch.new, ch.old) : null;
+    return { fn: this.#tables.get(name) as string, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0) };
   }
 
   /**
@@ -607,64 +726,110 @@ export class LogicalDecoder {
              FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1`);
         const state = st.rows[0];
         if (!state) throw new StranglerError('SYNC_NOT_INSTALLED', `${this.#side} database has no ${this.#config.stateSchema}.logical_capture row; run strangler sync capture install with capture.mode logical`);
-        const rows = await client.query<{ lsn: string; xid: string; data: string; after: boolean }>(
-          `SELECT lsn::text, xid::text, data, lsn > $3::pg_lsn AS after FROM pg_logical_slot_peek_changes($1, $4::pg_lsn, $2,
-             'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`, [state.slot, this.#batch, state.decoded_lsn, end]);
+        // The LEFT JOIN found no slot (a logical slot always has a confirmed_flush_lsn): it was dropped or lost in a failover.
+        if (state.confirmed === null) throw slotLostError(this.#side, state.slot, state.decoded_lsn);
+        // The peek's result is materialised on the server (a tuplestore, spilled to disk when large) and read here
+        // FETCH_ROWS at a time, and decoded changes are stored in runs as they come: the relay holds a bounded part of
+        // it, however large one source transaction is (a whole transaction in memory ran it out of heap, again on
+        // every restart). Everything is stored in this one transaction, with decoded_lsn.
+        this.#columns.clear();
+        const peek = `pg_logical_slot_peek_changes($1, $2::pg_lsn, $3,
+             'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`;
+        const peekArgs = [state.slot, end, this.#batch];
+        const decodedLsn = lsnValue(state.decoded_lsn);
         let captured = 0;
         let lastCommit: string | null = null;
-        const txs: DecodedTx[] = [];
-        let open: DecodedTx | null = null;
-        for (const row of rows.rows) {
-          if (row.data.startsWith('BEGIN')) {
-            open = { xid: row.xid, commitLsn: '', commitTs: '', sync: false, changes: [] };
-          } else if (row.data.startsWith('COMMIT')) {
-            if (!open) continue;
-            const m = /\(at (.+)\)$/.exec(row.data);
-            open.commitLsn = row.lsn;
-            open.commitTs = m?.[1] ?? '';
-            if (row.after) txs.push(open);
-            lastCommit = row.lsn;
-            open = null;
-          } else if (open && row.data.startsWith('message:')) {
-            if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
-          } else if (open && !open.sync && row.data.startsWith('table ')) {
-            // An apply transaction's message comes first in it (right after BEGIN), so its rows are not even parsed.
-            const change = parseChange(row.data, (schema, table) => this.#tables.has(`${schema}.${table}`));
-            if (change) open.changes.push(change);
-          }
-        }
-        if (txs.length > 0) {
-          const cur = await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x');
-          const current = BigInt(cur.rows[0]?.x ?? '0');
-          const decoded: { fn: string; args: (string | null)[] }[] = [];
-          for (const tx of txs) {
-            if (tx.sync) continue;
-            const xid = fullXid(current, BigInt(tx.xid)).toString();
-            for (const ch of tx.changes) {
-              const cols = await this.#columnsOf(client, ch.schema, ch.table);
-              decoded.push({ fn: this.#tables.get(`${ch.schema}.${ch.table}`) as string,
-                args: [ch.op, ch.old ? recordText(cols, ch.old, null) : null, ch.new ? recordText(cols, ch.new, ch.old) : null, xid, tx.commitTs || null] });
-            }
-          }
+        /** Commit LSN of the last transaction above decoded_lsn (stored as the new decoded_lsn when something was captured). */
+        let lastNew: string | null = null;
+        let current: bigint | null = null;
+        let queue: { fn: string; args: (string | null)[] }[] = [];
+        let queuedChars = 0;
+        const store = async (): Promise<void> => {
           // One statement per run of consecutive changes to one table (at most RUN_ROWS), not a round trip per change:
           // the runs go in commit order and each calls the decode function row by row in array order, so `seq` (taken
           // in capture_decoded) still follows commit order across tables.
-          for (let i = 0; i < decoded.length;) {
-            const fn = (decoded[i] as { fn: string }).fn;
+          for (let i = 0; i < queue.length;) {
+            const fn = (queue[i] as { fn: string }).fn;
             let j = i + 1;
-            while (j < decoded.length && j - i < RUN_ROWS && decoded[j]?.fn === fn) j++;
-            const run = decoded.slice(i, j);
+            while (j < queue.length && j - i < RUN_ROWS && queue[j]?.fn === fn) j++;
+            const run = queue.slice(i, j);
             await client.query(`SELECT ${fn}(u.op, u.old, u.new, u.xid::xid8, u.ts::timestamptz)
               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, old, new, xid, ts, n) ORDER BY u.n`,
             [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null)));
             captured += run.length;
             i = j;
           }
-          // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
-          // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
-          if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [(txs[txs.length - 1] as DecodedTx).commitLsn]);
+          queue = [];
+          queuedChars = 0;
+        };
+        const enqueue = async (tx: OpenTx, changes: readonly DecodedChange[], ts: string): Promise<void> => {
+          if (changes.length === 0) return;
+          current ??= BigInt((await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x ?? '0');
+          const xid = fullXid(current, BigInt(tx.xid)).toString();
+          for (const d of changes) {
+            queue.push({ fn: d.fn, args: [d.op, d.old, d.new, xid, ts || null] });
+            queuedChars += d.chars;
+          }
+          if (queue.length >= RUN_ROWS || queuedChars >= BUFFER_CHARS) await store();
+        };
+        // A transaction's commit time (every change's commitTs) and whether it is above decoded_lsn come with its
+        // COMMIT line, after its changes. A large one's COMMIT is looked up by a second peek of the same range (same
+        // arguments, so the same transactions; the server decodes that range once more, only for such a transaction),
+        // and its changes are stored as they are read.
+        const commitOf = async (xid: string): Promise<{ lsn: string; ts: string }> => {
+          const r = await client.query<{ lsn: string; data: string }>(
+            `SELECT lsn::text, data FROM ${peek} WHERE xid = $4::xid AND data LIKE 'COMMIT%' LIMIT 1`, [...peekArgs, xid]);
+          const row = r.rows[0];
+          if (!row) throw new Error(`logical decoding on ${this.#side}: a second peek of slot ${String(peekArgs[0])} did not return the COMMIT of transaction ${xid}`);
+          return { lsn: row.lsn, ts: commitTsOf(row.data) };
+        };
+        await client.query(`DECLARE strangler_peek NO SCROLL CURSOR FOR SELECT lsn::text, xid::text, data FROM ${peek}`, peekArgs);
+        let read = 0;
+        let open: OpenTx | null = null;
+        for (;;) {
+          const rows = await client.query<{ lsn: string; xid: string; data: string }>(`FETCH ${FETCH_ROWS} FROM strangler_peek`);
+          read += rows.rows.length;
+          for (const row of rows.rows) {
+            if (row.data.startsWith('BEGIN')) {
+              open = { xid: row.xid, sync: false, skip: false, pending: [], chars: 0, commit: null };
+            } else if (row.data.startsWith('COMMIT')) {
+              if (!open) continue;
+              if (lsnValue(row.lsn) > decodedLsn) {
+                lastNew = row.lsn;
+                if (!open.sync && !open.skip) await enqueue(open, open.pending, open.commit?.ts ?? commitTsOf(row.data));
+              }
+              lastCommit = row.lsn;
+              open = null;
+            } else if (open && row.data.startsWith('message:')) {
+              if (row.data.includes(`prefix: ${SYNC_MESSAGE_PREFIX},`)) open.sync = true;
+            } else if (open && !open.sync && !open.skip && row.data.startsWith('table ')) {
+              // An apply transaction's message comes first in it (right after BEGIN), so its rows are not even parsed.
+              const change = parseChange(row.data, (schema, table) => this.#tables.has(`${schema}.${table}`));
+              if (!change) continue;
+              const decoded = await this.#decodeChange(client, change);
+              if (open.commit) {
+                await enqueue(open, [decoded], open.commit.ts);
+                continue;
+              }
+              open.pending.push(decoded);
+              open.chars += decoded.chars;
+              if (open.pending.length >= RUN_ROWS || open.chars >= BUFFER_CHARS) {
+                open.commit = await commitOf(open.xid);
+                if (lsnValue(open.commit.lsn) <= decodedLsn) open.skip = true; // stored before a crash: skipped
+                else await enqueue(open, open.pending, open.commit.ts);
+                open.pending = [];
+                open.chars = 0;
+              }
+            }
+          }
+          if (rows.rows.length < FETCH_ROWS) break;
         }
-        return { captured, slot: state.slot, lastCommit, complete: rows.rows.length < this.#batch, restartBehind: Number(state.behind ?? 0), confirmed: state.confirmed };
+        await client.query('CLOSE strangler_peek');
+        await store();
+        // Stored only when something was captured: a cycle that read only other tables' changes writes nothing
+        // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
+        if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [lastNew]);
+        return { captured, slot: state.slot, lastCommit, complete: read < this.#batch, restartBehind: Number(state.behind ?? 0), confirmed: state.confirmed };
       });
       // A complete peek read every transaction that committed below `end`, output or not (filtered by origin,
       // or empty): the slot may move there even when no COMMIT came back (sync's own writes only, with origins).
@@ -686,6 +851,11 @@ export class LogicalDecoder {
       return { captured, sawCommit: lastCommit !== null, complete };
     });
   }
+}
+
+/** The commit time in a test_decoding `COMMIT xid (at …)` line ('' when absent). */
+function commitTsOf(line: string): string {
+  return /\(at (.+)\)$/.exec(line)?.[1] ?? '';
 }
 
 /** An LSN `X/Y` as a number for comparisons. */

@@ -18,7 +18,7 @@
  * One relay per database: a session advisory lock, released by PostgreSQL when the process dies.
  */
 import type { Pool, PoolClient } from 'pg';
-import { StranglerError } from '../../common/errors.ts';
+import { isStranglerError, StranglerError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { silentLogger } from '../../common/logger.ts';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
@@ -28,7 +28,8 @@ import { isTransientDbError } from '../../migration-scripts/db.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import { LogicalDecoder, SyncOrigins } from './logical.ts';
 
-export interface OutgoingMessage { topic: string; key: string; value: string; position: number }
+/** `table`: the logical table (named in errors; the topic names it too). */
+export interface OutgoingMessage { topic: string; key: string; value: string; position: number; table?: string }
 
 /** Where the relay publishes; resolves only when every message is durably acknowledged. */
 export interface EventSink {
@@ -142,7 +143,7 @@ export class ChangeRelay {
     const r = await this.#pool.query<{ pos: string; tbl: string; pk: string; value: string }>(
       `SELECT c.pos, c.tbl, c.pk, ${changelogEventSql(this.#side, '$2')} AS value
          FROM ${this.#s}.changelog c WHERE c.pos IS NOT NULL ORDER BY c.pos LIMIT $1`, [limit, this.#tablesJson]);
-    return r.rows.map((row) => ({ topic: topicFor(this.#config, this.#side, row.tbl), key: row.pk, value: row.value, position: Number(row.pos) }));
+    return r.rows.map((row) => ({ topic: topicFor(this.#config, this.#side, row.tbl), key: row.pk, value: row.value, position: Number(row.pos), table: row.tbl }));
   }
 
   /** Forgets everything up to `position` (acknowledged by Kafka). */
@@ -188,6 +189,15 @@ export class ChangeRelay {
       } catch (err) {
         // A cycle cut short by shutdown (npm start's Ctrl-C stops PostgreSQL too) is no failure worth a warning.
         if (this.#stopped) break;
+        // A change Kafka refuses as too large, or one that no longer fits its table (a DDL while it was in the slot),
+        // stays first in line: retrying cannot help and every later change waits behind it. Stop with the error that
+        // says what to do (as Debezium fails its connector); a supervisor's restart meets the same clear error.
+        // So does a lost replication slot (SYNC_SLOT_LOST): it does not come back, and retrying would hide that changes
+        // are no longer captured.
+        if (isStranglerError(err) && (err.code === 'SYNC_EVENT_TOO_LARGE' || err.code === 'SYNC_SCHEMA_CHANGED' || err.code === 'SYNC_SLOT_LOST')) {
+          this.#log.error({ event: CAPTURE_LOG.relayFailed, side: this.#side, code: err.code, err }, err.message);
+          throw err;
+        }
         failures += 1;
         this.#log.warn({ event: CAPTURE_LOG.relayRetry, side: this.#side, err, failures }, 'relay cycle failed; retrying from the stored position');
         await new Promise((r) => setTimeout(r, Math.min(2_000, 50 * 2 ** Math.min(failures, 6))));
@@ -197,7 +207,7 @@ export class ChangeRelay {
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    await this.#running;
+    await this.#running?.catch(() => {}); // a loop that ended with an error already reported it through run()
     this.#log.info({ event: CAPTURE_LOG.relayStopped, side: this.#side }, 'relay stopped');
     if (this.#lockClient) {
       await this.#lockClient.query('SELECT pg_advisory_unlock_all()').catch(() => {});

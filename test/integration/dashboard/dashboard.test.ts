@@ -140,7 +140,7 @@ after(async () => {
 /** One direction of GET /admin/sync's SyncStatus, as migration-scripts/status.ts builds it. */
 const direction = (source: 'legacy' | 'service', lagEvents: number, lagSeconds: number): SyncStatus['directions'][number] => ({
   ...(source === 'legacy' ? { direction: 'legacy-to-service', source, target: 'service' } as const : { direction: 'service-to-legacy', source, target: 'legacy' } as const),
-  capturePending: 0, undecoded: null, kafkaBacklog: lagEvents, kafkaError: null, lagEvents, lagSeconds,
+  capturePending: 0, undecoded: null, broken: null, captureGaps: [], kafkaBacklog: lagEvents, kafkaError: null, lagEvents, lagSeconds,
   relay: { lastPosition: 10, ackedPosition: 10, published: 10, updatedAt: null }, lastAppliedPosition: 10,
   applied: 10, duplicates: 0, stale: 0, echoes: 0, conflicts: 0, parked: 0, parkedNow: 0, lastEventAt: null, lastAppliedAt: null, lastLagMs: 4,
 });

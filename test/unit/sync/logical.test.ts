@@ -5,9 +5,15 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
 import { PassThrough } from 'node:stream';
 import { tmpdir } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
@@ -15,12 +21,14 @@ import { openPool, openPools, closePools, type Pools } from '../../../migration-
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
-import { LogicalDecoder, originNames, parseChange, SyncOrigins } from '../../../legacy-adapter/capture/logical.ts';
+import { LogicalDecoder, originNames, parseChange, slotNameFor, SyncOrigins } from '../../../legacy-adapter/capture/logical.ts';
+import { ChangeRelay } from '../../../legacy-adapter/capture/relay.ts';
+import { repairFromVerify } from '../../../migration-scripts/repair.ts';
 import { createLogger } from '../../../common/logger.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
-import { idlePollsWal, LEGACY_DDL, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
+import { idlePollsWal, LEGACY_DDL, MemoryBus, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 
 const servers: { pg: RunningPostgres; dir: string }[] = [];
@@ -72,9 +80,9 @@ async function installed(name: string): Promise<{ config: SyncConfig; pools: Poo
   return { ...x, p: new Pipeline(x.config, x.pools, x.tables) };
 }
 
-/** The legacy changelog in capture order: what the relay would publish. */
+/** The legacy changelog in capture order: what the relay would publish (versions counted from the install's first, which is its time in µs). */
 const changelogRows = async (pools: Pools) => (await pools.legacy.query(
-  `SELECT tbl, op, pk, before, after, lv, sv FROM strangler_sync.changelog ORDER BY seq`)).rows;
+  `SELECT tbl, op, pk, before, after, lv - min(seq) OVER () AS lv, sv FROM strangler_sync.changelog ORDER BY seq`)).rows;
 
 /** The same writes on a trigger-mode pair and on a logical-mode pair (not decoded yet), to compare their changelogs. */
 async function writeInBothModes(name: string, writes: (pools: Pools) => Promise<void>): Promise<{ trig: Awaited<ReturnType<typeof pair>>; logi: Awaited<ReturnType<typeof installed>> }> {
@@ -189,6 +197,85 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     assert.deepEqual(await changelogRows(logi.pools), expected);
     // Frees its two slots (the server allows ten for the whole file).
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(logi.config, logi.pools, side);
+  });
+
+  test('a source transaction far larger than a decode run is decoded in bounded memory, every change with its commit time; stored before a crash, it is skipped', async () => {
+    const { config, pools } = await installed('bigtx');
+    const n = 12_000;
+    const big = `INSERT INTO items (id, name, body) SELECT g, 'n' || g, repeat('y''"\\', 1000) FROM generate_series($1::int, $1::int + $2::int - 1) g`;
+    // A crash after the decoder stored a large transaction, before the slot advance: it is skipped, the next one is not.
+    await pools.legacy.query(big, [1, 3_000]);
+    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+    const commit = await pools.legacy.query<{ lsn: string }>(
+      `SELECT lsn::text FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1') WHERE data LIKE 'COMMIT%' ORDER BY lsn DESC LIMIT 1`, [slot]);
+    await pools.legacy.query('UPDATE strangler_sync.logical_capture SET decoded_lsn = $1::pg_lsn', [commit.rows[0]?.lsn]);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (0, 'after the stored one')`);
+    const decoder = new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' });
+    assert.equal(await decoder.catchUp(60_000), 1, 'the stored large transaction is not captured twice');
+    // 12,000 rows of 4 KB in one transaction: held whole (peek result, parsed tuples, record texts) it kept hundreds
+    // of MB alive (larger transactions ran the relay out of heap, on every restart again); read and stored in runs,
+    // what stays alive is a few runs. Measured after a full GC, every 100 ms while it decodes.
+    await pools.legacy.query(big, [n + 1, n]);
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    gc();
+    const before = process.memoryUsage().heapUsed;
+    let peak = before;
+    const sample = setInterval(() => { gc(); peak = Math.max(peak, process.memoryUsage().heapUsed); }, 100);
+    try {
+      assert.equal(await decoder.catchUp(120_000), n);
+    } finally {
+      clearInterval(sample);
+    }
+    assert.ok(peak - before < 64 << 20, `${Math.round((peak - before) / 2 ** 20)} MB kept alive while decoding (bound 64 MB)`);
+    const r = await pools.legacy.query(`SELECT count(*)::int AS n, count(DISTINCT xid)::int AS xids, count(DISTINCT ts)::int AS ts,
+        bool_and(after->>'body' = repeat('y''"\\', 1000)) AS bodies, min(pk) FILTER (WHERE seq = (SELECT min(seq) FROM strangler_sync.changelog WHERE pk <> '[0]')) AS first
+      FROM strangler_sync.changelog WHERE pk <> '[0]'`);
+    assert.deepEqual(r.rows[0], { n, xids: 1, ts: 1, bodies: true, first: `[${n + 1}]` }, 'one transaction, one commit time, values intact, in order');
+    const commitTs = await pools.legacy.query(`SELECT DISTINCT ts FROM strangler_sync.changelog WHERE pk = '[0]' OR pk = $1`, [`[${n + 1}]`]);
+    assert.equal(commitTs.rows.length, 2, 'each transaction has its own commit time');
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
+  });
+
+  test('a column renamed while its changes were still in the slot stops decoding with SYNC_SCHEMA_CHANGED (never a NULL); renamed back, the value is captured', async () => {
+    const { config, pools } = await installed('rename');
+    await pools.legacy.query(`INSERT INTO items (id, name, legacy_only) VALUES (1, 'a', 'legacy value')`);
+    await pools.legacy.query(`ALTER TABLE items RENAME COLUMN legacy_only TO legacy_note`);
+    const relay = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: new MemoryBus(1) });
+    const schemaChanged = (err: unknown) => {
+      assert.equal((err as { code?: string }).code, 'SYNC_SCHEMA_CHANGED');
+      assert.match((err as Error).message, /public\.items .*"legacy_only" are not in the table any more \(renamed or dropped\).*rename the column back/);
+      return true;
+    };
+    const giveUp = setTimeout(() => void relay.stop(), 10_000); // a relay that keeps running fails the assertion below
+    await assert.rejects(relay.run(), schemaChanged, 'the relay stops instead of retrying (or capturing a NULL)');
+    clearTimeout(giveUp);
+    await relay.stop();
+    assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM strangler_sync.changelog')).rows[0].n, 0, 'nothing captured');
+    await pools.legacy.query(`ALTER TABLE items RENAME COLUMN legacy_note TO legacy_only`);
+    assert.equal(await new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' }).step(), 1);
+    const after = await pools.legacy.query(`SELECT after->>'legacy_only' AS v FROM strangler_sync.changelog`);
+    assert.equal(after.rows[0].v, 'legacy value');
+  });
+
+  test('a column added while the relay runs: changes before and after the DDL are decoded (the column list is read again); a synced column added since fails closed', async () => {
+    const { config, pools } = await installed('addcol');
+    const decoder = new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' });
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
+    assert.equal(await decoder.step(), 1, 'the decoder knows the table\'s columns');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'b')`); // still in the slot at the DDL
+    await pools.legacy.query(`ALTER TABLE items ADD COLUMN note text`);
+    await pools.legacy.query(`INSERT INTO items (id, name, note) VALUES (3, 'c', 'n')`);
+    // Had the mapping synced the new column, the change from before it existed could not say its value.
+    const mapped = { ...config, tables: config.tables.map((t) => t.legacy.table !== 'items' ? t : { ...t, columns: [...t.columns, { legacy: 'note', service: 'note', codec: 'identity' as const }] }) };
+    await assert.rejects(new LogicalDecoder({ config: mapped, pool: pools.legacy, side: 'legacy' }).step(), (err: unknown) => {
+      assert.equal((err as { code?: string }).code, 'SYNC_SCHEMA_CHANGED');
+      assert.match((err as Error).message, /public\.items .*synced column\(s\) "note" did not exist yet/);
+      return true;
+    });
+    assert.equal(await decoder.step(), 2);
+    const r = await pools.legacy.query(`SELECT pk, after->'note' AS note, after ? 'note' AS has FROM strangler_sync.changelog WHERE pk <> '[1]' ORDER BY seq`);
+    assert.deepEqual(r.rows, [{ pk: '[2]', note: null, has: true }, { pk: '[3]', note: 'n', has: true }]);
   });
 
   test('the slot restart point follows the decoder (it logs a running-xacts record when far behind), so a cycle does not re-read old WAL', async () => {
@@ -457,5 +544,129 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     }
     const left = await x.pools.legacy.query(`SELECT roname FROM pg_replication_origin WHERE roname LIKE 'strangler_nogrant_%'`);
     assert.deepEqual(left.rows, [], 'uninstall dropped both sides\' origins');
+  });
+  test('a lost slot: the relay stops with SYNC_SLOT_LOST, status reports the direction broken (exit 1), install refuses until --accept-gap, which records the gap; verify + repair --from restore what was missed', async () => {
+    const x = await installed('slotlost');
+    const { config, pools, tables, p } = x;
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'before')`);
+    await p.settle();
+    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    // An operator drops the "stale" slot (or the server fails over to a standby without it); writes go on meanwhile.
+    await pools.legacy.query('SELECT pg_drop_replication_slot($1)', [slot]);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'while lost')`);
+    await pools.legacy.query(`UPDATE items SET name = 'changed while lost' WHERE id = 1`);
+    await assert.rejects(p.relays.legacy.step(), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_SLOT_LOST');
+      assert.match(err.message, new RegExp(`lost its replication slot "${slot}".*--side legacy --accept-gap`));
+      return true;
+    });
+    // A running relay logs it as such and stops (no endless "retrying" of a transient failure).
+    const destination = new PassThrough();
+    const lines: string[] = [];
+    destination.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    const relay = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: new MemoryBus(1), log: createLogger({ level: 'warn', destination }) });
+    await assert.rejects(relay.run(), { code: 'SYNC_SLOT_LOST' });
+    await relay.stop();
+    await new Promise((res) => setImmediate(res));
+    const events = lines.map((l) => JSON.parse(l) as { event?: string; code?: string; level: number });
+    assert.deepEqual(events.map((e) => [e.event, e.code]), [['sync.relay.failed', 'SYNC_SLOT_LOST']], 'logged once as such, no retry');
+    assert.equal(events[0]?.level, 50, 'logged at error level');
+
+    const st = await readSyncStatus(config, pools);
+    const [l2s, s2l] = ['legacy-to-service', 'service-to-legacy'].map((d) => st.directions.find((x) => x.direction === d));
+    assert.equal(l2s?.broken?.code, 'SYNC_SLOT_LOST');
+    assert.equal(s2l?.broken, null);
+    assert.match(formatStatus(st), /legacy-to-service: BROKEN .*\n {2}BROKEN SYNC_SLOT_LOST: logical capture on the legacy database lost its replication slot/);
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-slotlost-'));
+    const file = join(dir, 'strangler.yaml');
+    writeFileSync(file, JSON.stringify(syncDoc({ legacy: config.databases.legacy.url, service: config.databases.service.url }, { capture: { mode: 'logical' } })));
+    const cli = (...args: string[]) => promisify(execFile)(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../../../cli/main.ts', import.meta.url)), 'sync', ...args, '--config', file],
+      { env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn' } });
+    try {
+      await assert.rejects(cli('status'), (err: { code?: number; stdout?: string; stderr?: string }) => {
+        assert.equal(err.code, 1, 'status exits non-zero while a direction is broken');
+        assert.match(err.stdout ?? '', /legacy-to-service: BROKEN/);
+        assert.match(err.stderr ?? '', /legacy-to-service: SYNC_SLOT_LOST/);
+        return true;
+      });
+      // Re-running install does not quietly start a new slot at the current WAL position.
+      await assert.rejects(cli('capture', 'install', '--side', 'legacy'), (err: { code?: number; stderr?: string }) => err.code === 1 && /SYNC_SLOT_LOST: .*--accept-gap/.test(err.stderr ?? ''));
+      assert.ok(!(await slots(pools.legacy)).includes(slot), 'no slot created without --accept-gap');
+      const accepted = await cli('capture', 'install', '--side', 'legacy', '--accept-gap');
+      assert.match(accepted.stdout, new RegExp(`slot "${slot}" was missing were not captured.*strangler sync repair --from legacy`));
+      assert.equal((await cli('status')).stdout.includes('BROKEN'), false, 'healthy again (exit 0)');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const after = (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy');
+    assert.equal(after?.broken, null);
+    assert.equal(after?.captureGaps.length, 1);
+    assert.equal(after?.captureGaps[0]?.slot, slot);
+    assert.match(formatStatus(await readSyncStatus(config, pools)), /capture gap on legacy \(slot \S+ lost, new slot .*\): changes after LSN \S+ up to \S+ were not captured; verify and repair --from legacy; no verify since/);
+
+    // Capture resumes; what was written while the slot was missing is found by verify and restored by repair.
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (3, 'after')`);
+    await p.settle();
+    const titles = async () => (await pools.service.query('SELECT item_id, title FROM catalog_items ORDER BY 1')).rows.map((r) => `${r.item_id}:${r.title}`);
+    assert.deepEqual(await titles(), ['1:before', '3:after'], 'the gap is real: only repair brings it over');
+    const v = await verifyTables(config, pools, tables);
+    assert.equal(v.ok, false);
+    await repairFromVerify({ config, pools, tables, verify: v, from: 'legacy' });
+    await p.settle();
+    assert.deepEqual(await titles(), ['1:changed while lost', '2:while lost', '3:after']);
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+    assert.match(formatStatus(await readSyncStatus(config, pools)), /capture gap on legacy .*; verify since: identical/);
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
+  });
+
+  test('uninstall drops the slot before the state: a slot in use fails naming the PID and removes nothing; the rerun drops it, and a slot left behind without state', async () => {
+    const { config, pools } = await installed('slotbusy');
+    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    // A walsender streaming from the slot holds it for as long as it runs (a relay or apply decoding holds it per cycle).
+    const reader = new pg.Client({ connectionString: config.databases.legacy.url, replication: 'database' } as pg.ClientConfig);
+    await reader.connect();
+    reader.on('error', () => {});
+    const streaming = reader.query(`START_REPLICATION SLOT ${slot} LOGICAL 0/0`).catch(() => 'ended');
+    const activePid = async () => (await pools.legacy.query<{ pid: number | null }>('SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows[0]?.pid ?? null;
+    let pid: number | null = null;
+    for (const deadline = Date.now() + 10_000; pid === null && Date.now() < deadline;) pid = await activePid();
+    assert.ok(pid !== null, 'the walsender holds the slot');
+    await assert.rejects(uninstallCapture(config, pools, 'legacy', { slotWaitMs: 300 }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_SLOT_IN_USE');
+      assert.match(err.message, new RegExp(`"${slot}" on the legacy database: it is in use by PID ${pid} \\(walsender.*pg_terminate_backend\\(${pid}\\)\\).*run uninstall again; nothing was removed`));
+      return true;
+    });
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), true, 'state and slot are both still there');
+    await reader.end();
+    await streaming;
+    await uninstallCapture(config, pools, 'legacy');
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), false);
+    assert.ok(!(await slots(pools.legacy)).includes(slot), 'the slot is gone, it holds no WAL');
+    // A slot left behind by an older uninstall (state gone, slot not): uninstall finds it by its name and drops it.
+    await pools.legacy.query(`SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, [await slotNameFor(pools.legacy, config, 'legacy')]);
+    await uninstallCapture(config, pools, 'legacy');
+    assert.ok(!(await slots(pools.legacy)).includes(slot), 'the leftover slot is dropped too');
+    await uninstallCapture(config, pools, 'service');
+  });
+
+  test('switching from trigger to logical mode: a transaction committed after the slot was created but before the triggers were dropped is captured once', async () => {
+    const { config, pools, tables } = await pair(logicalPg, 'switchrace');
+    await installCapture({ ...config, capture: { ...config.capture, mode: 'trigger' } }, pools, 'legacy', tables);
+    // Hold install's lock so that the switch stops between creating the slot and its transaction.
+    const holder = await pools.legacy.connect();
+    await holder.query('SELECT pg_advisory_lock(hashtext($1))', ['strangler-install:strangler_sync']);
+    const switching = installCapture(config, pools, 'legacy', tables);
+    const waiting = async () => (await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rows[0].n > 0;
+    for (const deadline = Date.now() + 10_000; !(await waiting());) assert.ok(Date.now() < deadline, 'install reached its transaction');
+    assert.ok((await slots(pools.legacy)).includes(await slotNameFor(pools.legacy, config, 'legacy')), 'the slot exists already');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'in between')`);
+    await holder.query('SELECT pg_advisory_unlock(hashtext($1))', ['strangler-install:strangler_sync']);
+    holder.release();
+    await switching;
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'after')`);
+    await new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' }).catchUp();
+    const rows = await pools.legacy.query(`SELECT pk, op FROM strangler_sync.changelog ORDER BY seq`);
+    assert.deepEqual(rows.rows.map((r) => `${r.op}${r.pk}`), ['c[1]', 'c[2]'], 'the trigger captured 1, the slot 2; neither twice');
+    await uninstallCapture(config, pools, 'legacy');
   });
 });
