@@ -7,9 +7,9 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
 import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
-import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { watchConfigFile } from './config/watch.ts';
-import { noteRestartRequired, Runtime, type ReloadStatus } from './runtime.ts';
+import { reloadFailed, reloadSucceeded, Runtime, type ReloadStatus } from './runtime.ts';
 import { routesResponse, mergeRouteStatuses } from './admin/status.ts';
 import type { ControlPlane } from './admin/app.ts';
 import type { RoutesResponse } from './admin/types.ts';
@@ -187,13 +187,9 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       // The worker re-reads the file (and its PEM files) itself; one that failed kept its last good config.
       const failed = workers.filter((_, i) => !applied[i]).map((w) => w.process.pid);
       if (failed.length > 0) throw new Error(`${configFile}: gateway workers ${failed.join(', ')} could not load it and kept their last good config (see their config.reload_failed log lines)`);
-      reload.lastReloadAt = new Date().toISOString();
-      reload.lastError = null;
-      logEvent(log, 'config.reloaded', { file: configFile, workers: live().length });
-      noteRestartRequired(reload, started, config, log);
+      reloadSucceeded(reload, started, config, log, { file: configFile, workers: live().length });
     } catch (err) {
-      reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(err instanceof ConfigError ? { problems: err.problems } : {}) };
-      logEvent(log, 'config.reload_failed', { file: configFile, err: messageOf(err) });
+      reloadFailed(reload, configFile, err, log);
     }
   };
   process.on('SIGHUP', () => void reloadAll());

@@ -5,7 +5,7 @@
  */
 import type { Logger } from '../common/logger.ts';
 import { messageOf } from '../common/errors.ts';
-import { loadConfigFile, type ConfigError, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { RouteTable } from './routing/route-table.ts';
 import { buildUpstreams, retireUpstreams, type Upstream } from './proxy/upstreams.ts';
 import { Breaker } from './resilience/breakers.ts';
@@ -59,10 +59,22 @@ export function startOnlyChanges(started: LoadedConfig, now: LoadedConfig): stri
   return changed;
 }
 
-/** Records what a reload could not apply, and says so in the log. */
-export function noteRestartRequired(reload: ReloadStatus, started: LoadedConfig, now: LoadedConfig, log: Logger): void {
-  reload.restartRequired = startOnlyChanges(started, now);
+/**
+ * Records a reload that took effect (`fields` go on its config.reloaded line), and which start-only settings of the
+ * new file need a restart. The single-process runtime and the cluster primary both report through here.
+ */
+export function reloadSucceeded(reload: ReloadStatus, started: LoadedConfig, config: LoadedConfig, log: Logger, fields: Record<string, unknown>, at = new Date().toISOString()): void {
+  reload.lastReloadAt = at;
+  reload.lastError = null;
+  logEvent(log, 'config.reloaded', fields);
+  reload.restartRequired = startOnlyChanges(started, config);
   if (reload.restartRequired.length > 0) logEvent(log, 'config.restart_required', { fields: reload.restartRequired, hint: 'these settings are read at start only: restart the gateway to apply them (the rest of the file is live)' });
+}
+
+/** Records a refused reload (the last good config stays): the error, with every problem of a bad file. */
+export function reloadFailed(reload: ReloadStatus, file: string, err: unknown, log: Logger): void {
+  reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(err instanceof ConfigError ? { problems: err.problems } : {}) };
+  logEvent(log, 'config.reload_failed', { file, err: messageOf(err) });
 }
 
 function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): Map<string, Breaker> {
@@ -130,10 +142,7 @@ export class Runtime {
     this.#snapshot = this.#build(config, previous);
     retireUpstreams(previous.upstreams, this.#snapshot.upstreams);
     for (const [id, b] of previous.breakers) if (this.#snapshot.breakers.get(id) !== b) b.shutdown();
-    this.reload.lastReloadAt = this.#snapshot.loadedAt;
-    this.reload.lastError = null;
-    logEvent(this.log, 'config.reloaded', { file: config.source, routes: config.routes.length });
-    noteRestartRequired(this.reload, this.#started, config, this.log);
+    reloadSucceeded(this.reload, this.#started, config, this.log, { file: config.source, routes: config.routes.length }, this.#snapshot.loadedAt);
   }
 
   /** Re-reads the config file; a bad file keeps the last good config and is reported on the admin API. */
@@ -143,9 +152,7 @@ export class Runtime {
       this.apply(loadConfigFile(file));
       return true;
     } catch (err) {
-      const problems = (err as ConfigError).problems;
-      this.reload.lastError = { at: new Date().toISOString(), message: messageOf(err), ...(problems ? { problems } : {}) };
-      logEvent(this.log, 'config.reload_failed', { file, err: messageOf(err) });
+      reloadFailed(this.reload, file, err, this.log);
       return false;
     }
   }

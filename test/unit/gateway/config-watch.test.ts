@@ -28,6 +28,13 @@ function watching(file: string): { seen: string[]; next(): Promise<string>; watc
   return { seen, watcher, next: () => new Promise((resolve) => (waiter = resolve)) };
 }
 
+/** A config file holding 'v: 1', alone in a new directory. */
+function configFile(): string {
+  const file = join(mkdtempSync(join(tmpdir(), 'watch-')), 'strangler.yaml');
+  writeFileSync(file, 'v: 1\n');
+  return file;
+}
+
 /** An editor's atomic save: a temporary file renamed over the config. */
 function atomicSave(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text);
@@ -48,8 +55,7 @@ describe('watchConfigFile', { timeout: 10_000 }, () => {
   });
 
   test('a file written in place', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'watch-')), 'strangler.yaml');
-    writeFileSync(file, 'v: 1\n');
+    const file = configFile();
     const w = watching(file);
     watchers.push(w.watcher);
     for (const v of [2, 3]) {
@@ -60,8 +66,7 @@ describe('watchConfigFile', { timeout: 10_000 }, () => {
   });
 
   test('an editor saving atomically, three times (a watch on the file itself went quiet after the first)', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'watch-')), 'strangler.yaml');
-    writeFileSync(file, 'v: 1\n');
+    const file = configFile();
     const w = watching(file);
     watchers.push(w.watcher);
     for (const v of [2, 3, 4]) {
@@ -122,8 +127,7 @@ describe('watchConfigFile', { timeout: 10_000 }, () => {
   });
 
   test('a file removed (the reload then reports it) and created again is reloaded both times', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'watch-')), 'strangler.yaml');
-    writeFileSync(file, 'v: 1\n');
+    const file = configFile();
     const w = watching(file);
     watchers.push(w.watcher);
     let changed = w.next();
@@ -135,8 +139,7 @@ describe('watchConfigFile', { timeout: 10_000 }, () => {
   });
 
   test('close() stops reloads', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'watch-')), 'strangler.yaml');
-    writeFileSync(file, 'v: 1\n');
+    const file = configFile();
     const w = watching(file);
     w.watcher.close();
     atomicSave(file, 'v: 2\n');
