@@ -29,7 +29,7 @@ export interface PlanRecord {
    * this nor the target) was shifted by an operator meanwhile, and the plan follows instead of retrying its step.
    * Absent in records written before it existed.
    */
-  fromPercent?: number | null;
+  fromPercent?: number;
   /** Epoch ms since when the guard has passed without interruption at this step; null when not holding. */
   holdStartedAt: number | null;
   lastVerdict: GuardOutcome | null;

@@ -16,7 +16,7 @@ import type { RouteStatus, RoutesResponse } from '../gateway/admin/types.ts';
 import { guardSchema, type GuardConfig, type PlanConfig } from '../gateway/config/schema.ts';
 import type { FlagsControl, GatewayRef, ManagedRoute } from './control.ts';
 import type { PlanRecord, StateStore } from './controller-state.ts';
-import { evaluateGuard, gatewaysNotServing, OpensHistory, withGatewaysServing, type GuardVerdict } from './guard.ts';
+import { evaluateGuard, gatewaysNotServing, OpensHistory, withGatewaysServing, type GatewayView, type GuardVerdict } from './guard.ts';
 import { FLAGS_LOG } from './log-events.ts';
 import { rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus } from './traffic.ts';
 
@@ -40,6 +40,14 @@ export interface DecideInput {
   retryAfterMs?: number;
   /** The gateways' stats window: each step is held at least this long, so the window that promotes it holds only its own traffic. */
   minHoldMs?: number;
+}
+
+/**
+ * How long a plan step is held: holdMs, but at least the gateways' stats window, so the window that promotes a step
+ * holds only that step's traffic. The controller, its status view and the gateway's plan view all use this.
+ */
+export function planHoldMs(plan: PlanConfig, statsWindowMs: number): number {
+  return Math.max(plan.holdMs, statsWindowMs);
 }
 
 /** Index of the last step ≤ percent (-1 when below the first step). */
@@ -69,7 +77,7 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     const at = positionOf(steps, percent);
     if (at === -1) {
       const first = steps[0]!;
-      return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: first === percent, fromPercent: percent, holdStartedAt: now };
+      return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: false, fromPercent: percent, holdStartedAt: now };
     }
     return { ...record, state: at === steps.length - 1 && percent >= steps[at]! ? 'completed' : 'holding', stepIndex: at, targetPercent: percent, applied: true, holdStartedAt: now };
   };
@@ -96,7 +104,7 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     settled = true;
     if (percent === base.targetPercent) {
       current = { ...record, applied: true };
-    } else if (base.fromPercent !== undefined && base.fromPercent !== null && percent !== base.fromPercent) {
+    } else if (base.fromPercent !== undefined && percent !== base.fromPercent) {
       // Neither where the step started nor where it goes: an operator shifted meanwhile (the step's shift found the
       // flag changed and wrote nothing, FLAG_CONFLICT). Follow them rather than overriding them with the step.
       current = reposition();
@@ -123,7 +131,7 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   // holding
   if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, holdStartedAt: now }, action: none };
   const holdStartedAt = base.holdStartedAt ?? now;
-  if (now - holdStartedAt < Math.max(plan.holdMs, input.minHoldMs ?? 0)) return { record: { ...record, holdStartedAt }, action: none };
+  if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...record, holdStartedAt }, action: none };
   const nextIndex = base.stepIndex + 1;
   if (nextIndex >= steps.length) return { record: { ...record, state: 'completed', holdStartedAt }, action: none };
   const target = steps[nextIndex]!;
@@ -145,12 +153,6 @@ export interface TickReport {
   leader: boolean;
   gatewaysRead: number;
   routes: { routeId: string; verdict: GuardVerdict; record: PlanRecord; action: ControllerAction; conflict: boolean; error: string | null }[];
-}
-
-/** One gateway's answer to GET /admin/routes in a tick, with the URL it was read from. */
-interface GatewayView {
-  gateway: string;
-  response: RoutesResponse;
 }
 
 export async function readGatewayRoutes(gateway: GatewayRef, timeoutMs = 2_000): Promise<RoutesResponse> {
@@ -199,7 +201,7 @@ export class PromotionController {
     const views = await Promise.allSettled(this.#control.gateways.map((g) => this.#readGateway(g)));
     const ok: GatewayView[] = [];
     views.forEach((v, i) => {
-      if (v.status === 'fulfilled') ok.push({ gateway: this.#control.gateways[i]?.url ?? `#${i}`, response: v.value });
+      if (v.status === 'fulfilled') ok.push({ gateway: this.#control.gateways[i]!.url, response: v.value });
       else log.warn({ gateway: this.#control.gateways[i]?.url, err: messageOf(v.reason) }, FLAGS_LOG.gatewayReadFailed);
     });
     const merged = new Map(mergeRouteStatuses(ok.map((v) => v.response.routes)).map((r) => [r.id, r]));
@@ -315,7 +317,7 @@ export class PromotionController {
           stepIndex: r?.stepIndex ?? -1,
           state: r?.state ?? 'not-started',
           holdUntil: r?.state === 'holding' && r.holdStartedAt !== null
-            ? new Date(r.holdStartedAt + Math.max(plan.holdMs, this.#statsWindowMs.get(managed.routeId) ?? this.#control.config.admin.statsWindowMs)).toISOString()
+            ? new Date(r.holdStartedAt + planHoldMs(plan, this.#statsWindowMs.get(managed.routeId) ?? this.#control.config.admin.statsWindowMs)).toISOString()
             : null,
         } : null,
       };

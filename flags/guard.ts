@@ -146,7 +146,13 @@ export class OpensHistory {
  * serves the step. Stats from a gateway that lags describe the previous step (or a stale one), so the controller
  * treats them as "not yet measurable", as Flagger waits for the canary to be ready before its analysis.
  */
-export function gatewaysNotServing(views: readonly { gateway: string; response: RoutesResponse }[], routeId: string, percent: number): string[] {
+/** One gateway's answer to GET /admin/routes in a controller tick, with the URL it was read from. */
+export interface GatewayView {
+  gateway: string;
+  response: RoutesResponse;
+}
+
+export function gatewaysNotServing(views: readonly GatewayView[], routeId: string, percent: number): string[] {
   const reasons: string[] = [];
   for (const { gateway, response } of views) {
     const route = response.routes.find((r) => r.id === routeId);

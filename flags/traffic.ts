@@ -162,7 +162,7 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
   requireSynced(managed, state, strategy, 'shift');
   const from: FlagPosition = { enabled: state!.enabled, percent: rolloutOf(strategy) ?? null };
   const to: FlagPosition = { enabled: state!.enabled, percent: target };
-  const { expect, ...change } = options;
+  const { expect } = options;
   const conflict = (now: FlagPosition, what: string) => new StranglerError('FLAG_CONFLICT', `shift of route ${routeId} to ${target} % ${what}: it was decided with "${name}" ${positionText(expect!)}, but Unleash has it ${positionText(now)} (changed by someone else, e.g. an operator's rollback); nothing was pushed, decide again from the current state`, { details: { routeId, flag: name, expected: expect, found: now } });
   if (expect && (expect.enabled !== from.enabled || expect.percent !== from.percent)) throw conflict(from, 'not written');
   const actor = options.actor ?? defaultActor();
@@ -186,7 +186,7 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
       }
     }
   }
-  return finish(control, changeRecord(control, managed, 'shift', from, to, { ...change, actor }, !unchanged));
+  return finish(control, changeRecord(control, managed, 'shift', from, to, { ...options, actor }, !unchanged));
 }
 
 /** Switches the route's flag off (everyone to legacy); the strategy and its percentage are kept for resume. */

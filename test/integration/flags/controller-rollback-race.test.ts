@@ -16,7 +16,7 @@ import { syncFlags } from '../../../flags/sync.ts';
 import { resumeRoute, rollbackRoute } from '../../../flags/traffic.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
-import { FakeGateway, flagsConfig } from './fixtures.ts';
+import { FakeGateway, flagsConfig, liveRollout } from './fixtures.ts';
 
 let unleash: TestUnleash;
 let gateway: FakeGateway;
@@ -59,28 +59,22 @@ test('an operator rollback between the controller\'s decision and its shift wins
     },
   };
   const api = new UnleashAdminApi({ baseUrl: unleash.url, token: unleash.adminToken });
-  const live = async () => {
-    const s = await api.getFeatureEnvironment('default', flag, unleash.environment);
-    return { enabled: s.enabled, percent: Number(s.strategies[0]?.parameters.rollout) };
-  };
-  // A healthy gateway that serves what Unleash has (the controller only promotes on stats of the current step).
-  const serve = async () => {
-    const route = fakeRoute('orders', flag, { requests: 900, errors: 9, latencyMs: 20 }, { requests: 100, errors: 1, latencyMs: 22 });
-    const { enabled, percent } = await live();
-    gateway.routes = { gateway: { instanceId: 'gw1', workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [{ ...route, flagState: { known: true, enabled, rolloutPercent: percent, localOverride: null } }] };
-  };
+  const live = () => liveRollout(api, unleash, flag);
+  // A healthy gateway that serves what the controller pushes, from Unleash's initial 0 % (the controller only
+  // promotes on stats of the step the gateways serve).
+  const route = fakeRoute('orders', flag, { requests: 900, errors: 9, latencyMs: 20 }, { requests: 100, errors: 1, latencyMs: 22 });
+  gateway.routes = { gateway: { instanceId: 'gw1', workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [{ ...route, flagState: { known: true, enabled: true, rolloutPercent: 0, localOverride: null } }] };
+  gateway.followPushes = true;
   let now = 0;
   const controller = new PromotionController({ control, store, now: () => now });
   try {
     // Step 1 (1 %), then step 2 (5 %): every hold is far longer than holdMs and the gateways' stats window.
     for (let i = 0; i < 4 && (await live()).percent < 5; i++) {
-      await serve();
       await controller.tick();
       now += 3_600_000;
     }
     assert.deepEqual(await live(), { enabled: true, percent: 5 });
 
-    await serve();
     armed = true;
     const calls = gateway.calls.length;
     const race = await controller.tick();

@@ -13,7 +13,7 @@ import { syncFlags } from '../../../flags/sync.ts';
 import { createTestDatabase, useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
-import { FakeGateway, flagsConfig } from './fixtures.ts';
+import { FakeGateway, flagsConfig, liveRollout } from './fixtures.ts';
 
 const HEALTHY = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 1, latencyMs: 22 } };
 /** The stand-in gateways' stats window (admin.statsWindowMs); plans hold each step at least this long. */
@@ -50,10 +50,7 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
     route.flagState = (gw.routes as Partial<RoutesResponse>).routes?.find((r) => r.flag.name === flag)?.flagState ?? { known: true, enabled: true, rolloutPercent: 0, localOverride: null };
     gw.routes = { gateway: { instanceId, workers: 1, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: [route] } satisfies RoutesResponse;
   };
-  const rollout = async (flag: string) => {
-    const s = await api.getFeatureEnvironment('default', flag, unleash.environment);
-    return { enabled: s.enabled, percent: Number(s.strategies[0]?.parameters.rollout) };
-  };
+  const rollout = (flag: string) => liveRollout(api, unleash, flag);
 
   test('advances 1 → 5 → 25 only after each hold passes, then completes; every step is in Unleash\'s event log', async () => {
     const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });

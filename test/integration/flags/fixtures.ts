@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { validateConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
 import type { TestUnleash } from '../../helpers/unleash.ts';
 import type { RouteStatus } from '../../../gateway/admin/types.ts';
+import type { UnleashAdminApi } from '../../../flags/admin-api.ts';
 
 export interface RouteSpec {
   id: string;
@@ -42,6 +43,12 @@ export function flagsConfig(unleash: TestUnleash, routes: RouteSpec[], extra: { 
 export interface RefreshCall {
   authorization: string | undefined;
   body: { flag: string; action: string; percent?: number };
+}
+
+/** A flag's on/off state and rollout percentage as Unleash holds it now. */
+export async function liveRollout(api: UnleashAdminApi, unleash: TestUnleash, flag: string): Promise<{ enabled: boolean; percent: number }> {
+  const s = await api.getFeatureEnvironment('default', flag, unleash.environment);
+  return { enabled: s.enabled, percent: Number(s.strategies[0]?.parameters.rollout) };
 }
 
 /** A stand-in gateway control plane that records POST /admin/flags/refresh calls (and can serve GET /admin/routes). */
