@@ -1,10 +1,18 @@
 /** An append-only file whose writes are all or nothing, for the partition logs and the offsets log. */
-import { ftruncateSync, writeSync } from 'node:fs';
+import { fdatasync, ftruncateSync, writeSync } from 'node:fs';
+
+/** Writes all of `data` at the file position (a nearly full disk may take only part of one write without an error). */
+export function writeAll(fd: number, data: Buffer): void {
+  let written = 0;
+  while (written < data.length) written += writeSync(fd, data, written, data.length - written);
+}
 
 export class AppendOnlyFile {
   #size: number;
   /** A failed append left bytes past #size that could not be cut off yet. */
   #tornTail = false;
+  /** Appended since the last sync(). */
+  #dirty = false;
 
   /** `fd` is opened for appending (O_APPEND); its first `size` bytes are whole records. */
   constructor(readonly fd: number, size: number) {
@@ -24,8 +32,7 @@ export class AppendOnlyFile {
       this.#tornTail = false;
     }
     try {
-      let written = 0;
-      while (written < data.length) written += writeSync(this.fd, data, written, data.length - written);
+      writeAll(this.fd, data);
     } catch (err) {
       this.#tornTail = true;
       try {
@@ -35,5 +42,13 @@ export class AppendOnlyFile {
       throw err;
     }
     this.#size += data.length;
+    this.#dirty = true;
+  }
+
+  /** Durable on disk (fdatasync) when this resolves; nothing to do when nothing was appended since the last one. */
+  async sync(): Promise<void> {
+    if (!this.#dirty) return;
+    this.#dirty = false;
+    await new Promise<void>((resolve, reject) => fdatasync(this.fd, (err) => (err ? reject(err) : resolve())));
   }
 }

@@ -1,14 +1,13 @@
-import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, openSync, renameSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { writeAll } from './append-file.ts';
 
 /** Writes a file atomically: temp file, fsync, rename, fsync the directory. Readers see old or new, never half. */
 export function writeFileAtomic(path: string, data: string): void {
   const tmp = `${path}.tmp`;
   const fd = openSync(tmp, 'w');
   try {
-    const bytes = Buffer.from(data);
-    let written = 0; // a nearly full disk may take only part of a write without an error
-    while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written);
+    writeAll(fd, Buffer.from(data));
     fsyncSync(fd);
   } finally {
     closeSync(fd);

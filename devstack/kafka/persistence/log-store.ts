@@ -4,7 +4,7 @@
  * Produce is answered, so an acknowledged batch is in the kernel's page cache and survives kill -9 of the broker;
  * fsync (for power loss) follows the broker's fsync policy (see README.md).
  */
-import { closeSync, fdatasync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, openSync, readSync } from 'node:fs';
 import { crc32c } from '../protocol/crc32c.ts';
 import { BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD } from '../records/record-batch.ts';
 import { AppendOnlyFile } from './append-file.ts';
@@ -58,7 +58,6 @@ export interface RecoveredBatch {
 export class FileLogStore implements LogStore {
   readonly #fd: number;
   readonly #file: AppendOnlyFile;
-  #dirty = false;
   #closed = false;
 
   /** Opens (creating) the file, walks its batches and truncates a torn or corrupt tail. */
@@ -90,7 +89,6 @@ export class FileLogStore implements LogStore {
   append(data: Buffer): number {
     const at = this.#file.size;
     this.#file.append(data);
-    this.#dirty = true;
     return at;
   }
 
@@ -106,9 +104,7 @@ export class FileLogStore implements LogStore {
   }
 
   async sync(): Promise<void> {
-    if (!this.#dirty || this.#closed) return;
-    this.#dirty = false;
-    await new Promise<void>((resolve, reject) => fdatasync(this.#fd, (err) => (err ? reject(err) : resolve())));
+    if (!this.#closed) await this.#file.sync();
   }
 
   close(): void {

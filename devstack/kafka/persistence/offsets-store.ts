@@ -3,7 +3,7 @@
  * OffsetCommit is answered and replayed at start; a torn last line (kill -9 mid-write) is ignored. At start the
  * replayed state is compacted into a fresh file (written atomically).
  */
-import { closeSync, existsSync, fdatasync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../../common/logger.ts';
 import { KAFKA_LOG } from '../log-events.ts';
@@ -18,7 +18,6 @@ export class OffsetsStore {
   /** group → topic → partition → offset */
   readonly #groups = new Map<string, Map<string, Map<number, CommittedOffset>>>();
   readonly #file: AppendOnlyFile | undefined;
-  #dirty = false;
 
   constructor(dataDir: string | undefined, log: Logger) {
     if (!dataDir) return;
@@ -64,7 +63,6 @@ export class OffsetsStore {
   #write(lines: Line[]): void {
     if (this.#file === undefined) return;
     this.#file.append(Buffer.from(lines.map((l) => `${JSON.stringify(l)}\n`).join('')));
-    this.#dirty = true;
   }
 
   /**
@@ -96,10 +94,7 @@ export class OffsetsStore {
   }
 
   async sync(): Promise<void> {
-    if (this.#file === undefined || !this.#dirty) return;
-    this.#dirty = false;
-    const fd = this.#file.fd;
-    await new Promise<void>((resolve, reject) => fdatasync(fd, (err) => (err ? reject(err) : resolve())));
+    await this.#file?.sync();
   }
 
   close(): void {
