@@ -24,7 +24,7 @@ import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import { StranglerError, messageOf } from '../common/errors.ts';
 import type { Side, SyncConfig } from './config-schema.ts';
-import { otherSide } from './config-schema.ts';
+import { mappedColumns, otherSide } from './config-schema.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import type { ChangeEventMeta, ConsumedEvent } from './event.ts';
@@ -79,14 +79,15 @@ export class Applier {
   #decoder: LogicalDecoder | undefined;
   /** Logical capture: apply's transactions run under a sync replication origin, so the target's slot skips them in the server. */
   readonly #origins: SyncOrigins;
-  /** Per logical table and source side: the source columns the mapping reads from an image. */
-  readonly #sourceColumns = new Map<string, string[]>();
+  /** Per logical table: the source columns the mapping reads from an image (the source is the other side; echoes are dropped first). */
+  readonly #sourceColumns: ReadonlyMap<string, readonly string[]>;
 
   constructor(options: { pool: Pool; config: SyncConfig; target: Side; tables: readonly CompiledTable[]; log?: Logger }) {
     this.#pool = options.pool;
     this.#config = options.config;
     this.#target = options.target;
     this.#tables = new Map(options.tables.map((t) => [t.name, t]));
+    this.#sourceColumns = new Map(options.tables.map((t) => [t.name, mappedColumns(t.config, otherSide(options.target))]));
     this.#log = options.log ?? silentLogger;
     this.#s = q(options.config.stateSchema);
     this.#origins = new SyncOrigins({ pool: options.pool, config: options.config, side: options.target, log: this.#log });
@@ -380,12 +381,7 @@ export class Applier {
    */
   #missingSourceColumn(p: Parsed): string | null {
     const source = p.m.source;
-    const cacheKey = `${p.table.name}\u0000${source}`;
-    let cols = this.#sourceColumns.get(cacheKey);
-    if (!cols) {
-      cols = p.table.config.columns.flatMap((c) => c[source]);
-      this.#sourceColumns.set(cacheKey, cols);
-    }
+    const cols = this.#sourceColumns.get(p.table.name) ?? [];
     const after = (p.m as ChangeEventMeta & { after?: Record<string, unknown> | null }).after;
     const missing = cols.filter((c) => !after || !Object.hasOwn(after, c));
     if (missing.length === 0) return null;

@@ -117,3 +117,8 @@ export type ColumnMappingConfig = z.infer<typeof columnMappingSchema>;
 export type Side = z.infer<typeof side>;
 export const SIDES: readonly Side[] = ['legacy', 'service'];
 export function otherSide(s: Side): Side { return s === 'legacy' ? 'service' : 'legacy'; }
+
+/** The columns of `side`'s table that a table mapping reads (its key columns are among them, mapped one to one). */
+export function mappedColumns(t: TableMappingConfig, side: Side): string[] {
+  return t.columns.flatMap((c) => c[side]);
+}

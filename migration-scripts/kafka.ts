@@ -144,9 +144,9 @@ export function messageBytes(m: Pick<OutgoingMessage, 'key' | 'value'>): number 
 /** Whether a kafkajs error (or one it wraps) is the broker's MESSAGE_TOO_LARGE (a batch over max.message.bytes). */
 function isMessageTooLarge(err: unknown, depth = 0): boolean {
   if (typeof err !== 'object' || err === null || depth > 5) return false;
-  const e = err as { type?: unknown; cause?: unknown; originalError?: unknown; errors?: unknown };
+  const e = err as { type?: unknown; cause?: unknown; errors?: unknown };
   if (e.type === 'MESSAGE_TOO_LARGE') return true;
-  const inner = [e.cause, e.originalError, ...(Array.isArray(e.errors) ? e.errors as unknown[] : [])];
+  const inner = [e.cause, ...(Array.isArray(e.errors) ? e.errors as unknown[] : [])];
   return inner.some((x) => isMessageTooLarge(x, depth + 1));
 }
 

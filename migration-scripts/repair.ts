@@ -46,11 +46,10 @@ export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; ta
     const targetNewer: string[] = [];
     for (let i = 0; i < keys.length; i += 1_000) {
       const { events, deletes } = await readKeys(o.pools[from], o.config, t, from, keys.slice(i, i + 1_000));
-      const res = await applier.applyBatch([...events, ...deletes], { force: true });
+      const res = await applier.applyBatch([...events, ...deletes].map((k) => k.event), { force: true });
       const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
       for (const [list, op] of [[events, 'rewritten'], [deletes, 'deleted']] as const) {
-        for (const ev of list) {
-          const key = (JSON.parse(ev.value) as { key: string }).key;
+        for (const { key } of list) {
           if (skipped.has(key)) {
             targetNewer.push(key);
             log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },

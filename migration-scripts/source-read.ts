@@ -84,22 +84,25 @@ export function stagedEventValue(t: CompiledTable, side: Side): string {
   return snapshotEventSql(t, side, { key: `st.${m.key}`, after: `to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}']`, legacy: `st.${m.legacy}`, service: `st.${m.service}`, ts: `st.${m.ts}` });
 }
 
+/** An event with its key text (the `key` inside its value), as repair reports it. */
+export interface KeyedEvent { key: string; event: ConsumedEvent }
+
 /**
  * Repair's read of a list of key texts, in one statement (one snapshot): an 'r' event for each key the side has,
  * and a 'd' event for each key it does not have, carrying the key's vector there (a tombstone's, or zero for a key
  * the side never changed). Apply compares that vector with the target's, so a delete never lands on a change the
  * target made after it (see ApplyOptions.force).
  */
-export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: ConsumedEvent[]; deletes: ConsumedEvent[] }> {
+export async function readKeys(pool: Pool, config: SyncConfig, t: CompiledTable, side: Side, keys: readonly string[]): Promise<{ events: KeyedEvent[]; deletes: KeyedEvent[] }> {
   const s = q(config.stateSchema);
   const present = `SELECT 1 FROM ${t.qualified(side)} t WHERE ${keyTuple(t, side, 't')} = ${keyTupleFromJson(t, side, 'k.pk')}`;
   const del = snapshotEventSql(t, side, { op: 'd', key: 'k.pk', after: 'NULL', legacy: 'coalesce(rv.legacy_version, 0)', service: 'coalesce(rv.service_version, 0)', ts: 'rv.ts' });
-  const r = await pool.query<{ value: string; op: 'r' | 'd' }>(
-    `SELECT value, 'r' AS op FROM (${selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`)}) found
+  const r = await pool.query<{ value: string; key: string; op: 'r' | 'd' }>(
+    `SELECT value, key, 'r' AS op FROM (${selectEvents(config, t, side, `WHERE ${keyTuple(t, side, 't')} IN (SELECT ${keyTupleFromJson(t, side, 'k.x').slice(1, -1)} FROM unnest($1::text[]) AS k(x))`)}) found
      UNION ALL
-     SELECT ${del}, 'd' FROM (SELECT DISTINCT (x::jsonb)::text AS pk FROM unnest($1::text[]) AS k(x)) k
+     SELECT ${del}, k.pk, 'd' FROM (SELECT DISTINCT (x::jsonb)::text AS pk FROM unnest($1::text[]) AS k(x)) k
        LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = k.pk
       WHERE NOT EXISTS (${present})`, [keys]);
-  const event = (value: string): ConsumedEvent => ({ topic: null, partition: null, offset: null, value });
-  return { events: r.rows.filter((x) => x.op === 'r').map((x) => event(x.value)), deletes: r.rows.filter((x) => x.op === 'd').map((x) => event(x.value)) };
+  const keyed = (x: { value: string; key: string }): KeyedEvent => ({ key: x.key, event: { topic: null, partition: null, offset: null, value: x.value } });
+  return { events: r.rows.filter((x) => x.op === 'r').map(keyed), deletes: r.rows.filter((x) => x.op === 'd').map(keyed) };
 }

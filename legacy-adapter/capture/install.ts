@@ -130,10 +130,7 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
     await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
     // A logical slot from an earlier install holds changes only the decoder can read: switching to triggers here
     // would drop them (and a forgotten slot holds WAL forever). The operator drains and uninstalls first.
-    const hasLogical = await client.query<{ ok: boolean }>('SELECT to_regclass($1) IS NOT NULL AS ok', [`${q(config.stateSchema)}.logical_capture`]);
-    const slot = hasLogical.rows[0]?.ok
-      ? (await client.query<{ slot: string }>(`SELECT slot FROM ${q(config.stateSchema)}.logical_capture WHERE id = 1`)).rows[0]?.slot
-      : undefined;
+    const slot = (await recordedSlot(client, config))?.slot;
     if (slot !== undefined) {
       throw new StranglerError('SYNC_UNSUPPORTED', `capture on the ${side} database is installed in logical mode (replication slot "${slot}"); switching to capture.mode "trigger" in place would lose the changes still in the slot. Stop writes to the captured tables, let the ${side} relay drain (sync status shows 0 behind), run \`strangler sync capture uninstall\` with the logical config, then install again in trigger mode`);
     }

@@ -38,7 +38,7 @@ import { StranglerError } from '../../common/errors.ts';
 import { silentLogger, type Logger } from '../../common/logger.ts';
 import { inTransaction, transactionOn } from '../../common/pg.ts';
 import { CAPTURE_LOG } from './log-events.ts';
-import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
+import { mappedColumns, type Side, type SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
 
@@ -159,7 +159,7 @@ export function slotLostError(side: Side, slot: string, decodedLsn: string): Str
  * starts now, the decode position is reset (a standby's WAL may be behind the lost position) and the gap is recorded.
  */
 export async function installLogical(pool: Pool, config: SyncConfig, side: Side, tables: readonly CompiledTable[],
-  installStateIn: (client: PoolClient) => Promise<string | null>, options: { acceptGap?: boolean } = {}): Promise<{ slot: string; gap?: { slot: string; decodedLsn: string } }> {
+  installStateIn: (client: PoolClient) => Promise<string | null>, options: { acceptGap?: boolean } = {}): Promise<{ gap?: { slot: string; decodedLsn: string } }> {
   await assertLogicalWal(pool, side);
   const slot = await slotNameFor(pool, config, side);
   const recorded = await recordedSlot(pool, config);
@@ -202,24 +202,23 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
     if (created) await pool.query('SELECT pg_drop_replication_slot($1)', [slot]).catch(() => {});
     throw err;
   }
-  return lost ? { slot, gap: { slot: lost.slot, decodedLsn: lost.decodedLsn } } : { slot };
+  return lost ? { gap: { slot: lost.slot, decodedLsn: lost.decodedLsn } } : {};
 }
 
-/** Restores the tables' replica identity (uninstall, in its transaction); returns the recorded slot, if any. */
-export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig): Promise<string | undefined> {
+/** Restores the tables' replica identity (uninstall, in its transaction). */
+export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig): Promise<void> {
   const s = q(config.stateSchema);
   const has = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.logical_capture`]);
-  if (!has.rows[0]?.ok) return undefined;
-  const r = await client.query<{ slot: string; tables: Record<string, string> }>(`SELECT slot, tables FROM ${s}.logical_capture WHERE id = 1`);
+  if (!has.rows[0]?.ok) return;
+  const r = await client.query<{ tables: Record<string, string> }>(`SELECT tables FROM ${s}.logical_capture WHERE id = 1`);
   const row = r.rows[0];
-  if (!row) return undefined;
+  if (!row) return;
   const identity: Record<string, string> = { d: 'DEFAULT', n: 'NOTHING', f: 'FULL' };
   for (const [table, prev] of Object.entries(row.tables)) {
     const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
     const mode = identity[prev];
     if (exists.rows[0]?.ok && mode) await client.query(`ALTER TABLE ${table} REPLICA IDENTITY ${mode}`);
   }
-  return row.slot;
 }
 
 /**
@@ -228,25 +227,33 @@ export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig)
  * session that holds it.
  */
 export async function dropSlot(pool: Pool, slot: string, side: Side, waitMs = 10_000): Promise<void> {
-  const deadline = Date.now() + waitMs;
+  try {
+    await retryWhileInUse(() => pool.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]), Date.now() + waitMs, 50);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (code === '42704') return; // dropped meanwhile
+    if (code !== '55006') throw err;
+    const who = (await pool.query<{ pid: number | null; app: string | null; client: string | null; backend: string | null }>(
+      `SELECT s.active_pid AS pid, a.application_name AS app, a.client_addr::text AS client, a.backend_type AS backend
+         FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1`, [slot])).rows[0];
+    const pid = who?.pid ?? '?';
+    throw new StranglerError('SYNC_SLOT_IN_USE', `could not drop replication slot "${slot}" on the ${side} database: it is in use by PID ${pid}`
+      + ` (${who?.backend ?? 'session'}${who?.app ? ` "${who.app}"` : ''}${who?.client ? ` from ${who.client}` : ''}) after waiting ${waitMs} ms. Stop the sync relay, apply and backfill processes`
+      + ` of this database (or end that session: SELECT pg_terminate_backend(${pid})) and run uninstall again; nothing was removed`, { cause: err, details: { slot, pid: who?.pid ?? null } });
+  }
+}
+
+/**
+ * Runs `fn` again every `pauseMs` while a slot or origin it needs is held by another session (55006), until
+ * `deadline`; then, or on any other error, the error is thrown.
+ */
+async function retryWhileInUse<T>(fn: () => Promise<T>, deadline: number, pauseMs: number): Promise<T> {
   for (;;) {
     try {
-      await pool.query('SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1', [slot]);
-      return;
+      return await fn();
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === '42704') return; // dropped meanwhile
-      if (code !== '55006') throw err;
-      if (Date.now() > deadline) {
-        const who = (await pool.query<{ pid: number | null; app: string | null; client: string | null; backend: string | null }>(
-          `SELECT s.active_pid AS pid, a.application_name AS app, a.client_addr::text AS client, a.backend_type AS backend
-             FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid WHERE s.slot_name = $1`, [slot])).rows[0];
-        const pid = who?.pid ?? '?';
-        throw new StranglerError('SYNC_SLOT_IN_USE', `could not drop replication slot "${slot}" on the ${side} database: it is in use by PID ${pid}`
-          + ` (${who?.backend ?? 'session'}${who?.app ? ` "${who.app}"` : ''}${who?.client ? ` from ${who.client}` : ''}) after waiting ${waitMs} ms. Stop the sync relay, apply and backfill processes`
-          + ` of this database (or end that session: SELECT pg_terminate_backend(${pid})) and run uninstall again; nothing was removed`, { cause: err, details: { slot, pid: who?.pid ?? null } });
-      }
-      await new Promise((res) => setTimeout(res, 50));
+      if ((err as { code?: string }).code !== '55006' || Date.now() > deadline) throw err;
+      await new Promise((res) => setTimeout(res, pauseMs));
     }
   }
 }
@@ -294,25 +301,16 @@ export async function ensureOrigins(db: Pool | PoolClient, slot: string): Promis
  * without EXECUTE on pg_replication_origin_drop, fails with SYNC_ORIGINS_LEFT naming the origins (run uninstall again).
  */
 export async function dropOrigins(pool: Pool, slot: string, timeoutMs = 10_000): Promise<void> {
-  const names = originNames(slot);
   const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await pool.query<{ roname: string }>('SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[]) ORDER BY roname', [names]);
-    if (r.rows.length === 0) return;
-    let failure: Error | undefined;
-    for (const { roname } of r.rows) {
-      try {
-        await pool.query('SELECT pg_replication_origin_drop($1)', [roname]);
-      } catch (err) {
-        const code = (err as { code?: string }).code;
-        if (code === '42704') continue; // dropped meanwhile
-        if (code !== '55006' || Date.now() > deadline) {
-          throw new StranglerError('SYNC_ORIGINS_LEFT', `could not drop replication origin "${roname}": ${(err as Error).message}; ${code === '42501' ? 'grant EXECUTE ON FUNCTION pg_replication_origin_drop(text) to the user running uninstall, or drop it as a superuser' : 'stop every sync process on this database'} and run uninstall again`, { cause: err });
-        }
-        failure = err as Error;
-      }
+  const r = await pool.query<{ roname: string }>('SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[]) ORDER BY roname', [originNames(slot)]);
+  for (const { roname } of r.rows) {
+    try {
+      await retryWhileInUse(() => pool.query('SELECT pg_replication_origin_drop($1)', [roname]), deadline, 50);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === '42704') continue; // dropped meanwhile
+      throw new StranglerError('SYNC_ORIGINS_LEFT', `could not drop replication origin "${roname}": ${(err as Error).message}; ${code === '42501' ? 'grant EXECUTE ON FUNCTION pg_replication_origin_drop(text) to the user running uninstall, or drop it as a superuser' : 'stop every sync process on this database'} and run uninstall again`, { cause: err });
     }
-    if (failure) await new Promise((res) => setTimeout(res, 50));
   }
 }
 
@@ -543,10 +541,11 @@ export function parseChange(line: string, wanted?: (schema: string, table: strin
  * column only it lacks and no mapping reads was added after the change: NULL, the value the row had for it (none).
  * Old tuples leave NULL columns out; there a missing column is NULL.
  */
-export function checkDecodedColumns(side: Side, table: string, columns: readonly string[], mapped: ReadonlySet<string>, ch: RowChange): void {
-  const current = new Set(columns);
-  const gone = [...new Set([...ch.old?.names ?? [], ...ch.new?.names ?? []])].filter((n) => !current.has(n));
-  const added = ch.new ? columns.filter((c) => mapped.has(c) && !(ch.new as Tuple).names.includes(c)) : [];
+function checkDecodedColumns(side: Side, table: string, columns: TableColumns, mapped: ReadonlySet<string>, ch: RowChange): void {
+  const goneSet = new Set<string>();
+  for (const t of [ch.old, ch.new]) if (t) for (const n of t.names) if (!columns.current.has(n)) goneSet.add(n);
+  const gone = [...goneSet];
+  const added = ch.new ? columns.names.filter((c) => mapped.has(c) && !(ch.new as Tuple).names.includes(c)) : [];
   if (gone.length === 0 && added.length === 0) return;
   const list = (names: string[]) => names.map((n) => `"${n}"`).join(', ');
   const what = gone.length > 0
@@ -557,6 +556,9 @@ export function checkDecodedColumns(side: Side, table: string, columns: readonly
     `logical capture on ${side}: a change (${ch.op}) of ${table} still in the replication slot no longer fits the table: ${what}; decoding stopped there so that nothing is captured with a wrong value. ` +
     `To go on, ${undo}, let the relay drain the slot (strangler sync status: undecoded near 0), then make the DDL again with writes to the table stopped and the slot drained (migration-scripts/README.md, DDL)`);
 }
+
+/** A table's current columns: names in attribute order, and the same as a set. */
+interface TableColumns { names: readonly string[]; current: ReadonlySet<string> }
 
 /**
  * A tuple as record input text `(v1,v2,…)` in the table's column order. test_decoding leaves NULL columns out of
@@ -589,12 +591,10 @@ export class LogicalDecoder {
   readonly #pool: Pool;
   readonly #side: Side;
   readonly #batch: number;
-  /** "schema.table" (unquoted) of each synced source table → its decode function (qualified). */
-  readonly #tables: Map<string, string>;
-  /** Column names in attribute order per "schema.table", read in each cycle that decodes a change of the table (a DDL between cycles is seen). */
-  readonly #columns = new Map<string, string[]>();
-  /** "schema.table" → the source columns the sync mapping reads (keys included). */
-  readonly #mapped: Map<string, Set<string>>;
+  /** "schema.table" (unquoted) of each synced source table → its decode function (qualified) and the source columns the sync mapping reads (keys included). */
+  readonly #tables: Map<string, { fn: string; mapped: ReadonlySet<string> }>;
+  /** The columns per "schema.table", read in each cycle that decodes a change of the table (a DDL between cycles is seen). */
+  readonly #columns = new Map<string, TableColumns>();
   /** False once pg_log_standby_snapshot() failed (PostgreSQL < 16, or not granted): then only the server's own records move restart_lsn. */
   #logSnapshots = true;
   /** The decoder's own writes (changelog, row_version, decoded_lsn) run under a sync origin too. */
@@ -614,9 +614,10 @@ export class LogicalDecoder {
     this.#origins = options.origins ?? new SyncOrigins({ pool: options.pool, config: options.config, side: options.side, log: options.log });
     this.#batch = options.batchSize ?? options.config.capture.relayBatchSize;
     const schema = options.config.databases[options.side].schema;
-    this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`]));
-    this.#mapped = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`,
-      new Set([...t[options.side].key, ...t.columns.flatMap((c) => c[options.side])])]));
+    this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, {
+      fn: `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`,
+      mapped: new Set(mappedColumns(t, options.side)),
+    }]));
   }
 
   get #s(): string { return q(this.#config.stateSchema); }
@@ -633,13 +634,15 @@ export class LogicalDecoder {
     if (!cols) {
       const r = await client.query<{ attname: string }>(
         `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, [ch.schema, ch.table]);
-      cols = r.rows.map((x) => x.attname);
+      const names = r.rows.map((x) => x.attname);
+      cols = { names, current: new Set(names) };
       this.#columns.set(name, cols);
     }
-    checkDecodedColumns(this.#side, name, cols, this.#mapped.get(name) ?? new Set(), ch);
-    const old = ch.old ? recordText(cols, ch.old, null) : null;
-    const nw = ch.new ? recordText(cols, ch.new, ch.old) : null;
-    return { fn: this.#tables.get(name) as string, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0) };
+    const table = this.#tables.get(name) as { fn: string; mapped: ReadonlySet<string> }; // parseChange kept synced tables only
+    checkDecodedColumns(this.#side, name, cols, table.mapped, ch);
+    const old = ch.old ? recordText(cols.names, ch.old, null) : null;
+    const nw = ch.new ? recordText(cols.names, ch.new, ch.old) : null;
+    return { fn: table.fn, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0) };
   }
 
   /**
@@ -647,7 +650,8 @@ export class LogicalDecoder {
    * decode position; then advances the slot. Returns the number of captured row changes.
    */
   async step(): Promise<number> {
-    return (await this.#slotBusyRetry(() => this.#cycle(null), Date.now() + 10_000)).captured;
+    // Another session may hold the slot for a moment (55006: the other cycle between its COMMIT and the advance).
+    return (await retryWhileInUse(() => this.#cycle(null), Date.now() + 10_000, 5)).captured;
   }
 
   /**
@@ -660,7 +664,7 @@ export class LogicalDecoder {
     const deadline = Date.now() + timeoutMs;
     let captured = 0;
     for (;;) {
-      const c = await this.#slotBusyRetry(() => this.#cycle(upTo), deadline);
+      const c = await retryWhileInUse(() => this.#cycle(upTo), deadline, 5);
       captured += c.captured;
       // A peek that returned fewer rows than its limit read everything up to `upTo`: no second peek to find nothing.
       if (!c.sawCommit || c.complete) return captured;
@@ -689,18 +693,6 @@ export class LogicalDecoder {
     }
     const r = await this.#pool.query<{ lsn: string }>('SELECT pg_current_wal_flush_lsn()::text AS lsn');
     return r.rows[0]?.lsn as string;
-  }
-
-  /** Runs `fn` again while another session holds the slot (55006: the other cycle between its COMMIT and the advance). */
-  async #slotBusyRetry<T>(fn: () => Promise<T>, deadline: number): Promise<T> {
-    for (;;) {
-      try {
-        return await fn();
-      } catch (err) {
-        if ((err as { code?: string }).code !== '55006' || Date.now() > deadline) throw err;
-        await new Promise((res) => setTimeout(res, 5));
-      }
-    }
   }
 
   async #cycle(upTo: string | null): Promise<{ captured: number; sawCommit: boolean; complete: boolean }> {
@@ -762,10 +754,10 @@ export class LogicalDecoder {
           queue = [];
           queuedChars = 0;
         };
-        const enqueue = async (tx: OpenTx, changes: readonly DecodedChange[], ts: string): Promise<void> => {
+        const enqueue = async (txXid: string, changes: readonly DecodedChange[], ts: string): Promise<void> => {
           if (changes.length === 0) return;
           current ??= BigInt((await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x ?? '0');
-          const xid = fullXid(current, BigInt(tx.xid)).toString();
+          const xid = fullXid(current, BigInt(txXid)).toString();
           for (const d of changes) {
             queue.push({ fn: d.fn, args: [d.op, d.old, d.new, xid, ts || null] });
             queuedChars += d.chars;
@@ -796,7 +788,7 @@ export class LogicalDecoder {
               if (!open) continue;
               if (lsnValue(row.lsn) > decodedLsn) {
                 lastNew = row.lsn;
-                if (!open.sync && !open.skip) await enqueue(open, open.pending, open.commit?.ts ?? commitTsOf(row.data));
+                if (!open.sync && !open.skip) await enqueue(open.xid, open.pending, commitTsOf(row.data));
               }
               lastCommit = row.lsn;
               open = null;
@@ -808,7 +800,7 @@ export class LogicalDecoder {
               if (!change) continue;
               const decoded = await this.#decodeChange(client, change);
               if (open.commit) {
-                await enqueue(open, [decoded], open.commit.ts);
+                await enqueue(open.xid, [decoded], open.commit.ts);
                 continue;
               }
               open.pending.push(decoded);
@@ -816,7 +808,7 @@ export class LogicalDecoder {
               if (open.pending.length >= RUN_ROWS || open.chars >= BUFFER_CHARS) {
                 open.commit = await commitOf(open.xid);
                 if (lsnValue(open.commit.lsn) <= decodedLsn) open.skip = true; // stored before a crash: skipped
-                else await enqueue(open, open.pending, open.commit.ts);
+                else await enqueue(open.xid, open.pending, open.commit.ts);
                 open.pending = [];
                 open.chars = 0;
               }

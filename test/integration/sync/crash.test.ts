@@ -14,6 +14,7 @@ import { createKafka } from '../../../migration-scripts/kafka.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { randomWriter } from '../../unit/sync/load.ts';
+import { rowVersions } from '../../unit/sync/fixture.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
 
 let stack: SyncStack;
@@ -72,8 +73,7 @@ async function crashMatrix(name: string, trials: number, overrides: Record<strin
     }, 90_000, 250).catch(() => {});
     const v = await verifyTables(config, pools, tables);
     assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => t.diffs.slice(0, 5)))}`);
-    const vectors = async (pool: typeof pools.legacy) => (await pool.query('SELECT tbl, pk, legacy_version, service_version, deleted FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
-    assert.deepEqual(await vectors(pools.service), await vectors(pools.legacy), `seed ${seed}: version vectors equal`);
+    assert.deepEqual(await rowVersions(pools.service), await rowVersions(pools.legacy), `seed ${seed}: version vectors equal`);
     const parked = await Promise.all([pools.legacy, pools.service].map(async (p) => (await p.query(`SELECT count(*)::int AS n FROM strangler_sync.dead_letters`)).rows[0].n as number));
     assert.deepEqual(parked, [0, 0], `seed ${seed}: nothing parked`);
     assert.ok(writes > 100, `seed ${seed}: the load wrote (${writes} writes)`);

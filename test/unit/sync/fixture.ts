@@ -98,6 +98,16 @@ export async function idlePollsWal(pool: Pool, relay: { step(): Promise<number> 
   return grown();
 }
 
+/** Every row_version vector of a database, in key order. */
+export async function rowVersions(pool: Pool): Promise<unknown[]> {
+  return (await pool.query('SELECT tbl, pk, legacy_version, service_version, deleted FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
+}
+
+/** The replication slot logical capture recorded on a database (undefined before install). */
+export async function captureSlot(pool: Pool): Promise<string | undefined> {
+  return (await pool.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+}
+
 /** PostgreSQL flags for a server that runs capture.mode logical as well as trigger (trigger mode does not mind them). */
 export const LOGICAL_SERVER_FLAGS: readonly string[] = ['-c', 'wal_level=logical', '-c', 'max_replication_slots=20', '-c', 'max_wal_senders=20'];
 

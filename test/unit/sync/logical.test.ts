@@ -28,7 +28,7 @@ import { createLogger } from '../../../common/logger.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
-import { idlePollsWal, LEGACY_DDL, MemoryBus, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
+import { captureSlot, idlePollsWal, LEGACY_DDL, MemoryBus, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 
 const servers: { pg: RunningPostgres; dir: string }[] = [];
@@ -100,7 +100,7 @@ const restartBehind = async (pools: Pools) => Number((await pools.legacy.query<{
 
 /** Row changes (`table …` lines) the slot of `pools.<side>` still holds, peeked with or without only-local. */
 async function slotLines(pool: Pools['legacy'], onlyLocal: boolean): Promise<string[]> {
-  const slot = (await pool.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+  const slot = await captureSlot(pool);
   const r = await pool.query<{ data: string }>(`SELECT data FROM pg_logical_slot_peek_changes($1, NULL, NULL${onlyLocal ? `, 'only-local', '1'` : ''}) WHERE data LIKE 'table %'`, [slot]);
   return r.rows.map((x) => x.data);
 }
@@ -165,7 +165,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       await pools.legacy.query(`INSERT INTO people VALUES ('a@x', 's', 'c', '1', '2024-01-01 00:00:00.5')`);
     };
     const { trig, logi } = await writeInBothModes('shape', writes);
-    const slot = (await logi.pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+    const slot = await captureSlot(logi.pools.legacy);
     const toast = await logi.pools.legacy.query(`SELECT count(*)::int AS n FROM pg_logical_slot_peek_changes($1, NULL, NULL) WHERE data LIKE '%unchanged-toast-datum%'`, [slot]);
     assert.equal(toast.rows[0].n, 2, 'the unchanged out-of-line value path is exercised (both updates)');
     assert.equal(await new LogicalDecoder({ config: logi.config, pool: logi.pools.legacy, side: 'legacy' }).step(), 8);
@@ -205,7 +205,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const big = `INSERT INTO items (id, name, body) SELECT g, 'n' || g, repeat('y''"\\', 1000) FROM generate_series($1::int, $1::int + $2::int - 1) g`;
     // A crash after the decoder stored a large transaction, before the slot advance: it is skipped, the next one is not.
     await pools.legacy.query(big, [1, 3_000]);
-    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot;
+    const slot = await captureSlot(pools.legacy);
     const commit = await pools.legacy.query<{ lsn: string }>(
       `SELECT lsn::text FROM pg_logical_slot_peek_changes($1, NULL, NULL, 'skip-empty-xacts', '1') WHERE data LIKE 'COMMIT%' ORDER BY lsn DESC LIMIT 1`, [slot]);
     await pools.legacy.query('UPDATE strangler_sync.logical_capture SET decoded_lsn = $1::pg_lsn', [commit.rows[0]?.lsn]);
@@ -407,7 +407,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
   test('a crash between commit and slot advance captures nothing twice; uninstall drops the slot and restores replica identity', async () => {
     const { config, pools, p } = await installed('uninstall');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
-    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    const slot = await captureSlot(pools.legacy) as string;
     assert.ok((await slots(pools.legacy)).includes(slot));
     assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), true);
     assert.equal(await p.relays.legacy.step(), 1);
@@ -434,7 +434,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`);
     await assert.rejects(pools.legacy.query('TRUNCATE items'), /TRUNCATE of items is not captured by sync/);
     assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM items')).rows[0].n, 1);
-    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    const slot = await captureSlot(pools.legacy) as string;
     // Status shows what the slot still holds: not decoded yet, so not in lagEvents, but visible as WAL behind the slot.
     const undecoded = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.undecoded;
     const written = await sinceInsert();
@@ -493,7 +493,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       const [na, nb] = await Promise.all([origins.setup(a), origins.setup(b)]);
       assert.ok(na !== null && nb !== null, 'both got one');
       assert.notEqual(na, nb);
-      const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+      const slot = await captureSlot(pools.legacy) as string;
       assert.deepEqual([na, nb].sort(), originNames(slot).slice(0, 2), 'the first ones not active elsewhere');
       await assert.rejects(pools.legacy.query('SELECT pg_replication_origin_session_setup($1)', [na]), (err: { code?: string }) => err.code === '55006');
       assert.equal(await origins.reset(a), true);
@@ -550,7 +550,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const { config, pools, tables, p } = x;
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'before')`);
     await p.settle();
-    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    const slot = await captureSlot(pools.legacy) as string;
     // An operator drops the "stale" slot (or the server fails over to a standby without it); writes go on meanwhile.
     await pools.legacy.query('SELECT pg_drop_replication_slot($1)', [slot]);
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'while lost')`);
@@ -621,7 +621,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
 
   test('uninstall drops the slot before the state: a slot in use fails naming the PID and removes nothing; the rerun drops it, and a slot left behind without state', async () => {
     const { config, pools } = await installed('slotbusy');
-    const slot = (await pools.legacy.query<{ slot: string }>('SELECT slot FROM strangler_sync.logical_capture')).rows[0]?.slot as string;
+    const slot = await captureSlot(pools.legacy) as string;
     // A walsender streaming from the slot holds it for as long as it runs (a relay or apply decoding holds it per cycle).
     const reader = new pg.Client({ connectionString: config.databases.legacy.url, replication: 'database' } as pg.ClientConfig);
     await reader.connect();

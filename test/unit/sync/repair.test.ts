@@ -6,7 +6,7 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Pool } from 'pg';
-import { startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
+import { rowVersions, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
 import { Pipeline } from './load.ts';
 import { compileFromDatabases, installCapture } from '../../../legacy-adapter/capture/install.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
@@ -25,7 +25,6 @@ async function installed(name: string, overrides: Record<string, unknown> = {}) 
   return { config, pools, urls, tables, p: new Pipeline(config, pools, tables) };
 }
 
-const vectors = async (pool: Pool) => (await pool.query('SELECT tbl, pk, legacy_version, service_version, deleted FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
 const titles = async (pool: Pool, sql: string) => Object.fromEntries((await pool.query<{ id: string; t: string }>(sql)).rows.map((r) => [r.id, r.t]));
 
 describe('repair and apply never lose a change', () => {
@@ -62,7 +61,7 @@ describe('repair and apply never lose a change', () => {
     assert.equal(after.ok, true, JSON.stringify(after.tables[0]?.diffs));
     assert.deepEqual(await titles(pools.legacy, 'SELECT id::text AS id, name AS t FROM items ORDER BY id'),
       { 1: 'service-newer', 3: 'v3', 4: 'legacy-newer', 6: 'v6', 7: 'created on service' });
-    assert.deepEqual(await vectors(pools.service), await vectors(pools.legacy), 'version vectors identical on both sides');
+    assert.deepEqual(await rowVersions(pools.service), await rowVersions(pools.legacy), 'version vectors identical on both sides');
   });
 
   test('an image without a mapped source column (renamed under sync) is parked with the DDL procedure, never written as NULL', async () => {

@@ -5,7 +5,7 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { idlePollsWal, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
+import { idlePollsWal, rowVersions, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
@@ -48,8 +48,7 @@ describe('sync on PostgreSQL (memory transport)', () => {
       await p.settle();
       const v = await verifyTables(config, pools, tables);
       assert.equal(v.ok, true, `seed ${seed}: ${JSON.stringify(v.tables.map((t) => ({ t: t.table, diffs: t.diffs.slice(0, 5) })))}`);
-      const vectors = async (pool: typeof pools.legacy) => (await pool.query('SELECT tbl, pk, legacy_version, service_version, deleted FROM strangler_sync.row_version ORDER BY tbl, pk')).rows;
-      assert.deepEqual(await vectors(pools.service), await vectors(pools.legacy), `seed ${seed}: version vectors identical on both sides`);
+      assert.deepEqual(await rowVersions(pools.service), await rowVersions(pools.legacy), `seed ${seed}: version vectors identical on both sides`);
       const counts = await pools.legacy.query('SELECT count(*)::int AS n FROM items');
       assert.ok(counts.rows[0].n > 0, `seed ${seed}: load wrote rows`);
       const st = await readSyncStatus(config, pools);
