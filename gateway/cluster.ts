@@ -10,9 +10,9 @@ import type { FlagPush } from '../flags/client.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { watchConfigFile } from './config/watch.ts';
 import { reloadFailed, reloadSucceeded, Runtime, type ReloadStatus } from './runtime.ts';
-import { routesResponse, mergeRouteStatuses } from './admin/status.ts';
+import { routesResponse, mergeRouteStatuses, addRetiredTotals, retireTotals, type RetiredTotals } from './admin/status.ts';
 import type { ControlPlane } from './admin/app.ts';
-import type { RoutesResponse } from './admin/types.ts';
+import type { RouteStatus, RoutesResponse } from './admin/types.ts';
 import type { BreakerView } from './resilience/breakers.ts';
 import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer } from './server.ts';
 import { logEvent } from './observability/log-events.ts';
@@ -113,7 +113,15 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       worker.send({ strangler: true, id, request } satisfies Envelope);
     });
 
-  const live = () => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
+  /**
+   * Workers serving the data plane. A forked worker joins once it reports 'listening': until then it has no IPC
+   * handler, and asking it would stall every admin request (and a rollback push) for the ask timeout.
+   */
+  const serving = new Set<Worker>();
+  const live = () => [...serving].filter((w) => w.isConnected());
+  /** Each worker's last reported routes; an exited worker's lifetime totals move to `retired` (addRetiredTotals). */
+  const lastRoutes = new Map<Worker, RouteStatus[]>();
+  const retired: RetiredTotals = new Map();
 
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
@@ -122,6 +130,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       worker.on('message', (m: unknown) => {
         if (isEnvelope(m) && m.id === 'listening') {
           listening = true;
+          serving.add(worker);
           proxyPort = (m.reply as { port: number }).port;
           resolve(worker);
         } else if (isEnvelope(m) && m.id === 'failed') {
@@ -129,6 +138,10 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
         } else onMessage(m);
       });
       worker.on('exit', (code, signal) => {
+        serving.delete(worker);
+        const routes = lastRoutes.get(worker);
+        lastRoutes.delete(worker);
+        if (routes) retireTotals(retired, routes);
         if (stopping) return;
         logEvent(log, 'gateway.worker_exit', { pid: worker.process.pid, code, signal });
         // A worker that never started (port taken, bad config) is not restarted in a loop: start-up fails instead.
@@ -151,8 +164,15 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     ...(controller.controllerState ? { controllerState: controller.controllerState } : {}),
     config: () => config,
     reloadStatus: () => reload,
+    draining: () => stopping,
     view: async () => {
-      const views = await Promise.all(live().map((w) => ask<RoutesResponse>(w, { kind: 'view' })));
+      const views = await Promise.all(
+        live().map(async (w) => {
+          const v = await ask<RoutesResponse>(w, { kind: 'view' });
+          if (serving.has(w)) lastRoutes.set(w, v.routes);
+          return v;
+        }),
+      );
       const first = views[0];
       if (!first) throw new Error('no live workers');
       return {
@@ -163,8 +183,9 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
           ready: views.every((v) => v.gateway.ready),
           degraded: views.find((v) => v.gateway.degraded)?.gateway.degraded ?? null,
           flagsSynchronized: views.every((v) => v.gateway.flagsSynchronized),
+          reloadError: reload.lastError?.message ?? null,
         },
-        routes: mergeRouteStatuses(views.map((v) => v.routes)),
+        routes: addRetiredTotals(mergeRouteStatuses(views.map((v) => v.routes)), retired),
       };
     },
     breakers: async () => {

@@ -128,6 +128,7 @@ export function localControlPlane(runtime: Runtime, extras: Partial<Pick<Control
     config: () => runtime.snapshot.config,
     reloadStatus: () => runtime.reload,
     view: async () => routesResponse(runtime),
+    draining: () => runtime.draining,
     breakers: async () => [...runtime.snapshot.breakers.values()].map((b) => b.view()),
     push: async (push) => {
       await runtime.flags.push(push);

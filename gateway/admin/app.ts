@@ -3,7 +3,7 @@
  * and the dashboard's data needs `Authorization: Bearer <admin.token>`; /healthz and /readyz are open so
  * orchestrators can probe them. GET never changes state.
  */
-import { timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { dirname, join } from 'node:path';
@@ -42,22 +42,36 @@ export interface ControlPlane {
   sync?: () => Promise<unknown>;
   /** Guard/plan state by route id (flags controller), when one runs in this process. */
   controllerState?: () => Promise<Record<string, { guard: unknown; plan: unknown }>>;
+  /** True once shutdown has begun: the data plane no longer accepts connections, so /readyz answers 503. */
+  draining?: () => boolean;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
 
+/** `Bearer <token>`, the scheme in any case (RFC 9110 §11.1); compared in constant time, length included. */
 function tokenMatches(header: string | undefined, token: string): boolean {
-  if (!header?.startsWith('Bearer ')) return false;
-  const given = Buffer.from(header.slice(7));
-  const want = Buffer.from(token);
-  return given.length === want.length && timingSafeEqual(given, want);
+  const given = /^bearer +(\S+) *$/i.exec(header ?? '')?.[1];
+  if (given === undefined) return false;
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(given), digest(token));
+}
+
+/**
+ * Credentials inside a URL (any scheme: postgres://, an Unleash or upstream URL with basic auth): the password of
+ * user:password@ (the userinfo ends at the authority's last "@", as URL parsers read it) and query parameters named
+ * like a secret (postgres' ?password=).
+ */
+function redactUrl(value: string): string {
+  return value
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.slice(0, userinfo.indexOf(':'))}:[redacted]` : userinfo}@`)
+    .replace(/([?&][^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*/gi, '$1[redacted]');
 }
 
 /** Secrets replaced by "[redacted]" wherever they appear in the config. */
 function redactConfig(value: unknown, key = ''): unknown {
   if (typeof value === 'string' && /token|secret|password/i.test(key)) return '[redacted]';
-  if (typeof value === 'string' && /^postgres(ql)?:\/\//.test(value)) return value.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:[redacted]@');
-  if (Array.isArray(value)) return value.map((v) => redactConfig(v));
+  if (typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return redactUrl(value);
+  if (Array.isArray(value)) return value.map((v) => redactConfig(v, key));
   if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));
   return value;
 }
@@ -116,14 +130,17 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
-  app.get('/readyz', async (_req, res, next) => {
+  app.get('/readyz', async (_req, res) => {
+    // A draining gateway refuses new connections: fail readiness so load balancers stop sending.
+    if (plane.draining?.()) return void res.status(503).json({ status: 'draining' });
     try {
       const view = await plane.view();
       const degraded = view.gateway.degraded;
       // Degraded still serves (everything to legacy), so it is ready; the body says why it is degraded.
       res.status(200).json({ status: degraded ? 'degraded' : 'ready', degraded, flagsSynchronized: view.gateway.flagsSynchronized });
     } catch (err) {
-      next(err);
+      // No answer from the data plane (no worker serving): not ready, rather than a 500.
+      res.status(503).json({ status: 'unavailable', error: messageOf(err) });
     }
   });
 
@@ -264,11 +281,15 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   app.use((req: Request, _res: Response, next: NextFunction) => next(new StranglerError('ADMIN_NOT_FOUND', `no admin endpoint ${req.method} ${req.path}`)));
   // Express recognises error handlers by their four parameters.
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    // Errors of the request itself from express and its body parser (too large, bad charset, bad %-encoding) are 4xx.
+    const clientError = (err as { status?: unknown }).status;
     const known = isStranglerError(err)
       ? err
       : (err as { type?: string }).type === 'entity.parse.failed'
         ? new StranglerError('ADMIN_BAD_REQUEST', 'request body is not valid JSON')
-        : null;
+        : typeof clientError === 'number' && clientError >= 400 && clientError < 500
+          ? new StranglerError('ADMIN_BAD_REQUEST', `request refused: ${messageOf(err)}${(err as { type?: string }).type === 'entity.too.large' ? ' (the admin API takes JSON bodies up to 256 kB)' : ''}`)
+          : null;
     if (!known) logEvent(log, 'admin.error', { err: messageOf(err) });
     const e = known ?? new StranglerError('INTERNAL_ERROR', messageOf(err));
     res.status(e.status).json(e.toJSON());

@@ -13,7 +13,7 @@ export function routeStatuses(runtime: Runtime): RouteStatus[] {
     const breaker = route.service ? breakers.get(route.service) : undefined;
     const totals = (t: Target) => {
       const x = stats.totals(t);
-      return { requests: x.requests, errors: x.errors, fallbacks: x.fallbacks, histogram: [...x.histogram] };
+      return { requests: x.requests, errors: x.errors, fallbacks: x.fallbacks, sumMs: x.sumMs, histogram: [...x.histogram] };
     };
     return {
       id: route.id,
@@ -42,6 +42,7 @@ export function routesResponse(runtime: Runtime, workers = 1): RoutesResponse {
       degraded: degradedReason(runtime),
       flagsSynchronized: status.synchronized,
       flagsError: status.lastError,
+      reloadError: runtime.reload.lastError?.message ?? null,
     },
     routes: routeStatuses(runtime),
   };
@@ -87,6 +88,7 @@ export function mergeRouteStatuses(views: RouteStatus[][]): RouteStatus[] {
       requests: same.reduce((s, r) => s + r.totals[t].requests, 0),
       errors: same.reduce((s, r) => s + r.totals[t].errors, 0),
       fallbacks: same.reduce((s, r) => s + r.totals[t].fallbacks, 0),
+      sumMs: same.reduce((s, r) => s + (r.totals[t].sumMs ?? 0), 0),
       histogram: r0(t).map((_, i) => same.reduce((s, r) => s + (r.totals[t].histogram[i] ?? 0), 0)),
     });
     function r0(t: Target): number[] {
@@ -100,5 +102,41 @@ export function mergeRouteStatuses(views: RouteStatus[][]): RouteStatus[] {
       totals: { legacy: sumTotals('legacy'), service: sumTotals('service') },
       flagState: same.some((r) => r.flagState.localOverride) ? { ...route.flagState, localOverride: 'legacy' } : route.flagState,
     };
+  });
+}
+
+/** Lifetime totals a cluster primary keeps for workers that have exited, by route id (see addRetiredTotals). */
+export type RetiredTotals = Map<string, { totals: RouteStatus['totals']; opens: number }>;
+
+/** Adds an exited worker's last reported lifetime totals to `retired`. */
+export function retireTotals(retired: RetiredTotals, routes: readonly RouteStatus[]): void {
+  for (const r of routes) {
+    const into = retired.get(r.id) ?? { totals: { legacy: { requests: 0, errors: 0, fallbacks: 0, sumMs: 0, histogram: [] }, service: { requests: 0, errors: 0, fallbacks: 0, sumMs: 0, histogram: [] } }, opens: 0 };
+    for (const t of ['legacy', 'service'] as const) {
+      const a = into.totals[t];
+      const b = r.totals[t];
+      into.totals[t] = { requests: a.requests + b.requests, errors: a.errors + b.errors, fallbacks: a.fallbacks + b.fallbacks, sumMs: (a.sumMs ?? 0) + (b.sumMs ?? 0), histogram: b.histogram.map((c, i) => c + (a.histogram[i] ?? 0)) };
+    }
+    into.opens += r.breaker.opens;
+    retired.set(r.id, into);
+  }
+}
+
+/**
+ * Lifetime counters stay monotonic across worker restarts: a restarted worker counts from zero, so the totals of
+ * the workers that exited are added back (otherwise the summed counter drops and Prometheus, taking the drop for a
+ * reset, counts every surviving worker's total again as new increase).
+ */
+export function addRetiredTotals(routes: RouteStatus[], retired: RetiredTotals): RouteStatus[] {
+  if (retired.size === 0) return routes;
+  return routes.map((route) => {
+    const r = retired.get(route.id);
+    if (!r) return route;
+    const plus = (t: Target) => {
+      const a = route.totals[t];
+      const b = r.totals[t];
+      return { requests: a.requests + b.requests, errors: a.errors + b.errors, fallbacks: a.fallbacks + b.fallbacks, sumMs: (a.sumMs ?? 0) + (b.sumMs ?? 0), histogram: a.histogram.map((c, i) => c + (b.histogram[i] ?? 0)) };
+    };
+    return { ...route, breaker: { ...route.breaker, opens: route.breaker.opens + r.opens }, totals: { legacy: plus('legacy'), service: plus('service') } };
   });
 }

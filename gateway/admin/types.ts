@@ -33,14 +33,26 @@ export interface RouteStatus {
   breaker: { state: BreakerState; opens: number };
   windowMs: number;
   stats: Record<Target, TargetWindowStats>;
-  /** Since start: counters and the cumulative latency histogram (bucket counts, bounds as in stats.histogram). */
-  totals: Record<Target, { requests: number; errors: number; fallbacks: number; histogram: number[] }>;
+  /**
+   * Since start: counters, the cumulative latency histogram (bucket counts, bounds as in stats.histogram) and the sum
+   * of the latencies in ms (absent from gateways older than this field).
+   */
+  totals: Record<Target, { requests: number; errors: number; fallbacks: number; sumMs?: number; histogram: number[] }>;
   /** Filled by the controller when a guard or plan is configured for the route. */
   guard: { enabled: boolean; lastVerdict: string | null; lastCheckedAt: string | null } | null;
   plan: { steps: number[]; stepIndex: number; state: string; holdUntil: string | null } | null;
 }
 
 export interface RoutesResponse {
-  gateway: { instanceId: string; workers: number; ready: boolean; degraded: string | null; flagsSynchronized: boolean; flagsError: string | null };
+  gateway: {
+    instanceId: string;
+    workers: number;
+    ready: boolean;
+    degraded: string | null;
+    flagsSynchronized: boolean;
+    flagsError: string | null;
+    /** Why the last config reload was refused (the last good config still serves); null after a good one. Absent from older gateways. */
+    reloadError?: string | null;
+  };
   routes: RouteStatus[];
 }

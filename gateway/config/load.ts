@@ -23,6 +23,8 @@ export class ConfigError extends StranglerError {
   readonly file: string;
   readonly problems: readonly ConfigProblem[];
   constructor(file: string, problems: ConfigProblem[], code: 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' = 'CONFIG_INVALID') {
+    // A secret's value never goes into the message: it is logged (config.reload_failed) and shown by GET /admin/config.
+    problems = problems.map((p) => (/(token|secret|password)$/i.test(p.path) && p.found.startsWith('string ') ? { ...p, found: 'a string (not shown: a secret)' } : p));
     const lines = problems.map((p) => `  - ${p.path || '(root)'}: expected ${p.expected}, found ${p.found}${p.hint ? `. Hint: ${p.hint}` : ''}`);
     super(code, `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${lines.join('\n')}`, { details: { file, problems } });
     this.file = file;

@@ -36,6 +36,7 @@ export function renderMetrics(view: RoutesResponse): string {
     });
     cumulative += counts[LATENCY_BOUNDS_MS.length] ?? 0;
     out.push(`strangler_request_duration_seconds_bucket{${l},le="+Inf"} ${cumulative}`);
+    out.push(`strangler_request_duration_seconds_sum{${l}} ${(r.totals[t].sumMs ?? 0) / 1000}`);
     out.push(`strangler_request_duration_seconds_count{${l}} ${cumulative}`);
   });
 

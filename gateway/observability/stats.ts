@@ -35,9 +35,11 @@ class Counts {
   requests = 0;
   errors = 0;
   fallbacks = 0;
+  /** Sum of the recorded durations (Prometheus' histogram _sum). */
+  sumMs = 0;
   readonly histogram = new Array<number>(BUCKETS).fill(0);
   reset(): void {
-    this.requests = this.errors = this.fallbacks = 0;
+    this.requests = this.errors = this.fallbacks = this.sumMs = 0;
     this.histogram.fill(0);
   }
 }
@@ -73,6 +75,7 @@ class TargetStats {
     const bucket = bucketOf(durationMs);
     b.requests++;
     this.totals.requests++;
+    this.totals.sumMs += durationMs;
     (b.histogram[bucket] as number)++;
     (this.totals.histogram[bucket] as number)++;
     if (error) {
@@ -121,7 +124,7 @@ export class RouteStats {
     this.#targets.service.fallback(this.#now());
   }
 
-  totals(target: Target): { requests: number; errors: number; fallbacks: number; histogram: readonly number[] } {
+  totals(target: Target): { requests: number; errors: number; fallbacks: number; sumMs: number; histogram: readonly number[] } {
     return this.#targets[target].totals;
   }
 

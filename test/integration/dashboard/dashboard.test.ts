@@ -52,6 +52,7 @@ const state = {
   sync: null as unknown,
   calls: [] as { path: string; body: unknown }[],
   failNextAction: false,
+  gateway: {} as Partial<RoutesResponse['gateway']>,
 };
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -74,7 +75,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   if (!url.pathname.startsWith('/admin/')) return send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: 'no such page' } });
   if (!state.tokenValid || req.headers.authorization !== `Bearer ${TOKEN}`) return send(res, 401, { error: { code: 'ADMIN_UNAUTHORIZED', message: 'missing or wrong bearer token' } });
   if (req.method === 'GET' && url.pathname === '/admin/routes') {
-    const body: RoutesResponse = { gateway: { instanceId: 'gw-test', workers: 2, ready: true, degraded: null, flagsSynchronized: true, flagsError: null }, routes: state.routes };
+    const body: RoutesResponse = { gateway: { instanceId: 'gw-test', workers: 2, ready: true, degraded: null, flagsSynchronized: true, flagsError: null, ...state.gateway }, routes: state.routes };
     return send(res, 200, body);
   }
   if (req.method === 'GET' && url.pathname === '/admin/sync') {
@@ -194,6 +195,18 @@ describe('migration dashboard', () => {
     await waitText('[data-testid="sync-lag-legacy-to-service"]', '12 events · 340 ms');
     assert.equal(await text('sync-lag-service-to-legacy', 'body'), '0 events · 5.0 ms');
     assert.match((await text('sync-last-verify', 'body')) ?? '', /^mismatch \(2\) at /);
+  });
+
+  test('issue: a refused config reload was not shown; server strings are shown as text, never as HTML', async () => {
+    const injected = '<img src=x data-testid="injected" onerror="document.title=1">';
+    state.gateway = { reloadError: `strangler.yaml: 1 problem\n  - routes[0].legacy: expected an id from upstreams, found "${injected}"`, degraded: `Unleash refused the token: ${injected}` };
+    await waitMatch('[data-testid="gateway-reload-error"]', 'config reload refused (the last good config still serves): strangler.yaml: 1 problem');
+    assert.ok(await page.getByTestId('gateway-reload-error').isVisible());
+    assert.match((await text('gateway-reload-error', 'header')) ?? '', /found "<img src=x/);
+    assert.match((await text('gateway-degraded', 'header')) ?? '', /refused the token: <img/);
+    assert.equal(await page.getByTestId('injected').count(), 0);
+    state.gateway = {};
+    await page.getByTestId('gateway-reload-error').waitFor({ state: 'hidden', timeout: 5_000 });
   });
 
   test('the sync panel reads the real GET /admin/sync shape (SyncStatus)', async () => {

@@ -4,12 +4,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
 import request from 'supertest';
 import { createAdminApp } from '../../../gateway/admin/app.ts';
 import { localControlPlane } from '../../../gateway/server.ts';
 import { Runtime } from '../../../gateway/runtime.ts';
-import { featuresFile, testConfig } from '../../helpers/gateway.ts';
-import { silentLogger } from '../../../common/logger.ts';
+import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { createLogger, silentLogger } from '../../../common/logger.ts';
+import { loadConfigFile } from '../../../gateway/config/load.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 
@@ -59,7 +64,7 @@ describe('admin API', () => {
     const res = await request(app).get('/admin/routes').set(auth).expect(200);
     const body = res.body as RoutesResponse;
     assert.deepEqual(Object.keys(body).sort(), ['gateway', 'routes']);
-    assert.deepEqual(Object.keys(body.gateway).sort(), ['degraded', 'flagsError', 'flagsSynchronized', 'instanceId', 'ready', 'workers']);
+    assert.deepEqual(Object.keys(body.gateway).sort(), ['degraded', 'flagsError', 'flagsSynchronized', 'instanceId', 'ready', 'reloadError', 'workers']);
     const route = body.routes[0];
     assert.ok(route);
     assert.deepEqual(Object.keys(route).sort(), ['breaker', 'flag', 'flagState', 'guard', 'id', 'legacy', 'match', 'plan', 'service', 'stats', 'totals', 'windowMs']);
@@ -111,11 +116,121 @@ describe('admin API', () => {
     assert.equal(badJson.body.error.code, 'ADMIN_BAD_REQUEST');
     const unknown = await request(app).get('/admin/nothing').set(auth).expect(404);
     assert.equal(unknown.body.error.code, 'ADMIN_NOT_FOUND');
+    // issue: these were 500 INTERNAL_ERROR (retriable: true) and logged as admin errors.
+    const tooLarge = await request(app).post('/admin/flags/refresh').set(auth).set('content-type', 'application/json').send(JSON.stringify({ reason: 'x'.repeat(300_000) })).expect(400);
+    assert.equal(tooLarge.body.error.code, 'ADMIN_BAD_REQUEST');
+    assert.match(tooLarge.body.error.message, /too large.*256 kB/);
+    const charset = await request(app).post('/admin/flags/refresh').set(auth).set('content-type', 'application/json; charset=koi8-r').send('{}').expect(400);
+    assert.equal(charset.body.error.retriable, false);
+    await request(app).get('/admin/routes/%E0%A4%A').set(auth).expect(400);
+  });
+
+  test('issue: the bearer scheme is case-insensitive (RFC 9110), the token is not', async () => {
+    for (const scheme of ['bearer', 'BEARER', 'Bearer']) await request(app).get('/admin/routes').set('authorization', `${scheme} ${TOKEN}`).expect(200);
+    for (const header of [`Bearer ${TOKEN.toUpperCase()}`, `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(1)}`, `Basic ${TOKEN}`, `Bearer`, `Bearer `, TOKEN]) {
+      await request(app).get('/admin/routes').set('authorization', header).expect(401);
+    }
   });
 
   test('GET requests change nothing', async () => {
     const before = JSON.stringify(runtime.flags.state('strangler.orders'));
     for (const path of ['/admin/routes', '/admin/breakers', '/admin/config', '/metrics']) await request(app).get(path).set(auth).expect(200);
     assert.equal(JSON.stringify(runtime.flags.state('strangler.orders')), before);
+  });
+});
+
+describe('readiness during shutdown', () => {
+  test('issue: /readyz answered 200 "ready" while the gateway drained and refused new connections', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const gw = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: 'http://127.0.0.1:9', flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }) } }));
+    try {
+      assert.equal((await fetch(`${gw.adminUrl}/readyz`)).status, 200);
+      legacy.mode = 'hold';
+      const received = legacy.nextRequest();
+      const inflight = fetch(`${gw.proxyUrl}/api/orders/1`).then((r) => r.text());
+      await received;
+      const closing = gw.close();
+      const ready = await fetch(`${gw.adminUrl}/readyz`);
+      assert.equal(ready.status, 503);
+      assert.deepEqual(await ready.json(), { status: 'draining' });
+      legacy.release();
+      await inflight;
+      await closing;
+    } finally {
+      legacy.release();
+      await gw.close();
+      await legacy.stop();
+    }
+  });
+});
+
+describe('GET /admin/config never shows a secret', () => {
+  test('issue: credentials in URLs and a bad secret in a refused reload were shown (and logged)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-admin-config-'));
+    const file = join(dir, 'strangler.yaml');
+    const raw = (extra: Record<string, unknown>) => ({
+      upstreams: [{ id: 'legacy', url: 'http://legacy-user:upstream-basic-pw@127.0.0.1:9' }, { id: 'svc', url: 'http://127.0.0.1:9' }],
+      routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
+      flags: { url: 'http://unleash:unleash-basic-pw@127.0.0.1:9/api/', backupPath: null, refreshIntervalMs: 0 },
+      controller: { databaseUrl: 'postgres://ctl:p@ss-with-at@db:5432/ctl' },
+      sync: undefined,
+      ...extra,
+    });
+    writeFileSync(file, JSON.stringify(raw({ kafka: { brokers: ['127.0.0.1:9'], sasl: { mechanism: 'plain', username: 'u', password: 'x' } } })));
+    const logged: string[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        logged.push(chunk.toString());
+        cb();
+      },
+    });
+    const log = createLogger({ level: 'info', name: 'gateway', destination });
+    const runtime = new Runtime(loadConfigFile(file), log);
+    try {
+      const app = createAdminApp(localControlPlane(runtime), { token: TOKEN, log });
+      // A reload with a secret that is too short is refused: the problem names the field, never the value.
+      writeFileSync(file, JSON.stringify(raw({ admin: { token: 'short-admin-tok' }, identity: { sessionSecret: 'short-sess' } })));
+      assert.equal(runtime.reloadFromFile(), false);
+      const res = await request(app).get('/admin/config').set(auth).expect(200);
+      const text = JSON.stringify(res.body);
+      for (const secret of ['upstream-basic-pw', 'unleash-basic-pw', 'p@ss-with-at', 'ss-with-at', 'short-admin-tok', 'short-sess']) {
+        assert.ok(!text.includes(secret), `${secret} is not shown`);
+      }
+      assert.match(logged.join(''), /config\.reload_failed/);
+      assert.ok(!logged.join('').includes('short-admin-tok'), 'nor logged');
+      assert.equal(res.body.config.upstreams[0].url, 'http://legacy-user:[redacted]@127.0.0.1:9');
+      assert.equal(res.body.config.controller.databaseUrl, 'postgres://ctl:[redacted]@db:5432/ctl');
+      assert.ok(res.body.reload.lastError.problems.some((p: { path: string; found: string }) => p.path === 'admin.token' && /not shown/.test(p.found)));
+      // The refused reload is also on GET /admin/routes, which the dashboard shows.
+      const routes = (await request(app).get('/admin/routes').set(auth).expect(200)).body as RoutesResponse;
+      assert.match(routes.gateway.reloadError ?? '', /admin\.token: expected string to have >=16 characters, found a string \(not shown/);
+    } finally {
+      runtime.close();
+    }
+  });
+});
+
+describe('/metrics exposition after traffic', () => {
+  test('issue: histograms had no _sum; buckets cumulative, +Inf equals _count, HELP/TYPE once per family', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const gw = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: 'http://127.0.0.1:9', flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }) } }));
+    try {
+      for (let i = 0; i < 5; i++) await (await fetch(`${gw.proxyUrl}/api/orders/${i}`)).text();
+      const text = await (await fetch(`${gw.adminUrl}/metrics`, { headers: auth })).text();
+      const lines = text.trimEnd().split('\n');
+      const types = lines.filter((l) => l.startsWith('# TYPE ')).map((l) => l.split(' ')[2]);
+      assert.equal(new Set(types).size, types.length, 'one TYPE line per family');
+      assert.equal(lines.filter((l) => l.startsWith('# HELP ')).length, types.length);
+      const sample = (name: string) => Number(lines.find((l) => l.startsWith(`${name}{route="orders",target="legacy"}`))?.split(' ').at(-1));
+      const buckets = lines.filter((l) => l.startsWith('strangler_request_duration_seconds_bucket{route="orders",target="legacy"')).map((l) => Number(l.split(' ').at(-1)));
+      assert.deepEqual([...buckets].sort((a, b) => a - b), buckets, 'buckets are cumulative');
+      assert.equal(buckets.at(-1), 5);
+      assert.equal(sample('strangler_request_duration_seconds_count'), 5);
+      const sum = sample('strangler_request_duration_seconds_sum');
+      assert.ok(sum > 0 && sum < 5 * 2, `_sum is the seconds spent (${sum})`);
+    } finally {
+      await gw.close();
+      await legacy.stop();
+    }
   });
 });
