@@ -5,7 +5,7 @@
  *   - stops polling for good after one 401/403 (we keep polling and report the error on the admin API),
  *   - has no public "fetch now" (its internal fetch starts an extra poll loop per call); a push must fetch at once,
  *   - crashes on destroy() during an in-flight fetch to a dead host.
- * Start-up order: backup file (last good data) → bootstrap file → live API. No data at all means "not ready":
+ * Start-up order: backup file (last good data), else the bootstrap file (always the bootstrap when offline) → live API. No data at all means "not ready":
  * every decision is legacy and /readyz reports degraded.
  *
  * A push that says "rollback" also sets a local override to legacy at once, because Unleash's read-after-write lag
@@ -48,15 +48,33 @@ export interface FlagClientStatus {
   lastFetchAt: string | null;
 }
 
-/** Percentage of the first active flexibleRollout strategy, or 100 for an enabled flag without strategies. */
+const activeStrategies = (feature: FeatureInterface) => (feature.strategies ?? []).filter((s) => !(s as { disabled?: boolean }).disabled);
+
+/**
+ * The share of users the flag sends to the service when that is one percentage: 100 for an enabled flag without
+ * strategies or with one unconstrained "default" strategy, else the rollout of its only strategy when that is an
+ * unconstrained flexibleRollout with "default" stickiness. null ("?") when the decision is not one percentage:
+ * several strategies (any one may enable), constraints or segments, a parent flag, another strategy or stickiness.
+ */
 export function rolloutPercentOf(feature: FeatureInterface | undefined): number | null {
   if (!feature) return null;
-  const strategies = (feature.strategies ?? []).filter((s) => !(s as { disabled?: boolean }).disabled);
+  const strategies = activeStrategies(feature);
   if (strategies.length === 0) return 100;
-  const rollout = strategies.find((s) => s.name === 'flexibleRollout');
-  if (!rollout) return null;
-  const n = Number(rollout.parameters?.rollout);
+  const [only] = strategies;
+  if (!only || strategies.length > 1 || (feature.dependencies?.length ?? 0) > 0 || (only.constraints?.length ?? 0) > 0 || (only.segments?.length ?? 0) > 0) return null;
+  if (only.name === 'default') return 100;
+  if (only.name !== 'flexibleRollout' || (only.parameters?.stickiness ?? 'default') !== 'default') return null;
+  const n = Number(only.parameters?.rollout);
   return Number.isFinite(n) ? Math.max(0, Math.min(100, n)) : 0;
+}
+
+/** Why a flag would send one user to either side from one request to the next (a random strategy), or null. */
+export function unstickyReason(feature: FeatureInterface | undefined): string | null {
+  for (const s of feature ? activeStrategies(feature) : []) {
+    if (s.name === 'gradualRolloutRandom') return 'strategy gradualRolloutRandom picks a side at random on every request';
+    if (s.name === 'flexibleRollout' && s.parameters?.stickiness === 'random') return 'flexibleRollout with stickiness "random" picks a side at random on every request';
+  }
+  return null;
 }
 
 class FlagRepository extends EventEmitter implements RepositoryInterface {
@@ -98,8 +116,11 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
   }
 
   async start(): Promise<void> {
-    await this.#loadFile(this.#backupFile, 'backup');
-    await this.#loadFile(this.#config.bootstrapFile, 'bootstrap');
+    const fromBackup = await this.#loadFile(this.#backupFile, 'backup');
+    // The backup is what Unleash last served, newer than a bootstrap file shipped with the gateway (a rollback made
+    // since, say): the bootstrap only fills a first start, or is the source of truth offline (no url).
+    if (fromBackup && this.#config.url && this.#config.bootstrapFile) this.#log.info({ file: this.#config.bootstrapFile, backup: this.#backupFile }, 'flags.bootstrap_skipped');
+    else await this.#loadFile(this.#config.bootstrapFile, 'bootstrap');
     if (this.#config.url) await this.fetchNow();
   }
 
@@ -181,16 +202,18 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
     this.emit(UnleashEvents.Changed, this.getToggles());
   }
 
-  async #loadFile(file: string | null, source: 'backup' | 'bootstrap'): Promise<void> {
-    if (!file) return;
+  /** Loads a backup or bootstrap file; false when there is none or it is unusable (logged). */
+  async #loadFile(file: string | null, source: 'backup' | 'bootstrap'): Promise<boolean> {
+    if (!file) return false;
     try {
       const body = JSON.parse(await readFile(file, 'utf8')) as ClientFeaturesResponse;
       if (!Array.isArray(body.features)) throw new Error('no "features" array');
       this.#apply(body, source);
       this.#log.info({ file, source, flags: body.features.length }, 'flags.loaded_from_file');
+      return true;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && source === 'backup') return;
-      this.#log.warn({ file, source, err: messageOf(err) }, 'flags.file_unusable');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || source !== 'backup') this.#log.warn({ file, source, err: messageOf(err) }, 'flags.file_unusable');
+      return false;
     }
   }
 
@@ -225,6 +248,8 @@ export class FlagClient {
   readonly #log: Logger;
   /** flag → override record; present means "route to legacy now". */
   readonly #overrides = new Map<string, { sawDisabled: boolean }>();
+  /** Flags the gateway routes by → the unsticky reason last logged for it (null: none). */
+  readonly #routed = new Map<string, string | null>();
 
   constructor(config: FlagsConfig, log: Logger, options: { instanceId?: string } = {}) {
     this.#log = log;
@@ -244,7 +269,10 @@ export class FlagClient {
     // Errors are reported through status and the admin API; without a listener the SDK would log them itself.
     this.#unleash.on(UnleashEvents.Error, (err: Error) => this.#log.warn({ err: err.message }, 'flags.error'));
     this.#unleash.on(UnleashEvents.Warn, (msg: unknown) => this.#log.debug({ msg: String(msg) }, 'flags.warn'));
-    this.#repository.on(UnleashEvents.Changed, () => this.#reconcileOverrides());
+    this.#repository.on(UnleashEvents.Changed, () => {
+      this.#reconcileOverrides();
+      for (const flag of this.#routed.keys()) this.#checkSticky(flag);
+    });
   }
 
   /** Loads backup/bootstrap and does the first fetch. Resolves within requestTimeoutMs even if Unleash is down. */
@@ -259,7 +287,15 @@ export class FlagClient {
   /** The decision for one request. Unknown flag or no data → false (legacy). */
   isEnabled(flag: string, context: Context): boolean {
     if (this.#overrides.has(flag)) return false;
+    if (!this.#routed.has(flag)) this.#checkSticky(flag);
     return this.#unleash.isEnabled(flag, context, false);
+  }
+
+  /** Warns (once per change) when a flag the gateway routes by is not sticky: users would bounce between sides. */
+  #checkSticky(flag: string): void {
+    const reason = unstickyReason(this.#repository.getToggle(flag));
+    if (reason && this.#routed.get(flag) !== reason) this.#log.warn({ flag, reason, hint: 'users move between legacy and the service from one request to the next; use flexibleRollout with stickiness "default" (`strangler flags sync --fix`)' }, 'flags.not_sticky');
+    this.#routed.set(flag, reason);
   }
 
   state(flag: string): FlagState {

@@ -19,8 +19,24 @@ export interface Identity {
   key: string;
   source: 'user' | 'session' | 'new-session';
   context: { userId?: string; sessionId?: string };
-  /** Set-Cookie value to send when a new session was minted. */
+  /** Set-Cookie value to send when a new session was minted, or a session signed with a previous key is re-signed. */
   setCookie: string | null;
+}
+
+/**
+ * The environment variable through which `gateway --workers N` hands its workers the session key it made up when
+ * identity.sessionSecret is unset (gateway/cluster.ts), so a cookie minted by one worker is valid on the others.
+ */
+export const EPHEMERAL_SESSION_SECRET_ENV = 'STRANGLER_EPHEMERAL_SESSION_SECRET';
+let ephemeralKey: string | undefined;
+
+/**
+ * The session key used when identity.sessionSecret is unset: one per process tree (the primary's, inherited by its
+ * workers), kept across config reloads, so only a restart of the whole gateway invalidates its sessions.
+ */
+export function ephemeralSessionSecret(): string {
+  ephemeralKey ??= process.env[EPHEMERAL_SESSION_SECRET_ENV] || randomBytes(32).toString('base64url');
+  return ephemeralKey;
 }
 
 export type OverrideTarget = 'legacy' | 'service';
@@ -28,7 +44,16 @@ export type OverrideResult = { target: OverrideTarget } | { rejected: string } |
 
 /** Reads one cookie from a Cookie header without allocating a map of all cookies. */
 export function readCookie(header: string | undefined, name: string): string | undefined {
-  if (!header) return undefined;
+  for (const value of cookieValues(header, name)) return value;
+  return undefined;
+}
+
+/**
+ * Every value of a cookie, in header order. A browser sends several cookies of one name when they differ in domain or
+ * path (one left by an older deployment, say); the first need not be the one we can verify.
+ */
+export function* cookieValues(header: string | undefined, name: string): Generator<string> {
+  if (!header) return;
   let start = 0;
   while (start < header.length) {
     let end = header.indexOf(';', start);
@@ -36,11 +61,10 @@ export function readCookie(header: string | undefined, name: string): string | u
     const eq = header.indexOf('=', start);
     if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name) {
       const value = header.slice(eq + 1, end).trim();
-      return value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+      yield value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
     }
     start = end + 1;
   }
-  return undefined;
 }
 
 function firstHeader(headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -82,12 +106,15 @@ export function signOverride(secret: string, target: OverrideTarget, ttlS = 3600
 export class Identifier {
   readonly #config: IdentityConfig;
   readonly #sessionSecret: Buffer;
+  /** identity.previousSessionSecrets: still verified, so rotating the key keeps every session (and its bucket). */
+  readonly #previousSessionSecrets: Buffer[];
   readonly #overrideSecret: Buffer | null;
   readonly #now: () => number;
 
   constructor(config: IdentityConfig, options: { now?: () => number } = {}) {
     this.#config = config;
-    this.#sessionSecret = config.sessionSecret ? Buffer.from(config.sessionSecret) : randomBytes(32);
+    this.#sessionSecret = Buffer.from(config.sessionSecret ?? ephemeralSessionSecret());
+    this.#previousSessionSecrets = config.previousSessionSecrets.map((k) => Buffer.from(k));
     this.#overrideSecret = config.override.secret ? Buffer.from(config.override.secret) : null;
     this.#now = options.now ?? Date.now;
   }
@@ -109,24 +136,24 @@ export class Identifier {
       else v = firstHeader(headers, source.header);
       if (v) return { key: v, source: 'user', context: { userId: v }, setCookie: null };
     }
-    const cookie = readCookie(headers.cookie, this.#config.sessionCookie);
-    if (cookie) {
+    let resigned: string | undefined;
+    for (const cookie of cookieValues(headers.cookie, this.#config.sessionCookie)) {
       const dot = cookie.lastIndexOf('.');
-      if (dot > 0) {
-        const sid = cookie.slice(0, dot);
-        if (safeEqual(cookie.slice(dot + 1), sign(this.#sessionSecret, sid))) {
-          return { key: sid, source: 'session', context: { sessionId: sid }, setCookie: null };
-        }
-      }
+      if (dot <= 0) continue;
+      const sid = cookie.slice(0, dot);
+      const sig = cookie.slice(dot + 1);
+      if (safeEqual(sig, sign(this.#sessionSecret, sid))) return { key: sid, source: 'session', context: { sessionId: sid }, setCookie: null };
+      if (resigned === undefined && this.#previousSessionSecrets.some((k) => safeEqual(sig, sign(k, sid)))) resigned = sid;
     }
+    // Signed with a previous key: the same session (same bucket), its cookie re-signed with the current key.
+    if (resigned !== undefined) return { key: resigned, source: 'session', context: { sessionId: resigned }, setCookie: this.#sessionCookie(resigned, headers, trustForwarded) };
     const sid = randomBytes(16).toString('base64url');
+    return { key: sid, source: 'new-session', context: { sessionId: sid }, setCookie: this.#sessionCookie(sid, headers, trustForwarded) };
+  }
+
+  #sessionCookie(sid: string, headers: IncomingHttpHeaders, trustForwarded: boolean): string {
     const value = `${sid}.${sign(this.#sessionSecret, sid)}`;
-    return {
-      key: sid,
-      source: 'new-session',
-      context: { sessionId: sid },
-      setCookie: `${this.#config.sessionCookie}=${value}; Path=/; Max-Age=${this.#config.sessionMaxAgeS}; HttpOnly; SameSite=Lax${clientScheme(headers, trustForwarded) === 'https' ? '; Secure' : ''}`,
-    };
+    return `${this.#config.sessionCookie}=${value}; Path=/; Max-Age=${this.#config.sessionMaxAgeS}; HttpOnly; SameSite=Lax${clientScheme(headers, trustForwarded) === 'https' ? '; Secure' : ''}`;
   }
 
   /** A signed, unexpired tester override forces a target; null when none was sent. */

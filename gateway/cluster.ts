@@ -7,6 +7,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
 import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
+import { EPHEMERAL_SESSION_SECRET_ENV, ephemeralSessionSecret } from '../flags/context.ts';
 import { loadConfigFile, type LoadedConfig } from './config/load.ts';
 import { watchConfigFile } from './config/watch.ts';
 import { reloadFailed, reloadSucceeded, Runtime, type ReloadStatus } from './runtime.ts';
@@ -126,7 +127,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
       let listening = false;
-      const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
+      const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, [EPHEMERAL_SESSION_SECRET_ENV]: ephemeralSessionSecret(), ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
       worker.on('message', (m: unknown) => {
         if (isEnvelope(m) && m.id === 'listening') {
           listening = true;

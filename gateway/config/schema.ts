@@ -118,7 +118,7 @@ export const flagsSchema = z.object({
   refreshIntervalMs: ms.default(1_000).describe('Poll interval. Pushes to POST /admin/flags/refresh make changes arrive sooner.'),
   requestTimeoutMs: ms.default(5_000),
   backupPath: z.string().nullable().default('.data/flags').describe('Folder for the last good flag set, used when Unleash is unreachable at start.'),
-  bootstrapFile: z.string().nullable().default(null).describe('A /api/client/features JSON file used at start (and offline when url is null).'),
+  bootstrapFile: z.string().nullable().default(null).describe('A /api/client/features JSON file used at start when there is no backup (and always offline, when url is null).'),
   disableMetrics: z.boolean().default(false),
   gateways: z.array(gatewayRefSchema).default([]).describe('Control planes that shift/rollback push a refresh to.'),
 }).strict();
@@ -127,6 +127,7 @@ export const identitySchema = z.object({
   userKey: z.array(userKeySchema).default([{ header: 'x-user-id' }]).describe('Sources of a user id, tried in order.'),
   sessionCookie: z.string().default('strangler_sid').describe('Cookie holding the signed session id used when no user id is found.'),
   sessionSecret: z.string().min(16).nullable().default(null).describe('HMAC key for session cookies; null = random per process (sessions then do not survive restarts or span gateways).'),
+  previousSessionSecrets: z.array(z.string().min(16)).default([]).describe('Earlier sessionSecret values, still accepted: a session signed with one keeps its id (and its bucket) and gets its cookie re-signed with sessionSecret. Rotate by moving the old key here; drop it after sessionMaxAgeS.'),
   sessionMaxAgeS: z.number().int().positive().default(30 * 24 * 3600),
   override: z.object({
     header: z.string().default('x-strangler-override'),

@@ -7,12 +7,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
-import { startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
+import { FlagClient } from '../../../flags/client.ts';
+import { createLogger } from '../../../common/logger.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 
@@ -146,6 +149,86 @@ describe('gateway with a real Unleash', () => {
       assert.equal(res.headers.get('x-strangler-target'), 'service', 'the 100% rollout from the backup applies');
     } finally {
       await fromBackup.close();
+    }
+  });
+
+  test('issue: Unleash unreachable at start, a bootstrap file shipped with the gateway undid a rollback the backup knew of', async () => {
+    const flag = uniqueFlag('bootstrap-vs-backup');
+    const env = unleash.environment;
+    await api.createFeature('default', { name: flag });
+    await api.addStrategy('default', flag, env, { name: 'flexibleRollout', parameters: { rollout: '100', stickiness: 'default', groupId: flag }, constraints: [], title: 'test' });
+    // Rolled back in Unleash (environment off); the bootstrap file deployed with the gateway still says 100 %.
+    const backupPath = mkdtempSync(join(tmpdir(), 'strangler-backup-'));
+    const flags = { token: unleash.backendToken, environment: env, refreshIntervalMs: 500, disableMetrics: true, backupPath, requestTimeoutMs: 500, bootstrapFile: featuresFile({ [flag]: { percent: 100 } }) };
+    const route = { flag: { name: flag } };
+    const live = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, route, flags: { ...flags, url: unleash.apiUrl } }));
+    try {
+      await until(live, flag, { enabled: false });
+    } finally {
+      await live.close();
+    }
+    const restarted = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, route, flags: { ...flags, url: 'http://127.0.0.1:9/api/' } }));
+    try {
+      assert.equal(restarted.runtime.flags.status.source, 'backup', 'the last flags Unleash served win over the bootstrap file');
+      const res = await fetch(`${restarted.proxyUrl}/api/orders/1`, { headers: { 'x-user-id': 'u1' } });
+      await res.text();
+      assert.equal(res.headers.get('x-strangler-target'), 'legacy', 'the rolled-back route stays on legacy');
+    } finally {
+      await restarted.close();
+    }
+    // Offline (no url) the bootstrap file is the source of truth, backup or not.
+    const offline = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, route, flags: { ...flags, url: null } }));
+    try {
+      assert.equal(offline.runtime.flags.status.source, 'bootstrap');
+      assert.equal(offline.runtime.flags.isEnabled(flag, { userId: 'u1' }), true);
+    } finally {
+      await offline.close();
+    }
+  });
+
+  test('issue: a flag that is not one sticky percentage was reported as its first rollout, and random stickiness went unnoticed', async () => {
+    const env = unleash.environment;
+    const flexible = (rollout: string, stickiness = 'default') => ({ name: 'flexibleRollout', parameters: { rollout, stickiness, groupId: 'g' }, constraints: [], title: 'test' });
+    const cases: { strategies: Parameters<UnleashAdminApi['addStrategy']>[3][]; percent: number | null; unsticky: boolean }[] = [
+      { strategies: [flexible('30')], percent: 30, unsticky: false },
+      { strategies: [{ name: 'default', parameters: {}, constraints: [], title: 'test' }], percent: 100, unsticky: false },
+      { strategies: [flexible('30', 'random')], percent: null, unsticky: true },
+      { strategies: [{ ...flexible('30'), constraints: [{ contextName: 'userId', operator: 'IN', values: ['bob'] }] }], percent: null, unsticky: false },
+      { strategies: [flexible('10'), flexible('100')], percent: null, unsticky: false },
+    ];
+    const flags = cases.map(() => uniqueFlag('strategies'));
+    for (const [i, c] of cases.entries()) {
+      const flag = flags[i] as string;
+      await api.createFeature('default', { name: flag });
+      for (const strategy of c.strategies) await api.addStrategy('default', flag, env, strategy);
+      await api.setEnvironmentEnabled('default', flag, env, true);
+    }
+    const lines: Record<string, unknown>[] = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _enc, cb) {
+        for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as Record<string, unknown>);
+        cb();
+      },
+    });
+    const client = new FlagClient(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, flags: { url: unleash.apiUrl, token: unleash.backendToken, environment: env, refreshIntervalMs: 0, disableMetrics: true } }).flags, createLogger({ destination }));
+    try {
+      await client.start();
+      const deadline = Date.now() + 10_000;
+      while (!flags.every((f) => client.state(f).enabled)) { // Unleash publishes changes on a 1 s revision tick
+        if (Date.now() > deadline) assert.fail('the client never saw every flag on');
+        await new Promise((r) => setTimeout(r, 100));
+        await client.refresh();
+      }
+      for (const [i, c] of cases.entries()) {
+        const flag = flags[i] as string;
+        client.isEnabled(flag, { userId: 'u1' });
+        client.isEnabled(flag, { userId: 'u2' });
+        assert.deepEqual(client.state(flag), { known: true, enabled: true, rolloutPercent: c.percent, localOverride: null }, `${JSON.stringify(c.strategies.map((s) => s.name))}`);
+        const warned = lines.filter((l) => l.msg === 'flags.not_sticky' && l.flag === flag);
+        assert.equal(warned.length, c.unsticky ? 1 : 0, `${flag}: one warning for a random strategy, none otherwise`);
+      }
+    } finally {
+      client.close();
     }
   });
 

@@ -120,3 +120,36 @@ test('cookie and JWT readers tolerate junk', () => {
   assert.equal(readJwtClaim('Bearer not.a.jwt!', 'sub'), undefined);
   assert.equal(readJwtClaim('Bearer a.b', 'sub'), undefined);
 });
+
+test('issue: rotating identity.sessionSecret gave every anonymous user a new session (and bucket); previous keys keep it', () => {
+  const old = new Identifier(config.identity);
+  const minted = old.identify({});
+  const cookie = minted.setCookie?.split(';')[0] as string;
+  const rotated = new Identifier({ ...config.identity, sessionSecret: 'n'.repeat(32), previousSessionSecrets: [config.identity.sessionSecret as string] });
+  const seen = rotated.identify({ cookie });
+  assert.deepEqual([seen.source, seen.key], ['session', minted.key], 'the same session id, so the same bucket');
+  const resigned = seen.setCookie?.split(';')[0] as string;
+  assert.ok(resigned && resigned !== cookie, 'the cookie is re-signed with the new key');
+  assert.match(seen.setCookie ?? '', /; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Lax$/);
+  assert.deepEqual([rotated.identify({ cookie: resigned }).source, rotated.identify({ cookie: resigned }).setCookie], ['session', null], 'the re-signed cookie needs nothing more');
+  const dropped = new Identifier({ ...config.identity, sessionSecret: 'n'.repeat(32) });
+  assert.equal(dropped.identify({ cookie }).source, 'new-session', 'a key no longer listed is not trusted');
+  assert.equal(dropped.identify({ cookie: resigned }).key, minted.key);
+});
+
+test('issue: a stale cookie of the same name sent before the valid one made every request a new session', () => {
+  const id = new Identifier(config.identity);
+  const minted = id.identify({});
+  const cookie = minted.setCookie?.split(';')[0] as string;
+  const seen = id.identify({ cookie: `strangler_sid=old.c2lnbmF0dXJl; other=1; ${cookie}` });
+  assert.deepEqual([seen.source, seen.key, seen.setCookie], ['session', minted.key, null]);
+});
+
+test('issue: without identity.sessionSecret, a config reload (new Identifier) invalidated every session of the process', () => {
+  const ephemeral = { ...config.identity, sessionSecret: null };
+  const before = new Identifier(ephemeral);
+  assert.equal(before.ephemeralSessions, true);
+  const minted = before.identify({});
+  const after = new Identifier({ ...ephemeral, userKey: [{ header: 'x-other' }] });
+  assert.deepEqual([after.identify({ cookie: minted.setCookie?.split(';')[0] }).source, after.identify({ cookie: minted.setCookie?.split(';')[0] }).key], ['session', minted.key]);
+});
