@@ -310,7 +310,13 @@ export class FlagClient {
 
   /** Handles a push from the control plane (shift/rollback/resume, or an Unleash webhook): act now, then refetch. */
   async push(push: FlagPush): Promise<void> {
-    if (push.flag && push.action === 'rollback') this.#overrides.set(push.flag, { sawDisabled: false });
+    if (push.flag && push.action === 'rollback') {
+      // The override is the rollback; the refetch that follows must not hold up the answer (an Unleash that hangs
+      // would delay the caller by requestTimeoutMs, longer than a cluster primary waits for its workers).
+      this.#overrides.set(push.flag, { sawDisabled: false });
+      void this.#repository.fetchNow();
+      return;
+    }
     if (push.flag && push.action === 'resume') this.#overrides.delete(push.flag);
     await this.#repository.fetchNow();
   }

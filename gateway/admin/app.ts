@@ -261,9 +261,13 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
         await plane.push({ flag: route.flag.name, action, percent });
       } else if (action === 'rollback') {
         // The kill switch acts here first, so its speed never depends on Unleash; then Unleash is switched off
-        // (and audited) so every other gateway converges and the dashboard shows the truth.
-        await plane.push({ flag: route.flag.name, action });
-        result = await plane.traffic.rollback(id, who);
+        // (and audited) so every other gateway converges and the dashboard shows the truth, even when this
+        // gateway's own push failed (a worker that did not answer in time).
+        const pushed = plane.push({ flag: route.flag.name, action }).then(() => null, (err: unknown) => messageOf(err));
+        const change = await plane.traffic.rollback(id, who);
+        const pushError = await pushed;
+        if (pushError !== null) logEvent(log, 'admin.local_push_failed', { routeId: id, action, err: pushError });
+        result = pushError === null ? change : { ...(change as object), localPush: { ok: false, error: pushError } };
       } else {
         result = await plane.traffic.resume(id, who);
         await plane.push({ flag: route.flag.name, action });

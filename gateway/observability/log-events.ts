@@ -35,6 +35,7 @@ const EVENTS = {
   'flags.push': 'info',
   'admin.change': 'info',
   'admin.error': 'error',
+  'admin.local_push_failed': 'warn',
 } as const satisfies Record<string, Level>;
 
 export type LogEvent = keyof typeof EVENTS;

@@ -125,6 +125,23 @@ describe('admin API', () => {
     await request(app).get('/admin/routes/%E0%A4%A').set(auth).expect(400);
   });
 
+  test('issue: a rollback whose local push failed (a worker that did not answer) never switched Unleash off', async () => {
+    const calls: string[] = [];
+    const traffic = {
+      shift: async () => ({}),
+      resume: async () => ({}),
+      rollback: async (routeId: string) => {
+        calls.push(`unleash off: ${routeId}`);
+        return { routeId, action: 'rollback', changed: true };
+      },
+    };
+    const plane = { ...localControlPlane(runtime, { traffic }), push: async () => Promise.reject(new Error('worker 4242 did not answer push within 5000 ms')) };
+    const res = await request(createAdminApp(plane, { token: TOKEN, log: silentLogger })).post('/admin/routes/orders/rollback').set(auth).send({ reason: 'errors' }).expect(200);
+    assert.deepEqual(calls, ['unleash off: orders'], 'Unleash is switched off even though this gateway could not confirm its own override');
+    assert.equal(res.body.changed, true);
+    assert.deepEqual(res.body.localPush, { ok: false, error: 'worker 4242 did not answer push within 5000 ms' });
+  });
+
   test('issue: the bearer scheme is case-insensitive (RFC 9110), the token is not', async () => {
     for (const scheme of ['bearer', 'BEARER', 'Bearer']) await request(app).get('/admin/routes').set('authorization', `${scheme} ${TOKEN}`).expect(200);
     for (const header of [`Bearer ${TOKEN.toUpperCase()}`, `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(1)}`, `Basic ${TOKEN}`, `Bearer`, `Bearer `, TOKEN]) {

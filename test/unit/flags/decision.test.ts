@@ -2,6 +2,9 @@
  * Decision and stickiness: request → identity (flags/context.ts) → unleash-client isEnabled through FlagClient.
  * Golden buckets (groupId strangler.orders) from the Unleash reference: alice → 67, bob → 3, "42" → 15.
  */
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normalizedStrategyValue } from 'unleash-client/lib/strategy/util.js';
@@ -152,4 +155,32 @@ test('issue: without identity.sessionSecret, a config reload (new Identifier) in
   const minted = before.identify({});
   const after = new Identifier({ ...ephemeral, userKey: [{ header: 'x-other' }] });
   assert.deepEqual([after.identify({ cookie: minted.setCookie?.split(';')[0] }).source, after.identify({ cookie: minted.setCookie?.split(';')[0] }).key], ['session', minted.key]);
+});
+
+test('issue: a rollback push waited for the refetch, so an Unleash that hangs held the kill switch for requestTimeoutMs', async () => {
+  // A stand-in for an Unleash that answers the first poll and then hangs (accepts, never answers).
+  const features = JSON.parse(readFileSync(featuresFile({ [FLAG]: { percent: 100 } }), 'utf8')) as unknown;
+  let polls = 0;
+  const hanging = createServer((_req, res) => {
+    if (++polls === 1) res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(features));
+  });
+  await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(hanging.address() as AddressInfo).port}/api/`;
+  const client = new FlagClient({ ...config.flags, url, backupPath: null, bootstrapFile: null, refreshIntervalMs: 0, requestTimeoutMs: 600_000, disableMetrics: true }, silentLogger);
+  try {
+    await client.start();
+    const user = { userId: 'alice' };
+    assert.equal(client.isEnabled(FLAG, user), true);
+    const refetched = new Promise((resolve) => hanging.once('request', () => setImmediate(resolve, 'refetch unanswered, push still waiting')));
+    const pushed = client.push({ flag: FLAG, action: 'rollback' }).then(() => 'pushed');
+    // The push answers without waiting for the refetch it starts (else it would wait out the 10-minute timeout).
+    assert.equal(await Promise.race([pushed, refetched]), 'pushed');
+    await refetched;
+    assert.equal(polls, 2, 'the rollback still refetches');
+    assert.equal(client.isEnabled(FLAG, user), false, 'the override routes to legacy at once');
+  } finally {
+    client.close();
+    hanging.closeAllConnections();
+    await new Promise((resolve) => hanging.close(resolve));
+  }
 });
