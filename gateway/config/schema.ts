@@ -152,7 +152,7 @@ export const proxySchema = z.object({
 export const adminSchema = z.object({
   bind: z.string().default('127.0.0.1').describe('Control plane address; a non-loopback address requires a token.'),
   port: z.number().int().min(0).max(65535).default(9901),
-  token: z.string().min(16).nullable().default(null).describe('Bearer token for /admin/*, /metrics and the dashboard.'),
+  token: z.string().min(16).regex(/^\S+$/, { error: 'a token without spaces or line breaks (it travels as "Authorization: Bearer <token>"), e.g. from `openssl rand -hex 24`' }).nullable().default(null).describe('Bearer token for /admin/*, /metrics and the dashboard.'),
   statsWindowMs: ms.default(60_000).describe('Window of the per-target stats shown by GET /admin/routes.'),
 }).strict();
 

@@ -103,6 +103,12 @@ test('a non-loopback admin bind needs a token', () => {
   const list = problems({ ...base(), admin: { bind: '0.0.0.0' } });
   assert.equal(list[0]?.path, 'admin.token');
   assert.doesNotThrow(() => validateConfig({ ...base(), admin: { bind: '0.0.0.0', token: 'x'.repeat(16) } }, 'x'));
+  // A token of spaces passed the length check and then matched no Authorization header: an admin API nobody can use.
+  for (const token of [' '.repeat(16), 'abcdefgh ijklmnopq', `${'x'.repeat(16)}\n`]) {
+    const found = problems({ ...base(), admin: { bind: '0.0.0.0', token } });
+    assert.equal(found[0]?.path, 'admin.token', JSON.stringify(token));
+    assert.match(found[0]?.expected ?? '', /without spaces/);
+  }
 });
 
 test('${ENV} interpolation, with defaults, null for optional secrets, and numbers for numeric fields', () => {
