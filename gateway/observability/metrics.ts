@@ -47,8 +47,9 @@ export function renderMetrics(view: RoutesResponse): string {
 
   family('strangler_flag_enabled', 'gauge', 'Route flag as this gateway sees it: 1 enabled, 0 disabled or unknown.');
   for (const r of view.routes) out.push(`strangler_flag_enabled{route="${label(r.id)}",flag="${label(r.flag.name)}"} ${r.flagState.enabled && !r.flagState.localOverride ? 1 : 0}`);
-  family('strangler_flag_rollout_percent', 'gauge', 'Rollout percentage of the route flag as this gateway sees it.');
-  for (const r of view.routes) out.push(`strangler_flag_rollout_percent{route="${label(r.id)}",flag="${label(r.flag.name)}"} ${r.flagState.rolloutPercent ?? 0}`);
+  family('strangler_flag_rollout_percent', 'gauge', 'Rollout percentage of the route flag as this gateway sees it; no sample when the flag is not one sticky percentage.');
+  // An unknown share ("?": constraints, several strategies, another strategy) has no sample rather than a false 0.
+  for (const r of view.routes) if (r.flagState.rolloutPercent !== null) out.push(`strangler_flag_rollout_percent{route="${label(r.id)}",flag="${label(r.flag.name)}"} ${r.flagState.rolloutPercent}`);
   family('strangler_flags_ready', 'gauge', '1 when flag data is loaded (else every route goes to legacy).');
   out.push(`strangler_flags_ready ${view.gateway.ready ? 1 : 0}`);
   return `${out.join('\n')}\n`;

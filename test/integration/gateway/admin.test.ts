@@ -10,6 +10,8 @@ import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import request from 'supertest';
 import { createAdminApp } from '../../../gateway/admin/app.ts';
+import { routesResponse } from '../../../gateway/admin/status.ts';
+import { renderMetrics } from '../../../gateway/observability/metrics.ts';
 import { localControlPlane } from '../../../gateway/server.ts';
 import { Runtime } from '../../../gateway/runtime.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
@@ -96,6 +98,16 @@ describe('admin API', () => {
     for (const line of ['strangler_requests_total{route="orders",target="legacy"} 0', 'strangler_flag_rollout_percent{route="orders",flag="strangler.orders"} 40', 'strangler_breaker_state{route="orders",upstream="svc"} 0', 'strangler_flags_ready 1', 'strangler_request_duration_seconds_bucket{route="orders",target="service",le="+Inf"} 0']) {
       assert.ok(res.text.includes(line), `metrics include ${line}`);
     }
+  });
+
+  test('issue: a flag that is not one sticky percentage showed as rollout 0 in /metrics; it has no sample', async () => {
+    const view = routesResponse(runtime);
+    const route = view.routes[0];
+    assert.ok(route);
+    route.flagState.rolloutPercent = null;
+    const text = renderMetrics(view);
+    assert.ok(text.includes('# TYPE strangler_flag_rollout_percent gauge'));
+    assert.doesNotMatch(text, /^strangler_flag_rollout_percent\{/m);
   });
 
   test('a rollback push (ours, or an Unleash webhook event) sends the route to legacy at once; resume clears it', async () => {
