@@ -17,7 +17,7 @@
 import { EventEmitter } from 'node:events';
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Unleash, UnleashEvents, type Context } from 'unleash-client';
 import type { ClientFeaturesResponse, FeatureInterface } from 'unleash-client/lib/feature.js';
 import type { RepositoryInterface } from 'unleash-client/lib/repository/index.js';
@@ -246,8 +246,12 @@ export class FlagClient {
   readonly #unleash: Unleash;
   readonly #repository: FlagRepository;
   readonly #log: Logger;
-  /** flag → override record; present means "route to legacy now". */
+  /** flag → override record; present means "route to legacy now". Kept in #overridesFile across restarts. */
   readonly #overrides = new Map<string, { sawDisabled: boolean }>();
+  /** Where the overrides live between restarts (in flags.backupPath; null without one). */
+  readonly #overridesFile: string | null;
+  /** Writes of #overridesFile, one after another, so an older state never lands last. */
+  #overridesWrite: Promise<void> = Promise.resolve();
   /** Flags the gateway routes by → the unsticky reason last logged for it (null: none). */
   readonly #routed = new Map<string, string | null>();
 
@@ -255,6 +259,7 @@ export class FlagClient {
     this.#log = log;
     const instanceId = config.instanceId ?? options.instanceId ?? `${hostname()}-${process.pid}`;
     this.#repository = new FlagRepository(config, log, instanceId);
+    this.#overridesFile = config.backupPath ? join(config.backupPath, `rollback-overrides-${config.appName}.json`) : null;
     this.#unleash = new Unleash({
       appName: config.appName,
       instanceId,
@@ -277,6 +282,7 @@ export class FlagClient {
 
   /** Loads backup/bootstrap and does the first fetch. Resolves within requestTimeoutMs even if Unleash is down. */
   async start(): Promise<void> {
+    await this.#restoreOverrides();
     await this.#unleash.start();
   }
 
@@ -315,9 +321,9 @@ export class FlagClient {
       // would delay the caller by requestTimeoutMs, longer than a cluster primary waits for its workers).
       this.#overrides.set(push.flag, { sawDisabled: false });
       void this.#repository.fetchNow();
-      return;
+      return this.#saveOverrides();
     }
-    if (push.flag && push.action === 'resume') this.#overrides.delete(push.flag);
+    if (push.flag && push.action === 'resume' && this.#overrides.delete(push.flag)) await this.#saveOverrides();
     await this.#repository.fetchNow();
   }
 
@@ -331,10 +337,55 @@ export class FlagClient {
   }
 
   #reconcileOverrides(): void {
+    let changed = false;
     for (const [flag, record] of this.#overrides) {
       const f = this.#repository.getToggle(flag);
-      if (!f || !f.enabled || rolloutPercentOf(f) === 0) record.sawDisabled = true;
-      else if (record.sawDisabled) this.#overrides.delete(flag); // turned back on in Unleash after the rollback landed
+      if (!f || !f.enabled || rolloutPercentOf(f) === 0) {
+        changed ||= !record.sawDisabled;
+        record.sawDisabled = true;
+      } else if (record.sawDisabled) {
+        this.#overrides.delete(flag); // turned back on in Unleash after the rollback landed
+        changed = true;
+      }
     }
+    if (changed) void this.#saveOverrides();
+  }
+
+  /**
+   * A rollback override outlives a restart: one made while Unleash was down or refused the admin token exists only
+   * here, and a restarted gateway would otherwise follow Unleash (or its backup) straight back to the service.
+   */
+  async #restoreOverrides(): Promise<void> {
+    const file = this.#overridesFile;
+    if (!file) return;
+    let saved: unknown;
+    try {
+      saved = JSON.parse(await readFile(file, 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.#log.warn({ file, err: messageOf(err), hint: 'rollback overrides from before the restart are not known; check flags status and roll back again if needed' }, 'flags.overrides_unreadable');
+      return;
+    }
+    const overrides = (saved as { overrides?: unknown } | null)?.overrides;
+    if (!overrides || typeof overrides !== 'object') return void this.#log.warn({ file, err: 'no "overrides" object' }, 'flags.overrides_unreadable');
+    for (const [flag, record] of Object.entries(overrides as Record<string, { sawDisabled?: unknown }>)) this.#overrides.set(flag, { sawDisabled: record?.sawDisabled === true });
+    if (this.#overrides.size > 0) this.#log.warn({ file, flags: [...this.#overrides.keys()], hint: 'these flags stay on legacy until a resume (or until Unleash shows them off and then on again)' }, 'flags.overrides_restored');
+  }
+
+  /** Writes the overrides (atomically: temporary file, then rename); a failure is logged, the override still holds. */
+  #saveOverrides(): Promise<void> {
+    const file = this.#overridesFile;
+    if (!file) return Promise.resolve();
+    const body = JSON.stringify({ overrides: Object.fromEntries(this.#overrides) });
+    this.#overridesWrite = this.#overridesWrite.then(async () => {
+      try {
+        await mkdir(dirname(file), { recursive: true });
+        const tmp = `${file}.${process.pid}.tmp`;
+        await writeFile(tmp, body);
+        await rename(tmp, file);
+      } catch (err) {
+        this.#log.warn({ file, err: messageOf(err), hint: 'the rollback holds in this process but will not survive a restart' }, 'flags.overrides_unsaved');
+      }
+    });
+    return this.#overridesWrite;
   }
 }

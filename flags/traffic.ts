@@ -209,7 +209,7 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
     const reached = refresh.filter((r) => r.ok).length;
     control.log.warn({ routeId, flag: name, actor, reason: options.reason ?? null, gateways: reached, of: refresh.length, err: messageOf(err) }, FLAGS_LOG.trafficChange);
     const code = err instanceof StranglerError ? err.code : 'INTERNAL_ERROR';
-    throw new StranglerError(code, `${messageOf(err)}. The rollback was pushed to ${reached}/${refresh.length} gateways (local override to legacy, until a resume), but Unleash was not switched off for "${name}", so gateways not in flags.gateways and restarted ones still follow Unleash; fix the cause and run the rollback again`, { cause: err, details: { routeId, flag: name, refresh } });
+    throw new StranglerError(code, `${messageOf(err)}. The rollback was pushed to ${reached}/${refresh.length} gateways (local override to legacy, until a resume), but Unleash was not switched off for "${name}", so gateways not in flags.gateways (and restarted ones without flags.backupPath) still follow Unleash; fix the cause and run the rollback again`, { cause: err, details: { routeId, flag: name, refresh } });
   }
   if (!state) {
     await pushing;

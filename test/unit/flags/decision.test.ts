@@ -2,7 +2,9 @@
  * Decision and stickiness: request → identity (flags/context.ts) → unleash-client isEnabled through FlagClient.
  * Golden buckets (groupId strangler.orders) from the Unleash reference: alice → 67, bob → 3, "42" → 15.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
@@ -182,5 +184,35 @@ test('issue: a rollback push waited for the refetch, so an Unleash that hangs he
     client.close();
     hanging.closeAllConnections();
     await new Promise((resolve) => hanging.close(resolve));
+  }
+});
+
+test('issue: a restarted gateway forgot a rollback that only it knew of (Unleash down or refusing the token) and went back to the service', async () => {
+  const backupPath = mkdtempSync(join(tmpdir(), 'strangler-overrides-'));
+  const flags = { ...config.flags, bootstrapFile: featuresFile({ [FLAG]: { percent: 100 } }), url: null, backupPath };
+  const user = { userId: 'alice' };
+  const started = async () => {
+    const client = new FlagClient(flags, silentLogger);
+    await client.start();
+    return client;
+  };
+  try {
+    const first = await started();
+    assert.equal(first.isEnabled(FLAG, user), true);
+    await first.push({ flag: FLAG, action: 'rollback' });
+    first.close();
+
+    const restarted = await started();
+    assert.equal(restarted.isEnabled(FLAG, user), false, 'the rollback survives the restart');
+    assert.equal(restarted.state(FLAG).localOverride, 'legacy');
+    await restarted.push({ flag: FLAG, action: 'resume' });
+    assert.equal(restarted.isEnabled(FLAG, user), true);
+    restarted.close();
+
+    const again = await started();
+    assert.equal(again.isEnabled(FLAG, user), true, 'a resume is remembered too');
+    again.close();
+  } finally {
+    rmSync(backupPath, { recursive: true, force: true });
   }
 });
