@@ -17,7 +17,7 @@ export const upstreamSchema = z.object({
   id,
   url: httpUrl.describe('Base URL of the upstream. Requests keep their path; a path here is prepended.'),
   connectTimeoutMs: ms.default(1_000).describe('Time allowed to open a connection.'),
-  timeoutMs: ms.default(15_000).describe('Time allowed until response headers arrive.'),
+  timeoutMs: ms.default(15_000).describe('Time allowed until response headers arrive, counted from when the request (its body included) has been sent.'),
   healthPath: z.string().startsWith('/').default('/healthz').describe('Path probed by GET /admin/upstreams.'),
   maxSockets: z.number().int().positive().default(256).describe('Keep-alive agent: maximum concurrent sockets to this upstream.'),
   keepAliveMs: ms.default(30_000).describe('Keep-alive agent: idle socket lifetime.'),
@@ -146,7 +146,7 @@ export const proxySchema = z.object({
   drainTimeoutMs: ms.default(10_000).describe('On SIGTERM, in-flight requests get this long to finish.'),
   responseHeaders: z.boolean().default(true).describe('Add x-strangler-route, x-strangler-target and x-strangler-fallback to responses.'),
   logSampleRate: z.number().min(0).max(1).default(1).describe('Share of successful requests logged (errors and fallbacks always are).'),
-  trustForwardedHeaders: z.boolean().default(false).describe('Append to an incoming X-Forwarded-For instead of replacing it.'),
+  trustForwardedHeaders: z.boolean().default(false).describe('Append to an incoming X-Forwarded-For instead of replacing it, and pass the client\'s X-Forwarded-Proto/Host, Forwarded and X-Real-IP through (otherwise they are replaced or dropped).'),
 }).strict();
 
 export const adminSchema = z.object({

@@ -21,7 +21,7 @@
  * Invariant: a write is never sent to two upstreams. It goes to legacy after a service failure only if the route
  * declares it idempotent or the service provably never received it (breaker open, connection refused).
  */
-import { request as httpRequest, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type ServerResponse } from 'node:http';
+import { request as httpRequest, STATUS_CODES, type ClientRequest, type IncomingHttpHeaders, type IncomingMessage, type RequestOptions, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -39,6 +39,7 @@ import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
 
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
+const DOT_SEGMENT = /(^|\/|%2f|%5c)(\.|%2e){1,2}(\/|;|%2f|%5c|$)/i;
 /** The status logged for a request whose client hung up before its answer was complete (nginx's convention). */
 const CLIENT_CLOSED = 499;
 /** Sends of one request after stale pooled connections, at most (each failure retires that connection). */
@@ -173,7 +174,10 @@ class Attempt {
     // May throw (a header value node refuses); then nothing is armed yet and the caller answers with an error.
     this.send();
     ex.attempt = this;
-    this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
+    // The wait for response headers starts once the request is sent: for a streamed body, when its last byte is
+    // written (onStreamedBodySent), so a slow upload is not cut by the upstream's timeout (as Envoy's route timeout).
+    // Until then the client's upload is bounded by proxy.requestTimeoutMs.
+    if (body.kind !== 'stream') this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
   }
 
   /** Sends the request (again, after a stale pooled connection) on a connection from the upstream's agent. */
@@ -192,6 +196,7 @@ class Attempt {
     else {
       // Errors of the client's body stream end the attempt like an upstream error (as http-proxy reported them).
       req.on('error', (err: Error) => this.failed(err));
+      proxyReq.once('finish', onStreamedBodySent);
       body.stream.pipe(proxyReq);
     }
   }
@@ -253,6 +258,11 @@ function onAttemptTimeout(a: Attempt): void {
   const neverConnected = a.connecting();
   a.settle({ ok: false, phase: neverConnected ? 'connect' : 'timeout', sent: !neverConnected, error: `no response headers within ${a.timeoutMs} ms` });
   a.proxyReq?.destroy();
+}
+
+function onStreamedBodySent(this: AttemptRequest): void {
+  const a = this[kAttempt];
+  if (a && !a.settled) a.timer = setTimeout(onAttemptTimeout, a.timeoutMs, a);
 }
 
 function onConnectTimeout(a: Attempt): void {
@@ -335,6 +345,7 @@ export class Forwarder {
     // Without a listener http-proxy would throw; errors reach each upgrade through ws()'s callback instead.
     this.#proxy.on('error', () => {});
     this.#proxy.on('econnreset', () => {});
+    this.#proxy.on('proxyReqWs', onProxyReqWs);
   }
 
   /** A request sent again after a stale pooled connection (Attempt.retryStale). */
@@ -636,14 +647,19 @@ export class Forwarder {
     }
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (/(^|\/)(\.|%2e){1,2}(\/|$)/i.test(path) || path.includes('\\')) return new StranglerError('BAD_REQUEST', 'dot segments or backslashes in the path are not allowed');
+    // Also a dot segment ended by a path parameter (`..;/`, which Tomcat and Jetty resolve as `..`) or bounded by an
+    // encoded slash or backslash (`..%2f`, `%5c..`), which some upstreams decode before resolving dot segments.
+    if (DOT_SEGMENT.test(path) || path.includes('\\')) return new StranglerError('BAD_REQUEST', 'dot segments or backslashes in the path are not allowed');
     const colon = host.lastIndexOf(':');
     const bare = colon > host.lastIndexOf(']') ? host.slice(0, colon) : host;
     return { path, host: bare.toLowerCase() };
   }
 
-  /** Routes a WebSocket (or any) upgrade by the same decision; no fallback once a socket is handed over. */
+  /** Routes a WebSocket upgrade by the same decision; no fallback (502/504 when the upstream cannot take it). */
   handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    // Only WebSocket upgrades are proxied (http-proxy drops any other socket unanswered). Any other offer, such as
+    // curl --http2's `Upgrade: h2c`, may be ignored (RFC 9110 §7.8): the request is served as plain HTTP/1.1.
+    if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') return reinjectWithoutUpgrade(req, socket, head);
     const snapshot = this.#runtime.snapshot;
     const reqId = requestIdOf(req.headers);
     const target = this.#normalizeTarget(req);
@@ -658,9 +674,16 @@ export class Forwarder {
     req.headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
     req.headers.host = upstreamHost(upstream, sentHost);
     logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
+    const state: UpgradeState = { timeoutMs: upstream.config.timeoutMs, answered: false, timedOut: false };
+    (req as UpgradeRequest)[kUpgrade] = state;
     this.#proxy.ws(req, socket, head, upgradeTarget(upstream), (err: Error) => {
       logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
-      socket.destroy();
+      if (state.answered || !socket.writable) return void socket.destroy();
+      // Nothing was written to the client yet: it gets an HTTP answer, as for any request, not a dropped connection.
+      const code: ErrorCode = state.timedOut ? 'UPSTREAM_TIMEOUT' : CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? 'UPSTREAM_CONNECT_FAILED' : 'UPSTREAM_BAD_RESPONSE';
+      const error = new StranglerError(code, `${decision.target} upstream failed: ${err.message}`);
+      const body = JSON.stringify({ ...error.toJSON(), requestId: reqId });
+      socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${reqId}\r\nconnection: close\r\n\r\n${body}`);
     });
   };
 
@@ -689,12 +712,93 @@ function upgradeTarget(upstream: Upstream): httpProxy.ServerOptions {
   return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent };
 }
 
-/** The override header upstreams must not see, per config snapshot (not a new array per request). */
+/** A WebSocket upgrade in progress: the upstream's answer (101 or a refusal) is awaited at most `timeoutMs`. */
+interface UpgradeState {
+  readonly timeoutMs: number;
+  /** The upstream answered (101 or a refusal), so http-proxy has started writing to the client. */
+  answered: boolean;
+  timedOut: boolean;
+}
+const kUpgrade = Symbol('strangler.upgrade');
+type UpgradeRequest = IncomingMessage & { [kUpgrade]?: UpgradeState };
+
+/**
+ * http-proxy's upstream request for an upgrade, emitted before http-proxy adds its own listeners (so these run
+ * first). http-proxy has no timeout for the handshake and keeps the upstream request when the client leaves: both
+ * are added here. A refusal (any non-101 answer) is relayed by http-proxy with the headers as received and the body
+ * decoded, so its chunked framing is dropped and the body ends with the connection.
+ */
+function onProxyReqWs(proxyReq: ClientRequest, req: UpgradeRequest, socket: Duplex): void {
+  const state = req[kUpgrade];
+  if (!state) return;
+  const timer = setTimeout(() => {
+    state.timedOut = true;
+    proxyReq.destroy(new Error(`no upgrade answer within ${state.timeoutMs} ms`));
+  }, state.timeoutMs);
+  proxyReq.once('upgrade', () => {
+    state.answered = true;
+    clearTimeout(timer);
+  });
+  proxyReq.once('response', (res: IncomingMessage) => {
+    state.answered = true;
+    clearTimeout(timer);
+    delete res.headers['transfer-encoding'];
+    delete res.headers['keep-alive'];
+    res.headers.connection = 'close';
+  });
+  socket.once('close', () => {
+    clearTimeout(timer);
+    if (!state.answered) proxyReq.destroy();
+  });
+}
+
+/**
+ * Hands an upgrade request the gateway does not proxy back to its HTTP server as a plain request: the head is
+ * rebuilt without `Upgrade` (and without the `upgrade` token of Connection), put back in front of the bytes not yet
+ * parsed, and the socket is given to the server again as a new connection (node documents emitting 'connection').
+ * The body, if any, and later keep-alive requests are then parsed by node as usual.
+ */
+function reinjectWithoutUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  const { server, _httpMessage: pending } = socket as Socket & { server?: Server; _httpMessage?: ServerResponse | null };
+  if (!server || socket.destroyed) {
+    socket.destroy();
+    return;
+  }
+  // Pipelined behind an answer still being sent: node's new parser must not take the socket before that answer ends.
+  if (pending) {
+    pending.once('finish', () => reinjectWithoutUpgrade(req, socket, head));
+    return;
+  }
+  let text = `${req.method} ${req.url} HTTP/${req.httpVersion}\r\n`;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    let value = raw[i + 1] as string;
+    if (name === 'upgrade') continue;
+    if (name === 'connection') {
+      value = value.split(',').map((t) => t.trim()).filter((t) => t !== '' && t.toLowerCase() !== 'upgrade').join(', ');
+      if (value === '') continue;
+    }
+    text += `${raw[i] as string}: ${value}\r\n`;
+  }
+  socket.unshift(Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), head]));
+  server.emit('connection', socket);
+}
+
+/**
+ * The headers upstreams must not see, per config snapshot (not a new array per request): the tester override, and,
+ * unless forwarded headers are trusted, the client-hop headers other than X-Forwarded-* (which are replaced) that
+ * upstream frameworks read for the client's address, scheme and host (Spring's ForwardedHeaderFilter, gin's ClientIP).
+ */
 const dropped = new WeakMap<Snapshot, readonly string[]>();
+const UNTRUSTED_CLIENT_HOP = ['forwarded', 'x-real-ip'];
 
 function forwardedInfo(snapshot: Snapshot, req: IncomingMessage, reqId: string): ForwardedInfo {
   let drop = dropped.get(snapshot);
-  if (!drop) dropped.set(snapshot, (drop = [snapshot.config.identity.override.header.toLowerCase()]));
+  if (!drop) {
+    const override = snapshot.config.identity.override.header.toLowerCase();
+    dropped.set(snapshot, (drop = snapshot.config.proxy.trustForwardedHeaders ? [override] : [override, ...UNTRUSTED_CLIENT_HOP]));
+  }
   return {
     reqId,
     clientIp: req.socket.remoteAddress ?? '',

@@ -1,6 +1,7 @@
 /**
  * Header rules for both directions. Hop-by-hop headers (RFC 9110 §7.6.1, plus any named in Connection) never
- * cross the proxy; X-Forwarded-* describe the client hop; x-request-id is kept when sane or minted; W3C
+ * cross the proxy; X-Forwarded-* describe the client hop (a client's own Forwarded and X-Real-IP are dropped unless
+ * forwarded headers are trusted); x-request-id is kept when sane or minted; W3C
  * traceparent/tracestate pass unchanged as end-to-end headers.
  */
 import { randomUUID } from 'node:crypto';
@@ -50,7 +51,7 @@ export interface ForwardedInfo {
   proto: 'http' | 'https';
   host: string;
   trustForwarded: boolean;
-  /** Headers that must not reach any upstream (the tester override). */
+  /** Headers that must not reach any upstream (the tester override; Forwarded and X-Real-IP unless trustForwarded). */
   drop: readonly string[];
 }
 

@@ -4,7 +4,8 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { request } from 'node:http';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
 import { signOverride } from '../../../flags/context.ts';
@@ -200,7 +201,7 @@ describe('gateway data plane', () => {
   });
 
   test('paths with dot segments are refused, never forwarded', async () => {
-    for (const path of ['/api/orders/../secret', '/api/orders/%2e%2e/secret', '/api/orders/%2E./x', '/api/orders/.\\x']) {
+    for (const path of ['/api/orders/../secret', '/api/orders/%2e%2e/secret', '/api/orders/%2E./x', '/api/orders/.\\x', '/api/orders/..;/..;/admin', '/api/orders/..%2f..%2fadmin', '/api/orders/x%5C%2e%2e%5Cadmin', '/api/orders/.;/x']) {
       const res = await raw(gw.proxyUrl, `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
       assert.match(res, /^HTTP\/1\.1 400/, path);
       assert.match(res, /"code":"BAD_REQUEST"/);
@@ -236,11 +237,13 @@ describe('gateway data plane', () => {
     const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
     const response = await raw(gw.proxyUrl, [
       'GET /api/orders/1 HTTP/1.1', 'host: shop.example', 'connection: close, x-secret', 'x-secret: s', 'proxy-authorization: Basic x', 'te: trailers',
-      'x-forwarded-for: 6.6.6.6', 'x-request-id: req-123', `traceparent: ${traceparent}`, 'x-user-id: u', '', '',
+      'x-forwarded-for: 6.6.6.6', 'forwarded: for=6.6.6.6;proto=https;host=evil.example', 'x-real-ip: 6.6.6.6', 'x-request-id: req-123', `traceparent: ${traceparent}`, 'x-user-id: u', '', '',
     ].join('\r\n'));
     const got = legacy.received[0] ?? svc.received[0];
     assert.ok(got);
     for (const h of ['x-secret', 'proxy-authorization', 'te']) assert.equal(got.headers[h], undefined, `${h} is not forwarded`);
+    // Untrusted client-hop claims other than X-Forwarded-* (replaced below) would let a client spoof its address or host.
+    for (const h of ['forwarded', 'x-real-ip']) assert.equal(got.headers[h], undefined, `an untrusted ${h} is not forwarded`);
     assert.notEqual(got.headers.connection, 'close, x-secret', 'the client connection header is not forwarded');
     assert.equal(got.headers['x-forwarded-for'], '127.0.0.1', 'an untrusted X-Forwarded-For is replaced');
     assert.equal(got.headers['x-forwarded-proto'], 'http');
@@ -261,6 +264,112 @@ describe('gateway data plane', () => {
       assert.equal(await firstWebSocketMessage(`${gw.proxyUrl}/api/orders/live`, toService), 'hello from svc');
     } finally {
       stop();
+    }
+  });
+
+  test('an Upgrade offer other than WebSocket (curl --http2: h2c) is ignored: the request is served as HTTP/1.1', async () => {
+    const h2c = 'connection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAARAAAAAAAIAAAAA';
+    const res = await raw(gw.proxyUrl, [
+      `GET /api/orders/1?q=a HTTP/1.1\r\nhost: x\r\n${h2c}\r\n\r\n`,
+      `POST /api/orders HTTP/1.1\r\nhost: x\r\n${h2c}\r\ncontent-length: 7\r\n\r\n{"n":1}`,
+      `POST /api/orders HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{"n":2}\r\n0\r\n\r\n`,
+      'GET /api/orders/2 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+    ].join(''));
+    assert.equal(res.match(/^HTTP\/1\.1 200 /gm)?.length, 4, res);
+    // Pipelined requests are forwarded concurrently: compare them in a fixed order.
+    const received = [...legacy.received, ...svc.received];
+    assert.deepEqual(received.map((r) => `${r.method} ${r.url} ${r.body}`).sort(), ['GET /api/orders/1?q=a ', 'GET /api/orders/2 ', 'POST /api/orders {"n":1}', 'POST /api/orders {"n":2}']);
+    for (const r of received) for (const h of ['upgrade', 'http2-settings']) assert.equal(r.headers[h], undefined, `${h} is not forwarded`);
+  });
+
+  test('a WebSocket upgrade the upstream cannot take gets an HTTP answer: 502 when down, 504 when it stalls, its refusal intact', async () => {
+    const upgrade = 'GET /api/orders/live HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
+    const override = `x-strangler-override: ${toService['x-strangler-override']}\r\n`;
+    // The fake upstream has no upgrade handler, so node answers the upgrade as a plain request (chunked JSON).
+    const refused = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+    const [head, body] = refused.split('\r\n\r\n') as [string, string];
+    assert.match(head, /^HTTP\/1\.1 200 /);
+    assert.doesNotMatch(head, /transfer-encoding/i, 'the body relayed is not chunked any more');
+    assert.equal((JSON.parse(body) as { from: string }).from, 'svc');
+    svc.mode = 'stall';
+    const started = Date.now();
+    const stalled = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+    assert.match(stalled, /^HTTP\/1\.1 504 [^]*"code":"UPSTREAM_TIMEOUT"/);
+    assert.ok(Date.now() - started >= 1900, 'after the upstream timeout (2 s)');
+    await svc.stop();
+    try {
+      const down = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+      assert.match(down, /^HTTP\/1\.1 502 [^]*"code":"UPSTREAM_CONNECT_FAILED"/);
+    } finally {
+      await svc.start();
+    }
+  });
+
+  test('a WebSocket client that leaves before a stalled upstream answers does not leave the upstream connection open', async () => {
+    svc.mode = 'stall';
+    let open = 0;
+    const onConnection = (s: Socket) => {
+      open++;
+      s.on('close', () => open--);
+    };
+    svc.server.on('connection', onConnection);
+    try {
+      const received = svc.nextRequest();
+      const { port } = new URL(gw.proxyUrl);
+      const client = connect(Number(port), '127.0.0.1');
+      await once(client, 'connect');
+      client.write(`GET /api/orders/live HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-strangler-override: ${toService['x-strangler-override']}\r\n\r\n`);
+      await received;
+      assert.equal(open, 1);
+      client.destroy();
+      const deadline = Date.now() + 5000;
+      while (open > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(open, 0, 'the upstream connection is closed (bounded by the upstream timeout)');
+    } finally {
+      svc.server.off('connection', onConnection);
+    }
+  });
+});
+
+describe('streamed request bodies and the upstream timeout', () => {
+  test('a slow upload to a healthy upstream is not cut with 504; the timeout starts once the body is sent', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      raw: { upstreams: [{ id: 'legacy', url: legacy.url, timeoutMs: 300 }, { id: 'svc', url: svc.url, timeoutMs: 300 }] },
+    }));
+    const upload = (headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${gw.proxyUrl}/api/orders/upload`, { method: 'POST', headers }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        let sent = 0;
+        const tick = setInterval(() => {
+          req.write('x');
+          if (++sent === 8) {
+            clearInterval(tick);
+            req.end();
+          }
+        }, 100); // 800 ms in all: longer than the 300 ms timeout
+      });
+    try {
+      for (const headers of [{ 'content-length': '8' }, {}] as Record<string, string>[]) {
+        const res = await upload(headers);
+        assert.equal(res.status, 200, res.body);
+        assert.equal((JSON.parse(res.body) as { body: string }).body, 'xxxxxxxx');
+      }
+      legacy.mode = 'stall';
+      const stalled = await upload({});
+      assert.equal(stalled.status, 504, 'an upstream that does not answer after the body still times out');
+    } finally {
+      await gw.close();
+      await legacy.stop();
+      await svc.stop();
     }
   });
 });
