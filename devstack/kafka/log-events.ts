@@ -22,6 +22,7 @@ export const KAFKA_LOG = {
   groupStable: 'kafka: group generation formed',
   memberExpired: 'kafka: group member session expired',
   memberLeft: 'kafka: group member left',
+  staticMemberReplaced: 'kafka: static group member rejoined under a new member id',
   fsyncFailed: 'kafka: fsync failed',
   tlsHandshakeFailed: 'kafka: TLS handshake failed',
   tlsClientCertificate: 'kafka: TLS client certificate accepted',

@@ -3,7 +3,7 @@ import { KAFKA_LOG } from '../log-events.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
 import { storageFailed, type BrokerState, type Handler } from '../server/context.ts';
-import { isValidTopicName } from '../state/topics.ts';
+import { isValidTopicName, TIMESTAMP_TYPES } from '../state/topics.ts';
 
 /** One file descriptor per partition: a dev broker has no use for more, and a bad request must not exhaust fds. */
 export const MAX_PARTITIONS_PER_TOPIC = 1000;
@@ -30,6 +30,8 @@ export const handleCreateTopics: Handler = (broker, header, r) => {
     for (const c of t.configs) configs[c.name] = c.value;
     const max = configs['max.message.bytes'];
     if (max !== undefined && !(max !== null && /^\d+$/.test(max) && Number(max) > 0)) return fail(KafkaError.INVALID_CONFIG, `max.message.bytes must be a positive integer, got ${String(max)}`);
+    const timestampType = configs['message.timestamp.type'];
+    if (timestampType !== undefined && !TIMESTAMP_TYPES.includes(timestampType ?? '')) return fail(KafkaError.INVALID_CONFIG, `message.timestamp.type must be one of ${TIMESTAMP_TYPES.join(', ')}, got ${String(timestampType)}`);
     if (t.replicationFactor > 1) broker.logger.info({ topic: t.name, replicationFactor: t.replicationFactor }, KAFKA_LOG.replicationFactorIgnored);
     if (!validateOnly) {
       try {

@@ -20,19 +20,19 @@ export const handleJoinGroup: Handler = async (broker, header, r) => {
   const sessionTimeoutMs = r.int32();
   const rebalanceTimeoutMs = v >= 1 ? r.int32() : sessionTimeoutMs;
   const memberId = r.string();
-  if (v >= 5) r.nullableString(); // group_instance_id: static membership is not supported; both clients send null
+  const groupInstanceId = v >= 5 ? r.nullableString() : null; // static membership (librdkafka's group.instance.id)
   const protocolType = r.string();
   const protocols = r.array((p) => ({ name: p.string(), metadata: Buffer.from(p.bytes()) }));
   const res = await broker.groups.join({
     groupId, sessionTimeoutMs, rebalanceTimeoutMs, memberId, protocolType, protocols,
-    clientId: header.clientId ?? '', clientHost: header.clientHost, requireKnownMemberId: v >= 4,
+    clientId: header.clientId ?? '', clientHost: header.clientHost, requireKnownMemberId: v >= 4, groupInstanceId,
   });
   const w = new Writer(256);
   if (v >= 2) w.int32(0);
   w.int16(res.error).int32(res.generationId).string(res.protocolName).string(res.leader).string(res.memberId);
   w.array(res.members, (w, m) => {
     w.string(m.memberId);
-    if (v >= 5) w.nullableString(null);
+    if (v >= 5) w.nullableString(m.instanceId);
     w.bytes(m.metadata);
   });
   return w;
@@ -43,9 +43,9 @@ export const handleSyncGroup: Handler = async (broker, header, r) => {
   const groupId = r.string();
   const generationId = r.int32();
   const memberId = r.string();
-  if (v >= 3) r.nullableString();
+  const instanceId = v >= 3 ? r.nullableString() : null;
   const assignments = r.array((a) => ({ memberId: a.string(), assignment: Buffer.from(a.bytes()) }));
-  const res = await broker.groups.sync(groupId, generationId, memberId, assignments);
+  const res = await broker.groups.sync(groupId, generationId, memberId, assignments, instanceId);
   const w = new Writer(128);
   if (v >= 1) w.int32(0);
   w.int16(res.error).bytes(res.assignment); // empty bytes, never null: kafkajs cannot decode null
@@ -57,10 +57,10 @@ export const handleHeartbeat: Handler = (broker, header, r) => {
   const groupId = r.string();
   const generationId = r.int32();
   const memberId = r.string();
-  if (v >= 3) r.nullableString();
+  const instanceId = v >= 3 ? r.nullableString() : null;
   const w = new Writer(16);
   if (v >= 1) w.int32(0);
-  return w.int16(broker.groups.heartbeat(groupId, generationId, memberId));
+  return w.int16(broker.groups.heartbeat(groupId, generationId, memberId, instanceId));
 };
 
 export const handleLeaveGroup: Handler = (broker, header, r) => {

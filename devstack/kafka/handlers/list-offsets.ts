@@ -1,4 +1,4 @@
-/** ListOffsets v1–3: −2 → log start, −1 → high watermark (= last stable offset), ts ≥ 0 → first batch at or after ts. */
+/** ListOffsets v1–3: −2 → log start, −1 → high watermark (= last stable offset), ts ≥ 0 → first record at or after ts (and its timestamp). */
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
 import type { Handler } from '../server/context.ts';
@@ -20,8 +20,8 @@ export const handleListOffsets: Handler = (broker, header, r) => {
         w.int16(KafkaError.UNKNOWN_TOPIC_OR_PARTITION).int64(-1).int64(-1);
         return;
       }
-      const offset = p.timestamp === -2 ? log.logStartOffset : p.timestamp === -1 ? log.highWatermark : log.offsetForTimestamp(p.timestamp);
-      w.int16(0).int64(-1).int64(offset);
+      const found = p.timestamp === -2 ? { offset: log.logStartOffset, timestamp: -1 } : p.timestamp === -1 ? { offset: log.highWatermark, timestamp: -1 } : log.offsetForTimestamp(p.timestamp);
+      w.int16(0).int64(found.timestamp).int64(found.offset);
     });
   });
   return w;

@@ -1,18 +1,19 @@
 /**
  * Produce v3–7 (RecordBatch v2 only). Each batch is validated (size, magic, CRC, codec, control bit, offset
- * delta, max.message.bytes), stored as received with its base offset rewritten, and acknowledged after the
+ * delta, max.message.bytes), stored as received with its base offset rewritten (on LogAppendTime topics also its
+ * timestamp type, max timestamp and CRC), and acknowledged after the
  * write; with fsync=always also after fdatasync. acks=0 gets no response at all. A failed write answers
  * KAFKA_STORAGE_ERROR for that partition (the store has cut the partial batch off again).
  */
 import { KAFKA_LOG } from '../log-events.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
-import { checkBatch, splitBatches, type BatchInfo } from '../records/record-batch.ts';
+import { checkBatch, splitBatches, stampLogAppendTime, type BatchInfo } from '../records/record-batch.ts';
 import { storageFailed, type Handler } from '../server/context.ts';
 import type { PartitionLog } from '../state/partition-log.ts';
 import { producerFields } from '../state/producer-state.ts';
 
-interface PartitionResult { partition: number; error: number; baseOffset: number }
+interface PartitionResult { partition: number; error: number; baseOffset: number; logAppendTime?: number }
 
 export const handleProduce: Handler = async (broker, header, r) => {
   const v = header.apiVersion;
@@ -45,6 +46,7 @@ export const handleProduce: Handler = async (broker, header, r) => {
           infos.push(check.info);
         }
         let baseOffset = -1;
+        const now = topic.logAppendTime ? broker.clock.now() : -1;
         for (const [i, b] of batches.entries()) {
           const verdict = log.producers.check(producerFields(b));
           if (verdict.kind === 'reject') {
@@ -54,7 +56,8 @@ export const handleProduce: Handler = async (broker, header, r) => {
           // A retried idempotent batch already stored: answer with its original offset, store nothing.
           let at: number;
           try {
-            at = verdict.kind === 'duplicate' ? verdict.baseOffset : log.append(b, infos[i]!.lastOffsetDelta, infos[i]!.maxTimestamp);
+            if (verdict.kind !== 'duplicate' && topic.logAppendTime) stampLogAppendTime(b, now);
+            at = verdict.kind === 'duplicate' ? verdict.baseOffset : log.append(b, infos[i]!.lastOffsetDelta, topic.logAppendTime ? now : infos[i]!.maxTimestamp);
           } catch (err) {
             // Disk full or an I/O error: nothing of this batch is stored (earlier batches of the request are).
             // Retriable for the client, as on Kafka; the connection stays open.
@@ -63,7 +66,7 @@ export const handleProduce: Handler = async (broker, header, r) => {
           if (i === 0) baseOffset = at;
         }
         touched.add(log);
-        return { partition, error: 0, baseOffset };
+        return { partition, error: 0, baseOffset, logAppendTime: now };
       }),
     };
   });
@@ -75,7 +78,7 @@ export const handleProduce: Handler = async (broker, header, r) => {
   w.array(results, (w, t) => {
     w.string(t.name);
     w.array(t.partitions, (w, p) => {
-      w.int32(p.partition).int16(p.error).int64(p.baseOffset).int64(-1);
+      w.int32(p.partition).int16(p.error).int64(p.baseOffset).int64(p.logAppendTime ?? -1);
       if (v >= 5) w.int64(broker.topics.get(t.name)?.partitions[p.partition]?.logStartOffset ?? -1);
     });
   });

@@ -3,8 +3,10 @@
  * decompressed); only baseOffset (bytes 0–7) and partitionLeaderEpoch (12–15) change, and both lie outside the
  * CRC, which covers bytes 21..end.
  */
+import { gunzipSync } from 'node:zlib';
 import { crc32c } from '../protocol/crc32c.ts';
 import { KafkaError, type KafkaErrorCode } from '../protocol/error-codes.ts';
+import { Reader } from '../protocol/reader.ts';
 
 export const BATCH_HEADER_BYTES = 61;
 /** Bytes before the batchLength field's coverage: baseOffset (8) + batchLength (4). */
@@ -54,6 +56,17 @@ export function stampBaseOffset(batch: Buffer, baseOffset: number): Buffer {
   return batch;
 }
 
+/**
+ * For a topic with message.timestamp.type=LogAppendTime, as Kafka does for RecordBatch v2: sets the timestamp-type
+ * bit and the batch's max timestamp to the append time, and recomputes the CRC (both lie inside it). Clients then
+ * read `now` as every record's timestamp; the records themselves are untouched (and may stay compressed).
+ */
+export function stampLogAppendTime(batch: Buffer, now: number): void {
+  batch.writeInt16BE(batch.readInt16BE(21) | 0x08, 21);
+  batch.writeBigInt64BE(BigInt(now), 35);
+  batch.writeUInt32BE(crc32c(batch, 21), 17);
+}
+
 /** A copy of the batch with the assigned base offset and leader epoch 0. */
 export function withBaseOffset(batch: Buffer, baseOffset: number): Buffer {
   return stampBaseOffset(Buffer.from(batch), baseOffset);
@@ -70,4 +83,40 @@ export function splitBatches(records: Buffer): Buffer[] | null {
     at += size;
   }
   return out;
+}
+
+/** A gzip batch is decompressed for ListOffsets by time only up to this size (then the batch's base offset answers). */
+const MAX_INFLATED_BYTES = 64 * 1024 * 1024;
+
+/**
+ * ListOffsets by time within one stored batch: the offset and timestamp of its first record whose timestamp is at
+ * or after `ts`, or null if it has none. Records are read from uncompressed and gzip batches; for snappy, lz4 and
+ * zstd (no decoder here) or records that do not parse, the batch's base offset answers (clients skip the earlier
+ * records) with timestamp −1. LogAppendTime batches: every record carries the batch's max timestamp.
+ */
+export function firstRecordAtOrAfter(batch: Buffer, ts: number): { offset: number; timestamp: number } | null {
+  const baseOffset = Number(batch.readBigInt64BE(0));
+  const attributes = batch.readInt16BE(21);
+  const maxTimestamp = Number(batch.readBigInt64BE(35));
+  if ((attributes & 0x08) !== 0) return maxTimestamp >= ts ? { offset: baseOffset, timestamp: maxTimestamp } : null;
+  const codec = attributes & 0x07;
+  const unknown = { offset: baseOffset, timestamp: -1 };
+  if (codec > 1) return unknown;
+  try {
+    const records = codec === 0 ? batch.subarray(BATCH_HEADER_BYTES) : gunzipSync(batch.subarray(BATCH_HEADER_BYTES), { maxOutputLength: MAX_INFLATED_BYTES });
+    const baseTimestamp = Number(batch.readBigInt64BE(27));
+    const r = new Reader(records);
+    for (let i = batch.readInt32BE(57); i > 0; i--) {
+      const length = r.varint();
+      const start = r.position;
+      r.int8(); // attributes
+      const timestamp = baseTimestamp + Number(r.varlong());
+      const offsetDelta = r.varint();
+      if (timestamp >= ts) return { offset: baseOffset + offsetDelta, timestamp };
+      r.raw(length - (r.position - start));
+    }
+    return null;
+  } catch {
+    return unknown;
+  }
 }

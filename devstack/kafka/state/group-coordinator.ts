@@ -7,6 +7,8 @@
  * - Followers' SyncGroups are parked until the leader's arrives; assignments are never null (empty bytes).
  * - Heartbeat answers REBALANCE_IN_PROGRESS during PreparingRebalance; commits are accepted then too.
  * - Session timers run for every member without a parked Join/Sync; TCP disconnects do not remove members.
+ * - Static members (KIP-345, JoinGroup v5 group_instance_id): a restarted instance takes over its old member (and
+ *   assignment) without a rebalance when the group is Stable; the replaced member id is fenced (FENCED_INSTANCE_ID).
  * All timers come from the injected clock.
  */
 import { randomUUID } from 'node:crypto';
@@ -31,6 +33,8 @@ export interface JoinRequest {
   readonly clientHost: string;
   /** JoinGroup v4+: an empty member id is answered with MEMBER_ID_REQUIRED first. */
   readonly requireKnownMemberId: boolean;
+  /** JoinGroup v5 group_instance_id (static membership); null or absent for dynamic members. */
+  readonly groupInstanceId?: string | null;
 }
 
 export interface JoinResponse {
@@ -39,7 +43,7 @@ export interface JoinResponse {
   readonly protocolName: string;
   readonly leader: string;
   readonly memberId: string;
-  readonly members: readonly { memberId: string; metadata: Buffer }[];
+  readonly members: readonly { memberId: string; instanceId: string | null; metadata: Buffer }[];
 }
 
 export interface SyncResponse { readonly error: number; readonly assignment: Buffer }
@@ -56,6 +60,7 @@ export interface GroupDescription {
 
 interface Member {
   readonly id: string;
+  readonly instanceId: string | null;
   clientId: string;
   clientHost: string;
   sessionTimeoutMs: number;
@@ -75,6 +80,8 @@ class Group {
   leaderId: string | null = null;
   readonly members = new Map<string, Member>();
   readonly pending = new Map<string, TimerHandle>();
+  /** Static members: group_instance_id → current member id. */
+  readonly instances = new Map<string, string>();
   rebalanceTimer: TimerHandle | undefined;
   initialDelayActive = false;
   constructor(readonly id: string) {}
@@ -118,6 +125,13 @@ export class GroupCoordinator {
     if (!group) this.#groups.set(req.groupId, (group = new Group(req.groupId)));
     if (!this.#protocolsCompatible(group, req)) return failJoin(KafkaError.INCONSISTENT_GROUP_PROTOCOL, req.memberId);
 
+    const instanceId = req.groupInstanceId ?? null;
+    if (instanceId !== null) {
+      // Static members skip the MEMBER_ID_REQUIRED round trip, as on Kafka.
+      const known = group.instances.get(instanceId);
+      if (req.memberId === '') return known === undefined ? this.#joinAsNew(group, `${instanceId}-${randomUUID()}`, req) : this.#replaceStatic(group, known, req);
+      if (known !== undefined && known !== req.memberId) return failJoin(KafkaError.FENCED_INSTANCE_ID, req.memberId);
+    }
     if (req.memberId === '') {
       const id = `${req.clientId}-${randomUUID()}`;
       if (req.requireKnownMemberId) {
@@ -161,14 +175,54 @@ export class GroupCoordinator {
 
   #joinAsNew(group: Group, id: string, req: JoinRequest): Promise<JoinResponse> {
     const member: Member = {
-      id, clientId: req.clientId, clientHost: req.clientHost, sessionTimeoutMs: req.sessionTimeoutMs,
+      id, instanceId: req.groupInstanceId ?? null, clientId: req.clientId, clientHost: req.clientHost, sessionTimeoutMs: req.sessionTimeoutMs,
       rebalanceTimeoutMs: req.rebalanceTimeoutMs, protocols: [], assignment: EMPTY, join: undefined, sync: undefined, timer: undefined,
     };
     this.#update(member, req);
     if (group.members.size === 0) group.protocolType = req.protocolType;
     group.members.set(id, member);
+    if (member.instanceId !== null) group.instances.set(member.instanceId, id);
     if (group.state !== 'PreparingRebalance') this.#prepareRebalance(group, `member ${id} joined`);
     return this.#park(group, member);
+  }
+
+  /**
+   * A known static instance joins with an empty member id (it restarted): it takes over the old member under a new
+   * id, keeping its assignment, and the old id is fenced. In a Stable group with unchanged protocols that is all
+   * (no rebalance; the answer names the previous leader, so the member does not assign); otherwise it rebalances.
+   */
+  #replaceStatic(group: Group, oldId: string, req: JoinRequest): JoinResponse | Promise<JoinResponse> {
+    const old = group.members.get(oldId)!;
+    const id = `${old.instanceId!}-${randomUUID()}`;
+    const previousLeader = group.leaderId;
+    old.timer?.cancel();
+    const fencedJoin = old.join;
+    const fencedSync = old.sync;
+    const member: Member = { ...old, id, join: undefined, sync: undefined, timer: undefined };
+    old.join = undefined;
+    old.sync = undefined;
+    fencedJoin?.(failJoin(KafkaError.FENCED_INSTANCE_ID, oldId));
+    fencedSync?.({ error: KafkaError.FENCED_INSTANCE_ID, assignment: EMPTY });
+    group.members.delete(oldId);
+    group.members.set(id, member);
+    group.instances.set(member.instanceId!, id);
+    if (group.leaderId === oldId) group.leaderId = id;
+    this.#o.logger.info({ groupId: group.id, groupInstanceId: member.instanceId, memberId: id, replaced: oldId }, KAFKA_LOG.staticMemberReplaced);
+    const unchanged = sameProtocols(old.protocols, req.protocols);
+    this.#update(member, req);
+    if (group.state === 'Stable' && unchanged) {
+      this.#touch(member, group);
+      return { error: 0, generationId: group.generationId, protocolName: group.protocol ?? '', leader: previousLeader ?? '', memberId: id, members: [] };
+    }
+    if (group.state !== 'PreparingRebalance') this.#prepareRebalance(group, `static member ${member.instanceId!} rejoined as ${id}`);
+    return this.#park(group, member);
+  }
+
+  /** A request naming a static instance whose member id has since been replaced (another process took it over). */
+  #fenced(group: Group | undefined, memberId: string, instanceId: string | null): boolean {
+    if (!group || instanceId === null) return false;
+    const current = group.instances.get(instanceId);
+    return current !== undefined && current !== memberId;
   }
 
   #park(group: Group, member: Member): Promise<JoinResponse> {
@@ -189,8 +243,8 @@ export class GroupCoordinator {
     };
   }
 
-  #memberList(group: Group): { memberId: string; metadata: Buffer }[] {
-    return [...group.members.values()].map((m) => ({ memberId: m.id, metadata: m.protocols.find((p) => p.name === group.protocol)?.metadata ?? EMPTY }));
+  #memberList(group: Group): JoinResponse['members'][number][] {
+    return [...group.members.values()].map((m) => ({ memberId: m.id, instanceId: m.instanceId, metadata: m.protocols.find((p) => p.name === group.protocol)?.metadata ?? EMPTY }));
   }
 
   #prepareRebalance(group: Group, reason: string): void {
@@ -289,6 +343,7 @@ export class GroupCoordinator {
   #dropMember(group: Group, member: Member): void {
     member.timer?.cancel();
     group.members.delete(member.id);
+    if (member.instanceId !== null && group.instances.get(member.instanceId) === member.id) group.instances.delete(member.instanceId);
     const join = member.join;
     const sync = member.sync;
     member.join = undefined;
@@ -309,8 +364,9 @@ export class GroupCoordinator {
     }
   }
 
-  sync(groupId: string, generationId: number, memberId: string, assignments: readonly { memberId: string; assignment: Buffer }[]): Promise<SyncResponse> | SyncResponse {
+  sync(groupId: string, generationId: number, memberId: string, assignments: readonly { memberId: string; assignment: Buffer }[], instanceId: string | null = null): Promise<SyncResponse> | SyncResponse {
     const group = this.#groups.get(groupId);
+    if (this.#fenced(group, memberId, instanceId)) return { error: KafkaError.FENCED_INSTANCE_ID, assignment: EMPTY };
     const member = group?.members.get(memberId);
     if (!group || !member) return { error: KafkaError.UNKNOWN_MEMBER_ID, assignment: EMPTY };
     if (generationId !== group.generationId) return { error: KafkaError.ILLEGAL_GENERATION, assignment: EMPTY };
@@ -339,8 +395,9 @@ export class GroupCoordinator {
     return promise;
   }
 
-  heartbeat(groupId: string, generationId: number, memberId: string): number {
+  heartbeat(groupId: string, generationId: number, memberId: string, instanceId: string | null = null): number {
     const group = this.#groups.get(groupId);
+    if (this.#fenced(group, memberId, instanceId)) return KafkaError.FENCED_INSTANCE_ID;
     const member = group?.members.get(memberId);
     if (!group || !member) return KafkaError.UNKNOWN_MEMBER_ID;
     if (generationId !== group.generationId) return KafkaError.ILLEGAL_GENERATION;

@@ -4,7 +4,7 @@
  * that contains the fetch offset (never a slice; clients skip records below their offset).
  */
 import type { LogStore } from '../persistence/log-store.ts';
-import { stampBaseOffset } from '../records/record-batch.ts';
+import { firstRecordAtOrAfter, stampBaseOffset } from '../records/record-batch.ts';
 import { ProducerStates, producerFields } from './producer-state.ts';
 
 interface IndexEntry {
@@ -101,12 +101,16 @@ export class PartitionLog {
   }
 
   /**
-   * Offset of the first batch whose max timestamp is >= ts, or -1. Batches are not decoded (they may be
-   * compressed), so the answer is the containing batch's base offset; clients skip earlier records.
+   * ListOffsets by time: the offset and timestamp of the first record whose timestamp is >= ts, or −1/−1 if there
+   * is none. Batches whose max timestamp is below ts are skipped unread; see firstRecordAtOrAfter for the rest.
    */
-  offsetForTimestamp(ts: number): number {
-    for (const entry of this.#index) if (entry.maxTimestamp >= ts) return entry.baseOffset;
-    return -1;
+  offsetForTimestamp(ts: number): { offset: number; timestamp: number } {
+    for (const entry of this.#index) {
+      if (entry.maxTimestamp < ts) continue;
+      const found = firstRecordAtOrAfter(this.#store.read(entry.position, entry.size), ts);
+      if (found) return found;
+    }
+    return { offset: -1, timestamp: -1 };
   }
 
   /** Calls `wake` on the next append; returns the unsubscribe function. */

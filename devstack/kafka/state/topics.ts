@@ -15,7 +15,12 @@ export interface Topic {
   readonly partitions: PartitionLog[];
   readonly configs: Readonly<Record<string, string | null>>;
   readonly maxMessageBytes: number;
+  /** message.timestamp.type=LogAppendTime: batches are stamped with the broker's time on append. */
+  readonly logAppendTime: boolean;
 }
+
+/** Kafka's two values of the message.timestamp.type topic config. */
+export const TIMESTAMP_TYPES: readonly string[] = ['CreateTime', 'LogAppendTime'];
 
 interface TopicsFile { topics: { name: string; partitions: number; configs: Record<string, string | null> }[] }
 
@@ -78,7 +83,10 @@ export class TopicRegistry {
       throw err;
     }
     const max = Number(configs['max.message.bytes'] ?? this.#defaultMaxMessageBytes);
-    return { name, partitions, configs, maxMessageBytes: Number.isFinite(max) && max > 0 ? max : this.#defaultMaxMessageBytes };
+    return {
+      name, partitions, configs, maxMessageBytes: Number.isFinite(max) && max > 0 ? max : this.#defaultMaxMessageBytes,
+      logAppendTime: configs['message.timestamp.type'] === 'LogAppendTime',
+    };
   }
 
   /** Writes topics.json listing `topics`; throws (disk full, I/O error) with the old file left in place. */

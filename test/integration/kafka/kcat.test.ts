@@ -4,6 +4,7 @@
  * the reason; under CI (CI=true) a missing kcat is a failure.
  */
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import type { KafkaBroker } from '../../../devstack/kafka/index.ts';
@@ -86,6 +87,99 @@ describe('kcat (librdkafka) against the dev broker', { skip }, () => {
     }
     assert.equal(seen.filter((v) => v.startsWith('from-kcat-')).length, 10);
     assert.equal(seen.length, 30);
+  });
+
+  test('by timestamp (kcat -o s@<ts>, kafkajs fetchTopicOffsetsByTimestamp) starts at the record, not at the start of its batch', async () => {
+    const topic = unique('by-time');
+    const t0 = Date.now() - 60_000;
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    // One send = one batch holding three timestamps (e.g. change events stamped with their source commit time).
+    await producer.send({ topic, messages: [0, 1000, 2000].map((d) => ({ partition: 0, value: `at+${d}`, timestamp: String(t0 + d) })) });
+    await producer.disconnect();
+    const consumed = await kcat(['-b', broker.address, '-C', '-t', topic, '-p', '0', '-o', `s@${t0 + 1000}`, '-e', '-q', '-f', '%o %s\n']);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    assert.deepEqual(consumed.stdout.trim().split('\n'), ['1 at+1000', '2 at+2000']);
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const byTime = await admin.fetchTopicOffsetsByTimestamp(topic, t0 + 500);
+      assert.equal(byTime.find((p) => p.partition === 0)!.offset, '1');
+    } finally {
+      await admin.disconnect();
+    }
+  });
+
+  test('message.timestamp.type=LogAppendTime: kafkajs and kcat both read the broker\'s append time; a bad value is refused', async () => {
+    const topic = unique('log-append');
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: 'message.timestamp.type', value: 'LogAppendTime' }] }] });
+      await assert.rejects(admin.createTopics({ topics: [{ topic: unique('bad-type'), configEntries: [{ name: 'message.timestamp.type', value: 'AppendTime' }] }] }),
+        (err: Error & { errors?: { type?: string }[] }) => err.errors?.[0]?.type === 'INVALID_CONFIG');
+    } finally {
+      await admin.disconnect();
+    }
+    const hourAgo = Date.now() - 3_600_000;
+    const before = Date.now();
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    await producer.send({ topic, messages: [{ value: 'from-kafkajs', timestamp: String(hourAgo) }] });
+    await producer.disconnect();
+    assert.equal((await kcat(['-b', broker.address, '-P', '-t', topic], 'from-kcat\n')).code, 0);
+    const consumed = await kcat(['-b', broker.address, '-C', '-t', topic, '-o', 'beginning', '-e', '-q', '-f', '%T %s\n']);
+    assert.equal(consumed.code, 0, consumed.stderr);
+    const lines = consumed.stdout.trim().split('\n').map((l) => l.split(' '));
+    assert.deepEqual(lines.map((l) => l[1]), ['from-kafkajs', 'from-kcat']);
+    for (const [ts] of lines) assert.ok(Number(ts) >= before && Number(ts) <= Date.now(), `kcat sees the append time, got ${ts}`);
+    const consumer = kafka.consumer({ groupId: unique('g'), sessionTimeout: 3000, heartbeatInterval: 300, maxWaitTimeInMs: 100 });
+    await consumer.connect();
+    await consumer.subscribe({ topic, fromBeginning: true });
+    const stamps: number[] = [];
+    await consumer.run({ eachMessage: async ({ message }) => { stamps.push(Number(message.timestamp)); } });
+    try {
+      await waitFor('2 messages in kafkajs', () => stamps.length >= 2);
+    } finally {
+      await consumer.disconnect();
+    }
+    assert.ok(stamps.every((ts) => ts >= before), `kafkajs sees the append time, got ${stamps.join(', ')}`);
+  });
+
+  test('static membership (group.instance.id): a restarted member gets its partitions back at once, the others do not rebalance; a duplicate instance is fenced', async () => {
+    const topic = unique('static');
+    const group = unique('static-group');
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.createTopics({ topics: [{ topic, numPartitions: 4 }] });
+    await admin.disconnect();
+    // A static member's session is typically long (a restart should not rebalance): 30 s here, far above the waits below.
+    const member = (instance: string): { child: ChildProcess; stderr: () => string } => {
+      const child = spawn('kcat', ['-b', broker.address, '-G', group, '-X', 'session.timeout.ms=30000', '-X', 'heartbeat.interval.ms=500', '-X', `group.instance.id=${instance}`, topic], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr!.on('data', (d: Buffer) => { err += d.toString(); });
+      children.push(child);
+      return { child, stderr: () => err };
+    };
+    const children: ChildProcess[] = [];
+    try {
+      const a = member('i-a');
+      await waitFor('A assigned', () => /assigned: /.test(a.stderr()));
+      const b = member('i-b');
+      await waitFor('B assigned', () => /assigned: /.test(b.stderr()));
+      await waitFor('A rebalanced to make room for B', () => (a.stderr().match(/assigned: /g) ?? []).length === 2);
+      const bPartitions = /assigned: (.*)/.exec(b.stderr())![1];
+      b.child.kill('SIGKILL'); // no LeaveGroup
+      const b2 = member('i-b');
+      await waitFor('the restarted B assigned', () => /assigned: /.test(b2.stderr()), 10_000);
+      assert.equal(/assigned: (.*)/.exec(b2.stderr())![1], bPartitions, 'same partitions as before the restart');
+      assert.equal((a.stderr().match(/revoked: /g) ?? []).length, 1, 'A saw only the rebalance for B\'s first join');
+      const b3 = member('i-b');
+      await waitFor('the older process with the same instance id fenced', () => /fenced/i.test(b2.stderr()), 10_000);
+      void b3;
+    } finally {
+      for (const c of children) c.kill('SIGKILL');
+    }
   });
 
   test('a kcat member cannot join a kafkajs group (no common assignor): INCONSISTENT_GROUP_PROTOCOL, as on Kafka', async () => {

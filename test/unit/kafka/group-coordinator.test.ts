@@ -103,6 +103,42 @@ describe('group coordinator', () => {
     assert.equal(groups.describe('g').state, 'Stable');
   });
 
+  test('static members (group.instance.id): a restarted instance takes its member and assignment back without a rebalance; the old id is fenced', async () => {
+    const { groups, clock } = setup();
+    const staticReq = (memberId: string, instance: string): JoinRequest => req(memberId, { groupInstanceId: instance, sessionTimeoutMs: 30_000 });
+    const a = groups.join(staticReq('', 'i-a'));
+    const ra = await a;
+    assert.equal(ra.error, 0, 'no MEMBER_ID_REQUIRED round trip for a static member');
+    assert.ok(ra.memberId.startsWith('i-a-'));
+    assert.deepEqual(ra.members.map((m) => m.instanceId), ['i-a'], 'the leader sees instance ids');
+    await groups.sync('g', 1, ra.memberId, [{ memberId: ra.memberId, assignment: meta('A') }]);
+    const b = Promise.resolve(groups.join(staticReq('', 'i-b')));
+    assert.equal(groups.heartbeat('g', 1, ra.memberId, 'i-a'), KafkaError.REBALANCE_IN_PROGRESS);
+    const ra2 = await groups.join(staticReq(ra.memberId, 'i-a'));
+    const rb = await b;
+    await groups.sync('g', 2, ra2.memberId, [{ memberId: ra.memberId, assignment: meta('A') }, { memberId: rb.memberId, assignment: meta('B') }]);
+    assert.equal(groups.describe('g').state, 'Stable');
+
+    // B's process is killed and restarted (no LeaveGroup): it comes back with an empty member id and its instance id.
+    clock.advance(5000);
+    assert.equal(groups.heartbeat('g', 2, ra.memberId, 'i-a'), 0);
+    const back = await groups.join(staticReq('', 'i-b'));
+    assert.equal(back.error, 0);
+    assert.equal(back.generationId, 2, 'same generation: no rebalance');
+    assert.notEqual(back.memberId, rb.memberId);
+    assert.equal(back.leader, ra.memberId);
+    assert.equal(groups.describe('g').state, 'Stable');
+    const synced = await groups.sync('g', 2, back.memberId, [], 'i-b');
+    assert.equal(synced.assignment.toString(), 'B', 'keeps its assignment');
+    assert.equal(groups.heartbeat('g', 2, ra.memberId, 'i-a'), 0, 'the other member sees no rebalance');
+    assert.equal(groups.heartbeat('g', 2, rb.memberId, 'i-b'), KafkaError.FENCED_INSTANCE_ID, 'the replaced member id is fenced');
+    assert.equal((await groups.join(staticReq(rb.memberId, 'i-b'))).error, KafkaError.FENCED_INSTANCE_ID);
+    assert.equal((await groups.sync('g', 2, rb.memberId, [], 'i-b')).error, KafkaError.FENCED_INSTANCE_ID);
+    clock.advance(29_000);
+    assert.equal(groups.heartbeat('g', 2, back.memberId, 'i-b'), 0, 'the old member\'s session timer no longer runs');
+    assert.equal(groups.describe('g').members.length, 2);
+  });
+
   test('commits: stored in PreparingRebalance, refused with 27 in CompletingRebalance; unknown member 25; stale generation 22; negatives verbatim', async () => {
     const { groups, offsets } = setup();
     const a = await newMember(groups);

@@ -3,14 +3,26 @@ import fs, { appendFileSync, fstatSync, mkdtempSync, rmSync, statSync } from 'no
 import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { after, describe, mock, test } from 'node:test';
 import { FileLogStore, MemoryLogStore, type RecoveredBatch } from '../../../devstack/kafka/persistence/log-store.ts';
+import { crc32c } from '../../../devstack/kafka/protocol/crc32c.ts';
 import { encodeBatch, decodeRecords } from '../../../devstack/kafka/records/record-codec.ts';
 import { PartitionLog } from '../../../devstack/kafka/state/partition-log.ts';
 import { producerFields } from '../../../devstack/kafka/state/producer-state.ts';
 
 function records(n: number, size = 10, ts = 1_700_000_000_000): Buffer {
   return encodeBatch(Array.from({ length: n }, (_, i) => ({ key: null, value: Buffer.alloc(size, 97 + i), timestamp: ts })), ts);
+}
+
+/** The same batch with its records gzip-compressed (codec 1), as kafkajs and librdkafka send them. */
+function gzipBatch(plain: Buffer): Buffer {
+  const body = gzipSync(plain.subarray(61));
+  const out = Buffer.concat([plain.subarray(0, 61), body]);
+  out.writeInt32BE(out.length - 12, 8);
+  out.writeInt16BE(plain.readInt16BE(21) | 1, 21);
+  out.writeUInt32BE(crc32c(out.subarray(21)), 17);
+  return out;
 }
 
 function append(log: PartitionLog, b: Buffer): number {
@@ -101,9 +113,22 @@ describe('partition log', () => {
     const log = new PartitionLog(new MemoryLogStore());
     append(log, records(2, 5, 1000));
     append(log, records(2, 5, 2000));
-    assert.equal(log.offsetForTimestamp(1500), 2);
-    assert.equal(log.offsetForTimestamp(500), 0);
-    assert.equal(log.offsetForTimestamp(3000), -1);
+    assert.deepEqual(log.offsetForTimestamp(1500), { offset: 2, timestamp: 2000 });
+    assert.deepEqual(log.offsetForTimestamp(500), { offset: 0, timestamp: 1000 });
+    assert.deepEqual(log.offsetForTimestamp(3000), { offset: -1, timestamp: -1 });
+  });
+
+  test('offset by timestamp finds the record inside a batch (uncompressed and gzip), not the batch start', () => {
+    const log = new PartitionLog(new MemoryLogStore());
+    const spread = (): Buffer => encodeBatch([1000, 2000, 3000].map((timestamp) => ({ key: null, value: Buffer.from(`at-${timestamp}`), timestamp })), 1000);
+    append(log, spread());
+    append(log, gzipBatch(spread()));
+    assert.deepEqual(log.offsetForTimestamp(1500), { offset: 1, timestamp: 2000 });
+    assert.deepEqual(log.offsetForTimestamp(3000), { offset: 2, timestamp: 3000 });
+    assert.deepEqual(log.offsetForTimestamp(3001), { offset: -1, timestamp: -1 }, 'later batches are searched too');
+    const gz = new PartitionLog(new MemoryLogStore());
+    append(gz, gzipBatch(spread()));
+    assert.deepEqual(gz.offsetForTimestamp(2500), { offset: 2, timestamp: 3000 });
   });
 
   test('appends wake parked readers', () => {

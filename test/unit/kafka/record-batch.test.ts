@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { KafkaError } from '../../../devstack/kafka/protocol/error-codes.ts';
 import { crc32c } from '../../../devstack/kafka/protocol/crc32c.ts';
-import { checkBatch, splitBatches, withBaseOffset } from '../../../devstack/kafka/records/record-batch.ts';
+import { checkBatch, splitBatches, stampLogAppendTime, withBaseOffset } from '../../../devstack/kafka/records/record-batch.ts';
 import { decodeRecords, encodeBatch } from '../../../devstack/kafka/records/record-codec.ts';
 
 const batch = (): Buffer => encodeBatch([{ key: Buffer.from('k'), value: Buffer.from('v1') }, { key: null, value: Buffer.from('v2') }]);
@@ -23,6 +23,16 @@ describe('RecordBatch v2 validation', () => {
     kafkajsStyle.writeInt16BE(0, 51);
     kafkajsStyle.writeInt32BE(0, 53);
     assert.ok(checkBatch(reseal(kafkajsStyle), 1_048_588).ok, 'producer id −1 skips epoch/sequence checks');
+  });
+
+  test('LogAppendTime stamping sets the timestamp-type bit and max timestamp and re-seals the CRC', () => {
+    const b = batch();
+    stampLogAppendTime(b, 1_800_000_000_123);
+    const r = checkBatch(b, 1_048_588);
+    assert.ok(r.ok, 'CRC still valid');
+    assert.equal(r.info.attributes & 0x08, 0x08);
+    assert.equal(r.info.maxTimestamp, 1_800_000_000_123);
+    assert.deepEqual(decodeRecords(b).map((x) => x.value?.toString()), ['v1', 'v2']);
   });
 
   test('rewriting the base offset and leader epoch keeps the CRC valid and the records intact', () => {
