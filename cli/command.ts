@@ -41,3 +41,12 @@ export function intOption(command: string, flag: string, value: string | undefin
   }
   return n;
 }
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** A --log-level value: undefined when absent, else a usage error naming the flag unless it is a pino level. */
+export function logLevelOption(command: string, value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  if (!(LOG_LEVELS as readonly string[]).includes(value)) throw usageError(command, `--log-level expects one of ${LOG_LEVELS.join(', ')}, got "${value}"`);
+  return value;
+}

@@ -67,6 +67,7 @@ export const ERROR_CATALOGUE = {
   // ── CLI ──────────────────────────────────────────────────────────────────
   CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid; run the command with --help.' },
   PORT_IN_USE: { status: 500, retriable: false, doc: 'A listener could not bind because the port is taken; the message names the port and the flag or variable that changes it.' },
+  POSTGRES_START_FAILED: { status: 500, retriable: false, doc: 'The embedded PostgreSQL of the devstack (`strangler start`, tests) did not start; the message has its data folder and the server\'s own reason, e.g. another running `strangler start` already uses that --data-dir. One left running by a killed earlier run is stopped and replaced automatically.' },
   // ── demo apps (devstack/demo/monolith, services/example-orders) ─────────────
   DEMO_VALIDATION_FAILED: { status: 400, retriable: false, doc: 'A demo orders API request was invalid (body, query or path); the message names the field and what was expected.' },
   DEMO_NOT_FOUND: { status: 404, retriable: false, doc: 'The demo order (or customer) with that id does not exist on the system that answered.' },

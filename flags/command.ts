@@ -100,6 +100,8 @@ export const flagsCommand: Command = {
     const { values, positionals } = parseCommandArgs('flags', argv, OPTIONS);
     const [sub, ...args] = positionals;
     if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller, webhooks)');
+    // Before the config is read, so a typo is not reported as a missing strangler.yaml.
+    if (!['sync', 'status', 'shift', 'rollback', 'resume', 'controller', 'webhooks'].includes(sub)) throw usageError('flags', `unknown subcommand "${sub}" (sync, status, shift, rollback, resume, controller, webhooks)`);
     const log = createLogger({ name: 'flags', level: process.env.STRANGLER_LOG_LEVEL ?? 'warn' });
     const config = loadConfigFile(values.config ?? 'strangler.yaml');
     if (sub === 'controller') {

@@ -92,6 +92,8 @@ export const syncCommand: Command = {
     if (values.help) { process.stdout.write(HELP); return 0; }
     const [sub, action] = positionals;
     if (!sub) throw usageError('sync', 'a subcommand is required');
+    // Before --config is asked for, so a typo is named as such.
+    if (!['capture', 'relay', 'apply', 'backfill', 'verify', 'repair', 'status'].includes(sub)) throw usageError('sync', `unknown subcommand "${sub}" (capture, relay, apply, backfill, verify, repair, status)`);
     if (!values.config) throw usageError('sync', '--config FILE is required');
     const loaded = loadSyncConfig(values.config);
     const config = loaded.sync;

@@ -1,5 +1,5 @@
 import type { Command } from '../../cli/command.ts';
-import { intOption, parseCommandArgs } from '../../cli/command.ts';
+import { intOption, logLevelOption, parseCommandArgs } from '../../cli/command.ts';
 import { createLogger } from '../../common/logger.ts';
 import { startDemo, type DemoPorts } from './stack.ts';
 
@@ -43,7 +43,7 @@ export const demoCommand: Command = {
       unleash: port('unleash-port', values['unleash-port'], 'STRANGLER_UNLEASH_PORT', 4242),
       kafka: port('kafka-port', values['kafka-port'], 'STRANGLER_KAFKA_PORT', 9092),
     };
-    const log = createLogger({ level: values['log-level'] ?? 'warn', name: 'demo', destination: process.stderr });
+    const log = createLogger({ level: logLevelOption('start', values['log-level']) ?? 'warn', name: 'demo', destination: process.stderr });
     process.stdout.write('strangler: starting the demo…\n');
     const demo = await startDemo({
       dataDir: values['data-dir'] ?? process.env.STRANGLER_DATA_DIR ?? '.data/demo',
@@ -78,14 +78,24 @@ Try this:
 Ctrl-C stops everything.
 `);
     return new Promise<number>((resolve) => {
-      const shutdown = () => {
-        process.off('SIGINT', shutdown);
-        process.off('SIGTERM', shutdown);
-        process.stdout.write('\nstrangler: stopping…\n');
+      const shutdown = (orphaned = false) => {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        clearInterval(parentWatch);
+        // With the parent gone, nobody reads our stdout any more (writing could fail with EPIPE).
+        if (!orphaned) process.stdout.write('\nstrangler: stopping…\n');
         void demo.stop().then(() => resolve(0), () => resolve(1));
       };
-      process.on('SIGINT', shutdown);
-      process.on('SIGTERM', shutdown);
+      const onSignal = () => shutdown();
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      // `npm start` runs us under `sh -c`: a SIGTERM to npm (a process manager, `timeout`, `kill <npm pid>`) ends npm
+      // and that shell but never reaches us, and we would keep running with every child. So stop when re-parented.
+      const parent = process.ppid;
+      const parentWatch = setInterval(() => {
+        if (process.ppid !== parent) shutdown(true);
+      }, 250);
+      parentWatch.unref();
     });
   },
 };

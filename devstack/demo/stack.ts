@@ -161,6 +161,18 @@ function demoConfig(p: { monolithUrl: string; serviceUrl: string; unleash: Runni
   };
 }
 
+/**
+ * Awaits two parts started side by side, each resolving to [part, stop]. Every part that started is registered in
+ * `stops` before the first failure is rethrown, so the caller's cleanup stops it too.
+ */
+async function started2<A, B>(stops: (() => Promise<unknown>)[], parts: [Promise<readonly [A, () => Promise<unknown>]>, Promise<readonly [B, () => Promise<unknown>]>]): Promise<[A, B]> {
+  const [a, b] = await Promise.allSettled(parts);
+  for (const r of [a, b]) if (r.status === 'fulfilled') stops.push(r.value[1]);
+  if (a.status === 'rejected') throw a.reason;
+  if (b.status === 'rejected') throw b.reason;
+  return [a.value[0], b.value[0]];
+}
+
 export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
   const started = performance.now();
   let last = started;
@@ -185,21 +197,21 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
     stops.push(() => postgres.stop());
     step('postgres');
 
-    const [unleash, kafka] = await Promise.all([
-      startUnleash({ databaseUrl: postgres.url('unleash'), port: options.ports.unleash, adminToken: s.unleashAdminToken, backendToken: s.unleashBackendToken, adminUser: s.unleashUser, log: options.log }),
-      startKafkaBroker({ host: '127.0.0.1', port: options.ports.kafka, dataDir: join(dataDir, 'kafka'), logger: options.log }),
+    // Started side by side; when one fails, the other is still stopped (stopAll) instead of left running.
+    const [unleash, kafka] = await started2(stops, [
+      startUnleash({ databaseUrl: postgres.url('unleash'), port: options.ports.unleash, adminToken: s.unleashAdminToken, backendToken: s.unleashBackendToken, adminUser: s.unleashUser, log: options.log }).then((u) => [u, () => u.stop()] as const),
+      startKafkaBroker({ host: '127.0.0.1', port: options.ports.kafka, dataDir: join(dataDir, 'kafka'), logger: options.log }).then((k) => [k, () => k.close()] as const),
     ]);
-    stops.push(() => unleash.stop(), () => kafka.close());
     step('unleash + kafka');
 
     const legacyDb = postgres.url('legacy_shop');
     const serviceDb = postgres.url('orders_service');
-    const [monolith, firstService] = await Promise.all([
-      spawnDemoApp('legacy', { databaseUrl: legacyDb, logLevel: 'warn' }),
-      spawnDemoApp('service', { databaseUrl: serviceDb, logLevel: 'warn' }),
+    let service!: DemoProcess; // replaced by restartService; stopAll stops the current one
+    const [monolith, firstService] = await started2(stops, [
+      spawnDemoApp('legacy', { databaseUrl: legacyDb, logLevel: 'warn' }).then((m) => [m, () => m.stop()] as const),
+      spawnDemoApp('service', { databaseUrl: serviceDb, logLevel: 'warn' }).then((m) => [m, () => service.stop()] as const),
     ]);
-    let service = firstService;
-    stops.push(() => monolith.stop(), () => service.stop());
+    service = firstService;
     step('monolith + orders service');
 
     const configFile = join(dataDir, 'strangler.yaml');

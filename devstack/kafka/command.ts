@@ -1,6 +1,6 @@
 /** `strangler devstack kafka`: runs the dev broker in the foreground until SIGINT/SIGTERM. */
 import type { Command } from '../../cli/command.ts';
-import { intOption, parseCommandArgs, usageError } from '../../cli/command.ts';
+import { intOption, logLevelOption, parseCommandArgs, usageError } from '../../cli/command.ts';
 import { readFileSync } from 'node:fs';
 import { createLogger } from '../../common/logger.ts';
 import { KAFKA_DEFAULTS, SASL_MECHANISMS, type FsyncPolicy, type KafkaSaslOptions, type KafkaTlsOptions, type SaslMechanism } from './config.ts';
@@ -105,7 +105,7 @@ export const kafkaCommand: Command = {
     if (positionals.length > 0) throw usageError(NAME, `unexpected argument "${positionals[0]}"`);
     const fsync = values.fsync ?? KAFKA_DEFAULTS.fsync;
     if (fsync !== 'always' && fsync !== 'interval' && fsync !== 'never') throw usageError(NAME, `--fsync expects always, interval or never, got "${fsync}"`);
-    const logger = createLogger({ name: 'kafka', ...(values['log-level'] ? { level: values['log-level'] } : {}) });
+    const logger = createLogger({ name: 'kafka', ...(values['log-level'] ? { level: logLevelOption('devstack kafka', values['log-level']) } : {}) });
     const broker = await startKafkaBroker({
       port: intOption(NAME, '--port', values.port, { max: 65_535 }) ?? KAFKA_DEFAULTS.port,
       host: values.host ?? KAFKA_DEFAULTS.host,

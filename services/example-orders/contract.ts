@@ -80,19 +80,26 @@ export function uuidv7(nowMs: number = Date.now(), random: Buffer = randomBytes(
 
 const positiveId = z.int().positive().max(Number.MAX_SAFE_INTEGER);
 
+/**
+ * Free text stored in PostgreSQL: JSON allows U+0000, a text column does not, so without this check a NUL in "notes"
+ * reached the INSERT and came back as 500 DEMO_INTERNAL_ERROR (retriable, and a service error that trips the
+ * gateway's breaker and guard) instead of 400.
+ */
+const storedText = z.string().max(1000).refine((text) => !text.includes('\u0000'), 'must not contain NUL characters (\\u0000)');
+
 export const createOrderBody = z.strictObject({
   /** Optional client-chosen key (idempotent retries, or ids minted by a caller); must be a lower-case UUID. */
   id: z.string().regex(UUID_RE, 'must be a lower-case UUID such as 0190f7a4-5b2c-7d3e-8f00-123456789abc').optional(),
   customerId: positiveId,
   items: z.array(z.strictObject({ productId: positiveId, quantity: z.int().min(1).max(100) })).min(1).max(50),
-  notes: z.string().max(1000).nullable().optional(),
+  notes: storedText.nullable().optional(),
 });
 export type CreateOrderBody = z.infer<typeof createOrderBody>;
 
 export const patchOrderBody = z
   .strictObject({
     status: z.enum(ORDER_STATUSES).optional(),
-    notes: z.string().max(1000).nullable().optional(),
+    notes: storedText.nullable().optional(),
   })
   .refine((b) => b.status !== undefined || b.notes !== undefined, { message: 'give at least one of "status" or "notes"' });
 export type PatchOrderBody = z.infer<typeof patchOrderBody>;

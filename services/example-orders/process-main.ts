@@ -69,6 +69,10 @@ export async function runDemoProcess(spec: DemoProcessSpec, argv: readonly strin
   };
   process.once('SIGTERM', () => shutdown('SIGTERM'));
   process.once('SIGINT', () => shutdown('SIGINT'));
+  // Started by spawnDemoApp (npm start, tests) with an IPC channel: it closes when that parent dies, even by kill -9,
+  // so the app does not outlive it holding its port and database connections.
+  const orphaned = () => shutdown('parent exited');
+  if (process.connected) process.once('disconnect', orphaned);
   try {
     await app.migrate();
     if (!values['no-seed']) await app.seed();
@@ -77,6 +81,9 @@ export async function runDemoProcess(spec: DemoProcessSpec, argv: readonly strin
   } catch (err) {
     log.error({ err }, `${spec.name}: failed to start`);
     await app.close().catch(() => {});
+    // The channel's 'disconnect' listener would keep this failed process alive.
+    process.off('disconnect', orphaned);
+    if (process.connected) process.disconnect();
     return fail(spec.name, (err as Error).message);
   }
 }

@@ -53,7 +53,8 @@ export async function spawnDemoApp(kind: DemoAppKind, options: SpawnDemoOptions)
   if (options.seedOrders !== undefined) args.push('--seed-orders', String(options.seedOrders));
   if (options.noSeed) args.push('--no-seed');
   if (options.logLevel) args.push('--log-level', options.logLevel);
-  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The IPC channel carries nothing; the child exits when it closes, so it never outlives this process.
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   let stderrTail = '';
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
     stderrTail = (stderrTail + chunk).slice(-4000);

@@ -182,6 +182,14 @@ export function ordersContractSuite(label: string, getTarget: () => ContractTarg
       assertError(await call(t, 'PATCH', `/api/orders/${order.id}`, { status: 'paid', totalCents: 1 }), 400, 'DEMO_VALIDATION_FAILED', 'totalCents');
     });
 
+    test('a NUL character in notes (valid JSON, not storable in PostgreSQL text) is 400 naming the field, not 500', async () => {
+      const t = getTarget();
+      const created = assertError(await call(t, 'POST', '/api/orders', { customerId: 6, items: [{ productId: 9, quantity: 1 }], notes: 'gift\u0000wrap' }), 400, 'DEMO_VALIDATION_FAILED', 'notes: must not contain NUL');
+      assert.equal(created.error.retriable, false);
+      const order = (await call(t, 'POST', '/api/orders', { customerId: 6, items: [{ productId: 9, quantity: 1 }] })).body as OrderBody;
+      assertError(await call(t, 'PATCH', `/api/orders/${order.id}`, { notes: '\u0000' }), 400, 'DEMO_VALIDATION_FAILED', 'notes: must not contain NUL');
+    });
+
     test('POST validation errors are 400 DEMO_VALIDATION_FAILED with every problem and its path', async () => {
       const t = getTarget();
       const missing = assertError(await call(t, 'POST', '/api/orders', { items: [{ productId: 1, quantity: 1 }] }), 400, 'DEMO_VALIDATION_FAILED', 'customerId');

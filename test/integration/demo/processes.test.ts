@@ -7,9 +7,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { spawnDemoApp, type DemoProcess } from '../../../devstack/demo/monolith/index.ts';
 
@@ -93,6 +95,41 @@ describe('demo monolith process', () => {
 
   test('spawnDemoApp rejects with the child\'s stderr when the app cannot start', async () => {
     await assert.rejects(spawnDemoApp('legacy', { databaseUrl: postgres.url('no_such_database') }), /exited \(1\) before printing its port:[\s\S]*no_such_database/);
+  });
+});
+
+describe('parent death', () => {
+  test('both apps exit when the process that spawned them is killed (kill -9), instead of keeping their port and pool', async () => {
+    const file = join(dataDir, 'parent.mts');
+    const spawnModule = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), '../../../devstack/demo/monolith/spawn.ts')).href;
+    await writeFile(file, `
+import { spawnDemoApp } from ${JSON.stringify(spawnModule)};
+const apps = await Promise.all([
+  spawnDemoApp('legacy', { databaseUrl: ${JSON.stringify(postgres.url('legacy_shop'))}, logLevel: 'warn' }),
+  spawnDemoApp('service', { databaseUrl: ${JSON.stringify(postgres.url('orders_service'))}, logLevel: 'warn' }),
+]);
+console.log(JSON.stringify(apps.map((a) => ({ pid: a.child.pid, url: a.url }))));
+setInterval(() => {}, 1000);
+`);
+    const parent = spawn(process.execPath, ['--import', 'tsx', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [line] = (await once(createInterface({ input: parent.stdout }), 'line')) as [string];
+    const apps = JSON.parse(line) as { pid: number; url: string }[];
+    for (const app of apps) assert.equal((await fetch(`${app.url}/healthz`)).status, 200);
+    parent.kill('SIGKILL');
+    await once(parent, 'exit');
+    const deadline = Date.now() + 20_000;
+    const running = () => apps.filter(({ pid }) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    while (running().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    const left = running();
+    for (const { pid } of left) process.kill(pid, 'SIGKILL');
+    assert.deepEqual(left, [], 'apps still running 20 s after their parent was killed');
   });
 });
 

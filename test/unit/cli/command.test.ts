@@ -18,3 +18,16 @@ test('intOption: absent is undefined; integers within range pass; anything else 
     assert.throws(() => intOption('sync', '--rate', value, range), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && message.test(err.message));
   }
 });
+
+test('a mistyped subcommand of flags or sync is named as such, before any config is looked for', async () => {
+  const { flagsCommand } = await import('../../../flags/command.ts');
+  const { syncCommand } = await import('../../../migration-scripts/command.ts');
+  // No --config: flags used to report a missing strangler.yaml, sync a missing --config, instead of the typo.
+  await assert.rejects(flagsCommand.run(['stauts']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /flags: unknown subcommand "stauts" \(sync, status,/.test(err.message));
+  await assert.rejects(syncCommand.run(['verfy']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /sync: unknown subcommand "verfy" \(capture, relay,/.test(err.message));
+});
+
+test('strangler start --log-level: a value pino does not know is a usage error naming the flag (was a pino stack trace)', async () => {
+  const { demoCommand } = await import('../../../devstack/demo/command.ts');
+  await assert.rejects(demoCommand.run(['--log-level', 'loud']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /start: --log-level expects one of fatal, error, warn, info, debug, trace, silent, got "loud"/.test(err.message));
+});
