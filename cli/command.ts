@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { StranglerError } from '../common/errors.ts';
+import { isStranglerError, StranglerError } from '../common/errors.ts';
 
 /** One `strangler <name>` command. Subcommands are dispatched by the command itself. */
 export interface Command {
@@ -22,6 +22,15 @@ export function parseCommandArgs<O extends Options>(command: string, argv: reado
   } catch (err) {
     throw new StranglerError('CLI_USAGE', `${command}: ${(err as Error).message}. Run \`strangler ${command} --help\`.`);
   }
+}
+
+/**
+ * The exit code for an error that ended a command: 2 for a usage error (as for a bare or unknown `strangler`, and as
+ * diff and grep use 2 for trouble), so scripts can tell a mistyped command from a failure (1) or a command's own
+ * documented result codes (e.g. sync verify's 3).
+ */
+export function exitCodeOf(err: unknown): number {
+  return isStranglerError(err) && err.code === 'CLI_USAGE' ? 2 : 1;
 }
 
 export function usageError(command: string, message: string): StranglerError {

@@ -2,7 +2,7 @@
  * `strangler <command>`: the single entry point. Each area owns its command; this file only dispatches.
  */
 import { isStranglerError, messageOf } from '../common/errors.ts';
-import type { Command } from './command.ts';
+import { exitCodeOf, type Command } from './command.ts';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
   start: { summary: 'Run the whole demo on embedded defaults (PostgreSQL, Unleash, Kafka, monolith, service, sync, gateway)', load: async () => (await import('../devstack/demo/command.ts')).demoCommand },
@@ -43,6 +43,6 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (isStranglerError(err)) process.stderr.write(`strangler: ${err.code}: ${err.message}\n`);
     else process.stderr.write(`strangler: ${err instanceof Error && err.stack ? err.stack : messageOf(err)}\n`);
-    process.exitCode = 1;
+    process.exitCode = exitCodeOf(err);
   },
 );

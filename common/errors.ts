@@ -65,7 +65,7 @@ export const ERROR_CATALOGUE = {
   CONTROLLER_STATE_CONFLICT: { status: 409, retriable: true, doc: 'Another controller changed the promotion state first (version compare-and-set failed); this controller re-reads and does not advance.' },
   CONTROLLER_STATE_UNREADABLE: { status: 500, retriable: false, doc: 'The controller state file or table could not be read or holds invalid data; the message names it.' },
   // ── CLI ──────────────────────────────────────────────────────────────────
-  CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid; run the command with --help.' },
+  CLI_USAGE: { status: 400, retriable: false, doc: 'The command line was incomplete or invalid (the CLI exits 2); run the command with --help.' },
   PORT_IN_USE: { status: 500, retriable: false, doc: 'A listener could not bind because the port is taken; the message names the port and the flag or variable that changes it.' },
   POSTGRES_START_FAILED: { status: 500, retriable: false, doc: 'The embedded PostgreSQL of the devstack (`strangler start`, tests) did not start; the message has its data folder and the server\'s own reason, e.g. another running `strangler start` already uses that --data-dir. One left running by a killed earlier run is stopped and replaced automatically.' },
   // ── demo apps (devstack/demo/monolith, services/example-orders) ─────────────

@@ -4,12 +4,13 @@
  * Same options as `strangler devstack kafka`; the "kafka: broker listening" JSON log line on stdout carries the port.
  */
 import { isStranglerError, messageOf } from '../../common/errors.ts';
+import { exitCodeOf } from '../../cli/command.ts';
 import { kafkaCommand } from './command.ts';
 
 kafkaCommand.run(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (err: unknown) => {
     process.stderr.write(`kafka: ${isStranglerError(err) ? `${err.code}: ${err.message}` : messageOf(err)}\n`);
-    process.exitCode = 1;
+    process.exitCode = exitCodeOf(err);
   },
 );

@@ -55,7 +55,7 @@ describe('strangler gateway (process)', () => {
     assert.match(help, /Usage: strangler gateway --config FILE/);
     assert.match(help, /--workers N/);
     assert.match(execFileSync(process.execPath, [...CLI, '--help'], { encoding: 'utf8' }), /Commands:/);
-    assert.throws(() => execFileSync(process.execPath, [...CLI, 'gateway'], { encoding: 'utf8', stdio: 'pipe' }), (err: { status: number; stderr: string }) => err.status === 1 && /CLI_USAGE: gateway: --config FILE is required/.test(err.stderr));
+    assert.throws(() => execFileSync(process.execPath, [...CLI, 'gateway'], { encoding: 'utf8', stdio: 'pipe' }), (err: { status: number; stderr: string }) => err.status === 2 && /CLI_USAGE: gateway: --config FILE is required/.test(err.stderr));
   });
 
   test('a bad config at start exits non-zero listing every problem', () => {

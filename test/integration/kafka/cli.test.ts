@@ -42,7 +42,7 @@ test('strangler devstack kafka --port 0 --data-dir DIR serves, stops on SIGTERM 
 
 test('bad options exit non-zero with a usage message; --help describes the options', () => {
   const bad = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--fsync', 'sometimes'], { encoding: 'utf8', cwd: REPO_ROOT });
-  assert.equal(bad.status, 1);
+  assert.equal(bad.status, 2, 'a usage error exits 2');
   assert.match(bad.stderr, /CLI_USAGE: devstack kafka: --fsync expects always, interval or never/);
   const help = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'devstack/kafka/main.ts'), '--help'], { encoding: 'utf8', cwd: REPO_ROOT });
   assert.equal(help.status, 0);
@@ -72,7 +72,7 @@ test('--tls-cert/--tls-key and --sasl-user/--sasl-mechanisms: a SASL_SSL broker 
 test('bad TLS/SASL options are usage errors that do not echo the password', () => {
   const run = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--port', '0', ...args], { encoding: 'utf8', cwd: REPO_ROOT });
   const noKey = run(['--tls-cert', 'x.crt']);
-  assert.equal(noKey.status, 1);
+  assert.equal(noKey.status, 2);
   assert.match(noKey.stderr, /--tls-cert and --tls-key go together/);
   const missing = run(['--tls-cert', 'missing.crt', '--tls-key', 'missing.key']);
   assert.match(missing.stderr, /--tls-cert: cannot read "missing.crt" \(ENOENT\)/);
@@ -103,7 +103,7 @@ test('--tls-client-ca FILE: a mutual-TLS broker that serves createKafka with cer
 
   const run = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--port', '0', ...args], { encoding: 'utf8', cwd: REPO_ROOT });
   const alone = run(['--tls-client-ca', join(tlsDir, 'client-ca.crt')]);
-  assert.equal(alone.status, 1);
+  assert.equal(alone.status, 2);
   assert.match(alone.stderr, /CLI_USAGE: devstack kafka: --tls-client-ca needs a TLS listener: pass --tls-cert and --tls-key too/);
   const missing = run([...tlsArgs, '--tls-client-ca', 'missing-ca.crt']);
   assert.match(missing.stderr, /--tls-client-ca: cannot read "missing-ca.crt" \(ENOENT\)/);

@@ -123,7 +123,7 @@ describe('sync session settings, keys and verify', () => {
     const file = join(tmp, 'unknowntable.json');
     writeFileSync(file, JSON.stringify(syncDoc(urls)));
     const cli = spawnSync(process.execPath, ['--import', 'tsx', 'cli/main.ts', 'sync', 'verify', '--table', 'itemz', '--config', file], { encoding: 'utf8' });
-    assert.equal(cli.status, 1, `exit code (stdout ${cli.stdout})`);
+    assert.equal(cli.status, 2, `a usage error exits 2 (stdout ${cli.stdout})`);
     assert.doesNotMatch(cli.stdout, /identical/);
     assert.match(cli.stderr, /CLI_USAGE: sync verify: unknown table "itemz"; configured: items, people, notes/);
   });
