@@ -15,7 +15,7 @@
  * every strategy webhook, such as the one for the title a rollback writes) only refetches: it must not undo a rollback.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Unleash, UnleashEvents, type Context } from 'unleash-client';
@@ -24,6 +24,7 @@ import type { RepositoryInterface } from 'unleash-client/lib/repository/index.js
 import type { Segment } from 'unleash-client/lib/strategy/strategy.js';
 import type { FlagsConfig } from '../gateway/config/schema.ts';
 import { messageOf } from '../common/errors.ts';
+import { writeFileAtomic } from '../common/files.ts';
 import type { Logger } from '../common/logger.ts';
 
 export interface FlagState {
@@ -221,9 +222,7 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
     if (!this.#backupFile || !this.#config.backupPath) return;
     try {
       await mkdir(this.#config.backupPath, { recursive: true });
-      const tmp = `${this.#backupFile}.${process.pid}.tmp`;
-      await writeFile(tmp, JSON.stringify({ version: body.version, features: body.features, segments: body.segments ?? [] }));
-      await rename(tmp, this.#backupFile);
+      await writeFileAtomic(this.#backupFile, JSON.stringify({ version: body.version, features: body.features, segments: body.segments ?? [] }));
     } catch (err) {
       this.#log.warn({ file: this.#backupFile, err: messageOf(err) }, 'flags.backup_failed');
     }
@@ -379,9 +378,7 @@ export class FlagClient {
     this.#overridesWrite = this.#overridesWrite.then(async () => {
       try {
         await mkdir(dirname(file), { recursive: true });
-        const tmp = `${file}.${process.pid}.tmp`;
-        await writeFile(tmp, body);
-        await rename(tmp, file);
+        await writeFileAtomic(file, body);
       } catch (err) {
         this.#log.warn({ file, err: messageOf(err), hint: 'the rollback holds in this process but will not survive a restart' }, 'flags.overrides_unsaved');
       }

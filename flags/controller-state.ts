@@ -6,11 +6,12 @@
  *   controller (the others stand by and take over when its connection ends).
  * - FileStateStore: one JSON file replaced by atomic rename; for a single controller (no cross-process lock).
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import pg from 'pg';
 import { StranglerError, messageOf } from '../common/errors.ts';
 import type { GuardOutcome } from './guard.ts';
+import { writeFileAtomic } from '../common/files.ts';
 
 export type PlanState = 'waiting' | 'holding' | 'paused' | 'rolled-back' | 'completed' | 'monitoring';
 
@@ -154,9 +155,7 @@ export class FileStateStore implements StateStore {
       const next = { ...record, version: expectedVersion + 1 };
       all[record.routeId] = next;
       await mkdir(dirname(this.#file), { recursive: true });
-      const tmp = `${this.#file}.${process.pid}.tmp`;
-      await writeFile(tmp, `${JSON.stringify({ version: 1, routes: all }, null, 2)}\n`);
-      await rename(tmp, this.#file);
+      await writeFileAtomic(this.#file, `${JSON.stringify({ version: 1, routes: all }, null, 2)}\n`);
       return next;
     });
     this.#queue = run.catch(() => {});

@@ -28,8 +28,11 @@ Options:
   --tls-key FILE              PEM private key of --tls-cert
   --tls-client-ca FILE        mutual TLS: require every client to present a certificate signed by the CA(s) in
                               this PEM file (Kafka's ssl.client.auth=required); needs --tls-cert
-  --sasl-user NAME:PASSWORD   require SASL authentication and accept this user; repeat for more users
+  --sasl-users-file FILE      require SASL authentication and accept the users of FILE: one NAME:PASSWORD per
+                              line (blank lines and lines starting with # are skipped); keep it mode 0600
                               (with --tls-cert this is Kafka's SASL_SSL, without it SASL_PLAINTEXT)
+  --sasl-user NAME:PASSWORD   the same for one user given on the command line; repeatable. Any local user can read
+                              a command line (ps), so prefer --sasl-users-file for a password that matters
   --sasl-mechanisms LIST      comma-separated, of ${SASL_MECHANISMS.join(', ')} (default: all three)
   --log-level LEVEL           pino level (default info)
   -h, --help                  this text
@@ -56,9 +59,29 @@ function tlsOption(cert: string | undefined, key: string | undefined, clientCa: 
   };
 }
 
-function saslOption(users: readonly string[] | undefined, mechanisms: string | undefined): KafkaSaslOptions | undefined {
-  if (!users?.length) {
-    if (mechanisms !== undefined) throw usageError(NAME, '--sasl-mechanisms needs at least one --sasl-user NAME:PASSWORD');
+/** The NAME:PASSWORD lines of --sasl-users-file (the password never appears in an error). */
+function readUsersFile(file: string): string[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw usageError(NAME, `--sasl-users-file: cannot read "${file}" (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  const lines = text.split(/\r?\n/);
+  const users: string[] = [];
+  lines.forEach((line, i) => {
+    if (line.trim() === '' || line.trimStart().startsWith('#')) return;
+    if (line.indexOf(':') <= 0) throw usageError(NAME, `--sasl-users-file: ${file} line ${i + 1} is not NAME:PASSWORD (a user name, a colon, then the password)`);
+    users.push(line);
+  });
+  if (users.length === 0) throw usageError(NAME, `--sasl-users-file: ${file} holds no NAME:PASSWORD line`);
+  return users;
+}
+
+function saslOption(users: readonly string[] | undefined, usersFile: string | undefined, mechanisms: string | undefined): KafkaSaslOptions | undefined {
+  users = [...(usersFile !== undefined ? readUsersFile(usersFile) : []), ...(users ?? [])];
+  if (users.length === 0) {
+    if (mechanisms !== undefined) throw usageError(NAME, '--sasl-mechanisms needs --sasl-users-file FILE or at least one --sasl-user NAME:PASSWORD');
     return undefined;
   }
   const byName: Record<string, string> = {};
@@ -96,6 +119,7 @@ export const kafkaCommand: Command = {
       'tls-key': { type: 'string' },
       'tls-client-ca': { type: 'string' },
       'sasl-user': { type: 'string', multiple: true },
+      'sasl-users-file': { type: 'string' },
       'sasl-mechanisms': { type: 'string' },
     });
     if (values.help) {
@@ -117,7 +141,7 @@ export const kafkaCommand: Command = {
       fsyncIntervalMs: intOption(NAME, '--fsync-interval-ms', values['fsync-interval-ms'], { min: 1 }) ?? KAFKA_DEFAULTS.fsyncIntervalMs,
       groupMinSessionTimeoutMs: intOption(NAME, '--min-session-timeout-ms', values['min-session-timeout-ms']) ?? KAFKA_DEFAULTS.groupMinSessionTimeoutMs,
       tls: tlsOption(values['tls-cert'], values['tls-key'], values['tls-client-ca']),
-      sasl: saslOption(values['sasl-user'], values['sasl-mechanisms']),
+      sasl: saslOption(values['sasl-user'], values['sasl-users-file'], values['sasl-mechanisms']),
       logger,
     });
     await new Promise<void>((resolve) => {

@@ -15,12 +15,13 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { StranglerError, messageOf } from '../../common/errors.ts';
 import { silentLogger, type Logger } from '../../common/logger.ts';
+import { writeFileAtomic } from '../../common/files.ts';
 import { startPostgres, type RunningPostgres } from '../postgres.ts';
 import { UNLEASH_LOG } from './log-events.ts';
 import type { ChildMessage, ChildStartOptions } from './server-process.ts';
@@ -93,10 +94,9 @@ async function loadSecrets(file: string | undefined): Promise<Partial<Secrets>> 
   }
 }
 
+/** Mode 0600, through a temporary file no one can plant a symlink for (writeFileAtomic). */
 async function saveSecrets(file: string, secrets: Secrets): Promise<void> {
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
-  await rename(tmp, file);
+  await writeFileAtomic(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
 }
 
 function resolveSecrets(options: StartUnleashOptions, kept: Partial<Secrets>): Secrets {

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { StranglerError, isStranglerError, messageOf } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
-import type { LoadedConfig } from '../config/load.ts';
+import { redactUrl, type LoadedConfig } from '../config/load.ts';
 import type { UpstreamConfig } from '../config/schema.ts';
 import { requestTarget, upstreamAgent, upstreamTls } from '../proxy/upstreams.ts';
 import type { ReloadStatus } from '../runtime.ts';
@@ -54,17 +54,6 @@ function tokenMatches(header: string | undefined, token: string): boolean {
   if (given === undefined) return false;
   const digest = (s: string) => createHash('sha256').update(s).digest();
   return timingSafeEqual(digest(given), digest(token));
-}
-
-/**
- * Credentials inside a URL (any scheme: postgres://, an Unleash or upstream URL with basic auth): the password of
- * user:password@ (the userinfo ends at the authority's last "@", as URL parsers read it) and query parameters named
- * like a secret (postgres' ?password=).
- */
-function redactUrl(value: string): string {
-  return value
-    .replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.slice(0, userinfo.indexOf(':'))}:[redacted]` : userinfo}@`)
-    .replace(/([?&][^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*/gi, '$1[redacted]');
 }
 
 /** Secrets replaced by "[redacted]" wherever they appear in the config. */

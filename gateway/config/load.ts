@@ -19,12 +19,37 @@ export interface ConfigProblem {
   hint: string;
 }
 
+/** Config fields that hold a secret, by name (`admin.token`, `identity.previousSessionSecrets[1]`, `kafka.sasl.password`). */
+const SECRET_FIELD = /(token|secrets?|password)$/i;
+
+/**
+ * Credentials inside a URL (any scheme: postgres://, an Unleash or upstream URL with basic auth): the password of
+ * user:password@ (the userinfo ends at the authority's last "@", as URL parsers read it) and query parameters named
+ * like a secret (postgres' ?password=).
+ */
+export function redactUrl(value: string): string {
+  return value
+    .replace(/^([a-z][a-z0-9+.-]*:\/\/)([^/?#]*)@/i, (_m, scheme: string, userinfo: string) => `${scheme}${userinfo.includes(':') ? `${userinfo.slice(0, userinfo.indexOf(':'))}:[redacted]` : userinfo}@`)
+    .replace(/([?&][^=&#]*(?:password|passwd|secret|token)[^=&#]*=)[^&#]*/gi, '$1[redacted]');
+}
+
+/**
+ * A problem as it may be shown: a secret's value never goes into a message, whatever its type (a string of the wrong
+ * shape, a single string where a list was expected, a number YAML read from an all-digit token). A URL's password is
+ * left out where the value is described (describeFound).
+ */
+function withoutSecrets(p: ConfigProblem): ConfigProblem {
+  const field = p.path.replace(/(\[\d+\])+$/, '');
+  const type = /^(string|number|boolean) /.exec(p.found)?.[1];
+  return SECRET_FIELD.test(field) && type !== undefined ? { ...p, found: `a ${type} (not shown: a secret)` } : p;
+}
+
 export class ConfigError extends StranglerError {
   readonly file: string;
   readonly problems: readonly ConfigProblem[];
   constructor(file: string, problems: ConfigProblem[], code: 'CONFIG_INVALID' | 'CONFIG_UNREADABLE' = 'CONFIG_INVALID') {
     // A secret's value never goes into the message: it is logged (config.reload_failed) and shown by GET /admin/config.
-    problems = problems.map((p) => (/(token|secret|password)$/i.test(p.path) && p.found.startsWith('string ') ? { ...p, found: 'a string (not shown: a secret)' } : p));
+    problems = problems.map(withoutSecrets);
     const lines = problems.map((p) => `  - ${p.path || '(root)'}: expected ${p.expected}, found ${p.found}${p.hint ? `. Hint: ${p.hint}` : ''}`);
     super(code, `${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}\n${lines.join('\n')}`, { details: { file, problems } });
     this.file = file;
@@ -140,7 +165,7 @@ function lenientView(raw: unknown): ReferenceView {
 function checkReferences(config: ReferenceView, problems: ConfigProblem[]): void {
   const upstreamIds = new Set<string>();
   config.upstreams.forEach((u, i) => {
-    if (u.tls !== undefined && u.url?.startsWith('http://')) problems.push({ path: `upstreams[${i}].tls`, expected: 'tls only on an https:// upstream', found: `url ${JSON.stringify(u.url)}`, hint: 'make the url https:// or remove tls' });
+    if (u.tls !== undefined && u.url?.startsWith('http://')) problems.push({ path: `upstreams[${i}].tls`, expected: 'tls only on an https:// upstream', found: `url ${JSON.stringify(redactUrl(u.url ?? ''))}`, hint: 'make the url https:// or remove tls' });
     if (upstreamIds.has(u.id)) problems.push({ path: `upstreams[${i}].id`, expected: 'a unique upstream id', found: JSON.stringify(u.id), hint: 'each upstream id may appear once' });
     upstreamIds.add(u.id);
   });
@@ -238,7 +263,7 @@ function describeFound(input: unknown): string {
   if (input === null) return 'null';
   if (Array.isArray(input)) return `an array of ${input.length}`;
   if (typeof input === 'object') return 'an object';
-  const s = JSON.stringify(input);
+  const s = JSON.stringify(typeof input === 'string' ? redactUrl(input) : input);
   return `${typeof input} ${s.length > 60 ? `${s.slice(0, 57)}...` : s}`;
 }
 

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
@@ -67,6 +68,29 @@ test('--tls-cert/--tls-key and --sasl-user/--sasl-mechanisms: a SASL_SSL broker 
   const scram256 = createKafka({ ...config, sasl: { mechanism: 'scram-sha-256', username: 'app', password: 'first:password' } }, 'cli-test-256').admin();
   await assert.rejects(scram256.connect(), /The broker does not support the requested SASL mechanism/);
   await scram256.disconnect();
+});
+
+test('--sasl-users-file FILE: the passwords stay off the command line that any local user can read (ps)', async () => {
+  const file = join(dir.path, 'sasl-users');
+  writeFileSync(file, '# dev broker users\napp:FILE-ONLY-secret:pw\n\nother:x\n', { mode: 0o600 });
+  const broker = await spawnBroker(dir.path, ['--sasl-users-file', file, '--sasl-mechanisms', 'SCRAM-SHA-256'], true);
+  running.push(broker);
+  const cmdline = readFileSync(`/proc/${broker.child.pid}/cmdline`, 'utf8');
+  assert.ok(cmdline.includes('--sasl-users-file') && !cmdline.includes('FILE-ONLY-secret'), cmdline);
+  const config = kafkaConfigSchema.parse({ brokers: [broker.address], sasl: { mechanism: 'scram-sha-256', username: 'app', password: 'FILE-ONLY-secret:pw' } });
+  const admin = createKafka(config, 'cli-users-file').admin();
+  await admin.connect();
+  assert.ok(Array.isArray(await admin.listTopics()));
+  await admin.disconnect();
+
+  const run = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/strangler.js'), 'devstack', 'kafka', '--port', '0', ...args], { encoding: 'utf8', cwd: REPO_ROOT });
+  const bad = join(dir.path, 'sasl-users-bad');
+  writeFileSync(bad, 'app:ok\nno-colon-secretish\n');
+  const badLine = run(['--sasl-users-file', bad]);
+  assert.equal(badLine.status, 2);
+  assert.match(badLine.stderr, /--sasl-users-file: .*sasl-users-bad line 2 is not NAME:PASSWORD/);
+  assert.ok(!badLine.stderr.includes('secretish'));
+  assert.match(run(['--sasl-users-file', join(dir.path, 'absent')]).stderr, /--sasl-users-file: cannot read ".*absent" \(ENOENT\)/);
 });
 
 test('bad TLS/SASL options are usage errors that do not echo the password', () => {

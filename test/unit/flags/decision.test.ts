@@ -2,9 +2,9 @@
  * Decision and stickiness: request → identity (flags/context.ts) → unleash-client isEnabled through FlagClient.
  * Golden buckets (groupId strangler.orders) from the Unleash reference: alice → 67, bob → 3, "42" → 15.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { test } from 'node:test';
@@ -214,5 +214,36 @@ test('issue: a restarted gateway forgot a rollback that only it knew of (Unleash
     again.close();
   } finally {
     rmSync(backupPath, { recursive: true, force: true });
+  }
+});
+
+test('issue: flag files were written through a predictable temporary name (a planted symlink was followed) and left it behind on error', async () => {
+  const backupPath = mkdtempSync(join(tmpdir(), 'strangler-overrides-'));
+  const victim = join(mkdtempSync(join(tmpdir(), 'strangler-victim-')), 'victim.txt');
+  writeFileSync(victim, 'not yours\n');
+  const flags = { ...config.flags, bootstrapFile: featuresFile({ [FLAG]: { percent: 100 } }), url: null, backupPath };
+  const overrides = join(backupPath, `rollback-overrides-${flags.appName}.json`);
+  try {
+    // Someone who can write to the folder plants the temporary name, pointing at a file of the gateway's user.
+    symlinkSync(victim, `${overrides}.${process.pid}.tmp`);
+    const client = new FlagClient(flags, silentLogger);
+    await client.start();
+    await client.push({ flag: FLAG, action: 'rollback' });
+    client.close();
+    assert.equal(readFileSync(victim, 'utf8'), 'not yours\n', 'the symlink target was not written');
+    assert.match(readFileSync(overrides, 'utf8'), /"overrides"/, 'the override was saved all the same');
+
+    // A write that fails (the file's name taken by a folder) leaves no temporary file behind.
+    rmSync(overrides);
+    rmSync(`${overrides}.${process.pid}.tmp`, { force: true });
+    mkdirSync(overrides);
+    const failing = new FlagClient(flags, silentLogger);
+    await failing.start();
+    await failing.push({ flag: FLAG, action: 'rollback' });
+    failing.close();
+    assert.deepEqual(readdirSync(backupPath).filter((f) => f.endsWith('.tmp')), []);
+  } finally {
+    rmSync(backupPath, { recursive: true, force: true });
+    rmSync(dirname(victim), { recursive: true, force: true });
   }
 });

@@ -122,6 +122,35 @@ test('${ENV} interpolation, with defaults, null for optional secrets, and number
   assert.match(list[0]?.expected ?? '', /MISSING_TOKEN/);
 });
 
+test('a config error never shows a secret: earlier session keys, all-digit tokens, URL passwords', () => {
+  // The message is logged (config.reload_failed) and served by GET /admin/config; the old session key still signs.
+  const old = 'OLD-session-key-still-valid-0123456789';
+  const yaml = `upstreams: [{ id: l, url: "http://127.0.0.1:1" }]
+routes: [{ id: r, match: { pathPrefix: / }, legacy: l }]
+identity:
+  sessionSecret: \${NEW_SECRET}
+  previousSessionSecrets: \${OLD_SECRET}
+admin: { token: 123456789012345678 }
+flags: { url: "ftp://unleash:UNLEASH-URL-PW@unleash/api/", gateways: [{ url: "http://127.0.0.1:9", token: 4242 }] }
+`;
+  let err: unknown;
+  try {
+    parseConfigText(yaml, 'strangler.yaml', { NEW_SECRET: 'n'.repeat(32), OLD_SECRET: old });
+  } catch (e) {
+    err = e;
+  }
+  assert.ok(err instanceof ConfigError, String(err));
+  const shown = `${err.message}\n${JSON.stringify(err.problems)}\n${JSON.stringify(err.toJSON())}`;
+  for (const secret of [old, '12345678901234', 'UNLEASH-URL-PW', '4242']) assert.ok(!shown.includes(secret), `${secret} shown in: ${shown}`);
+  const byPath = new Map(err.problems.map((p) => [p.path, p.found]));
+  assert.equal(byPath.get('identity.previousSessionSecrets'), 'a string (not shown: a secret)');
+  assert.equal(byPath.get('admin.token'), 'a number (not shown: a secret)');
+  assert.equal(byPath.get('flags.gateways[0].token'), 'a number (not shown: a secret)');
+  assert.equal(byPath.get('flags.url'), 'string "ftp://unleash:[redacted]@unleash/api/"');
+  // An item of the list, too short: the key is still not shown.
+  assert.deepEqual(problems({ ...base(), identity: { previousSessionSecrets: ['short-old-key'] } }).map((p) => [p.path, p.found]), [['identity.previousSessionSecrets[0]', 'a string (not shown: a secret)']]);
+});
+
 test('unreadable and unparsable files say which file and where', () => {
   const dir = mkdtempSync(join(tmpdir(), 'strangler-config-'));
   assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), (err: ConfigError) => err.code === 'CONFIG_UNREADABLE' && err.message.includes('absent.yaml') && err.message.includes('ENOENT'));
