@@ -41,7 +41,11 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => { process.exitCode = code; },
   (err: unknown) => {
+    const code = (err as { code?: unknown } | null)?.code;
     if (isStranglerError(err)) process.stderr.write(`strangler: ${err.code}: ${err.message}\n`);
+    // An error from the system or a driver (ECONNREFUSED, a PostgreSQL SQLSTATE) says what happened without our
+    // stack; anything else is a bug, and its stack is what a report needs.
+    else if (typeof code === 'string' && code !== '') process.stderr.write(`strangler: ${code}: ${messageOf(err)}\n`);
     else process.stderr.write(`strangler: ${err instanceof Error && err.stack ? err.stack : messageOf(err)}\n`);
     process.exitCode = exitCodeOf(err);
   },

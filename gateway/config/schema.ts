@@ -113,7 +113,7 @@ export const flagsSchema = z.object({
   adminToken: z.string().nullable().default(null).describe('Admin token or personal access token for sync, shift, rollback and the controller.'),
   project: z.string().default('default'),
   environment: z.string().default('development').describe('Environment the flags live in; must match the backend token\'s environment.'),
-  appName: z.string().default('strangler-gateway'),
+  appName: z.string().min(1).regex(/^(?!\.\.?$)[^/\\]+$/, { error: 'an application name without / or \\ (it names the flag backup files in backupPath), e.g. "orders-gateway"' }).default('strangler-gateway').describe('Unleash application name; also names the backup files in backupPath.'),
   instanceId: z.string().nullable().default(null).describe('Shown in Unleash\'s applications view; default hostname-pid.'),
   refreshIntervalMs: ms.default(1_000).describe('Poll interval. Pushes to POST /admin/flags/refresh make changes arrive sooner.'),
   requestTimeoutMs: ms.default(5_000),

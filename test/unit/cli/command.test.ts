@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { intOption } from '../../../cli/command.ts';
@@ -30,4 +34,22 @@ test('a mistyped subcommand of flags or sync is named as such, before any config
 test('strangler start --log-level: a value pino does not know is a usage error naming the flag (was a pino stack trace)', async () => {
   const { demoCommand } = await import('../../../devstack/demo/command.ts');
   await assert.rejects(demoCommand.run(['--log-level', 'loud']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /start: --log-level expects one of fatal, error, warn, info, debug, trace, silent, got "loud"/.test(err.message));
+});
+
+test('a system or driver error ends the CLI with its code and message, not a stack trace; usage errors exit 2', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'strangler-cli-'));
+  try {
+    const file = join(dir, 'sync.yaml');
+    // Nothing listens on port 9 (discard): the first connection is refused.
+    writeFileSync(file, 'sync:\n  databases:\n    legacy: { url: "postgres://u:secret-pw@127.0.0.1:9/a" }\n    service: { url: "postgres://u:secret-pw@127.0.0.1:9/b" }\n  tables:\n    - { name: t, legacy: { table: t, key: [id] }, service: { table: t, key: [id] }, columns: [{ legacy: id, service: id }] }\n');
+    const refused = spawnSync(process.execPath, ['bin/strangler.js', 'sync', 'status', '--config', file], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /^strangler: ECONNREFUSED: connect ECONNREFUSED 127\.0\.0\.1:9\n$/);
+    assert.doesNotMatch(refused.stderr, /secret-pw|\n\s+at /);
+    const usage = spawnSync(process.execPath, ['bin/strangler.js', 'sync', 'status'], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(usage.status, 2);
+    assert.match(usage.stderr, /CLI_USAGE/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

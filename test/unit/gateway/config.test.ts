@@ -99,6 +99,11 @@ test('routes sharing a service upstream must share its breaker policy', () => {
   assert.match(problems(raw)[0]?.hint ?? '', /one breaker per service upstream/);
 });
 
+test('flags.appName cannot name a path outside backupPath (it is part of the backup file names)', () => {
+  for (const appName of ['../../etc/x', 'a/b', 'a\\b', '..', '.', '']) assert.equal(problems({ ...base(), flags: { appName } })[0]?.path, 'flags.appName', appName);
+  assert.equal(validateConfig({ ...base(), flags: { appName: 'orders gateway.v2' } }, 'x').flags.appName, 'orders gateway.v2');
+});
+
 test('a non-loopback admin bind needs a token', () => {
   const list = problems({ ...base(), admin: { bind: '0.0.0.0' } });
   assert.equal(list[0]?.path, 'admin.token');
