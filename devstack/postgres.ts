@@ -15,6 +15,7 @@ import pg from 'pg';
 import { freePort } from '../common/net.ts';
 import { StranglerError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { processAlive } from '../common/process.ts';
 
 export interface PostgresOptions {
   /** Folder holding the cluster; created and initialised when empty. */
@@ -72,16 +73,6 @@ function loadEmbeddedPostgres(): Promise<EmbeddedPostgresClass> {
   return embedded;
 }
 
-/** True when a process with this pid exists (EPERM: it exists, owned by another user). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The parent pid of a process, from /proc (Linux); undefined where that is not readable. */
 function parentPid(pid: number): number | undefined {
   try {
@@ -118,7 +109,7 @@ async function takeOverDataDir(dataDir: string, log: Logger | undefined): Promis
   } catch {
     return;
   }
-  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return; // stale file: PostgreSQL itself ignores it
+  if (!Number.isInteger(pid) || pid <= 0 || !processAlive(pid)) return; // stale file: PostgreSQL itself ignores it
   const ppid = parentPid(pid);
   // Only node processes start these clusters; any other parent (init, a subreaper) means the starter is gone.
   const orphaned = ppid === 1 || (ppid !== undefined && executableName(ppid)?.startsWith('node') === false);
@@ -128,7 +119,7 @@ async function takeOverDataDir(dataDir: string, log: Logger | undefined): Promis
   log?.warn({ pid, dataDir }, 'postgres: stopping a PostgreSQL left running by an earlier process that is gone');
   process.kill(pid, 'SIGINT');
   const deadline = Date.now() + 30_000;
-  while (alive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > deadline) throw new StranglerError('POSTGRES_START_FAILED', `PostgreSQL (pid ${pid}) left running in ${dataDir} by an earlier process did not stop within 30 s of SIGINT; stop it (kill ${pid}) and start again`);
     await new Promise((r) => setTimeout(r, 50));
   }

@@ -14,6 +14,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { spawnDemoApp, type DemoProcess } from '../../../devstack/demo/monolith/index.ts';
+import { processAlive } from '../../../common/process.ts';
 
 let dataDir: string;
 let postgres: RunningPostgres;
@@ -118,14 +119,7 @@ setInterval(() => {}, 1000);
     parent.kill('SIGKILL');
     await once(parent, 'exit');
     const deadline = Date.now() + 20_000;
-    const running = () => apps.filter(({ pid }) => {
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch {
-        return false;
-      }
-    });
+    const running = () => apps.filter(({ pid }) => processAlive(pid));
     while (running().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     const left = running();
     for (const { pid } of left) process.kill(pid, 'SIGKILL');

@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../../common/net.ts';
+import { processAlive } from '../../../common/process.ts';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 let dataDir: string;
@@ -34,18 +35,9 @@ after(async () => {
   for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   for (const pid of pidsSeen) if (ours(pid)) process.kill(pid, 'SIGKILL'); // only left when a test failed
   const postmaster = postmasterPid();
-  if (postmaster && alive(postmaster)) process.kill(postmaster, 'SIGINT');
+  if (postmaster && processAlive(postmaster)) process.kill(postmaster, 'SIGINT');
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Still running, and still one of the demo's processes (not a recycled pid). */
 function ours(pid: number): boolean {
@@ -66,7 +58,7 @@ function postmasterPid(): number | undefined {
 
 async function waitGone(pids: Record<string, number>, timeoutMs = 30_000): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
-  const left = () => Object.entries(pids).filter(([, pid]) => alive(pid)).map(([name, pid]) => `${name} (pid ${pid})`);
+  const left = () => Object.entries(pids).filter(([, pid]) => processAlive(pid)).map(([name, pid]) => `${name} (pid ${pid})`);
   while (left().length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
   return left();
 }
@@ -102,7 +94,7 @@ async function startDemo(viaShell: boolean): Promise<Up> {
 
 test('SIGTERM to the shell npm runs it in (kill <npm pid>) stops the demo and every child it started', async () => {
   const up = await startDemo(true);
-  assert.ok(Object.values(up.pids).every((p) => Number.isInteger(p) && p > 0 && alive(p)), JSON.stringify(up.pids));
+  assert.ok(Object.values(up.pids).every((p) => Number.isInteger(p) && p > 0 && processAlive(p)), JSON.stringify(up.pids));
   up.child.kill('SIGTERM');
   await once(up.child, 'exit');
   assert.deepEqual(await waitGone(up.pids), [], `still running after the shell was stopped:\n${up.output()}`);
@@ -117,7 +109,7 @@ test('after a crash (kill -9) the apps exit with it, and the next start recovers
 
   const next = await startDemo(false);
   assert.notEqual(next.pids.postgres, crashed.pids.postgres, 'a new PostgreSQL replaced the one the crash left running');
-  assert.ok(!alive(crashed.pids.postgres!), 'the orphaned PostgreSQL was stopped');
+  assert.ok(!processAlive(crashed.pids.postgres!), 'the orphaned PostgreSQL was stopped');
   next.child.kill('SIGTERM');
   const [code] = (await once(next.child, 'exit')) as [number | null];
   assert.equal(code, 0, next.output());

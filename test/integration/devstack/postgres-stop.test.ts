@@ -17,6 +17,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { processAlive } from '../../../common/process.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 let dir: string;
@@ -128,15 +129,6 @@ async function holdCluster(dataDir: string): Promise<{ holder: ReturnType<typeof
   return { holder, pid: (JSON.parse(line) as { pid: number }).pid };
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 test('a second cluster on a folder another live process runs is refused with POSTGRES_START_FAILED, and the failing process exits non-zero', async () => {
   const dataDir = join(dir, 'held');
   const { holder, pid } = await holdCluster(dataDir);
@@ -146,7 +138,7 @@ test('a second cluster on a folder another live process runs is refused with POS
     const [result] = second.lines as [{ code?: string; message?: string }];
     assert.equal(result.code, 'POSTGRES_START_FAILED', JSON.stringify(result));
     assert.match(result.message ?? '', /already running in .*held.*another `strangler start`.*--data-dir/);
-    assert.ok(alive(pid), 'the live owner\'s cluster was left alone');
+    assert.ok(processAlive(pid), 'the live owner\'s cluster was left alone');
   } finally {
     holder.kill('SIGTERM');
     await once(holder, 'exit');
@@ -174,10 +166,10 @@ test('after the process that started a cluster is killed (kill -9), the next sta
   const { holder, pid } = await holdCluster(dataDir);
   holder.kill('SIGKILL');
   await once(holder, 'exit');
-  assert.ok(alive(pid), 'PostgreSQL outlives the process that started it (that is the situation under test)');
+  assert.ok(processAlive(pid), 'PostgreSQL outlives the process that started it (that is the situation under test)');
   const next = await runLifecycle(['start', dataDir]);
   assert.equal(next.code, 0, `the next start recovers; output: ${JSON.stringify(next.lines)} stderr: ${next.stderr}`);
   const [result] = next.lines as [{ pid?: number }];
   assert.ok(result.pid && result.pid !== pid, JSON.stringify(result));
-  assert.ok(!alive(pid), `the orphaned postmaster ${pid} was stopped`);
+  assert.ok(!processAlive(pid), `the orphaned postmaster ${pid} was stopped`);
 });
