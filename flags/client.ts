@@ -272,7 +272,17 @@ export class FlagClient {
     });
     // Errors are reported through status and the admin API; without a listener the SDK would log them itself.
     this.#unleash.on(UnleashEvents.Error, (err: Error) => this.#log.warn({ err: err.message }, 'flags.error'));
-    this.#unleash.on(UnleashEvents.Warn, (msg: unknown) => this.#log.debug({ msg: String(msg) }, 'flags.warn'));
+    // The SDK's warnings matter (its metrics or registration refused with 401/403 stop Unleash's usage data for good;
+    // a flag asked for before any data) but some repeat per call, so each distinct one is logged once a minute.
+    const warned = new Map<string, number>();
+    this.#unleash.on(UnleashEvents.Warn, (msg: unknown) => {
+      const text = msg instanceof Error ? msg.message : String(msg);
+      const now = Date.now();
+      if (now - (warned.get(text) ?? -Infinity) < 60_000) return;
+      if (warned.size >= 1_000) warned.clear();
+      warned.set(text, now);
+      this.#log.warn({ warning: text }, 'flags.warn');
+    });
     this.#repository.on(UnleashEvents.Changed, () => {
       this.#reconcileOverrides();
       for (const flag of this.#routed.keys()) this.#checkSticky(flag);

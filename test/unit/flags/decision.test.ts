@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { normalizedStrategyValue } from 'unleash-client/lib/strategy/util.js';
@@ -14,7 +15,7 @@ import { FlagClient } from '../../../flags/client.ts';
 import { Identifier, readCookie, readJwtClaim, signOverride } from '../../../flags/context.ts';
 import { validateConfig } from '../../../gateway/config/load.ts';
 import { featuresFile } from '../../helpers/gateway.ts';
-import { silentLogger } from '../../../common/logger.ts';
+import { createLogger, silentLogger } from '../../../common/logger.ts';
 
 const FLAG = 'strangler.orders';
 const config = validateConfig({ upstreams: [{ id: 'l', url: 'http://127.0.0.1:1' }], identity: { sessionSecret: 's'.repeat(32), override: { secret: 'o'.repeat(32) }, userKey: [{ header: 'x-user-id' }, { jwtClaim: 'sub' }, { cookie: 'uid' }] } }, 'decision.test');
@@ -245,5 +246,38 @@ test('issue: flag files were written through a predictable temporary name (a pla
   } finally {
     rmSync(backupPath, { recursive: true, force: true });
     rmSync(dirname(victim), { recursive: true, force: true });
+  }
+});
+
+test('issue: the SDK\'s warnings (its registration refused with 401, so Unleash shows no usage) were logged at debug only; now at warn, each once', async () => {
+  const features = JSON.parse(readFileSync(featuresFile({ [FLAG]: { percent: 100 } }), 'utf8')) as unknown;
+  const registered: string[] = [];
+  const unleash = createServer((req, res) => {
+    if (req.method === 'POST') {
+      registered.push(req.url ?? '');
+      req.resume();
+      return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"message":"token not allowed"}');
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(features));
+  });
+  await new Promise<void>((resolve) => unleash.listen(0, '127.0.0.1', resolve));
+  const lines: { level: number; msg: string }[] = [];
+  const destination = new Writable({ write(chunk: Buffer, _enc, done) { for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l) as { level: number; msg: string }); done(); } });
+  const url = `http://127.0.0.1:${(unleash.address() as AddressInfo).port}/api/`;
+  const client = new FlagClient({ ...config.flags, url, token: 'backend-token-not-for-logs', backupPath: null, bootstrapFile: null, refreshIntervalMs: 0, disableMetrics: false }, createLogger({ destination }));
+  try {
+    await client.start();
+    const deadline = Date.now() + 10_000;
+    while (!lines.some((l) => l.msg === 'flags.warn') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const warns = lines.filter((l) => l.msg === 'flags.warn');
+    assert.ok(registered.some((u) => u.endsWith('/client/register')), `the SDK registered: ${registered.join(', ')}`);
+    assert.equal(warns.length, 1, JSON.stringify(lines));
+    assert.equal(warns[0]?.level, 40, 'logged at warn');
+    assert.match(JSON.stringify(warns[0]), /client\/register returning 401/);
+    assert.doesNotMatch(JSON.stringify(lines), /backend-token-not-for-logs/);
+  } finally {
+    client.close();
+    unleash.closeAllConnections();
+    await new Promise((resolve) => unleash.close(resolve));
   }
 });
