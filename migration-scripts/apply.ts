@@ -29,7 +29,7 @@ import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import type { ChangeEventMeta, ConsumedEvent } from './event.ts';
 import { isoToMicros, parseEventMeta, SYNC_MESSAGE_PREFIX } from './event.ts';
-import { isTransientDbError, openPool } from './db.ts';
+import { isDatabaseFault, isQueryTimeout, isTransientDbError, openPool } from './db.ts';
 import { LogicalDecoder, SyncOrigins } from '../legacy-adapter/capture/logical.ts';
 import { SYNC_LOG } from './log-events.ts';
 
@@ -167,7 +167,8 @@ export class Applier {
       return result;
     } catch (err) {
       broken = isTransientDbError(err);
-      await client.query('ROLLBACK').catch(() => { broken = true; });
+      // A statement that timed out still occupies the connection (a partition): drop it rather than wait again.
+      if (!isQueryTimeout(err)) await client.query('ROLLBACK').catch(() => { broken = true; });
       throw err;
     } finally {
       if (origin !== null && !broken && !(await this.#origins.reset(client))) broken = true;
@@ -187,14 +188,16 @@ export class Applier {
     // Positions: lock the (source, topic, partition) rows this batch touches.
     const stored: StoredMap = new Map();
     for (const p of parsed) {
-      if (!('m' in p) || !p.m || p.ev.topic === null || p.ev.partition === null) continue;
-      const k = `${p.m.source}|${p.ev.topic}|${p.ev.partition}`;
+      if (p.ev.topic === null || p.ev.partition === null) continue;
+      const source = this.#sourceOf(p);
+      const k = `${source}|${p.ev.topic}|${p.ev.partition}`;
       if (stored.has(k)) continue;
-      await client.query(`INSERT INTO ${this.#s}.applied (source, topic, partition, position) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING`, [p.m.source, p.ev.topic, p.ev.partition]);
+      await client.query(`INSERT INTO ${this.#s}.applied (source, topic, partition, position) VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING`, [source, p.ev.topic, p.ev.partition]);
       const r = await client.query<{ position: string; kafka_offset: string | null }>(
-        `SELECT position::text, kafka_offset::text FROM ${this.#s}.applied WHERE source = $1 AND topic = $2 AND partition = $3 FOR UPDATE`, [p.m.source, p.ev.topic, p.ev.partition]);
-      stored.set(k, { source: p.m.source, topic: p.ev.topic, partition: p.ev.partition, position: Number(r.rows[0]?.position ?? 0), offset: r.rows[0]?.kafka_offset ?? null, dirty: false });
+        `SELECT position::text, kafka_offset::text FROM ${this.#s}.applied WHERE source = $1 AND topic = $2 AND partition = $3 FOR UPDATE`, [source, p.ev.topic, p.ev.partition]);
+      stored.set(k, { source, topic: p.ev.topic, partition: p.ev.partition, position: Number(r.rows[0]?.position ?? 0), offset: r.rows[0]?.kafka_offset ?? null, dirty: false });
     }
+    this.#checkContiguous(parsed, stored);
 
     // Current versions and parked keys of every key in the batch.
     const ok = parsed.filter((p): p is Parsed => 'table' in p);
@@ -220,7 +223,8 @@ export class Applier {
       await this.#writeFinal(client, outcome.finalWrites);
       await client.query('RELEASE SAVEPOINT fast');
     } catch (err) {
-      if (isTransientDbError(err)) throw err;
+      // Only an error about the rows goes event by event (and may park them); one about the database fails the batch.
+      if (isTransientDbError(err) || isDatabaseFault(err)) throw err;
       await client.query('ROLLBACK TO SAVEPOINT fast');
       positions = cloneStored(stored);
       outcome = await this.#decideSlow(client, parsed, positions, loaded, parkedKeys, options);
@@ -392,12 +396,49 @@ export class Applier {
       + 'then `strangler sync repair --dead-letters` and `strangler sync verify`';
   }
 
+  /** The side an event comes from: its own word, else (unreadable) the side whose topics this applier consumes. */
+  #sourceOf(p: ParseResult): Side {
+    return 'm' in p && p.m ? p.m.source : otherSide(this.#target);
+  }
+
+  /**
+   * The Kafka offsets of a partition's events must follow the stored offset without a hole: a topic apply creates is
+   * neither compacted nor transactional, so a hole means events deleted before apply read them (retention, a records
+   * deletion) and a consumer reset past them (kafkajs resets an out-of-range offset to the earliest one without a
+   * word). Stop loudly (SYNC_EVENTS_LOST, not retried) instead of applying what follows as if nothing was missing.
+   * An offset below the stored one is a topic deleted and recreated: its new events have new positions and apply.
+   */
+  #checkContiguous(parsed: readonly ParseResult[], stored: StoredMap): void {
+    const last = new Map<string, bigint>();
+    for (const s of stored.values()) if (s.offset !== null) last.set(`${s.topic}|${s.partition}`, BigInt(s.offset));
+    for (const p of parsed) {
+      const { topic, partition, offset } = p.ev;
+      if (topic === null || partition === null || offset === null) continue;
+      const k = `${topic}|${partition}`;
+      const prev = last.get(k);
+      const off = BigInt(offset);
+      if (prev !== undefined && off > prev + 1n) {
+        const source = this.#sourceOf(p);
+        throw new StranglerError('SYNC_EVENTS_LOST',
+          `apply into ${this.#target}: Kafka topic ${topic} partition ${partition} has no events at offsets ${prev + 1n}..${off - 1n} any more (retention or a records deletion removed them before apply read them; ${this.#target} applied up to offset ${prev}, the next event there is at ${off}); `
+          + `those changes were never applied and apply stopped instead of skipping them. To go on: accept the gap with UPDATE ${this.#config.stateSchema}.applied SET kafka_offset = ${off - 1n} WHERE source = '${source}' AND topic = '${topic}' AND partition = ${partition} `
+          + `on the ${this.#target} database, start apply again, and once \`strangler sync status\` shows lag 0 run \`strangler sync verify\` and \`strangler sync repair --from ${source}\`; `
+          + 'raise the topic\'s retention.ms above the longest apply outage you must survive',
+          { details: { topic, partition, nextOffset: (prev + 1n).toString() } });
+      }
+      last.set(k, off);
+    }
+  }
+
   #advance(stored: StoredMap, ev: ConsumedEvent, m: ChangeEventMeta | undefined): void {
-    if (!m || ev.topic === null) return;
-    const s = stored.get(`${m.source}|${ev.topic}|${ev.partition}`);
+    if (ev.topic === null) return;
+    const s = stored.get(`${m?.source ?? otherSide(this.#target)}|${ev.topic}|${ev.partition}`);
     if (!s) return;
-    if (m.position !== null && m.position > s.position) s.position = m.position;
-    if (ev.offset !== null && (s.offset === null || BigInt(ev.offset) > BigInt(s.offset))) s.offset = ev.offset;
+    const fresh = m !== undefined && m.position !== null && m.position > s.position;
+    if (fresh) s.position = m.position as number;
+    // The offset of the last event applied; a new event at a lower offset (a recreated topic) moves it back down, or a
+    // restart would seek past the new topic's events up to the old offset. Repeats never move it back.
+    if (ev.offset !== null && (s.offset === null || fresh || BigInt(ev.offset) > BigInt(s.offset))) s.offset = ev.offset;
     s.dirty = true;
   }
 
@@ -419,7 +460,7 @@ export class Applier {
           await this.#writeFinal(client, new Map([[w.id, w]]));
           await client.query('RELEASE SAVEPOINT one');
         } catch (err) {
-          if (isTransientDbError(err)) throw err;
+          if (isTransientDbError(err) || isDatabaseFault(err)) throw err;
           await client.query('ROLLBACK TO SAVEPOINT one');
           total.counts.applied -= 1;
           total.counts.parked += 1;

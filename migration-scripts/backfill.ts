@@ -27,7 +27,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
-import { StranglerError } from '../common/errors.ts';
+import { StranglerError, messageOf } from '../common/errors.ts';
 import type { Side, SyncConfig } from './config-schema.ts';
 import { otherSide } from './config-schema.ts';
 import type { Pools } from './db.ts';
@@ -119,9 +119,16 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     return rows;
   });
 
-  // Chunk bounds come from the source's key index, one after another; the chunks themselves overlap by one.
-  let nextEnd = chunkEnd(o.pools[o.source], t, o.source, cursor, chunkRows);
+  // Chunk bounds come from the source's key index, one after another; the chunks themselves overlap by one. The next
+  // bound is read ahead: a rejection the loop never gets to await (it stopped on another error) must not be unhandled.
+  const endAfter = (key: string | null): Promise<string | null> => {
+    const end = chunkEnd(o.pools[o.source], t, o.source, key, chunkRows);
+    end.catch(() => {});
+    return end;
+  };
+  let nextEnd = endAfter(cursor);
   let previous: Promise<void> = Promise.resolve();
+  try {
   for (;;) {
     if (o.signal?.aborted) break;
     // Throttle on the live backlog of this direction: unpublished changes on the source.
@@ -143,7 +150,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     }
     const after = cursor;
     cursor = upTo;
-    nextEnd = chunkEnd(o.pools[o.source], t, o.source, upTo, chunkRows);
+    nextEnd = endAfter(upTo);
     const before = previous;
     const current = writeChunk(after, upTo, before).then((rows) => {
       done += rows;
@@ -161,6 +168,12 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
       if (ahead > 0) await sleep(ahead);
     }
     if (o.maxChunks !== undefined && chunks + 1 >= o.maxChunks) { await previous; break; }
+  }
+  } catch (err) {
+    // A database restarting, a failover, a chunk that keeps failing: every committed chunk stored its cursor.
+    await previous.catch(() => {});
+    throw new StranglerError('SYNC_BACKFILL_INTERRUPTED',
+      `backfill of ${t.name} ${o.source}→${target} stopped after ${done} of ${total} rows: ${messageOf(err)}; its checkpoint is saved: run the same command again to resume`, { cause: err });
   }
   await previous.catch(() => {});
   await nextEnd.catch(() => {});

@@ -137,8 +137,11 @@ export const syncCommand: Command = {
           const worker = new ApplyWorker({ config, kafka: createKafka(loaded.kafka, `apply-${source}`), applier, source, tables, log,
             sessionTimeoutMs: process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS ? Number(process.env.STRANGLER_SYNC_SESSION_TIMEOUT_MS) : undefined });
           await worker.start();
-          await waitForSignal();
-          await worker.stop();
+          try {
+            await Promise.race([waitForSignal(), worker.done]); // done rejects when the consumer stopped for good (events lost from Kafka, a TLS failure)
+          } finally {
+            await worker.stop();
+          }
           return 0;
         }
         case 'backfill': {

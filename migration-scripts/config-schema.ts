@@ -29,6 +29,8 @@ export const databaseRefSchema = z.object({
   url: z.string().min(1).describe('postgres:// URL; "${ENV}" references are expanded when the file is read.'),
   schema: identifier.default('public').describe('Schema holding the synced tables.'),
   poolSize: z.number().int().positive().default(4),
+  connectTimeoutMs: z.number().int().positive().default(10_000).describe('How long opening a connection may take before it fails and is retried (a host that drops packets would otherwise hold it for minutes).'),
+  queryTimeoutMs: z.number().int().nonnegative().default(60_000).describe('Client-side bound on one statement (0: none). A connection that hangs (network partition, failover to another host) fails after it and the work is retried on a new connection. Verify\'s table scans and logical decoding are not bounded by it.'),
 }).strict();
 
 /** Column codecs: how a value on the legacy side becomes the value on the service side, and back. */

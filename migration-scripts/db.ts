@@ -3,7 +3,7 @@
  * value prints as the same text on both sides whatever each server's or database's defaults are.
  */
 import pg from 'pg';
-import type { Pool } from 'pg';
+import type { Pool, QueryConfig } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
 import { isStranglerError } from '../common/errors.ts';
 
@@ -30,10 +30,35 @@ export function captureFunctionSettings(): string {
   return Object.entries(SESSION_SETTINGS).map(([name, value]) => `SET ${name} = ${pg.escapeLiteral(value)}`).join(' ');
 }
 
-/** `allowExitOnIdle`: for a pool nobody ends explicitly (it must not keep the process alive). */
-export function openPool(url: string, max = 4, allowExitOnIdle = false): Pool {
+/** Connection timeouts of a pool (sync.databases.<side>.connectTimeoutMs, queryTimeoutMs; 0: no statement bound). */
+export interface PoolTimeouts { connectTimeoutMs: number; queryTimeoutMs: number }
+export const DEFAULT_POOL_TIMEOUTS: PoolTimeouts = { connectTimeoutMs: 10_000, queryTimeoutMs: 60_000 };
+
+/** The error message of a statement that outlived queryTimeoutMs (node-postgres's words). */
+const QUERY_TIMEOUT = /Query read timeout|timeout exceeded when trying to connect|Connection terminated due to connection timeout/i;
+export const isQueryTimeout = (err: unknown): boolean => err instanceof Error && QUERY_TIMEOUT.test(err.message);
+
+/**
+ * A statement that may rightly run longer than the pool's queryTimeoutMs (a scan of a whole table, logical
+ * decoding of a large transaction): bounded only by setTimeout's maximum (24 days).
+ */
+export function unbounded(text: string, values?: unknown[]): QueryConfig {
+  const config: QueryConfig & { query_timeout: number } = { text, values, query_timeout: 2 ** 31 - 1 };
+  return config;
+}
+
+/**
+ * `allowExitOnIdle`: for a pool nobody ends explicitly (it must not keep the process alive). Connections are opened
+ * with a timeout, keep TCP keepalive on, and bound each statement (`timeouts`), so a database behind a network
+ * partition (packets dropped, nothing refused) fails the work, which is retried, instead of hanging it forever.
+ */
+export function openPool(url: string, max = 4, allowExitOnIdle = false, timeouts: PoolTimeouts = DEFAULT_POOL_TIMEOUTS): Pool {
   const { connectionString, options } = withSessionSettings(url);
-  const pool = new pg.Pool({ connectionString, max, allowExitOnIdle, options });
+  const pool = new pg.Pool({
+    connectionString, max, allowExitOnIdle, options,
+    connectionTimeoutMillis: timeouts.connectTimeoutMs, keepAlive: true, keepAliveInitialDelayMillis: 10_000,
+    ...(timeouts.queryTimeoutMs > 0 ? { query_timeout: timeouts.queryTimeoutMs } : {}),
+  });
   // An idle client losing its server (PostgreSQL restart) must not crash the process; the next query reconnects.
   pool.on('error', () => {});
   // A checked-out client whose server goes away between two queries emits 'error'; the next query fails and the
@@ -58,8 +83,8 @@ export function withSessionSettings(url: string): { connectionString: string; op
 
 export function openPools(config: SyncConfig): Pools {
   return {
-    legacy: openPool(config.databases.legacy.url, config.databases.legacy.poolSize),
-    service: openPool(config.databases.service.url, config.databases.service.poolSize),
+    legacy: openPool(config.databases.legacy.url, config.databases.legacy.poolSize, false, config.databases.legacy),
+    service: openPool(config.databases.service.url, config.databases.service.poolSize, false, config.databases.service),
   };
 }
 
@@ -70,8 +95,19 @@ export async function closePools(pools: Pools): Promise<void> {
 /** SQLSTATEs after which the same work can simply be retried (deadlock, serialization, lock timeout, lost connection). */
 export function isTransientDbError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code !== 'string') return err instanceof Error && /Connection terminated|ECONNREFUSED|ECONNRESET|not queryable/i.test(err.message);
+  if (typeof code !== 'string') return err instanceof Error && (/Connection terminated|ECONNREFUSED|ECONNRESET|not queryable/i.test(err.message) || isQueryTimeout(err));
   return code === '40P01' || code === '40001' || code === '55P03' || code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === 'ECONNREFUSED' || code === 'ECONNRESET';
+}
+
+/**
+ * SQLSTATEs about the database, not about the row being written: insufficient resources (class 53: disk full, out of
+ * memory, too many connections), a statement cancelled (57014: statement_timeout, an operator's cancel), a system
+ * error (class 58: I/O), a read-only transaction (25006: writes reaching a standby after a failover). Apply retries
+ * the batch for these (and stops while they last) instead of parking every event as if the row were at fault.
+ */
+export function isDatabaseFault(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (code.startsWith('53') || code.startsWith('58') || code === '57014' || code === '25006');
 }
 
 /** Retries `fn` on transient failures (database or broker restarting) until `timeoutMs` has passed. */

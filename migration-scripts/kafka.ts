@@ -75,14 +75,22 @@ function kafkaSasl({ mechanism, username, password }: NonNullable<KafkaConfig['s
 
 /**
  * kafkajs `retry` of every client: by default ~9 s of connection retries (100 ms doubling to 2 s, 8 times), and its
- * hook for a consumer that crashed after them: restart, unless a TLS certificate failure is the cause (restarting
- * cannot fix it).
+ * hook for a consumer that crashed after them: restart, unless a TLS certificate failure or one of our errors that is
+ * not retriable is the cause (restarting cannot fix it: events lost from Kafka, a lost replication slot).
  */
 export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>, retries = 8): RetryOptions {
   return {
     initialRetryTime: 100, retries, maxRetryTime: 2_000,
-    restartOnFailure: (err) => Promise.resolve(tlsFailureOf(err, config.ssl) === undefined),
+    restartOnFailure: (err) => Promise.resolve(tlsFailureOf(err, config.ssl) === undefined && fatalCause(err) === undefined),
   };
+}
+
+/** The first StranglerError that is not retriable in `err` or its causes (kafkajs wraps what eachBatch threw). */
+export function fatalCause(err: unknown): StranglerError | undefined {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if (isStranglerError(e) && !e.retriable) return e;
+  }
+  return undefined;
 }
 
 /**
@@ -252,9 +260,17 @@ export class ApplyWorker {
   readonly #o: ApplyWorkerOptions;
   readonly #log: Logger;
   #consumer: Consumer | undefined;
+  #fail: (err: unknown) => void = () => {};
+  /**
+   * Rejects when the consumer stopped for good (kafkajs will not restart it: a TLS certificate failure, events lost
+   * from Kafka, a lost slot), with the cause; `strangler sync apply` exits with it instead of idling.
+   */
+  readonly done: Promise<never>;
   constructor(options: ApplyWorkerOptions) {
     this.#o = options;
     this.#log = options.log ?? silentLogger;
+    this.done = new Promise<never>((_, reject) => { this.#fail = reject; });
+    this.done.catch(() => {}); // (nobody needs to wait on it)
   }
 
   async start(): Promise<void> {
@@ -275,8 +291,10 @@ export class ApplyWorker {
     // failure): then it has stopped for good, which must not go unnoticed.
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart) return;
-      const err = withTlsCause(kafka, e.payload.error);
+      const tls = withTlsCause(kafka, e.payload.error);
+      const err = tls !== e.payload.error ? tls : fatalCause(e.payload.error) ?? tls;
       this.#log.error({ event: SYNC_LOG.applyStopped, direction, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) }, 'apply consumer stopped; restart the apply worker after fixing the cause');
+      this.#fail(err);
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       const assignment = e.payload.memberAssignment as Record<string, number[]>;
@@ -301,7 +319,21 @@ export class ApplyWorker {
           if (!isRunning() || isStale()) return;
           const slice = batch.messages.slice(i, i + max);
           const events: ConsumedEvent[] = slice.map((m) => ({ topic: batch.topic, partition: batch.partition, offset: m.offset, value: m.value ? m.value.toString('utf8') : '' }));
-          const res = await applier.applyBatch(events);
+          const res = await applier.applyBatch(events).catch(async (err: unknown) => {
+            // A hole after the stored offset whose events Kafka still holds: the consumer started at a committed offset
+            // ahead of the database (its fetch beat the seek on join, or the database was restored): seek back.
+            const next = isStranglerError(err) && err.code === 'SYNC_EVENTS_LOST' ? err.details?.nextOffset : undefined;
+            if (typeof next === 'string' && await firstOffset(kafka, batch.topic, batch.partition).then((low) => BigInt(low) <= BigInt(next), () => false)) {
+              this.#log.warn({ event: SYNC_LOG.offsetsAhead, direction, topic: batch.topic, partition: batch.partition, offset: next }, 'consumer offset ahead of the applied one; seeking back');
+              consumer.seek({ topic: batch.topic, partition: batch.partition, offset: next });
+              return null;
+            }
+            // kafkajs retries the batch and restarts the consumer (its own logging is off): say why it does not move.
+            this.#log.error({ event: SYNC_LOG.applyFailed, direction, topic: batch.topic, partition: batch.partition, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) },
+              'apply batch failed; it is retried from the stored position');
+            throw err;
+          });
+          if (res === null) return;
           const last = slice[slice.length - 1]?.offset as string;
           resolveOffset(last);
           this.#o.onApplied?.(events);
@@ -320,8 +352,28 @@ export class ApplyWorker {
   }
 }
 
-/** Events in Kafka not yet applied, per topic: high watermark minus the next offset stored in the target database. */
-export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stored: (topic: string) => Promise<Map<number, string>>): Promise<number> {
+/** The first offset Kafka still holds in a partition. */
+async function firstOffset(kafka: Kafka, topic: string, partition: number): Promise<string> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const found = (await admin.fetchTopicOffsets(topic)).find((o) => o.partition === partition);
+    if (!found) throw new Error(`no partition ${partition} in topic ${topic}`);
+    return found.low;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** A partition whose next event to apply is no longer in Kafka (below its first offset): those events are lost. */
+export interface LostEvents { topic: string; partition: number; nextOffset: string; firstOffset: string }
+
+/**
+ * Events in Kafka not yet applied, per topic: high watermark minus the next offset stored in the target database.
+ * `lost` lists partitions whose next offset to apply is below the first one Kafka still holds (retention deleted
+ * events apply had not read; kafkajs would silently start at the first one).
+ */
+export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stored: (topic: string) => Promise<Map<number, string>>, lost: LostEvents[] = []): Promise<number> {
   const admin: Admin = kafka.admin();
   await connectChecked(kafka, () => admin.connect());
   try {
@@ -335,7 +387,9 @@ export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stor
       for (const o of offsets) {
         const applied = mine.get(o.partition);
         const next = applied === undefined ? BigInt(o.low) : BigInt(applied) + 1n;
-        const lag = BigInt(o.high) - next;
+        if (next < BigInt(o.low)) lost.push({ topic, partition: o.partition, nextOffset: next.toString(), firstOffset: o.low });
+        // Past the end: the topic was recreated; the consumer will start over at its first offset.
+        const lag = BigInt(o.high) - (next > BigInt(o.high) ? BigInt(o.low) : next);
         if (lag > 0n) total += Number(lag);
       }
     }

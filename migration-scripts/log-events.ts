@@ -4,6 +4,7 @@ export const SYNC_LOG = {
   applyBatch: 'sync.apply.batch',
   applyRetry: 'sync.apply.retry',
   applyStopped: 'sync.apply.consumer_stopped',
+  applyFailed: 'sync.apply.batch_failed',
   conflict: 'sync.apply.conflict',
   parked: 'sync.apply.parked',
   offsetsAhead: 'sync.apply.kafka_offset_ahead',

@@ -10,7 +10,7 @@ import { otherSide } from './config-schema.ts';
 import type { Pools } from './db.ts';
 import { q } from './mapping.ts';
 import { messageOf } from '../common/errors.ts';
-import { kafkaBacklog, sideTopics } from './kafka.ts';
+import { kafkaBacklog, sideTopics, type LostEvents } from './kafka.ts';
 import { lastVerify, type VerifyResult } from './verify.ts';
 import { recordedSlot, slotLostError, slotNameFor } from '../legacy-adapter/capture/logical.ts';
 
@@ -28,9 +28,10 @@ export interface DirectionStatus {
   undecoded: { slot: string; walBytes: number; relayAttached: boolean } | null;
   /**
    * Why this direction does not sync any more, whatever the lag says: SYNC_SLOT_LOST when logical capture state
-   * exists on the source but its slot does not (changes since are not captured). Null when healthy.
+   * exists on the source but its slot does not (changes since are not captured); SYNC_EVENTS_LOST when Kafka no longer
+   * holds the next events apply has to read (retention deleted them; apply stops there). Null when healthy.
    */
-  broken: { code: 'SYNC_SLOT_LOST'; message: string } | null;
+  broken: { code: 'SYNC_SLOT_LOST' | 'SYNC_EVENTS_LOST'; message: string } | null;
   /** Gaps accepted by `capture install --accept-gap` on the source: changes between these positions were not captured. */
   captureGaps: { at: string; slot: string; decodedLsn: string; resumedLsn: string | null }[];
   /** In Kafka, not yet applied (null when Kafka was not asked, or could not be read: see kafkaError). */
@@ -86,13 +87,20 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   let backlog: number | null = null;
   let kafkaError: string | null = null;
   if (kafka) {
+    const lost: LostEvents[] = [];
     backlog = await kafkaBacklog(kafka, sideTopics(config, source), async (topic) => {
       const r = await pools[target].query<{ partition: number; kafka_offset: string | null }>(`SELECT partition, kafka_offset::text FROM ${s}.applied WHERE source = $1 AND topic = $2`, [source, topic]);
       return new Map(r.rows.filter((x) => x.kafka_offset !== null).map((x) => [x.partition, x.kafka_offset as string]));
-    }).catch((err: unknown) => {
+    }, lost).catch((err: unknown) => {
       kafkaError = messageOf(err);
       return null;
     });
+    if (lost.length > 0 && !broken) {
+      broken = { code: 'SYNC_EVENTS_LOST', message: lost.map((l) => `Kafka topic ${l.topic} partition ${l.partition} starts at offset ${l.firstOffset}, `
+        + `but ${target} has applied only up to ${BigInt(l.nextOffset) - 1n}: the events between were deleted (retention) before apply read them and will never be applied; `
+        + `apply stops there. Accept the gap with UPDATE ${config.stateSchema}.applied SET kafka_offset = ${BigInt(l.firstOffset) - 1n} WHERE source = '${source}' AND topic = '${l.topic}' AND partition = ${l.partition} `
+        + `on the ${target} database, restart apply, then with lag 0 run strangler sync verify and strangler sync repair --from ${source}`).join('; ') };
+    }
   }
   const capturePending = Number(cap?.n ?? 0);
   const lagEvents = capturePending + (backlog ?? 0);
@@ -140,7 +148,7 @@ export function formatStatus(st: SyncStatus): string {
   const lines: string[] = [];
   for (const d of st.directions) {
     const inKafka = d.kafkaError !== null ? ', in Kafka unknown' : d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`;
-    lines.push(`${d.direction}: ${d.broken ? 'BROKEN (changes since the slot was lost are not counted), ' : ''}lag ${d.kafkaError !== null || d.broken ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
+    lines.push(`${d.direction}: ${d.broken ? `BROKEN (${d.broken.code === 'SYNC_SLOT_LOST' ? 'changes since the slot was lost' : 'events lost from Kafka'} are not counted), ` : ''}lag ${d.kafkaError !== null || d.broken ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
     if (d.broken) lines.push(`  BROKEN ${d.broken.code}: ${d.broken.message}`);
     if (d.kafkaError !== null) lines.push(`  Kafka backlog unreadable: ${d.kafkaError}`);
     for (const g of d.captureGaps) {

@@ -10,7 +10,7 @@
 import type { Pool } from 'pg';
 import { StranglerError } from '../common/errors.ts';
 import type { Side, SyncConfig } from './config-schema.ts';
-import type { Pools } from './db.ts';
+import { unbounded, type Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 
@@ -41,26 +41,27 @@ class TableVerifier {
     return `($${first}::${this.#keyType} IS NULL OR ${this.#k(side)} >= $${first}::${this.#keyType}) AND ($${first + 1}::${this.#keyType} IS NULL OR ${this.#k(side)} < $${first + 1}::${this.#keyType})`;
   }
   async count(side: Side, r: Range): Promise<number> {
-    const res = await this.#pools[side].query<{ n: string }>(`SELECT count(*) AS n FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]);
+    // (Whole-table scans: not bounded by queryTimeoutMs.)
+    const res = await this.#pools[side].query<{ n: string }>(unbounded(`SELECT count(*) AS n FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]));
     return Number(res.rows[0]?.n ?? 0);
   }
   /** Every `step`-th key in the range, as text: chunk boundaries. */
   async boundaries(side: Side, r: Range, step: number): Promise<string[]> {
     const res = await this.#pools[side].query<{ kt: string }>(
-      `SELECT x.k::text AS kt FROM (SELECT ${this.#k(side)} AS k, row_number() OVER (ORDER BY ${this.#k(side)}) AS rn FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)}) x WHERE x.rn % $3 = 0 ORDER BY x.k`,
-      [r.lo, r.hi, step]);
+      unbounded(`SELECT x.k::text AS kt FROM (SELECT ${this.#k(side)} AS k, row_number() OVER (ORDER BY ${this.#k(side)}) AS rn FROM ${this.#t.qualified(side)} t WHERE ${this.#where(side, 1)}) x WHERE x.rn % $3 = 0 ORDER BY x.k`,
+        [r.lo, r.hi, step]));
     return res.rows.map((x) => x.kt);
   }
   async aggregate(side: Side, r: Range, bounds: string[]): Promise<Map<number, { n: number; sum: string }>> {
     const res = await this.#pools[side].query<{ b: number; n: string; sum: string }>(
-      `SELECT CASE WHEN cardinality($3::${this.#keyType}[]) = 0 THEN 0 ELSE width_bucket(${this.#k(side)}, $3::${this.#keyType}[]) END AS b,
+      unbounded(`SELECT CASE WHEN cardinality($3::${this.#keyType}[]) = 0 THEN 0 ELSE width_bucket(${this.#k(side)}, $3::${this.#keyType}[]) END AS b,
               count(*) AS n, sum(${this.#hash(side)})::text AS sum
-         FROM ${this.#from(side)} WHERE ${this.#where(side, 1)} GROUP BY 1`, [r.lo, r.hi, bounds]);
+         FROM ${this.#from(side)} WHERE ${this.#where(side, 1)} GROUP BY 1`, [r.lo, r.hi, bounds]));
     return new Map(res.rows.map((x) => [x.b, { n: Number(x.n), sum: x.sum }]));
   }
   async leaf(side: Side, r: Range): Promise<Map<string, string>> {
     const res = await this.#pools[side].query<{ key: string; h: string }>(
-      `SELECT ${this.#t.keyText(side, 't')} AS key, ${this.#hash(side)}::text AS h FROM ${this.#from(side)} WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]);
+      unbounded(`SELECT ${this.#t.keyText(side, 't')} AS key, ${this.#hash(side)}::text AS h FROM ${this.#from(side)} WHERE ${this.#where(side, 1)}`, [r.lo, r.hi]));
     return new Map(res.rows.map((x) => [x.key, x.h]));
   }
 }

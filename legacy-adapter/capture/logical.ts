@@ -41,6 +41,7 @@ import { CAPTURE_LOG } from './log-events.ts';
 import { mappedColumns, type Side, type SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
+import { unbounded } from '../../migration-scripts/db.ts';
 
 const PLUGIN = 'test_decoding';
 /** Decoded changes passed to one decode-function statement (arrays of record texts); also the most changes held in memory. */
@@ -169,7 +170,8 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   let created = false;
   if (exists.rowCount === 0) {
     try {
-      await pool.query('SELECT pg_create_logical_replication_slot($1, $2)', [slot, PLUGIN]);
+      // (Waits for the transactions running now to end: not bounded by queryTimeoutMs.)
+      await pool.query(unbounded('SELECT pg_create_logical_replication_slot($1, $2)', [slot, PLUGIN]));
     } catch (err) {
       throw new StranglerError('SYNC_LOGICAL_UNAVAILABLE', `could not create logical replication slot "${slot}" (plugin ${PLUGIN}) on the ${side} database: ${(err as Error).message}; check max_replication_slots`, { cause: err });
     }
@@ -711,7 +713,9 @@ export class LogicalDecoder {
       const { captured, slot, lastCommit, complete, restartBehind, confirmed } = await transactionOn(client, async () => {
         // One decoder at a time per slot (the relay's cycle, apply's catch-up): a transaction-scoped advisory lock, which
         // unlike a row lock writes no WAL, so an idle cycle leaves the WAL where it was (see #quietEnd).
-        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]);
+        // (Decoding a large transaction takes as long as it takes: the lock wait, peeks, fetches and the slot advance
+        // are not bounded by queryTimeoutMs.)
+        await client.query(unbounded('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]));
         const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
           `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
                   s.confirmed_flush_lsn::text AS confirmed
@@ -770,7 +774,7 @@ export class LogicalDecoder {
         // and its changes are stored as they are read.
         const commitOf = async (xid: string): Promise<{ lsn: string; ts: string }> => {
           const r = await client.query<{ lsn: string; data: string }>(
-            `SELECT lsn::text, data FROM ${peek} WHERE xid = $4::xid AND data LIKE 'COMMIT%' LIMIT 1`, [...peekArgs, xid]);
+            unbounded(`SELECT lsn::text, data FROM ${peek} WHERE xid = $4::xid AND data LIKE 'COMMIT%' LIMIT 1`, [...peekArgs, xid]));
           const row = r.rows[0];
           if (!row) throw new Error(`logical decoding on ${this.#side}: a second peek of slot ${String(peekArgs[0])} did not return the COMMIT of transaction ${xid}`);
           return { lsn: row.lsn, ts: commitTsOf(row.data) };
@@ -779,7 +783,7 @@ export class LogicalDecoder {
         let read = 0;
         let open: OpenTx | null = null;
         for (;;) {
-          const rows = await client.query<{ lsn: string; xid: string; data: string }>(`FETCH ${FETCH_ROWS} FROM strangler_peek`);
+          const rows = await client.query<{ lsn: string; xid: string; data: string }>(unbounded(`FETCH ${FETCH_ROWS} FROM strangler_peek`));
           read += rows.rows.length;
           for (const row of rows.rows) {
             if (row.data.startsWith('BEGIN')) {
@@ -831,7 +835,7 @@ export class LogicalDecoder {
       // Only after COMMIT: the slot may now forget what the changelog holds (a crash before this line re-reads and skips it).
       // Never backwards (another cycle may have moved it further meanwhile; advancing below it is an error).
       if (advanceTo !== null) {
-        await client.query(`SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, [slot, advanceTo]);
+        await client.query(unbounded(`SELECT pg_replication_slot_advance(slot_name, $2::pg_lsn) FROM pg_replication_slots WHERE slot_name = $1 AND confirmed_flush_lsn < $2::pg_lsn`, [slot, advanceTo]));
       }
       // Every peek and advance re-reads the WAL from the slot's restart_lsn, which moves only past a running-xacts
       // record (the server logs one every 15 s, or at a checkpoint): up to 15 s of the server's WAL per cycle

@@ -23,7 +23,8 @@ export class PartitionLog {
   readonly #store: LogStore;
   readonly #index: IndexEntry[] = [];
   #logEndOffset = 0;
-  readonly logStartOffset = 0;
+  /** The first stored offset: 0, or where a log file starts whose head was deleted (as Kafka's retention deletes old segments). */
+  get logStartOffset(): number { return this.#index[0]?.baseOffset ?? this.#logEndOffset; }
   readonly #listeners = new Set<() => void>();
   /** Idempotent-producer sequences of this partition. */
   readonly producers = new ProducerStates();

@@ -16,6 +16,8 @@ import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { randomWriter } from '../../unit/sync/load.ts';
 import { rowVersions } from '../../unit/sync/fixture.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
+import { runBackfill } from '../../../migration-scripts/backfill.ts';
+import { closePools, openPools } from '../../../migration-scripts/db.ts';
 
 let stack: SyncStack;
 before(async () => { stack = new SyncStack(); await stack.start(); });
@@ -121,4 +123,33 @@ test('backfill killed with SIGKILL mid-way resumes from its checkpoint and compl
   const v = await verifyTables(config, pools, tables, 'items');
   assert.equal(v.ok, true);
   assert.match(second.stderr, /backfill items legacy→service/);
+});
+
+test('PostgreSQL restarting under a running backfill: it stops with an error that says to rerun (no unhandled rejection), and the rerun completes', async () => {
+  const { loaded, pools } = await stack.pair('bfpgrestart');
+  const config = loaded.sync;
+  await pools.legacy.query(`INSERT INTO items (id, name, price_cents) SELECT g, 'n' || g, g FROM generate_series(1, 20000) g`);
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const progress = async () => (await pools.service.query(`SELECT coalesce(max(rows_done), 0)::int AS n FROM strangler_sync.backfill`)).rows[0].n as number;
+  const unhandled: unknown[] = [];
+  const onUnhandled = (err: unknown) => { unhandled.push(err); };
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const own = openPools(config);
+    const first = runBackfill({ config, pools: own, tables, table: 'items', source: 'legacy', chunkRows: 1_000, maxRowsPerSecond: 4_000 }).finally(() => closePools(own));
+    first.catch(() => {});
+    await waitFor('some chunks copied', async () => (await progress()) >= 3_000, 30_000, 20);
+    await stack.restartPostgres(5_000); // down longer than apply's transaction retries
+    await assert.rejects(first, (err: Error & { code?: string }) => err.code === 'SYNC_BACKFILL_INTERRUPTED' && /run the same command again to resume/.test(err.message));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(unhandled.map(String), [], 'no unhandled rejection (the CLI would die with a raw driver stack)');
+    const second = await runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 1_000 });
+    assert.equal(second.done, true);
+    assert.equal(second.rows, 20_000, 'every row counted once across the two runs');
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
 });

@@ -4,6 +4,7 @@
  * (`strangler sync relay|apply`) that can be killed with SIGKILL.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -45,8 +46,10 @@ export class SyncStack {
     await this.broker.close();
     this.broker = await startKafkaBroker({ host: '127.0.0.1', port: this.#brokerPort, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
   }
-  async restartPostgres(): Promise<void> {
+  /** `downMs`: how long the server stays down (the fault's duration, e.g. a failover longer than the retries). */
+  async restartPostgres(downMs = 0): Promise<void> {
     await this.pg.stop();
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
     this.pg = await startPostgres({ dataDir: join(this.dir, 'pg'), port: this.#pgPort, serverFlags: LOGICAL_SERVER_FLAGS });
   }
   /** A fresh legacy/service database pair with the test schema, its config (also written to a file) and pools. */
@@ -99,5 +102,47 @@ export class Worker {
     const timer = setTimeout(() => c?.kill('SIGKILL'), 5_000);
     await this.#exited;
     clearTimeout(timer);
+  }
+}
+
+/**
+ * A TCP proxy that can partition the network without refusing anything: while partitioned, bytes in both directions
+ * are dropped and new connections are accepted but never reach the server, so a client sees a connection that hangs
+ * (as behind a firewall or a NAT that lost its state, or after a failover to another host). Healing forwards new
+ * connections again; connections from before the partition stay dead, as they would after a failover.
+ */
+export class PartitionProxy {
+  readonly #server = createServer((client) => this.#accept(client));
+  readonly #sockets = new Set<Socket>();
+  #partitioned = false;
+  #dead = new WeakSet<Socket>();
+  port = 0;
+  constructor(readonly targetPort: number) {}
+  async start(): Promise<void> {
+    await new Promise<void>((res) => this.#server.listen(0, '127.0.0.1', res));
+    this.port = (this.#server.address() as AddressInfo).port;
+  }
+  #accept(client: Socket): void {
+    this.#sockets.add(client);
+    client.on('close', () => this.#sockets.delete(client));
+    client.on('error', () => {});
+    if (this.#partitioned) { this.#dead.add(client); client.on('data', () => {}); return; }
+    const upstream = connect(this.targetPort, '127.0.0.1');
+    this.#sockets.add(upstream);
+    upstream.on('close', () => { this.#sockets.delete(upstream); client.destroy(); });
+    upstream.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    client.on('data', (d) => { if (!this.#dead.has(client)) upstream.write(d); });
+    upstream.on('data', (d) => { if (!this.#dead.has(client)) client.write(d); });
+  }
+  /** From now on nothing gets through, and nothing is refused or reset. */
+  partition(): void {
+    this.#partitioned = true;
+    for (const s of this.#sockets) this.#dead.add(s);
+  }
+  heal(): void { this.#partitioned = false; }
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((res) => this.#server.close(() => res()));
   }
 }

@@ -235,6 +235,27 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM catalog_items')).rows[0].n, 0);
   });
 
+  test('an error about the target database (statement timeout; likewise disk full, read-only) fails the batch instead of parking its events as poison', async () => {
+    const urls = { legacy: fx.pg.url('dbfault_legacy'), service: fx.pg.url('dbfault_service') };
+    const { pools, p } = await installed('dbfault', { databases: { legacy: { url: urls.legacy }, service: { url: `${urls.service}?options=-c%20statement_timeout%3D2000` } } });
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'one'), (2, 'two')`);
+    await p.settle();
+    // An application transaction holds item 1 longer than the sync role's statement_timeout.
+    const app = await pools.service.connect();
+    try {
+      await app.query('BEGIN; SET LOCAL statement_timeout = 0; SELECT 1 FROM catalog_items WHERE item_id = 1 FOR UPDATE');
+      await pools.legacy.query(`UPDATE items SET name = 'one-new' WHERE id = 1`);
+      await pools.legacy.query(`UPDATE items SET name = 'two-new' WHERE id = 2`);
+      await assert.rejects(p.settle(), (err: Error & { code?: string }) => err.code === 'SYNC_APPLY_FAILED' && /statement timeout/.test(err.message));
+    } finally {
+      await app.query('COMMIT');
+      app.release();
+    }
+    assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM strangler_sync.dead_letters')).rows[0].n, 0, 'nothing parked');
+    await p.settle();
+    assert.deepEqual((await pools.service.query('SELECT title FROM catalog_items ORDER BY item_id')).rows.map((r) => r.title), ['one-new', 'two-new']);
+  });
+
   test('a poison event is parked with its reason, later events for its key wait, others flow; repair retries it', async () => {
     const { pools, p, config, tables } = await installed('poison');
     await pools.service.query(`ALTER TABLE catalog_items ADD CONSTRAINT short_title CHECK (length(title) < 10)`);

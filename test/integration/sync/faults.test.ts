@@ -1,0 +1,217 @@
+/**
+ * Faults a production team meets around Kafka: retention dropping events apply had not consumed yet (offset out of
+ * range: a loud stop and a broken status, never a silent skip), a topic deleted and recreated while apply runs.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { PartitionProxy, REPO_ROOT, SyncStack, waitFor } from './stack.ts';
+import { compileFromDatabases, installCapture, startRelay } from '../../../legacy-adapter/capture/index.ts';
+import { Applier } from '../../../migration-scripts/apply.ts';
+import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
+import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
+import { verifyTables } from '../../../migration-scripts/verify.ts';
+import { isStranglerError } from '../../../common/errors.ts';
+import { closePools, openPools, type Pools } from '../../../migration-scripts/db.ts';
+
+const run = promisify(execFile);
+let stack: SyncStack;
+before(async () => { stack = new SyncStack(); await stack.start(); });
+after(async () => { await stack.stop(); });
+
+/** Drops the head of a partition's log file up to (not including) the batch holding `keepFrom`, as retention deletes old segments. */
+function dropLogHead(file: string, keepFrom: number): number {
+  const buf = readFileSync(file);
+  let pos = 0;
+  while (pos + 12 <= buf.length) {
+    const base = Number(buf.readBigInt64BE(pos));
+    const size = 12 + buf.readInt32BE(pos + 8);
+    const last = base + buf.readInt32BE(pos + 23);
+    if (last >= keepFrom) break;
+    pos += size;
+  }
+  writeFileSync(file, buf.subarray(pos));
+  closeSync(openSync(file, 'r'));
+  return pos === buf.length ? -1 : Number(buf.readBigInt64BE(pos));
+}
+
+const itemCount = async (pools: Pools) => Number((await pools.service.query('SELECT count(*) AS n FROM catalog_items')).rows[0].n);
+const insertOne = async (pools: Pools, id: number) => { await pools.legacy.query('INSERT INTO items (id, name) VALUES ($1, $2)', [id, `n${id}`]); };
+
+test('retention dropped events apply had not consumed: apply stops loudly, status reports the gap, nothing is skipped silently', async () => {
+  const { loaded, file, pools } = await stack.pair('kret', { topics: { pattern: 'kret.{side}.{table}', partitions: 1 } });
+  const config = loaded.sync;
+  const kafkaCfg = loaded.kafka!;
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
+  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-kret'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  let w = worker();
+  try {
+    await w.start();
+    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
+    await w.stop();
+    // 10 more events, one Kafka batch each, while apply is down; then retention deletes the oldest 6 of them.
+    for (let i = 4; i <= 13; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await relay.stop();
+    await stack.restartBroker(); // (closes the files; the head is cut while the broker is down, as segments are deleted)
+    const logStart = dropLogHead(join(stack.dir, 'kafka', 'logs', 'kret.legacy.items', '0.log'), 9);
+    assert.equal(logStart, 9);
+    await stack.restartBroker();
+    // status names the gap before apply even runs (CLI status exits 1 on a broken direction).
+    const kafka = createKafka(kafkaCfg, 'status-kret');
+    const st = await readSyncStatus(config, pools, kafka);
+    const d = st.directions.find((x) => x.source === 'legacy');
+    assert.equal(d?.broken?.code, 'SYNC_EVENTS_LOST', JSON.stringify(d));
+    assert.match(d?.broken?.message ?? '', /kret\.legacy\.items partition 0 starts at offset 9, but service has applied only up to 2.*SET kafka_offset = 8 WHERE source = 'legacy'/);
+    assert.match(formatStatus(st), /legacy-to-service: BROKEN \(events lost from Kafka are not counted\)/);
+    // apply stops for good (kafkajs resets the out-of-range offset to the earliest one; apply notices the hole).
+    w = worker();
+    await w.start();
+    const err = await w.done.catch((e: unknown) => e);
+    assert.ok(isStranglerError(err) && err.code === 'SYNC_EVENTS_LOST', String(err));
+    assert.match(err.message, /topic kret\.legacy\.items partition 0 has no events at offsets 3\.\.8 any more/);
+    assert.equal(await itemCount(pools), 3, 'nothing after the gap is applied');
+    await w.stop();
+    // `strangler sync apply` exits 1 with it (instead of idling with a stopped consumer).
+    const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', 'apply', '--direction', 'legacy-to-service', '--config', file],
+      { cwd: REPO_ROOT, timeout: 60_000, env: { ...process.env, STRANGLER_LOG_LEVEL: 'error', STRANGLER_SYNC_SESSION_TIMEOUT_MS: '1000' } }).then(() => null, (e: unknown) => e as { code?: number | null; stderr?: string });
+    assert.equal(cli?.code, 1, `apply CLI exit: ${JSON.stringify(cli)}`);
+    assert.match(cli?.stderr ?? '', /SYNC_EVENTS_LOST/);
+    // Accepting the gap as the message says: apply goes on, verify names exactly the lost rows.
+    await pools.service.query(`UPDATE strangler_sync.applied SET kafka_offset = 8 WHERE source = 'legacy' AND topic = 'kret.legacy.items' AND partition = 0`);
+    w = worker();
+    await w.start();
+    await waitFor('the rest applied', async () => (await itemCount(pools)) === 7);
+    const st2 = await readSyncStatus(config, pools, kafka);
+    assert.equal(st2.directions.find((x) => x.source === 'legacy')?.broken, null);
+    const v = await verifyTables(config, pools, tables);
+    assert.deepEqual(v.tables.find((t) => t.table === 'items')?.diffs.map((x) => x.key).sort(), ['[4]', '[5]', '[6]', '[7]', '[8]', '[9]']);
+  } finally {
+    await w.stop();
+    await relay.stop();
+  }
+});
+
+test('a topic deleted and recreated: apply follows the new offsets, so a restart neither skips nor miscounts the new events', async () => {
+  const { loaded, pools } = await stack.pair('krecreate', { topics: { pattern: 'krecreate.{side}.{table}', partitions: 1 } });
+  const config = loaded.sync;
+  const kafkaCfg = loaded.kafka!;
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
+  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-krecreate'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  const kafka = createKafka(kafkaCfg, 'status-krecreate');
+  const legacyLag = async () => (await readSyncStatus(config, pools, kafka)).directions.find((x) => x.source === 'legacy')?.lagEvents;
+  let w = worker();
+  try {
+    await w.start();
+    for (let i = 1; i <= 5; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await waitFor('5 applied', async () => (await itemCount(pools)) === 5);
+    await w.stop();
+    const admin = kafka.admin();
+    await admin.connect();
+    await admin.deleteTopics({ topics: ['krecreate.legacy.items'] });
+    await admin.disconnect();
+    await insertOne(pools, 6); // the relay's produce creates the topic again: offset 0
+    await waitFor('published', published);
+    w = worker();
+    await w.start();
+    await waitFor('6 applied', async () => (await itemCount(pools)) === 6);
+    await waitFor('lag 0', async () => (await legacyLag()) === 0);
+    await w.stop();
+    for (let i = 7; i <= 12; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    assert.equal(await legacyLag(), 6, 'status counts the new topic\'s unapplied events');
+    w = worker();
+    await w.start();
+    await waitFor('all 12 applied', async () => (await itemCount(pools)) === 12, 10_000);
+    await waitFor('lag 0', async () => (await legacyLag()) === 0);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    await w.stop();
+    await relay.stop();
+  }
+});
+
+test('a network partition to the database server (connections hang, nothing refused): the relay, apply and status time out instead of waiting forever, and catch up after it heals', { timeout: 90_000 }, async () => {
+  const proxy = new PartitionProxy(stack.pg.port);
+  await proxy.start();
+  const { loaded, pools } = await stack.pair('kpart', { topics: { pattern: 'kpart.{side}.{table}', partitions: 1 } });
+  const proxied = (side: 'legacy' | 'service') => ({ ...loaded.sync.databases[side], url: stack.pg.url(`kpart_${side}`).replace(`:${stack.pg.port}/`, `:${proxy.port}/`), queryTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
+  const config = { ...loaded.sync, databases: { legacy: proxied('legacy'), service: proxied('service') } };
+  const viaProxy = openPools(config);
+  const kafkaCfg = loaded.kafka!;
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const relay = await startRelay({ config, kafka: kafkaCfg, pools: viaProxy, side: 'legacy' });
+  const w = new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-kpart'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: viaProxy.service, config, target: 'service', tables }) });
+  try {
+    await w.start();
+    await insertOne(pools, 1);
+    await waitFor('1 applied', async () => (await itemCount(pools)) === 1);
+    proxy.partition();
+    await insertOne(pools, 2);
+    const started = Date.now();
+    await assert.rejects(readSyncStatus(config, viaProxy), /timeout/i, 'status fails within its timeout instead of hanging');
+    assert.ok(Date.now() - started < 10_000, `status took ${Date.now() - started} ms`);
+    await new Promise((r) => setTimeout(r, 2_000)); // the partition lasts (fault duration, not a wait for an outcome)
+    proxy.heal();
+    await insertOne(pools, 3);
+    await waitFor('2 and 3 applied after the partition healed', async () => (await itemCount(pools)) === 3, 30_000);
+  } finally {
+    await w.stop();
+    await relay.stop();
+    await closePools(viaProxy);
+    await proxy.close();
+  }
+});
+
+test('a target database restored from a backup (its stored offset behind the consumer group\'s): apply re-reads the events Kafka still holds, no false SYNC_EVENTS_LOST', async () => {
+  const { loaded, pools } = await stack.pair('krestore', { topics: { pattern: 'krestore.{side}.{table}', partitions: 1 } });
+  const config = loaded.sync;
+  const kafkaCfg = loaded.kafka!;
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
+  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-krestore'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  let w = worker();
+  try {
+    await w.start();
+    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
+    const backup = (await pools.service.query(`SELECT position, kafka_offset FROM strangler_sync.applied WHERE source = 'legacy'`)).rows[0] as { position: string; kafka_offset: string };
+    for (let i = 4; i <= 5; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await waitFor('5 applied', async () => (await itemCount(pools)) === 5);
+    await w.stop();
+    // The service database goes back to the backup taken after item 3 (Kafka's committed offset stays at 5).
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+      DELETE FROM catalog_items WHERE item_id IN (4, 5); DELETE FROM strangler_sync.row_version WHERE tbl = 'items' AND pk IN ('[4]', '[5]');
+      UPDATE strangler_sync.applied SET position = ${backup.position}, kafka_offset = ${backup.kafka_offset} WHERE source = 'legacy'; COMMIT`);
+    w = worker();
+    let stopped: unknown = null;
+    w.done.catch((e: unknown) => { stopped = e; });
+    await w.start();
+    await insertOne(pools, 6); // (if the consumer's first fetch from offset 5 beats the seek on join, this batch shows the hole)
+    await waitFor('4, 5 and 6 applied', async () => (await itemCount(pools)) === 6 || stopped !== null, 20_000);
+    assert.equal(stopped, null);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    await w.stop();
+    await relay.stop();
+  }
+});
