@@ -127,7 +127,9 @@ export class Applier {
       } catch (err) {
         if (!isTransientDbError(err) || attempt >= 8) {
           if (err instanceof StranglerError) throw err;
-          throw new StranglerError('SYNC_APPLY_FAILED', `apply into ${this.#target} failed: ${messageOf(err)}`, { cause: err });
+          // Said plainly when the retries are spent: the last error alone reads as if it were still being retried.
+          const spent = isTransientDbError(err) ? ` after ${attempt} attempts (nothing of this batch was written; it is tried again when apply restarts)` : '';
+          throw new StranglerError('SYNC_APPLY_FAILED', `apply into ${this.#target} failed${spent}: ${messageOf(err)}`, { cause: err });
         }
         this.#log.warn({ event: SYNC_LOG.applyRetry, target: this.#target, attempt, err: messageOf(err) }, 'apply batch failed transiently; retrying');
         await new Promise((r) => setTimeout(r, Math.min(1_000, 20 * 2 ** attempt)));
@@ -250,7 +252,7 @@ export class Applier {
       for (const r of now.rows) {
         const was = loaded.get(keyId(r.tbl, r.pk));
         if (!was || was.vec.legacy !== Number(r.lv) || was.vec.service !== Number(r.sv) || was.deleted !== r.deleted) {
-          throw Object.assign(new Error(`concurrent local write to ${r.tbl} ${r.pk} while applying; retrying the batch`), { code: '40001' });
+          throw Object.assign(new Error(`concurrent local write to ${r.tbl} ${r.pk} while applying (the batch is run again so the decision sees it)`), { code: '40001' });
         }
       }
     }

@@ -103,7 +103,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     await applier.decodeLocalWrites();
     const raced = await client.query(
       `SELECT 1 FROM ${s}.row_version rv JOIN ${stage.name} st ON rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key} LIMIT 1 FOR UPDATE OF rv`, [t.name]);
-    if (raced.rows.length > 0) throw Object.assign(new Error(`a live change to ${t.name} committed while its backfill chunk was written; retrying the chunk`), { code: '40001' });
+    if (raced.rows.length > 0) throw Object.assign(new Error(`a live change to ${t.name} committed while its backfill chunk was written (the chunk is run again so the decision sees it)`), { code: '40001' });
     await client.query(
       `INSERT INTO ${s}.row_version (tbl, pk, legacy_version, service_version, deleted, ts)
        SELECT $1, ${CHUNK_META.key}, ${CHUNK_META.legacy}, ${CHUNK_META.service}, false, coalesce(${CHUNK_META.ts}, now())

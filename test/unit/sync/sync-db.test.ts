@@ -256,6 +256,16 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual((await pools.service.query('SELECT title FROM catalog_items ORDER BY item_id')).rows.map((r) => r.title), ['one-new', 'two-new']);
   });
 
+  test('a batch whose transient retries are spent says so, instead of the last error\'s "retrying"', async () => {
+    const { p } = await installed('retriesspent');
+    let attempts = 0;
+    await assert.rejects(p.appliers.service.transaction(async () => {
+      attempts += 1;
+      throw Object.assign(new Error('concurrent local write to items [1] while applying (the batch is run again so the decision sees it)'), { code: '40001' });
+    }), (err: Error & { code?: string }) => err.code === 'SYNC_APPLY_FAILED' && /failed after 8 attempts \(nothing of this batch was written; it is tried again when apply restarts\): concurrent local write/.test(err.message));
+    assert.equal(attempts, 8);
+  });
+
   test('a poison event is parked with its reason, later events for its key wait, others flow; repair retries it', async () => {
     const { pools, p, config, tables } = await installed('poison');
     await pools.service.query(`ALTER TABLE catalog_items ADD CONSTRAINT short_title CHECK (length(title) < 10)`);
