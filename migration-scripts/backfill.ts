@@ -210,7 +210,15 @@ async function copyChunk(pools: Pools, config: SyncConfig, t: CompiledTable, sou
   let broken = false;
   try {
     const into = client.query(copyFrom(`COPY ${stage.name} FROM STDIN`));
-    await pipeline(src.query(copyTo(`COPY (${chunkCopySelect(config, t, source, after, upTo)}) TO STDOUT`)), into);
+    const out = src.query(copyTo(`COPY (${chunkCopySelect(config, t, source, after, upTo)}) TO STDOUT`));
+    try {
+      await pipeline(out, into);
+    } finally {
+      // node-postgres arms the pool's query_timeout for every query and clears it from the query's callback, which
+      // pg-copy-streams' COPY TO never calls (its COPY FROM does): the timer would keep the process alive for
+      // queryTimeoutMs and then fire an error into the finished stream.
+      (out as { callback?: () => void }).callback?.();
+    }
     return into.rowCount;
   } catch (err) {
     broken = true;

@@ -16,7 +16,7 @@ import { runBackfill } from '../../../migration-scripts/backfill.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
-import type { Pools } from '../../../migration-scripts/db.ts';
+import { openPools, type Pools } from '../../../migration-scripts/db.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
 
 let fx: SyncFixture;
@@ -313,6 +313,22 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.deepEqual(r.tables.map((t) => [t.table, t.rewritten, t.deleted]), [['items', 3, 1], ['people', 1, 0]]);
     assert.equal((await verifyTables(config, pools, tables)).ok, true);
     assert.deepEqual((await pools.service.query('SELECT item_id, title, price FROM catalog_items WHERE item_id NOT IN (17, 1500, 999, 5000) ORDER BY item_id')).rows, before, 'no other key touched');
+  });
+
+  test('a backfill leaves no statement timer behind (COPY TO never cleared node-postgres\'s query_timeout, which kept the process alive that long after the backfill)', async () => {
+    const urls = { legacy: fx.pg.url('copytimer_legacy'), service: fx.pg.url('copytimer_service') };
+    const { config, pools } = await fx.freshPair('copytimer', { databases: { legacy: { url: urls.legacy, queryTimeoutMs: 30_000 }, service: { url: urls.service, queryTimeoutMs: 30_000 } } });
+    await pools.legacy.query(`INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 50) g`);
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const own = openPools(config);
+    const before = timers();
+    assert.equal((await runBackfill({ config, pools: own, tables, table: 'items', source: 'legacy', chunkRows: 20 })).rows, 50);
+    await Promise.all([own.legacy.end(), own.service.end()]);
+    assert.ok(timers() <= before, `timers left after the three COPY chunks and the pools' end: ${timers() - before}`);
+    assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM catalog_items')).rows[0].n, 50);
   });
 
   test('backfill copies existing rows while live changes flow, resumes after an interruption, and verify agrees', async () => {
