@@ -41,17 +41,26 @@ function dropLogHead(file: string, keepFrom: number): number {
 const itemCount = async (pools: Pools) => Number((await pools.service.query('SELECT count(*) AS n FROM catalog_items')).rows[0].n);
 const insertOne = async (pools: Pools, id: number) => { await pools.legacy.query('INSERT INTO items (id, name) VALUES ($1, $2)', [id, `n${id}`]); };
 
-test('retention dropped events apply had not consumed: apply stops loudly, status reports the gap, nothing is skipped silently', async () => {
-  const { loaded, file, pools } = await stack.pair('kret', { topics: { pattern: 'kret.{side}.{table}', partitions: 1 } });
+/**
+ * A pair named `name` (topics `name.{side}.{table}`, one partition) with capture installed on both sides, the legacy
+ * relay running, and a factory for apply workers into the service.
+ */
+async function legacyToService(name: string) {
+  const { loaded, file, pools } = await stack.pair(name, { topics: { pattern: `${name}.{side}.{table}`, partitions: 1 } });
   const config = loaded.sync;
   const kafkaCfg = loaded.kafka!;
   const tables = await compileFromDatabases(config, pools);
   await installCapture(config, pools, 'legacy', tables);
   await installCapture(config, pools, 'service', tables);
   const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
-  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-kret'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, `apply-${name}`), source: 'legacy', tables, sessionTimeoutMs: 1_000,
     applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
   const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  return { config, kafkaCfg, file, pools, tables, relay, worker, published };
+}
+
+test('retention dropped events apply had not consumed: apply stops loudly, status reports the gap, nothing is skipped silently', async () => {
+  const { config, kafkaCfg, file, pools, tables, relay, worker, published } = await legacyToService('kret');
   let w = worker();
   try {
     await w.start();
@@ -101,16 +110,7 @@ test('retention dropped events apply had not consumed: apply stops loudly, statu
 });
 
 test('a topic deleted and recreated: apply follows the new offsets, so a restart neither skips nor miscounts the new events', async () => {
-  const { loaded, pools } = await stack.pair('krecreate', { topics: { pattern: 'krecreate.{side}.{table}', partitions: 1 } });
-  const config = loaded.sync;
-  const kafkaCfg = loaded.kafka!;
-  const tables = await compileFromDatabases(config, pools);
-  await installCapture(config, pools, 'legacy', tables);
-  await installCapture(config, pools, 'service', tables);
-  const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
-  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-krecreate'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
-    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
-  const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  const { config, kafkaCfg, pools, tables, relay, worker, published } = await legacyToService('krecreate');
   const kafka = createKafka(kafkaCfg, 'status-krecreate');
   const legacyLag = async () => (await readSyncStatus(config, pools, kafka)).directions.find((x) => x.source === 'legacy')?.lagEvents;
   let w = worker();
@@ -179,16 +179,7 @@ test('a network partition to the database server (connections hang, nothing refu
 });
 
 test('a target database restored from a backup (its stored offset behind the consumer group\'s): apply re-reads the events Kafka still holds, no false SYNC_EVENTS_LOST', async () => {
-  const { loaded, pools } = await stack.pair('krestore', { topics: { pattern: 'krestore.{side}.{table}', partitions: 1 } });
-  const config = loaded.sync;
-  const kafkaCfg = loaded.kafka!;
-  const tables = await compileFromDatabases(config, pools);
-  await installCapture(config, pools, 'legacy', tables);
-  await installCapture(config, pools, 'service', tables);
-  const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
-  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-krestore'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
-    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
-  const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
+  const { config, pools, tables, relay, worker, published } = await legacyToService('krestore');
   let w = worker();
   try {
     await w.start();
