@@ -251,7 +251,7 @@ export class FlagClient {
   readonly #overridesFile: string | null;
   /** Writes of #overridesFile, one after another, so an older state never lands last. */
   #overridesWrite: Promise<void> = Promise.resolve();
-  /** Flags the gateway routes by → the unsticky reason last logged for it (null: none). */
+  /** Flags the gateway routes by (routeBy) → the unsticky reason last logged for it (null: none). */
   readonly #routed = new Map<string, string | null>();
 
   constructor(config: FlagsConfig, log: Logger, options: { instanceId?: string } = {}) {
@@ -302,8 +302,17 @@ export class FlagClient {
   /** The decision for one request. Unknown flag or no data → false (legacy). */
   isEnabled(flag: string, context: Context): boolean {
     if (this.#overrides.has(flag)) return false;
-    if (!this.#routed.has(flag)) this.#checkSticky(flag);
     return this.#unleash.isEnabled(flag, context, false);
+  }
+
+  /**
+   * The flags the gateway routes by (its routes' flags, given at start and on each reload), so that one which is not
+   * sticky is reported when it is routed by or when its definition changes, never on the request path.
+   */
+  routeBy(flags: Iterable<string>): void {
+    const next = new Set(flags);
+    for (const flag of this.#routed.keys()) if (!next.has(flag)) this.#routed.delete(flag);
+    for (const flag of next) this.#checkSticky(flag);
   }
 
   /** Warns (once per change) when a flag the gateway routes by is not sticky: users would bounce between sides. */

@@ -42,29 +42,25 @@ export function ephemeralSessionSecret(): string {
 export type OverrideTarget = 'legacy' | 'service';
 export type OverrideResult = { target: OverrideTarget } | { rejected: string } | null;
 
-/** Reads one cookie from a Cookie header without allocating a map of all cookies. */
-export function readCookie(header: string | undefined, name: string): string | undefined {
-  for (const value of cookieValues(header, name)) return value;
-  return undefined;
-}
-
 /**
- * Every value of a cookie, in header order. A browser sends several cookies of one name when they differ in domain or
- * path (one left by an older deployment, say); the first need not be the one we can verify.
+ * Reads one cookie from a Cookie header without allocating a map of all cookies (it runs on every request). A browser
+ * sends several cookies of one name when they differ in domain or path (one left by an older deployment, say):
+ * `skip` passes over that many earlier ones, so a caller can try each in header order.
  */
-export function* cookieValues(header: string | undefined, name: string): Generator<string> {
-  if (!header) return;
+export function readCookie(header: string | undefined, name: string, skip = 0): string | undefined {
+  if (!header) return undefined;
   let start = 0;
   while (start < header.length) {
     let end = header.indexOf(';', start);
     if (end === -1) end = header.length;
     const eq = header.indexOf('=', start);
-    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name) {
+    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name && skip-- === 0) {
       const value = header.slice(eq + 1, end).trim();
-      yield value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+      return value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
     }
     start = end + 1;
   }
+  return undefined;
 }
 
 function firstHeader(headers: IncomingHttpHeaders, name: string): string | undefined {
@@ -137,7 +133,8 @@ export class Identifier {
       if (v) return { key: v, source: 'user', context: { userId: v }, setCookie: null };
     }
     let resigned: string | undefined;
-    for (const cookie of cookieValues(headers.cookie, this.#config.sessionCookie)) {
+    let cookie: string | undefined;
+    for (let n = 0; (cookie = readCookie(headers.cookie, this.#config.sessionCookie, n)) !== undefined; n++) {
       const dot = cookie.lastIndexOf('.');
       if (dot <= 0) continue;
       const sid = cookie.slice(0, dot);

@@ -91,6 +91,11 @@ function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): 
   return out;
 }
 
+/** The flags that decide a route's target (routes without a service never ask one). */
+function routedFlags(config: LoadedConfig): string[] {
+  return config.routes.flatMap((r) => (r.service ? [r.flag.name] : []));
+}
+
 export class Runtime {
   #snapshot: Snapshot;
   readonly #stats = new Map<string, RouteStats>();
@@ -109,6 +114,7 @@ export class Runtime {
     this.#snapshot = this.#build(config);
     this.#started = config;
     this.flags = new FlagClient(config.flags, log.child({ component: 'flags' }), { instanceId: options.instanceId });
+    this.flags.routeBy(routedFlags(config));
     if (this.#snapshot.identifier.ephemeralSessions) logEvent(log, 'config.ephemeral_session_secret', { hint: 'set identity.sessionSecret so sessions survive restarts and span gateways' });
   }
 
@@ -140,6 +146,7 @@ export class Runtime {
   apply(config: LoadedConfig): void {
     const previous = this.#snapshot;
     this.#snapshot = this.#build(config, previous);
+    this.flags.routeBy(routedFlags(config));
     retireUpstreams(previous.upstreams, this.#snapshot.upstreams);
     for (const [id, b] of previous.breakers) if (this.#snapshot.breakers.get(id) !== b) b.shutdown();
     reloadSucceeded(this.reload, this.#started, config, this.log, { file: config.source, routes: config.routes.length }, this.#snapshot.loadedAt);
