@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { StranglerError, isStranglerError, messageOf } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
-import { redactUrl, type LoadedConfig } from '../config/load.ts';
+import { redactUrl, SECRET_FIELD, type LoadedConfig } from '../config/load.ts';
 import type { UpstreamConfig } from '../config/schema.ts';
 import { requestTarget, upstreamAgent, upstreamTls } from '../proxy/upstreams.ts';
 import type { ReloadStatus } from '../runtime.ts';
@@ -58,7 +58,7 @@ function tokenMatches(header: string | undefined, token: string): boolean {
 
 /** Secrets replaced by "[redacted]" wherever they appear in the config. */
 function redactConfig(value: unknown, key = ''): unknown {
-  if (typeof value === 'string' && /token|secret|password/i.test(key)) return '[redacted]';
+  if (typeof value === 'string' && SECRET_FIELD.test(key)) return '[redacted]';
   if (typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\//i.test(value)) return redactUrl(value);
   if (Array.isArray(value)) return value.map((v) => redactConfig(v, key));
   if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactConfig(v, k)]));

@@ -84,25 +84,30 @@ export function mergeRouteStatuses(views: RouteStatus[][]): RouteStatus[] {
   return first.map((route) => {
     const same = views.map((v) => v.find((r) => r.id === route.id)).filter((r): r is RouteStatus => r !== undefined);
     const all = same.reduce((s, r) => s + r.stats.legacy.requests + r.stats.service.requests, 0);
-    const sumTotals = (t: Target) => ({
-      requests: same.reduce((s, r) => s + r.totals[t].requests, 0),
-      errors: same.reduce((s, r) => s + r.totals[t].errors, 0),
-      fallbacks: same.reduce((s, r) => s + r.totals[t].fallbacks, 0),
-      sumMs: same.reduce((s, r) => s + (r.totals[t].sumMs ?? 0), 0),
-      histogram: r0(t).map((_, i) => same.reduce((s, r) => s + (r.totals[t].histogram[i] ?? 0), 0)),
-    });
-    function r0(t: Target): number[] {
-      return route.totals[t].histogram;
-    }
     const worst = same.reduce((w, r) => (BREAKER_RANK[r.breaker.state] > BREAKER_RANK[w] ? r.breaker.state : w), 'closed' as BreakerState);
     return {
       ...route,
       breaker: { state: worst, opens: same.reduce((s, r) => s + r.breaker.opens, 0) },
       stats: { legacy: mergeTarget(same.map((r) => r.stats.legacy), all, false), service: mergeTarget(same.map((r) => r.stats.service), all, true) },
-      totals: { legacy: sumTotals('legacy'), service: sumTotals('service') },
+      totals: { legacy: addTotals(same.map((r) => r.totals.legacy)), service: addTotals(same.map((r) => r.totals.service)) },
       flagState: same.some((r) => r.flagState.localOverride) ? { ...route.flagState, localOverride: 'legacy' } : route.flagState,
     };
   });
+}
+
+type Totals = RouteStatus['totals'][Target];
+
+/** Lifetime totals added up: counters, latency sums, and histograms bucket by bucket. */
+function addTotals(parts: readonly Totals[]): Totals {
+  const sum = (of: (p: Totals) => number) => parts.reduce((s, p) => s + of(p), 0);
+  const buckets = Math.max(0, ...parts.map((p) => p.histogram.length));
+  return {
+    requests: sum((p) => p.requests),
+    errors: sum((p) => p.errors),
+    fallbacks: sum((p) => p.fallbacks),
+    sumMs: sum((p) => p.sumMs ?? 0),
+    histogram: Array.from({ length: buckets }, (_, i) => sum((p) => p.histogram[i] ?? 0)),
+  };
 }
 
 /** Lifetime totals a cluster primary keeps for workers that have exited, by route id (see addRetiredTotals). */
@@ -111,14 +116,11 @@ export type RetiredTotals = Map<string, { totals: RouteStatus['totals']; opens: 
 /** Adds an exited worker's last reported lifetime totals to `retired`. */
 export function retireTotals(retired: RetiredTotals, routes: readonly RouteStatus[]): void {
   for (const r of routes) {
-    const into = retired.get(r.id) ?? { totals: { legacy: { requests: 0, errors: 0, fallbacks: 0, sumMs: 0, histogram: [] }, service: { requests: 0, errors: 0, fallbacks: 0, sumMs: 0, histogram: [] } }, opens: 0 };
-    for (const t of ['legacy', 'service'] as const) {
-      const a = into.totals[t];
-      const b = r.totals[t];
-      into.totals[t] = { requests: a.requests + b.requests, errors: a.errors + b.errors, fallbacks: a.fallbacks + b.fallbacks, sumMs: (a.sumMs ?? 0) + (b.sumMs ?? 0), histogram: b.histogram.map((c, i) => c + (a.histogram[i] ?? 0)) };
-    }
-    into.opens += r.breaker.opens;
-    retired.set(r.id, into);
+    const before = retired.get(r.id);
+    retired.set(r.id, {
+      totals: before ? { legacy: addTotals([before.totals.legacy, r.totals.legacy]), service: addTotals([before.totals.service, r.totals.service]) } : r.totals,
+      opens: (before?.opens ?? 0) + r.breaker.opens,
+    });
   }
 }
 
@@ -132,11 +134,6 @@ export function addRetiredTotals(routes: RouteStatus[], retired: RetiredTotals):
   return routes.map((route) => {
     const r = retired.get(route.id);
     if (!r) return route;
-    const plus = (t: Target) => {
-      const a = route.totals[t];
-      const b = r.totals[t];
-      return { requests: a.requests + b.requests, errors: a.errors + b.errors, fallbacks: a.fallbacks + b.fallbacks, sumMs: (a.sumMs ?? 0) + (b.sumMs ?? 0), histogram: a.histogram.map((c, i) => c + (b.histogram[i] ?? 0)) };
-    };
-    return { ...route, breaker: { ...route.breaker, opens: route.breaker.opens + r.opens }, totals: { legacy: plus('legacy'), service: plus('service') } };
+    return { ...route, breaker: { ...route.breaker, opens: route.breaker.opens + r.opens }, totals: { legacy: addTotals([route.totals.legacy, r.totals.legacy]), service: addTotals([route.totals.service, r.totals.service]) } };
   });
 }

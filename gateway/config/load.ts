@@ -20,7 +20,7 @@ export interface ConfigProblem {
 }
 
 /** Config fields that hold a secret, by name (`admin.token`, `identity.previousSessionSecrets[1]`, `kafka.sasl.password`). */
-const SECRET_FIELD = /(token|secrets?|password)$/i;
+export const SECRET_FIELD = /(token|secrets?|password)$/i;
 
 /**
  * Credentials inside a URL (any scheme: postgres://, an Unleash or upstream URL with basic auth): the password of

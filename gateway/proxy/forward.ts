@@ -316,6 +316,11 @@ function onUpstreamBodyError(this: UpstreamResponse): void {
   ex.res.destroy();
 }
 
+/** The JSON body of every answer the gateway makes itself: the error with its stable code, and the request id. */
+function errorBody(err: StranglerError, requestId: string): string {
+  return JSON.stringify({ ...err.toJSON(), requestId });
+}
+
 function failureCode(phase: FailurePhase): ErrorCode {
   switch (phase) {
     case 'timeout':
@@ -571,7 +576,7 @@ export class Forwarder {
   #respondError(ex: Exchange, target: Target, err: StranglerError, fallback: string | null = null): void {
     const { res } = ex;
     if (!res.headersSent && !ex.clientGone) {
-      const body = JSON.stringify({ ...err.toJSON(), requestId: ex.reqId });
+      const body = errorBody(err, ex.reqId);
       const headers = ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', ex.reqId];
       res.writeHead(err.status, this.#gatewayHeaders(headers, ex, target, fallback));
       res.end(body);
@@ -616,7 +621,7 @@ export class Forwarder {
 
   /** Rejections before a route is known: answered locally, never forwarded. */
   #reject(req: IncomingMessage, res: ServerResponse, reqId: string, err: StranglerError): void {
-    const body = JSON.stringify({ ...err.toJSON(), requestId: reqId });
+    const body = errorBody(err, reqId);
     res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': reqId, ...(this.#runtime.draining ? { connection: 'close' } : {}) });
     res.end(body);
     req.resume();
@@ -682,7 +687,7 @@ export class Forwarder {
       // Nothing was written to the client yet: it gets an HTTP answer, as for any request, not a dropped connection.
       const code: ErrorCode = state.timedOut ? 'UPSTREAM_TIMEOUT' : CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? 'UPSTREAM_CONNECT_FAILED' : 'UPSTREAM_BAD_RESPONSE';
       const error = new StranglerError(code, `${decision.target} upstream failed: ${err.message}`);
-      const body = JSON.stringify({ ...error.toJSON(), requestId: reqId });
+      const body = errorBody(error, reqId);
       socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${reqId}\r\nconnection: close\r\n\r\n${body}`);
     });
   };
