@@ -97,7 +97,7 @@ export function tlsCertificateError(ssl: KafkaConfig['ssl'], broker: string, cod
 }
 
 /** `err` and its `cause`s, at most 8 deep: kafkajs wraps the socket's error (code, broker) that way. */
-function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
+export function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
   for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
     yield e;
     e = (e as { cause?: unknown }).cause;

@@ -15,7 +15,7 @@ import type { Applier } from './apply.ts';
 import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
 import { SYNC_LOG } from './log-events.ts';
-import { checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
+import { causeChain, checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
 import { tlsClientOptions } from '../common/tls.ts';
 
 /**
@@ -87,9 +87,7 @@ export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>, retries = 8): Retry
 
 /** The first StranglerError that is not retriable in `err` or its causes (kafkajs wraps what eachBatch threw). */
 export function fatalCause(err: unknown): StranglerError | undefined {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
-    if (isStranglerError(e) && !e.retriable) return e;
-  }
+  for (const e of causeChain(err)) if (isStranglerError(e) && !e.retriable) return e;
   return undefined;
 }
 
