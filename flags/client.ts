@@ -15,9 +15,9 @@
  * every strategy webhook, such as the one for the title a rollback writes) only refetches: it must not undo a rollback.
  */
 import { EventEmitter } from 'node:events';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Unleash, UnleashEvents, type Context } from 'unleash-client';
 import type { ClientFeaturesResponse, FeatureInterface } from 'unleash-client/lib/feature.js';
 import type { RepositoryInterface } from 'unleash-client/lib/repository/index.js';
@@ -221,7 +221,6 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
   async #writeBackup(body: ClientFeaturesResponse): Promise<void> {
     if (!this.#backupFile || !this.#config.backupPath) return;
     try {
-      await mkdir(this.#config.backupPath, { recursive: true });
       await writeFileAtomic(this.#backupFile, JSON.stringify({ version: body.version, features: body.features, segments: body.segments ?? [] }));
     } catch (err) {
       this.#log.warn({ file: this.#backupFile, err: messageOf(err) }, 'flags.backup_failed');
@@ -396,7 +395,6 @@ export class FlagClient {
     const body = JSON.stringify({ overrides: Object.fromEntries(this.#overrides) });
     this.#overridesWrite = this.#overridesWrite.then(async () => {
       try {
-        await mkdir(dirname(file), { recursive: true });
         await writeFileAtomic(file, body);
       } catch (err) {
         this.#log.warn({ file, err: messageOf(err), hint: 'the rollback holds in this process but will not survive a restart' }, 'flags.overrides_unsaved');

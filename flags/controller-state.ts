@@ -6,8 +6,7 @@
  *   controller (the others stand by and take over when its connection ends).
  * - FileStateStore: one JSON file replaced by atomic rename; for a single controller (no cross-process lock).
  */
-import { mkdir, readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { StranglerError, messageOf } from '../common/errors.ts';
 import type { GuardOutcome } from './guard.ts';
@@ -154,7 +153,6 @@ export class FileStateStore implements StateStore {
       if ((all[record.routeId]?.version ?? 0) !== expectedVersion) return undefined;
       const next = { ...record, version: expectedVersion + 1 };
       all[record.routeId] = next;
-      await mkdir(dirname(this.#file), { recursive: true });
       await writeFileAtomic(this.#file, `${JSON.stringify({ version: 1, routes: all }, null, 2)}\n`);
       return next;
     });
