@@ -4,7 +4,7 @@
  * positions and offsets are; Kafka commits only reduce redelivery (kafkajs has no rebalance listener, #1088).
  */
 import type { ConnectionOptions } from 'node:tls';
-import { Kafka, logLevel, type Admin, type Consumer, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type Consumer, type ConsumerRunConfig, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import { StranglerError, isStranglerError, messageOf } from '../common/errors.ts';
@@ -83,6 +83,19 @@ export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>, retries = 8): Retry
     initialRetryTime: 100, retries, maxRetryTime: 2_000,
     restartOnFailure: (err) => Promise.resolve(tlsFailureOf(err, config.ssl) === undefined && fatalCause(err) === undefined),
   };
+}
+
+/**
+ * kafkajs gave up finding or keeping the group coordinator (FindCoordinator kept failing, e.g. a restarted Kafka
+ * loading `__consumer_offsets`, or NOT_COORDINATOR after a coordinator moved). kafkajs treats that as not retriable
+ * and never restarts the consumer (kafkajs issues #1445, #1630), though it is as passing as a lost connection.
+ */
+export function coordinatorLost(err: unknown): boolean {
+  for (const e of causeChain(err)) {
+    const { name, type } = e as { name?: unknown; type?: unknown };
+    if (name === 'KafkaJSGroupCoordinatorNotFound' || type === 'NOT_COORDINATOR_FOR_GROUP' || type === 'GROUP_COORDINATOR_NOT_AVAILABLE' || type === 'GROUP_LOAD_IN_PROGRESS') return true;
+  }
+  return false;
 }
 
 /** The first StranglerError that is not retriable in `err` or its causes (kafkajs wraps what eachBatch threw). */
@@ -259,6 +272,10 @@ export class ApplyWorker {
   readonly #log: Logger;
   #consumer: Consumer | undefined;
   #fail: (err: unknown) => void = () => {};
+  /** Our own restarts of a consumer kafkajs gave up on after losing the coordinator (backoff; reset on joining). */
+  #restarts = 0;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #stopped = false;
   /**
    * Rejects when the consumer stopped for good (kafkajs will not restart it: a TLS certificate failure, events lost
    * from Kafka, a lost slot), with the cause; `strangler sync apply` exits with it instead of idling.
@@ -286,15 +303,25 @@ export class ApplyWorker {
     });
     this.#consumer = consumer;
     // kafkajs restarts a crashed consumer unless createKafka's retry.restartOnFailure says no (a TLS certificate
-    // failure): then it has stopped for good, which must not go unnoticed.
+    // failure, events lost) or it judged the error not retriable: then it has stopped for good, which must not go
+    // unnoticed. A lost group coordinator is the exception: it passes, so we restart the consumer ourselves.
     consumer.on(consumer.events.CRASH, (e) => {
       if (e.payload.restart) return;
       const tls = withTlsCause(kafka, e.payload.error);
       const err = tls !== e.payload.error ? tls : fatalCause(e.payload.error) ?? tls;
+      if (err === e.payload.error && coordinatorLost(err) && !this.#stopped) {
+        const inMs = Math.min(30_000, 500 * 2 ** this.#restarts++);
+        this.#log.warn({ event: SYNC_LOG.applyRestart, direction, err: messageOf(err), inMs }, 'apply consumer lost its group coordinator; restarting it');
+        this.#restartTimer = setTimeout(() => {
+          consumer.run(runOptions).catch((runErr: unknown) => this.#fail(runErr));
+        }, inMs);
+        return;
+      }
       this.#log.error({ event: SYNC_LOG.applyStopped, direction, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) }, 'apply consumer stopped; restart the apply worker after fixing the cause');
       this.#fail(err);
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
+      this.#restarts = 0;
       const assignment = e.payload.memberAssignment as Record<string, number[]>;
       void (async () => {
         for (const [topic, partitions] of Object.entries(assignment)) {
@@ -309,7 +336,7 @@ export class ApplyWorker {
     await retryTransient('apply: connect consumer', () => connectChecked(kafka, () => consumer.connect()));
     await consumer.subscribe({ topics, fromBeginning: true });
     const max = config.apply.maxBatchEvents;
-    await consumer.run({
+    const runOptions: ConsumerRunConfig = {
       autoCommit: false,
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
@@ -341,11 +368,14 @@ export class ApplyWorker {
           await heartbeat();
         }
       },
-    });
+    };
+    await consumer.run(runOptions);
     this.#log.info({ event: SYNC_LOG.applyStarted, direction, topics }, 'apply worker started');
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#restartTimer);
     await this.#consumer?.disconnect().catch(() => {});
   }
 }

@@ -4,6 +4,7 @@ export const SYNC_LOG = {
   applyBatch: 'sync.apply.batch',
   applyRetry: 'sync.apply.retry',
   applyStopped: 'sync.apply.consumer_stopped',
+  applyRestart: 'sync.apply.consumer_restart',
   applyFailed: 'sync.apply.batch_failed',
   conflict: 'sync.apply.conflict',
   parked: 'sync.apply.parked',

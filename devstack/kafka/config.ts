@@ -53,6 +53,11 @@ export interface KafkaBrokerOptions {
   groupMaxSessionTimeoutMs?: number;
   /** Kafka's group.initial.rebalance.delay.ms: wait this long after the first join of an empty group. */
   initialRebalanceDelayMs?: number;
+  /**
+   * For this long after start, FindCoordinator answers COORDINATOR_NOT_AVAILABLE, as a restarted Kafka broker does
+   * while it loads `__consumer_offsets` (how a client rides out a slow coordinator is then testable). Default 0.
+   */
+  coordinatorLoadMs?: number;
   /** Frames larger than this close the connection (Kafka's socket.request.max.bytes). */
   maxFrameBytes?: number;
   /** Default max.message.bytes of topics (Kafka's default 1048588). */
@@ -79,6 +84,7 @@ export const KAFKA_DEFAULTS: Readonly<KafkaDefaults> = {
   groupMinSessionTimeoutMs: 6000,
   groupMaxSessionTimeoutMs: 1_800_000,
   initialRebalanceDelayMs: 0,
+  coordinatorLoadMs: 0,
   maxFrameBytes: 100 * 1024 * 1024,
   maxMessageBytes: 1_048_588,
   fsync: 'interval',

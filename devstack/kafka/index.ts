@@ -7,7 +7,7 @@
  *
  * startKafkaBroker(options?: KafkaBrokerOptions): Promise<KafkaBroker>
  *   options: host, port, advertisedHost, dataDir, autoCreateTopics, defaultPartitions, groupMinSessionTimeoutMs,
- *            groupMaxSessionTimeoutMs, initialRebalanceDelayMs, maxFrameBytes, maxMessageBytes, fsync, fsyncIntervalMs,
+ *            groupMaxSessionTimeoutMs, initialRebalanceDelayMs, coordinatorLoadMs, maxFrameBytes, maxMessageBytes, fsync, fsyncIntervalMs,
  *            nodeId, clusterId, tls { cert, key, clientCa }, sasl { users, mechanisms }, logger, clock (defaults in KAFKA_DEFAULTS)
  *   result:  { host, port, address, dataDir, tls, tlsClientAuth, saslMechanisms, close(): Promise<void> }
  */

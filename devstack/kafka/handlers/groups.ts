@@ -1,4 +1,5 @@
 /** Group membership APIs: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup (state in GroupCoordinator). */
+import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
 import type { Handler } from '../server/context.ts';
 
@@ -8,6 +9,12 @@ export const handleFindCoordinator: Handler = (broker, header, r) => {
   if (v >= 1) r.int8();
   const w = new Writer(64);
   if (v >= 1) w.int32(0);
+  if (broker.clock.now() < broker.coordinatorReadyAt) {
+    // Still "loading __consumer_offsets" (coordinatorLoadMs): Kafka answers no node.
+    w.int16(KafkaError.COORDINATOR_NOT_AVAILABLE);
+    if (v >= 1) w.nullableString('the group coordinator is loading');
+    return w.int32(-1).string('').int32(-1);
+  }
   w.int16(0);
   if (v >= 1) w.nullableString(null);
   w.int32(broker.nodeId).string(broker.advertisedHost).int32(broker.advertisedPort);

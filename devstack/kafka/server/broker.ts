@@ -108,7 +108,7 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   const state: BrokerState = {
     nodeId: o.nodeId, clusterId: o.clusterId, advertisedHost: '', advertisedPort: 0,
     autoCreateTopics: o.autoCreateTopics, defaultPartitions: o.defaultPartitions, fsync: o.fsync,
-    topics, groups, offsets, clock, logger, sasl, closed: false, onClose: new Set(), nextProducerId: BigInt(Date.now()) * 1000n,
+    topics, groups, coordinatorReadyAt: clock.now() + o.coordinatorLoadMs, offsets, clock, logger, sasl, closed: false, onClose: new Set(), nextProducerId: BigInt(Date.now()) * 1000n,
   };
 
   const sockets = new Set<Connection>();

@@ -22,6 +22,8 @@ export interface BrokerState {
   readonly fsync: FsyncPolicy;
   readonly topics: TopicRegistry;
   readonly groups: GroupCoordinator;
+  /** Until this time (clock ms) FindCoordinator answers COORDINATOR_NOT_AVAILABLE (the coordinator is loading). */
+  readonly coordinatorReadyAt: number;
   readonly offsets: OffsetsStore;
   readonly clock: Clock;
   readonly logger: Logger;

@@ -15,6 +15,8 @@ import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { isStranglerError } from '../../../common/errors.ts';
+import { createLogger } from '../../../common/logger.ts';
+import { Writable } from 'node:stream';
 import { closePools, openPools, type Pools } from '../../../migration-scripts/db.ts';
 
 const run = promisify(execFile);
@@ -175,6 +177,39 @@ test('a network partition to the database server (connections hang, nothing refu
     await relay.stop();
     await closePools(viaProxy);
     await proxy.close();
+  }
+});
+
+test('Kafka down, then its group coordinator loading, each longer than the client\'s retries: apply resumes instead of stopping for good', async () => {
+  const { pools, relay, kafkaCfg, config, tables, published } = await legacyToService('kdown');
+  // One retry: kafkajs gives up within a second, so 2 s outlasts it (as ~9 s outlasts the default retries).
+  let logged = '';
+  const log = createLogger({ level: 'info', destination: new Writable({ write(chunk: Buffer, _enc, cb) { logged += chunk.toString(); cb(); } }) });
+  const w = new ApplyWorker({ config, kafka: createKafka(kafkaCfg, 'apply-kdown', { retries: 1 }), source: 'legacy', tables, sessionTimeoutMs: 1_000, log,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  let stopped: unknown = null;
+  w.done.catch((e: unknown) => { stopped = e; });
+  try {
+    await w.start();
+    await insertOne(pools, 1);
+    await waitFor('1 applied', async () => (await itemCount(pools)) === 1);
+    await stack.restartBroker({ downMs: 2_000 }); // fault duration, not a wait for an outcome
+    await insertOne(pools, 2);
+    await waitFor('2 applied after Kafka came back', async () => (await itemCount(pools)) === 2 || stopped !== null, 30_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    await waitFor('published', published);
+    // kafkajs ends a consumer for good when FindCoordinator keeps failing (KafkaJSGroupCoordinatorNotFound is not
+    // retriable to it; kafkajs issues #1445, #1630).
+    const loadedAt = Date.now() + 2_000;
+    await stack.restartBroker({ coordinatorLoadMs: 2_000 }); // (the restart also ends the group: apply must find the coordinator again)
+    await waitFor('the coordinator loaded', () => Date.now() > loadedAt + 500, 10_000, 100);
+    await insertOne(pools, 3);
+    await waitFor('3 applied after the coordinator loaded', async () => (await itemCount(pools)) === 3 || stopped !== null, 30_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    assert.match(logged, /"event":"sync\.apply\.consumer_restart".*Failed to find group coordinator/, 'kafkajs gave up and apply restarted its consumer');
+  } finally {
+    await w.stop();
+    await relay.stop();
   }
 });
 

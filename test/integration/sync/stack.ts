@@ -42,9 +42,14 @@ export class SyncStack {
     this.#brokerPort = this.broker.port;
   }
   get brokerAddress(): string { return `127.0.0.1:${this.#brokerPort}`; }
-  async restartBroker(): Promise<void> {
+  /**
+   * `downMs`: how long the broker stays down (e.g. longer than the clients' retries); `coordinatorLoadMs`: how long
+   * after it is back FindCoordinator answers COORDINATOR_NOT_AVAILABLE, as a restarted Kafka does while loading.
+   */
+  async restartBroker({ downMs = 0, coordinatorLoadMs = 0 } = {}): Promise<void> {
     await this.broker.close();
-    this.broker = await startKafkaBroker({ host: '127.0.0.1', port: this.#brokerPort, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
+    if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+    this.broker = await startKafkaBroker({ host: '127.0.0.1', port: this.#brokerPort, dataDir: join(this.dir, 'kafka'), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0, coordinatorLoadMs });
   }
   /** `downMs`: how long the server stays down (the fault's duration, e.g. a failover longer than the retries). */
   async restartPostgres(downMs = 0): Promise<void> {
