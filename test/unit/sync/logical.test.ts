@@ -284,11 +284,16 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     assert.ok(await restartBehind(pools) > 8 << 20, 'precondition: several MB of WAL behind the restart point');
     const decoder = new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' });
     assert.equal(await decoder.catchUp(), 20000);
-    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (0, 'next')`);
-    assert.equal(await decoder.catchUp(), 1);
     // Without the record the restart point stays before the big transaction until the server logs one (every 15 s).
-    const left = await restartBehind(pools);
-    assert.ok(left < 2 << 20, `restart point ${left} bytes behind, expected < 2 MB`);
+    // One cycle moves it when nothing else runs; a few are allowed (a record the server logged meanwhile can make
+    // PostgreSQL hold a pending candidate for one more confirmation), all within a fraction of those 15 s.
+    let left = Infinity;
+    for (let cycle = 0; cycle < 4 && left >= 2 << 20; cycle++) {
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES ($1, 'next')`, [-cycle]);
+      assert.equal(await decoder.catchUp(), 1);
+      left = await restartBehind(pools);
+    }
+    assert.ok(left < 2 << 20, `restart point ${left} bytes behind after 4 cycles, expected < 2 MB`);
     for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
   });
 
@@ -501,10 +506,12 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       assert.equal(await origins.reset(a), true);
       assert.equal(await origins.reset(b), true);
       // Uninstall while a sync session still holds an origin: it waits for the session to let go, then drops them all.
-      assert.equal(await origins.setup(a), na);
+      // (Both released: a takes the first one, whichever of the two it held before; b may have won the race for it.)
+      const held = await origins.setup(a);
+      assert.equal(held, originNames(slot)[0]);
       const uninstalled = uninstallCapture(config, pools, 'legacy');
       await new Promise((res) => setTimeout(res, 300));
-      assert.deepEqual((await pools.legacy.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_replication_origin WHERE roname = $1`, [na])).rows[0]?.n, 1, 'still held, not dropped yet');
+      assert.deepEqual((await pools.legacy.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_replication_origin WHERE roname = $1`, [held])).rows[0]?.n, 1, 'still held, not dropped yet');
       assert.equal(await origins.reset(a), true);
       await uninstalled;
       const left = await pools.legacy.query(`SELECT roname FROM pg_replication_origin WHERE roname = ANY($1::text[])`, [originNames(slot)]);
