@@ -28,7 +28,7 @@ export const upstreamSchema = z.object({
 export const matchSchema = z.object({
   pathPrefix: z.string().startsWith('/').optional().describe('Matches this path and everything below it, on segment boundaries.'),
   pattern: z.string().startsWith('/').optional().describe('Path pattern: literal segments, ":name" for one segment, a trailing "*" for the rest.'),
-  methods: z.array(z.enum(HTTP_METHODS)).min(1).optional().describe('Methods this route takes; all when omitted.'),
+  methods: z.array(z.enum(HTTP_METHODS)).min(1).optional().describe('Methods this route takes; all when omitted. GET includes HEAD.'),
   host: z.string().min(1).optional().describe('Host header (without port) this route requires; any when omitted.'),
 }).strict();
 

@@ -45,7 +45,8 @@ export class RouteTable {
       const prefix = route.match.pathPrefix ?? null;
       return {
         route,
-        methods: route.match.methods ? new Set(route.match.methods) : null,
+        // A route that takes GET takes HEAD too: HEAD is GET without the body (RFC 9110 §9.3.2), as nginx and express have it.
+        methods: route.match.methods ? new Set(route.match.methods.includes('GET') ? [...route.match.methods, 'HEAD'] : route.match.methods) : null,
         host: route.match.host?.toLowerCase() ?? null,
         // "/api/orders/" and "/api/orders" both mean the subtree at /api/orders.
         prefix: prefix === null ? null : prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix,

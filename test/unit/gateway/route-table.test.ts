@@ -19,6 +19,7 @@ const m = (method: string, path: string, host = 'shop.example.com') => table.mat
 test('first matching route wins, in config order', () => {
   assert.equal(m('GET', '/api/orders/42'), 'order-by-id');
   assert.equal(m('POST', '/api/orders/42'), 'orders', 'methods restrict the pattern route');
+  assert.equal(m('HEAD', '/api/orders/42'), 'order-by-id', 'a GET route answers HEAD too (RFC 9110 §9.3.2), as nginx and express do');
   assert.equal(m('GET', '/api/orders/42/lines'), 'orders');
 });
 
@@ -27,6 +28,16 @@ test('prefixes match on segment boundaries only', () => {
   assert.equal(m('GET', '/api/orders/'), 'order-by-id' === m('GET', '/api/orders/') ? 'order-by-id' : 'orders');
   assert.equal(m('GET', '/api/ordersX'), 'catch-all');
   assert.equal(m('GET', '/api/order'), 'catch-all');
+});
+
+test('HEAD is implied by GET only', () => {
+  const t = new RouteTable(validateConfig({
+    upstreams: [{ id: 'legacy', url: 'http://127.0.0.1:1' }],
+    routes: [{ id: 'post-only', match: { pathPrefix: '/x', methods: ['POST'] }, legacy: 'legacy' }, { id: 'head-only', match: { pathPrefix: '/h', methods: ['HEAD'] }, legacy: 'legacy' }],
+  }, 'route-table.test').routes);
+  assert.equal(t.match('HEAD', 'h', '/x')?.id, undefined);
+  assert.equal(t.match('HEAD', 'h', '/h')?.id, 'head-only');
+  assert.equal(t.match('GET', 'h', '/h')?.id, undefined, 'HEAD does not imply GET');
 });
 
 test('host restricts a route; other hosts fall through', () => {
