@@ -77,12 +77,12 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
       runtime.draining = true;
       server.close();
       server.closeIdleConnections();
-      if (forwarder.inflight > 0) {
+      if (forwarder.inflight > 0 || forwarder.websockets > 0) {
         // From the config in force now (a reload may have changed it).
         const { drainTimeoutMs } = runtime.snapshot.config.proxy;
         let timer: NodeJS.Timeout | undefined;
         const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), drainTimeoutMs)));
-        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, drainTimeoutMs });
+        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, websockets: forwarder.websockets, drainTimeoutMs });
         clearTimeout(timer);
       }
       server.closeAllConnections();

@@ -143,7 +143,7 @@ export const proxySchema = z.object({
   maxHeaderBytes: z.number().int().positive().default(16_384).describe('Requests with larger headers get 431.'),
   headersTimeoutMs: ms.default(20_000),
   requestTimeoutMs: ms.default(300_000),
-  drainTimeoutMs: ms.default(10_000).describe('On SIGTERM, in-flight requests get this long to finish.'),
+  drainTimeoutMs: ms.default(10_000).describe('On SIGTERM, in-flight requests and open WebSockets get this long to finish.'),
   responseHeaders: z.boolean().default(true).describe('Add x-strangler-route, x-strangler-target and x-strangler-fallback to responses.'),
   logSampleRate: z.number().min(0).max(1).default(1).describe('Share of successful requests logged (errors and fallbacks always are).'),
   trustForwardedHeaders: z.boolean().default(false).describe('Append to an incoming X-Forwarded-For instead of replacing it, and pass the client\'s X-Forwarded-Proto/Host, Forwarded and X-Real-IP through (otherwise they are replaced or dropped).'),

@@ -339,6 +339,8 @@ export class Forwarder {
   /** WebSocket upgrades only; HTTP requests go through Attempt. The upgrade sets its Host itself (upstreamHost). */
   readonly #proxy = httpProxy.createProxyServer({ changeOrigin: false, xfwd: false, prependPath: true });
   #inflight = 0;
+  /** Client sockets of proxied WebSocket upgrades, from routing until they close (the drain waits for them too). */
+  readonly #upgrades = new Set<Duplex>();
   #idle: (() => void) | null = null;
 
   /** request.completed / request.failed lines (fixed fields, serialised directly; see RequestLog). */
@@ -363,10 +365,23 @@ export class Forwarder {
     return this.#inflight;
   }
 
-  /** Resolves when no request is in flight. */
+  /** Proxied WebSocket connections still open. */
+  get websockets(): number {
+    return this.#upgrades.size;
+  }
+
+  /** Resolves when no request is in flight and no WebSocket is open. */
   whenIdle(): Promise<void> {
-    if (this.#inflight === 0) return Promise.resolve();
+    if (this.#inflight === 0 && this.#upgrades.size === 0) return Promise.resolve();
     return new Promise((resolve) => (this.#idle = resolve));
+  }
+
+  #maybeIdle(): void {
+    if (this.#inflight === 0 && this.#upgrades.size === 0 && this.#idle) {
+      const idle = this.#idle;
+      this.#idle = null;
+      idle();
+    }
   }
 
   /**
@@ -379,11 +394,7 @@ export class Forwarder {
     })(this);
 
   #closed(res: ExchangeResponse): void {
-    if (--this.#inflight === 0 && this.#idle) {
-      const idle = this.#idle;
-      this.#idle = null;
-      idle();
-    }
+    if (--this.#inflight === 0) this.#maybeIdle();
     const ex = res[kExchange];
     if (!ex) return;
     // An upstream answer relayed in full (the gateway's own answers are recorded where they are sent).
@@ -681,6 +692,11 @@ export class Forwarder {
     logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
     const state: UpgradeState = { timeoutMs: upstream.config.timeoutMs, answered: false, timedOut: false };
     (req as UpgradeRequest)[kUpgrade] = state;
+    this.#upgrades.add(socket);
+    socket.once('close', () => {
+      this.#upgrades.delete(socket);
+      this.#maybeIdle();
+    });
     this.#proxy.ws(req, socket, head, upgradeTarget(upstream), (err: Error) => {
       logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
       if (state.answered || !socket.writable) return void socket.destroy();
@@ -692,7 +708,9 @@ export class Forwarder {
     });
   };
 
+  /** Ends what is left after the drain: WebSockets still open are cut (their upstream sockets with them). */
   close(): void {
+    for (const socket of this.#upgrades) socket.destroy();
     this.#proxy.close();
   }
 }
@@ -740,9 +758,12 @@ function onProxyReqWs(proxyReq: ClientRequest, req: UpgradeRequest, socket: Dupl
     state.timedOut = true;
     proxyReq.destroy(new Error(`no upgrade answer within ${state.timeoutMs} ms`));
   }, state.timeoutMs);
-  proxyReq.once('upgrade', () => {
+  proxyReq.once('upgrade', (_res: IncomingMessage, upstreamSocket: Socket) => {
     state.answered = true;
     clearTimeout(timer);
+    // The tunnel lives and dies as one: http-proxy's pipes end one side only when the other ends cleanly.
+    socket.once('close', () => upstreamSocket.destroy());
+    upstreamSocket.once('close', () => socket.destroy());
   });
   proxyReq.once('response', (res: IncomingMessage) => {
     state.answered = true;

@@ -11,6 +11,8 @@ import { featuresFile, startTestGateway, testConfig } from '../../helpers/gatewa
 import { signOverride } from '../../../flags/context.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
 import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
+import { WebSocket } from 'ws';
+import { waitFor } from '../../helpers/wait.ts';
 
 const OVERRIDE_SECRET = 'test-override-secret-0123456789';
 const toService = { 'x-strangler-override': signOverride(OVERRIDE_SECRET, 'service') };
@@ -475,4 +477,45 @@ describe('graceful shutdown', () => {
       await svc.stop();
     }
   });
+
+  test('open WebSockets: close() gives them drainTimeoutMs, then cuts them and their upstream connections; one that ends itself ends the drain early', { timeout: 30_000 }, async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const stop = greetWebSockets(legacy.server, () => 'hi');
+    const upstreamSockets: Socket[] = [];
+    legacy.server.on('upgrade', (_req, socket: Socket) => upstreamSockets.push(socket));
+    const open = async (gw: RunningGateway): Promise<WebSocket> => {
+      const ws = new WebSocket(`${gw.proxyUrl.replace(/^http/, 'ws')}/api/orders/live`);
+      await once(ws, 'message');
+      return ws;
+    };
+    try {
+      // Left open by its client: cut when drainTimeoutMs (300 ms) is up, upstream side included; close() resolves.
+      let gw = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, raw: { proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: 300 } } }));
+      const ws = await open(gw);
+      const closed = once(ws, 'close');
+      let closing = gw.close();
+      const early = await Promise.race([closed.then(() => 'closed'), new Promise((r) => setTimeout(() => r('open'), 150))]);
+      assert.equal(early, 'open', 'the WebSocket is not cut before the drain time is up');
+      await closing;
+      let cut = false;
+      void closed.then(() => { cut = true; });
+      await waitFor('the WebSocket to be cut once the drain time is up', () => cut, 5_000);
+      assert.equal(upstreamSockets.length, 1);
+      await waitFor('the upstream side of the tunnel to close too', () => upstreamSockets[0]?.destroyed === true, 5_000);
+      // Closed by its client during the drain: close() does not wait out the rest of drainTimeoutMs (10 s here).
+      gw = await startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: svc.url, raw: { proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: 10_000 } } }));
+      const ws2 = await open(gw);
+      closing = gw.close();
+      const started = Date.now();
+      ws2.close();
+      await closing;
+      assert.ok(Date.now() - started < 5_000, `close() took ${Date.now() - started} ms after the last WebSocket closed`);
+    } finally {
+      stop();
+      await legacy.stop();
+      await svc.stop();
+    }
+  });
 });
+

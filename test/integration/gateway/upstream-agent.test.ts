@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { UpstreamAgent } from '../../../gateway/proxy/upstreams.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const servers: Server[] = [];
 const agents: UpstreamAgent[] = [];
@@ -47,13 +48,6 @@ function get(port: number, agent: UpstreamAgent): Promise<void> {
 
 const freeCount = (agent: UpstreamAgent) => Object.values(agent.freeSockets).reduce((n, l) => n + (l?.length ?? 0), 0);
 
-async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!ok()) {
-    assert.ok(Date.now() < deadline, `${what} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test('an idle socket is kept for reuse, then closed by the agent after idleMs', async () => {
   const up = await upstream(60_000);
@@ -63,7 +57,7 @@ test('an idle socket is kept for reuse, then closed by the agent after idleMs', 
   await get(up.port, agent);
   await get(up.port, agent);
   assert.equal(freeCount(agent), 1, 'one socket, reused, now free');
-  await until('the idle socket is closed', () => freeCount(agent) === 0);
+  await waitFor('the idle socket to close', () => freeCount(agent) === 0, 10_000);
   assert.ok(Date.now() - start >= 300, 'not before idleMs');
   assert.equal(await up.closedByClient, true, 'the gateway side closed it, not the upstream');
 });
@@ -74,6 +68,6 @@ test("a shorter Keep-Alive hint from the upstream wins over idleMs, so the agent
   agents.push(agent);
   await get(up.port, agent);
   assert.equal(freeCount(agent), 1);
-  await until('the idle socket is closed', () => freeCount(agent) === 0);
+  await waitFor('the idle socket to close', () => freeCount(agent) === 0, 10_000);
   assert.equal(await up.closedByClient, true, 'closed by the agent before the upstream timed it out');
 });
