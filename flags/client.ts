@@ -84,6 +84,8 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
   #etag: string | undefined;
   #timer: NodeJS.Timeout | undefined;
   #inflight: Promise<void> | undefined;
+  /** Set while the token reads another environment than flags.environment (kept across 304s); null when they match. */
+  #environmentMismatch: string | null = null;
   #stopped = false;
   #ready = false;
   readonly status: FlagClientStatus = { ready: false, synchronized: false, source: 'none', lastError: null, authError: false, lastFetchAt: null };
@@ -182,6 +184,12 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
         return;
       }
       this.#etag = res.headers.get('etag') ?? undefined;
+      // The token, not flags.environment, decides what Unleash serves; the flags commands and the controller write to
+      // flags.environment. A difference means their shifts and rollbacks never reach this gateway through Unleash.
+      const served = (body as { query?: { environment?: unknown } }).query?.environment;
+      this.#environmentMismatch = typeof served === 'string' && served !== this.#config.environment
+        ? `flags.token reads environment "${served}" but flags.environment is "${this.#config.environment}": \`strangler flags\` shift, rollback and sync write to "${this.#config.environment}", which this gateway never reads; use a backend token for "${this.#config.environment}" or set flags.environment to "${served}"`
+        : null;
       this.#clearError();
       this.#apply(body, 'api');
       await this.#writeBackup(body);
@@ -234,7 +242,9 @@ class FlagRepository extends EventEmitter implements RepositoryInterface {
     if (changed) this.emit(UnleashEvents.Error, new Error(message));
   }
 
+  /** After a good answer: no error, except an environment mismatch, which lasts (reported once, not on every poll). */
   #clearError(): void {
+    if (this.#environmentMismatch) return this.#setError(this.#environmentMismatch, false);
     this.status.lastError = null;
     this.status.authError = false;
   }

@@ -11,7 +11,7 @@ import { createFlagsControl, type FlagsControl } from './control.ts';
 import { PromotionController } from './controller.ts';
 import { stateStoreFor } from './controller-command.ts';
 import { formatSyncReport, syncFlags } from './sync.ts';
-import { formatObserved, observedStatus } from './observed.ts';
+import { formatObserved, markMismatches, observedStatus } from './observed.ts';
 import { defaultActor, resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute, type RouteFlagStatus, type TrafficChange } from './traffic.ts';
 
 const HELP = `Usage: strangler flags <subcommand> [options]
@@ -120,6 +120,7 @@ export const flagsCommand: Command = {
       }
       case 'status': {
         const [rows, plans, observed] = await Promise.all([routeStatus(control, args[0]), planViews(control), observedStatus(control)]);
+        markMismatches(rows, observed);
         if (json) process.stdout.write(`${JSON.stringify(rows.map((r) => ({ ...r, controller: plans?.[r.routeId] ?? null, observed: observed[r.routeId] ?? [] })))}\n`);
         else {
           printStatus(rows, plans);

@@ -8,6 +8,7 @@ import { messageOf } from '../common/errors.ts';
 import type { RouteStatus } from '../gateway/admin/types.ts';
 import type { FlagsControl } from './control.ts';
 import { readGatewayRoutes } from './controller.ts';
+import type { RouteFlagStatus } from './traffic.ts';
 
 export interface ObservedRoute {
   gateway: string;
@@ -15,6 +16,10 @@ export interface ObservedRoute {
   requests: number;
   /** What the gateway's flag client serves: "5%", "off", "legacy (local override)", "unknown flag"; "…, Unleash error: …" when it cannot read Unleash. */
   serves: string | null;
+  /** The share of users it sends to the service (0 when off, overridden or unknown); null when not one percentage. */
+  servesPercent: number | null;
+  /** Set by markMismatches: how this differs from what Unleash has ("Unleash on at 25 %"), null when it agrees. */
+  mismatch: string | null;
   serviceShare: number | null;
   breaker: string | null;
   errorRate: { legacy: number; service: number } | null;
@@ -40,6 +45,8 @@ export async function observedStatus(control: FlagsControl): Promise<Record<stri
           error: null,
           requests,
           serves: servesOf(r.flagState, view.gateway.flagsError),
+          servesPercent: r.flagState.localOverride || !r.flagState.known || !r.flagState.enabled ? 0 : r.flagState.rolloutPercent,
+          mismatch: null,
           serviceShare: requests === 0 ? null : service.share,
           breaker: r.breaker.state,
           errorRate: { legacy: legacy.errorRate, service: service.errorRate },
@@ -50,10 +57,27 @@ export async function observedStatus(control: FlagsControl): Promise<Record<stri
         });
       }
     } catch (err) {
-      for (const list of Object.values(out)) list.push({ gateway: g.url, error: messageOf(err), requests: 0, serves: null, serviceShare: null, breaker: null, errorRate: null, p99Ms: null, fallbacks: 0, guard: null, plan: null });
+      for (const list of Object.values(out)) list.push({ gateway: g.url, error: messageOf(err), requests: 0, serves: null, servesPercent: null, mismatch: null, serviceShare: null, breaker: null, errorRate: null, p99Ms: null, fallbacks: 0, guard: null, plan: null });
     }
   }));
   return out;
+}
+
+/**
+ * Marks every gateway that does not serve what Unleash has for the route (a push that did not land, a local rollback
+ * override Unleash never got, a gateway that lags or reads another environment), so `flags status` says so instead of
+ * leaving the operator to compare two tables. Returns how many entries differ.
+ */
+export function markMismatches(rows: readonly Pick<RouteFlagStatus, 'routeId' | 'state' | 'percent' | 'effectivePercent'>[], observed: Record<string, ObservedRoute[]>): number {
+  let count = 0;
+  for (const row of rows) {
+    const unleash = row.state === 'on' ? (row.percent === null ? null : row.effectivePercent) : 0;
+    for (const o of observed[row.routeId] ?? []) {
+      o.mismatch = o.error || unleash === null || o.servesPercent === unleash ? null : `Unleash: ${row.state === 'on' ? `on at ${unleash} %` : row.state}`;
+      if (o.mismatch) count++;
+    }
+  }
+  return count;
 }
 
 /** The gateway's own flag state, which can lag Unleash (a push that did not land, a revoked token, a local rollback). */
@@ -73,10 +97,12 @@ export function formatObserved(observed: Record<string, ObservedRoute[]>): strin
     for (const o of list) {
       rows.push(o.error
         ? [route, o.gateway, `unreachable: ${o.error}`, '', '', '', '', '', '', '', '']
-        : [route, o.gateway, o.serves ?? '-', String(o.requests), pct(o.serviceShare), o.breaker ?? '-', `${pct(o.errorRate?.legacy)}/${pct(o.errorRate?.service)}`, `${ms(o.p99Ms?.legacy)}/${ms(o.p99Ms?.service)}`, String(o.fallbacks), o.guard ?? '-', o.plan ?? '-']);
+        : [route, o.gateway, `${o.serves ?? '-'}${o.mismatch ? ` ≠ ${o.mismatch}` : ''}`, String(o.requests), pct(o.serviceShare), o.breaker ?? '-', `${pct(o.errorRate?.legacy)}/${pct(o.errorRate?.service)}`, `${ms(o.p99Ms?.legacy)}/${ms(o.p99Ms?.service)}`, String(o.fallbacks), o.guard ?? '-', o.plan ?? '-']);
     }
   }
   if (rows.length === 0) return 'observed: no gateways configured (flags.gateways)\n';
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  return `observed by each gateway (its stats window):\n${[header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')}\n`;
+  const differ = Object.values(observed).flat().filter((o) => o.mismatch).length;
+  const note = differ === 0 ? '' : `${differ} gateway entr${differ === 1 ? 'y does' : 'ies do'} not serve what Unleash has (marked ≠): a push that did not land, a local rollback override (lifted by \`flags resume\`), or a gateway that cannot read Unleash\n`;
+  return `observed by each gateway (its stats window):\n${[header, ...rows].map((r) => r.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')}\n${note}`;
 }

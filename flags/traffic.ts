@@ -101,19 +101,35 @@ export function defaultActor(): string {
   }
 }
 
-async function readState(control: FlagsControl, managed: ManagedRoute): Promise<{ state: FeatureEnvironmentState | undefined; strategy: Strategy | undefined }> {
+interface ReadState {
+  state: FeatureEnvironmentState | undefined;
+  strategy: Strategy | undefined;
+  /** The flag is in Unleash's archive: gateways see no flag (every request to legacy), whatever its strategy says. */
+  archived: boolean;
+}
+
+async function readState(control: FlagsControl, managed: ManagedRoute): Promise<ReadState> {
   const { name, project, environment } = managed.flag;
   try {
-    const state = await control.api.getFeatureEnvironment(project, name, environment);
-    return { state, strategy: findManagedStrategy(state.strategies) };
+    // Unleash still answers GET …/environments/{env} for an archived flag, strategy and all, and still takes a PATCH
+    // of that strategy; only the flag itself (404 once archived) tells that no gateway sees it.
+    const [feature, state] = await Promise.all([control.api.findFeature(project, name), control.api.getFeatureEnvironment(project, name, environment)]);
+    if (!feature) return { state: undefined, strategy: undefined, archived: true };
+    return { state, strategy: findManagedStrategy(state.strategies), archived: false };
   } catch (err) {
-    if (err instanceof StranglerError && err.code === 'UNLEASH_NOT_FOUND') return { state: undefined, strategy: undefined };
+    if (err instanceof StranglerError && err.code === 'UNLEASH_NOT_FOUND') return { state: undefined, strategy: undefined, archived: false };
     throw err;
   }
 }
 
-function requireSynced(managed: ManagedRoute, state: FeatureEnvironmentState | undefined, strategy: Strategy | undefined, action: string): asserts strategy is Strategy {
+function archivedText(managed: ManagedRoute): string {
+  const { name, project } = managed.flag;
+  return `flag "${name}" is archived in Unleash (project ${project}), so every gateway treats it as unknown and sends the route to legacy; revive it (Unleash UI → Archive, or POST /api/admin/archive/revive/${name}) and run \`strangler flags sync\``;
+}
+
+function requireSynced(managed: ManagedRoute, state: FeatureEnvironmentState | undefined, strategy: Strategy | undefined, action: string, archived: boolean): asserts strategy is Strategy {
   const { name, environment } = managed.flag;
+  if (archived) throw new StranglerError('FLAG_NOT_SYNCED', `cannot ${action} route ${managed.routeId}: ${archivedText(managed)}`, { details: { routeId: managed.routeId, flag: name } });
   if (!state || !strategy) {
     throw new StranglerError('FLAG_NOT_SYNCED', `cannot ${action} route ${managed.routeId}: flag "${name}" has no flexibleRollout strategy in ${environment}; run \`strangler flags sync\` first`, { details: { routeId: managed.routeId, flag: name } });
   }
@@ -158,8 +174,8 @@ export async function shiftRoute(control: FlagsControl, routeId: string, percent
   const target = parsePercent(percent);
   const managed = managedRoute(control, routeId);
   const { name, project, environment } = managed.flag;
-  const { state, strategy } = await readState(control, managed);
-  requireSynced(managed, state, strategy, 'shift');
+  const { state, strategy, archived } = await readState(control, managed);
+  requireSynced(managed, state, strategy, 'shift', archived);
   const from: FlagPosition = { enabled: state!.enabled, percent: rolloutOf(strategy) ?? null };
   const to: FlagPosition = { enabled: state!.enabled, percent: target };
   const { expect } = options;
@@ -200,8 +216,9 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
   const pushing = pushRefresh(control, { flag: name, action: 'rollback' });
   let state: FeatureEnvironmentState | undefined;
   let strategy: Strategy | undefined;
+  let archived: boolean;
   try {
-    ({ state, strategy } = await readState(control, managed));
+    ({ state, strategy, archived } = await readState(control, managed));
     if (state?.enabled) await control.api.setEnvironmentEnabled(project, name, environment, false);
   } catch (err) {
     // Unleash was not switched off: report that (non-zero exit), with how many gateways the override reached.
@@ -213,7 +230,7 @@ export async function rollbackRoute(control: FlagsControl, routeId: string, opti
   }
   if (!state) {
     await pushing;
-    throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`);
+    throw new StranglerError('FLAG_NOT_SYNCED', `cannot roll back route ${routeId}: ${archived ? archivedText(managed) : `flag "${name}" does not exist in project ${project}; with no flag every request already goes to legacy`}`);
   }
   const from: FlagPosition = { enabled: state.enabled, percent: strategy ? rolloutOf(strategy) ?? null : null };
   const to: FlagPosition = { enabled: false, percent: from.percent };
@@ -249,8 +266,8 @@ export async function resumeRoute(control: FlagsControl, routeId: string, option
   const managed = managedRoute(control, routeId);
   const { name, project, environment } = managed.flag;
   const actor = options.actor ?? defaultActor();
-  const { state, strategy } = await readState(control, managed);
-  requireSynced(managed, state, strategy, 'resume');
+  const { state, strategy, archived } = await readState(control, managed);
+  requireSynced(managed, state, strategy, 'resume', archived);
   if (strategy.disabled === true) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the flexibleRollout strategy of "${name}" is disabled in ${environment}, so /on would add Unleash's default strategy; run \`strangler flags sync --fix\``);
   const percent = rolloutOf(strategy);
   if (percent === undefined) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the rollout of "${name}" is ${JSON.stringify(strategy.parameters.rollout)}, not 0..100; shift it first`);
@@ -271,11 +288,11 @@ export async function resumeRoute(control: FlagsControl, routeId: string, option
 export async function routeStatus(control: FlagsControl, routeId?: string): Promise<RouteFlagStatus[]> {
   const routes = routeId ? [managedRoute(control, routeId)] : [...control.routes.values()];
   return Promise.all(routes.map(async (managed) => {
-    const { state, strategy } = await readState(control, managed);
+    const { state, strategy, archived } = await readState(control, managed);
     const percent = strategy ? rolloutOf(strategy) ?? null : null;
     const enabled = state?.enabled ?? false;
     const recorded = strategy ? parseTitle(strategy.title) : undefined;
-    const drift: string[] = [];
+    const drift: string[] = archived ? ['flag archived in Unleash: every gateway sends the route to legacy'] : [];
     if (strategy && !recorded) drift.push('strategy not written by strangler');
     if (recorded && recorded.rollout !== percent) drift.push(`rollout ${strategy?.parameters.rollout} ≠ recorded ${recorded.rollout}`);
     if (recorded && recorded.enabled !== enabled) drift.push(`${enabled ? 'on' : 'off'} ≠ recorded ${recorded.enabled ? 'on' : 'off'}`);

@@ -142,6 +142,25 @@ describe('shift / rollback / resume against a real unleash-server', () => {
     assert.deepEqual(status?.drift, ['2 strategies']);
   });
 
+  test('regression: a flag archived in Unleash is not reported as serving its percentage, and shift or resume on it fail', async () => {
+    // Unleash still answers GET …/environments/{env} for an archived flag (with its strategy) and still takes a PATCH
+    // of that strategy, while every gateway sees no flag at all and sends the route to legacy.
+    const archived = uniqueFlag('archived');
+    const ctl = createFlagsControl(flagsConfig(unleash, [{ id: 'gone', flag: { name: archived, initialPercent: 30 } }], { gateways: [{ url: gateway.url, token: null }] }));
+    await syncFlags(ctl);
+    await api.archiveFeature('default', archived);
+    const [status] = await routeStatus(ctl, 'gone');
+    assert.deepEqual([status?.state, status?.effectivePercent, status?.drift], ['missing', 0, ['flag archived in Unleash: every gateway sends the route to legacy']]);
+    const calls = gateway.calls.length;
+    assert.match(await rejectsCode(shiftRoute(ctl, 'gone', 50, { actor: 'cli:alice' }), 'FLAG_NOT_SYNCED'), /is archived in Unleash.*revive it/);
+    await rejectsCode(resumeRoute(ctl, 'gone', { actor: 'cli:alice' }), 'FLAG_NOT_SYNCED');
+    assert.equal(gateway.calls.length, calls, 'nothing pushed');
+    assert.equal((await strategy(archived)).strategies[0]?.parameters.rollout, '30', 'nothing written');
+    // A rollback still pushes the local override, and says the flag is archived rather than "Unleash refused".
+    assert.match(await rejectsCode(rollbackRoute(ctl, 'gone', { actor: 'cli:alice' }), 'FLAG_NOT_SYNCED'), /archived/);
+    assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag: archived, action: 'rollback' }]);
+  });
+
   test('a gateway that cannot be reached is reported, and the change still happens', async () => {
     const withDead = createFlagsControl(control.config.flags.gateways.length ? flagsConfig(unleash, [{ id: 'orders', flag: { name: flag } }], {
       gateways: [{ url: deadGatewayUrl, token: null }, { url: gateway.url, token: null }],
