@@ -114,6 +114,7 @@ export function validateConfig(raw: unknown, file: string, env: NodeJS.ProcessEn
   if (problems.length > 0) throw new ConfigError(file, problems);
   const config = parsed.data;
   checkReferences(config, problems);
+  checkFlagEnvironments(config, problems);
   if (problems.length > 0) throw new ConfigError(file, problems);
   return deepFreeze({ ...config, routes: config.routes.map((r) => resolveRoute(r, config)), source: file });
 }
@@ -131,6 +132,19 @@ function resolveRoute(route: RouteConfig, config: StranglerConfig): LoadedRoute 
       initialPercent: route.flag.initialPercent,
     },
   };
+}
+
+/**
+ * A route's flag must live in the environment the gateway reads: its SDK sees only flags.token's environment, which
+ * must be flags.environment, so a shift or rollback written to another one would never reach the route.
+ */
+function checkFlagEnvironments(config: StranglerConfig, problems: ConfigProblem[]): void {
+  config.routes.forEach((r, i) => {
+    const env = r.flag.environment;
+    if (env !== undefined && env !== config.flags.environment) {
+      problems.push({ path: `routes[${i}].flag.environment`, expected: `flags.environment ("${config.flags.environment}") or omitted`, found: JSON.stringify(env), hint: 'a gateway reads one Unleash environment (its backend token\'s, set as flags.environment); run one gateway config per environment' });
+    }
+  });
 }
 
 /** The subset of a config that checkReferences reads, keeping only fields that have the right types. */

@@ -41,7 +41,7 @@ export const userKeySchema = z.union([
 export const flagRefSchema = z.object({
   name: z.string().regex(/^[a-zA-Z0-9._~-]+$/).optional().describe('Unleash flag name; default strangler.<route id>.'),
   project: z.string().optional().describe('Unleash project; default flags.project.'),
-  environment: z.string().optional().describe('Unleash environment; default flags.environment.'),
+  environment: z.string().optional().describe('Unleash environment; must be flags.environment (the one the gateway reads) if given.'),
   // Only what flags/context.ts honours: every request carries userId (identified) or sessionId (anonymous).
   stickiness: z.enum(['default'], { error: 'the gateway gives Unleash a userId for identified users and a sessionId for anonymous ones, and only "default" (userId, else sessionId) puts both in the rollout: "userId" would keep every anonymous user on legacy, "sessionId" every identified one, a custom field everyone, and "random" would move a user between legacy and the service from one request to the next. Remove the field; what identifies a user is set by identity.userKey or routes[].userKey' }).default('default').describe('flexibleRollout stickiness; only "default" (userId, else sessionId), the key the gateway gives every request.'),
   groupId: z.string().optional().describe('flexibleRollout groupId; default the flag name. Changing it reshuffles every user.'),

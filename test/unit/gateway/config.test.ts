@@ -67,6 +67,13 @@ test('a field of several shapes reports the problem of the closest shape, or the
   assert.match(notObject[0]?.hint ?? '', /\{ header: x-user-id \}/);
 });
 
+test('a route flag in another Unleash environment than flags.environment is refused (the gateway never reads it)', () => {
+  const raw = { ...base(), flags: { environment: 'production' }, routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc', flag: { environment: 'staging' } }] };
+  assert.deepEqual(problems(raw).map((p) => [p.path, p.expected, p.found]), [['routes[0].flag.environment', 'flags.environment ("production") or omitted', '"staging"']]);
+  raw.routes[0]!.flag.environment = 'production';
+  assert.equal(validateConfig(raw, 'x.yaml').routes[0]?.flag.environment, 'production');
+});
+
 test('cross-reference errors name what is known', () => {
   const raw = base();
   (raw.routes[0] as Record<string, unknown>).service = 'nope';
