@@ -63,7 +63,7 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
         case 'breakers':
           return answer([...runtime.snapshot.breakers.values()].map((b) => b.view()));
         case 'push':
-          await runtime.flags.push(m.request.push);
+          await runtime.push(m.request.push);
           return answer(true);
         case 'reload':
           return answer(runtime.reloadFromFile());

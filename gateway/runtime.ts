@@ -12,7 +12,7 @@ import { Breaker } from './resilience/breakers.ts';
 import { RouteStats } from './observability/stats.ts';
 import { logEvent } from './observability/log-events.ts';
 import { Identifier } from '../flags/context.ts';
-import { FlagClient } from '../flags/client.ts';
+import { FlagClient, type FlagPush } from '../flags/client.ts';
 
 export interface Snapshot {
   readonly config: LoadedConfig;
@@ -131,6 +131,17 @@ export class Runtime {
       identifier: previous && JSON.stringify(previous.config.identity) === JSON.stringify(config.identity) ? previous.identifier : new Identifier(config.identity),
       loadedAt: new Date().toISOString(),
     };
+  }
+
+  /**
+   * A flag push from the control plane. A resume starts a fresh analysis for the flag's routes, as Flagger starts a
+   * new one after a rollback: the window's failures from before the rollback would otherwise make the canary guard
+   * roll the resumed route back at once.
+   */
+  async push(push: FlagPush): Promise<void> {
+    await this.flags.push(push);
+    if (push.action !== 'resume' || !push.flag) return;
+    for (const route of this.#snapshot.config.routes) if (route.flag.name === push.flag) this.#stats.get(route.id)?.restartWindow();
   }
 
   stats(routeId: string): RouteStats {

@@ -131,7 +131,7 @@ export function localControlPlane(runtime: Runtime, extras: Partial<Pick<Control
     draining: () => runtime.draining,
     breakers: async () => [...runtime.snapshot.breakers.values()].map((b) => b.view()),
     push: async (push) => {
-      await runtime.flags.push(push);
+      await runtime.push(push);
       return { delivered: 1 };
     },
     ...extras,

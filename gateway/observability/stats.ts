@@ -89,6 +89,11 @@ class TargetStats {
     this.totals.fallbacks++;
   }
 
+  /** Empties the sliding window; the lifetime totals stay (Prometheus counters never go down). */
+  restartWindow(): void {
+    for (const b of this.#buckets) b.reset();
+  }
+
   window(now: number): Counts {
     this.#advance(now);
     const sum = new Counts();
@@ -122,6 +127,12 @@ export class RouteStats {
   /** The service failed and legacy answered instead: a service failure even though the client got an answer. */
   fallback(): void {
     this.#targets.service.fallback(this.#now());
+  }
+
+  /** A fresh window for both targets (a new analysis); lifetime totals are kept. */
+  restartWindow(): void {
+    this.#targets.legacy.restartWindow();
+    this.#targets.service.restartWindow();
   }
 
   totals(target: Target): { requests: number; errors: number; fallbacks: number; sumMs: number; histogram: readonly number[] } {

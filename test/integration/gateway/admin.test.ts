@@ -121,6 +121,22 @@ describe('admin API', () => {
     await request(app).post('/admin/flags/refresh').set(auth).send({ flag: 'strangler.orders', action: 'resume' }).expect(200);
   });
 
+  test('issue: a resume starts a fresh stats window (the failures before the rollback made the guard roll back again at once); totals stay', async () => {
+    const stats = runtime.stats('orders');
+    for (let i = 0; i < 30; i++) stats.record('service', 5, true);
+    for (let i = 0; i < 30; i++) stats.record('legacy', 5, false);
+    const view = async () => ((await request(app).get('/admin/routes/orders').set(auth).expect(200)).body as { route: RoutesResponse['routes'][number] }).route;
+    assert.equal((await view()).stats.service.errors, 30, 'precondition: the window holds the failures');
+    await request(app).post('/admin/flags/refresh').set(auth).send({ flag: 'strangler.orders', action: 'rollback' }).expect(200);
+    assert.equal((await view()).stats.service.errors, 30, 'a rollback keeps the window (it is the evidence)');
+    await request(app).post('/admin/flags/refresh').set(auth).send({ flag: 'other.flag', action: 'resume' }).expect(200);
+    assert.equal((await view()).stats.service.errors, 30, 'another flag\'s resume leaves this route alone');
+    await request(app).post('/admin/flags/refresh').set(auth).send({ type: 'feature-environment-enabled', featureName: 'strangler.orders', environment: 'development' }).expect(200);
+    const after = await view();
+    assert.deepEqual([after.stats.service.requests, after.stats.service.errors, after.stats.legacy.requests], [0, 0, 0], 'a resume (here an Unleash webhook) starts the window afresh');
+    assert.ok(after.totals.service.errors >= 30 && after.totals.legacy.requests >= 30, 'lifetime totals (Prometheus counters) never go down');
+  });
+
   test('traffic endpoints explain what is missing, and bad bodies get clear errors', async () => {
     const noFlags = await request(app).post('/admin/routes/orders/shift').set(auth).send({ percent: 10 }).expect(400);
     assert.match(noFlags.body.error.message, /flags.adminToken/);
