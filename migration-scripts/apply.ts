@@ -32,6 +32,7 @@ import { isoToMicros, parseEventMeta, SYNC_MESSAGE_PREFIX } from './event.ts';
 import { isDatabaseFault, isQueryTimeout, isTransientDbError, openPool } from './db.ts';
 import { LogicalDecoder, SyncOrigins } from '../legacy-adapter/capture/logical.ts';
 import { SYNC_LOG } from './log-events.ts';
+import { chunkLockSql } from './source-read.ts';
 
 export interface ApplyCounts { applied: number; duplicates: number; stale: number; echoes: number; conflicts: number; parked: number }
 
@@ -491,6 +492,8 @@ export class Applier {
       const key = t.key(target);
       const keyCols = key.map((k) => t.table(target).columns.get(k));
       if (b.deletes.length > 0) {
+        // Rows an open backfill chunk inserted are invisible to this DELETE: wait for the chunk (see chunkLockSql).
+        await client.query(chunkLockSql(this.#config, t, 'shared'));
         const keyExprs = keyCols.map((c, i) => `((k.t::jsonb)->>${i})::${c?.type ?? 'text'}`);
         await client.query(`DELETE FROM ${t.qualified(target)} WHERE (${key.map(q).join(', ')}) IN (SELECT ${keyExprs.join(', ')} FROM unnest($1::text[]) AS k(t))`, [b.deletes]);
       }

@@ -34,7 +34,7 @@ import type { Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import { Applier } from './apply.ts';
-import { CHUNK_META, chunkCopySelect, chunkEnd, stagedEventValue } from './source-read.ts';
+import { CHUNK_META, chunkCopySelect, chunkEnd, chunkLockSql, stagedEventValue } from './source-read.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export interface BackfillOptions {
@@ -100,6 +100,12 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     const rows = await copyChunk(o.pools, o.config, t, o.source, after, upTo, client, stage);
     const special = await client.query<{ value: string }>(takeSpecialSql, [t.name]);
     await client.query(insertSql);
+    // From here on the chunk touches rows it shares with the chunk before it (apply's counters, the cursor, the chunk
+    // lock): only after that chunk committed, so the older chunk never waits for a lock of the newer one while the
+    // newer waits for it to commit (a deadlock PostgreSQL cannot see, since one side waits here).
+    await before;
+    // Until commit no live delete of this table is applied (see chunkLockSql): one applied before is caught below.
+    await client.query(chunkLockSql(o.config, t, 'exclusive'));
     await applier.decodeLocalWrites();
     const raced = await client.query(
       `SELECT 1 FROM ${s}.row_version rv JOIN ${stage.name} st ON rv.tbl = $1 AND rv.pk = st.${CHUNK_META.key} LIMIT 1 FOR UPDATE OF rv`, [t.name]);
@@ -108,10 +114,6 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
       `INSERT INTO ${s}.row_version (tbl, pk, legacy_version, service_version, deleted, ts)
        SELECT $1, ${CHUNK_META.key}, ${CHUNK_META.legacy}, ${CHUNK_META.service}, false, coalesce(${CHUNK_META.ts}, now())
          FROM ${stage.name} WHERE ${CHUNK_META.legacy} <> 0 OR ${CHUNK_META.service} <> 0`, [t.name]);
-    // From here on the chunk touches rows it shares with the chunk before it (apply's counters, the cursor): only
-    // after that chunk committed, so the older chunk never waits for a lock of the newer one while the newer waits
-    // for it to commit (a deadlock PostgreSQL cannot see, since one side waits here).
-    await before;
     if (special.rows.length > 0) {
       await applier.applyIn(client, special.rows.map((r) => ({ topic: null, partition: null, offset: null, value: r.value })));
     }

@@ -99,9 +99,19 @@ export function topicFor(config: SyncConfig, source: Side, logical: string): str
 
 interface Problem { path: string; message: string }
 
+/**
+ * The type a value is cast to before it is written into `c`: an explicit cast to varchar(n) or char(n) cuts a longer
+ * text without a word, so text is cast without the length and the column's own check refuses a value that does not
+ * fit (the event is parked, a backfill chunk fails, verify sees the difference) instead of storing a truncated one.
+ */
+function castType(c: ColumnInfo): string {
+  if (c.family !== 'text') return c.type;
+  return c.type.replace(/^character varying\(\d+\)$/, 'character varying').replace(/^character\(\d+\)$/, 'bpchar');
+}
+
 function castExpr(valueText: string, valueJson: string, target: ColumnInfo): string {
   if (target.family === 'json') return `(NULLIF(${valueJson}, 'null'::jsonb))::${target.type}`;
-  return `(${valueText})::${target.type}`;
+  return `(${valueText})::${castType(target)}`;
 }
 
 /**
@@ -159,7 +169,7 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
         if (l.family !== 'text' || s.family !== 'text') return bad('needs text (or enum) columns on both sides');
         const pairs = Object.entries((entry as { values: Record<string, string> }).values).map(([lv, sv]) => (target === 'service' ? [lv, sv] : [sv, lv]));
         const cases = pairs.map(([from, to]) => `WHEN ${lit(from as string)} THEN ${lit(to as string)}`).join(' ');
-        return [{ column: dst.name, expr: `(CASE ${t} ${cases} ELSE ${t} END)::${dst.type}` }];
+        return [{ column: dst.name, expr: `(CASE ${t} ${cases} ELSE ${t} END)::${castType(dst)}` }];
       }
     }
   }
@@ -189,7 +199,7 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
     }
     const allNull = parts.map((p) => `${sourceText(img, p.name)} IS NULL`).join(' AND ');
     const joined = `concat_ws(${sep}, ${parts.map((p) => `coalesce(${sourceText(img, p.name)}, '')`).join(', ')})`;
-    return [{ column: one.name, expr: `(CASE WHEN ${allNull} THEN NULL ELSE ${joined} END)::${one.type}` }];
+    return [{ column: one.name, expr: `(CASE WHEN ${allNull} THEN NULL ELSE ${joined} END)::${castType(one)}` }];
   }
   // one → many
   return parts.map((p, i) => {
@@ -198,7 +208,7 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
     }
     const whole = sourceText(img, one.name);
     const piece = i < parts.length - 1 ? `split_part(${whole}, ${sep}, ${i + 1})` : `array_to_string((string_to_array(${whole}, ${sep}))[${parts.length}:], ${sep})`;
-    return { column: p.name, expr: `(${piece})::${p.type}` };
+    return { column: p.name, expr: `(${piece})::${castType(p)}` };
   });
 }
 

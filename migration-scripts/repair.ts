@@ -18,16 +18,27 @@ import type { Pools } from './db.ts';
 import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import { Applier } from './apply.ts';
-import { readKeys } from './source-read.ts';
+import { readKeys, type KeyedEvent } from './source-read.ts';
 import type { VerifyResult } from './verify.ts';
 import { SYNC_LOG } from './log-events.ts';
 
 export interface RepairResult {
   tables: {
     table: string; from: Side; to: Side; rewritten: number; deleted: number;
-    /** Keys left alone: the target holds a change of its own the source has not applied yet. */
+    /** Keys left alone: the target holds a change of its own the source has not applied yet (or the source changed the key again during every attempt). */
     targetNewer: string[];
   }[];
+}
+
+/** Attempts per key while the source keeps changing it under repair (each a read, a forced write and a check). */
+const MAX_REPAIR_ROUNDS = 5;
+
+/** Per key text: the op and version vector a source read gave it (what changes when the source changes the key). */
+function versionsOf(read: { events: readonly KeyedEvent[]; deletes: readonly KeyedEvent[] }): Map<string, string> {
+  return new Map([...read.events, ...read.deletes].map(({ key, event }) => {
+    const e = JSON.parse(event.value) as { op: string; version: { legacy: number; service: number } };
+    return [key, `${e.op} ${e.version.legacy} ${e.version.service}`];
+  }));
 }
 
 export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; tables: readonly CompiledTable[]; verify: VerifyResult; from?: Side; log?: Logger }): Promise<RepairResult> {
@@ -45,20 +56,38 @@ export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; ta
     let deleted = 0;
     const targetNewer: string[] = [];
     for (let i = 0; i < keys.length; i += 1_000) {
-      const { events, deletes } = await readKeys(o.pools[from], o.config, t, from, keys.slice(i, i + 1_000));
-      const res = await applier.applyBatch([...events, ...deletes].map((k) => k.event), { force: true });
-      const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
-      for (const [list, op] of [[events, 'rewritten'], [deletes, 'deleted']] as const) {
-        for (const { key } of list) {
-          if (skipped.has(key)) {
-            targetNewer.push(key);
-            log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },
-              `key skipped: ${to} changed it after ${from} last saw it (the change is on its way to ${from}); verify again once apply has caught up`);
-          } else {
-            if (op === 'rewritten') rewritten += 1; else deleted += 1;
-            log.info({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: op }, 'repaired key');
+      let pending = keys.slice(i, i + 1_000);
+      let read = await readKeys(o.pools[from], o.config, t, from, pending);
+      for (let round = 1; pending.length > 0; round++) {
+        const res = await applier.applyBatch([...read.events, ...read.deletes].map((k) => k.event), { force: true });
+        const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
+        // The source may have changed a key between the read and this commit, and live apply may have written that
+        // newer change first: the older image just forced over it. Read again; a key whose version moved is written
+        // again from the new read (forcing the newer image is right whichever of the two apply got first).
+        const again = await readKeys(o.pools[from], o.config, t, from, pending.filter((k) => !skipped.has(k)));
+        const was = versionsOf(read);
+        const moved = new Set([...versionsOf(again)].filter(([k, v]) => was.get(k) !== v).map(([k]) => k));
+        for (const [list, op] of [[read.events, 'rewritten'], [read.deletes, 'deleted']] as const) {
+          for (const { key } of list) {
+            if (skipped.has(key)) {
+              targetNewer.push(key);
+              log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },
+                `key skipped: ${to} changed it after ${from} last saw it (the change is on its way to ${from}); verify again once apply has caught up`);
+            } else if (moved.has(key) && round < MAX_REPAIR_ROUNDS) {
+              continue;
+            } else if (moved.has(key)) {
+              targetNewer.push(key);
+              log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'changing' },
+                `key skipped: ${from} changed it again during each of ${MAX_REPAIR_ROUNDS} repair attempts; verify again once apply has caught up`);
+            } else {
+              if (op === 'rewritten') rewritten += 1; else deleted += 1;
+              log.info({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: op }, 'repaired key');
+            }
           }
         }
+        if (round >= MAX_REPAIR_ROUNDS) break;
+        pending = pending.filter((k) => moved.has(k));
+        read = { events: again.events.filter((e) => moved.has(e.key)), deletes: again.deletes.filter((e) => moved.has(e.key)) };
       }
     }
     out.tables.push({ table: t.name, from, to, rewritten, deleted, targetNewer });

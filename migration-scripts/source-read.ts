@@ -63,6 +63,18 @@ export async function chunkEnd(pool: Pool, t: CompiledTable, side: Side, after: 
   return r.rows[0]?.key ?? null;
 }
 
+/**
+ * SQL taking the transaction-scoped advisory lock that orders backfill chunks of a table against apply's deletes of it
+ * on the target. A chunk inserts rows that no other transaction can see until it commits; a live delete of one of
+ * them applied meanwhile would delete nothing and leave a tombstone, and the chunk's commit would bring the row back.
+ * So the chunk holds the lock exclusively from its last check of the target's versions until it commits, and apply
+ * holds it shared from its first delete in the table: a delete either waits for the chunk (and then sees its rows) or
+ * committed its tombstone before the chunk's check (which then runs the chunk again through the version rules).
+ */
+export function chunkLockSql(config: SyncConfig, t: CompiledTable, mode: 'exclusive' | 'shared'): string {
+  return `SELECT pg_advisory_xact_lock${mode === 'shared' ? '_shared' : ''}(hashtext(${lit(`strangler-backfill:${config.stateSchema}:${t.name}`)}))`;
+}
+
 /** Names of the columns a chunk copy adds in front of the row's own columns. */
 export const CHUNK_META = { key: '__strangler_pk', legacy: '__strangler_lv', service: '__strangler_sv', ts: '__strangler_ts' } as const;
 

@@ -1,0 +1,148 @@
+/**
+ * Backfill, verify and repair under the races and value shapes a live migration meets, on real embedded PostgreSQL
+ * with the in-memory transport: a delete applied while a backfill chunk holding its key is still open, verify's
+ * comparisons, and repair's choice of keys.
+ */
+import { test, describe, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSyncFixture, type SyncFixture } from './fixture.ts';
+import { Pipeline } from './load.ts';
+import { compileFromDatabases, installCapture } from '../../../legacy-adapter/capture/install.ts';
+import { runBackfill } from '../../../migration-scripts/backfill.ts';
+import { verifyTables } from '../../../migration-scripts/verify.ts';
+import { repairFromVerify } from '../../../migration-scripts/repair.ts';
+import type { Pools } from '../../../migration-scripts/db.ts';
+
+let fx: SyncFixture;
+before(async () => { fx = await startSyncFixture(); });
+after(async () => { await fx.stop(); });
+
+/** A fresh pair with `seed` run on legacy before capture is installed (rows for backfill to copy). */
+async function installed(name: string, seed = '', overrides: Record<string, unknown> = {}) {
+  const { config, pools, urls } = await fx.freshPair(name, overrides);
+  if (seed) await pools.legacy.query(seed);
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  return { config, pools, urls, tables, p: new Pipeline(config, pools, tables) };
+}
+
+async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('backfill under live changes', () => {
+  test('a source delete applied while the chunk that copied the row is still open is not undone by the chunk (no resurrection)', async () => {
+    const { config, pools, tables, p } = await installed('bfdel', `INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 10) g`);
+    // Hold the chunk just before its commit: its cursor update waits for an advisory lock this test holds.
+    await pools.service.query(`CREATE FUNCTION public.hold_chunk() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$;
+      CREATE TRIGGER hold_chunk BEFORE UPDATE ON strangler_sync.backfill FOR EACH ROW EXECUTE FUNCTION public.hold_chunk()`);
+    const holder = await pools.service.connect();
+    let held = true;
+    try {
+      await holder.query('SELECT pg_advisory_lock(4242)');
+      const running = runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 });
+      await until('the chunk to wait before its commit', async () => (await pools.service.query(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted`)).rows[0].n > 0);
+      // The chunk copied key 3; now the source deletes it and live sync applies the delete to the service.
+      await pools.legacy.query('DELETE FROM items WHERE id = 3');
+      let applied = false;
+      const applying = p.settle().then(() => { applied = true; });
+      // Apply either finishes (deleting nothing: the chunk's row is invisible to it) or waits for the open chunk.
+      await until('apply of the delete to finish or wait for the chunk', async () => applied || (await pools.service.query(
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted`)).rows[0].n > 0);
+      await holder.query('SELECT pg_advisory_unlock(4242)');
+      held = false;
+      assert.equal((await running).done, true);
+      await applying;
+      await p.settle();
+    } finally {
+      if (held) await holder.query('SELECT pg_advisory_unlock(4242)').catch(() => {});
+      holder.release();
+    }
+    assert.deepEqual((await pools.service.query('SELECT item_id::int AS id FROM catalog_items WHERE item_id = 3')).rows, [], 'key 3 was deleted on legacy and must not exist on the service');
+    const v = await verifyTables(config, pools, tables, 'items');
+    assert.equal(v.ok, true, JSON.stringify(v.tables[0]?.diffs));
+  });
+});
+
+/** `pools` whose `side` pool hands out its next connection only once `open()` is called (the first `connect()` is held). */
+function gatedPools(pools: Pools, side: 'legacy' | 'service'): { pools: Pools; reached: Promise<void>; open: () => void } {
+  let open = () => {};
+  let reach = () => {};
+  const gate = new Promise<void>((r) => { open = r; });
+  const reached = new Promise<void>((r) => { reach = r; });
+  let first = true;
+  const pool = pools[side];
+  const gated = new Proxy(pool, {
+    get(target, prop, receiver) {
+      if (prop === 'connect') {
+        return async () => {
+          if (first) { first = false; reach(); await gate; }
+          return target.connect();
+        };
+      }
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  return { pools: { ...pools, [side]: gated }, reached, open };
+}
+
+describe('repair against live changes', () => {
+  for (const change of ['update', 'delete', 'reinsert'] as const) {
+    test(`a source ${change} applied live between repair's read and its write is not undone by the older image`, async () => {
+      const { config, pools, tables, p } = await installed(`rp${change}`);
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'v1'), (2, 'v2')`);
+      if (change === 'reinsert') await pools.legacy.query('DELETE FROM items WHERE id = 1');
+      await p.settle();
+      // Corruption behind sync's back on the service, which verify reports.
+      await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+        ${change === 'reinsert' ? `INSERT INTO catalog_items (item_id, title) VALUES (1, 'rogue')` : `UPDATE catalog_items SET title = 'rogue' WHERE item_id = 1`}; COMMIT`);
+      const v = await verifyTables(config, pools, tables, 'items');
+      assert.deepEqual(v.tables[0]?.diffs.map((d) => d.key), ['[1]']);
+      // Repair reads legacy's key 1, then (before it writes) legacy changes key 1 and live sync applies that.
+      const g = gatedPools(pools, 'service');
+      const repairing = repairFromVerify({ config, pools: g.pools, tables, verify: v });
+      await g.reached;
+      if (change === 'update') await pools.legacy.query(`UPDATE items SET name = 'newer' WHERE id = 1`);
+      if (change === 'delete') await pools.legacy.query('DELETE FROM items WHERE id = 1');
+      if (change === 'reinsert') await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'back')`);
+      await p.settle();
+      g.open();
+      await repairing;
+      await p.settle();
+      const legacy = (await pools.legacy.query('SELECT id::int AS id, name FROM items ORDER BY id')).rows;
+      const service = (await pools.service.query('SELECT item_id::int AS id, title AS name FROM catalog_items ORDER BY item_id')).rows;
+      assert.deepEqual(service, legacy, 'the service must hold what legacy holds');
+      assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+    });
+  }
+});
+
+describe('verify sees what the mapping cannot hold', () => {
+  test('a text longer than the target varchar(n) is refused (parked, reported by verify), never written truncated', async () => {
+    const { config, pools } = await fx.freshPair('vtrunc');
+    await pools.service.query('ALTER TABLE catalog_items ALTER COLUMN title TYPE varchar(5)');
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    const p = new Pipeline(config, pools, tables);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'short'), (2, 'abcdefgh')`);
+    await p.settle();
+    assert.deepEqual((await pools.service.query('SELECT item_id::int AS id, title FROM catalog_items ORDER BY item_id')).rows, [{ id: 1, title: 'short' }]);
+    const parked = (await pools.service.query<{ pk: string; reason: string }>(`SELECT pk, reason FROM strangler_sync.dead_letters WHERE status = 'parked'`)).rows;
+    assert.deepEqual(parked.map((d) => d.pk), ['[2]']);
+    assert.match(parked[0]?.reason ?? '', /too long for type character varying\(5\)/);
+    // A row that fitted, then grew: the service keeps the old text, and verify names the key.
+    await pools.legacy.query(`UPDATE items SET name = 'longer now' WHERE id = 1`);
+    await p.settle();
+    assert.equal((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1')).rows[0].title, 'short');
+    const v = await verifyTables(config, pools, tables, 'items');
+    assert.deepEqual(v.tables[0]?.diffs.map((d) => `${d.key} ${d.kind}`).sort(), ['[1] different', '[2] missing-on-service']);
+  });
+});
