@@ -17,6 +17,7 @@ import { runBackfill } from './backfill.ts';
 import { ProgressBar } from './progress.ts';
 import { formatVerify, lastVerify, verifyTables, type VerifyResult } from './verify.ts';
 import { repairFromVerify, retryDeadLetters } from './repair.ts';
+import { SYNC_LOG } from './log-events.ts';
 import { brokenDirections, formatStatus, readSyncStatus } from './status.ts';
 
 const HELP = `strangler sync: two-way data sync between the legacy and a service database through Kafka.
@@ -35,7 +36,8 @@ Subcommands:
   verify  [--table T] [--json]                     compare both sides through the mapping; exit 0 identical, 3 different
   repair  [--input verify.json] [--from legacy|service] [--dead-letters]
                                                    re-sync exactly the keys the last (or given) verify reported;
-                                                   --dead-letters retries parked events instead
+                                                   --dead-letters retries parked events instead; exit 3 when keys
+                                                   were skipped (or events are still parked): verify again later
   status  [--json]                                 lag per direction, positions, parked events, backfill, last verify;
                                                    exit 1 when a direction is broken (lost replication slot)
 
@@ -171,11 +173,13 @@ export const syncCommand: Command = {
         case 'repair': {
           const tables = await compileFromDatabases(config, pools);
           if (values['dead-letters']) {
+            let parked = 0;
             for (const target of ['legacy', 'service'] as const) {
               const r = await retryDeadLetters({ config, pools, tables, target, log });
               out(`${target}: ${r.retried} dead letters applied, ${r.stillParked} still parked`);
+              parked += r.stillParked;
             }
-            return 0;
+            return parked > 0 ? 3 : 0;
           }
           const verify: VerifyResult | null = values.input ? JSON.parse(readFileSync(values.input, 'utf8')) as VerifyResult : await lastVerify(config, pools.legacy);
           if (!verify) throw usageError('sync', 'no verify result: run `strangler sync verify` first or pass --input');
@@ -183,10 +187,12 @@ export const syncCommand: Command = {
           const r = await repairFromVerify({ config, pools, tables, verify, from, log });
           for (const t of r.tables) {
             out(`${t.table}: ${t.rewritten} keys rewritten and ${t.deleted} deleted on ${t.to} from ${t.from}`);
-            if (t.targetNewer.length > 0) out(`${t.table}: ${t.targetNewer.length} keys skipped, ${t.to} changed them after ${t.from} last saw them (in flight to ${t.from}): wait for \`strangler sync status\` lag 0, then verify again: ${t.targetNewer.slice(0, 20).join(' ')}`);
+            const more = t.targetNewer.length > 20 ? ` and ${t.targetNewer.length - 20} more (each logged as ${SYNC_LOG.repairKey})` : '';
+            if (t.targetNewer.length > 0) out(`${t.table}: ${t.targetNewer.length} keys skipped, ${t.to} changed them after ${t.from} last saw them (in flight to ${t.from}): wait for \`strangler sync status\` lag 0, then verify again: ${t.targetNewer.slice(0, 20).join(' ')}${more}`);
           }
           if (r.tables.length === 0) out('nothing to repair');
-          return 0;
+          // Not everything repaired: 3, as verify's "different", so a script or a Job does not take it for done.
+          return r.tables.some((t) => t.targetNewer.length > 0) ? 3 : 0;
         }
         case 'status': {
           const kafka = loaded.kafka ? createStatusKafka(loaded.kafka, 'status') : undefined;

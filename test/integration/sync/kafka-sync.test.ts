@@ -102,11 +102,19 @@ describe('sync through Kafka', () => {
     // A service change legacy has not seen yet (no relay runs here: it stays in flight) is left alone and named.
     await pools.service.query(`UPDATE catalog_items SET title = 'service-newer' WHERE item_id = 1`);
     await assert.rejects(cli('verify'), (err: { code?: number }) => err.code === 3);
-    const skipped = await cli('repair');
+    // Not everything repaired: exit 3, as verify's "different".
+    const skipped = await cli('repair').then(() => assert.fail('repair with a skipped key exits 3'), (err: { code?: number; stdout: string }) => {
+      assert.equal(err.code, 3);
+      return err;
+    });
     // (A warn log line per skipped key may come between the two report lines, depending on the log level.)
     assert.match(skipped.stdout, /^items: 0 keys rewritten and 0 deleted on service from legacy$/m);
     assert.match(skipped.stdout, /^items: 1 keys skipped, service changed them after legacy last saw them \(in flight to legacy\): .*verify again: \[1\]$/m);
     assert.equal((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1')).rows[0].title, 'service-newer');
+    // repair --dead-letters: 0 with nothing parked, 3 while an event stays parked (here one that cannot be applied).
+    assert.match((await cli('repair', '--dead-letters')).stdout, /^service: 0 dead letters applied, 0 still parked$/m);
+    await pools.service.query(`INSERT INTO strangler_sync.dead_letters (source, tbl, pk, event, reason) VALUES ('legacy', 'items', '[9]', '{"logical": "items", "key": "[9]"}', 'test')`);
+    await assert.rejects(cli('repair', '--dead-letters'), (err: { code?: number; stdout: string }) => err.code === 3 && /^service: 0 dead letters applied, 1 still parked$/m.test(err.stdout));
     const help = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', '--help'], { cwd: REPO_ROOT });
     assert.match(help.stdout, /strangler sync <subcommand>/);
   });
