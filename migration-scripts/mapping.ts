@@ -310,8 +310,11 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
         });
       }
       return list.sort((a, b) => (a.column < b.column ? -1 : 1)).map((e) => {
-        const fam = svc.columns.get(e.column)?.family;
-        return `quote_nullable((${e.expr})${fam === 'json' ? '::jsonb' : ''}::text)`;
+        const c = svc.columns.get(e.column);
+        // A number is printed without trailing zeros: 2.5 synced into a numeric(20,6) column reads 2.500000 there,
+        // the same value, while the service's plain numeric column prints 2.5.
+        if (c?.type.startsWith('numeric')) return `quote_nullable(trim_scale((${e.expr})::numeric)::text)`;
+        return `quote_nullable((${e.expr})${c?.family === 'json' ? '::jsonb' : ''}::text)`;
       });
     };
     out.push({

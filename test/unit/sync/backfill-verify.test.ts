@@ -145,4 +145,21 @@ describe('verify sees what the mapping cannot hold', () => {
     const v = await verifyTables(config, pools, tables, 'items');
     assert.deepEqual(v.tables[0]?.diffs.map((d) => `${d.key} ${d.kind}`).sort(), ['[1] different', '[2] missing-on-service']);
   });
+
+  test('numbers equal in value but printed with another scale (numeric(20,6) against numeric) are the same; a different value is not', async () => {
+    const { config, pools } = await fx.freshPair('vscale');
+    await pools.service.query('ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric');
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    const p = new Pipeline(config, pools, tables);
+    // Written on the service as 2.5 (and 0, 100): legacy stores 2.500000; both hold the same number.
+    await pools.service.query(`INSERT INTO catalog_items (item_id, title, amount) VALUES (1, 'a', 2.5), (2, 'b', 0), (3, 'c', 100), (4, 'd', -0.125)`);
+    await pools.legacy.query(`INSERT INTO items (id, name, amount) VALUES (5, 'e', 7.25)`);
+    await p.settle();
+    assert.equal((await pools.legacy.query('SELECT amount::text AS a FROM items WHERE id = 1')).rows[0].a, '2.500000');
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true, 'no false difference from the scale');
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; UPDATE catalog_items SET amount = 2.5000001 WHERE item_id = 1; COMMIT`);
+    assert.deepEqual((await verifyTables(config, pools, tables, 'items')).tables[0]?.diffs, [{ key: '[1]', kind: 'different' }]);
+  });
 });
