@@ -136,11 +136,25 @@ export function sideTopics(config: SyncConfig, source: Side): string[] {
   return config.tables.map((t) => topicFor(config, source, t.name));
 }
 
+/**
+ * admin.listTopics(), with kafkajs 2.2's failure when no broker answered its metadata request (a broker restarting
+ * after the client connected: withBroker swallows each broker's error and returns null, which listTopics
+ * destructures, a TypeError) reported as the passing Kafka failure it is, so the callers' retries go on.
+ */
+async function listTopics(admin: Admin): Promise<string[]> {
+  try {
+    return await admin.listTopics();
+  } catch (err) {
+    if (!(err instanceof TypeError && err.message.includes('topicMetadata'))) throw err;
+    throw new StranglerError('SYNC_KAFKA_FAILED', 'listing Kafka topics failed: no broker answered the metadata request (a broker restarting?)', { cause: err });
+  }
+}
+
 export async function ensureTopics(kafka: Kafka, topics: readonly string[], partitions: number): Promise<void> {
   const admin = kafka.admin();
   await connectChecked(kafka, () => admin.connect());
   try {
-    const existing = new Set(await admin.listTopics());
+    const existing = new Set(await listTopics(admin));
     const missing = topics.filter((t) => !existing.has(t));
     if (missing.length > 0) await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
   } finally {
@@ -407,7 +421,7 @@ export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stor
   try {
     let total = 0;
     // A topic that does not exist yet has no backlog; asking for its offsets would make kafkajs retry for ~30 s.
-    const existing = new Set(await admin.listTopics());
+    const existing = new Set(await listTopics(admin));
     for (const topic of topics) {
       if (!existing.has(topic)) continue;
       const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);

@@ -80,6 +80,8 @@ async function crashMatrix(name: string, trials: number, overrides: Record<strin
     assert.deepEqual(parked, [0, 0], `seed ${seed}: nothing parked`);
     assert.ok(writes > 100, `seed ${seed}: the load wrote (${writes} writes)`);
     assert.equal(kills.length, trials);
+    // The next kill restarts a worker that exited by itself, which would hide one that gives up on a transient fault.
+    assert.deepEqual(workers.filter((wk) => wk.selfExits.length > 0).map((wk) => `${wk.name}: ${wk.selfExits.join('\n')}`), [], `seed ${seed}: no worker exited by itself`);
   } catch (err) {
     console.error(`crash matrix seed ${seed} (rerun with SYNC_SEED=${seed}); kills: ${kills.join(',')}`);
     for (const wk of workers) if (wk.stderr) console.error(`--- ${wk.name} stderr ---\n${wk.stderr}`);

@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
+import { connect, createServer } from 'node:net';
 import { promisify } from 'node:util';
 import { PartitionProxy, REPO_ROOT, SyncStack, waitFor } from './stack.ts';
 import { compileFromDatabases, installCapture, startRelay } from '../../../legacy-adapter/capture/index.ts';
+import { startKafkaBroker } from '../../../devstack/kafka/index.ts';
 import { Applier } from '../../../migration-scripts/apply.ts';
 import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
@@ -239,5 +241,41 @@ test('a target database restored from a backup (its stored offset behind the con
   } finally {
     await w.stop();
     await relay.stop();
+  }
+});
+
+test('a metadata request that fails after the client connected (kafkajs 2.2 then fails listTopics with a TypeError): a relay starting then retries instead of exiting for good', async () => {
+  // Found by the crash matrix: a relay restarted just before the broker restarted exited with "Cannot destructure
+  // property 'topicMetadata'": kafkajs's withBroker swallows the error of every broker and returns null, which
+  // listTopics destructures. A broker of its own, reached through a proxy it advertises (so the relay's connection
+  // to it is the proxied one), whose first connection drops at its second metadata request (listTopics's own).
+  const { loaded, pools } = await stack.pair('kmeta', { topics: { pattern: 'kmeta.{side}.{table}', partitions: 1 } });
+  const config = loaded.sync;
+  await installCapture(config, pools, 'legacy', await compileFromDatabases(config, pools));
+  const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, 'kafka-kmeta') });
+  let dropped = false;
+  const proxy = createServer((client) => {
+    const upstream = connect(broker.port, '127.0.0.1');
+    let metadataRequests = 0;
+    client.on('data', (d: Buffer) => {
+      if (!dropped && d.length >= 6 && d.readInt16BE(4) === 3 && ++metadataRequests === 2) { dropped = true; client.destroy(); return; }
+      upstream.write(d);
+    });
+    upstream.on('data', (d: Buffer) => client.write(d));
+    for (const s of [client, upstream]) s.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((res) => proxy.listen(broker.port, '127.0.0.2', res));
+  let running: Awaited<ReturnType<typeof startRelay>> | undefined;
+  try {
+    running = await startRelay({ config, kafka: { ...loaded.kafka!, brokers: [`127.0.0.2:${broker.port}`] }, pools, side: 'legacy' });
+    assert.equal(dropped, true, 'the metadata request failed');
+    await insertOne(pools, 1);
+    await waitFor('published', async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0, 20_000);
+  } finally {
+    await running?.stop();
+    await new Promise((res) => proxy.close(res));
+    await broker.close();
   }
 });

@@ -83,9 +83,17 @@ export class SyncStack {
 export class Worker {
   #child: ChildProcess | undefined;
   #exited: Promise<void> = Promise.resolve();
+  /** Set while kill() or stop() ends the process: any other exit is the worker's own. */
+  #ending = false;
   stderr = '';
+  /**
+   * Exits the worker made by itself (not by kill() or stop()), with its code and the end of its output then: a worker
+   * that gives up on a transient fault. A test that restarts workers must check this, or the restart hides it.
+   */
+  readonly selfExits: string[] = [];
   constructor(readonly name: string, readonly args: string[], readonly env: Record<string, string> = {}) {}
   start(): void {
+    this.#ending = false;
     const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', ...this.args], {
       cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn', STRANGLER_SYNC_SESSION_TIMEOUT_MS: '1000', ...this.env },
@@ -93,16 +101,21 @@ export class Worker {
     const keep = (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); };
     child.stderr?.on('data', keep);
     child.stdout?.on('data', keep);
-    this.#exited = new Promise((r) => child.once('exit', () => r()));
+    this.#exited = new Promise((r) => child.once('exit', (code, signal) => {
+      if (!this.#ending) this.selfExits.push(`exit ${code ?? signal} at ${new Date().toISOString()}: ${this.stderr.slice(-1500)}`);
+      r();
+    }));
     this.#child = child;
   }
   async kill(): Promise<void> {
     const c = this.#child;
+    this.#ending = true;
     if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await this.#exited;
   }
   async stop(): Promise<void> {
     const c = this.#child;
+    this.#ending = true;
     if (c && c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
     const timer = setTimeout(() => c?.kill('SIGKILL'), 5_000);
     await this.#exited;
