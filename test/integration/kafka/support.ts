@@ -29,15 +29,7 @@ export function startTestBroker(options: KafkaBrokerOptions = {}): Promise<Kafka
   return startKafkaBroker({ host: '127.0.0.1', port: 0, groupMinSessionTimeoutMs: 500, initialRebalanceDelayMs: 0, ...options });
 }
 
-/** Polls `condition` every 20 ms until it holds or the deadline passes (then throws naming `what`). */
-export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+export { waitFor } from '../../helpers/wait.ts';
 
 export interface ChildBroker {
   readonly child: ChildProcess;

@@ -17,14 +17,7 @@ import { openPools, closePools, type Pools } from '../../../migration-scripts/db
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
-export async function waitFor(what: string, condition: () => boolean | Promise<boolean>, timeoutMs = 30_000, everyMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await condition()) return;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+export { waitFor } from '../../helpers/wait.ts';
 
 export class SyncStack {
   readonly dir = mkdtempSync(join(tmpdir(), 'strangler-sync-it-'));

@@ -12,6 +12,7 @@ import { runBackfill } from '../../../migration-scripts/backfill.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { repairFromVerify } from '../../../migration-scripts/repair.ts';
 import type { Pools } from '../../../migration-scripts/db.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 let fx: SyncFixture;
 before(async () => { fx = await startSyncFixture(); });
@@ -27,13 +28,6 @@ async function installed(name: string, seed = '', overrides: Record<string, unkn
   return { config, pools, urls, tables, p: new Pipeline(config, pools, tables) };
 }
 
-async function until(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    assert.ok(Date.now() < deadline, `timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 describe('backfill under live changes', () => {
   test('a source delete applied while the chunk that copied the row is still open is not undone by the chunk (no resurrection)', async () => {
@@ -46,14 +40,14 @@ describe('backfill under live changes', () => {
     try {
       await holder.query('SELECT pg_advisory_lock(4242)');
       const running = runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 });
-      await until('the chunk to wait before its commit', async () => (await pools.service.query(
+      await waitFor('the chunk to wait before its commit', async () => (await pools.service.query(
         `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted`)).rows[0].n > 0);
       // The chunk copied key 3; now the source deletes it and live sync applies the delete to the service.
       await pools.legacy.query('DELETE FROM items WHERE id = 3');
       let applied = false;
       const applying = p.settle().then(() => { applied = true; });
       // Apply either finishes (deleting nothing: the chunk's row is invisible to it) or waits for the open chunk.
-      await until('apply of the delete to finish or wait for the chunk', async () => applied || (await pools.service.query(
+      await waitFor('apply of the delete to finish or wait for the chunk', async () => applied || (await pools.service.query(
         `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND objid <> 4242 AND NOT granted`)).rows[0].n > 0);
       await holder.query('SELECT pg_advisory_unlock(4242)');
       held = false;
