@@ -80,12 +80,18 @@ export function uuidv7(nowMs: number = Date.now(), random: Buffer = randomBytes(
 
 const positiveId = z.int().positive().max(Number.MAX_SAFE_INTEGER);
 
+const LONE_SURROGATE = /\p{Cs}/u;
+
 /**
  * Free text stored in PostgreSQL: JSON allows U+0000, a text column does not, so without this check a NUL in "notes"
  * reached the INSERT and came back as 500 DEMO_INTERNAL_ERROR (retriable, and a service error that trips the
  * gateway's breaker and guard) instead of 400.
  */
-const storedText = z.string().max(1000).refine((text) => !text.includes('\u0000'), 'must not contain NUL characters (\\u0000)');
+const storedText = z.string().max(1000)
+  .refine((text) => !text.includes('\u0000'), 'must not contain NUL characters (\\u0000)')
+  // A lone surrogate (JSON "\ud800") has no UTF-8 form: the driver wrote U+FFFD instead, so the order stored, answered
+  // and synced other text than the client sent, without an error.
+  .refine((text) => !LONE_SURROGATE.test(text), 'must be valid Unicode (no unpaired surrogate such as \\ud800)');
 
 export const createOrderBody = z.strictObject({
   /** Optional client-chosen key (idempotent retries, or ids minted by a caller); must be a lower-case UUID. */

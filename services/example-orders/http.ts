@@ -47,7 +47,15 @@ export function finishApp(app: Express, log: Logger): void {
   });
 }
 
-/** Maps body-parser, PostgreSQL and unexpected errors onto catalogue codes. */
+/**
+ * Errors meaning the database cannot answer now (retry later, 503), beside SQLSTATE classes 08 (connection), 53
+ * (insufficient resources: too many connections, disk full) and 57P (server shutting down or starting): socket and
+ * DNS failures (a database named by host name, as on Kubernetes), a statement cancelled by `statement_timeout`
+ * (57014: a lock held by a migration, an overloaded server) and a write sent to a read-only standby after a failover.
+ */
+const DATABASE_DOWN_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', '57014', '25006']);
+
+/** Maps body-parser, router, PostgreSQL and unexpected errors onto catalogue codes. */
 export function toStranglerError(err: unknown): StranglerError {
   if (err instanceof StranglerError) return err;
   const e = err as { type?: string; code?: string; message?: string };
@@ -57,10 +65,17 @@ export function toStranglerError(err: unknown): StranglerError {
   if (e?.type === 'entity.too.large') {
     return new StranglerError('DEMO_VALIDATION_FAILED', 'request body is larger than 100kb', { cause: err });
   }
-  if (typeof e?.code === 'string' && (e.code === 'ECONNREFUSED' || e.code === 'ECONNRESET' || e.code.startsWith('08') || e.code.startsWith('57P'))) {
+  // The client's fault, caught before a route ran: an unsupported charset or Content-Encoding, a body that does not
+  // decompress or is shorter than its Content-Length (body-parser), a path that is not valid percent-encoding (the
+  // router). These carry a 4xx status; answering them 500 made client mistakes trip the gateway's breaker and guard.
+  const status = (err as { status?: unknown } | undefined)?.status;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return new StranglerError('DEMO_VALIDATION_FAILED', `request rejected: ${e.message ?? 'malformed request'}; send JSON in UTF-8 (Content-Encoding none, gzip, deflate or br) to a well-formed path`, { cause: err });
+  }
+  if (typeof e?.code === 'string' && (DATABASE_DOWN_CODES.has(e.code) || /^(08|53|57P)/.test(e.code))) {
     return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${messageOf(err)}`, { cause: err });
   }
-  if (err instanceof Error && /Connection terminated|timeout exceeded when trying to connect/i.test(err.message)) {
+  if (err instanceof Error && /Connection terminated|timeout exceeded when trying to connect|Query read timeout/i.test(err.message)) {
     return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${err.message}`, { cause: err });
   }
   return new StranglerError('DEMO_INTERNAL_ERROR', 'internal error', { cause: err });
@@ -147,13 +162,26 @@ export interface DemoAppOptions {
   poolSize?: number;
   /** Clock for new order ids (tests). */
   clock?: () => number;
+  /**
+   * Bound on one database statement (default 5000 ms; PostgreSQL's statement_timeout, plus a client-side bound one
+   * second later for a server that stopped answering). A statement that outlives it (a lock held by a migration, a
+   * database behind a network partition) answers 503 DEMO_DATABASE_UNAVAILABLE instead of hanging the request, the
+   * connection it holds and a graceful shutdown. 0: unbounded.
+   */
+  queryTimeoutMs?: number;
 }
+
+export const DEFAULT_QUERY_TIMEOUT_MS = 5_000;
 
 /** Pool + health endpoint + server wrapper: the parts of a demo app that are not routes. */
 export function createDemoRuntime(servedBy: ServedBy, options: DemoAppOptions, log: Logger): {
   app: Express; pool: pg.Pool; server: DemoHttpServer; close(): Promise<void>;
 } {
-  const pool = new pg.Pool({ connectionString: options.databaseUrl, max: options.poolSize ?? 10, connectionTimeoutMillis: 5_000 });
+  const queryTimeoutMs = options.queryTimeoutMs ?? DEFAULT_QUERY_TIMEOUT_MS;
+  const pool = new pg.Pool({
+    connectionString: options.databaseUrl, max: options.poolSize ?? 10, connectionTimeoutMillis: 5_000,
+    keepAlive: true, ...(queryTimeoutMs > 0 ? { statement_timeout: queryTimeoutMs, query_timeout: queryTimeoutMs + 1_000 } : {}),
+  });
   // An idle client whose server went away emits here; without a listener the process would crash.
   pool.on('error', (err) => log.warn({ err }, ORDERS_LOG.poolError));
   const app = createBaseApp(servedBy, log);

@@ -8,7 +8,7 @@ import { StranglerError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import {
   DEFAULT_LIST_LIMIT, SHOP_CURRENCY, assertTransition, createOrderBody, listOrdersQuery, notFound, orderIdOrThrow, parseOrThrow, patchOrderBody, priceOrder, uuidv7,
-  type OrderJson, type OrderReferenceData, type OrderStatus,
+  type CreateOrderBody, type OrderJson, type OrderReferenceData, type OrderStatus,
 } from './contract.ts';
 import { jsonBody } from './http.ts';
 import { ORDERS_LOG } from './log-events.ts';
@@ -29,6 +29,12 @@ export interface OrdersStore {
   update(id: string, change: { status?: OrderStatus; notes?: string | null }, check: (current: OrderJson) => void): Promise<OrderJson | undefined>;
   /** Resolves false when the id does not exist. */
   delete(id: string): Promise<boolean>;
+}
+
+/** Whether `order` is what `body` asks for: the same customer, lines (product and quantity, in order) and notes. */
+function sameOrderRequest(order: OrderJson, body: CreateOrderBody): boolean {
+  return order.customerId === body.customerId && order.notes === (body.notes ?? null) && order.items.length === body.items.length
+    && order.items.every((item, i) => item.productId === body.items[i]!.productId && item.quantity === body.items[i]!.quantity);
 }
 
 export function ordersRouter(store: OrdersStore, refs: OrderReferenceData, log: Logger, clock: () => number = Date.now): Router {
@@ -52,7 +58,17 @@ export function ordersRouter(store: OrdersStore, refs: OrderReferenceData, log: 
     const { items, totalCents } = await priceOrder(body, refs);
     const id = body.id ?? uuidv7(clock());
     const order = await store.insert({ id, customerId: body.customerId, status: 'pending', currency: SHOP_CURRENCY, totalCents, items, notes: body.notes ?? null });
-    if (!order) throw new StranglerError('DEMO_CONFLICT', `order ${id} already exists; choose another id or omit "id"`, { details: { id } });
+    if (!order) {
+      // A client (or the gateway's fallback on a route declared idempotent) retrying a POST whose answer it lost:
+      // the order it asked for exists, so answer it (200) rather than 409, which told the client to omit "id" and
+      // so to place the order twice. Another order under this id is still a conflict.
+      const existing = await store.get(id);
+      if (existing && sameOrderRequest(existing, body)) {
+        res.status(200).location(`/api/orders/${id}`).json(existing);
+        return;
+      }
+      throw new StranglerError('DEMO_CONFLICT', `order ${id} already exists with other content; a retry must repeat the same customerId, items and notes, and a new order needs a new id`, { details: { id } });
+    }
     log.info({ orderId: id, customerId: body.customerId, totalCents }, ORDERS_LOG.orderCreated);
     res.status(201).location(`/api/orders/${id}`).json(order);
   });

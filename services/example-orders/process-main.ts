@@ -25,6 +25,7 @@ const COMMON_HELP = `Options:
   --host H              address to bind (default 127.0.0.1)
   --database-url URL    postgres:// URL of this app's own database (default: $DATABASE_URL)
   --no-seed             do not write seed data on start
+  --query-timeout-ms N  bound on one database statement; longer answers 503 (default 5000; 0: unbounded)
   --log-level L         pino level for stderr logs (default: $STRANGLER_LOG_LEVEL or info)
   -h, --help            this text`;
 
@@ -39,6 +40,7 @@ export async function runDemoProcess(spec: DemoProcessSpec, argv: readonly strin
         'database-url': { type: 'string' },
         'no-seed': { type: 'boolean', default: false },
         'seed-orders': { type: 'string' },
+        'query-timeout-ms': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -58,8 +60,11 @@ export async function runDemoProcess(spec: DemoProcessSpec, argv: readonly strin
   const seedOrders = values['seed-orders'] === undefined ? undefined : Number(values['seed-orders']);
   if (seedOrders !== undefined && (!Number.isInteger(seedOrders) || seedOrders < 0)) return fail(spec.name, `--seed-orders must be a non-negative integer`);
 
+  const queryTimeoutMs = values['query-timeout-ms'] === undefined ? undefined : Number(values['query-timeout-ms']);
+  if (queryTimeoutMs !== undefined && (!Number.isInteger(queryTimeoutMs) || queryTimeoutMs < 0)) return fail(spec.name, `--query-timeout-ms must be a non-negative integer, got ${JSON.stringify(values['query-timeout-ms'])}`);
+
   const log: Logger = createLogger({ name: spec.name, destination: process.stderr, ...(values['log-level'] ? { level: values['log-level'] } : {}) });
-  const app = spec.create({ databaseUrl, log, ...(seedOrders !== undefined ? { seedOrders } : {}) });
+  const app = spec.create({ databaseUrl, log, ...(seedOrders !== undefined ? { seedOrders } : {}), ...(queryTimeoutMs !== undefined ? { queryTimeoutMs } : {}) });
   const shutdown = (signal: string) => {
     log.info({ signal }, ORDERS_LOG.signal);
     app.close().then(() => process.exit(0), (err: unknown) => {

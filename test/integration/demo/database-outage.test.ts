@@ -6,6 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
+import pg from 'pg';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
@@ -60,4 +61,43 @@ test('database down → 503 DEMO_DATABASE_UNAVAILABLE on both apps; back up → 
   assert.equal((await fetch(`${bases[0]}/healthz`)).status, 200);
   const again = await fetch(`${bases[1]}/api/orders/${id}`);
   assert.equal(again.status, 200);
+});
+
+test('a statement stuck behind a lock answers 503 after queryTimeoutMs (not a request hung forever), and close() still finishes', async () => {
+  const pg1 = postgres!;
+  const service = createOrdersServiceApp({ databaseUrl: pg1.url('orders_service'), queryTimeoutMs: 300 });
+  apps.push(service);
+  await service.migrate();
+  await service.seed();
+  const base = `http://127.0.0.1:${await service.listen(0)}`;
+  // What a schema migration (ALTER TABLE) or a stuck batch job does to the table while the service serves.
+  const locker = new pg.Client({ connectionString: pg1.url('orders_service') });
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query('LOCK TABLE order_records IN ACCESS EXCLUSIVE MODE');
+    const started = Date.now();
+    const res = await fetch(`${base}/api/orders?customerId=1`, { signal: AbortSignal.timeout(10_000) });
+    const body = (await res.json()) as { error: { code: string; retriable: boolean } };
+    assert.equal(res.status, 503, JSON.stringify(body));
+    assert.equal(body.error.code, 'DEMO_DATABASE_UNAVAILABLE');
+    assert.equal(body.error.retriable, true);
+    assert.ok(Date.now() - started < 5_000, `answered after ${Date.now() - started} ms`);
+  } finally {
+    await locker.query('ROLLBACK');
+    await locker.end();
+  }
+  assert.equal((await fetch(`${base}/api/orders?customerId=1`)).status, 200, 'serves again once the lock is gone');
+  await service.close();
+});
+
+test('a database host that does not resolve (DNS) is 503 DEMO_DATABASE_UNAVAILABLE, not 500', async () => {
+  const service = createOrdersServiceApp({ databaseUrl: 'postgres://orders:pw@db.invalid:5432/orders_service' });
+  apps.push(service);
+  const base = `http://127.0.0.1:${await service.listen(0)}`;
+  const res = await fetch(`${base}/api/orders?customerId=1`);
+  const body = (await res.json()) as { error: { code: string; retriable: boolean } };
+  assert.equal(res.status, 503, JSON.stringify(body));
+  assert.equal(body.error.code, 'DEMO_DATABASE_UNAVAILABLE');
+  assert.equal((await fetch(`${base}/healthz`)).status, 503);
 });

@@ -95,15 +95,51 @@ export function ordersContractSuite(label: string, getTarget: () => ContractTarg
       assert.equal(read.text, res.text, 'GET answers exactly what POST answered');
     });
 
-    test('POST with a client-supplied id keeps it; the same id again is 409 DEMO_CONFLICT', async () => {
+    test('POST with a client-supplied id keeps it; a retry of the same request answers that order (200), other content under the id is 409', async () => {
       const t = getTarget();
       const id = uuidv7();
-      const first = await call(t, 'POST', '/api/orders', { id, customerId: 6, items: [{ productId: 2, quantity: 1 }] });
+      const request = { id, customerId: 6, items: [{ productId: 2, quantity: 1 }, { productId: 3, quantity: 2 }], notes: 'retry me' };
+      const first = await call(t, 'POST', '/api/orders', request);
       assert.equal(first.status, 201, first.text);
       assert.equal((first.body as OrderBody).id, id);
-      const again = await call(t, 'POST', '/api/orders', { id, customerId: 6, items: [{ productId: 2, quantity: 1 }] });
-      assertError(again, 409, 'DEMO_CONFLICT', `order ${id} already exists`);
+      // A client that lost the 201 (timeout) retries: it gets its order, and the 409 no longer tells it to omit "id".
+      const again = await call(t, 'POST', '/api/orders', request);
+      assert.equal(again.status, 200, again.text);
+      assert.equal(again.text, first.text, 'the retry answers the order the first POST created');
+      assert.equal(again.headers.get('location'), `/api/orders/${id}`);
       assert.equal(again.headers.get('x-served-by'), t.servedBy);
+      const listed = (await call(t, 'GET', '/api/orders?customerId=6&limit=200')).body as { orders: OrderBody[] };
+      assert.equal(listed.orders.filter((o) => o.id === id).length, 1);
+      for (const other of [{ ...request, customerId: 7 }, { ...request, items: [{ productId: 2, quantity: 2 }, { productId: 3, quantity: 2 }] }, { ...request, notes: null }]) {
+        const conflict = assertError(await call(t, 'POST', '/api/orders', other), 409, 'DEMO_CONFLICT', `order ${id} already exists with other content`);
+        assert.doesNotMatch(conflict.error.message, /omit/);
+      }
+    });
+
+    test('requests body-parser or the router refuse (charset, Content-Encoding, undecodable body or path) are 400, not 500', async () => {
+      const t = getTarget();
+      const body = JSON.stringify({ customerId: 6, items: [{ productId: 1, quantity: 1 }] });
+      const cases: [string, RequestInit & { path?: string }, string][] = [
+        ['charset', { method: 'POST', headers: { 'content-type': 'application/json; charset=latin1' }, body }, 'unsupported charset'],
+        ['encoding', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'zstd' }, body }, 'unsupported content encoding'],
+        ['gzip', { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body }, 'request rejected'],
+        ['path', { method: 'GET', path: '/api/orders/%zz' }, 'Failed to decode'],
+      ];
+      for (const [name, init, message] of cases) {
+        const res = await fetch(`${t.baseUrl}${init.path ?? '/api/orders'}`, init);
+        const text = await res.text();
+        assertError({ status: res.status, headers: res.headers, text, body: JSON.parse(text) }, 400, 'DEMO_VALIDATION_FAILED', message);
+        assert.equal((JSON.parse(text) as ErrorBody).error.retriable, false, name);
+      }
+    });
+
+    test('an unpaired surrogate in notes (valid JSON, no UTF-8 form) is 400, not silently stored as U+FFFD', async () => {
+      const t = getTarget();
+      const text = '{"customerId":6,"items":[{"productId":1,"quantity":1}],"notes":"gift\\ud800wrap"}';
+      assertError(await call(t, 'POST', '/api/orders', undefined, { text, type: 'application/json' }), 400, 'DEMO_VALIDATION_FAILED', 'notes: must be valid Unicode');
+      const paired = await call(t, 'POST', '/api/orders', { customerId: 6, items: [{ productId: 1, quantity: 1 }], notes: 'gift 🎁' });
+      assert.equal(paired.status, 201, paired.text);
+      assert.equal((paired.body as OrderBody).notes, 'gift 🎁');
     });
 
     test('GET /api/orders?customerId= lists that customer\'s orders newest first, with status filter and limit', async () => {
