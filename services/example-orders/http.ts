@@ -4,7 +4,7 @@
  * graceful close. Both apps answer errors identically, which the shared contract test relies on.
  */
 import express, { type Express, type NextFunction, type Request, type Response } from 'express';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pg from 'pg';
 import { StranglerError, messageOf } from '../../common/errors.ts';
@@ -93,12 +93,22 @@ export function jsonBody(req: Request): unknown {
 export class DemoHttpServer {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  /** Responses in progress (until close() starts). */
+  readonly #answering = new Set<ServerResponse>();
   readonly #log: Logger;
   #closing: Promise<void> | undefined;
 
   constructor(app: Express, log: Logger) {
     this.#log = log;
     this.#server = createServer(app);
+    // Once closing, every answer not yet started says Connection: close: a keep-alive client such as the gateway's
+    // pool then does not send its next request on a connection about to be closed (a POST sent there is lost with
+    // ECONNRESET, and not replayable). Registered ahead of the app, which may answer at once.
+    this.#server.prependListener('request', (_req, res) => {
+      if (this.#closing) return void res.setHeader('connection', 'close');
+      this.#answering.add(res);
+      res.once('close', () => this.#answering.delete(res));
+    });
     this.#server.on('connection', (socket) => {
       this.#sockets.add(socket);
       socket.once('close', () => this.#sockets.delete(socket));
@@ -127,6 +137,7 @@ export class DemoHttpServer {
   close(graceMs = 5_000): Promise<void> {
     this.#closing ??= new Promise<void>((resolve) => {
       if (!this.#server.listening) return resolve();
+      for (const res of this.#answering) if (!res.headersSent) res.setHeader('connection', 'close');
       const timer = setTimeout(() => this.#server.closeAllConnections(), graceMs);
       timer.unref();
       this.#server.close(() => {

@@ -28,7 +28,7 @@ after(async () => {
 });
 
 for (const kind of ['legacy', 'service'] as const) {
-  test(`${kind}: a POST whose body is still arriving when close() starts completes with 201; new connections are refused`, async () => {
+  test(`${kind}: a POST whose body is still arriving when close() starts completes with 201 and Connection: close; new connections are refused`, async () => {
     const app = kind === 'legacy'
       ? createMonolithApp({ databaseUrl: postgres.url('legacy_shop'), seedOrders: 0 })
       : createOrdersServiceApp({ databaseUrl: postgres.url('orders_service') });
@@ -40,7 +40,7 @@ for (const kind of ['legacy', 'service'] as const) {
     const body = JSON.stringify({ customerId: 5, items: [{ productId: 2, quantity: 1 }] });
     let refused: Promise<string> | undefined;
     let closing: Promise<void> | undefined;
-    const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+    const answer = new Promise<{ status: number; text: string; connection: string | undefined }>((resolve, reject) => {
       // Expect: 100-continue makes the server acknowledge the parsed request line and headers before the body is
       // sent, so close() starts while this request is provably in flight.
       const req = request({
@@ -48,7 +48,7 @@ for (const kind of ['legacy', 'service'] as const) {
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), expect: '100-continue' },
       }, (res) => {
         let text = '';
-        res.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+        res.setEncoding('utf8').on('data', (c: string) => { text += c; }).on('end', () => resolve({ status: res.statusCode ?? 0, text, connection: res.headers.connection }));
       });
       req.on('error', reject);
       req.once('continue', () => {
@@ -59,8 +59,10 @@ for (const kind of ['legacy', 'service'] as const) {
       });
       req.flushHeaders();
     });
-    const { status, text } = await answer;
+    const { status, text, connection } = await answer;
     assert.equal(status, 201, text);
+    // A keep-alive client (the gateway's pool) must not send its next request on a connection that is about to close.
+    assert.equal(connection, 'close');
     assert.equal((JSON.parse(text) as { customerId: number }).customerId, 5);
     assert.equal(await refused, 'refused');
     await closing;
