@@ -29,6 +29,8 @@ Subcommands:
                                                    (capture.mode logical: a replication slot instead; --accept-gap
                                                    replaces a lost slot, recording that changes were missed)
   capture uninstall [--side legacy|service|both]   remove triggers (or the slot), functions and the state schema
+                                                   (both wait at most capture.lockTimeoutMs per attempt for a synced
+                                                   table another transaction holds, retried for capture.lockRetryMs)
   relay   --side legacy|service                    publish captured changes to Kafka (runs until stopped)
   apply   --direction legacy-to-service|service-to-legacy   consume and apply (runs until stopped)
   backfill --table T [--direction D] [--restart] [--rate ROWS_PER_S] [--max-lag EVENTS]
@@ -108,14 +110,14 @@ export const syncCommand: Command = {
           if (action === 'install') {
             const tables = await compileFromDatabases(config, pools);
             for (const side of sides) {
-              const r = await installCapture(config, pools, side, tables, { acceptGap: values['accept-gap'] });
+              const r = await installCapture(config, pools, side, tables, { acceptGap: values['accept-gap'], log });
               out(`capture installed on ${side}: ${r.tables.join(', ')}`);
               if (r.gap) out(`capture on ${side} resumes from now; changes committed while its slot "${r.gap.slot}" was missing were not captured (recorded, shown by status). With the pipeline drained run \`strangler sync verify\`, then \`strangler sync repair --from ${side}\``);
             }
             return 0;
           }
           if (action === 'uninstall') {
-            for (const side of sides) { await uninstallCapture(config, pools, side); out(`capture removed from ${side}`); }
+            for (const side of sides) { await uninstallCapture(config, pools, side, { log }); out(`capture removed from ${side}`); }
             return 0;
           }
           throw usageError('sync', 'capture takes install or uninstall');

@@ -31,8 +31,10 @@ CREATE TABLE IF NOT EXISTS ${s}.row_version (
 CREATE TABLE IF NOT EXISTS ${s}.changelog (
   seq bigint PRIMARY KEY, xid xid8 NOT NULL, tbl text NOT NULL, op text NOT NULL, pk text NOT NULL,
   before jsonb, after jsonb, lv bigint NOT NULL, sv bigint NOT NULL, ts timestamptz NOT NULL, pos bigint);
-CREATE INDEX IF NOT EXISTS changelog_unassigned ON ${s}.changelog (seq) WHERE pos IS NULL;
-CREATE INDEX IF NOT EXISTS changelog_assigned ON ${s}.changelog (pos) WHERE pos IS NOT NULL;
+-- Indexes only when missing: CREATE INDEX IF NOT EXISTS locks its table (SHARE) even when the index exists, and a rerun of
+-- install would then queue the application's captured writes behind it while any of them is open.
+DO $i$ BEGIN IF to_regclass(${lit(`${s}.changelog_unassigned`)}) IS NULL THEN CREATE INDEX changelog_unassigned ON ${s}.changelog (seq) WHERE pos IS NULL; END IF; END $i$;
+DO $i$ BEGIN IF to_regclass(${lit(`${s}.changelog_assigned`)}) IS NULL THEN CREATE INDEX changelog_assigned ON ${s}.changelog (pos) WHERE pos IS NOT NULL; END IF; END $i$;
 CREATE TABLE IF NOT EXISTS ${s}.relay_state (
   id int PRIMARY KEY, last_pos bigint NOT NULL, acked_pos bigint NOT NULL, published bigint NOT NULL DEFAULT 0,
   updated_at timestamptz NOT NULL DEFAULT now());
@@ -54,7 +56,7 @@ CREATE TABLE IF NOT EXISTS ${s}.dead_letters (
   id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), source text NOT NULL, topic text, partition int,
   kafka_offset bigint, position bigint, tbl text NOT NULL, pk text NOT NULL, event jsonb NOT NULL, reason text NOT NULL,
   status text NOT NULL DEFAULT 'parked', resolved_at timestamptz);
-CREATE INDEX IF NOT EXISTS dead_letters_parked ON ${s}.dead_letters (tbl, pk) WHERE status = 'parked';
+DO $i$ BEGIN IF to_regclass(${lit(`${s}.dead_letters_parked`)}) IS NULL THEN CREATE INDEX dead_letters_parked ON ${s}.dead_letters (tbl, pk) WHERE status = 'parked'; END IF; END $i$;
 CREATE TABLE IF NOT EXISTS ${s}.backfill (
   source text NOT NULL, tbl text NOT NULL, cursor text, rows_done bigint NOT NULL DEFAULT 0, rows_total bigint,
   started_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(), done boolean NOT NULL DEFAULT false,

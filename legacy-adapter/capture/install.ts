@@ -9,14 +9,16 @@
  * TRUNCATE on a captured table is refused (it would bypass row capture); DDL is out of band (stop, migrate, verify).
  * capture.mode `logical` installs a replication slot instead of triggers (see logical.ts).
  */
-import type { Pool } from 'pg';
+import type { Pool, PoolClient } from 'pg';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { installState, stateInstalled } from '../../migration-scripts/state.ts';
-import { dropOrigins, dropSlot, installLogical, recordedSlot, slotExists, slotNameFor, uninstallLogicalIn } from './logical.ts';
+import { dropOrigins, dropSlot, identityRestores, installLogical, recordedSlot, slotExists, slotNameFor } from './logical.ts';
 import { captureFunctionSettings, type Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
 import { StranglerError } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import { CAPTURE_LOG } from './log-events.ts';
 
 const triggerName = 'strangler_capture';
 const truncateTriggerName = 'strangler_no_truncate';
@@ -47,7 +49,7 @@ BEGIN
   INSERT INTO ${s}.changelog (seq, xid, tbl, op, pk, before, after, lv, sv, ts)
     VALUES (v, pg_current_xact_id(), p_tbl, p_op, p_pk, p_before, p_after, ${lvExpr}, ${svExpr}, t);
 END $fn$;
-`, truncateGuardSql(config, side, tables)];
+`, truncateGuardSql(config)];
   for (const t of tables) {
     const key = (alias: string) => t.keyText(side, alias);
     const name = lit(t.name);
@@ -73,69 +75,230 @@ BEGIN
     END IF;
   END IF;
   RETURN NULL;
-END $fn$;
-DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)};
-CREATE TRIGGER ${triggerName} AFTER INSERT OR UPDATE OR DELETE ON ${t.qualified(side)} FOR EACH ROW EXECUTE FUNCTION ${s}.${q(functionName(t))}();`);
+END $fn$;`);
   }
   return parts.join('\n');
 }
 
 /**
  * TRUNCATE fires no row triggers and sync cannot replay it safely on the other side, so in both capture modes it is
- * refused on captured tables (one statement trigger each; sync's own transactions pass).
+ * refused on captured tables (one statement trigger each, see triggerSpecs; sync's own transactions pass).
  */
-function truncateGuardSql(config: SyncConfig, side: Side, tables: readonly CompiledTable[]): string {
-  const s = q(config.stateSchema);
-  return [`
-CREATE OR REPLACE FUNCTION ${s}.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
+function truncateGuardSql(config: SyncConfig): string {
+  return `
+CREATE OR REPLACE FUNCTION ${q(config.stateSchema)}.refuse_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
 BEGIN
   IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
   RAISE EXCEPTION 'strangler: TRUNCATE of % is not captured by sync; delete rows instead or uninstall capture first', TG_TABLE_NAME;
-END $fn$;`, ...tables.map((t) => `
-DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${t.qualified(side)};
-CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${t.qualified(side)} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.refuse_truncate();`)].join('\n');
+END $fn$;`;
+}
+
+/**
+ * Table locks of capture's DDL on the application's tables. CREATE TRIGGER takes SHARE ROW EXCLUSIVE (writes wait,
+ * reads go on); DROP TRIGGER and ALTER TABLE … REPLICA IDENTITY take ACCESS EXCLUSIVE (reads wait too).
+ */
+export type TableLock = 'SHARE ROW EXCLUSIVE' | 'ACCESS EXCLUSIVE';
+/** Locks `tables` (qualified names) for the rest of the DDL transaction, waiting at most lockTimeoutMs in all. */
+export type LockTables = (tables: readonly string[], mode: TableLock) => Promise<void>;
+/** Runs `body` in one DDL transaction on a database, retried while a synced table stays locked (see lockedDdl). */
+export type DdlTransaction = <T>(body: (client: PoolClient, lock: LockTables) => Promise<T>) => Promise<T>;
+
+/** pg_locks modes that conflict with each TableLock (PostgreSQL's conflict table). */
+const CONFLICTS: Record<TableLock, readonly string[]> = {
+  'SHARE ROW EXCLUSIVE': ['RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'],
+  'ACCESS EXCLUSIVE': ['AccessShareLock', 'RowShareLock', 'RowExclusiveLock', 'ShareUpdateExclusiveLock', 'ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock'],
+};
+
+/**
+ * PostgreSQL queues lock requests: DDL waiting for a table that a long transaction holds (an open transaction that
+ * wrote it, a long report) makes every later query on that table wait behind it, reads too for ACCESS EXCLUSIVE,
+ * for as long as that transaction lasts. So capture's DDL transaction takes its table locks first, in one LOCK
+ * statement bounded by `capture.lockTimeoutMs` (every other lock wait of the transaction by lock_timeout), and on a
+ * timeout rolls back and tries again after a pause (exponential backoff with jitter, as gh-ost's cut-over and
+ * pgroll do), for up to `capture.lockRetryMs`. Application queries therefore wait at most about lockTimeoutMs per
+ * attempt. Then SYNC_TABLE_LOCKED names the sessions holding the table; the transaction rolled back, nothing changed.
+ * One install or uninstall per database and state schema at a time (a transaction-scoped advisory lock).
+ */
+function lockedDdl(config: SyncConfig, pool: Pool, side: Side, action: 'install' | 'uninstall', log?: Logger): DdlTransaction {
+  return async (body) => {
+    const { lockTimeoutMs, lockRetryMs } = config.capture;
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      let waitedOn: { tables: readonly string[]; mode: TableLock } | null = null;
+      let locking = false;
+      try {
+        return await inTransaction(pool, async (client) => {
+          await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+          await client.query(`SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+          return body(client, async (tables, mode) => {
+            if (tables.length === 0) return;
+            waitedOn = { tables, mode };
+            // statement_timeout bounds the statement as a whole: with several tables lock_timeout would be per table.
+            await client.query(`SET LOCAL statement_timeout = ${lockTimeoutMs}`);
+            locking = true;
+            await client.query(`LOCK TABLE ${tables.join(', ')} IN ${mode} MODE`);
+            locking = false;
+            waitedOn = null; // held now: a later lock timeout is on the state schema (a sync process using it)
+            await client.query('SET LOCAL statement_timeout TO DEFAULT');
+          });
+        });
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== '55P03' && !(code === '57014' && locking)) throw err;
+        const pause = Math.round(Math.min(5_000, 100 * 2 ** Math.min(attempt - 1, 6)) * (0.5 + Math.random() / 2));
+        const elapsed = Date.now() - started;
+        if (elapsed + pause > lockRetryMs) throw await tableLockedError(config, pool, side, action, waitedOn, attempt, elapsed, err);
+        log?.warn({ event: CAPTURE_LOG.lockRetry, side, action, attempt, pauseMs: pause, tables: (waitedOn as { tables: readonly string[] } | null)?.tables, lockTimeoutMs }, `capture ${action}: a synced table on ${side} is locked by another transaction; retrying`);
+        await new Promise((res) => setTimeout(res, pause));
+      }
+    }
+  };
+}
+
+/** SYNC_TABLE_LOCKED naming the sessions that hold a lock conflicting with the one install/uninstall needed. */
+async function tableLockedError(config: SyncConfig, pool: Pool, side: Side, action: 'install' | 'uninstall',
+  waitedOn: { tables: readonly string[]; mode: TableLock } | null, attempts: number, elapsedMs: number, cause: unknown): Promise<StranglerError> {
+  // Without a table lock being waited for, the wait was on the state schema (a sync process still using it).
+  const target = waitedOn ?? { tables: null, mode: 'ACCESS EXCLUSIVE' as TableLock };
+  const r = await pool.query<{ pid: number | null; app: string | null; state: string | null; xact_start: string | null; query: string | null; rel: string; mode: string }>(
+    `SELECT l.pid, a.application_name AS app, a.state, a.xact_start::text AS xact_start, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 160) AS query,
+            l.relation::regclass::text AS rel, l.mode
+       FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+      WHERE l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.pid IS DISTINCT FROM pg_backend_pid() AND l.mode = ANY($2::text[])
+        AND (CASE WHEN $1::text[] IS NULL THEN l.relation IN (SELECT oid FROM pg_class WHERE relnamespace = to_regnamespace($3))
+                  ELSE l.relation = ANY(SELECT to_regclass(t) FROM unnest($1::text[]) t) END)
+      ORDER BY a.xact_start NULLS LAST, l.pid`,
+    [target.tables, CONFLICTS[target.mode], config.stateSchema]).catch(() => ({ rows: [] }));
+  const byPid = new Map<string, { pid: number | null; app: string | null; state: string | null; xact_start: string | null; query: string | null; locks: string[] }>();
+  for (const row of r.rows) {
+    const key = String(row.pid);
+    const entry = byPid.get(key) ?? { ...row, locks: [] };
+    entry.locks.push(`${row.mode} on ${row.rel}`);
+    byPid.set(key, entry);
+  }
+  const holders = [...byPid.values()];
+  const who = holders.length === 0
+    ? 'no session holds a conflicting lock any more (it ended after the last attempt): run the command again'
+    : holders.slice(0, 5).map((h) => `PID ${h.pid ?? '? (a prepared transaction)'} (application "${h.app ?? ''}", ${h.state ?? 'unknown state'}`
+      + `${h.xact_start ? `, transaction started ${h.xact_start}` : ''}${h.query ? `, last query "${h.query}"` : ''}) holding ${h.locks.join(', ')}`).join('; ')
+      + (holders.length > 5 ? `; and ${holders.length - 5} more` : '');
+  const what = target.tables ? `${target.mode} lock on ${target.tables.join(', ')}` : `lock on the ${config.stateSchema} schema`;
+  const kept = action === 'uninstall' && config.capture.mode === 'logical'
+    ? 'Nothing else was removed (the replication slot was dropped already; run uninstall again to finish)'
+    : 'Nothing was changed';
+  const pid = holders[0]?.pid;
+  return new StranglerError('SYNC_TABLE_LOCKED',
+    `capture ${action} on the ${side} database could not get the ${what} in ${attempts} attempts over ${elapsedMs} ms `
+    + `(each waited at most sync.capture.lockTimeoutMs = ${config.capture.lockTimeoutMs} ms, so application queries were held up no longer): ${who}. `
+    + `${kept}. Let that transaction finish${pid ? ` (or end it: SELECT pg_terminate_backend(${pid}))` : ''}, or run it when the table is quiet `
+    + '(raise sync.capture.lockRetryMs to keep trying longer), then run the command again',
+    { cause, details: { side, action, blockers: holders.map((h) => ({ pid: h.pid, applicationName: h.app, state: h.state, xactStart: h.xact_start, query: h.query, locks: h.locks })) } });
+}
+
+interface TriggerSpec { name: string; fn: string; create: (table: string) => string; tgtype: number }
+
+/** The capture row trigger (trigger mode: AFTER INSERT OR UPDATE OR DELETE, FOR EACH ROW = tgtype 29) and the TRUNCATE guard (BEFORE TRUNCATE = 34). */
+function triggerSpecs(config: SyncConfig, t: CompiledTable): { capture: TriggerSpec; truncate: TriggerSpec } {
+  const s = q(config.stateSchema);
+  const capture = `${s}.${q(functionName(t))}()`;
+  const guard = `${s}.refuse_truncate()`;
+  return {
+    capture: { name: triggerName, fn: capture, tgtype: 29, create: (table) => `CREATE TRIGGER ${triggerName} AFTER INSERT OR UPDATE OR DELETE ON ${table} FOR EACH ROW EXECUTE FUNCTION ${capture}` },
+    truncate: { name: truncateTriggerName, fn: guard, tgtype: 34, create: (table) => `CREATE TRIGGER ${truncateTriggerName} BEFORE TRUNCATE ON ${table} FOR EACH STATEMENT EXECUTE FUNCTION ${guard}` },
+  };
+}
+
+/** Whether `table` has trigger `spec` as installed ('ok'), none of that name ('missing'), or another one ('other'). */
+async function triggerState(client: PoolClient, table: string, spec: TriggerSpec): Promise<'ok' | 'missing' | 'other'> {
+  const r = await client.query<{ ok: boolean }>(
+    `SELECT tgfoid = coalesce(to_regprocedure($3), 0) AND tgtype = $4 AND tgenabled = 'O' AS ok FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`,
+    [table, spec.name, spec.fn, spec.tgtype]);
+  const row = r.rows[0];
+  return row === undefined ? 'missing' : row.ok ? 'ok' : 'other';
+}
+
+/** The lock a trigger in `state` needs to become `spec` (null: none), and the SQL that does it. */
+function triggerFix(table: string, spec: TriggerSpec, state: 'ok' | 'missing' | 'other'): { lock: TableLock; sql: string } | null {
+  if (state === 'ok') return null;
+  if (state === 'missing') return { lock: 'SHARE ROW EXCLUSIVE', sql: spec.create(table) };
+  return { lock: 'ACCESS EXCLUSIVE', sql: `DROP TRIGGER ${spec.name} ON ${table}; ${spec.create(table)}` };
+}
+
+/** The strongest of `locks` (one LOCK statement per transaction keeps the total wait within one lock timeout). */
+function strongest(locks: readonly TableLock[]): TableLock {
+  return locks.includes('ACCESS EXCLUSIVE') ? 'ACCESS EXCLUSIVE' : 'SHARE ROW EXCLUSIVE';
 }
 
 /** `gap`: logical capture replaced a lost slot (install --accept-gap); changes in between were not captured. */
 export interface InstallResult { side: Side; tables: string[]; gap?: { slot: string; decodedLsn: string } }
-/** `acceptGap` (logical mode): create a new slot over state whose slot was lost, recording the gap (see installLogical). */
-export interface InstallOptions { acceptGap?: boolean }
+/**
+ * `acceptGap` (logical mode): create a new slot over state whose slot was lost, recording the gap (see installLogical).
+ * `log`: where lock retries are reported (CAPTURE_LOG.lockRetry).
+ */
+export interface InstallOptions { acceptGap?: boolean; log?: Logger }
 
 /**
  * Installs the state schema and capture triggers on `side`'s database, in one transaction. The mappings are
- * validated against both real schemas first: a bad config installs nothing.
+ * validated against both real schemas first: a bad config installs nothing. Only what is missing is changed: a
+ * trigger already in place is kept (its function is replaced), so a rerun takes no lock on the application's tables.
+ * A table lock that another transaction holds is waited for at most capture.lockTimeoutMs per attempt (lockedDdl).
  */
 export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[], options: InstallOptions = {}): Promise<InstallResult> {
   const tables = compiled ?? await compileFromDatabases(config, pools);
+  const ddl = lockedDdl(config, pools[side], side, 'install', options.log);
   if (config.capture.mode === 'logical') {
     // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts). Switching from
     // trigger mode removes the capture triggers in the same transaction, after the slot was created: a transaction
     // committed in between is in the changelog (trigger) and in the slot, so the decoder skips up to here.
-    const { gap } = await installLogical(pools[side], config, side, tables, async (client) => {
+    const { gap } = await installLogical(pools[side], config, side, tables, ddl, async (client, lock) => {
+      const fixes: { table: string; lock: TableLock; sql: string | null }[] = [];
+      let had = 0;
+      for (const t of tables) {
+        const table = t.qualified(side);
+        const specs = triggerSpecs(config, t);
+        if (await triggerState(client, table, specs.capture) !== 'missing') {
+          had++;
+          fixes.push({ table, lock: 'ACCESS EXCLUSIVE', sql: `DROP TRIGGER ${triggerName} ON ${table}` });
+        }
+        const guard = triggerFix(table, specs.truncate, await triggerState(client, table, specs.truncate));
+        if (guard) fixes.push({ table, ...guard });
+        // REPLICA IDENTITY FULL is set by installLogical, in this transaction.
+        const ident = await client.query<{ full: boolean }>(`SELECT relreplident = 'f' AS full FROM pg_class WHERE oid = $1::regclass`, [table]);
+        if (!ident.rows[0]?.full) fixes.push({ table, lock: 'ACCESS EXCLUSIVE', sql: null });
+      }
+      await lock([...new Set(fixes.map((f) => f.table))], strongest(fixes.map((f) => f.lock)));
       await installState(client, config.stateSchema);
-      const had = await client.query<{ n: number }>(
-        `SELECT count(*)::int AS n FROM pg_trigger WHERE tgname = $1 AND tgrelid = ANY($2::text[]::regclass[])`, [triggerName, tables.map((t) => t.qualified(side))]);
-      for (const t of tables) await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${t.qualified(side)}`);
-      await client.query(truncateGuardSql(config, side, tables));
-      if ((had.rows[0]?.n ?? 0) === 0) return null;
-      // DROP TRIGGER waited for every transaction that wrote a synced table under its trigger (they hold their table
+      await client.query(truncateGuardSql(config));
+      for (const f of fixes) if (f.sql) await client.query(f.sql);
+      if (had === 0) return null;
+      // The lock waited for every transaction that wrote a synced table under its trigger (they hold their table
       // locks until they end), and later writers wait for this one: the WAL position now is past the commit of every
       // transaction the triggers captured, and before the commit of every write they did not.
       return (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]?.lsn ?? null;
     }, options);
     return gap ? { side, tables: tables.map((t) => t.name), gap } : { side, tables: tables.map((t) => t.name) };
   }
-  await inTransaction(pools[side], async (client) => {
-    // Serialise concurrent installs on one database.
-    await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
+  await ddl(async (client, lock) => {
     // A logical slot from an earlier install holds changes only the decoder can read: switching to triggers here
     // would drop them (and a forgotten slot holds WAL forever). The operator drains and uninstalls first.
     const slot = (await recordedSlot(client, config))?.slot;
     if (slot !== undefined) {
       throw new StranglerError('SYNC_UNSUPPORTED', `capture on the ${side} database is installed in logical mode (replication slot "${slot}"); switching to capture.mode "trigger" in place would lose the changes still in the slot. Stop writes to the captured tables, let the ${side} relay drain (sync status shows 0 behind), run \`strangler sync capture uninstall\` with the logical config, then install again in trigger mode`);
     }
+    const fixes: { table: string; lock: TableLock; sql: string }[] = [];
+    for (const t of tables) {
+      const table = t.qualified(side);
+      for (const spec of Object.values(triggerSpecs(config, t))) {
+        const fix = triggerFix(table, spec, await triggerState(client, table, spec));
+        if (fix) fixes.push({ table, ...fix });
+      }
+    }
+    // Table locks first: the rest of the transaction then waits for nothing the application holds.
+    await lock([...new Set(fixes.map((f) => f.table))], strongest(fixes.map((f) => f.lock)));
     await installState(client, config.stateSchema);
     await client.query(captureFunctionsSql(config, side, tables));
+    for (const f of fixes) await client.query(f.sql);
   });
   return { side, tables: tables.map((t) => t.name) };
 }
@@ -143,23 +306,25 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
 /**
  * Removes the triggers, the capture functions and the state schema from `side`'s database; in logical mode the slot
  * first (while the state still names it, so a failed drop leaves everything for a rerun), then sync's origins.
- * `slotWaitMs`: how long to wait for a session still reading the slot (SYNC_SLOT_IN_USE after that).
+ * `slotWaitMs`: how long to wait for a session still reading the slot (SYNC_SLOT_IN_USE after that). Table locks are
+ * waited for as by install (SYNC_TABLE_LOCKED when they stay taken; a rerun finishes).
  */
-export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side, options: { slotWaitMs?: number } = {}): Promise<void> {
+export async function uninstallCapture(config: SyncConfig, pools: Pools, side: Side, options: { slotWaitMs?: number; log?: Logger } = {}): Promise<void> {
   const pool = pools[side];
   // A slot left behind would hold WAL on the server forever. Without logical state (an earlier uninstall that lost
   // its connection after the schema was gone) the slot of this database, schema and side is dropped all the same.
   const slot = (await recordedSlot(pool, config))?.slot ?? await slotNameFor(pool, config, side);
   await dropSlot(pool, slot, side, options.slotWaitMs);
-  await inTransaction(pool, async (client) => {
-    await uninstallLogicalIn(client, config);
+  await lockedDdl(config, pool, side, 'uninstall', options.log)(async (client, lock) => {
+    const fixes = await identityRestores(client, config);
     for (const t of config.tables) {
       const table = `${q(config.databases[side].schema)}.${q(t[side].table)}`;
-      const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
-      if (exists.rows[0]?.ok) {
-        await client.query(`DROP TRIGGER IF EXISTS ${triggerName} ON ${table}; DROP TRIGGER IF EXISTS ${truncateTriggerName} ON ${table};`);
-      }
+      const present = await client.query<{ tgname: string }>(
+        'SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) ORDER BY tgname', [table, [triggerName, truncateTriggerName]]);
+      for (const { tgname } of present.rows) fixes.push({ table, sql: `DROP TRIGGER ${q(tgname)} ON ${table}` });
     }
+    await lock([...new Set(fixes.map((f) => f.table))], 'ACCESS EXCLUSIVE');
+    for (const f of fixes) await client.query(f.sql);
     await client.query(`DROP SCHEMA IF EXISTS ${q(config.stateSchema)} CASCADE`);
   });
   // Sync's replication origins are named after the slot, so a rerun after a failed drop still finds them.

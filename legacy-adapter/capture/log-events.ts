@@ -9,4 +9,6 @@ export const CAPTURE_LOG = {
   /** error: a change the relay cannot get past (SYNC_EVENT_TOO_LARGE, SYNC_SCHEMA_CHANGED) or a lost slot (SYNC_SLOT_LOST); the relay stops. */
   relayFailed: 'sync.relay.failed',
   originsUnavailable: 'sync.capture.origins_unavailable',
+  /** warn: install/uninstall gave up one attempt at a synced table's lock (lock_timeout) and retries after a pause. */
+  lockRetry: 'sync.capture.lock_retry',
 } as const;

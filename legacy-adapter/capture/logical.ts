@@ -36,12 +36,13 @@
 import type { Pool, PoolClient } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
 import { silentLogger, type Logger } from '../../common/logger.ts';
-import { inTransaction, transactionOn } from '../../common/pg.ts';
+import { transactionOn } from '../../common/pg.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import { mappedColumns, type Side, type SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { lit, q, type CompiledTable } from '../../migration-scripts/mapping.ts';
 import { SYNC_MESSAGE_PREFIX } from '../../migration-scripts/event.ts';
 import { unbounded } from '../../migration-scripts/db.ts';
+import type { DdlTransaction, LockTables } from './install.ts';
 
 const PLUGIN = 'test_decoding';
 /** Decoded changes passed to one decode-function statement (arrays of record texts); also the most changes held in memory. */
@@ -79,7 +80,7 @@ export async function assertLogicalWal(db: Pool | PoolClient, side: Side): Promi
   }
 }
 
-/** SQL of the state table and the per-table decode functions (same rules as the capture trigger in install.ts). */
+/** SQL of the state table and the per-table decode functions (same rules as the capture trigger in install.ts); REPLICA IDENTITY is set by installLogical. */
 export function logicalFunctionsSql(config: SyncConfig, side: Side, tables: readonly CompiledTable[]): string {
   const s = q(config.stateSchema);
   const own = side === 'legacy' ? 'legacy_version' : 'service_version';
@@ -124,8 +125,7 @@ BEGIN
       PERFORM ${s}.capture_decoded(${name}, k, 'u', img_old, img_new, p_xid, p_ts);
     END IF;
   END IF;
-END $fn$;
-ALTER TABLE ${rowType} REPLICA IDENTITY FULL;`);
+END $fn$;`);
   }
   return parts.join('\n');
 }
@@ -153,14 +153,16 @@ export function slotLostError(side: Side, slot: string, decodedLsn: string): Str
 }
 
 /**
- * Installs logical capture: checks wal_level, creates the slot (outside any transaction), then the state and functions.
- * `installStateIn` returns the WAL position up to which every committed change of the synced tables was captured
- * otherwise (by capture triggers it just dropped), or null; the decoder skips transactions committed up to there.
+ * Installs logical capture: checks wal_level, creates the slot (outside any transaction), then the state and functions
+ * in one DDL transaction run by `ddl` (install.ts: table locks bounded by capture.lockTimeoutMs, retried).
+ * `installStateIn` locks the tables whose triggers or replica identity change, and returns the WAL position up to
+ * which every committed change of the synced tables was captured otherwise (by capture triggers it just dropped), or
+ * null; the decoder skips transactions committed up to there. A slot created here is dropped again if that fails.
  * Over logical capture state whose slot is gone this throws SYNC_SLOT_LOST unless `acceptGap`: then the new slot
  * starts now, the decode position is reset (a standby's WAL may be behind the lost position) and the gap is recorded.
  */
-export async function installLogical(pool: Pool, config: SyncConfig, side: Side, tables: readonly CompiledTable[],
-  installStateIn: (client: PoolClient) => Promise<string | null>, options: { acceptGap?: boolean } = {}): Promise<{ gap?: { slot: string; decodedLsn: string } }> {
+export async function installLogical(pool: Pool, config: SyncConfig, side: Side, tables: readonly CompiledTable[], ddl: DdlTransaction,
+  installStateIn: (client: PoolClient, lock: LockTables) => Promise<string | null>, options: { acceptGap?: boolean } = {}): Promise<{ gap?: { slot: string; decodedLsn: string } }> {
   await assertLogicalWal(pool, side);
   const slot = await slotNameFor(pool, config, side);
   const recorded = await recordedSlot(pool, config);
@@ -180,14 +182,17 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   // The origins sync's own sessions write under (see SyncOrigins); a user that may not create them installs without.
   await ensureOrigins(pool, slot);
   try {
-    await inTransaction(pool, async (client) => {
-      await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-install:${config.stateSchema}`]);
-      const capturedUpTo = await installStateIn(client);
+    await ddl(async (client, lock) => {
+      const capturedUpTo = await installStateIn(client, lock);
       // Remember each table's replica identity before changing it, so uninstall can restore it.
       const prev = await client.query<{ tables: Record<string, string> }>(
         `SELECT coalesce(jsonb_object_agg(n, c.relreplident::text), '{}') AS tables FROM unnest($1::text[]) AS n JOIN pg_class c ON c.oid = n::regclass`,
         [tables.map((t) => t.qualified(side))]);
       await client.query(logicalFunctionsSql(config, side, tables));
+      // Only where it is not FULL yet (ACCESS EXCLUSIVE even when nothing changes): a rerun locks nothing.
+      for (const [table, ident] of Object.entries(prev.rows[0]?.tables ?? {})) {
+        if (ident !== 'f') await client.query(`ALTER TABLE ${table} REPLICA IDENTITY FULL`);
+      }
       const s = q(config.stateSchema);
       await client.query(
         `INSERT INTO ${s}.logical_capture (id, slot, tables, decoded_lsn) VALUES (1, $1, $2::jsonb, coalesce($3::pg_lsn, '0/0'))
@@ -207,20 +212,26 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   return lost ? { gap: { slot: lost.slot, decodedLsn: lost.decodedLsn } } : {};
 }
 
-/** Restores the tables' replica identity (uninstall, in its transaction). */
-export async function uninstallLogicalIn(client: PoolClient, config: SyncConfig): Promise<void> {
+/**
+ * The statements that restore the tables' replica identity recorded at install (uninstall runs them in its
+ * transaction, after locking those tables); tables already back at it need none (and no lock).
+ */
+export async function identityRestores(client: PoolClient, config: SyncConfig): Promise<{ table: string; sql: string }[]> {
   const s = q(config.stateSchema);
   const has = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.logical_capture`]);
-  if (!has.rows[0]?.ok) return;
+  if (!has.rows[0]?.ok) return [];
   const r = await client.query<{ tables: Record<string, string> }>(`SELECT tables FROM ${s}.logical_capture WHERE id = 1`);
   const row = r.rows[0];
-  if (!row) return;
+  if (!row) return [];
   const identity: Record<string, string> = { d: 'DEFAULT', n: 'NOTHING', f: 'FULL' };
+  const restores: { table: string; sql: string }[] = [];
   for (const [table, prev] of Object.entries(row.tables)) {
-    const exists = await client.query('SELECT to_regclass($1) IS NOT NULL AS ok', [table]);
+    const now = await client.query<{ ident: string | null }>('SELECT (SELECT relreplident::text FROM pg_class WHERE oid = to_regclass($1)) AS ident', [table]);
+    const current = now.rows[0]?.ident;
     const mode = identity[prev];
-    if (exists.rows[0]?.ok && mode) await client.query(`ALTER TABLE ${table} REPLICA IDENTITY ${mode}`);
+    if (current && mode && current !== prev) restores.push({ table, sql: `ALTER TABLE ${table} REPLICA IDENTITY ${mode}` });
   }
+  return restores;
 }
 
 /**
