@@ -16,6 +16,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { join } from 'node:path';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
+import { installServiceCapture, uninstallServiceCapture } from '../../../services/kit/capture.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 import { openPool, openPools, closePools, type Pools } from '../../../migration-scripts/db.ts';
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
@@ -552,6 +553,18 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const left = await x.pools.legacy.query(`SELECT roname FROM pg_replication_origin WHERE roname LIKE 'strangler_nogrant_%'`);
     assert.deepEqual(left.rows, [], 'uninstall dropped both sides\' origins');
   });
+  test('services/kit passes install options on: a service whose slot was lost installs again only with acceptGap (the runbook\'s --accept-gap), which records the gap', async () => {
+    const { config, pools, tables } = await installed('kitgap');
+    const slot = await captureSlot(pools.service) as string;
+    await pools.service.query('SELECT pg_drop_replication_slot($1)', [slot]);
+    await assert.rejects(installServiceCapture(config, pools, tables), { code: 'SYNC_SLOT_LOST' });
+    const again = await installServiceCapture(config, pools, tables, { acceptGap: true });
+    assert.ok(again.gap, 'the gap is reported');
+    assert.ok((await slots(pools.service)).includes(await captureSlot(pools.service) as string), 'a new slot exists');
+    await uninstallServiceCapture(config, pools, { slotWaitMs: 2_000 });
+    assert.equal(await captureSlot(pools.service).catch(() => undefined), undefined);
+  });
+
   test('a lost slot: the relay stops with SYNC_SLOT_LOST, status reports the direction broken (exit 1), install refuses until --accept-gap, which records the gap; verify + repair --from restore what was missed', async () => {
     const x = await installed('slotlost');
     const { config, pools, tables, p } = x;
