@@ -18,10 +18,14 @@ let fx: SyncFixture;
 before(async () => { fx = await startSyncFixture(); });
 after(async () => { await fx.stop(); });
 
-/** A fresh pair with `seed` run on legacy before capture is installed (rows for backfill to copy). */
-async function installed(name: string, seed = '', overrides: Record<string, unknown> = {}) {
+/**
+ * A fresh pair with `seed` run on legacy before capture is installed (rows for backfill to copy), and `serviceDdl` on
+ * the service before the mapping is compiled (a column type that differs from the fixture's).
+ */
+async function installed(name: string, seed = '', overrides: Record<string, unknown> = {}, serviceDdl = '') {
   const { config, pools, urls } = await fx.freshPair(name, overrides);
   if (seed) await pools.legacy.query(seed);
+  if (serviceDdl) await pools.service.query(serviceDdl);
   const tables = await compileFromDatabases(config, pools);
   await installCapture(config, pools, 'legacy', tables);
   await installCapture(config, pools, 'service', tables);
@@ -120,12 +124,7 @@ describe('repair against live changes', () => {
 
 describe('verify sees what the mapping cannot hold', () => {
   test('a text longer than the target varchar(n) is refused (parked, reported by verify), never written truncated', async () => {
-    const { config, pools } = await fx.freshPair('vtrunc');
-    await pools.service.query('ALTER TABLE catalog_items ALTER COLUMN title TYPE varchar(5)');
-    const tables = await compileFromDatabases(config, pools);
-    await installCapture(config, pools, 'legacy', tables);
-    await installCapture(config, pools, 'service', tables);
-    const p = new Pipeline(config, pools, tables);
+    const { config, pools, tables, p } = await installed('vtrunc', '', {}, 'ALTER TABLE catalog_items ALTER COLUMN title TYPE varchar(5)');
     await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'short'), (2, 'abcdefgh')`);
     await p.settle();
     assert.deepEqual((await pools.service.query('SELECT item_id::int AS id, title FROM catalog_items ORDER BY item_id')).rows, [{ id: 1, title: 'short' }]);
@@ -141,12 +140,7 @@ describe('verify sees what the mapping cannot hold', () => {
   });
 
   test('numbers equal in value but printed with another scale (numeric(20,6) against numeric) are the same; a different value is not', async () => {
-    const { config, pools } = await fx.freshPair('vscale');
-    await pools.service.query('ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric');
-    const tables = await compileFromDatabases(config, pools);
-    await installCapture(config, pools, 'legacy', tables);
-    await installCapture(config, pools, 'service', tables);
-    const p = new Pipeline(config, pools, tables);
+    const { config, pools, tables, p } = await installed('vscale', '', {}, 'ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric');
     // Written on the service as 2.5 (and 0, 100): legacy stores 2.500000; both hold the same number.
     await pools.service.query(`INSERT INTO catalog_items (item_id, title, amount) VALUES (1, 'a', 2.5), (2, 'b', 0), (3, 'c', 100), (4, 'd', -0.125)`);
     await pools.legacy.query(`INSERT INTO items (id, name, amount) VALUES (5, 'e', 7.25)`);
