@@ -339,10 +339,14 @@ export class ApplyWorker {
       const assignment = e.payload.memberAssignment as Record<string, number[]>;
       void (async () => {
         for (const [topic, partitions] of Object.entries(assignment)) {
-          const stored = await applier.storedOffsets(source, topic).catch(() => new Map<number, string>());
+          const stored = await applier.storedOffsets(source, topic);
           for (const p of partitions) {
             const off = stored.get(p);
-            if (off !== undefined) consumer.seek({ topic, partition: p, offset: String(BigInt(off) + 1n) });
+            // Nothing applied from this partition as far as the target knows (a database restored from before sync's
+            // first apply, or its state reinstalled): start at the first event Kafka holds, not at the group's
+            // committed offset, which would skip every event before it. Repeats are dropped by the version rules.
+            const next = off !== undefined ? String(BigInt(off) + 1n) : await firstOffset(kafka, topic, p);
+            consumer.seek({ topic, partition: p, offset: next });
           }
         }
       })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));

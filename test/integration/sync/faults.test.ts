@@ -215,6 +215,28 @@ test('Kafka down, then its group coordinator loading, each longer than the clien
   }
 });
 
+test('a target database restored from a backup taken before sync applied anything (no stored offsets, the consumer group\'s still there): apply re-reads every event Kafka holds instead of starting at the group\'s offset', async () => {
+  const { config, pools, tables, relay, worker, published } = await legacyToService('kpresync');
+  let w = worker();
+  try {
+    await w.start();
+    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
+    await w.stop();
+    // The service database goes back to a backup from before sync's first apply: no rows, no versions, no positions.
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; DELETE FROM catalog_items;
+      DELETE FROM strangler_sync.row_version; DELETE FROM strangler_sync.applied; COMMIT`);
+    w = worker();
+    await w.start();
+    await insertOne(pools, 4);
+    await waitFor('1..4 applied', async () => (await itemCount(pools)) === 4, 20_000);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    await w.stop();
+    await relay.stop();
+  }
+});
+
 test('a target database restored from a backup (its stored offset behind the consumer group\'s): apply re-reads the events Kafka still holds, no false SYNC_EVENTS_LOST', async () => {
   const { config, pools, tables, relay, worker, published } = await legacyToService('krestore');
   let w = worker();
