@@ -33,8 +33,16 @@ interface Container {
   livenessProbe?: Probe;
   readinessProbe?: Probe;
 }
-interface PodSpec { containers: Container[] }
-interface WorkloadSpec { template?: { spec?: PodSpec }; jobTemplate?: { spec?: { template?: { spec?: PodSpec } } } }
+interface VolumeMount { name: string; mountPath: string; readOnly?: boolean }
+interface PodSpec {
+  containers: (Container & { volumeMounts?: VolumeMount[]; securityContext?: { readOnlyRootFilesystem?: boolean }; lifecycle?: { preStop?: { exec?: { command?: string[] } } } })[];
+  volumes?: { name: string; emptyDir?: object; configMap?: { name: string } }[];
+  restartPolicy?: string;
+  terminationGracePeriodSeconds?: number;
+}
+interface PodFailurePolicy { rules: { action: string; onExitCodes?: { operator: string; values: number[] } }[] }
+interface JobSpec { backoffLimit?: number; podFailurePolicy?: PodFailurePolicy; template?: { spec?: PodSpec } }
+interface WorkloadSpec { template?: { spec?: PodSpec }; jobTemplate?: { spec?: JobSpec } }
 
 function manifests(): Manifest[] {
   const out: Manifest[] = [];
@@ -179,4 +187,99 @@ test('the image holds everything the production commands import, and only produc
   assert.ok(files.size > 30, `followed ${files.size} files`);
   const ignore = readFileSync('.dockerignore', 'utf8').split('\n').map((l) => l.trim());
   for (const dir of copied) assert.ok(ignore.includes(`!${dir}`), `.dockerignore lets ${dir} into the build context`);
+});
+
+function jobSpec(m: Manifest): JobSpec | undefined {
+  if (m.kind === 'Job') return m.body.spec as JobSpec;
+  if (m.kind === 'CronJob') return (m.body.spec as WorkloadSpec).jobTemplate?.spec;
+  return undefined;
+}
+
+test('a Job whose command has a result exit code (3) fails at once on it, and retries other failures', () => {
+  // The codes come from the commands: sync verify exits 3 on differences, sync repair when it skipped keys, flags
+  // sync on drift. A result is not an error: retrying cannot change it, and an error (exit 1: a database or Unleash
+  // restarting) must not look like a result, or a scheduled verify reports drift whenever PostgreSQL blips.
+  assert.match(syncCommand.help, /exit 0 identical, 3 different/);
+  assert.match(syncCommand.help, /exit 3 when keys\s+were skipped/);
+  assert.match(flagsCommand.help, /3 drift found/);
+  const resultCommands = ['sync verify', 'sync repair', 'flags sync'];
+  let checked = 0;
+  for (const m of manifests()) {
+    const spec = jobSpec(m);
+    if (!spec) continue;
+    const pod = podSpec(m);
+    const args = pod?.containers[0]?.args ?? [];
+    if (!resultCommands.includes(args.slice(0, 2).join(' '))) continue;
+    checked++;
+    assert.equal(pod?.restartPolicy, 'Never', `${m.name}: podFailurePolicy needs restartPolicy Never`);
+    const failOn3 = spec.podFailurePolicy?.rules.some((r) => r.action === 'FailJob' && r.onExitCodes?.operator === 'In' && r.onExitCodes.values.includes(3));
+    assert.ok(failOn3, `${m.name}: a podFailurePolicy rule FailJob on exit code 3 (the command's result)`);
+    assert.ok((spec.backoffLimit ?? 6) >= 1, `${m.name}: backoffLimit >= 1, so exit 1 (a transient error) is retried`);
+  }
+  assert.ok(checked >= 3, `checked ${checked} Jobs (flags sync, verify, scheduled verify)`);
+});
+
+test('every path a pod writes is on a writable volume (read-only root filesystem)', () => {
+  const config = parseConfigText(shippedConfig(), 'strangler.yaml', FAKE_ENV);
+  const under = (path: string, mount: string) => path === mount || path.startsWith(`${mount.replace(/\/$/, '')}/`);
+  let checked = 0;
+  for (const m of manifests()) {
+    const pod = podSpec(m);
+    for (const c of pod?.containers ?? []) {
+      if (c.securityContext?.readOnlyRootFilesystem !== true) continue;
+      checked++;
+      const emptyDirs = new Set((pod?.volumes ?? []).filter((v) => v.emptyDir).map((v) => v.name));
+      const writable = (c.volumeMounts ?? []).filter((v) => !v.readOnly && emptyDirs.has(v.name)).map((v) => v.mountPath);
+      const needs = (path: string, why: string) => assert.ok(writable.some((mount) => under(path, mount)), `${m.name}: ${path} (${why}) is not on a writable emptyDir; writable: ${writable.join(', ') || 'none'}`);
+      needs('/tmp', "$TMPDIR: tsx's transform cache, tsx does not start without it");
+      const config_ = (c.volumeMounts ?? []).find((v) => under(CONFIG_PATH, v.mountPath));
+      assert.ok(config_?.readOnly, `${m.name}: the config is mounted (read-only) at ${CONFIG_PATH}`);
+      const [command, sub] = c.args ?? [];
+      if (command === 'gateway' && config.flags.backupPath) needs(config.flags.backupPath, 'flags.backupPath: last good flags and rollback overrides');
+      if (command === 'flags' && sub === 'controller' && !config.controller.databaseUrl && config.controller.stateFile) needs(config.controller.stateFile, 'controller.stateFile');
+    }
+  }
+  assert.ok(checked >= 10, `checked ${checked} containers`);
+  // Outside Kubernetes (docker run without volumes) the same folder exists in the image, owned by the runtime user.
+  const dockerfile = readFileSync('deploy/Dockerfile', 'utf8');
+  assert.ok(config.flags.backupPath && dockerfile.includes(`mkdir -p ${config.flags.backupPath}`), 'the Dockerfile creates flags.backupPath');
+});
+
+test("the gateway's grace period covers preStop, the drain and the workers' drain margin", () => {
+  const config = parseConfigText(shippedConfig(), 'strangler.yaml', FAKE_ENV);
+  const sts = manifests().find((m) => m.kind === 'StatefulSet' && m.name === 'strangler-gateway');
+  assert.ok(sts);
+  const pod = podSpec(sts);
+  const c = pod?.containers[0];
+  const preStop = c?.lifecycle?.preStop?.exec?.command ?? [];
+  assert.equal(preStop[0], 'sleep', 'preStop sleeps while endpoints and load balancers stop sending');
+  const sleepS = Number(preStop[1]);
+  const workers = Number((c?.args ?? [])[(c?.args ?? []).indexOf('--workers') + 1] ?? config.proxy.workers);
+  // SIGTERM drains in-flight requests and WebSockets for at most drainTimeoutMs; with --workers the primary waits up
+  // to drainTimeoutMs + 5 s for each worker's drain (gateway/cluster.ts), then closes the control plane.
+  const drainS = config.proxy.drainTimeoutMs / 1000 + (workers > 1 ? 5 : 0);
+  assert.ok((pod?.terminationGracePeriodSeconds ?? 30) >= sleepS + drainS + 5, `terminationGracePeriodSeconds ${pod?.terminationGracePeriodSeconds} >= preStop ${sleepS} s + drain ${drainS} s + 5 s`);
+});
+
+test('forwarded headers are trusted only behind an ingress: the data plane has no LoadBalancer or NodePort Service', () => {
+  const config = parseConfigText(shippedConfig(), 'strangler.yaml', FAKE_ENV);
+  assert.equal(config.proxy.trustForwardedHeaders, true, 'the test is about the shipped setting');
+  for (const m of manifests().filter((x) => x.kind === 'Service')) {
+    const spec = m.body.spec as { type?: string; ports: { targetPort: string | number }[] };
+    if (!spec.ports.some((p) => p.targetPort === 'http' || p.targetPort === config.proxy.port)) continue;
+    assert.ok((spec.type ?? 'ClusterIP') === 'ClusterIP', `${m.name}: a ${spec.type} Service passes clients' X-Forwarded-* straight to a gateway that trusts them`);
+  }
+  const doc = readFileSync('docs/deployment.md', 'utf8');
+  assert.doesNotMatch(doc, /ingress or a `LoadBalancer` Service in front of/, 'docs/deployment.md must not offer a LoadBalancer Service while the config trusts forwarded headers');
+  assert.match(doc, /`LoadBalancer` or `NodePort` Service[^.]*set it to\s+`false`/);
+});
+
+test('docs/deployment.md says what the gateway serves at GET /admin/sync with the shipped config', () => {
+  // gateway/command.ts wires syncFromConfig for single-process and --workers gateways alike: with a sync section
+  // every gateway pod answers /admin/sync and opens pools to both databases on the first request.
+  assert.ok(parseSyncConfig(parse(shippedConfig()), 'strangler.yaml', FAKE_ENV), 'the shipped config has a sync section');
+  for (const file of ['gateway/command.ts', 'gateway/cluster.ts']) assert.match(readFileSync(file, 'utf8'), /syncFromConfig\(config\)/, `${file} serves GET /admin/sync`);
+  const doc = readFileSync('docs/deployment.md', 'utf8');
+  assert.doesNotMatch(doc, /does not serve these figures/, 'docs/deployment.md must not say the gateway does not serve /admin/sync');
+  assert.match(doc, /gateway serves the same figures at `GET \/admin\/sync`/);
 });
