@@ -1,15 +1,19 @@
 /**
- * The baseline: http-proxy in front of one upstream with a keep-alive agent and nothing else (no routing, no
- * flags, no breaker, no stats, no logs). Usage: bare-proxy.ts <upstream url>. Prints {"port":n}.
+ * The baseline: http-proxy in front of one upstream with the same keep-alive agent the gateway gives an upstream
+ * (made by the gateway's own upstreamAgent() from the same upstream defaults) and nothing else (no routing, no flags,
+ * no breaker, no stats, no logs, no X-Forwarded-* or hop-by-hop header handling). Usage: bare-proxy.ts <upstream url>.
+ * Prints {"port":n,"agent":{...}} (describeAgent), which the benchmark compares with the gateway's.
  */
-import { Agent, createServer } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import httpProxy from 'http-proxy';
-import { announce, exitWithParent } from './child.ts';
+import { upstreamSchema } from '../../gateway/config/schema.ts';
+import { upstreamAgent } from '../../gateway/proxy/upstreams.ts';
+import { announce, describeAgent, exitWithParent } from './child.ts';
 
 const target = process.argv[2];
 if (!target) throw new Error('usage: bare-proxy.ts <upstream url>');
-const agent = new Agent({ keepAlive: true, maxSockets: 256 });
+const agent = upstreamAgent(upstreamSchema.parse({ id: 'legacy', url: target }), null);
 const proxy = httpProxy.createProxyServer({ target, agent });
 proxy.on('error', (_err, _req, res) => {
   if ('writeHead' in res && !res.headersSent) res.writeHead(502);
@@ -17,7 +21,7 @@ proxy.on('error', (_err, _req, res) => {
 });
 const server = createServer((req, res) => proxy.web(req, res));
 await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
-announce({ port: (server.address() as AddressInfo).port });
+announce({ port: (server.address() as AddressInfo).port, agent: describeAgent(agent) });
 exitWithParent(() => {
   server.closeAllConnections();
   agent.destroy();

@@ -4,6 +4,7 @@
  * parent goes away (stdin closes) so an interrupted benchmark leaves no server behind.
  */
 import { writeSync } from 'node:fs';
+import type { Agent } from 'node:http';
 
 export const ANNOUNCE_FD = 3;
 
@@ -23,4 +24,23 @@ export function exitWithParent(onExit: () => Promise<void> | void = () => {}): v
   process.stdin.resume();
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+}
+
+/**
+ * The settings of a proxy's upstream keep-alive agent that change how it pools and times out connections, announced
+ * by every proxy the gateway benchmark compares, so it can refuse to compare proxies whose agents differ.
+ */
+export function describeAgent(agent: Agent): Record<string, unknown> {
+  const a = agent as Agent & { keepAlive?: boolean; keepAliveMsecs?: number; scheduling?: string; options: { timeout?: number }; idleMs?: number };
+  return {
+    class: agent.constructor.name,
+    keepAlive: a.keepAlive,
+    keepAliveMsecs: a.keepAliveMsecs,
+    maxSockets: agent.maxSockets,
+    maxFreeSockets: agent.maxFreeSockets,
+    maxTotalSockets: agent.maxTotalSockets,
+    scheduling: a.scheduling,
+    timeout: a.options.timeout ?? null,
+    idleMs: a.idleMs ?? null,
+  };
 }

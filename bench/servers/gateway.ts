@@ -5,7 +5,8 @@
  * request.completed line per request, written to stdout through the buffered destination of log.buffer, its
  * default), with stdout redirected to a file by the parent.
  *
- * Usage: gateway.ts <legacy url> <service url> <work dir>. Prints {"port":n}.
+ * Usage: gateway.ts <legacy url> <service url> <work dir>. Prints {"port":n,"agent":{...}} (the legacy upstream's agent,
+ * describeAgent), which the benchmark compares with the bare proxy's.
  * Profiling knobs (environment): BENCH_FLAG_PERCENT (default 50), BENCH_LOG_LEVEL (default info),
  * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service), BENCH_LOG_SAMPLE_RATE
  * (proxy.logSampleRate, default 1: every request logged).
@@ -14,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { validateConfig } from '../../gateway/config/load.ts';
 import { startGateway } from '../../gateway/server.ts';
-import { announce, exitWithParent } from './child.ts';
+import { announce, describeAgent, exitWithParent } from './child.ts';
 
 const [legacyUrl, serviceUrl, dir] = process.argv.slice(2);
 if (!legacyUrl || !serviceUrl || !dir) throw new Error('usage: gateway.ts <legacy url> <service url> <work dir>');
@@ -51,5 +52,6 @@ const config = validateConfig({
 }, 'bench');
 
 const gateway = await startGateway(config, { watch: false, port: 0, adminPort: 0 });
-announce({ port: Number(new URL(gateway.proxyUrl).port) });
+const legacyAgent = gateway.runtime.snapshot.upstreams.get('legacy')?.agent;
+announce({ port: Number(new URL(gateway.proxyUrl).port), ...(legacyAgent ? { agent: describeAgent(legacyAgent) } : {}) });
 exitWithParent(() => gateway.close());
