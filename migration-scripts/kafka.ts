@@ -340,13 +340,14 @@ export class ApplyWorker {
       void (async () => {
         for (const [topic, partitions] of Object.entries(assignment)) {
           const stored = await applier.storedOffsets(source, topic);
+          // Nothing applied from a partition as far as the target knows (a database restored from before sync's first
+          // apply, or its state reinstalled): start at the first event Kafka holds, not at the group's committed
+          // offset, which would skip every event before it. Repeats are dropped by the version rules.
+          const first = partitions.some((p) => !stored.has(p)) ? await firstOffsets(kafka, topic) : new Map<number, string>();
           for (const p of partitions) {
             const off = stored.get(p);
-            // Nothing applied from this partition as far as the target knows (a database restored from before sync's
-            // first apply, or its state reinstalled): start at the first event Kafka holds, not at the group's
-            // committed offset, which would skip every event before it. Repeats are dropped by the version rules.
-            const next = off !== undefined ? String(BigInt(off) + 1n) : await firstOffset(kafka, topic, p);
-            consumer.seek({ topic, partition: p, offset: next });
+            const next = off !== undefined ? String(BigInt(off) + 1n) : first.get(p);
+            if (next !== undefined) consumer.seek({ topic, partition: p, offset: next });
           }
         }
       })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));
@@ -366,7 +367,8 @@ export class ApplyWorker {
             // A hole after the stored offset whose events Kafka still holds: the consumer started at a committed offset
             // ahead of the database (its fetch beat the seek on join, or the database was restored): seek back.
             const next = isStranglerError(err) && err.code === 'SYNC_EVENTS_LOST' ? err.details?.nextOffset : undefined;
-            if (typeof next === 'string' && await firstOffset(kafka, batch.topic, batch.partition).then((low) => BigInt(low) <= BigInt(next), () => false)) {
+            const low = typeof next === 'string' ? await firstOffsets(kafka, batch.topic).then((f) => f.get(batch.partition), () => undefined) : undefined;
+            if (typeof next === 'string' && low !== undefined && BigInt(low) <= BigInt(next)) {
               this.#log.warn({ event: SYNC_LOG.offsetsAhead, direction, topic: batch.topic, partition: batch.partition, offset: next }, 'consumer offset ahead of the applied one; seeking back');
               consumer.seek({ topic: batch.topic, partition: batch.partition, offset: next });
               return null;
@@ -398,14 +400,12 @@ export class ApplyWorker {
   }
 }
 
-/** The first offset Kafka still holds in a partition. */
-async function firstOffset(kafka: Kafka, topic: string, partition: number): Promise<string> {
+/** The first offset Kafka still holds in each partition of a topic (one admin request for all of them). */
+async function firstOffsets(kafka: Kafka, topic: string): Promise<Map<number, string>> {
   const admin = kafka.admin();
-  await admin.connect();
+  await connectChecked(kafka, () => admin.connect());
   try {
-    const found = (await admin.fetchTopicOffsets(topic)).find((o) => o.partition === partition);
-    if (!found) throw new Error(`no partition ${partition} in topic ${topic}`);
-    return found.low;
+    return new Map((await admin.fetchTopicOffsets(topic)).map((o) => [o.partition, o.low]));
   } finally {
     await admin.disconnect();
   }
