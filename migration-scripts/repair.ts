@@ -21,6 +21,7 @@ import { Applier } from './apply.ts';
 import { readKeys, type KeyedEvent } from './source-read.ts';
 import type { VerifyResult } from './verify.ts';
 import { SYNC_LOG } from './log-events.ts';
+import { parseEventMeta } from './event.ts';
 
 export interface RepairResult {
   tables: {
@@ -36,8 +37,8 @@ const MAX_REPAIR_ROUNDS = 5;
 /** Per key text: the op and version vector a source read gave it (what changes when the source changes the key). */
 function versionsOf(read: { events: readonly KeyedEvent[]; deletes: readonly KeyedEvent[] }): Map<string, string> {
   return new Map([...read.events, ...read.deletes].map(({ key, event }) => {
-    const e = JSON.parse(event.value) as { op: string; version: { legacy: number; service: number } };
-    return [key, `${e.op} ${e.version.legacy} ${e.version.service}`];
+    const { op, version } = parseEventMeta(event.value);
+    return [key, `${op} ${version.legacy} ${version.service}`];
   }));
 }
 
