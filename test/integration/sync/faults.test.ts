@@ -60,19 +60,23 @@ async function legacyToService(name: string) {
   const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, `apply-${name}`), source: 'legacy', tables, sessionTimeoutMs: 1_000,
     applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
   const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
-  return { config, kafkaCfg, file, pools, tables, relay, worker, published };
+  /** Inserts items `from`..`to` on legacy one by one, each published by the relay before the next (one batch each). */
+  const publish = async (from: number, to = from) => {
+    for (let i = from; i <= to; i++) { await insertOne(pools, i); await waitFor('published', published); }
+  };
+  return { config, kafkaCfg, file, pools, tables, relay, worker, published, publish };
 }
 
 test('retention dropped events apply had not consumed: apply stops loudly, status reports the gap, nothing is skipped silently', async () => {
-  const { config, kafkaCfg, file, pools, tables, relay, worker, published } = await legacyToService('kret');
+  const { config, kafkaCfg, file, pools, tables, relay, worker, publish } = await legacyToService('kret');
   let w = worker();
   try {
     await w.start();
-    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await publish(1, 3);
     await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
     await w.stop();
     // 10 more events, one Kafka batch each, while apply is down; then retention deletes the oldest 6 of them.
-    for (let i = 4; i <= 13; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await publish(4, 13);
     await relay.stop();
     await stack.restartBroker(); // (closes the files; the head is cut while the broker is down, as segments are deleted)
     const logStart = dropLogHead(join(stack.dir, 'kafka', 'logs', 'kret.legacy.items', '0.log'), 9);
@@ -114,27 +118,26 @@ test('retention dropped events apply had not consumed: apply stops loudly, statu
 });
 
 test('a topic deleted and recreated: apply follows the new offsets, so a restart neither skips nor miscounts the new events', async () => {
-  const { config, kafkaCfg, pools, tables, relay, worker, published } = await legacyToService('krecreate');
+  const { config, kafkaCfg, pools, tables, relay, worker, publish } = await legacyToService('krecreate');
   const kafka = createKafka(kafkaCfg, 'status-krecreate');
   const legacyLag = async () => (await readSyncStatus(config, pools, kafka)).directions.find((x) => x.source === 'legacy')?.lagEvents;
   let w = worker();
   try {
     await w.start();
-    for (let i = 1; i <= 5; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await publish(1, 5);
     await waitFor('5 applied', async () => (await itemCount(pools)) === 5);
     await w.stop();
     const admin = kafka.admin();
     await admin.connect();
     await admin.deleteTopics({ topics: ['krecreate.legacy.items'] });
     await admin.disconnect();
-    await insertOne(pools, 6); // the relay's produce creates the topic again: offset 0
-    await waitFor('published', published);
+    await publish(6); // the relay's produce creates the topic again: offset 0
     w = worker();
     await w.start();
     await waitFor('6 applied', async () => (await itemCount(pools)) === 6);
     await waitFor('lag 0', async () => (await legacyLag()) === 0);
     await w.stop();
-    for (let i = 7; i <= 12; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await publish(7, 12);
     assert.equal(await legacyLag(), 6, 'status counts the new topic\'s unapplied events');
     w = worker();
     await w.start();
@@ -215,55 +218,52 @@ test('Kafka down, then its group coordinator loading, each longer than the clien
   }
 });
 
-test('a target database restored from a backup taken before sync applied anything (no stored offsets, the consumer group\'s still there): apply re-reads every event Kafka holds instead of starting at the group\'s offset', async () => {
-  const { config, pools, tables, relay, worker, published } = await legacyToService('kpresync');
+/**
+ * Items 1..`applied` synced to the service (the applied row as it stood after item 3 kept as `backup`), apply stopped,
+ * the service database put back by `restore`, apply started again: then item `applied`+1 and everything before it
+ * reach the service, verify agrees, and apply never stops.
+ */
+async function resumesAfterRestore(name: string, applied: number, restore: (pools: Pools, backup: { position: string; kafka_offset: string }) => Promise<void>): Promise<void> {
+  const { config, pools, tables, relay, worker, publish } = await legacyToService(name);
   let w = worker();
   try {
     await w.start();
-    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
-    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
-    await w.stop();
-    // The service database goes back to a backup from before sync's first apply: no rows, no versions, no positions.
-    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; DELETE FROM catalog_items;
-      DELETE FROM strangler_sync.row_version; DELETE FROM strangler_sync.applied; COMMIT`);
-    w = worker();
-    await w.start();
-    await insertOne(pools, 4);
-    await waitFor('1..4 applied', async () => (await itemCount(pools)) === 4, 20_000);
-    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
-  } finally {
-    await w.stop();
-    await relay.stop();
-  }
-});
-
-test('a target database restored from a backup (its stored offset behind the consumer group\'s): apply re-reads the events Kafka still holds, no false SYNC_EVENTS_LOST', async () => {
-  const { config, pools, tables, relay, worker, published } = await legacyToService('krestore');
-  let w = worker();
-  try {
-    await w.start();
-    for (let i = 1; i <= 3; i++) { await insertOne(pools, i); await waitFor('published', published); }
+    await publish(1, 3);
     await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
     const backup = (await pools.service.query(`SELECT position, kafka_offset FROM strangler_sync.applied WHERE source = 'legacy'`)).rows[0] as { position: string; kafka_offset: string };
-    for (let i = 4; i <= 5; i++) { await insertOne(pools, i); await waitFor('published', published); }
-    await waitFor('5 applied', async () => (await itemCount(pools)) === 5);
+    await publish(4, applied);
+    await waitFor(`${applied} applied`, async () => (await itemCount(pools)) === applied);
     await w.stop();
-    // The service database goes back to the backup taken after item 3 (Kafka's committed offset stays at 5).
-    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
-      DELETE FROM catalog_items WHERE item_id IN (4, 5); DELETE FROM strangler_sync.row_version WHERE tbl = 'items' AND pk IN ('[4]', '[5]');
-      UPDATE strangler_sync.applied SET position = ${backup.position}, kafka_offset = ${backup.kafka_offset} WHERE source = 'legacy'; COMMIT`);
+    await restore(pools, backup);
     w = worker();
     let stopped: unknown = null;
     w.done.catch((e: unknown) => { stopped = e; });
     await w.start();
-    await insertOne(pools, 6); // (if the consumer's first fetch from offset 5 beats the seek on join, this batch shows the hole)
-    await waitFor('4, 5 and 6 applied', async () => (await itemCount(pools)) === 6 || stopped !== null, 20_000);
+    await insertOne(pools, applied + 1); // (if the consumer's first fetch from the group's offset beats the seek on join, this batch shows the hole)
+    await waitFor(`1..${applied + 1} applied`, async () => (await itemCount(pools)) === applied + 1 || stopped !== null, 20_000);
     assert.equal(stopped, null);
     assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
   } finally {
     await w.stop();
     await relay.stop();
   }
+}
+
+test('a target database restored from a backup taken before sync applied anything (no stored offsets, the consumer group\'s still there): apply re-reads every event Kafka holds instead of starting at the group\'s offset', async () => {
+  // The service database goes back to a backup from before sync's first apply: no rows, no versions, no positions.
+  await resumesAfterRestore('kpresync', 3, async (pools) => {
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; DELETE FROM catalog_items;
+      DELETE FROM strangler_sync.row_version; DELETE FROM strangler_sync.applied; COMMIT`);
+  });
+});
+
+test('a target database restored from a backup (its stored offset behind the consumer group\'s): apply re-reads the events Kafka still holds, no false SYNC_EVENTS_LOST', async () => {
+  // The service database goes back to the backup taken after item 3 (Kafka's committed offset stays at 5).
+  await resumesAfterRestore('krestore', 5, async (pools, backup) => {
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+      DELETE FROM catalog_items WHERE item_id IN (4, 5); DELETE FROM strangler_sync.row_version WHERE tbl = 'items' AND pk IN ('[4]', '[5]');
+      UPDATE strangler_sync.applied SET position = ${backup.position}, kafka_offset = ${backup.kafka_offset} WHERE source = 'legacy'; COMMIT`);
+  });
 });
 
 test('a metadata request that fails after the client connected (kafkajs 2.2 then fails listTopics with a TypeError): a relay starting then retries instead of exiting for good', async () => {
