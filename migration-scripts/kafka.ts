@@ -4,7 +4,7 @@
  * positions and offsets are; Kafka commits only reduce redelivery (kafkajs has no rebalance listener, #1088).
  */
 import type { ConnectionOptions } from 'node:tls';
-import { Kafka, logLevel, type Admin, type Consumer, type ConsumerRunConfig, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
+import { Kafka, logLevel, type Admin, type ConfigResourceTypes, type Consumer, type ConsumerRunConfig, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import { StranglerError, isStranglerError, messageOf } from '../common/errors.ts';
@@ -150,12 +150,33 @@ async function listTopics(admin: Admin): Promise<string[]> {
   }
 }
 
+/** kafkajs's ConfigResourceTypes.TOPIC (a CommonJS enum its ESM entry does not export by name). */
+const TOPIC_RESOURCE = 2 as ConfigResourceTypes;
+
+/**
+ * Creates the sync topics that do not exist yet (cleanup.policy=delete, Kafka's default), and refuses topics that
+ * exist with a `compact` cleanup.policy (SYNC_TOPIC_COMPACTED): compaction leaves offset gaps that apply cannot tell
+ * from lost events (it would stop with a false SYNC_EVENTS_LOST) and drops a key's older changes.
+ */
 export async function ensureTopics(kafka: Kafka, topics: readonly string[], partitions: number): Promise<void> {
   const admin = kafka.admin();
   await connectChecked(kafka, () => admin.connect());
   try {
     const existing = new Set(await listTopics(admin));
     const missing = topics.filter((t) => !existing.has(t));
+    const present = topics.filter((t) => existing.has(t));
+    if (present.length > 0) {
+      // Without the DescribeConfigs ACL on the topics the check is skipped (as before it existed), not a failure to start.
+      const described = await admin.describeConfigs({ includeSynonyms: false, resources: present.map((name) => ({ type: TOPIC_RESOURCE, name, configNames: ['cleanup.policy'] })) })
+        .catch((err: unknown) => { if (/AUTHORIZATION_FAILED/.test(String((err as { type?: unknown }).type))) return { resources: [] }; throw err; });
+      const compacted = described.resources.flatMap((r) => r.configEntries.filter((c) => c.configName === 'cleanup.policy' && /compact/.test(c.configValue ?? '')).map((c) => `${r.resourceName} (cleanup.policy=${c.configValue})`));
+      if (compacted.length > 0) {
+        throw new StranglerError('SYNC_TOPIC_COMPACTED',
+          `Kafka topic ${compacted.join(', ')} is compacted: compaction removes a key's older changes and leaves offset gaps that apply must treat as lost events. ` +
+          'Sync needs topics with cleanup.policy=delete: delete the topic (after its events are applied, or accept a verify and repair) and let sync create it, ' +
+          `or recreate it with kafka-topics --create --topic <name> --partitions ${partitions} --config cleanup.policy=delete, or give sync topics of its own with sync.topics.pattern`);
+      }
+    }
     if (missing.length > 0) await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: partitions })), waitForLeaders: true });
   } finally {
     await admin.disconnect();
@@ -290,6 +311,10 @@ export class ApplyWorker {
   #restarts = 0;
   #restartTimer: NodeJS.Timeout | undefined;
   #stopped = false;
+  /** Partitions whose start #checkStart has checked since this member last joined the group. */
+  readonly #startChecked = new Set<string>();
+  /** Batches refused in a row because Kafka did not answer (#refuseBatch's backoff; reset by an applied batch). */
+  #refusals = 0;
   /**
    * Rejects when the consumer stopped for good (kafkajs will not restart it: a TLS certificate failure, events lost
    * from Kafka, a lost slot), with the cause; `strangler sync apply` exits with it instead of idling.
@@ -337,20 +362,18 @@ export class ApplyWorker {
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#restarts = 0;
       const assignment = e.payload.memberAssignment as Record<string, number[]>;
+      this.#startChecked.clear();
+      // Partitions the target has no offset for are positioned by #checkStart at their first batch instead.
       void (async () => {
         for (const [topic, partitions] of Object.entries(assignment)) {
           const stored = await applier.storedOffsets(source, topic);
-          // Nothing applied from a partition as far as the target knows (a database restored from before sync's first
-          // apply, or its state reinstalled): start at the first event Kafka holds, not at the group's committed
-          // offset, which would skip every event before it. Repeats are dropped by the version rules.
-          const first = partitions.some((p) => !stored.has(p)) ? await firstOffsets(kafka, topic) : new Map<number, string>();
           for (const p of partitions) {
             const off = stored.get(p);
-            const next = off !== undefined ? String(BigInt(off) + 1n) : first.get(p);
-            if (next !== undefined) consumer.seek({ topic, partition: p, offset: next });
+            if (off !== undefined) consumer.seek({ topic, partition: p, offset: String(BigInt(off) + 1n) });
           }
         }
-      })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'seeking to stored offsets failed; dedupe still protects'));
+      })().catch((err: unknown) => this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) },
+        'seeking to stored offsets failed; the first batch is checked against the stored offset instead (a hole seeks back, repeats are dropped)'));
     });
     await retryTransient('apply: connect consumer', () => connectChecked(kafka, () => consumer.connect()));
     await consumer.subscribe({ topics, fromBeginning: true });
@@ -359,18 +382,31 @@ export class ApplyWorker {
       autoCommit: false,
       eachBatchAutoResolve: false,
       eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        const first = batch.messages[0]?.offset;
+        const started = await this.#checkStart(consumer, batch.topic, batch.partition, first)
+          .catch((err: unknown) => this.#refuseBatch(consumer, batch.topic, batch.partition, first, err, heartbeat, isRunning).then(() => false));
+        if (!started) return;
         for (let i = 0; i < batch.messages.length; i += max) {
           if (!isRunning() || isStale()) return;
           const slice = batch.messages.slice(i, i + max);
           const events: ConsumedEvent[] = slice.map((m) => ({ topic: batch.topic, partition: batch.partition, offset: m.offset, value: m.value ? m.value.toString('utf8') : '' }));
           const res = await applier.applyBatch(events).catch(async (err: unknown) => {
-            // A hole after the stored offset whose events Kafka still holds: the consumer started at a committed offset
-            // ahead of the database (its fetch beat the seek on join, or the database was restored): seek back.
-            const next = isStranglerError(err) && err.code === 'SYNC_EVENTS_LOST' ? err.details?.nextOffset : undefined;
-            const low = typeof next === 'string' ? await firstOffsets(kafka, batch.topic).then((f) => f.get(batch.partition), () => undefined) : undefined;
-            if (typeof next === 'string' && low !== undefined && BigInt(low) <= BigInt(next)) {
-              this.#log.warn({ event: SYNC_LOG.offsetsAhead, direction, topic: batch.topic, partition: batch.partition, offset: next }, 'consumer offset ahead of the applied one; seeking back');
-              consumer.seek({ topic: batch.topic, partition: batch.partition, offset: next });
+            try {
+              // A hole after the stored offset whose events Kafka still holds: the consumer started at a committed offset
+              // ahead of the database (its fetch beat the seek on join, or the database was restored): seek back. Only
+              // Kafka's answer that they are gone makes it SYNC_EVENTS_LOST; failing to ask is retried (SYNC_KAFKA_FAILED).
+              const next = isStranglerError(err) && err.code === 'SYNC_EVENTS_LOST' ? err.details?.nextOffset : undefined;
+              if (typeof next === 'string') {
+                const low = await this.#firstOffset(batch.topic, batch.partition, `check whether offsets ${next}.. of topic ${batch.topic} partition ${batch.partition} are still in Kafka`);
+                if (BigInt(low) <= BigInt(next)) {
+                  this.#log.warn({ event: SYNC_LOG.offsetsAhead, direction, topic: batch.topic, partition: batch.partition, offset: next }, 'consumer offset ahead of the applied one; seeking back');
+                  consumer.seek({ topic: batch.topic, partition: batch.partition, offset: next });
+                  return null;
+                }
+              }
+            } catch (askErr) {
+              if (!isStranglerError(askErr) || askErr.code !== 'SYNC_KAFKA_FAILED') throw askErr;
+              await this.#refuseBatch(consumer, batch.topic, batch.partition, slice[0]?.offset, askErr, heartbeat, isRunning);
               return null;
             }
             // kafkajs retries the batch and restarts the consumer (its own logging is off): say why it does not move.
@@ -381,6 +417,7 @@ export class ApplyWorker {
           if (res === null) return;
           const last = slice[slice.length - 1]?.offset as string;
           resolveOffset(last);
+          this.#refusals = 0;
           this.#o.onApplied?.(events);
           this.#log.debug({ event: SYNC_LOG.applyBatch, topic: batch.topic, partition: batch.partition, ...res }, 'applied batch');
           await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(BigInt(last) + 1n) }])
@@ -391,6 +428,61 @@ export class ApplyWorker {
     };
     await consumer.run(runOptions);
     this.#log.info({ event: SYNC_LOG.applyStarted, direction, topics }, 'apply worker started');
+  }
+
+  /**
+   * Before the first batch of a partition since joining: if the target has no offset stored for it (a database
+   * restored from before sync's first apply, or its state reinstalled), the batch must start at the first event Kafka
+   * holds, not at the group's committed offset, which would skip every event before it without a hole to notice
+   * (#checkContiguous has no previous offset to compare with). A later batch is seeked to it (false: skip this one);
+   * until Kafka answers, the batch is refused with SYNC_KAFKA_FAILED and retried. Repeats are dropped by the
+   * version rules.
+   */
+  async #checkStart(consumer: Consumer, topic: string, partition: number, firstInBatch: string | undefined): Promise<boolean> {
+    const key = `${topic}\u0000${partition}`;
+    if (firstInBatch === undefined || this.#startChecked.has(key)) return true;
+    if (!(await this.#o.applier.storedOffsets(this.#o.source, topic)).has(partition)) {
+      const low = await this.#firstOffset(topic, partition, `find where to start topic ${topic} partition ${partition} (${this.#o.applier.target} has applied nothing from it)`);
+      if (BigInt(firstInBatch) > BigInt(low)) {
+        this.#log.warn({ event: SYNC_LOG.offsetsAhead, topic, partition, offset: low }, 'nothing applied from this partition yet; seeking to the first offset Kafka holds');
+        consumer.seek({ topic, partition, offset: low });
+        return false;
+      }
+    }
+    this.#startChecked.add(key);
+    return true;
+  }
+
+  /**
+   * A batch that cannot be judged because Kafka did not answer (#firstOffset's SYNC_KAFKA_FAILED; anything else is
+   * thrown): logged, then fetched again from `offset` after a backoff (heartbeating meanwhile, so the member keeps
+   * its partitions), as often as it takes. Handled here rather than thrown to kafkajs, which would crash and restart
+   * the consumer for a passing failure of a side request.
+   */
+  async #refuseBatch(consumer: Consumer, topic: string, partition: number, offset: string | undefined, err: unknown,
+    heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
+    if (!isStranglerError(err) || err.code !== 'SYNC_KAFKA_FAILED' || offset === undefined) throw err;
+    const inMs = Math.min(5_000, 250 * 2 ** this.#refusals++);
+    this.#log.error({ event: SYNC_LOG.applyFailed, topic, partition, code: err.code, err: err.message, inMs }, 'apply batch not applied; it is fetched again');
+    for (const until = Date.now() + inMs; Date.now() < until && isRunning();) {
+      await new Promise((r) => setTimeout(r, Math.min(200, until - Date.now())));
+      await heartbeat().catch(() => {}); // (a rebalance: the batch is fetched again by whoever gets the partition)
+    }
+    consumer.seek({ topic, partition, offset });
+  }
+
+  /** The first offset Kafka holds in a partition; failing to learn it is SYNC_KAFKA_FAILED (retried), saying what it was for. */
+  async #firstOffset(topic: string, partition: number, purpose: string): Promise<string> {
+    let low: string | undefined;
+    try {
+      low = (await firstOffsets(this.#o.kafka, topic)).get(partition);
+    } catch (err) {
+      const cause = withTlsCause(this.#o.kafka, err);
+      if (isStranglerError(cause) && !cause.retriable) throw cause;
+      throw new StranglerError('SYNC_KAFKA_FAILED', `apply: could not ${purpose}: asking Kafka for the partition's first offset failed (${messageOf(err)}); the batch is fetched again`, { cause: err });
+    }
+    if (low === undefined) throw new StranglerError('SYNC_KAFKA_FAILED', `apply: could not ${purpose}: Kafka's answer listed no partition ${partition}; the batch is fetched again`);
+    return low;
   }
 
   async stop(): Promise<void> {

@@ -1,4 +1,4 @@
-/** Admin APIs: CreateTopics, DeleteTopics, DescribeGroups, ListGroups, DeleteGroups, InitProducerId. */
+/** Admin APIs: CreateTopics, DeleteTopics, DescribeConfigs, DescribeGroups, ListGroups, DeleteGroups, InitProducerId. */
 import { KAFKA_LOG } from '../log-events.ts';
 import { KafkaError } from '../protocol/error-codes.ts';
 import { Writer } from '../protocol/writer.ts';
@@ -67,6 +67,46 @@ function deleteTopic(broker: BrokerState, name: string): number {
     return storageFailed(broker, { topic: name }, err);
   }
 }
+
+/** Kafka's config resource type of a topic (DescribeConfigs); other types (broker, logger) are not served. */
+const TOPIC_RESOURCE = 2;
+/** Kafka's config_source (DescribeConfigs v1+) of a config set on the topic, and of a default. */
+const TOPIC_CONFIG = 1;
+const DEFAULT_CONFIG = 5;
+
+/**
+ * DescribeConfigs v0–1, topics only: the configs given at creation (stored, reported as set on the topic) over the
+ * defaults a client checks (cleanup.policy, retention, max.message.bytes, message.timestamp.type). Null config names
+ * = all of them. Synonyms are never listed (an empty array at v1).
+ */
+export const handleDescribeConfigs: Handler = (broker, header, r) => {
+  const v = header.apiVersion;
+  const resources = r.array((x) => ({ type: x.int8(), name: x.string(), names: x.nullableArray((n) => n.string()) }));
+  if (v >= 1) r.bool(); // include_synonyms
+  const w = new Writer(256);
+  w.int32(0);
+  w.array(resources, (w, res) => {
+    const topic = res.type === TOPIC_RESOURCE ? broker.topics.get(res.name) : undefined;
+    const [error, message] = res.type !== TOPIC_RESOURCE ? [KafkaError.INVALID_REQUEST, `the dev broker describes topic configs only (resource type 2), got type ${res.type}`]
+      : !topic ? [KafkaError.UNKNOWN_TOPIC_OR_PARTITION, `topic "${res.name}" does not exist`] : [0, null];
+    w.int16(error).nullableString(message).int8(res.type).string(res.name);
+    const defaults: Record<string, string> = {
+      'cleanup.policy': 'delete', 'retention.ms': '604800000', 'retention.bytes': '-1',
+      'max.message.bytes': String(topic?.maxMessageBytes ?? 0), 'message.timestamp.type': 'CreateTime',
+    };
+    const all = new Map<string, { value: string | null; set: boolean }>(Object.entries(defaults).map(([k, value]) => [k, { value, set: false }]));
+    for (const [k, value] of Object.entries(topic?.configs ?? {})) all.set(k, { value, set: true });
+    const entries = !topic ? [] : [...all].filter(([k]) => res.names === null || res.names.includes(k));
+    w.array(entries, (w, [name, c]) => {
+      w.string(name).nullableString(c.value).bool(false);
+      if (v === 0) w.bool(!c.set);
+      else w.int8(c.set ? TOPIC_CONFIG : DEFAULT_CONFIG);
+      w.bool(false);
+      if (v >= 1) w.int32(0);
+    });
+  });
+  return w;
+};
 
 export const handleDescribeGroups: Handler = (broker, header, r) => {
   const ids = r.array((g) => g.string());

@@ -22,6 +22,7 @@ export const ApiKey = {
   CreateTopics: 19,
   DeleteTopics: 20,
   InitProducerId: 22,
+  DescribeConfigs: 32,
   SaslAuthenticate: 36,
   DeleteGroups: 42,
 } as const;
@@ -49,6 +50,7 @@ export const ADVERTISED: ReadonlyMap<number, VersionRange> = new Map<number, Ver
   [ApiKey.CreateTopics, { min: 0, max: 4 }],
   [ApiKey.DeleteTopics, { min: 0, max: 1 }],
   [ApiKey.InitProducerId, { min: 0, max: 1 }],
+  [ApiKey.DescribeConfigs, { min: 0, max: 1 }],
   [ApiKey.DeleteGroups, { min: 0, max: 1 }],
 ]);
 

@@ -1,5 +1,5 @@
 /** API key → handler. Only advertised keys are here; anything else is closed by the connection. */
-import { handleCreateTopics, handleDeleteGroups, handleDeleteTopics, handleDescribeGroups, handleInitProducerId, handleListGroups } from '../handlers/admin.ts';
+import { handleCreateTopics, handleDeleteGroups, handleDescribeConfigs, handleDeleteTopics, handleDescribeGroups, handleInitProducerId, handleListGroups } from '../handlers/admin.ts';
 import { handleApiVersions } from '../handlers/api-versions.ts';
 import { handleFetch } from '../handlers/fetch.ts';
 import { handleFindCoordinator, handleHeartbeat, handleJoinGroup, handleLeaveGroup, handleSyncGroup } from '../handlers/groups.ts';
@@ -28,5 +28,6 @@ export const HANDLERS: ReadonlyMap<number, Handler> = new Map<number, Handler>([
   [ApiKey.CreateTopics, handleCreateTopics],
   [ApiKey.DeleteTopics, handleDeleteTopics],
   [ApiKey.InitProducerId, handleInitProducerId],
+  [ApiKey.DescribeConfigs, handleDescribeConfigs],
   [ApiKey.DeleteGroups, handleDeleteGroups],
 ]);

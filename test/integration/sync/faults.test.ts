@@ -1,13 +1,15 @@
 /**
  * Faults a production team meets around Kafka: retention dropping events apply had not consumed yet (offset out of
- * range: a loud stop and a broken status, never a silent skip), a topic deleted and recreated while apply runs.
+ * range: a loud stop and a broken status, never a silent skip), a topic deleted and recreated while apply runs,
+ * Kafka not answering apply's question for a partition's first offset (retried, never taken as lost events or as
+ * a start at the group's offset), a pre-existing compacted topic (refused at start).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { PartitionProxy, REPO_ROOT, SyncStack, waitFor } from './stack.ts';
 import { compileFromDatabases, installCapture, startRelay } from '../../../legacy-adapter/capture/index.ts';
@@ -17,7 +19,7 @@ import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
 import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { isStranglerError } from '../../../common/errors.ts';
-import { createLogger } from '../../../common/logger.ts';
+import { createLogger, type Logger } from '../../../common/logger.ts';
 import { Writable } from 'node:stream';
 import { closePools, openPools, type Pools } from '../../../migration-scripts/db.ts';
 
@@ -49,15 +51,15 @@ const insertOne = async (pools: Pools, id: number) => { await pools.legacy.query
  * A pair named `name` (topics `name.{side}.{table}`, one partition) with capture installed on both sides, the legacy
  * relay running, and a factory for apply workers into the service.
  */
-async function legacyToService(name: string) {
+async function legacyToService(name: string, { brokers, retries }: { brokers?: string[]; retries?: number } = {}) {
   const { loaded, file, pools } = await stack.pair(name, { topics: { pattern: `${name}.{side}.{table}`, partitions: 1 } });
   const config = loaded.sync;
-  const kafkaCfg = loaded.kafka!;
+  const kafkaCfg = { ...loaded.kafka!, ...(brokers ? { brokers } : {}) };
   const tables = await compileFromDatabases(config, pools);
   await installCapture(config, pools, 'legacy', tables);
   await installCapture(config, pools, 'service', tables);
   const relay = await startRelay({ config, kafka: kafkaCfg, pools, side: 'legacy' });
-  const worker = () => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, `apply-${name}`), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+  const worker = (log?: Logger) => new ApplyWorker({ config, kafka: createKafka(kafkaCfg, `apply-${name}`, { retries }), source: 'legacy', tables, sessionTimeoutMs: 1_000, log,
     applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
   const published = async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0;
   /** Inserts items `from`..`to` on legacy one by one, each published by the relay before the next (one batch each). */
@@ -300,4 +302,128 @@ test('a metadata request that fails after the client connected (kafkajs 2.2 then
     await new Promise((res) => proxy.close(res));
     await broker.close();
   }
+});
+
+/**
+ * A broker of its own behind a proxy it advertises (127.0.0.2, so every client connection goes through the proxy),
+ * whose ListOffsets requests are answered by dropping the connection while `failing` is set: Kafka unreachable for
+ * exactly the request that asks for a partition's first offset (the consumer's fetches and commits go on).
+ */
+async function brokerFailingListOffsets(name: string) {
+  const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, `kafka-${name}`), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
+  const state = { failing: false, dropped: 0 };
+  const sockets = new Set<Socket>();
+  const proxy = createServer((client) => {
+    const upstream = connect(broker.port, '127.0.0.1');
+    for (const s of [client, upstream]) { sockets.add(s); s.on('close', () => sockets.delete(s)); }
+    let pending = Buffer.alloc(0);
+    client.on('data', (d: Buffer) => {
+      pending = Buffer.concat([pending, d]);
+      while (pending.length >= 6 && pending.length >= 4 + pending.readInt32BE(0)) {
+        const frame = pending.subarray(0, 4 + pending.readInt32BE(0));
+        pending = pending.subarray(frame.length);
+        if (state.failing && frame.readInt16BE(4) === 2) { state.dropped++; client.destroy(); return; }
+        upstream.write(frame);
+      }
+    });
+    upstream.on('data', (d: Buffer) => client.write(d));
+    for (const s of [client, upstream]) s.on('error', () => {});
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  await new Promise<void>((res) => proxy.listen(broker.port, '127.0.0.2', res));
+  const close = async () => { for (const s of sockets) s.destroy(); await new Promise((res) => proxy.close(res)); await broker.close(); };
+  return { brokers: [`127.0.0.2:${broker.port}`], state, close };
+}
+
+test('asking Kafka for a partition\'s first offset fails after a hole (Kafka briefly unreachable): apply retries instead of stopping with a false SYNC_EVENTS_LOST', { timeout: 90_000 }, async () => {
+  const k = await brokerFailingListOffsets('kholecheck');
+  const { pools, relay, worker, publish } = await legacyToService('kholecheck', { brokers: k.brokers, retries: 1 });
+  let logged = '';
+  const log = createLogger({ level: 'info', destination: new Writable({ write(chunk: Buffer, _enc, cb) { logged += chunk.toString(); cb(); } }) });
+  const w = worker(log);
+  let stopped: unknown = null;
+  w.done.catch((e: unknown) => { stopped = e; });
+  try {
+    await w.start();
+    await publish(1, 3);
+    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
+    const backup = (await pools.service.query(`SELECT position FROM strangler_sync.applied WHERE source = 'legacy'`)).rows[0] as { position: string };
+    await publish(4, 5);
+    await waitFor('5 applied', async () => (await itemCount(pools)) === 5);
+    // The target goes back to its state after item 3 while the consumer stays at offset 5 (as after a restore, or a
+    // first fetch that beat the seek on join): the next batch shows a hole at offsets 3..4 that Kafka still holds.
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+      DELETE FROM catalog_items WHERE item_id IN (4, 5); DELETE FROM strangler_sync.row_version WHERE tbl = 'items' AND pk IN ('[4]', '[5]');
+      UPDATE strangler_sync.applied SET position = ${backup.position}, kafka_offset = 2 WHERE source = 'legacy'; COMMIT`);
+    k.state.failing = true;
+    await insertOne(pools, 6);
+    await waitFor('the first-offset check failed', () => k.state.dropped >= 2 || stopped !== null, 20_000);
+    k.state.failing = false;
+    await waitFor('1..6 applied', async () => (await itemCount(pools)) === 6 || stopped !== null, 20_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    assert.match(logged, /"code":"SYNC_KAFKA_FAILED".*could not check whether offsets 3\.\. of topic kholecheck\.legacy\.items partition 0 are still in Kafka/);
+  } finally {
+    await w.stop();
+    await relay.stop();
+    await k.close();
+  }
+});
+
+test('a target restored from before sync\'s first apply while Kafka cannot tell the partition\'s first offset: apply waits for it instead of starting at the group\'s offset and skipping events', { timeout: 90_000 }, async () => {
+  const k = await brokerFailingListOffsets('kstartcheck');
+  const { config, pools, tables, relay, worker, publish } = await legacyToService('kstartcheck', { brokers: k.brokers, retries: 1 });
+  let w = worker();
+  try {
+    await w.start();
+    await publish(1, 3);
+    await waitFor('3 applied', async () => (await itemCount(pools)) === 3);
+    await w.stop();
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; DELETE FROM catalog_items;
+      DELETE FROM strangler_sync.row_version; DELETE FROM strangler_sync.applied; COMMIT`);
+    k.state.failing = true;
+    w = worker();
+    let stopped: unknown = null;
+    w.done.catch((e: unknown) => { stopped = e; });
+    await w.start();
+    await publish(4);
+    await waitFor('the first-offset request failed', () => k.state.dropped >= 2 || stopped !== null, 20_000);
+    k.state.failing = false;
+    await publish(5);
+    await waitFor('item 5 applied', async () => (await pools.service.query('SELECT 1 FROM catalog_items WHERE item_id = 5')).rowCount === 1 || stopped !== null, 20_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    assert.equal(await itemCount(pools), 5, 'items 1..3 (before the group\'s offset) applied too');
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    await w.stop();
+    await relay.stop();
+    await k.close();
+  }
+});
+
+test('a sync topic created before sync with cleanup.policy=compact: the relay and apply refuse to start, naming the topic, instead of a false SYNC_EVENTS_LOST later', { timeout: 90_000 }, async () => {
+  const { loaded, pools } = await stack.pair('kcompact', { topics: { pattern: 'kcompact.{side}.{table}', partitions: 1 } });
+  const config = loaded.sync;
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const admin = createKafka(loaded.kafka!, 'admin-kcompact').admin();
+  await admin.connect();
+  await admin.createTopics({ topics: [{ topic: 'kcompact.legacy.items', numPartitions: 1, configEntries: [{ name: 'cleanup.policy', value: 'compact,delete' }] }] });
+  await admin.disconnect();
+  const refused = (err: unknown) => isStranglerError(err) && err.code === 'SYNC_TOPIC_COMPACTED'
+    && /topic kcompact\.legacy\.items \(cleanup\.policy=compact,delete\) is compacted.*cleanup\.policy=delete/.test(err.message);
+  const w = new ApplyWorker({ config, kafka: createKafka(loaded.kafka!, 'apply-kcompact'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  try {
+    await assert.rejects(w.start(), refused);
+  } finally {
+    await w.stop();
+  }
+  await assert.rejects(startRelay({ config, kafka: loaded.kafka!, pools, side: 'legacy' }), refused);
+  // The other direction's topic (created by sync, cleanup.policy=delete) is accepted as it exists.
+  const relay = await startRelay({ config, kafka: loaded.kafka!, pools, side: 'service' });
+  await relay.stop();
+  const again = await startRelay({ config, kafka: loaded.kafka!, pools, side: 'service' });
+  await again.stop();
 });

@@ -67,13 +67,13 @@ describe('ApiVersions golden bytes', () => {
   test('v0: error, int32 count, {key, min, max}; Produce 3–7 and Fetch 4–11 first (librdkafka MsgVer2)', () => {
     const b = encodeApiVersions(0).toBuffer();
     assert.equal(b.length, 2 + 4 + ADVERTISED.size * 6);
-    assert.equal(b.subarray(0, 18).toString('hex'), '0000' + '00000012' + '000000030007' + '000100040' + '00b');
+    assert.equal(b.subarray(0, 18).toString('hex'), '0000' + '00000013' + '000000030007' + '000100040' + '00b');
   });
 
   test('v3: compact array (N+1), per-entry tag byte, throttle, trailing tags; no header tag byte', () => {
     const b = encodeApiVersions(3).toBuffer();
     assert.equal(b.length, 2 + 1 + ADVERTISED.size * 7 + 4 + 1);
-    assert.equal(b.subarray(0, 17).toString('hex'), '0000' + '13' + '00000003000700' + '00010004000b00');
+    assert.equal(b.subarray(0, 17).toString('hex'), '0000' + '14' + '00000003000700' + '00010004000b00');
     assert.equal(b.subarray(b.length - 5).toString('hex'), '0000000000');
   });
 
