@@ -57,7 +57,15 @@ export interface BackfillOptions {
 
 export interface BackfillResult { table: string; source: Side; rows: number; rowsTotal: number | null; chunks: number; ms: number; done: boolean; resumedFrom: string | null }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Resolves after `ms`, or at once when `signal` aborts (a stop request must not wait out the throttle). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
+  return new Promise((r) => {
+    const done = () => { clearTimeout(timer); signal?.removeEventListener('abort', done); r(); };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
 
 export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
   const log = o.log ?? silentLogger;
@@ -139,8 +147,9 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
         const lag = await o.pools[o.source].query<{ n: string }>(`SELECT count(*) AS n FROM (SELECT 1 FROM ${s}.changelog LIMIT $1) x`, [maxLag + 1]);
         if (Number(lag.rows[0]?.n ?? 0) <= maxLag || o.signal?.aborted) break;
         log.info({ event: SYNC_LOG.backfillThrottled, table: t.name, reason: 'lag' }, 'backfill paused: live sync is behind');
-        await sleep(200);
+        await sleep(200, o.signal);
       }
+      if (o.signal?.aborted) break;
     }
     const upTo = await nextEnd;
     if (upTo === null) {
@@ -167,7 +176,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     previous = current;
     if (maxRate) {
       const ahead = ((done + chunkRows - startDone) * 1000) / maxRate - (Date.now() - started);
-      if (ahead > 0) await sleep(ahead);
+      if (ahead > 0) await sleep(ahead, o.signal);
     }
     if (o.maxChunks !== undefined && chunks + 1 >= o.maxChunks) { await previous; break; }
   }

@@ -1,6 +1,7 @@
 /**
  * `strangler sync <subcommand>`: capture install/uninstall, relay, apply, backfill, verify, repair, status.
- * Long-running subcommands (relay, apply) stop cleanly on SIGINT/SIGTERM.
+ * Long-running subcommands (relay, apply) stop cleanly on SIGINT/SIGTERM; backfill stops after its chunks in flight
+ * committed and exits 1 (it resumes from its checkpoint on the next run).
  */
 import { readFileSync } from 'node:fs';
 import type { Command } from '../cli/command.ts';
@@ -150,20 +151,32 @@ export const syncCommand: Command = {
         }
         case 'backfill': {
           if (!values.table) throw usageError('sync', 'backfill needs --table T');
-          const tables = await compileFromDatabases(config, pools);
           const source = directionSource(values.direction, false);
-          const bar = new ProgressBar(`backfill ${values.table} ${source}→${otherSide(source)}`);
+          // SIGTERM as SIGINT: in a pod node is PID 1, which ignores SIGTERM without a handler, so an evicted backfill
+          // would copy on until the grace period's SIGKILL while its replacement already runs. The chunks in flight
+          // commit (with their cursor), then it stops; a second signal gets the default action. Installed before the
+          // first query, so a signal during start-up is not lost either.
           const ac = new AbortController();
-          const onSig = () => ac.abort();
-          process.once('SIGINT', onSig);
-          const r = await runBackfill({
-            config, pools, tables, table: values.table, source, log, restart: values.restart, signal: ac.signal,
-            maxRowsPerSecond: intOption('sync', '--rate', values.rate, { min: 1 }), maxLagEvents: intOption('sync', '--max-lag', values['max-lag']),
-            onProgress: (done, total) => bar.update(done, total),
-          });
-          process.off('SIGINT', onSig);
+          let stoppedBy = '';
+          const onSig = (sig: string) => { stoppedBy = sig; process.off('SIGINT', onSig); process.off('SIGTERM', onSig); ac.abort(); };
+          process.on('SIGINT', onSig);
+          process.on('SIGTERM', onSig);
+          const bar = new ProgressBar(`backfill ${values.table} ${source}→${otherSide(source)}`);
+          let r: Awaited<ReturnType<typeof runBackfill>>;
+          try {
+            const tables = await compileFromDatabases(config, pools);
+            r = await runBackfill({
+              config, pools, tables, table: values.table, source, log, restart: values.restart, signal: ac.signal,
+              maxRowsPerSecond: intOption('sync', '--rate', values.rate, { min: 1 }), maxLagEvents: intOption('sync', '--max-lag', values['max-lag']),
+              onProgress: (done, total) => bar.update(done, total),
+            });
+          } finally {
+            process.off('SIGINT', onSig);
+            process.off('SIGTERM', onSig);
+          }
           bar.finish(r.rows, r.rowsTotal);
-          out(r.done ? `backfill of ${r.table} done: ${r.rows} rows` : `backfill of ${r.table} interrupted at ${r.rows} rows; run again to resume`);
+          out(r.done ? `backfill of ${r.table} done: ${r.rows} rows`
+            : `backfill of ${r.table} interrupted${stoppedBy ? ` by ${stoppedBy}` : ''} at ${r.rows} rows; run the same command again to resume from its checkpoint`);
           return r.done ? 0 : 1;
         }
         case 'verify': {

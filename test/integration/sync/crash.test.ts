@@ -155,3 +155,32 @@ test('PostgreSQL restarting under a running backfill: it stops with an error tha
     process.off('unhandledRejection', onUnhandled);
   }
 });
+
+test('backfill sent SIGTERM mid-way (pod evicted, Job deleted) stops after its chunk, exits 1 saying it resumes, and the rerun completes', async () => {
+  const { loaded, file, pools } = await stack.pair('bfsigterm');
+  const config = loaded.sync;
+  await pools.legacy.query(`INSERT INTO items (id, name, price_cents) SELECT g, 'n' || g, g FROM generate_series(1, 20000) g`);
+  const tables = await compileFromDatabases(config, pools);
+  await installCapture(config, pools, 'legacy', tables);
+  await installCapture(config, pools, 'service', tables);
+  const progress = async () => (await pools.service.query(`SELECT coalesce(max(rows_done), 0)::int AS n, bool_or(done) AS done FROM strangler_sync.backfill`)).rows[0] as { n: number; done: boolean | null };
+  // --rate 1000 with 5000-row chunks: the throttle sleeps ~5 s between chunks, so SIGTERM lands in that sleep.
+  const first = new Worker('backfill-term', ['backfill', '--table', 'items', '--rate', '1000', '--config', file]);
+  first.start();
+  await waitFor('the backfill to copy a chunk', async () => (await progress()).n >= 5_000, 30_000, 20);
+  const sent = Date.now();
+  await first.stop(); // SIGTERM, SIGKILL after 5 s
+  const tookMs = Date.now() - sent;
+  assert.deepEqual(first.exit, { code: 1, signal: null }, `it handled SIGTERM and exited 1 (output: ${first.stderr})`);
+  assert.ok(tookMs < 3_000, `it stopped promptly (${tookMs} ms), not after the throttle's sleep`);
+  assert.match(first.stderr, /backfill of items interrupted by SIGTERM at \d+ rows; run the same command again to resume from its checkpoint/);
+  const cut = await progress();
+  assert.ok(cut.n < 20_000 && !cut.done, `stopped mid-way (${cut.n} rows done)`);
+  const copied = (await pools.service.query(`SELECT count(*)::int AS n FROM catalog_items`)).rows[0].n as number;
+  assert.equal(copied, cut.n, 'the checkpoint counts exactly the rows committed (no chunk half-written after exit)');
+  const second = await runBackfill({ config, pools, tables, table: 'items', source: 'legacy' });
+  assert.equal(second.done, true);
+  assert.equal(second.rows, 20_000, 'every row counted once across the two runs');
+  assert.equal((await pools.service.query(`SELECT count(*)::int AS n FROM catalog_items`)).rows[0].n, 20_000);
+  assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+});

@@ -84,6 +84,8 @@ export class Worker {
    * that gives up on a transient fault. A test that restarts workers must check this, or the restart hides it.
    */
   readonly selfExits: string[] = [];
+  /** How the last run ended: its exit code, or the signal that ended it. */
+  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   constructor(readonly name: string, readonly args: string[], readonly env: Record<string, string> = {}) {}
   start(): void {
     this.#ending = false;
@@ -94,7 +96,9 @@ export class Worker {
     const keep = (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); };
     child.stderr?.on('data', keep);
     child.stdout?.on('data', keep);
+    this.exit = undefined;
     this.#exited = new Promise((r) => child.once('exit', (code, signal) => {
+      this.exit = { code, signal };
       if (!this.#ending) this.selfExits.push(`exit ${code ?? signal} at ${new Date().toISOString()}: ${this.stderr.slice(-1500)}`);
       r();
     }));

@@ -41,7 +41,7 @@ interface PodSpec {
   terminationGracePeriodSeconds?: number;
 }
 interface PodFailurePolicy { rules: { action: string; onExitCodes?: { operator: string; values: number[] } }[] }
-interface JobSpec { backoffLimit?: number; podFailurePolicy?: PodFailurePolicy; template?: { spec?: PodSpec } }
+interface JobSpec { backoffLimit?: number; podFailurePolicy?: PodFailurePolicy; podReplacementPolicy?: string; template?: { spec?: PodSpec } }
 interface WorkloadSpec { template?: { spec?: PodSpec }; jobTemplate?: { spec?: JobSpec } }
 
 function manifests(): Manifest[] {
@@ -217,6 +217,20 @@ test('a Job whose command has a result exit code (3) fails at once on it, and re
     assert.ok((spec.backoffLimit ?? 6) >= 1, `${m.name}: backoffLimit >= 1, so exit 1 (a transient error) is retried`);
   }
   assert.ok(checked >= 3, `checked ${checked} Jobs (flags sync, verify, scheduled verify)`);
+});
+
+test('a backfill Job starts a replacement pod only after the old one terminated, so two never copy one table at once', () => {
+  // backfill stops on SIGTERM (PID 1 in a pod), but its chunks in flight commit first: by default the Job would start
+  // the replacement as soon as the old pod is terminating, and both would copy the same table.
+  let checked = 0;
+  for (const m of manifests()) {
+    const spec = jobSpec(m);
+    if (!spec || (podSpec(m)?.containers[0]?.args ?? []).slice(0, 2).join(' ') !== 'sync backfill') continue;
+    checked++;
+    assert.equal(spec.podReplacementPolicy, 'Failed', `${m.name}: podReplacementPolicy: Failed`);
+    assert.ok(spec.podFailurePolicy?.rules.some((r) => r.action === 'Ignore'), `${m.name}: an eviction (DisruptionTarget) is not counted against backoffLimit`);
+  }
+  assert.ok(checked >= 1, 'checked the backfill Job');
 });
 
 test('every path a pod writes is on a writable volume (read-only root filesystem)', () => {
