@@ -83,7 +83,7 @@ export const syncConfigSchema = z.object({
     relayBatchSize: z.number().int().positive().default(2_000),
     relayPollMs: z.number().int().positive().default(20),
     lockTimeoutMs: z.number().int().positive().default(1_000).describe('capture install/uninstall: how long one attempt waits for a lock on a synced table (lock_timeout) before it gives up and retries; application queries on that table queue behind the waiting DDL for at most about this long per attempt.'),
-    lockRetryMs: z.number().int().nonnegative().default(60_000).describe('capture install/uninstall: how long to keep retrying (backoff with jitter) while another transaction holds a synced table; then it fails with SYNC_TABLE_LOCKED naming that session, and nothing was changed.'),
+    lockRetryMs: z.number().int().nonnegative().default(60_000).describe('capture install/uninstall: how long to keep retrying (backoff with jitter) while another transaction holds a synced table; then it fails with SYNC_TABLE_LOCKED naming that session, and nothing was changed. Logical mode: also the most install waits to create the replication slot (at least lockTimeoutMs) while transactions stay open; then SYNC_SLOT_BLOCKED names them.'),
   }).strict().default({ mode: 'trigger', relayBatchSize: 2_000, relayPollMs: 20, lockTimeoutMs: 1_000, lockRetryMs: 60_000 }),
   topics: z.object({
     pattern: z.string().includes('{table}').default('strangler.{side}.{table}').describe('Topic name; {side} is the source side, {table} the logical table name.'),

@@ -33,7 +33,7 @@
  * own writes (the changelog, row_version, apply's rows) come back as text and are dropped here (figures:
  * migration-scripts/README.md).
  */
-import type { Pool, PoolClient } from 'pg';
+import type { Pool, PoolClient, QueryConfig } from 'pg';
 import { StranglerError } from '../../common/errors.ts';
 import { silentLogger, type Logger } from '../../common/logger.ts';
 import { transactionOn } from '../../common/pg.ts';
@@ -171,12 +171,7 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
   const exists = await pool.query('SELECT 1 FROM pg_replication_slots WHERE slot_name = $1', [slot]);
   let created = false;
   if (exists.rowCount === 0) {
-    try {
-      // (Waits for the transactions running now to end: not bounded by queryTimeoutMs.)
-      await pool.query(unbounded('SELECT pg_create_logical_replication_slot($1, $2)', [slot, PLUGIN]));
-    } catch (err) {
-      throw new StranglerError('SYNC_LOGICAL_UNAVAILABLE', `could not create logical replication slot "${slot}" (plugin ${PLUGIN}) on the ${side} database: ${(err as Error).message}; check max_replication_slots`, { cause: err });
-    }
+    await createSlot(pool, config, slot, side);
     created = true;
   }
   // The origins sync's own sessions write under (see SyncOrigins); a user that may not create them installs without.
@@ -210,6 +205,58 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
     throw err;
   }
   return lost ? { gap: { slot: lost.slot, decodedLsn: lost.decodedLsn } } : {};
+}
+
+/**
+ * Creates the slot, waiting at most max(capture.lockTimeoutMs, capture.lockRetryMs). PostgreSQL builds a new slot's
+ * starting snapshot by waiting until every transaction that holds a transaction id, on any database of the server, has
+ * ended: one session left idle in transaction after a write would make install wait for ever. The wait holds up no
+ * application query (no table lock is queued), so it is one wait, not retried attempts. On the bound the statement is
+ * cancelled, PostgreSQL drops the half-made (ephemeral) slot itself, and SYNC_SLOT_BLOCKED names the open transactions.
+ */
+async function createSlot(pool: Pool, config: SyncConfig, slot: string, side: Side): Promise<void> {
+  const waitMs = Math.max(config.capture.lockTimeoutMs, config.capture.lockRetryMs);
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query(`SET statement_timeout = ${waitMs}`);
+    // The client-side bound only catches a server that stopped answering (the server cancels at waitMs).
+    const create: QueryConfig & { query_timeout: number } = { text: 'SELECT pg_create_logical_replication_slot($1, $2)', values: [slot, PLUGIN], query_timeout: waitMs + 30_000 };
+    await client.query(create);
+  } catch (err) {
+    if ((err as { code?: string }).code === '57014') throw await slotBlockedError(pool, slot, side, waitMs, err);
+    broken = !(err as { code?: string }).code;
+    throw new StranglerError('SYNC_LOGICAL_UNAVAILABLE', `could not create logical replication slot "${slot}" (plugin ${PLUGIN}) on the ${side} database: ${(err as Error).message}; check max_replication_slots`, { cause: err });
+  } finally {
+    if (!broken) await client.query('RESET statement_timeout').catch(() => { broken = true; });
+    client.release(broken);
+  }
+}
+
+/** SYNC_SLOT_BLOCKED naming the open transactions (with a transaction id) that slot creation waits for, oldest first. */
+async function slotBlockedError(pool: Pool, slot: string, side: Side, waitMs: number, cause: unknown): Promise<StranglerError> {
+  const r = await pool.query<{ pid: number | null; db: string | null; app: string | null; state: string | null; xact_start: string | null; age_s: number | null; query_start: string | null; query: string | null }>(
+    `SELECT pid, datname AS db, application_name AS app, state, xact_start::text AS xact_start, extract(epoch FROM now() - xact_start)::int AS age_s,
+            query_start::text AS query_start, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) AS query
+       FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+     UNION ALL
+     SELECT NULL, database, 'prepared transaction ' || gid, 'prepared', prepared::text, extract(epoch FROM now() - prepared)::int, NULL, NULL FROM pg_prepared_xacts
+     ORDER BY xact_start NULLS LAST LIMIT 6`).catch(() => ({ rows: [] }));
+  const shown = r.rows.slice(0, 5);
+  const who = shown.length === 0
+    ? 'none is open any more (it ended after the wait gave up): run the command again'
+    : shown.map((h) => `PID ${h.pid ?? '? (prepared: COMMIT PREPARED or ROLLBACK PREPARED it)'} (database "${h.db ?? '?'}", application "${h.app ?? ''}", ${h.state ?? 'unknown state'}`
+      + `${h.age_s !== null ? `, open for ${h.age_s} s` : ''}${h.xact_start ? ` (since ${h.xact_start})` : ''}`
+      + `${h.query_start ? `, last query started ${h.query_start}` : ''}${h.query ? ` "${h.query}"` : ''})`).join('; ')
+      + (r.rows.length > 5 ? '; and more' : '');
+  const pid = shown.find((h) => h.pid !== null)?.pid;
+  return new StranglerError('SYNC_SLOT_BLOCKED',
+    `could not create logical replication slot "${slot}" on the ${side} database within ${waitMs} ms (max of sync.capture.lockTimeoutMs and `
+    + `sync.capture.lockRetryMs = ${waitMs} ms): PostgreSQL creates a slot only after every transaction that holds a transaction id, on any database `
+    + `of this server, has ended, and these are still open: ${who}. Nothing was created. Let that transaction finish`
+    + `${pid ? ` (or end it: SELECT pg_terminate_backend(${pid}))` : ''}, then run the command again; sessions an application leaves idle in `
+    + 'transaction can be bounded with idle_in_transaction_session_timeout, and raising sync.capture.lockRetryMs waits longer',
+    { cause, details: { side, slot, waitMs, blockers: shown.map((h) => ({ pid: h.pid, database: h.db, applicationName: h.app, state: h.state, xactStart: h.xact_start, queryStart: h.query_start, query: h.query })) } });
 }
 
 /**

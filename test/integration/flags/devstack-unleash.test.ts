@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startUnleash, type RunningUnleash } from '../../../devstack/unleash/launcher.ts';
@@ -90,6 +90,12 @@ describe('startUnleash with a data folder', () => {
     assert.match(stdout, /UNLEASH_BACKEND_TOKEN='\*:development\.[0-9a-f]+'/);
     const url = /Unleash (http:\S+) is ready/.exec(stdout)?.[1];
     assert.equal((await fetch(`${url}/health`)).status, 200);
+    // The tokens reach the unleash-server child over IPC: no command line on this host (readable by every local user
+    // in `ps`) carries them.
+    const tokens = [/UNLEASH_ADMIN_TOKEN='([^']+)'/, /UNLEASH_BACKEND_TOKEN='([^']+)'/].map((re) => re.exec(stdout)?.[1] as string);
+    const cmdlines = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map((pid) => { try { return readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return ''; } });
+    assert.ok(cmdlines.some((c) => c.includes('server-process.ts')), 'the unleash-server child is running');
+    for (const token of tokens) assert.deepEqual(cmdlines.filter((c) => c.includes(token.slice(token.indexOf('.') + 1))), [], 'no process has a token on its command line');
     child.kill('SIGTERM');
     assert.equal(await exited, 0);
     await assert.rejects(fetch(`${url}/health`), 'the server is gone after the CLI exits');

@@ -150,3 +150,31 @@ for (const mode of ['trigger', 'logical'] as const) {
     });
   });
 }
+
+describe('capture.mode logical: creating the replication slot while a transaction stays open', () => {
+  test('an idle-in-transaction session that wrote something: install fails within lockRetryMs naming it, leaves no slot, and a rerun after it ended succeeds', async () => {
+    const { config, pools, urls, tables } = await pair('logical', { lockTimeoutMs: 200, lockRetryMs: 1_500 });
+    // A transaction id, no table lock: PostgreSQL builds a new slot's snapshot by waiting for every such transaction.
+    const b = await blocker(urls.legacy, 'SELECT txid_current()');
+    // (Ends the blocker after 8 s so that an install that waits without bound finishes and the test fails, not hangs.)
+    const stopper = setTimeout(() => { void b.end(); }, 8_000);
+    try {
+      const t0 = Date.now();
+      await assert.rejects(installCapture(config, pools, 'legacy', tables), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'SYNC_SLOT_BLOCKED');
+        assert.match(err.message, new RegExp(`PID ${b.pid} \\(database "[^"]+", application "long-report", idle in transaction, open for \\d+ s \\(since .+\\), last query started .+ "SELECT pg_backend_pid\\(\\) AS pid"\\)`));
+        assert.match(err.message, /sync\.capture\.lockRetryMs = 1500 ms.*Nothing was created.*pg_terminate_backend\(\d+\)/);
+        return true;
+      });
+      assert.ok(Date.now() - t0 < 5_000, `gave up after lockRetryMs (${Date.now() - t0} ms)`);
+      assert.deepEqual([await slots(pools.legacy), await stateSchema(pools.legacy), await identity(pools.legacy)], [0, false, 'd'], 'no slot, no state schema, replica identity untouched');
+    } finally {
+      clearTimeout(stopper);
+      await b.end();
+    }
+    await installCapture(config, pools, 'legacy', tables);
+    assert.equal(await captureInstalled(config, pools.legacy, 'legacy'), true);
+    assert.equal(await slots(pools.legacy), 1);
+    await uninstallCapture(config, pools, 'legacy');
+  });
+});
