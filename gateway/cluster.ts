@@ -27,7 +27,8 @@ type Request =
   | { kind: 'breakers' }
   | { kind: 'push'; push: FlagPush }
   | { kind: 'reload' }
-  | { kind: 'drain' };
+  | { kind: 'drain' }
+  | { kind: 'ping' };
 
 interface Envelope {
   strangler: true;
@@ -67,6 +68,8 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
           return answer(true);
         case 'reload':
           return answer(runtime.reloadFromFile());
+        case 'ping':
+          return answer(true);
         case 'drain':
           await data.drain();
           runtime.close();
@@ -123,12 +126,15 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   /** Each worker's last reported routes; an exited worker's lifetime totals move to `retired` (addRetiredTotals). */
   const lastRoutes = new Map<Worker, RouteStatus[]>();
   const retired: RetiredTotals = new Map();
+  /** When the primary last read any message from each worker: the watchdog's measure of a stuck event loop. */
+  const heardAt = new Map<Worker, number>();
 
   const fork = (): Promise<Worker> =>
     new Promise((resolve, reject) => {
       let listening = false;
       const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, [EPHEMERAL_SESSION_SECRET_ENV]: ephemeralSessionSecret(), ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
       worker.on('message', (m: unknown) => {
+        heardAt.set(worker, Date.now());
         if (isEnvelope(m) && m.id === 'listening') {
           listening = true;
           serving.add(worker);
@@ -140,6 +146,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       });
       worker.on('exit', (code, signal) => {
         serving.delete(worker);
+        heardAt.delete(worker);
         const routes = lastRoutes.get(worker);
         lastRoutes.delete(worker);
         if (routes) retireTotals(retired, routes);
@@ -156,6 +163,35 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     cluster.setupPrimary({ execArgv: [...process.execArgv, '--max-semi-space-size=64'] });
   }
   for (let i = 0; i < workers; i++) await fork();
+
+  /**
+   * Watchdog (proxy.workerHangTimeoutMs, read on every tick so a reload applies): a serving worker whose event loop
+   * is stuck (an endless loop, a blocking call) still holds its share of connections and fails every merged view,
+   * and only its process knows; /healthz stays 200. So the primary pings each serving worker over IPC (never on the
+   * request path) and SIGKILLs one it has not heard from for the timeout; the exit handler replaces it like a crash.
+   * Silence is measured from the primary's reads, so a primary held up itself (a long pause, a stopped process)
+   * would see every worker as silent: a late tick credits the workers the gap instead of judging them.
+   */
+  let watchdog: NodeJS.Timeout | undefined;
+  const watch = (expectedAt: number) => {
+    const timeoutMs = config.proxy.workerHangTimeoutMs;
+    const everyMs = timeoutMs === 0 ? 1_000 : Math.max(50, Math.min(1_000, Math.floor(timeoutMs / 4)));
+    const now = Date.now();
+    const late = now - expectedAt > everyMs;
+    for (const w of live()) {
+      const silentMs = now - (heardAt.get(w) ?? now);
+      if (timeoutMs === 0 || late) heardAt.set(w, now);
+      else if (silentMs >= timeoutMs) {
+        logEvent(log, 'gateway.worker_hung', { pid: w.process.pid, silentMs, workerHangTimeoutMs: timeoutMs, hint: 'its event loop did not answer: killed with SIGKILL and replaced' });
+        serving.delete(w);
+        w.process.kill('SIGKILL');
+        continue;
+      }
+      if (timeoutMs > 0) w.send({ strangler: true, id: 'ping', request: { kind: 'ping' } } satisfies Envelope);
+    }
+    watchdog = setTimeout(() => watch(now + everyMs), everyMs).unref();
+  };
+  watch(Date.now());
 
   const controller = controllerStateFromConfig(config);
   const sync = syncFromConfig(config);
@@ -222,6 +258,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     admin,
     stop: async () => {
       stopping = true;
+      clearTimeout(watchdog);
       watcher.close();
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
       await admin.close();

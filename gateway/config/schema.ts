@@ -140,6 +140,7 @@ export const proxySchema = z.object({
   bind: z.string().default('0.0.0.0'),
   port: z.number().int().min(0).max(65535).default(8080),
   workers: z.number().int().positive().default(1).describe('Processes serving the data plane (node:cluster).'),
+  workerHangTimeoutMs: ms.default(15_000).describe('With workers > 1: a data-plane worker whose event loop has not answered the primary\'s liveness check (over IPC) for this long is killed (SIGKILL) and replaced, as if it had crashed. 0 disables.'),
   maxHeaderBytes: z.number().int().positive().default(16_384).describe('Requests with larger headers get 431.'),
   headersTimeoutMs: ms.default(20_000),
   requestTimeoutMs: ms.default(300_000),

@@ -15,6 +15,7 @@ const EVENTS = {
   'gateway.stopped': 'info',
   'gateway.drain_timeout': 'warn',
   'gateway.worker_exit': 'warn',
+  'gateway.worker_hung': 'error',
   'request.completed': 'info',
   'request.failed': 'warn',
   'request.fallback': 'warn',

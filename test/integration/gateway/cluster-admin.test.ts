@@ -1,7 +1,8 @@
 /**
  * The control plane of `strangler gateway --workers N` while a worker is replaced: admin requests are answered by the
  * workers that serve (not stalled by one still starting), and /metrics counters never go backwards
- * (a restarted worker counts from zero; the exited worker's totals are kept by the primary).
+ * (a restarted worker counts from zero; the exited worker's totals are kept by the primary). A worker whose event loop
+ * hangs is killed and replaced by the primary's watchdog; a slow but answering worker, or a paused primary, is not.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +24,26 @@ function workerPids(primary: number): number[] {
   const out = execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(primary)], { encoding: 'utf8' });
   return out.split('\n').map((l) => l.trim().split(/\s+/)).filter(([, comm]) => comm === 'node').map(([pid]) => Number(pid));
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Polls until `check` holds, failing with `what` after the deadline. */
+async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check().catch(() => false))) {
+    assert.ok(Date.now() < deadline, what);
+    await sleep(50);
+  }
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 async function legacyTotal(adminUrl: string): Promise<{ status: number; total: number | null }> {
   const res = await fetch(`${adminUrl}/metrics`, { headers: auth, signal: AbortSignal.timeout(4_000) });
@@ -95,6 +116,104 @@ describe('cluster control plane while a worker restarts', () => {
     }
     for (let i = 0; i < 10; i++) await (await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { connection: 'close' } })).text();
     assert.deepEqual(await legacyTotal(adminUrl), { status: 200, total: 50 }, 'the exited worker\'s requests still count');
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  });
+});
+
+describe('cluster watchdog: a worker whose event loop hangs', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  let gw: Child | undefined;
+  /** Processes this test stopped (SIGSTOP): killed in cleanup so a failed run leaves none behind. */
+  const stopped = new Set<number>();
+  const HANG_MS = 1_500;
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+  });
+  after(async () => {
+    for (const pid of stopped) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    gw?.kill();
+    await Promise.all([legacy.stop(), svc.stop()]);
+  });
+
+  test('issue: a hung worker kept its share of connections and /readyz unready for ever while /healthz said ok', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-hang-'));
+    const file = join(dir, 'strangler.yaml');
+    writeFileSync(file, stringify({
+      upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }],
+      routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
+      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }), disableMetrics: true },
+      proxy: { port: 0, bind: '127.0.0.1', workerHangTimeoutMs: HANG_MS },
+      admin: { port: 0, token: TOKEN },
+      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
+    }));
+    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+    const primary = gw.proc.pid as number;
+    /** Every request answered, each within 4 s: round robin sends them to both workers. */
+    const served = async (n: number) => {
+      const statuses = await Promise.all(Array.from({ length: n }, async (_, i) => (await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(4_000) })).status));
+      return statuses.every((s) => s === 200);
+    };
+    const readyz = async () => (await fetch(`${adminUrl}/readyz`, { signal: AbortSignal.timeout(6_000) })).status;
+    const hung = () => gw?.lines.filter((l) => l.msg === 'gateway.worker_hung') ?? [];
+    assert.ok(await served(10));
+
+    // A stopped process is, to the primary, exactly a worker stuck in a loop: no IPC answer, connections unserved.
+    const [victim, other] = workerPids(primary);
+    assert.ok(victim && other);
+    stopped.add(victim);
+    process.kill(victim, 'SIGSTOP');
+    const line = await gw.waitFor((l) => l.msg === 'gateway.worker_hung' && l.pid === victim, 20_000);
+    assert.equal(line.level, 50, 'logged at error level');
+    assert.ok((line.silentMs as number) >= HANG_MS, `silent for ${String(line.silentMs)} ms`);
+    const exit = await gw.waitFor((l) => l.msg === 'gateway.worker_exit' && l.pid === victim);
+    assert.equal(exit.signal, 'SIGKILL');
+    await until('the hung worker is gone', async () => !alive(victim), 5_000);
+
+    await until('a replacement worker serves beside the other one', async () => {
+      const pids = workerPids(primary);
+      const view = (await (await fetch(`${adminUrl}/admin/routes`, { headers: auth, signal: AbortSignal.timeout(6_000) })).json()) as RoutesResponse;
+      return view.gateway.workers === 2 && pids.length === 2 && pids.includes(other) && !pids.includes(victim);
+    });
+    await until('/readyz recovers', async () => (await readyz()) === 200);
+    assert.ok(await served(10), 'requests are served by both workers again');
+    assert.equal((await fetch(`${adminUrl}/healthz`)).status, 200);
+
+    // Busy but alive: event loop held for 300 ms at a time (well under the timeout), answering between, for over
+    // three timeouts in all, under traffic. It must not be killed.
+    const busy = workerPids(primary).find((p) => p !== other) as number;
+    const hungBefore = hung().length;
+    stopped.add(busy);
+    const load = served(20);
+    for (const end = Date.now() + 3.5 * HANG_MS; Date.now() < end;) {
+      process.kill(busy, 'SIGSTOP');
+      await sleep(300);
+      process.kill(busy, 'SIGCONT');
+      await sleep(150);
+    }
+    assert.ok(await load, 'a busy worker still serves');
+    assert.ok(await served(10));
+    assert.equal(hung().length, hungBefore, 'a slow but answering worker is not killed');
+    assert.ok(alive(busy));
+
+    // The primary itself held up for twice the timeout: its workers' answers wait unread, which is no hang of theirs.
+    stopped.add(primary);
+    process.kill(primary, 'SIGSTOP');
+    await sleep(2 * HANG_MS);
+    process.kill(primary, 'SIGCONT');
+    stopped.delete(primary);
+    await until('/readyz after the pause', async () => (await readyz()) === 200);
+    assert.ok(await served(10));
+    await sleep(HANG_MS);
+    assert.equal(hung().length, hungBefore, 'a paused primary does not kill its workers');
+    assert.deepEqual(workerPids(primary).sort(), [other, busy].sort());
+
     gw.kill('SIGTERM');
     assert.equal(await gw.exited, 0);
   });
