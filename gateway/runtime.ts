@@ -77,7 +77,11 @@ export function reloadFailed(reload: ReloadStatus, file: string, err: unknown, l
   logEvent(log, 'config.reload_failed', { file, err: messageOf(err) });
 }
 
-function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): Map<string, Breaker> {
+/**
+ * `opens` has the open counts of breakers no longer in use, by upstream: breaker_opens_total is a counter, so a
+ * breaker rebuilt by a reload (or an upstream routed to again) goes on from the count it had, as route totals do.
+ */
+function buildBreakers(config: LoadedConfig, log: Logger, opens: ReadonlyMap<string, number>, previous?: Snapshot): Map<string, Breaker> {
   const out = new Map<string, Breaker>();
   for (const route of config.routes) {
     if (!route.service || out.has(route.service)) continue;
@@ -86,7 +90,7 @@ function buildBreakers(config: LoadedConfig, log: Logger, previous?: Snapshot): 
     // Keep the breaker (and its state) when neither its upstream nor its policy changed.
     const old = previous?.breakers.get(route.service);
     const unchanged = old && old.policyName === route.breaker && JSON.stringify(previous?.config.policies.breakers[old.policyName]) === JSON.stringify(policy);
-    out.set(route.service, unchanged ? old : new Breaker(route.service, route.breaker, policy, log));
+    out.set(route.service, unchanged ? old : new Breaker(route.service, route.breaker, policy, log, old?.opens ?? opens.get(route.service) ?? 0));
   }
   return out;
 }
@@ -99,6 +103,8 @@ function routedFlags(config: LoadedConfig): string[] {
 export class Runtime {
   #snapshot: Snapshot;
   readonly #stats = new Map<string, RouteStats>();
+  /** Open counts of retired breakers, by upstream (buildBreakers). */
+  readonly #retiredOpens = new Map<string, number>();
   readonly flags: FlagClient;
   readonly log: Logger;
   readonly reload: ReloadStatus = { lastReloadAt: null, lastError: null, restartRequired: [] };
@@ -127,7 +133,7 @@ export class Runtime {
       config,
       table: new RouteTable(config.routes),
       upstreams: buildUpstreams(config.upstreams, previous?.upstreams, config.source),
-      breakers: buildBreakers(config, this.log, previous),
+      breakers: buildBreakers(config, this.log, this.#retiredOpens, previous),
       identifier: previous && JSON.stringify(previous.config.identity) === JSON.stringify(config.identity) ? previous.identifier : new Identifier(config.identity),
       loadedAt: new Date().toISOString(),
     };
@@ -159,7 +165,11 @@ export class Runtime {
     this.#snapshot = this.#build(config, previous);
     this.flags.routeBy(routedFlags(config));
     retireUpstreams(previous.upstreams, this.#snapshot.upstreams);
-    for (const [id, b] of previous.breakers) if (this.#snapshot.breakers.get(id) !== b) b.shutdown();
+    for (const [id, b] of previous.breakers) {
+      if (this.#snapshot.breakers.get(id) === b) continue;
+      b.shutdown();
+      if (!this.#snapshot.breakers.has(id)) this.#retiredOpens.set(id, b.opens);
+    }
     reloadSucceeded(this.reload, this.#started, config, this.log, { file: config.source, routes: config.routes.length }, this.#snapshot.loadedAt);
   }
 

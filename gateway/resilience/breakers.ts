@@ -24,11 +24,13 @@ export class Breaker {
   readonly upstream: string;
   readonly policyName: string;
   readonly #breaker: CircuitBreaker<[Action, ...unknown[]], unknown>;
-  opens = 0;
+  /** Times it opened, counted from the first breaker of this upstream (a reload that rebuilds it passes it on). */
+  opens: number;
 
-  constructor(upstream: string, policyName: string, policy: BreakerPolicy, log: Logger) {
+  constructor(upstream: string, policyName: string, policy: BreakerPolicy, log: Logger, opens = 0) {
     this.upstream = upstream;
     this.policyName = policyName;
+    this.opens = opens;
     this.#breaker = new CircuitBreaker<[Action, ...unknown[]], unknown>((action: Action, ...args: unknown[]) => action(...args), {
       name: upstream,
       timeout: false,

@@ -420,6 +420,49 @@ describe('breaker', () => {
     }
   });
 
+  test('breaker_opens_total survives reloads that rebuild the breaker or route away from its upstream and back', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const config = (breaker: Record<string, unknown>, serviceRoute = true) => testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+      route: serviceRoute ? {} : { service: undefined },
+      raw: { policies: { breakers: { default: { volumeThreshold: 2, errorThresholdPercentage: 50, ...breaker } } } },
+    });
+    const gw = await startTestGateway(config({ resetTimeoutMs: 60_000 }));
+    const opensTotal = async () => {
+      const res = await fetch(`${gw.adminUrl}/metrics`, { headers: { authorization: `Bearer ${gw.adminToken}` } });
+      return /^strangler_breaker_opens_total\{route="orders",upstream="svc"\} (\d+)$/m.exec(await res.text())?.[1];
+    };
+    const trip = async () => {
+      const breaker = gw.runtime.snapshot.breakers.get('svc');
+      assert.ok(breaker);
+      const opened = once(breaker.events, 'open');
+      svc.mode = 'status500';
+      for (let i = 0; i < 2; i++) await (await fetch(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': 'u' } })).text();
+      await opened;
+      svc.mode = 'ok';
+    };
+    try {
+      await trip();
+      assert.equal(await opensTotal(), '1');
+      gw.runtime.apply(config({ resetTimeoutMs: 30_000 })); // another policy: a new breaker
+      assert.equal(gw.runtime.snapshot.breakers.get('svc')?.state, 'closed', 'the rebuilt breaker starts closed');
+      assert.equal(await opensTotal(), '1', 'the count goes on');
+      await trip();
+      assert.equal(await opensTotal(), '2');
+      gw.runtime.apply(config({ resetTimeoutMs: 30_000 }, false)); // no route to svc: its breaker is retired
+      assert.equal(gw.runtime.snapshot.breakers.has('svc'), false);
+      gw.runtime.apply(config({ resetTimeoutMs: 30_000 }));
+      assert.equal(await opensTotal(), '2', 'nor when the upstream is routed to again');
+    } finally {
+      await gw.close();
+      await legacy.stop();
+      await svc.stop();
+    }
+  });
+
   test('4xx answers never trip the breaker', async () => {
     const legacy = await fakeUpstream('legacy');
     const { createServer } = await import('node:http');
