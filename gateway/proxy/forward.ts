@@ -832,6 +832,7 @@ function forwardedInfo(snapshot: Snapshot, req: IncomingMessage, reqId: string):
     host: req.headers.host ?? '',
     trustForwarded: snapshot.config.proxy.trustForwardedHeaders,
     drop,
+    dropCookie: snapshot.config.identity.override.cookie,
   };
 }
 

@@ -53,6 +53,23 @@ export interface ForwardedInfo {
   trustForwarded: boolean;
   /** Headers that must not reach any upstream (the tester override; Forwarded and X-Real-IP unless trustForwarded). */
   drop: readonly string[];
+  /** A cookie that must not reach any upstream (the tester override cookie: a bearer credential until it expires). */
+  dropCookie: string;
+}
+
+/**
+ * The Cookie header without every `name=…` pair; the other pairs are kept byte for byte. Undefined when no pair is
+ * left. Cookie names are case-sensitive (RFC 6265), matched as the identifier reads them (readCookie).
+ */
+export function withoutCookie(header: string, name: string): string | undefined {
+  const pairs = header.split(';');
+  const kept = pairs.filter((pair) => {
+    const eq = pair.indexOf('=');
+    return eq === -1 || pair.slice(0, eq).trim() !== name;
+  });
+  if (kept.length === pairs.length) return header;
+  const out = kept.join(';').replace(/^[\s;]+|[\s;]+$/g, '');
+  return out === '' ? undefined : out;
 }
 
 /**
@@ -69,6 +86,13 @@ export function upstreamRequestHeaders(req: IncomingMessage, info: ForwardedInfo
     if (isHopByHop(name, extra) && !(upgrade && (name === 'connection' || name === 'upgrade'))) continue;
     if (name.startsWith('x-forwarded-') && !info.trustForwarded) continue;
     out[name] = value;
+  }
+  // Work only when the Cookie header names the dropped cookie (rare: testers); every other Cookie passes as sent.
+  const cookie = out.cookie;
+  if (cookie !== undefined && info.dropCookie !== '' && cookie.includes(info.dropCookie)) {
+    const kept = withoutCookie(cookie, info.dropCookie);
+    if (kept === undefined) delete out.cookie;
+    else out.cookie = kept;
   }
   const priorFor = info.trustForwarded ? req.headers['x-forwarded-for'] : undefined;
   out['x-forwarded-for'] = priorFor ? `${Array.isArray(priorFor) ? priorFor.join(', ') : priorFor}, ${info.clientIp}` : info.clientIp;

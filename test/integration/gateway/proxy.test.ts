@@ -118,6 +118,24 @@ describe('gateway data plane', () => {
     assert.equal(unsigned.headers.get('x-strangler-target'), 'legacy', 'percent is 0 for this route; a bad signature is ignored');
   });
 
+  test('the override cookie forces a side but never reaches an upstream, over HTTP or a WebSocket upgrade; other cookies pass as sent', async () => {
+    const cookie = `theme=dark; strangler_override=${signOverride(OVERRIDE_SECRET, 'service')}; cart="a b"`;
+    const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { cookie } });
+    await res.text();
+    assert.equal(res.headers.get('x-strangler-target'), 'service', 'the cookie still forces the side');
+    assert.equal(svc.received[0]?.headers.cookie, 'theme=dark; cart="a b"');
+    const only = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: { cookie: `strangler_override=${signOverride(OVERRIDE_SECRET, 'legacy')}` } });
+    await only.text();
+    assert.equal(only.headers.get('x-strangler-target'), 'legacy');
+    assert.equal('cookie' in (legacy.received[0]?.headers ?? {}), false, 'no Cookie header when nothing else was sent');
+    const stop = greetWebSockets(svc.server, (req) => req.headers.cookie ?? '(none)');
+    try {
+      assert.equal(await firstWebSocketMessage(`${gw.proxyUrl}/api/orders/live`, { cookie }), 'theme=dark; cart="a b"');
+    } finally {
+      stop();
+    }
+  });
+
   test('GET falls back to legacy when the service answers 500', async () => {
     svc.mode = 'status500';
     const res = await fetch(`${gw.proxyUrl}/api/orders/1`, { headers: toService });

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
-import { clientResponseHeaders, rawHeader, requestIdOf, rewriteLocation, upstreamRequestHeaders } from '../../../gateway/proxy/headers.ts';
+import { clientResponseHeaders, rawHeader, requestIdOf, rewriteLocation, upstreamRequestHeaders, withoutCookie } from '../../../gateway/proxy/headers.ts';
 
 const req = (headers: Record<string, string>) => ({ headers }) as unknown as IncomingMessage;
-const info = { reqId: 'r1', clientIp: '10.1.1.1', proto: 'http' as const, host: 'shop.example', trustForwarded: false, drop: ['x-strangler-override'] };
+const info = { reqId: 'r1', clientIp: '10.1.1.1', proto: 'http' as const, host: 'shop.example', trustForwarded: false, drop: ['x-strangler-override'], dropCookie: 'strangler_override' };
 
 test('request: hop-by-hop and Connection-named headers are dropped, forwarding headers set', () => {
   const out = upstreamRequestHeaders(req({ host: 'shop.example', connection: 'keep-alive, X-Private', 'x-private': '1', 'keep-alive': 'timeout=5', te: 'trailers', 'transfer-encoding': 'chunked', upgrade: 'h2c', 'proxy-authorization': 'x', 'x-strangler-override': 'service.1.x', accept: 'a', 'x-forwarded-for': '6.6.6.6' }), info);
@@ -17,6 +17,19 @@ test('request: trusted forwarding headers are extended, not replaced', () => {
   assert.equal(out['x-forwarded-for'], '1.1.1.1, 10.1.1.1');
   assert.equal(out['x-forwarded-proto'], 'https');
   assert.equal(out['x-forwarded-host'], 'edge');
+});
+
+test('request: the tester override cookie never reaches an upstream; every other cookie passes byte for byte', () => {
+  const cookie = (value: string, upgrade = false) => upstreamRequestHeaders(req({ cookie: value }), info, upgrade).cookie;
+  assert.equal(cookie('a=1; strangler_override=service.1.sig; b="x y"'), 'a=1; b="x y"');
+  assert.equal(cookie('strangler_override=service.1.sig; a=1;b=2'), 'a=1;b=2');
+  assert.equal(cookie('a=1; strangler_override=service.1.sig'), 'a=1');
+  assert.equal(cookie(' strangler_override = legacy.1.sig ;strangler_override=service.1.sig; z=9', true), 'z=9', 'every copy, also on an upgrade');
+  assert.equal(cookie('strangler_override=service.1.sig'), undefined, 'no Cookie header when nothing is left');
+  assert.equal('cookie' in upstreamRequestHeaders(req({ cookie: 'strangler_override=service.1.sig' }), info), false);
+  // Only that exact name: other cookies that contain it, or mention it in a value, are left alone (same string).
+  for (const other of ['strangler_override_x=1; a=2', 'Strangler_Override=1', 'a=strangler_override=1', 'strangler_override']) assert.equal(cookie(other), other);
+  assert.equal(withoutCookie('a=1;  strangler_override=x;   b=2 ', 'strangler_override'), 'a=1;   b=2');
 });
 
 test('upgrade requests keep Connection and Upgrade', () => {
