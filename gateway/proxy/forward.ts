@@ -226,6 +226,21 @@ class Attempt {
     return !this.ready;
   }
 
+  /**
+   * A write of the request failed (WriteGuard): the upstream closed the connection, typically right after answering
+   * early (413, 401) without reading the whole body. The rest of the client's body is discarded, not forwarded; the
+   * answer (if any) is read from the connection and relayed, and the read side's error fails the attempt otherwise.
+   */
+  bodyWriteFailed(): void {
+    const { body, proxyReq } = this;
+    if (body.kind === 'stream' && proxyReq) {
+      body.stream.unpipe(proxyReq);
+      body.stream.resume();
+    }
+    // The request will not finish now (onStreamedBodySent): the wait for an answer is bounded from here.
+    if (!this.settled && this.timer === undefined) this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
+  }
+
   settle(o: Outcome): void {
     if (this.settled) return;
     this.settled = true;
@@ -273,6 +288,7 @@ function onConnectTimeout(a: Attempt): void {
 function onUpstreamSocket(this: AttemptRequest, socket: Socket): void {
   const a = this[kAttempt];
   if (!a || a.settled) return;
+  if (a.body.kind !== 'none') guardWrites(socket);
   // A pooled socket is open already; a new one is still connecting (node hands it over before any I/O completes).
   if (!socket.connecting) {
     a.ready = true;
@@ -284,6 +300,65 @@ function onUpstreamSocket(this: AttemptRequest, socket: Socket): void {
     a.ready = true;
     clearTimeout(a.connectTimer);
   });
+}
+
+/**
+ * An upstream may answer before it has read the whole request body (413, 401: nginx and most apps do) and then close
+ * the connection, so the gateway's next write of the body fails (EPIPE, ECONNRESET). Node destroys a socket on a
+ * failed write, which throws away the answer still unread in the kernel's receive buffer, and the client would get a
+ * 502 instead of the upstream's answer (Envoy and nginx relay it). On a socket that carries a request body, a failed
+ * write is therefore not fatal: it is reported to the attempt (which stops sending the body), later writes are
+ * dropped, and the read side decides: the answer is read and relayed, then the read fails or ends, which fails the
+ * attempt only if no answer came. Installed once per socket, on the first request with a body it carries.
+ * Writable calls _write/_writev one at a time, so one pending callback per socket suffices (no closure per write).
+ */
+class WriteGuard {
+  readonly #socket: GuardedSocket;
+  readonly write: Socket['_write'];
+  readonly writev: NonNullable<Socket['_writev']>;
+  /** The callback of the write in progress. */
+  cb: ((err?: Error | null) => void) | null = null;
+  failed = false;
+
+  constructor(socket: GuardedSocket) {
+    this.#socket = socket;
+    this.write = socket._write;
+    this.writev = socket._writev as NonNullable<Socket['_writev']>;
+  }
+
+  readonly written = (err?: Error | null): void => {
+    const cb = this.cb as (err?: Error | null) => void;
+    this.cb = null;
+    const code = (err as NodeJS.ErrnoException | null | undefined)?.code;
+    if (code !== 'EPIPE' && code !== 'ECONNRESET') return cb(err);
+    this.failed = true;
+    cb();
+    (this.#socket._httpMessage as AttemptRequest | null | undefined)?.[kAttempt]?.bodyWriteFailed();
+  };
+}
+
+const kWriteGuard = Symbol('strangler.writeGuard');
+type GuardedSocket = Socket & { [kWriteGuard]?: WriteGuard; _httpMessage?: ClientRequest | null };
+
+function guardWrites(socket: GuardedSocket): void {
+  if (socket[kWriteGuard]) return;
+  socket[kWriteGuard] = new WriteGuard(socket);
+  socket._write = guardedWrite;
+  socket._writev = guardedWritev;
+}
+
+function guardedWrite(this: GuardedSocket, chunk: unknown, encoding: BufferEncoding, cb: (err?: Error | null) => void): void {
+  const guard = this[kWriteGuard] as WriteGuard;
+  if (guard.failed) return cb(); // the connection is closing: the data is dropped
+  guard.cb = cb;
+  guard.write.call(this, chunk, encoding, guard.written);
+}
+
+function guardedWritev(this: GuardedSocket, chunks: { chunk: unknown; encoding: BufferEncoding }[], cb: (err?: Error | null) => void): void {
+  const guard = this[kWriteGuard] as WriteGuard;
+  if (guard.failed) return cb();
+  guard.cb = cb;
+  guard.writev.call(this, chunks, guard.written);
 }
 
 function onUpstreamResponse(this: AttemptRequest, upRes: IncomingMessage): void {

@@ -394,6 +394,63 @@ describe('streamed request bodies and the upstream timeout', () => {
   });
 });
 
+describe('an upstream that answers early during an upload', () => {
+  // As nginx and most apps do: answer 413 after the first chunk, then close with the rest of the body unread (the
+  // kernel resets the connection, so the gateway's next write of the body fails with EPIPE or ECONNRESET).
+  test('its answer is relayed, not a 502, on the legacy path and on the service path with a streamed body; the breaker and error counts do not count it', async () => {
+    const { createServer } = await import('node:http');
+    let received = 0;
+    const upstream = createServer((req, res) => {
+      req.once('data', () => {
+        received++;
+        res.writeHead(413, { 'content-type': 'text/plain', connection: 'close' });
+        res.end('too large for us');
+        res.on('finish', () => req.socket.destroy());
+      });
+    });
+    await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', () => r()));
+    const url = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+    const gw = await startTestGateway(testConfig({ legacyUrl: url, serviceUrl: url, flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }) } }));
+    const size = 4 * 1024 * 1024; // over maxReplayBodyBytes (1 MiB): the service path streams it too
+    const upload = (headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string; target: string | undefined; fallback: string | undefined }>((resolve, reject) => {
+        const req = request(`${gw.proxyUrl}/api/orders/upload`, { method: 'POST', headers }, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString()));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body, target: res.headers['x-strangler-target'] as string | undefined, fallback: res.headers['x-strangler-fallback'] as string | undefined }));
+        });
+        req.on('error', reject);
+        const chunk = Buffer.alloc(64 * 1024, 'x');
+        let sent = 0;
+        const pump = (): void => {
+          while (sent < size) {
+            sent += chunk.length;
+            if (!req.write(chunk)) return void req.once('drain', pump);
+          }
+          req.end();
+        };
+        pump();
+      });
+    try {
+      for (const [target, headers] of [['legacy', {}], ['service', toService]] as [string, Record<string, string>][]) {
+        for (const framing of [{ 'content-length': String(size) }, {}] as Record<string, string>[]) {
+          const res = await upload({ ...headers, ...framing });
+          assert.deepEqual(res, { status: 413, body: 'too large for us', target, fallback: undefined }, `${target}, ${'content-length' in framing ? 'content-length' : 'chunked'}`);
+        }
+      }
+      assert.equal(received, 4, 'each upload reached one upstream once');
+      const breaker = gw.runtime.snapshot.breakers.get('svc')?.view();
+      assert.deepEqual([breaker?.stats.failures, breaker?.stats.successes], [0, 2], 'an answer is not a breaker failure');
+      const stats = gw.runtime.stats('orders');
+      assert.deepEqual([stats.totals('legacy').errors, stats.totals('service').errors, stats.totals('legacy').requests + stats.totals('service').requests], [0, 0, 4]);
+    } finally {
+      await gw.close();
+      upstream.closeAllConnections();
+      await new Promise<void>((r) => upstream.close(() => r()));
+    }
+  });
+});
+
 describe('breaker', () => {
   test('opens after the volume threshold, short-circuits to legacy, and closes after a half-open success', async () => {
     const legacy = await fakeUpstream('legacy');
