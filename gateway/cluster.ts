@@ -15,7 +15,7 @@ import { routesResponse, mergeRouteStatuses, addRetiredTotals, retireTotals, typ
 import type { ControlPlane } from './admin/app.ts';
 import type { RouteStatus, RoutesResponse } from './admin/types.ts';
 import type { BreakerView } from './resilience/breakers.ts';
-import { startControlPlane, startDataPlane, adminToken, type ControlPlaneServer } from './server.ts';
+import { startControlPlane, startDataPlane, adminToken, gatewayLogger, type ControlPlaneServer } from './server.ts';
 import { logEvent } from './observability/log-events.ts';
 import { trafficFromConfig } from './admin/traffic.ts';
 import { controllerStateFromConfig } from './admin/controller-state.ts';
@@ -40,12 +40,18 @@ interface Envelope {
 
 const isEnvelope = (m: unknown): m is Envelope => typeof m === 'object' && m !== null && (m as Envelope).strangler === true;
 
-/** Worker side: serve the data plane and answer the primary. */
-export async function runWorker(configFile: string, log: Logger, port?: number): Promise<void> {
+/**
+ * Worker side: serve the data plane and answer the primary. Everything up to listening (reading the config file
+ * included) is inside the try: a worker that cannot start must tell the primary and exit, never linger unserving.
+ */
+export async function runWorker(configFile: string, port?: number): Promise<void> {
   let runtime: Runtime | undefined;
   let data: Awaited<ReturnType<typeof startDataPlane>>;
+  let log: Logger;
   try {
-    runtime = new Runtime(loadConfigFile(configFile), log, { instanceId: `${process.pid}` });
+    const config = loadConfigFile(configFile);
+    log = gatewayLogger(config, 'gateway-worker');
+    runtime = new Runtime(config, log, { instanceId: `${process.pid}` });
     await runtime.flags.start();
     data = await startDataPlane(runtime, port === undefined ? {} : { port });
   } catch (err) {
@@ -88,6 +94,31 @@ export async function runWorker(configFile: string, log: Logger, port?: number):
   process.send?.({ strangler: true, id: 'listening', reply: { port: data.port } } satisfies Envelope);
 }
 
+/**
+ * When to start the next worker of one slot, as a supervisor would (Kubernetes' CrashLoopBackOff, systemd's
+ * RestartSec): the first replacement at once, then 1 s doubling to 30 s while replacements keep failing (exiting
+ * before they listen, or soon after), and at once again after a worker has served for RESET_AFTER_MS.
+ */
+export class RestartBackoff {
+  static readonly BASE_MS = 1_000;
+  static readonly MAX_MS = 30_000;
+  static readonly RESET_AFTER_MS = 60_000;
+  /** Starts since the slot last had a worker serve for RESET_AFTER_MS; the next start is attempt `starts + 1`. */
+  #starts = 0;
+
+  get attempt(): number {
+    return this.#starts;
+  }
+
+  /** The slot's worker ended after serving `servedMs` (null: it never listened). Returns the delay before the next start. */
+  next(servedMs: number | null): number {
+    if (servedMs !== null && servedMs >= RestartBackoff.RESET_AFTER_MS) this.#starts = 0;
+    const delayMs = this.#starts === 0 ? 0 : Math.min(RestartBackoff.MAX_MS, RestartBackoff.BASE_MS * 2 ** (this.#starts - 1));
+    this.#starts++;
+    return delayMs;
+  }
+}
+
 /** Primary side: fork workers, serve the control plane, and relay signals. */
 export async function runPrimary(configFile: string, workers: number, log: Logger, options: { port?: number; adminPort?: number } = {}): Promise<{ proxyPort: number; admin: ControlPlaneServer; stop(): Promise<void> }> {
   let config: LoadedConfig = loadConfigFile(configFile);
@@ -123,21 +154,40 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
    */
   const serving = new Set<Worker>();
   const live = () => [...serving].filter((w) => w.isConnected());
+  /** Since when no worker has been serving (null while one is): what /healthz fails on (proxy.workersDownLivenessMs). */
+  let noneServingSince: number | null = null;
+  let lastStartError: string | null = null;
+  const join = (w: Worker) => {
+    serving.add(w);
+    noneServingSince = null;
+  };
+  const leave = (w: Worker) => {
+    serving.delete(w);
+    if (serving.size === 0 && noneServingSince === null) noneServingSince = Date.now();
+  };
   /** Each worker's last reported routes; an exited worker's lifetime totals move to `retired` (addRetiredTotals). */
   const lastRoutes = new Map<Worker, RouteStatus[]>();
   const retired: RetiredTotals = new Map();
   /** When the primary last read any message from each worker: the watchdog's measure of a stuck event loop. */
   const heardAt = new Map<Worker, number>();
+  /** Replacements waiting for their back-off delay, cleared on stop. */
+  const retries = new Set<NodeJS.Timeout>();
 
-  const fork = (): Promise<Worker> =>
+  /**
+   * Forks a worker for `slot`; resolves once it listens, rejects if it exits (or reports failing) before that. A
+   * worker that served and then exited is replaced on the slot's back-off; a replacement that never listened is
+   * retried on it too (see `replace`). At start-up the caller gets the rejection instead: the gateway fails to start.
+   */
+  const fork = (slot: RestartBackoff, restart?: { delayMs: number }): Promise<Worker> =>
     new Promise((resolve, reject) => {
-      let listening = false;
+      let listeningAt: number | null = null;
       const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, [EPHEMERAL_SESSION_SECRET_ENV]: ephemeralSessionSecret(), ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
+      if (restart) logEvent(log, 'gateway.worker_restart', { pid: worker.process.pid, attempt: slot.attempt, delayMs: restart.delayMs });
       worker.on('message', (m: unknown) => {
         heardAt.set(worker, Date.now());
         if (isEnvelope(m) && m.id === 'listening') {
-          listening = true;
-          serving.add(worker);
+          listeningAt = Date.now();
+          join(worker);
           proxyPort = (m.reply as { port: number }).port;
           resolve(worker);
         } else if (isEnvelope(m) && m.id === 'failed') {
@@ -145,24 +195,49 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
         } else onMessage(m);
       });
       worker.on('exit', (code, signal) => {
-        serving.delete(worker);
+        leave(worker);
         heardAt.delete(worker);
         const routes = lastRoutes.get(worker);
         lastRoutes.delete(worker);
         if (routes) retireTotals(retired, routes);
         if (stopping) return;
-        logEvent(log, 'gateway.worker_exit', { pid: worker.process.pid, code, signal });
-        // A worker that never started (port taken, bad config) is not restarted in a loop: start-up fails instead.
-        if (!listening) return reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} exited (${code ?? signal}) before listening`));
-        void fork().catch((err: unknown) => logEvent(log, 'gateway.worker_exit', { err: messageOf(err) }));
+        if (listeningAt === null) return reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} exited (${code ?? signal}) before listening`));
+        const servedMs = Date.now() - listeningAt;
+        logEvent(log, 'gateway.worker_exit', { pid: worker.process.pid, code, signal, servedMs });
+        replace(slot, servedMs);
       });
     });
+
+  /** Starts the slot's next worker after its back-off delay, and again after each one that fails to start. */
+  const replace = (slot: RestartBackoff, servedMs: number | null, startError?: string) => {
+    const attempt = slot.attempt;
+    const delayMs = slot.next(servedMs);
+    if (startError !== undefined) logEvent(log, 'gateway.worker_start_failed', { err: startError, attempt, retryInMs: delayMs, servingWorkers: serving.size });
+    const timer = setTimeout(() => {
+      retries.delete(timer);
+      if (stopping) return;
+      fork(slot, { delayMs }).catch((err: unknown) => {
+        if (stopping) return;
+        lastStartError = messageOf(err);
+        replace(slot, null, lastStartError);
+      });
+    }, delayMs);
+    retries.add(timer);
+  };
 
   // Data-plane workers get a larger young generation unless NODE_OPTIONS already sets one (see tuneV8ForProxying).
   if (!/--max-semi-space-size/.test(`${process.env.NODE_OPTIONS ?? ''} ${process.execArgv.join(' ')}`)) {
     cluster.setupPrimary({ execArgv: [...process.execArgv, '--max-semi-space-size=64'] });
   }
-  for (let i = 0; i < workers; i++) await fork();
+  // A worker that cannot start now (port taken, a file it cannot read) fails the start: no retry loop hides a config
+  // mistake. Workers already started go too, or their IPC channels would keep this process alive.
+  try {
+    for (let i = 0; i < workers; i++) await fork(new RestartBackoff());
+  } catch (err) {
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+    throw err;
+  }
 
   /**
    * Watchdog (proxy.workerHangTimeoutMs, read on every tick so a reload applies): a serving worker whose event loop
@@ -183,7 +258,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       if (timeoutMs === 0 || late) heardAt.set(w, now);
       else if (silentMs >= timeoutMs) {
         logEvent(log, 'gateway.worker_hung', { pid: w.process.pid, silentMs, workerHangTimeoutMs: timeoutMs, hint: 'its event loop did not answer: killed with SIGKILL and replaced' });
-        serving.delete(w);
+        leave(w);
         w.process.kill('SIGKILL');
         continue;
       }
@@ -202,6 +277,22 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     config: () => config,
     reloadStatus: () => reload,
     draining: () => stopping,
+    /**
+     * Liveness: failing only when no worker has served for proxy.workersDownLivenessMs (every replacement failing to
+     * start), so the kubelet restarts the pod; a worker being replaced while others serve, or the only one starting
+     * again within the bound, never fails it.
+     */
+    liveness: () => {
+      const boundMs = config.proxy.workersDownLivenessMs;
+      if (stopping || noneServingSince === null || boundMs === 0) return null;
+      const downMs = Date.now() - noneServingSince;
+      if (downMs < boundMs) return null;
+      return {
+        reason: `no gateway worker has been serving for ${downMs} ms (proxy.workersDownLivenessMs: ${boundMs}); replacements keep failing to start${lastStartError ? `, last: ${lastStartError}` : ''}`,
+        workersDownMs: downMs,
+        lastStartError,
+      };
+    },
     view: async () => {
       const views = await Promise.all(
         live().map(async (w) => {
@@ -259,6 +350,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     stop: async () => {
       stopping = true;
       clearTimeout(watchdog);
+      for (const timer of retries) clearTimeout(timer);
       watcher.close();
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
       await admin.close();

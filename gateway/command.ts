@@ -33,9 +33,9 @@ export const gatewayCommand: Command = {
   async run(argv) {
     if (cluster.isWorker && process.env.STRANGLER_GATEWAY_WORKER === '1') {
       const file = process.env.STRANGLER_GATEWAY_CONFIG as string;
-      const config = loadConfigFile(file);
       const port = process.env.STRANGLER_GATEWAY_PORT;
-      await runWorker(file, gatewayLogger(config, 'gateway-worker'), port === undefined ? undefined : Number(port));
+      // runWorker reads the file itself: a worker that cannot must report it and exit (the IPC channel keeps it alive).
+      await runWorker(file, port === undefined ? undefined : Number(port));
       return new Promise<number>(() => {}); // runs until the primary tells it to drain
     }
     const { values } = parseCommandArgs('gateway', argv, {

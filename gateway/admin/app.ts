@@ -44,6 +44,8 @@ export interface ControlPlane {
   controllerState?: () => Promise<Record<string, { guard: unknown; plan: unknown }>>;
   /** True once shutdown has begun: the data plane no longer accepts connections, so /readyz answers 503. */
   draining?: () => boolean;
+  /** Why /healthz should fail (cluster mode: no worker serving for too long), or null when live. Must stay cheap. */
+  liveness?: () => { reason: string; [field: string]: unknown } | null;
 }
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -117,6 +119,8 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   app.use(express.json({ limit: '256kb' }));
 
   app.get('/healthz', (_req, res) => {
+    const failing = plane.liveness?.();
+    if (failing) return void res.status(503).json({ status: 'unhealthy', ...failing });
     res.json({ status: 'ok' });
   });
   app.get('/readyz', async (_req, res) => {

@@ -16,6 +16,8 @@ const EVENTS = {
   'gateway.drain_timeout': 'warn',
   'gateway.worker_exit': 'warn',
   'gateway.worker_hung': 'error',
+  'gateway.worker_restart': 'info',
+  'gateway.worker_start_failed': 'error',
   'request.completed': 'info',
   'request.failed': 'warn',
   'request.fallback': 'warn',

@@ -3,15 +3,18 @@
  * workers that serve (not stalled by one still starting), and /metrics counters never go backwards
  * (a restarted worker counts from zero; the exited worker's totals are kept by the primary). A worker whose event loop
  * hangs is killed and replaced by the primary's watchdog; a slow but answering worker, or a paused primary, is not.
+ * Replacements that fail to start are retried with back-off, and /healthz fails once no worker has served for
+ * proxy.workersDownLivenessMs, so the kubelet restarts a pod that cannot heal itself.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { CLI, startChild, type Child } from '../../helpers/process.ts';
+import { CLI, startChild, type Child, type LogLine } from '../../helpers/process.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile } from '../../helpers/gateway.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
@@ -213,6 +216,119 @@ describe('cluster watchdog: a worker whose event loop hangs', () => {
     await sleep(HANG_MS);
     assert.equal(hung().length, hungBefore, 'a paused primary does not kill its workers');
     assert.deepEqual(workerPids(primary).sort(), [other, busy].sort());
+
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  });
+});
+
+/** A port free right now (the cluster's listening socket is re-created on it when every worker has gone). */
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const { port } = srv.address() as { port: number };
+  await new Promise((r) => srv.close(r));
+  return port;
+}
+
+describe('cluster supervisor: replacements that fail to start', () => {
+  let legacy: FakeUpstream;
+  let gw: Child | undefined;
+  const DOWN_MS = 4_000;
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+  });
+  after(async () => {
+    gw?.kill();
+    await legacy.stop();
+  });
+
+  test('issue: a replacement that failed to start was never retried, and with none left /healthz stayed 200 for ever', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-retry-'));
+    const file = join(dir, 'strangler.yaml');
+    writeFileSync(file, stringify({
+      upstreams: [{ id: 'legacy', url: legacy.url }],
+      routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }],
+      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({}), disableMetrics: true },
+      proxy: { port: await freePort(), bind: '127.0.0.1', workersDownLivenessMs: DOWN_MS },
+      admin: { port: 0, token: TOKEN },
+      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
+    }));
+    const good = readFileSync(file, 'utf8');
+    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+    const primary = gw.proc.pid as number;
+    const healthz = async () => {
+      const res = await fetch(`${adminUrl}/healthz`, { signal: AbortSignal.timeout(4_000) });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const workers = async () => ((await (await fetch(`${adminUrl}/admin/routes`, { headers: auth, signal: AbortSignal.timeout(6_000) })).json()) as RoutesResponse).gateway.workers;
+    const served = async () => (await fetch(`${proxyUrl}/api/orders/1`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(4_000) })).status === 200;
+    const lines = (msg: string) => gw?.lines.filter((l) => l.msg === msg) ?? [];
+    const at = (l: LogLine) => Date.parse(String(l.time));
+    assert.deepEqual(await healthz(), { status: 200, body: { status: 'ok' } });
+
+    // The test-only cause: a file the replacements need (the config) is broken after the start. The running workers
+    // keep their last good config; new ones cannot start until the file is fixed.
+    writeFileSync(file, 'routes: [');
+    await gw.waitFor((l) => l.msg === 'config.reload_failed');
+    const victims = workerPids(primary);
+    assert.equal(victims.length, 2);
+    const killedAt = Date.now();
+    for (const pid of victims) process.kill(pid, 'SIGKILL');
+
+    // Liveness holds for DOWN_MS after the last worker went, then fails with a reason.
+    let live200 = 0;
+    let down: (Awaited<ReturnType<typeof healthz>> & { afterMs: number }) | undefined;
+    await until('/healthz turns 503', async () => {
+      const h = await healthz();
+      if (h.status === 200) live200++;
+      else down ??= { ...h, afterMs: Date.now() - killedAt };
+      return down !== undefined;
+    });
+    assert.ok(live200 > 0, '/healthz stayed 200 within the bound');
+    assert.equal(down?.status, 503);
+    assert.ok(down.afterMs >= DOWN_MS, `/healthz failed ${down.afterMs} ms after the workers went, before the ${DOWN_MS} ms bound`);
+    assert.equal(down?.body.status, 'unhealthy');
+    assert.match(String(down?.body.reason), /no gateway worker has been serving for \d+ ms \(proxy\.workersDownLivenessMs: 4000\); replacements keep failing to start, last: .*strangler\.yaml/);
+    assert.equal((await fetch(`${adminUrl}/readyz`)).status, 503);
+
+    // Each slot retried at once, then 1 s, 2 s, 4 s apart: logged, with the cause, and no busy loop.
+    await until('both slots failed three starts', async () => lines('gateway.worker_start_failed').filter((l) => l.attempt === 3).length >= 2);
+    const failed = lines('gateway.worker_start_failed');
+    for (const l of failed) {
+      assert.equal(l.level, 50);
+      assert.equal(l.retryInMs, Math.min(30_000, 1_000 * 2 ** ((l.attempt as number) - 1)), JSON.stringify(l));
+      assert.match(String(l.err), /strangler\.yaml/);
+    }
+    const restarts = lines('gateway.worker_restart');
+    assert.ok(restarts.length <= 2 * 4 + 2, `${restarts.length} starts in ${Date.now() - killedAt} ms: back-off, not a loop`);
+    for (const r of restarts.filter((x) => (x.delayMs as number) > 0)) {
+      const cause = failed.filter((f) => f.retryInMs === r.delayMs && at(f) <= at(r) - (r.delayMs as number) + 2);
+      assert.ok(cause.length > 0, `${JSON.stringify(r)} waited its delay after a failed start`);
+    }
+
+    // The cause removed: the next retry of each slot starts, and the pod is live, ready and serving again.
+    writeFileSync(file, good);
+    await until('both workers serve again', async () => (await workers()) === 2, 45_000);
+    assert.deepEqual(await healthz(), { status: 200, body: { status: 'ok' } });
+    assert.equal((await fetch(`${adminUrl}/readyz`)).status, 200);
+    assert.ok(await served());
+
+    // Replacing one worker while the other serves never fails liveness.
+    const [one] = workerPids(primary);
+    assert.ok(one);
+    process.kill(one, 'SIGKILL');
+    await gw.waitFor((l) => l.msg === 'gateway.worker_exit' && l.pid === one);
+    const statuses = new Set<number>();
+    await until('the worker is replaced', async () => {
+      statuses.add((await healthz()).status);
+      return (await workers()) === 2;
+    }, 45_000);
+    assert.deepEqual([...statuses], [200]);
 
     gw.kill('SIGTERM');
     assert.equal(await gw.exited, 0);
