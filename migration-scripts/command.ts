@@ -19,7 +19,7 @@ import { ProgressBar } from './progress.ts';
 import { formatVerify, lastVerify, verifyTables, type VerifyResult } from './verify.ts';
 import { repairFromVerify, retryDeadLetters } from './repair.ts';
 import { SYNC_LOG } from './log-events.ts';
-import { brokenDirections, formatStatus, readSyncStatus } from './status.ts';
+import { brokenDirections, formatStatus, readSyncStatus, unknownLagDirections } from './status.ts';
 
 const HELP = `strangler sync: two-way data sync between the legacy and a service database through Kafka.
 
@@ -42,7 +42,8 @@ Subcommands:
                                                    --dead-letters retries parked events instead; exit 3 when keys
                                                    were skipped (or events are still parked): verify again later
   status  [--json]                                 lag per direction, positions, parked events, backfill, last verify;
-                                                   exit 1 when a direction is broken (lost replication slot)
+                                                   exit 1 when a direction is broken (lost replication slot,
+                                                   events lost from Kafka) or its lag is unknown (Kafka unreadable)
 
 Options:
   --config FILE   strangler config file with \`sync:\` and \`kafka:\` sections (\${ENV} expanded)
@@ -215,7 +216,10 @@ export const syncCommand: Command = {
           out(values.json ? JSON.stringify(st, null, 2) : formatStatus(st));
           const broken = brokenDirections(st);
           for (const d of broken) process.stderr.write(`strangler: ${d.direction}: ${d.broken?.code}: ${d.broken?.message}\n`);
-          return broken.length > 0 ? 1 : 0;
+          // Kafka's backlog unreadable: the lag is unknown, not 0, so a script waiting for lag 0 must not go on.
+          const unknown = unknownLagDirections(st);
+          for (const d of unknown) process.stderr.write(`strangler: ${d.direction}: lag unknown, Kafka backlog unreadable: ${d.kafkaError}\n`);
+          return broken.length > 0 || unknown.length > 0 ? 1 : 0;
         }
         default:
           throw usageError('sync', `unknown subcommand "${sub}"`);

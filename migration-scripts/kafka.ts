@@ -344,8 +344,21 @@ export class ApplyWorker {
     // kafkajs restarts a crashed consumer unless createKafka's retry.restartOnFailure says no (a TLS certificate
     // failure, events lost) or it judged the error not retriable: then it has stopped for good, which must not go
     // unnoticed. A lost group coordinator is the exception: it passes, so we restart the consumer ourselves.
+    // What this relies on (kafkajs 2.2.4, src/consumer/runner.js and index.js; docs "Configuration: Restart on
+    // failure", "Instrumentation Events: consumer.crash"): an error eachBatch throws fails the fetch loop, which the
+    // runner retries with `retry` (fetching the batch again); after `retries` it crashes with
+    // KafkaJSNumberOfRetriesExceeded, emits CRASH with `restart` = (that, or an original cause with retriable: true)
+    // and restartOnFailure, and when true starts the consumer again after the last retry time. So a retriable error
+    // (SYNC_APPLY_FAILED after apply's own database retries, a pg connection error, a Kafka error) crashes and
+    // restarts it, as often as it takes, each cycle backing off through the retries; the batch is fetched again from
+    // the target's stored position. Each restart is logged, so a long outage is not a silent one.
     consumer.on(consumer.events.CRASH, (e) => {
-      if (e.payload.restart) return;
+      if (e.payload.restart) {
+        const code = [...causeChain(e.payload.error)].filter(isStranglerError).map((c) => c.code)[0];
+        this.#log.warn({ event: SYNC_LOG.applyRestart, direction, code, err: messageOf(e.payload.error) },
+          'apply consumer crashed after its retries (the target or Kafka still failing); kafkajs restarts it and the batch is fetched again from the stored position');
+        return;
+      }
       const tls = withTlsCause(kafka, e.payload.error);
       const err = tls !== e.payload.error ? tls : fatalCause(e.payload.error) ?? tls;
       if (err === e.payload.error && coordinatorLost(err) && !this.#stopped) {
@@ -461,7 +474,12 @@ export class ApplyWorker {
    */
   async #refuseBatch(consumer: Consumer, topic: string, partition: number, offset: string | undefined, err: unknown,
     heartbeat: () => Promise<void>, isRunning: () => boolean): Promise<void> {
-    if (!isStranglerError(err) || err.code !== 'SYNC_KAFKA_FAILED' || offset === undefined) throw err;
+    if (!isStranglerError(err) || err.code !== 'SYNC_KAFKA_FAILED' || offset === undefined) {
+      // (#checkStart reading the target's stored offsets failed, e.g. the target database is down: kafkajs retries.)
+      this.#log.error({ event: SYNC_LOG.applyFailed, topic, partition, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) },
+        'apply batch not applied: reading the stored offsets failed; it is retried');
+      throw err;
+    }
     const inMs = Math.min(5_000, 250 * 2 ** this.#refusals++);
     this.#log.error({ event: SYNC_LOG.applyFailed, topic, partition, code: err.code, err: err.message, inMs }, 'apply batch not applied; it is fetched again');
     for (const until = Date.now() + inMs; Date.now() < until && isRunning();) {
@@ -509,7 +527,8 @@ export interface LostEvents { topic: string; partition: number; nextOffset: stri
 /**
  * Events in Kafka not yet applied, per topic: high watermark minus the next offset stored in the target database.
  * `lost` lists partitions whose next offset to apply is below the first one Kafka still holds (retention deleted
- * events apply had not read; kafkajs would silently start at the first one).
+ * events apply had not read; kafkajs would silently start at the first one). Rejects when Kafka cannot say (never a
+ * partial sum: a topic it did not answer for would count as caught up).
  */
 export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stored: (topic: string) => Promise<Map<number, string>>, lost: LostEvents[] = []): Promise<number> {
   const admin: Admin = kafka.admin();
@@ -520,7 +539,13 @@ export async function kafkaBacklog(kafka: Kafka, topics: readonly string[], stor
     const existing = new Set(await listTopics(admin));
     for (const topic of topics) {
       if (!existing.has(topic)) continue;
-      const offsets = await admin.fetchTopicOffsets(topic).catch(() => []);
+      // Kafka not answering for a topic (its partitions' leader unreachable, a timeout) makes the backlog unknown,
+      // never 0: lag 0 is what operators wait for before verify or a rollback. The caller reports the error.
+      const offsets = await admin.fetchTopicOffsets(topic).catch((err: unknown) => {
+        const tls = withTlsCause(kafka, err);
+        if (tls !== err) throw tls;
+        throw new StranglerError('SYNC_KAFKA_FAILED', `reading the offsets of Kafka topic ${topic} failed (${messageOf(err)}); its backlog is unknown`, { cause: err });
+      });
       const mine = await stored(topic);
       for (const o of offsets) {
         const applied = mine.get(o.partition);

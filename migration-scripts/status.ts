@@ -135,13 +135,19 @@ export async function readSyncStatus(config: SyncConfig, pools: Pools, kafka?: K
 }
 
 /** The lag figures alone, for the gateway admin API and promotion gates. */
-export function lagSummary(status: SyncStatus): Record<string, { lagEvents: number; lagSeconds: number; parked: number; broken: boolean }> {
-  return Object.fromEntries(status.directions.map((d) => [d.direction, { lagEvents: d.lagEvents, lagSeconds: d.lagSeconds, parked: d.parkedNow, broken: d.broken !== null }]));
+export function lagSummary(status: SyncStatus): Record<string, { lagEvents: number; lagSeconds: number; parked: number; broken: boolean; kafkaError: string | null }> {
+  // kafkaError set: lagEvents is only a lower bound (Kafka's backlog unknown), never "caught up".
+  return Object.fromEntries(status.directions.map((d) => [d.direction, { lagEvents: d.lagEvents, lagSeconds: d.lagSeconds, parked: d.parkedNow, broken: d.broken !== null, kafkaError: d.kafkaError }]));
 }
 
 /** The directions that do not sync any more (`strangler sync status` exits non-zero when there is one). */
 export function brokenDirections(status: SyncStatus): DirectionStatus[] {
   return status.directions.filter((d) => d.broken !== null);
+}
+
+/** The directions whose Kafka backlog could not be read: their lag is unknown (`strangler sync status` exits 1 too). */
+export function unknownLagDirections(status: SyncStatus): DirectionStatus[] {
+  return status.directions.filter((d) => d.kafkaError !== null);
 }
 
 export function formatStatus(st: SyncStatus): string {

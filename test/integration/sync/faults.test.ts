@@ -14,9 +14,12 @@ import { promisify } from 'node:util';
 import { PartitionProxy, REPO_ROOT, SyncStack, waitFor } from './stack.ts';
 import { compileFromDatabases, installCapture, startRelay } from '../../../legacy-adapter/capture/index.ts';
 import { startKafkaBroker } from '../../../devstack/kafka/index.ts';
+import { startPostgres } from '../../../devstack/postgres.ts';
+import { LEGACY_DDL, LOGICAL_SERVER_FLAGS, SERVICE_DDL, syncDoc } from '../../unit/sync/fixture.ts';
+import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 import { Applier } from '../../../migration-scripts/apply.ts';
-import { ApplyWorker, createKafka } from '../../../migration-scripts/kafka.ts';
-import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
+import { ApplyWorker, createKafka, createStatusKafka } from '../../../migration-scripts/kafka.ts';
+import { formatStatus, lagSummary, readSyncStatus } from '../../../migration-scripts/status.ts';
 import { verifyTables } from '../../../migration-scripts/verify.ts';
 import { isStranglerError } from '../../../common/errors.ts';
 import { createLogger, type Logger } from '../../../common/logger.ts';
@@ -220,6 +223,56 @@ test('Kafka down, then its group coordinator loading, each longer than the clien
   }
 });
 
+test('the target database down longer than apply\'s retries and kafkajs\'s: apply logs each consumer restart and resumes by itself once it is back, never idling or exiting', { timeout: 120_000 }, async () => {
+  // The service database on a server of its own, so it can be stopped while the legacy side and its relay go on.
+  const target = await startPostgres({ dataDir: join(stack.dir, 'pg-ktargetdown'), serverFlags: LOGICAL_SERVER_FLAGS });
+  await stack.pg.createDatabase('ktargetdown_legacy');
+  await target.createDatabase('ktargetdown_service');
+  const doc = { ...syncDoc({ legacy: stack.pg.url('ktargetdown_legacy'), service: target.url('ktargetdown_service') }, { topics: { pattern: 'ktargetdown.{side}.{table}', partitions: 1 } }),
+    kafka: { brokers: [stack.brokerAddress], clientId: 'ktargetdown' } };
+  const loaded = parseSyncConfig(doc, join(stack.dir, 'ktargetdown.json'));
+  const config = loaded.sync;
+  const pools = openPools(config);
+  let server = target;
+  let relay: Awaited<ReturnType<typeof startRelay>> | undefined;
+  let w: ApplyWorker | undefined;
+  try {
+    await pools.legacy.query(LEGACY_DDL);
+    await pools.service.query(SERVICE_DDL);
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    relay = await startRelay({ config, kafka: loaded.kafka!, pools, side: 'legacy' });
+    let logged = '';
+    const log = createLogger({ level: 'info', destination: new Writable({ write(chunk: Buffer, _enc, cb) { logged += chunk.toString(); cb(); } }) });
+    // One kafkajs retry: its retries run out within seconds of apply's own (~3 s of database retries per attempt).
+    w = new ApplyWorker({ config, kafka: createKafka(loaded.kafka!, 'apply-ktargetdown', { retries: 1 }), source: 'legacy', tables, sessionTimeoutMs: 1_000, log,
+      applier: new Applier({ pool: pools.service, config, target: 'service', tables, log }) });
+    let stopped: unknown = null;
+    w.done.catch((e: unknown) => { stopped = e; });
+    await w.start();
+    await insertOne(pools, 1);
+    await waitFor('1 applied', async () => (await itemCount(pools)) === 1);
+    await server.stop();
+    await insertOne(pools, 2); // published while the target is down: apply's batch fails until it is back
+    const restarts = () => logged.split('\n').filter((l) => l.includes('"event":"sync.apply.consumer_restart"')).length;
+    await waitFor('apply\'s consumer restarted twice while the target is down', () => restarts() >= 2 || stopped !== null, 60_000, 100);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    assert.match(logged, /"event":"sync\.apply\.batch_failed".*"code":"SYNC_APPLY_FAILED".*after 8 attempts/, 'apply\'s own database retries ran out');
+    assert.match(logged, /"event":"sync\.apply\.consumer_restart".*"err":"connect ECONNREFUSED.*kafkajs restarts it/);
+    server = await startPostgres({ dataDir: join(stack.dir, 'pg-ktargetdown'), port: target.port, serverFlags: LOGICAL_SERVER_FLAGS });
+    await insertOne(pools, 3);
+    await waitFor('2 and 3 applied after the target came back', async () => (await itemCount(pools).catch(() => 0)) === 3 || stopped !== null, 60_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  } finally {
+    await w?.stop();
+    await relay?.stop();
+    await closePools(pools);
+    await server.stop().catch(() => {});
+  }
+});
+
 /**
  * Items 1..`applied` synced to the service (the applied row as it stood after item 3 kept as `backup`), apply stopped,
  * the service database put back by `restore`, apply started again: then item `applied`+1 and everything before it
@@ -396,6 +449,38 @@ test('a target restored from before sync\'s first apply while Kafka cannot tell 
     assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
   } finally {
     await w.stop();
+    await relay.stop();
+    await k.close();
+  }
+});
+
+test('Kafka lists the topics but does not answer for their offsets (a partition leader unreachable): status reports the backlog unknown and exits 1, never lag 0', { timeout: 90_000 }, async () => {
+  // Regression: kafkaBacklog counted a topic whose offsets Kafka did not give as 0 behind, so status showed lag 0
+  // (what operators wait for before verify or a rollback) with 2 events unapplied in Kafka and no kafkaError.
+  const k = await brokerFailingListOffsets('kstatus');
+  const { config, kafkaCfg, file, pools, relay, publish } = await legacyToService('kstatus', { brokers: k.brokers });
+  const legacy = (st: Awaited<ReturnType<typeof readSyncStatus>>) => st.directions.find((x) => x.source === 'legacy');
+  try {
+    await publish(1, 2); // in Kafka, not applied (no apply worker)
+    assert.equal(legacy(await readSyncStatus(config, pools, createStatusKafka(kafkaCfg, 'status-kstatus')))?.kafkaBacklog, 2);
+    k.state.failing = true;
+    const st = await readSyncStatus(config, pools, createStatusKafka(kafkaCfg, 'status-kstatus'));
+    const d = legacy(st);
+    assert.ok(k.state.dropped > 0, 'the offsets request failed');
+    assert.equal(d?.kafkaBacklog, null, JSON.stringify(d));
+    assert.match(d?.kafkaError ?? '', /reading the offsets of Kafka topic kstatus\.legacy\.(items|people|notes) failed .*its backlog is unknown/);
+    assert.equal(lagSummary(st)['legacy-to-service']?.kafkaError, d?.kafkaError);
+    assert.match(formatStatus(st), /legacy-to-service: lag at least 0 events .*in Kafka unknown\)\n {2}Kafka backlog unreadable: /);
+    // The CLI (text and --json) exits 1, as for a broken direction, so a script waiting for lag 0 does not go on.
+    const failing = join(stack.dir, 'kstatus-failing.json');
+    writeFileSync(failing, JSON.stringify({ ...JSON.parse(readFileSync(file, 'utf8')) as object, kafka: { brokers: k.brokers, clientId: 'kstatus' } }));
+    const cli = await run(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', 'status', '--json', '--config', failing],
+      { cwd: REPO_ROOT, timeout: 60_000, env: { ...process.env, STRANGLER_LOG_LEVEL: 'error' } }).then(() => null, (e: unknown) => e as { code?: number | null; stdout?: string; stderr?: string });
+    assert.equal(cli?.code, 1, `status CLI exit: ${JSON.stringify(cli)}`);
+    const json = JSON.parse(cli.stdout ?? '') as { directions: { direction: string; kafkaBacklog: number | null; kafkaError: string | null }[] };
+    assert.equal(json.directions.find((x) => x.direction === 'legacy-to-service')?.kafkaBacklog, null);
+    assert.match(cli.stderr ?? '', /legacy-to-service: lag unknown, Kafka backlog unreadable: reading the offsets of Kafka topic/);
+  } finally {
     await relay.stop();
     await k.close();
   }
