@@ -329,45 +329,34 @@ test('a metadata request that fails after the client connected (kafkajs 2.2 then
   const { loaded, pools } = await stack.pair('kmeta', { topics: { pattern: 'kmeta.{side}.{table}', partitions: 1 } });
   const config = loaded.sync;
   await installCapture(config, pools, 'legacy', await compileFromDatabases(config, pools));
-  const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, 'kafka-kmeta') });
   let dropped = false;
-  const proxy = createServer((client) => {
-    const upstream = connect(broker.port, '127.0.0.1');
+  const k = await brokerBehindProxy('kmeta', () => {
     let metadataRequests = 0;
-    client.on('data', (d: Buffer) => {
-      if (!dropped && d.length >= 6 && d.readInt16BE(4) === 3 && ++metadataRequests === 2) { dropped = true; client.destroy(); return; }
-      upstream.write(d);
-    });
-    upstream.on('data', (d: Buffer) => client.write(d));
-    for (const s of [client, upstream]) s.on('error', () => {});
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => client.destroy());
+    return (apiKey) => !dropped && apiKey === 3 && ++metadataRequests === 2 && (dropped = true);
   });
-  await new Promise<void>((res) => proxy.listen(broker.port, '127.0.0.2', res));
   let running: Awaited<ReturnType<typeof startRelay>> | undefined;
   try {
-    running = await startRelay({ config, kafka: { ...loaded.kafka!, brokers: [`127.0.0.2:${broker.port}`] }, pools, side: 'legacy' });
+    running = await startRelay({ config, kafka: { ...loaded.kafka!, brokers: k.brokers }, pools, side: 'legacy' });
     assert.equal(dropped, true, 'the metadata request failed');
     await insertOne(pools, 1);
     await waitFor('published', async () => Number((await pools.legacy.query('SELECT count(*) AS n FROM strangler_sync.changelog')).rows[0].n) === 0, 20_000);
   } finally {
     await running?.stop();
-    await new Promise((res) => proxy.close(res));
-    await broker.close();
+    await k.close();
   }
 });
 
 /**
- * A broker of its own behind a proxy it advertises (127.0.0.2, so every client connection goes through the proxy),
- * whose ListOffsets requests are answered by dropping the connection while `failing` is set: Kafka unreachable for
- * exactly the request that asks for a partition's first offset (the consumer's fetches and commits go on).
+ * A broker of its own behind a proxy it advertises (127.0.0.2, so every client connection goes through the proxy).
+ * `dropper` is called for each client connection; the request it answers true for (by API key) is not forwarded:
+ * the connection is dropped instead, so Kafka is unreachable for exactly that request.
  */
-async function brokerFailingListOffsets(name: string) {
+async function brokerBehindProxy(name: string, dropper: () => (apiKey: number) => boolean) {
   const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, `kafka-${name}`), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
-  const state = { failing: false, dropped: 0 };
   const sockets = new Set<Socket>();
   const proxy = createServer((client) => {
     const upstream = connect(broker.port, '127.0.0.1');
+    const drop = dropper();
     for (const s of [client, upstream]) { sockets.add(s); s.on('close', () => sockets.delete(s)); }
     let pending = Buffer.alloc(0);
     client.on('data', (d: Buffer) => {
@@ -375,7 +364,7 @@ async function brokerFailingListOffsets(name: string) {
       while (pending.length >= 6 && pending.length >= 4 + pending.readInt32BE(0)) {
         const frame = pending.subarray(0, 4 + pending.readInt32BE(0));
         pending = pending.subarray(frame.length);
-        if (state.failing && frame.readInt16BE(4) === 2) { state.dropped++; client.destroy(); return; }
+        if (drop(frame.readInt16BE(4))) { client.destroy(); return; }
         upstream.write(frame);
       }
     });
@@ -386,7 +375,17 @@ async function brokerFailingListOffsets(name: string) {
   });
   await new Promise<void>((res) => proxy.listen(broker.port, '127.0.0.2', res));
   const close = async () => { for (const s of sockets) s.destroy(); await new Promise((res) => proxy.close(res)); await broker.close(); };
-  return { brokers: [`127.0.0.2:${broker.port}`], state, close };
+  return { brokers: [`127.0.0.2:${broker.port}`], close };
+}
+
+/**
+ * A broker whose ListOffsets requests drop the connection while `state.failing` is set: Kafka unreachable for exactly
+ * the request that asks for a partition's offsets (the consumer's fetches and commits go on).
+ */
+async function brokerFailingListOffsets(name: string) {
+  const state = { failing: false, dropped: 0 };
+  const k = await brokerBehindProxy(name, () => (apiKey) => state.failing && apiKey === 2 && ++state.dropped > 0);
+  return { ...k, state };
 }
 
 test('asking Kafka for a partition\'s first offset fails after a hole (Kafka briefly unreachable): apply retries instead of stopping with a false SYNC_EVENTS_LOST', { timeout: 90_000 }, async () => {
