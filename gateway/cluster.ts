@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
 import { EPHEMERAL_SESSION_SECRET_ENV, ephemeralSessionSecret } from '../flags/context.ts';
-import { loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { loadConfigFile, parseConfigText, readConfigText, type LoadedConfig } from './config/load.ts';
 import { watchConfigFile } from './config/watch.ts';
 import { reloadFailed, reloadSucceeded, Runtime, type ReloadStatus } from './runtime.ts';
 import { routesResponse, mergeRouteStatuses, addRetiredTotals, retireTotals, type RetiredTotals } from './admin/status.ts';
@@ -26,7 +26,7 @@ type Request =
   | { kind: 'view' }
   | { kind: 'breakers' }
   | { kind: 'push'; push: FlagPush }
-  | { kind: 'reload' }
+  | { kind: 'reload'; text: string }
   | { kind: 'drain' }
   | { kind: 'ping' };
 
@@ -41,19 +41,47 @@ interface Envelope {
 const isEnvelope = (m: unknown): m is Envelope => typeof m === 'object' && m !== null && (m as Envelope).strangler === true;
 
 /**
- * Worker side: serve the data plane and answer the primary. Everything up to listening (reading the config file
- * included) is inside the try: a worker that cannot start must tell the primary and exit, never linger unserving.
+ * What a replacement worker starts from, sent by the primary over IPC (never on the command line or in a file): the
+ * text of the config the gateway started with (its start-only settings: listeners, flag client, logger) and of the
+ * last good one (everything else), as the workers that serve now have them. The file may be bad by now.
  */
-export async function runWorker(configFile: string, port?: number): Promise<void> {
+interface ConfigTexts {
+  started: string;
+  current: string;
+}
+
+/** Asks the primary for the config texts (the primary's start deadline ends a worker it never answers). */
+function configFromPrimary(): Promise<ConfigTexts> {
+  return new Promise((resolve) => {
+    const onMessage = (m: unknown) => {
+      if (!isEnvelope(m) || m.id !== 'config' || m.request) return;
+      process.off('message', onMessage);
+      resolve(m.reply as ConfigTexts);
+    };
+    process.on('message', onMessage);
+    process.send?.({ strangler: true, id: 'config' } satisfies Envelope);
+  });
+}
+
+/**
+ * Worker side: serve the data plane and answer the primary. Everything up to listening (reading the config included)
+ * is inside the try: a worker that cannot start must tell the primary and exit, never linger unserving. A worker of the
+ * first start reads the file (a bad file fails the start); a replacement (`fromPrimary`) starts from the primary's
+ * last good config instead, as nginx and Envoy keep serving theirs, so a file broken since does not stop it.
+ */
+export async function runWorker(configFile: string, port?: number, options: { fromPrimary?: boolean } = {}): Promise<void> {
   let runtime: Runtime | undefined;
   let data: Awaited<ReturnType<typeof startDataPlane>>;
   let log: Logger;
   try {
-    const config = loadConfigFile(configFile);
+    const texts = options.fromPrimary ? await configFromPrimary() : null;
+    const config = texts ? parseConfigText(texts.started, configFile) : loadConfigFile(configFile);
     log = gatewayLogger(config, 'gateway-worker');
     runtime = new Runtime(config, log, { instanceId: `${process.pid}` });
     await runtime.flags.start();
     data = await startDataPlane(runtime, port === undefined ? {} : { port });
+    // The serving workers' reloads, applied before the first connection can be read (it arrives as a later event).
+    if (texts && texts.current !== texts.started && !runtime.reloadFromFile(texts.current)) throw new Error(runtime.reload.lastError?.message);
   } catch (err) {
     runtime?.close();
     // Tell the primary why, then leave: the IPC channel would otherwise keep this process alive.
@@ -73,7 +101,7 @@ export async function runWorker(configFile: string, port?: number): Promise<void
           await runtime.push(m.request.push);
           return answer(true);
         case 'reload':
-          return answer(runtime.reloadFromFile());
+          return answer(runtime.reloadFromFile(m.request.text));
         case 'ping':
           return answer(true);
         case 'drain':
@@ -119,10 +147,24 @@ export class RestartBackoff {
   }
 }
 
+/**
+ * How long a replacement worker may take to listen before it counts as stuck (killed, and retried on the slot's
+ * back-off): its flag client's first fetch may take flags.requestTimeoutMs (start-only, so the started config's), and
+ * beyond that it gets the slack a serving worker gets to answer the watchdog, proxy.workerHangTimeoutMs. 0 (the
+ * watchdog disabled) waits for ever.
+ */
+export function replacementStartDeadlineMs(started: LoadedConfig, current: LoadedConfig): number {
+  const hangMs = current.proxy.workerHangTimeoutMs;
+  return hangMs === 0 ? 0 : started.flags.requestTimeoutMs + hangMs;
+}
+
 /** Primary side: fork workers, serve the control plane, and relay signals. */
 export async function runPrimary(configFile: string, workers: number, log: Logger, options: { port?: number; adminPort?: number } = {}): Promise<{ proxyPort: number; admin: ControlPlaneServer; stop(): Promise<void> }> {
-  let config: LoadedConfig = loadConfigFile(configFile);
+  /** The last good config and its text: what reloads apply and replacement workers start from (ConfigTexts). */
+  let configText = readConfigText(configFile);
+  let config: LoadedConfig = parseConfigText(configText, configFile);
   const started = config;
+  const startedText = configText;
   const reload: ReloadStatus = { lastReloadAt: null, lastError: null, restartRequired: [] };
   const pending = new Map<string, { resolve(v: unknown): void; reject(e: Error): void }>();
   let stopping = false;
@@ -177,24 +219,40 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
    * Forks a worker for `slot`; resolves once it listens, rejects if it exits (or reports failing) before that. A
    * worker that served and then exited is replaced on the slot's back-off; a replacement that never listened is
    * retried on it too (see `replace`). At start-up the caller gets the rejection instead: the gateway fails to start.
+   * A replacement starts from the last good config (sent over IPC, see runWorker), and one still not listening after
+   * replacementStartDeadlineMs is killed: its start failed, and the slot's back-off retries it.
    */
   const fork = (slot: RestartBackoff, restart?: { delayMs: number }): Promise<Worker> =>
     new Promise((resolve, reject) => {
       let listeningAt: number | null = null;
-      const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, [EPHEMERAL_SESSION_SECRET_ENV]: ephemeralSessionSecret(), ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
+      /** The config text a replacement was given: if a reload came while it started, it gets that one too. */
+      let given: string | undefined;
+      const worker = cluster.fork({ STRANGLER_GATEWAY_WORKER: '1', STRANGLER_GATEWAY_CONFIG: configFile, [EPHEMERAL_SESSION_SECRET_ENV]: ephemeralSessionSecret(), ...(restart ? { STRANGLER_GATEWAY_CONFIG_FROM_PRIMARY: '1' } : {}), ...(options.port === undefined ? {} : { STRANGLER_GATEWAY_PORT: String(options.port) }) });
+      const deadlineMs = restart ? replacementStartDeadlineMs(started, config) : 0;
+      const deadline = deadlineMs === 0 ? undefined : setTimeout(() => {
+        reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} did not start listening within ${deadlineMs} ms (flags.requestTimeoutMs + proxy.workerHangTimeoutMs): killed`));
+        worker.process.kill('SIGKILL');
+      }, deadlineMs);
       if (restart) logEvent(log, 'gateway.worker_restart', { pid: worker.process.pid, attempt: slot.attempt, delayMs: restart.delayMs });
       worker.on('message', (m: unknown) => {
         heardAt.set(worker, Date.now());
-        if (isEnvelope(m) && m.id === 'listening') {
+        if (isEnvelope(m) && m.id === 'config' && restart) {
+          given = configText;
+          worker.send({ strangler: true, id: 'config', reply: { started: startedText, current: given } satisfies ConfigTexts } satisfies Envelope);
+        } else if (isEnvelope(m) && m.id === 'listening') {
+          clearTimeout(deadline);
           listeningAt = Date.now();
           join(worker);
           proxyPort = (m.reply as { port: number }).port;
           resolve(worker);
+          if (given !== undefined && given !== configText) void ask<boolean>(worker, { kind: 'reload', text: configText }).catch(() => false);
         } else if (isEnvelope(m) && m.id === 'failed') {
+          clearTimeout(deadline);
           reject(new StranglerError('INTERNAL_ERROR', `gateway worker ${worker.process.pid} could not start: ${String(m.error)}`));
         } else onMessage(m);
       });
       worker.on('exit', (code, signal) => {
+        clearTimeout(deadline);
         leave(worker);
         heardAt.delete(worker);
         const routes = lastRoutes.get(worker);
@@ -327,13 +385,18 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   };
   const admin = await startControlPlane(plane, log, { token: adminToken(config).token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
 
-  /** SIGHUP or a change of the file: the primary validates it, then every worker loads it. */
+  /**
+   * SIGHUP or a change of the file: the primary validates it, then every worker loads the text the primary read (not
+   * the file again, which may have changed since), and replacements start from it.
+   */
   const reloadAll = async (): Promise<void> => {
     try {
-      config = loadConfigFile(configFile);
+      const text = readConfigText(configFile);
+      config = parseConfigText(text, configFile);
+      configText = text;
       const workers = live();
-      const applied = await Promise.all(workers.map((w) => ask<boolean>(w, { kind: 'reload' })));
-      // The worker re-reads the file (and its PEM files) itself; one that failed kept its last good config.
+      const applied = await Promise.all(workers.map((w) => ask<boolean>(w, { kind: 'reload', text })));
+      // The worker reads its PEM files itself; one that failed kept its last good config.
       const failed = workers.filter((_, i) => !applied[i]).map((w) => w.process.pid);
       if (failed.length > 0) throw new Error(`${configFile}: gateway workers ${failed.join(', ')} could not load it and kept their last good config (see their config.reload_failed log lines)`);
       reloadSucceeded(reload, started, config, log, { file: configFile, workers: live().length });

@@ -34,8 +34,9 @@ export const gatewayCommand: Command = {
     if (cluster.isWorker && process.env.STRANGLER_GATEWAY_WORKER === '1') {
       const file = process.env.STRANGLER_GATEWAY_CONFIG as string;
       const port = process.env.STRANGLER_GATEWAY_PORT;
-      // runWorker reads the file itself: a worker that cannot must report it and exit (the IPC channel keeps it alive).
-      await runWorker(file, port === undefined ? undefined : Number(port));
+      // A worker of the first start reads the file itself (one that cannot must report it and exit: the IPC channel
+      // keeps it alive); a replacement asks the primary for its last good config instead.
+      await runWorker(file, port === undefined ? undefined : Number(port), { fromPrimary: process.env.STRANGLER_GATEWAY_CONFIG_FROM_PRIMARY === '1' });
       return new Promise<number>(() => {}); // runs until the primary tells it to drain
     }
     const { values } = parseCommandArgs('gateway', argv, {

@@ -5,7 +5,7 @@
  */
 import type { Logger } from '../common/logger.ts';
 import { messageOf } from '../common/errors.ts';
-import { ConfigError, loadConfigFile, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, parseConfigText, type LoadedConfig } from './config/load.ts';
 import { RouteTable } from './routing/route-table.ts';
 import { buildUpstreams, retireUpstreams, type Upstream } from './proxy/upstreams.ts';
 import { Breaker } from './resilience/breakers.ts';
@@ -173,11 +173,14 @@ export class Runtime {
     reloadSucceeded(this.reload, this.#started, config, this.log, { file: config.source, routes: config.routes.length }, this.#snapshot.loadedAt);
   }
 
-  /** Re-reads the config file; a bad file keeps the last good config and is reported on the admin API. */
-  reloadFromFile(): boolean {
+  /**
+   * Re-reads the config file (or parses `text`, the file's text a cluster primary read and validated, so every worker
+   * loads what the primary did); a bad file keeps the last good config and is reported on the admin API.
+   */
+  reloadFromFile(text?: string): boolean {
     const file = this.#snapshot.config.source;
     try {
-      this.apply(loadConfigFile(file));
+      this.apply(text === undefined ? loadConfigFile(file) : parseConfigText(text, file));
       return true;
     } catch (err) {
       reloadFailed(this.reload, file, err, this.log);

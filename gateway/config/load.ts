@@ -70,13 +70,16 @@ export type LoadedRoute = Omit<RouteConfig, 'flag'> & { flag: ResolvedFlagRef };
 export type LoadedConfig = Readonly<Omit<StranglerConfig, 'routes'> & { routes: LoadedRoute[]; source: string }>;
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {
-  let text: string;
+  return parseConfigText(readConfigText(file), file, env);
+}
+
+/** The text of a config file, for parseConfigText (the cluster primary hands the text it validated to its workers). */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
     throw new ConfigError(file, [{ path: '', expected: 'a readable file', found: (err as NodeJS.ErrnoException).code ?? String(err), hint: 'check the --config path' }], 'CONFIG_UNREADABLE');
   }
-  return parseConfigText(text, file, env);
 }
 
 export function parseConfigText(text: string, file: string, env: NodeJS.ProcessEnv = process.env): LoadedConfig {

@@ -140,7 +140,7 @@ export const proxySchema = z.object({
   bind: z.string().default('0.0.0.0'),
   port: z.number().int().min(0).max(65535).default(8080),
   workers: z.number().int().positive().default(1).describe('Processes serving the data plane (node:cluster).'),
-  workerHangTimeoutMs: ms.default(15_000).describe('With workers > 1: a data-plane worker whose event loop has not answered the primary\'s liveness check (over IPC) for this long is killed (SIGKILL) and replaced, as if it had crashed. 0 disables.'),
+  workerHangTimeoutMs: ms.default(15_000).describe('With workers > 1: a data-plane worker whose event loop has not answered the primary\'s liveness check (over IPC) for this long is killed (SIGKILL) and replaced, as if it had crashed; a replacement not listening within flags.requestTimeoutMs plus this long is killed and retried too. 0 disables both.'),
   workersDownLivenessMs: ms.default(60_000).describe('With workers > 1: GET /healthz answers 503 once no data-plane worker has been serving for this long (every replacement failing to start), so the orchestrator restarts the pod. Replacements are retried meanwhile, 1 s doubling to 30 s apart. 0 disables.'),
   maxHeaderBytes: z.number().int().positive().default(16_384).describe('Requests with larger headers get 431.'),
   headersTimeoutMs: ms.default(20_000),

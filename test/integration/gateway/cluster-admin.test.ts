@@ -9,10 +9,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { stringify } from 'yaml';
 import { CLI, startChild, type Child, type LogLine } from '../../helpers/process.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
@@ -247,15 +247,17 @@ describe('cluster supervisor: replacements that fail to start', () => {
   test('issue: a replacement that failed to start was never retried, and with none left /healthz stayed 200 for ever', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-retry-'));
     const file = join(dir, 'strangler.yaml');
+    // An https upstream's CA file: read by each worker at start (not by the primary), so removing it breaks starts.
+    const ca = join(dir, 'ca.crt');
+    copyFileSync(resolve(import.meta.dirname, '../../fixtures/kafka-tls/broker.crt'), ca);
     writeFileSync(file, stringify({
-      upstreams: [{ id: 'legacy', url: legacy.url }],
+      upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'secure', url: 'https://127.0.0.1:9', tls: { caFile: ca } }],
       routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }],
       flags: { url: null, backupPath: null, bootstrapFile: featuresFile({}), disableMetrics: true },
       proxy: { port: await freePort(), bind: '127.0.0.1', workersDownLivenessMs: DOWN_MS },
       admin: { port: 0, token: TOKEN },
       identity: { sessionSecret: 'cluster-session-secret-0123456789' },
     }));
-    const good = readFileSync(file, 'utf8');
     gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
     const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
     const adminUrl = started.admin as string;
@@ -271,10 +273,10 @@ describe('cluster supervisor: replacements that fail to start', () => {
     const at = (l: LogLine) => Date.parse(String(l.time));
     assert.deepEqual(await healthz(), { status: 200, body: { status: 'ok' } });
 
-    // The test-only cause: a file the replacements need (the config) is broken after the start. The running workers
-    // keep their last good config; new ones cannot start until the file is fixed.
-    writeFileSync(file, 'routes: [');
-    await gw.waitFor((l) => l.msg === 'config.reload_failed');
+    // The test-only cause: a file the replacements need (an upstream's CA) goes away after the start. The running
+    // workers have read it; new ones cannot start until it is back. (A broken config file no longer stops them: they
+    // start from the primary's last good config, see the next describe.)
+    renameSync(ca, `${ca}.away`);
     const victims = workerPids(primary);
     assert.equal(victims.length, 2);
     const killedAt = Date.now();
@@ -293,7 +295,7 @@ describe('cluster supervisor: replacements that fail to start', () => {
     assert.equal(down?.status, 503);
     assert.ok(down.afterMs >= DOWN_MS, `/healthz failed ${down.afterMs} ms after the workers went, before the ${DOWN_MS} ms bound`);
     assert.equal(down?.body.status, 'unhealthy');
-    assert.match(String(down?.body.reason), /no gateway worker has been serving for \d+ ms \(proxy\.workersDownLivenessMs: 4000\); replacements keep failing to start, last: .*strangler\.yaml/);
+    assert.match(String(down?.body.reason), /no gateway worker has been serving for \d+ ms \(proxy\.workersDownLivenessMs: 4000\); replacements keep failing to start, last: .*ca\.crt/s);
     assert.equal((await fetch(`${adminUrl}/readyz`)).status, 503);
 
     // Each slot retried at once, then 1 s, 2 s, 4 s apart: logged, with the cause, and no busy loop.
@@ -302,7 +304,7 @@ describe('cluster supervisor: replacements that fail to start', () => {
     for (const l of failed) {
       assert.equal(l.level, 50);
       assert.equal(l.retryInMs, Math.min(30_000, 1_000 * 2 ** ((l.attempt as number) - 1)), JSON.stringify(l));
-      assert.match(String(l.err), /strangler\.yaml/);
+      assert.match(String(l.err), /ca\.crt/);
     }
     const restarts = lines('gateway.worker_restart');
     assert.ok(restarts.length <= 2 * 4 + 2, `${restarts.length} starts in ${Date.now() - killedAt} ms: back-off, not a loop`);
@@ -312,7 +314,7 @@ describe('cluster supervisor: replacements that fail to start', () => {
     }
 
     // The cause removed: the next retry of each slot starts, and the pod is live, ready and serving again.
-    writeFileSync(file, good);
+    renameSync(`${ca}.away`, ca);
     await until('both workers serve again', async () => (await workers()) === 2, 45_000);
     assert.deepEqual(await healthz(), { status: 200, body: { status: 'ok' } });
     assert.equal((await fetch(`${adminUrl}/readyz`)).status, 200);
@@ -329,6 +331,105 @@ describe('cluster supervisor: replacements that fail to start', () => {
       return (await workers()) === 2;
     }, 45_000);
     assert.deepEqual([...statuses], [200]);
+
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  });
+});
+
+describe('cluster reload: replacement workers start from the last good config', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  let gw: Child | undefined;
+  const stopped = new Set<number>();
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+  });
+  after(async () => {
+    for (const pid of stopped) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    gw?.kill();
+    await Promise.all([legacy.stop(), svc.stop()]);
+  });
+
+  test('issue: with a bad file on disk a replaced worker never started again (retried for ever); a replacement stuck starting held its slot for ever', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-lastgood-'));
+    const file = join(dir, 'strangler.yaml');
+    const config = (routes: string[]) => stringify({
+      upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }],
+      routes: routes.map((id) => ({ id, match: { pathPrefix: `/api/${id}` }, legacy: 'legacy', service: 'svc' })),
+      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 }, 'strangler.users': { percent: 0 }, 'strangler.items': { percent: 0 } }), requestTimeoutMs: 2_000, disableMetrics: true },
+      // Start deadline of a replacement: flags.requestTimeoutMs + workerHangTimeoutMs = 5 s.
+      proxy: { port: 0, bind: '127.0.0.1', workerHangTimeoutMs: 3_000 },
+      admin: { port: 0, token: TOKEN },
+      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
+    });
+    writeFileSync(file, config(['orders']));
+    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
+    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
+    const adminUrl = started.admin as string;
+    const proxyUrl = started.proxy as string;
+    const primary = gw.proc.pid as number;
+    const view = async () => (await (await fetch(`${adminUrl}/admin/routes`, { headers: auth, signal: AbortSignal.timeout(6_000) })).json()) as RoutesResponse;
+    /** The route each of n requests (round robin over the workers) was matched to, by every worker serving now. */
+    const routedAs = async (path: string, n = 10) => {
+      const routes = await Promise.all(Array.from({ length: n }, async () => {
+        const res = await fetch(`${proxyUrl}${path}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(4_000) });
+        await res.text();
+        return `${res.status} ${res.headers.get('x-strangler-route')}`;
+      }));
+      return [...new Set(routes)];
+    };
+    /** Reloads the primary reported applied (a write may fire the watcher more than once). */
+    const reloaded = () => gw?.lines.filter((l) => l.msg === 'config.reloaded' && l.name === 'gateway').length ?? 0;
+
+    // A good reload (route users added), then a bad file: the primary and both workers keep the reloaded config.
+    writeFileSync(file, config(['orders', 'users']));
+    await until('the good reload applies', async () => reloaded() > 0 && (await routedAs('/api/users/1')).join() === '200 users');
+    writeFileSync(file, 'routes: [');
+    await gw.waitFor((l) => l.msg === 'config.reload_failed');
+    assert.match(String((await view()).gateway.reloadError), /strangler\.yaml/);
+
+    // A worker crashes: its replacement starts from the last good config (not the bad file) and serves as the others.
+    const [victim, other] = workerPids(primary);
+    assert.ok(victim && other);
+    process.kill(victim, 'SIGKILL');
+    await gw.waitFor((l) => l.msg === 'gateway.worker_exit' && l.pid === victim);
+    await until('the replacement serves beside the other worker', async () => (await view()).gateway.workers === 2 && workerPids(primary).length === 2, 20_000);
+    assert.deepEqual(gw.lines.filter((l) => l.msg === 'gateway.worker_start_failed'), [], 'no failed start');
+    assert.deepEqual(await routedAs('/api/users/1'), ['200 users'], 'both workers route with the last good config');
+    assert.deepEqual(await routedAs('/api/orders/1'), ['200 orders']);
+    assert.equal((await fetch(`${adminUrl}/readyz`)).status, 200);
+    assert.match(String((await view()).gateway.reloadError), /strangler\.yaml/, 'the bad file is still reported');
+
+    // The other worker crashes and its replacement hangs in start-up (stopped before it listens): it is killed at the
+    // start deadline, counted as a failed start, and the slot's next start serves.
+    process.kill(other, 'SIGKILL');
+    const known = new Set([victim, other, ...workerPids(primary)]);
+    let stuck: number | undefined;
+    await until('the replacement is forked', async () => {
+      stuck = workerPids(primary).find((p) => !known.has(p));
+      if (stuck === undefined) return false;
+      stopped.add(stuck);
+      process.kill(stuck, 'SIGSTOP');
+      return true;
+    }, 10_000);
+    const failed = await gw.waitFor((l) => l.msg === 'gateway.worker_start_failed', 20_000);
+    assert.match(String(failed.err), new RegExp(`gateway worker ${stuck} did not start listening within 5000 ms`));
+    assert.equal(failed.retryInMs, 1_000);
+    await until('the stuck replacement is gone', async () => !alive(stuck as number), 5_000);
+    await until('the next start serves', async () => (await view()).gateway.workers === 2, 20_000);
+    assert.deepEqual(await routedAs('/api/users/1'), ['200 users']);
+    assert.equal((await fetch(`${adminUrl}/readyz`)).status, 200);
+
+    // The file fixed (route items added): the reload reaches every worker, replacements included.
+    const before = reloaded();
+    writeFileSync(file, config(['orders', 'users', 'items']));
+    await until('the fixed file applies on every worker', async () => reloaded() > before && (await routedAs('/api/items/1')).join() === '200 items');
+    const after = await view();
+    assert.equal(after.gateway.reloadError, null);
+    assert.equal(after.gateway.workers, 2);
 
     gw.kill('SIGTERM');
     assert.equal(await gw.exited, 0);
