@@ -126,7 +126,10 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
 
   let postgres: RunningPostgres | undefined;
   let child: ChildProcess | undefined;
+  /** Set once stop() (or a failed start) is ending the server: any exit before that is unexpected and logged as an error. */
+  let stopping = false;
   const stopAll = async () => {
+    stopping = true;
     if (child) await stopChild(child, log);
     child = undefined;
     if (postgres) await postgres.stop();
@@ -142,7 +145,7 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
     }
     log.info({ environment, port: options.port ?? 0 }, UNLEASH_LOG.starting);
     child = fork(CHILD, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' } });
-    forwardOutput(child, log);
+    forwardOutput(child, log, () => stopping);
     const port = await waitListening(child, {
       databaseUrl,
       host,
@@ -180,7 +183,11 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
   }
 }
 
-function forwardOutput(child: ChildProcess, log: Logger): void {
+/**
+ * Forwards the server's output (warn and above at warn) and reports its exit: at debug when `stopping()`, else at
+ * error, since flags and the dashboard stop working while the process that started it runs on.
+ */
+function forwardOutput(child: ChildProcess, log: Logger, stopping: () => boolean): void {
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
     createInterface({ input: stream }).on('line', (line) => {
@@ -194,7 +201,10 @@ function forwardOutput(child: ChildProcess, log: Logger): void {
       log[level]({ unleash: parsed?.msg ?? line, category: parsed?.category }, UNLEASH_LOG.childOutput);
     });
   }
-  child.once('exit', (code, signal) => log.debug({ code, signal }, UNLEASH_LOG.childExited));
+  child.once('exit', (code, signal) => {
+    if (stopping()) log.debug({ code, signal }, UNLEASH_LOG.childExited);
+    else log.error({ code, signal, pid: child.pid }, UNLEASH_LOG.childExitedUnexpectedly);
+  });
 }
 
 async function waitListening(child: ChildProcess, options: ChildStartOptions, timeoutMs: number): Promise<number> {

@@ -4,6 +4,7 @@ export const UNLEASH_LOG = {
   postgresStarted: 'unleash: embedded postgresql started',
   childOutput: 'unleash: server output',
   childExited: 'unleash: server process exited',
+  childExitedUnexpectedly: 'unleash: server process exited unexpectedly; flags and the Unleash UI are down until restarted',
   ready: 'unleash: ready',
   stopping: 'unleash: stopping',
   stopped: 'unleash: stopped',

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPostgres } from '../../devstack/postgres.ts';
 import { startUnleash, type RunningUnleash } from '../../devstack/unleash/launcher.ts';
+import { createLogger } from '../../common/logger.ts';
 
 export interface SharedStack {
   env: Record<string, string>;
@@ -45,7 +46,9 @@ export async function startSharedStack(): Promise<SharedStack> {
   const postgres = await startPostgres({ dataDir: join(dir, 'postgres'), databases: ['unleash'] });
   let unleash: RunningUnleash;
   try {
-    unleash = await startUnleash({ databaseUrl: postgres.url('unleash'), port: 0 });
+    // Its warnings, errors and an unexpected exit go to stderr: a shared server lost mid-run fails every later test
+    // that needs it, and this is the only place that can say why.
+    unleash = await startUnleash({ databaseUrl: postgres.url('unleash'), port: 0, log: createLogger({ level: 'warn', name: 'test-stack-unleash', destination: process.stderr }) });
   } catch (err) {
     await postgres.stop();
     await rm(dir, { recursive: true, force: true });

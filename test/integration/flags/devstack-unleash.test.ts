@@ -1,11 +1,15 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { Writable } from 'node:stream';
 import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startUnleash, type RunningUnleash } from '../../../devstack/unleash/launcher.ts';
+import { UNLEASH_LOG } from '../../../devstack/unleash/log-events.ts';
+import { createLogger } from '../../../common/logger.ts';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 
 describe('devstack unleash (real unleash-server 7.5.1)', () => {
@@ -74,6 +78,30 @@ describe('startUnleash with a data folder', () => {
     } finally {
       await (second ?? first).stop();
     }
+  });
+
+  test('the server process dying on its own is logged as an error naming the signal; stop() afterwards is quiet and returns', async () => {
+    const lines: { level: number; msg: string; signal?: string | null }[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _enc, done) { for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as typeof lines[number]); done(); } });
+    const running = await startUnleash({ dataDir: join(dir, 'u'), port: 0, environment: 'production', log: createLogger({ level: 'debug', destination: sink }) });
+    try {
+      const child = readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number).find((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('server-process.ts') && readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1] === String(process.pid);
+        } catch {
+          return false;
+        }
+      });
+      assert.ok(child, 'found the unleash-server child of this process');
+      process.kill(child, 'SIGKILL');
+      await waitFor('the exit to be logged', () => lines.some((l) => l.msg === UNLEASH_LOG.childExitedUnexpectedly), 10_000);
+      const exited = lines.find((l) => l.msg === UNLEASH_LOG.childExitedUnexpectedly);
+      assert.equal(exited?.level, 50, 'logged at error');
+      assert.equal(exited?.signal, 'SIGKILL');
+    } finally {
+      await running.stop();
+    }
+    assert.equal(lines.filter((l) => l.msg === UNLEASH_LOG.childExitedUnexpectedly).length, 1, 'stop() logs no second error');
   });
 
   test('`strangler devstack unleash` prints the tokens and stops cleanly on SIGTERM', async () => {
