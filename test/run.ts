@@ -29,7 +29,9 @@ if (files.length === 0) {
 const needsStack = files.some((f) => f.includes(`${join('test', 'integration')}`));
 const stack = needsStack ? await startSharedStack() : undefined;
 
-const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-reporter=spec', ...files.map((f) => relative(process.cwd(), f))], {
+// A test that waits on something that never comes (a shared server lost mid-run) fails after 5 minutes instead of
+// holding the run until CI's limit; the longest test takes about 35 s here.
+const child = spawn(process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=300000', '--test-reporter=spec', ...files.map((f) => relative(process.cwd(), f))], {
   stdio: 'inherit',
   env: { ...process.env, ...stack?.env },
 });
