@@ -9,7 +9,7 @@
  *   for comparison; the target is judged on the gateway that logs every request
  *
  * Each server runs in its own process, so the load generator never shares an event loop with what it measures.
- * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in five short interleaved rounds, in
+ * Phase 1 (max throughput): 50 connections, each variant warmed up, then measured in nine short interleaved rounds, in
  * alternating order, so a neighbour's CPU burst on this shared machine hits all variants alike (the per-round ratios
  * are printed to show how much it did). Phase 2 (fixed rate): 1,000 req/s for each
  * variant, compared with direct to get the latency the proxy adds.
@@ -30,10 +30,11 @@
  * Latencies come from autocannon's per-response timing (fractional ms); its own histogram rounds to whole
  * milliseconds, too coarse for a 0.3 ms target. Proxy CPU per request comes from /proc (utime + stime).
  *
- * Knobs: GATEWAY_BENCH_SECONDS (phase 1 seconds per variant, default 10), GATEWAY_BENCH_RATE_SECONDS (phase 2,
- * default 10; 0 skips it), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the
- * overhead, and GATEWAY_BENCH_CANDIDATE=<server entry> adds a "candidate" row: another build of the gateway started
- * like bench/servers/gateway.ts (same arguments, same JSON line on fd 3), to measure a change against the current one;
+ * Knobs: GATEWAY_BENCH_SECONDS (phase 1 seconds per variant, default 27), GATEWAY_BENCH_ROUNDS (default 9: more
+ * rounds narrow the median's noise on a shared machine), GATEWAY_BENCH_RATE_SECONDS (phase 2, default 20 in 4 rounds;
+ * 0 skips it), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the overhead, and
+ * GATEWAY_BENCH_CANDIDATE=<server entry> adds a "candidate" row: another build of the gateway started like
+ * bench/servers/gateway.ts (same arguments, same JSON line on fd 3), to measure a change against the current one;
  * GATEWAY_BENCH_NODE_FLAGS (e.g. "--max-semi-space-size=64") are given to node for every proxy process (bare, gateway,
  * candidate), to measure runtime settings.
  */
@@ -47,15 +48,15 @@ import autocannon, { type AutocannonClient } from 'autocannon';
 import type { Bench } from './run.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 15);
-const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 10);
+const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 27);
+const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 20);
 const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
 const CANDIDATE = process.env.GATEWAY_BENCH_CANDIDATE;
 // Both proxies run with the young-generation size the deployment uses (docs/deployment.md); override to compare.
 const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '--max-semi-space-size=64').split(' ').filter(Boolean);
 /** Phase 1 rounds: short interleaved rounds, in alternating order, so drift in a shared machine's load hits all variants alike. */
-const ROUNDS = Number(process.env.GATEWAY_BENCH_ROUNDS ?? 5);
-const RATE_ROUNDS = 2;
+const ROUNDS = Number(process.env.GATEWAY_BENCH_ROUNDS ?? 9);
+const RATE_ROUNDS = 4;
 const WARMUP_SECONDS = 2;
 const CONNECTIONS = 50;
 const RATE = 1000;
