@@ -48,6 +48,21 @@ const alive = (pid: number) => {
   }
 };
 
+/** A config file's text: `body` plus the admin token and session secret every cluster test uses. */
+function clusterConfig(body: Record<string, unknown>): string {
+  return stringify({ ...body, admin: { port: 0, token: TOKEN }, identity: { sessionSecret: 'cluster-session-secret-0123456789' } });
+}
+
+/** Writes `body(dir)` (clusterConfig) to a fresh folder and starts a 2-worker gateway on it, up to gateway.started. */
+async function startCluster(name: string, body: (dir: string) => Record<string, unknown>) {
+  const dir = mkdtempSync(join(tmpdir(), `strangler-cluster-${name}-`));
+  const file = join(dir, 'strangler.yaml');
+  writeFileSync(file, clusterConfig(body(dir)));
+  const gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
+  const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
+  return { gw, file, adminUrl: started.admin as string, proxyUrl: started.proxy as string, primary: gw.proc.pid as number };
+}
+
 async function legacyTotal(adminUrl: string): Promise<{ status: number; total: number | null }> {
   const res = await fetch(`${adminUrl}/metrics`, { headers: auth, signal: AbortSignal.timeout(4_000) });
   const text = await res.text();
@@ -74,20 +89,14 @@ describe('cluster control plane while a worker restarts', () => {
   });
 
   test('issue: a starting worker stalled /metrics, /readyz and /admin/routes; a restarted worker made counters drop', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-admin-'));
-    const file = join(dir, 'strangler.yaml');
-    writeFileSync(file, stringify({
+    const c = await startCluster('admin', () => ({
       upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }],
       routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
       flags: { url: `${unleash.url}/api/`, token: 'x', backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }), refreshIntervalMs: 600_000, requestTimeoutMs: 30_000, disableMetrics: true },
       proxy: { port: 0, bind: '127.0.0.1' },
-      admin: { port: 0, token: TOKEN },
-      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
     }));
-    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
-    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
-    const adminUrl = started.admin as string;
-    const proxyUrl = started.proxy as string;
+    gw = c.gw;
+    const { adminUrl, proxyUrl } = c;
     for (let i = 0; i < 40; i++) await (await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { connection: 'close' } })).text();
     const before = await legacyTotal(adminUrl);
     assert.deepEqual(before, { status: 200, total: 40 });
@@ -143,21 +152,14 @@ describe('cluster watchdog: a worker whose event loop hangs', () => {
   });
 
   test('issue: a hung worker kept its share of connections and /readyz unready for ever while /healthz said ok', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-hang-'));
-    const file = join(dir, 'strangler.yaml');
-    writeFileSync(file, stringify({
+    const c = await startCluster('hang', () => ({
       upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }],
       routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
       flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }), disableMetrics: true },
       proxy: { port: 0, bind: '127.0.0.1', workerHangTimeoutMs: HANG_MS },
-      admin: { port: 0, token: TOKEN },
-      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
     }));
-    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
-    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
-    const adminUrl = started.admin as string;
-    const proxyUrl = started.proxy as string;
-    const primary = gw.proc.pid as number;
+    gw = c.gw;
+    const { adminUrl, proxyUrl, primary } = c;
     /** Every request answered, each within 4 s: round robin sends them to both workers. */
     const served = async (n: number) => {
       const statuses = await Promise.all(Array.from({ length: n }, async (_, i) => (await fetch(`${proxyUrl}/api/orders/${i}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(4_000) })).status));
@@ -245,24 +247,21 @@ describe('cluster supervisor: replacements that fail to start', () => {
   });
 
   test('issue: a replacement that failed to start was never retried, and with none left /healthz stayed 200 for ever', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-retry-'));
-    const file = join(dir, 'strangler.yaml');
-    // An https upstream's CA file: read by each worker at start (not by the primary), so removing it breaks starts.
-    const ca = join(dir, 'ca.crt');
-    copyFileSync(resolve(import.meta.dirname, '../../fixtures/kafka-tls/broker.crt'), ca);
-    writeFileSync(file, stringify({
-      upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'secure', url: 'https://127.0.0.1:9', tls: { caFile: ca } }],
-      routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }],
-      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({}), disableMetrics: true },
-      proxy: { port: await freePort(), bind: '127.0.0.1', workersDownLivenessMs: DOWN_MS },
-      admin: { port: 0, token: TOKEN },
-      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
-    }));
-    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
-    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
-    const adminUrl = started.admin as string;
-    const proxyUrl = started.proxy as string;
-    const primary = gw.proc.pid as number;
+    const port = await freePort();
+    let ca = '';
+    const c = await startCluster('retry', (dir) => {
+      // An https upstream's CA file: read by each worker at start (not by the primary), so removing it breaks starts.
+      ca = join(dir, 'ca.crt');
+      copyFileSync(resolve(import.meta.dirname, '../../fixtures/kafka-tls/broker.crt'), ca);
+      return {
+        upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'secure', url: 'https://127.0.0.1:9', tls: { caFile: ca } }],
+        routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }],
+        flags: { url: null, backupPath: null, bootstrapFile: featuresFile({}), disableMetrics: true },
+        proxy: { port, bind: '127.0.0.1', workersDownLivenessMs: DOWN_MS },
+      };
+    });
+    gw = c.gw;
+    const { adminUrl, proxyUrl, primary } = c;
     const healthz = async () => {
       const res = await fetch(`${adminUrl}/healthz`, { signal: AbortSignal.timeout(4_000) });
       return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -354,23 +353,16 @@ describe('cluster reload: replacement workers start from the last good config', 
   });
 
   test('issue: with a bad file on disk a replaced worker never started again (retried for ever); a replacement stuck starting held its slot for ever', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'strangler-cluster-lastgood-'));
-    const file = join(dir, 'strangler.yaml');
-    const config = (routes: string[]) => stringify({
+    const config = (routes: string[]) => ({
       upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }],
       routes: routes.map((id) => ({ id, match: { pathPrefix: `/api/${id}` }, legacy: 'legacy', service: 'svc' })),
       flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 }, 'strangler.users': { percent: 0 }, 'strangler.items': { percent: 0 } }), requestTimeoutMs: 2_000, disableMetrics: true },
       // Start deadline of a replacement: flags.requestTimeoutMs + workerHangTimeoutMs = 5 s.
       proxy: { port: 0, bind: '127.0.0.1', workerHangTimeoutMs: 3_000 },
-      admin: { port: 0, token: TOKEN },
-      identity: { sessionSecret: 'cluster-session-secret-0123456789' },
     });
-    writeFileSync(file, config(['orders']));
-    gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '2']);
-    const started = await gw.waitFor((l) => l.msg === 'gateway.started', 60_000);
-    const adminUrl = started.admin as string;
-    const proxyUrl = started.proxy as string;
-    const primary = gw.proc.pid as number;
+    const c = await startCluster('lastgood', () => config(['orders']));
+    gw = c.gw;
+    const { file, adminUrl, proxyUrl, primary } = c;
     const view = async () => (await (await fetch(`${adminUrl}/admin/routes`, { headers: auth, signal: AbortSignal.timeout(6_000) })).json()) as RoutesResponse;
     /** The route each of n requests (round robin over the workers) was matched to, by every worker serving now. */
     const routedAs = async (path: string, n = 10) => {
@@ -385,7 +377,7 @@ describe('cluster reload: replacement workers start from the last good config', 
     const reloaded = () => gw?.lines.filter((l) => l.msg === 'config.reloaded' && l.name === 'gateway').length ?? 0;
 
     // A good reload (route users added), then a bad file: the primary and both workers keep the reloaded config.
-    writeFileSync(file, config(['orders', 'users']));
+    writeFileSync(file, clusterConfig(config(['orders', 'users'])));
     await until('the good reload applies', async () => reloaded() > 0 && (await routedAs('/api/users/1')).join() === '200 users');
     writeFileSync(file, 'routes: [');
     await gw.waitFor((l) => l.msg === 'config.reload_failed');
@@ -425,7 +417,7 @@ describe('cluster reload: replacement workers start from the last good config', 
 
     // The file fixed (route items added): the reload reaches every worker, replacements included.
     const before = reloaded();
-    writeFileSync(file, config(['orders', 'users', 'items']));
+    writeFileSync(file, clusterConfig(config(['orders', 'users', 'items'])));
     await until('the fixed file applies on every worker', async () => reloaded() > before && (await routedAs('/api/items/1')).join() === '200 items');
     const after = await view();
     assert.equal(after.gateway.reloadError, null);
