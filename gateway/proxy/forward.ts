@@ -238,6 +238,11 @@ class Attempt {
       body.stream.resume();
     }
     // The request will not finish now (onStreamedBodySent): the wait for an answer is bounded from here.
+    this.awaitAnswer();
+  }
+
+  /** Starts the wait for response headers of a streamed body, once: its last byte was written, or a write failed. */
+  awaitAnswer(): void {
     if (!this.settled && this.timer === undefined) this.timer = setTimeout(onAttemptTimeout, this.timeoutMs, this);
   }
 
@@ -276,8 +281,7 @@ function onAttemptTimeout(a: Attempt): void {
 }
 
 function onStreamedBodySent(this: AttemptRequest): void {
-  const a = this[kAttempt];
-  if (a && !a.settled) a.timer = setTimeout(onAttemptTimeout, a.timeoutMs, a);
+  this[kAttempt]?.awaitAnswer();
 }
 
 function onConnectTimeout(a: Attempt): void {
