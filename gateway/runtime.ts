@@ -78,8 +78,8 @@ export function reloadFailed(reload: ReloadStatus, file: string, err: unknown, l
 }
 
 /**
- * `opens` has the open counts of breakers no longer in use, by upstream: breaker_opens_total is a counter, so a
- * breaker rebuilt by a reload (or an upstream routed to again) goes on from the count it had, as route totals do.
+ * `opens` has the open count of each upstream's last breaker: breaker_opens_total is a counter, so a breaker rebuilt
+ * by a reload (or an upstream routed to again) goes on from the count it had, as route totals do.
  */
 function buildBreakers(config: LoadedConfig, log: Logger, opens: ReadonlyMap<string, number>, previous?: Snapshot): Map<string, Breaker> {
   const out = new Map<string, Breaker>();
@@ -90,7 +90,7 @@ function buildBreakers(config: LoadedConfig, log: Logger, opens: ReadonlyMap<str
     // Keep the breaker (and its state) when neither its upstream nor its policy changed.
     const old = previous?.breakers.get(route.service);
     const unchanged = old && old.policyName === route.breaker && JSON.stringify(previous?.config.policies.breakers[old.policyName]) === JSON.stringify(policy);
-    out.set(route.service, unchanged ? old : new Breaker(route.service, route.breaker, policy, log, old?.opens ?? opens.get(route.service) ?? 0));
+    out.set(route.service, unchanged ? old : new Breaker(route.service, route.breaker, policy, log, opens.get(route.service) ?? 0));
   }
   return out;
 }
@@ -103,8 +103,8 @@ function routedFlags(config: LoadedConfig): string[] {
 export class Runtime {
   #snapshot: Snapshot;
   readonly #stats = new Map<string, RouteStats>();
-  /** Open counts of retired breakers, by upstream (buildBreakers). */
-  readonly #retiredOpens = new Map<string, number>();
+  /** Open counts of each upstream's last breaker, as of the last reload (buildBreakers). */
+  readonly #breakerOpens = new Map<string, number>();
   readonly flags: FlagClient;
   readonly log: Logger;
   readonly reload: ReloadStatus = { lastReloadAt: null, lastError: null, restartRequired: [] };
@@ -133,7 +133,7 @@ export class Runtime {
       config,
       table: new RouteTable(config.routes),
       upstreams: buildUpstreams(config.upstreams, previous?.upstreams, config.source),
-      breakers: buildBreakers(config, this.log, this.#retiredOpens, previous),
+      breakers: buildBreakers(config, this.log, this.#breakerOpens, previous),
       identifier: previous && JSON.stringify(previous.config.identity) === JSON.stringify(config.identity) ? previous.identifier : new Identifier(config.identity),
       loadedAt: new Date().toISOString(),
     };
@@ -162,14 +162,11 @@ export class Runtime {
   /** Applies a new config. Start-only settings (START_ONLY) keep their start values and are reported. */
   apply(config: LoadedConfig): void {
     const previous = this.#snapshot;
+    for (const [id, b] of previous.breakers) this.#breakerOpens.set(id, b.opens);
     this.#snapshot = this.#build(config, previous);
     this.flags.routeBy(routedFlags(config));
     retireUpstreams(previous.upstreams, this.#snapshot.upstreams);
-    for (const [id, b] of previous.breakers) {
-      if (this.#snapshot.breakers.get(id) === b) continue;
-      b.shutdown();
-      if (!this.#snapshot.breakers.has(id)) this.#retiredOpens.set(id, b.opens);
-    }
+    for (const [id, b] of previous.breakers) if (this.#snapshot.breakers.get(id) !== b) b.shutdown();
     reloadSucceeded(this.reload, this.#started, config, this.log, { file: config.source, routes: config.routes.length }, this.#snapshot.loadedAt);
   }
 
