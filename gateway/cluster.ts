@@ -192,15 +192,16 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
 
   /**
    * Workers serving the data plane. A forked worker joins once it reports 'listening': until then it has no IPC
-   * handler, and asking it would stall every admin request (and a rollback push) for the ask timeout.
+   * handler, and asking it would stall every admin request (and a rollback push) for the ask timeout. Each maps to
+   * when the primary last read any message from it: the watchdog's measure of a stuck event loop.
    */
-  const serving = new Set<Worker>();
-  const live = () => [...serving].filter((w) => w.isConnected());
+  const serving = new Map<Worker, number>();
+  const live = () => [...serving.keys()].filter((w) => w.isConnected());
   /** Since when no worker has been serving (null while one is): what /healthz fails on (proxy.workersDownLivenessMs). */
   let noneServingSince: number | null = null;
   let lastStartError: string | null = null;
   const join = (w: Worker) => {
-    serving.add(w);
+    serving.set(w, Date.now());
     noneServingSince = null;
   };
   const leave = (w: Worker) => {
@@ -210,8 +211,6 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   /** Each worker's last reported routes; an exited worker's lifetime totals move to `retired` (addRetiredTotals). */
   const lastRoutes = new Map<Worker, RouteStatus[]>();
   const retired: RetiredTotals = new Map();
-  /** When the primary last read any message from each worker: the watchdog's measure of a stuck event loop. */
-  const heardAt = new Map<Worker, number>();
   /** Replacements waiting for their back-off delay, cleared on stop. */
   const retries = new Set<NodeJS.Timeout>();
 
@@ -235,7 +234,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       }, deadlineMs);
       if (restart) logEvent(log, 'gateway.worker_restart', { pid: worker.process.pid, attempt: slot.attempt, delayMs: restart.delayMs });
       worker.on('message', (m: unknown) => {
-        heardAt.set(worker, Date.now());
+        if (serving.has(worker)) serving.set(worker, Date.now());
         if (isEnvelope(m) && m.id === 'config' && restart) {
           given = configText;
           worker.send({ strangler: true, id: 'config', reply: { started: startedText, current: given } satisfies ConfigTexts } satisfies Envelope);
@@ -254,7 +253,6 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       worker.on('exit', (code, signal) => {
         clearTimeout(deadline);
         leave(worker);
-        heardAt.delete(worker);
         const routes = lastRoutes.get(worker);
         lastRoutes.delete(worker);
         if (routes) retireTotals(retired, routes);
@@ -312,8 +310,8 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
     const now = Date.now();
     const late = now - expectedAt > everyMs;
     for (const w of live()) {
-      const silentMs = now - (heardAt.get(w) ?? now);
-      if (timeoutMs === 0 || late) heardAt.set(w, now);
+      const silentMs = now - (serving.get(w) ?? now);
+      if (timeoutMs === 0 || late) serving.set(w, now);
       else if (silentMs >= timeoutMs) {
         logEvent(log, 'gateway.worker_hung', { pid: w.process.pid, silentMs, workerHangTimeoutMs: timeoutMs, hint: 'its event loop did not answer: killed with SIGKILL and replaced' });
         leave(w);
