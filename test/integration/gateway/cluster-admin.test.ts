@@ -17,6 +17,7 @@ import { stringify } from 'yaml';
 import { CLI, startChild, type Child, type LogLine } from '../../helpers/process.ts';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile } from '../../helpers/gateway.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 
 const TOKEN = 'cluster-admin-token-0123456789';
@@ -31,13 +32,7 @@ function workerPids(primary: number): number[] {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls until `check` holds, failing with `what` after the deadline. */
-async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check().catch(() => false))) {
-    assert.ok(Date.now() < deadline, what);
-    await sleep(50);
-  }
-}
+const until = (what: string, check: () => Promise<boolean>, timeoutMs = 30_000) => waitFor(what, () => check().catch(() => false), timeoutMs, 50);
 
 const alive = (pid: number) => {
   try {
