@@ -23,6 +23,7 @@
  * Throttled by rows/s and by the live direction's backlog (live apply has priority over backfill).
  */
 import { pipeline } from 'node:stream/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { PoolClient } from 'pg';
 import { from as copyFrom, to as copyTo } from 'pg-copy-streams';
 import type { Logger } from '../common/logger.ts';
@@ -58,14 +59,7 @@ export interface BackfillOptions {
 export interface BackfillResult { table: string; source: Side; rows: number; rowsTotal: number | null; chunks: number; ms: number; done: boolean; resumedFrom: string | null }
 
 /** Resolves after `ms`, or at once when `signal` aborts (a stop request must not wait out the throttle). */
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  if (signal?.aborted) return Promise.resolve();
-  return new Promise((r) => {
-    const done = () => { clearTimeout(timer); signal?.removeEventListener('abort', done); r(); };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
-}
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> => delay(ms, undefined, { signal }).catch(() => {});
 
 export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
   const log = o.log ?? silentLogger;
