@@ -14,6 +14,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -144,7 +145,7 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
       log.debug({ port: postgres.port, ms: Math.round(performance.now() - started) }, UNLEASH_LOG.postgresStarted);
     }
     log.info({ environment, port: options.port ?? 0 }, UNLEASH_LOG.starting);
-    child = fork(CHILD, [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' } });
+    child = fork(CHILD, [], { execArgv: ['--no-deprecation', '--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' } });
     forwardOutput(child, log, () => stopping);
     const port = await waitListening(child, {
       databaseUrl,
@@ -183,27 +184,49 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
   }
 }
 
+/** How many of the server's last stderr lines an unexpected exit carries: enough for a Node fatal-error stack trace. */
+const STDERR_TAIL_LINES = 30;
+
 /**
- * Forwards the server's output (warn and above at warn) and reports its exit: at debug when `stopping()`, else at
- * error, since flags and the dashboard stop working while the process that started it runs on.
+ * Forwards the server's output and reports its exit: at debug when `stopping()`, else at error, since flags and the
+ * dashboard stop working while the process that started it runs on. Unleash's own log lines arrive on stdout as JSON
+ * (warn and above forwarded at warn). Anything on stderr is not Unleash's logger: it is what node prints when the
+ * process dies (an uncaught exception's stack trace) or other unexpected output, so it is forwarded at warn, and the
+ * exit error carries its last lines as `stderr`: the reason the server died, in the one line an operator reads.
  */
-function forwardOutput(child: ChildProcess, log: Logger, stopping: () => boolean): void {
+export function forwardOutput(child: Pick<ChildProcess, 'stdout' | 'stderr' | 'once' | 'pid'>, log: Logger, stopping: () => boolean): void {
+  const stderrTail: string[] = [];
+  const closed: Promise<void>[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
-    createInterface({ input: stream }).on('line', (line) => {
+    const fromStderr = stream === child.stderr;
+    const lines = createInterface({ input: stream });
+    closed.push(once(lines, 'close').then(() => undefined));
+    lines.on('line', (line) => {
       let parsed: { level?: string; category?: string; msg?: string } | undefined;
       try {
         parsed = JSON.parse(line) as { level?: string; category?: string; msg?: string };
       } catch {
         parsed = undefined;
       }
-      const level = parsed?.level === 'warn' || parsed?.level === 'error' || parsed?.level === 'fatal' ? 'warn' : 'debug';
+      if (fromStderr) {
+        stderrTail.push(line);
+        if (stderrTail.length > STDERR_TAIL_LINES) stderrTail.shift();
+      }
+      const level = fromStderr || parsed?.level === 'warn' || parsed?.level === 'error' || parsed?.level === 'fatal' ? 'warn' : 'debug';
       log[level]({ unleash: parsed?.msg ?? line, category: parsed?.category }, UNLEASH_LOG.childOutput);
     });
   }
   child.once('exit', (code, signal) => {
-    if (stopping()) log.debug({ code, signal }, UNLEASH_LOG.childExited);
-    else log.error({ code, signal, pid: child.pid }, UNLEASH_LOG.childExitedUnexpectedly);
+    if (stopping()) {
+      log.debug({ code, signal }, UNLEASH_LOG.childExited);
+      return;
+    }
+    // 'exit' can come before the last output is read: wait for the pipes to close (bounded) so the reason is in the line.
+    const pipesClosed = Promise.all(closed);
+    void Promise.race([pipesClosed, delay(1_000, undefined, { ref: false })]).then(() => {
+      log.error({ code, signal, pid: child.pid, ...(stderrTail.length > 0 ? { stderr: stderrTail.join('\n') } : {}) }, UNLEASH_LOG.childExitedUnexpectedly);
+    });
   });
 }
 
