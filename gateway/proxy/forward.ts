@@ -741,7 +741,11 @@ export class Forwarder {
       return new StranglerError('BAD_REQUEST', 'both Content-Length and Transfer-Encoding were sent');
     }
     const q = url.indexOf('?');
-    const path = q === -1 ? url : url.slice(0, q);
+    let path = q === -1 ? url : url.slice(0, q);
+    // Routes are matched on the path the upstream will get, which has repeated slashes merged (upstreamPath, as
+    // http-proxy joins it; nginx's merge_slashes): otherwise `//api/orders` would miss the orders route and reach
+    // another one (a catch-all to legacy) as `/api/orders`.
+    if (path.includes('//')) path = path.replace(/\/{2,}/g, '/');
     // Also a dot segment ended by a path parameter (`..;/`, which Tomcat and Jetty resolve as `..`) or bounded by an
     // encoded slash or backslash (`..%2f`, `%5c..`), which some upstreams decode before resolving dot segments.
     if (DOT_SEGMENT.test(path) || path.includes('\\')) return new StranglerError('BAD_REQUEST', 'dot segments or backslashes in the path are not allowed');

@@ -229,6 +229,17 @@ describe('gateway data plane', () => {
     assert.equal(svc.received.length + legacy.received.length, 0);
   });
 
+  test('repeated slashes are merged before the route is matched, as they are in the path the upstream gets', async () => {
+    for (const path of ['//api/orders/7', '/api//orders/7', '/api/orders//7']) {
+      const res = await fetch(`${gw.proxyUrl}${path}?q=a//b`, { headers: toService });
+      await res.text();
+      assert.equal(res.headers.get('x-strangler-route'), 'orders', `${path} is the orders route, not the catch-all`);
+      assert.equal(res.headers.get('x-strangler-target'), 'service');
+    }
+    assert.deepEqual(svc.received.map((r) => r.url), ['/api/orders/7?q=a//b', '/api/orders/7?q=a//b', '/api/orders/7?q=a//b']);
+    assert.equal(legacy.received.length, 0);
+  });
+
   test('no open proxy: absolute-form URIs and foreign Host headers only reach configured upstreams', async () => {
     const attacker = await fakeUpstream('attacker');
     try {
