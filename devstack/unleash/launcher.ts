@@ -225,7 +225,7 @@ export function forwardOutput(child: Pick<ChildProcess, 'stdout' | 'stderr' | 'o
     // 'exit' can come before the last output is read: wait for the pipes to close (bounded) so the reason is in the line.
     const pipesClosed = Promise.all(closed);
     void Promise.race([pipesClosed, delay(1_000, undefined, { ref: false })]).then(() => {
-      log.error({ code, signal, pid: child.pid, ...(stderrTail.length > 0 ? { stderr: stderrTail.join('\n') } : {}) }, UNLEASH_LOG.childExitedUnexpectedly);
+      log.error({ code, signal, serverPid: child.pid, ...(stderrTail.length > 0 ? { stderr: stderrTail.join('\n') } : {}) }, UNLEASH_LOG.childExitedUnexpectedly);
     });
   });
 }
@@ -302,7 +302,7 @@ async function stopChild(child: ChildProcess, log: Logger): Promise<void> {
   if (child.connected) child.send({ type: 'stop' });
   else child.kill('SIGTERM');
   const timer = setTimeout(() => {
-    log.warn({ pid: child.pid }, UNLEASH_LOG.killed);
+    log.warn({ serverPid: child.pid }, UNLEASH_LOG.killed);
     child.kill('SIGKILL');
   }, 10_000);
   try {
