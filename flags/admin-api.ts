@@ -215,6 +215,15 @@ export class UnleashAdminApi {
     return this.#call<Addon>('POST', '/api/admin/addons', addon);
   }
 
+  /** PUT the whole addon; parameters Unleash listed masked ("*****") keep their stored value. */
+  updateAddon(id: number, addon: AddonInput): Promise<Addon> {
+    return this.#call<Addon>('PUT', `/api/admin/addons/${id}`, addon);
+  }
+
+  /**
+   * Deletes an addon at once. On unleash-server 7.5.1 an addon deleted within a minute of its last firing can take
+   * the server down (flags/webhooks.ts removeWebhooks: disable, wait, then delete).
+   */
   async deleteAddon(id: number): Promise<void> {
     await this.#call('DELETE', `/api/admin/addons/${id}`);
   }

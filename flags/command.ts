@@ -29,8 +29,10 @@ Subcommands:
   rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept
   resume ROUTE [--reason R]        switch the flag back on at its kept percentage
   controller                       run the guard and progressive-promotion controller (routes with guard/plan)
-  webhooks                         install Unleash webhook addons that push flag events (also changes made in
-                                   the Unleash UI) to every gateway in flags.gateways; idempotent
+  webhooks [--prune]               install Unleash webhook addons that push flag events (also changes made in
+                                   the Unleash UI) to every gateway in flags.gateways; idempotent. --prune also
+                                   removes strangler's webhooks to gateways no longer listed: disabled first, deleted
+                                   65 s later (unleash-server 7.5.1 exits if a webhook deleted outright still fires)
 
 Common options:
   --config FILE    config file (default strangler.yaml)
@@ -50,6 +52,7 @@ const OPTIONS = {
   json: { type: 'boolean' },
   fix: { type: 'boolean' },
   all: { type: 'boolean' },
+  prune: { type: 'boolean' },
 } as const;
 
 function printChange(change: TrafficChange, json: boolean): void {
@@ -102,6 +105,7 @@ export const flagsCommand: Command = {
     if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller, webhooks)');
     // Before the config is read, so a typo is not reported as a missing strangler.yaml.
     if (!['sync', 'status', 'shift', 'rollback', 'resume', 'controller', 'webhooks'].includes(sub)) throw usageError('flags', `unknown subcommand "${sub}" (sync, status, shift, rollback, resume, controller, webhooks)`);
+    if (values.prune && sub !== 'webhooks') throw usageError('flags', '--prune applies to `flags webhooks` only');
     const log = createLogger({ name: 'flags', level: process.env.STRANGLER_LOG_LEVEL ?? 'warn' });
     const config = loadConfigFile(values.config ?? 'strangler.yaml');
     if (sub === 'controller') {
@@ -153,7 +157,12 @@ export const flagsCommand: Command = {
       }
       case 'webhooks': {
         const { installWebhooks } = await import('./webhooks.ts');
-        const results = await installWebhooks(control);
+        const results = await installWebhooks(control, {
+          prune: values.prune === true,
+          onPruneWait: (ms, stale) => {
+            if (!json) process.stdout.write(`disabled ${stale.length} webhook(s) of gateways no longer in flags.gateways (${stale.map((r) => r.gateway).join(', ')}); deleting them in ${Math.round(ms / 1000)} s, once Unleash's addon cache no longer holds them\n`);
+          },
+        });
         if (json) process.stdout.write(`${JSON.stringify(results)}\n`);
         else for (const r of results) process.stdout.write(`${r.gateway}: webhook ${r.status} (addon ${r.addonId}) → ${r.hookUrl}\n`);
         if (results.length === 0) process.stdout.write('flags.gateways is empty: no webhook to install\n');

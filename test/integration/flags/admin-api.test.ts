@@ -99,9 +99,9 @@ describe('UnleashAdminApi against a real unleash-server', () => {
 
   test('default strategy and webhook addon', async () => {
     await api.setDefaultStrategy('default', env, { name: 'flexibleRollout', parameters: { rollout: '0', stickiness: 'default', groupId: '' } });
-    // Subscribed to an event no test causes: on the shared server, a webhook to a dead port that fired (on other tests'
-    // flag changes, even seconds after its deletion) was followed by unleash-server 7.5.1 exiting with code 1, which
-    // failed every later test that needs Unleash.
+    // Subscribed to an event no test causes, so it never fires: deleted outright (this test), a webhook that fires from
+    // unleash-server 7.5.1's addon cache makes the server exit with code 1, failing every later test that needs it
+    // (flags/webhooks.ts, --prune).
     const addon = await api.createWebhook('http://127.0.0.1:9/hook', { events: ['feature-stale-on'], environments: [env] });
     assert.equal(addon.provider, 'webhook');
     assert.ok((await api.listAddons()).some((a) => a.id === addon.id));

@@ -31,6 +31,11 @@ test('a mistyped subcommand of flags or sync is named as such, before any config
   await assert.rejects(syncCommand.run(['verfy']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /sync: unknown subcommand "verfy" \(capture, relay,/.test(err.message));
 });
 
+test('flags --prune outside `flags webhooks` is a usage error, not silently ignored', async () => {
+  const { flagsCommand } = await import('../../../flags/command.ts');
+  await assert.rejects(flagsCommand.run(['sync', '--prune']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /--prune applies to `flags webhooks` only/.test(err.message));
+});
+
 test('strangler start --log-level: a value pino does not know is a usage error naming the flag (was a pino stack trace)', async () => {
   const { demoCommand } = await import('../../../devstack/demo/command.ts');
   await assert.rejects(demoCommand.run(['--log-level', 'loud']), (err: unknown) => err instanceof StranglerError && err.code === 'CLI_USAGE' && /start: --log-level expects one of fatal, error, warn, info, debug, trace, silent, got "loud"/.test(err.message));
