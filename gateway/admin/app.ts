@@ -97,14 +97,17 @@ async function probe(upstream: UpstreamConfig, index: number): Promise<{ healthy
 
 /**
  * Maps an Unleash webhook event (or our own push body) to a flag push. Only the environment's on/off events carry a
- * rollback or resume; a strategy event (a percentage or title change, such as the annotation a rollback writes) is a
- * refresh, never a resume.
+ * rollback or resume, and only for an environment this gateway reads the flag from (`reads`): a webhook made for all
+ * environments also fires when the flag is switched in another one, which must not roll this gateway back (the
+ * override would stick, as its own environment never shows the flag off) nor lift its rollback. A strategy event (a
+ * percentage or title change, such as the annotation a rollback writes) is a refresh, never a resume.
  */
-export function pushFromBody(body: unknown): FlagPush {
+export function pushFromBody(body: unknown, reads: (flag: string, environment: string) => boolean = () => true): FlagPush {
   if (!body || typeof body !== 'object') return { action: 'refresh' };
   const b = body as Record<string, unknown>;
   if (typeof b.type === 'string' && typeof b.featureName === 'string') {
-    const action = b.type === 'feature-environment-disabled' ? 'rollback' : b.type === 'feature-environment-enabled' ? 'resume' : 'refresh';
+    const ours = typeof b.environment !== 'string' || reads(b.featureName, b.environment);
+    const action = !ours ? 'refresh' : b.type === 'feature-environment-disabled' ? 'rollback' : b.type === 'feature-environment-enabled' ? 'resume' : 'refresh';
     return { flag: b.featureName, action };
   }
   const action = b.action === 'rollback' || b.action === 'resume' || b.action === 'shift' ? b.action : 'refresh';
@@ -144,10 +147,13 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
     } catch {
       html = '<!doctype html><title>strangler</title><p>dashboard not installed</p>';
     }
-    res.type('html').set('cache-control', 'no-store').set('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'").send(html);
+    // frame-ancestors: a page with kill-switch buttons is never framed by another site (clickjacking).
+    res.type('html').set('cache-control', 'no-store').set('content-security-policy', "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'").set('x-frame-options', 'DENY').send(html);
   });
 
-  const auth = (req: Request, _res: Response, next: NextFunction) => {
+  const auth = (req: Request, res: Response, next: NextFunction) => {
+    // Answers behind the token (routes, config, sync state) stay out of browser and proxy caches.
+    res.set('cache-control', 'no-store');
     if (!tokenMatches(req.headers.authorization, token)) return next(new StranglerError('ADMIN_UNAUTHORIZED', 'missing or wrong bearer token: send Authorization: Bearer <admin.token>'));
     next();
   };
@@ -219,7 +225,7 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
 
   app.post('/admin/flags/refresh', async (req, res, next) => {
     try {
-      const push = pushFromBody(req.body);
+      const push = pushFromBody(req.body, (flag, environment) => plane.config().routes.some((r) => r.flag.name === flag && r.flag.environment === environment));
       const result = await plane.push(push);
       logEvent(log, 'flags.push', { ...push, delivered: result.delivered });
       res.json({ ok: true, ...push, ...result });

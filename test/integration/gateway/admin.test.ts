@@ -121,6 +121,21 @@ describe('admin API', () => {
     await request(app).post('/admin/flags/refresh').set(auth).send({ flag: 'strangler.orders', action: 'resume' }).expect(200);
   });
 
+  test('issue: a webhook event for another environment (flag switched off in production, gateway reads development) rolled this gateway back', async () => {
+    // The body unleash-server 7.5.1 posts (JSON of the event); a webhook made for all environments fires for each.
+    const event = (type: string, environment: string) => ({ id: 7, type, createdBy: 'someone', createdAt: new Date().toISOString(), featureName: 'strangler.orders', project: 'default', environment, data: null, preData: null, tags: [] });
+    const other = await request(app).post('/admin/flags/refresh').set(auth).send(event('feature-environment-disabled', 'production')).expect(200);
+    assert.equal(other.body.action, 'refresh');
+    assert.equal(runtime.flags.state('strangler.orders').localOverride, null, 'another environment\'s kill switch does not touch this gateway');
+    // Nor does another environment's "on" lift a rollback of this gateway's own environment.
+    await request(app).post('/admin/flags/refresh').set(auth).send(event('feature-environment-disabled', 'development')).expect(200);
+    assert.equal(runtime.flags.state('strangler.orders').localOverride, 'legacy');
+    await request(app).post('/admin/flags/refresh').set(auth).send(event('feature-environment-enabled', 'production')).expect(200);
+    assert.equal(runtime.flags.state('strangler.orders').localOverride, 'legacy');
+    await request(app).post('/admin/flags/refresh').set(auth).send(event('feature-environment-enabled', 'development')).expect(200);
+    assert.equal(runtime.flags.state('strangler.orders').localOverride, null);
+  });
+
   test('issue: a resume starts a fresh stats window (the failures before the rollback made the guard roll back again at once); totals stay', async () => {
     const stats = runtime.stats('orders');
     for (let i = 0; i < 30; i++) stats.record('service', 5, true);
@@ -175,6 +190,15 @@ describe('admin API', () => {
     for (const header of [`Bearer ${TOKEN.toUpperCase()}`, `Bearer ${TOKEN}x`, `Bearer ${TOKEN.slice(1)}`, `Basic ${TOKEN}`, `Bearer`, `Bearer `, TOKEN]) {
       await request(app).get('/admin/routes').set('authorization', header).expect(401);
     }
+  });
+
+  test('issue: answers behind the token were cacheable, and the dashboard (kill-switch buttons) could be framed by any site', async () => {
+    for (const path of ['/admin/routes', '/admin/config', '/metrics']) {
+      assert.equal((await request(app).get(path).set(auth).expect(200)).headers['cache-control'], 'no-store', path);
+    }
+    const dashboard = await request(app).get('/dashboard').expect(200);
+    assert.match(dashboard.headers['content-security-policy'] ?? '', /frame-ancestors 'none'/);
+    assert.equal(dashboard.headers['x-frame-options'], 'DENY');
   });
 
   test('GET requests change nothing', async () => {
