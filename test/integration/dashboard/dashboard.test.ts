@@ -15,7 +15,7 @@ import type { SyncStatus } from '../../../migration-scripts/status.ts';
 
 const TOKEN = 'dash-test-token';
 const html = readFileSync(new URL('../../../gateway/admin/dashboard/index.html', import.meta.url), 'utf8');
-const CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'";
+const CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
 
 function chromiumPath(): string {
   const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter((p): p is string => !!p);
@@ -92,7 +92,7 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     const r = state.routes[0]!;
     if (action[2] === 'shift') r.flagState = { ...r.flagState, rolloutPercent: body.percent ?? null };
     if (action[2] === 'rollback') r.flagState = { ...r.flagState, enabled: false };
-    if (action[2] === 'resume') r.flagState = { ...r.flagState, enabled: true };
+    if (action[2] === 'resume') r.flagState = { ...r.flagState, enabled: true, localOverride: null };
     return send(res, 200, { ok: true });
   }
   send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: `no admin endpoint ${req.method} ${url.pathname}` } });
@@ -284,6 +284,23 @@ describe('migration dashboard', () => {
     await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
     assert.deepEqual(state.calls.at(-1), { path: '/admin/routes/orders/resume', body: { reason: 'fix deployed' } });
     await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'on');
+  });
+
+  test('issue: a local override (the rollback reached this gateway, not Unleash) could not be lifted: Resume was disabled while Unleash showed the flag on', async () => {
+    const card = page.getByTestId('route-orders');
+    state.routes[0]!.flagState = { ...state.routes[0]!.flagState, enabled: true, localOverride: 'legacy' };
+    await waitText('[data-testid="route-orders"] [data-testid="flag-override"]', 'local override → legacy');
+    assert.equal(await text('flag-enabled'), 'on');
+    assert.equal(await card.getByTestId('resume-button').isDisabled(), false, 'resume lifts the override');
+    assert.equal(await card.getByTestId('rollback-button').isDisabled(), false, 'rolling back again (to switch Unleash off) stays possible');
+    await card.getByTestId('resume-button').click();
+    assert.match((await page.getByTestId('confirm-text').textContent()) ?? '', /^Lift this gateway's local override to legacy/);
+    await page.getByTestId('confirm-reason').fill('Unleash is back');
+    await page.getByTestId('confirm-submit').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+    assert.deepEqual(state.calls.at(-1), { path: '/admin/routes/orders/resume', body: { reason: 'Unleash is back' } });
+    await page.locator('[data-testid="route-orders"] [data-testid="flag-override"]').waitFor({ state: 'hidden', timeout: 5_000 });
+    assert.ok(await card.getByTestId('resume-button').isDisabled(), 'on, no override: nothing to resume');
   });
 
   test('a route without a service shows no flag (not "unknown") and offers no traffic controls', async () => {
