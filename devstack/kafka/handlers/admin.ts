@@ -60,12 +60,20 @@ export const handleDeleteTopics: Handler = (broker, header, r) => {
   return w;
 };
 
+/** Deletes the topic, then (as Kafka does) every group's committed offsets for it. */
 function deleteTopic(broker: BrokerState, name: string): number {
   try {
-    return broker.topics.delete(name) ? 0 : KafkaError.UNKNOWN_TOPIC_OR_PARTITION;
+    if (!broker.topics.delete(name)) return KafkaError.UNKNOWN_TOPIC_OR_PARTITION;
   } catch (err) {
     return storageFailed(broker, { topic: name }, err);
   }
+  try {
+    broker.offsets.deleteTopic(name);
+  } catch (err) {
+    // The topic is gone and its offsets are dropped from memory; the next start drops them from offsets.log too.
+    storageFailed(broker, { topic: name, offsets: 'not deleted from offsets.log' }, err, 0);
+  }
+  return 0;
 }
 
 /** Kafka's config resource type of a topic (DescribeConfigs); other types (broker, logger) are not served. */

@@ -1,7 +1,8 @@
 /**
  * Committed group offsets. With a data dir: an append-only JSON-lines log (`offsets.log`), written before
  * OffsetCommit is answered and replayed at start; a torn last line (kill -9 mid-write) is ignored. At start the
- * replayed state is compacted into a fresh file (written atomically).
+ * replayed state is compacted into a fresh file (written atomically), without the offsets of topics that no longer
+ * exist. As on Kafka, deleting a topic deletes every group's offsets for it, and a group left with none is gone.
  */
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -12,14 +13,15 @@ import { writeFileAtomic } from './json-file.ts';
 
 export interface CommittedOffset { readonly offset: number; readonly metadata: string | null }
 
-type Line = { g: string; t: string; p: number; o: number; m: string | null } | { g: string; deleted: true };
+type Line = { g: string; t: string; p: number; o: number; m: string | null } | { g: string; deleted: true } | { t: string; topicDeleted: true };
 
 export class OffsetsStore {
   /** group → topic → partition → offset */
   readonly #groups = new Map<string, Map<string, Map<number, CommittedOffset>>>();
   readonly #file: AppendOnlyFile | undefined;
 
-  constructor(dataDir: string | undefined, log: Logger) {
+  /** `topicExists`: offsets of other topics are dropped at start (a topic deletion whose offsets line was not written). */
+  constructor(dataDir: string | undefined, log: Logger, topicExists: (topic: string) => boolean = () => true) {
     if (!dataDir) return;
     const path = join(dataDir, 'offsets.log');
     if (existsSync(path)) {
@@ -34,12 +36,18 @@ export class OffsetsStore {
         }
       });
     }
+    const gone = new Set([...this.#groups.values()].flatMap((topics) => [...topics.keys()]).filter((t) => !topicExists(t)));
+    for (const t of gone) this.#dropTopic(t);
     const snapshot = this.#snapshot();
     writeFileAtomic(path, snapshot);
     this.#file = new AppendOnlyFile(openSync(path, 'a'), Buffer.byteLength(snapshot));
   }
 
   #apply(line: Line): void {
+    if ('topicDeleted' in line) {
+      this.#dropTopic(line.t);
+      return;
+    }
     if ('deleted' in line) {
       this.#groups.delete(line.g);
       return;
@@ -49,6 +57,13 @@ export class OffsetsStore {
     let parts = topics.get(line.t);
     if (!parts) topics.set(line.t, (parts = new Map()));
     parts.set(line.p, { offset: line.o, metadata: line.m });
+  }
+
+  #dropTopic(topic: string): void {
+    for (const [g, topics] of this.#groups) {
+      topics.delete(topic);
+      if (topics.size === 0) this.#groups.delete(g);
+    }
   }
 
   #snapshot(): string {
@@ -91,6 +106,19 @@ export class OffsetsStore {
     if (!this.#groups.has(group)) return;
     this.#write([{ g: group, deleted: true }]);
     this.#groups.delete(group);
+  }
+
+  /**
+   * The topic was deleted: every group's offsets for it go too (Kafka's onPartitionsDeleted), so a group on a
+   * topic recreated under the same name starts by its reset policy instead of at an offset of the old log.
+   * Dropped from memory even if the log line cannot be written (it throws then); the next start drops them anyway.
+   */
+  deleteTopic(topic: string): void {
+    try {
+      this.#write([{ t: topic, topicDeleted: true }]);
+    } finally {
+      this.#dropTopic(topic);
+    }
   }
 
   async sync(): Promise<void> {

@@ -97,8 +97,14 @@ export async function startKafkaBroker(options: KafkaBrokerOptions = {}): Promis
   }
   if (dataDir) mkdirSync(dataDir, { recursive: true });
 
-  const offsets = new OffsetsStore(dataDir, logger);
   const topics = new TopicRegistry({ dataDir, logger, maxMessageBytes: o.maxMessageBytes });
+  let offsets: OffsetsStore;
+  try {
+    offsets = new OffsetsStore(dataDir, logger, (topic) => topics.get(topic) !== undefined);
+  } catch (err) {
+    topics.close();
+    throw err;
+  }
   const groups = new GroupCoordinator({
     clock, logger, offsets,
     minSessionTimeoutMs: o.groupMinSessionTimeoutMs, maxSessionTimeoutMs: o.groupMaxSessionTimeoutMs, initialRebalanceDelayMs: o.initialRebalanceDelayMs,

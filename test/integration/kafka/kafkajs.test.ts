@@ -221,6 +221,35 @@ describe('kafkajs 2.2.4 against the dev broker', () => {
     assert.ok(!(await admin.listGroups()).groups.some((g) => g.groupId === group));
   });
 
+  test('deleting a topic deletes its committed offsets, as Kafka does: a group on the recreated topic reads it from the start', async () => {
+    const topic = unique('recreated');
+    const groupId = unique('g');
+    const admin = kafka.admin();
+    await admin.connect();
+    cleanups.push(() => admin.disconnect());
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] });
+    const producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner });
+    await producer.connect();
+    cleanups.push(() => producer.disconnect());
+    await producer.send({ topic, messages: Array.from({ length: 5 }, (_, i) => ({ value: `old${i}` })) });
+    // The group consumed the old topic up to its end.
+    assert.deepEqual(await commitOffsets(broker.port, groupId, topic, [{ partition: 0, offset: 5 }]), [0]);
+    await admin.deleteTopics({ topics: [topic] });
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] });
+    await producer.send({ topic, messages: Array.from({ length: 8 }, (_, i) => ({ value: `new${i}` })) });
+    const offsets = await admin.fetchOffsets({ groupId, topics: [topic] });
+    assert.deepEqual(offsets[0]!.partitions.map((p) => p.offset), ['-1'], 'the old topic\'s commit is gone with it');
+    assert.ok(!(await admin.listGroups()).groups.some((g) => g.groupId === groupId), 'a group left with no offsets and no members is gone');
+
+    const seen: Seen[] = [];
+    const consumer = kafka.consumer({ groupId, ...CONSUMER_TUNING });
+    cleanups.push(() => consumer.disconnect());
+    await consume(consumer, topic, seen);
+    await waitFor('the recreated topic read from its start', () => seen.length >= 8);
+    await consumer.disconnect();
+    assert.deepEqual(seen.map((s) => s.value), Array.from({ length: 8 }, (_, i) => `new${i}`));
+  });
+
   test('committed offsets and logs survive close and restart on the same data dir', async () => {
     const topic = unique('restart');
     const groupId = unique('g');

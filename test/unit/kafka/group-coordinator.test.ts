@@ -277,4 +277,23 @@ describe('offsets store', () => {
     assert.equal(b.hasGroup('gone'), false);
     b.close();
   });
+
+  test('a deleted topic takes every group\'s offsets for it, also after a restart; offsets of topics missing at start are dropped', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'strangler-offsets-'));
+    dirs.push(dir);
+    const a = new OffsetsStore(dir, silentLogger);
+    a.commit('g', [{ topic: 'deleted', partition: 0, offset: 5, metadata: null }, { topic: 'kept', partition: 0, offset: 7, metadata: null }]);
+    a.commit('only-deleted', [{ topic: 'deleted', partition: 0, offset: 3, metadata: null }]);
+    a.commit('g', [{ topic: 'vanished', partition: 0, offset: 9, metadata: null }]);
+    a.deleteTopic('deleted');
+    assert.equal(a.get('g', 'deleted', 0), undefined);
+    assert.equal(a.hasGroup('only-deleted'), false, 'a group with no offsets left is gone (Dead)');
+    a.close();
+    const b = new OffsetsStore(dir, silentLogger, (topic) => topic !== 'vanished');
+    assert.equal(b.get('g', 'deleted', 0), undefined);
+    assert.equal(b.get('g', 'vanished', 0), undefined, 'the topic no longer exists');
+    assert.deepEqual(b.get('g', 'kept', 0), { offset: 7, metadata: null });
+    assert.equal(b.hasGroup('only-deleted'), false);
+    b.close();
+  });
 });
