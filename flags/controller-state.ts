@@ -95,14 +95,35 @@ export class PostgresStateStore implements StateStore {
     if (!this.#useLock) return true;
     if (this.#leader && this.#lockClient) return true;
     await this.#init();
-    const client = this.#lockClient ?? await this.#pool.connect();
-    this.#lockClient = client;
-    client.on('error', () => {
-      // The connection (and with it the lock) is gone: stand by until a new one wins the lock.
-      this.#leader = false;
-      this.#lockClient = undefined;
-    });
-    const { rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [LOCK_KEY]);
+    let client = this.#lockClient;
+    if (!client) {
+      const fresh = await this.#pool.connect();
+      client = fresh;
+      this.#lockClient = fresh;
+      // Once per session (a standby asks every tick on the same one).
+      fresh.on('error', (err) => {
+        // The connection (and with it the lock) is gone: stand by until a new one wins the lock. Give the dead
+        // client back to the pool to be discarded, or each lost session (a PostgreSQL restart or failover) keeps
+        // one of the pool's connections and the third leaves the controller waiting for a connection forever.
+        if (this.#lockClient === fresh) {
+          this.#leader = false;
+          this.#lockClient = undefined;
+          fresh.release(err);
+        }
+      });
+    }
+    let rows: { ok: boolean }[];
+    try {
+      ({ rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [LOCK_KEY]));
+    } catch (err) {
+      // The session died under the query: discard it; the next tick asks on a new one.
+      if (this.#lockClient === client) {
+        this.#leader = false;
+        this.#lockClient = undefined;
+        client.release(err instanceof Error ? err : true);
+      }
+      throw err;
+    }
     this.#leader = rows[0]?.ok === true;
     return this.#leader;
   }

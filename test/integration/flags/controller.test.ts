@@ -5,12 +5,14 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
 import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
 import { PromotionController } from '../../../flags/controller.ts';
 import { FileStateStore, PostgresStateStore, type PlanRecord } from '../../../flags/controller-state.ts';
 import { syncFlags } from '../../../flags/sync.ts';
 import { createTestDatabase, useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import type { RoutesResponse } from '../../../gateway/admin/types.ts';
 import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
 import { FakeGateway, flagsConfig, liveRollout } from './fixtures.ts';
@@ -292,6 +294,30 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
       await controller.stop();
       proxy.closeAllConnections();
       await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
+  test('a leader whose lock session is killed again and again (PostgreSQL restarts, failovers) stands by and leads again, never starved of connections', async () => {
+    const databaseUrl = await createTestDatabase(unleash.postgresUrl, 'controller');
+    const admin = new pg.Client({ connectionString: databaseUrl });
+    await admin.connect();
+    const store = new PostgresStateStore(databaseUrl);
+    const lockSessions = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    try {
+      const withDeadline = <T,>(p: Promise<T>) => Promise.race([p, new Promise<string>((resolve) => setTimeout(() => resolve('still waiting for a connection after 5 s'), 5000).unref())]);
+      assert.equal(await store.acquireLeadership(), true);
+      for (let round = 1; round <= 4; round++) { // the pool has 3 connections: each lost session used to keep one for good
+        await admin.query(`SELECT pg_terminate_backend(pid) FROM (${lockSessions}) l`);
+        // The store notices its session ended and, on a later tick, takes the lock on a new one.
+        await waitFor(`round ${round}: the lock held again on a new session`, async () => {
+          assert.notEqual(await withDeadline(store.acquireLeadership().catch(() => false)), 'still waiting for a connection after 5 s', `round ${round}`);
+          return (await admin.query(lockSessions)).rowCount === 1;
+        }, 10_000);
+      }
+      assert.deepEqual(await store.loadAll(), {});
+    } finally {
+      await admin.end();
+      await Promise.race([store.close(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]); // a starved pool never ends
     }
   });
 
