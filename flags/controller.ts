@@ -3,7 +3,7 @@
  * histogram buckets summed), evaluates each route's guard, and advances its plan.
  *
  *   step i applied ──guard passes for max(holdMs, the gateways' stats window) without a break──► step i+1 ──…──► completed
- *        │ guard insufficient / alert, or a gateway not yet serving Unleash's percentage: the hold restarts
+ *        │ guard insufficient / alert, a gateway not yet serving Unleash's percentage, or one not answering: the hold restarts
  *        └ guard fails: action rollback (flag off) | pause (stay, until an operator shifts) | alert (log)
  *
  * Decisions are written to the state store by compare-and-set before they are applied in Unleash, so of two
@@ -103,13 +103,17 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   } else if (!base.applied && base.targetPercent !== null) {
     settled = true;
     if (percent === base.targetPercent) {
-      current = { ...record, applied: true };
+      // In Unleash now, but not marked (a crash after the write, or a retry that landed): the hold counts from here,
+      // not from when the step was decided, so the step is never promoted on the previous step's traffic.
+      current = { ...record, applied: true, holdStartedAt: now };
     } else if (base.fromPercent !== undefined && percent !== base.fromPercent) {
       // Neither where the step started nor where it goes: an operator shifted meanwhile (the step's shift found the
       // flag changed and wrote nothing, FLAG_CONFLICT). Follow them rather than overriding them with the step.
       current = reposition();
     } else if (now - (base.holdStartedAt ?? 0) >= (input.retryAfterMs ?? 0)) {
-      // Decided earlier, not yet in Unleash (crash or Unleash error): apply again.
+      // Decided earlier, not yet in Unleash (crash or Unleash error): apply again. The hold starts with this write
+      // (however long Unleash was down), and the next retry waits retryAfterMs from it.
+      current = { ...record, holdStartedAt: now };
       pending = { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` };
     }
   } else if (base.targetPercent !== null && percent !== base.targetPercent) {
@@ -126,14 +130,22 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     return { record: { ...current, holdStartedAt: now }, action: { kind: 'alert', reason } }; // never move a step while failing
   }
   if (settled) return { record: current, action: pending };
-  if (base.state === 'paused' || base.state === 'completed' || base.state === 'monitoring' || !plan) return { record, action: none };
+  if (base.state === 'paused' || base.state === 'monitoring' || !plan) return { record, action: none };
+  // The next step comes from the plan as configured now and the live percentage, not from the stored index: a plan
+  // edited between two runs of the controller never moves the percentage down, skips a step or ends early.
+  const at = positionOf(steps, percent);
+  if (base.state === 'completed') {
+    if (at >= steps.length - 1) return { record, action: none };
+    // The plan was extended past where it had completed: hold this step again, then go on.
+    return { record: { ...record, state: 'holding', stepIndex: at, holdStartedAt: now }, action: none };
+  }
 
   // holding
-  if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, holdStartedAt: now }, action: none };
+  if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, stepIndex: at, holdStartedAt: now }, action: none };
   const holdStartedAt = base.holdStartedAt ?? now;
-  if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...record, holdStartedAt }, action: none };
-  const nextIndex = base.stepIndex + 1;
-  if (nextIndex >= steps.length) return { record: { ...record, state: 'completed', holdStartedAt }, action: none };
+  if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...record, stepIndex: at, holdStartedAt }, action: none };
+  const nextIndex = at + 1;
+  if (nextIndex >= steps.length) return { record: { ...record, stepIndex: at, state: 'completed', holdStartedAt }, action: none };
   const target = steps[nextIndex]!;
   return {
     record: { ...record, stepIndex: nextIndex, targetPercent: target, applied: false, fromPercent: percent, holdStartedAt: now },
@@ -200,20 +212,25 @@ export class PromotionController {
 
     const views = await Promise.allSettled(this.#control.gateways.map((g) => this.#readGateway(g)));
     const ok: GatewayView[] = [];
+    const unread: string[] = [];
     views.forEach((v, i) => {
-      if (v.status === 'fulfilled') ok.push({ gateway: this.#control.gateways[i]!.url, response: v.value });
-      else log.warn({ gateway: this.#control.gateways[i]?.url, err: messageOf(v.reason) }, FLAGS_LOG.gatewayReadFailed);
+      const url = this.#control.gateways[i]!.url;
+      if (v.status === 'fulfilled') ok.push({ gateway: url, response: v.value });
+      else {
+        log.warn({ gateway: url, err: messageOf(v.reason) }, FLAGS_LOG.gatewayReadFailed);
+        unread.push(`no stats from gateway ${url} (${messageOf(v.reason)}): its traffic cannot be judged, so the plan does not advance`);
+      }
     });
     const merged = new Map(mergeRouteStatuses(ok.map((v) => v.response.routes)).map((r) => [r.id, r]));
     const records = await this.#store.loadAll();
     const report: TickReport = { leader, gatewaysRead: ok.length, routes: [] };
     for (const managed of this.routes()) {
-      report.routes.push(await this.#tickRoute(managed, merged.get(managed.routeId), records[managed.routeId], ok));
+      report.routes.push(await this.#tickRoute(managed, merged.get(managed.routeId), records[managed.routeId], ok, unread));
     }
     return report;
   }
 
-  async #tickRoute(managed: ManagedRoute, stats: RouteStatus | undefined, stored: PlanRecord | undefined, views: GatewayView[]): Promise<TickReport['routes'][number]> {
+  async #tickRoute(managed: ManagedRoute, stats: RouteStatus | undefined, stored: PlanRecord | undefined, views: GatewayView[], unread: string[]): Promise<TickReport['routes'][number]> {
     const { log } = this.#control;
     const now = this.#now();
     const guard = managed.route.guard ?? guardSchema.parse({});
@@ -245,8 +262,9 @@ export class PromotionController {
     let error: string | null = null;
     try {
       const [flag] = await routeStatus(this.#control, routeId);
-      // Stats of a gateway that does not serve Unleash's percentage yet describe another step: no pass until all do.
-      if (stats && flag!.state === 'on') verdict = withGatewaysServing(verdict, gatewaysNotServing(views, routeId, flag!.effectivePercent));
+      // Stats of a gateway that does not serve Unleash's percentage yet describe another step, and a gateway that did
+      // not answer is not in the stats at all: no pass until every listed gateway answers and serves the step.
+      if (stats && flag!.state === 'on') verdict = withGatewaysServing(verdict, gatewaysNotServing(views, routeId, flag!.effectivePercent), unread);
       const retryAfterMs = Math.max(2_000, 2 * this.#control.config.controller.intervalMs);
       const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan, guard, flag: flag!, verdict, now, retryAfterMs, ...(stats ? { minHoldMs: stats.windowMs } : {}) });
       log.debug({ routeId, outcome: verdict.outcome, reasons: verdict.reasons, state: record.state, action: action.kind }, FLAGS_LOG.guardVerdict);

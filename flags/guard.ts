@@ -172,9 +172,13 @@ export function gatewaysNotServing(views: readonly GatewayView[], routeId: strin
   return reasons;
 }
 
-/** A pass or insufficient verdict becomes insufficient while gateways lag (a fail stays a fail: the service did fail). */
-export function withGatewaysServing(verdict: GuardVerdict, lagging: readonly string[]): GuardVerdict {
-  if (lagging.length === 0 || verdict.outcome === 'fail') return verdict;
-  const waiting = lagging.map((l) => `waiting for the gateways to serve the step: ${l}`);
+/**
+ * A pass or insufficient verdict becomes insufficient while gateways lag, or while a gateway in flags.gateways did
+ * not answer (`unread`, one line each: its traffic, errors and breaker openings are not in the merged view, so a pass
+ * would be judged on part of the traffic). A fail stays a fail: the service did fail where it was seen.
+ */
+export function withGatewaysServing(verdict: GuardVerdict, lagging: readonly string[], unread: readonly string[] = []): GuardVerdict {
+  if ((lagging.length === 0 && unread.length === 0) || verdict.outcome === 'fail') return verdict;
+  const waiting = [...unread, ...lagging.map((l) => `waiting for the gateways to serve the step: ${l}`)];
   return { ...verdict, outcome: 'insufficient', reasons: verdict.outcome === 'insufficient' ? [...waiting, ...verdict.reasons] : waiting };
 }

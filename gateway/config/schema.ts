@@ -60,7 +60,9 @@ export const guardSchema = z.object({
 }).strict();
 
 export const planSchema = z.object({
-  steps: z.array(z.number().int().min(0).max(100)).min(1).default([1, 5, 25, 50, 100]).describe('Rollout percentages, in order.'),
+  steps: z.array(z.number().int().min(0).max(100)).min(1)
+    .refine((s) => s.every((p, i) => i === 0 || p > s[i - 1]!), { message: 'strictly increasing percentages such as [1, 5, 25, 50, 100] (the controller only ever moves a route up)' })
+    .default([1, 5, 25, 50, 100]).describe('Rollout percentages, in order.'),
   holdMs: ms.default(60_000).describe('Time each step must stay healthy before the next.'),
 }).strict();
 

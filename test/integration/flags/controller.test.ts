@@ -176,7 +176,7 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
       assert.deepEqual(await tick(0), ['pass', 0, 'none'], 'openings from before the controller started');
       assert.deepEqual(await tick(500), ['pass', 0, 'none']);
       b.status = 503;
-      assert.deepEqual(await tick(1000), ['pass', 0, 'none'], 'gateway B misses one read');
+      assert.deepEqual(await tick(1000), ['insufficient', 0, 'none'], 'gateway B misses one read: no pass on A\'s traffic alone');
       b.status = 200;
       assert.deepEqual(await tick(1500), ['pass', 0, 'none'], 'gateway B answers again with the same counter');
       serve(flag, HEALTHY, { opens: 0 }, b, 'gw2-restarted');
@@ -230,6 +230,41 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
     } finally {
       gateway.followPushes = true;
       await controller.stop();
+    }
+  });
+
+  test('a gateway that does not answer GET /admin/routes holds the plan (its traffic is not judged), and says which', async () => {
+    const b = await new FakeGateway().start();
+    b.followPushes = true;
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 1000 }, {}, [b]);
+    let now = 0;
+    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    const tick = async (at: number) => {
+      now = at;
+      return (await controller.tick()).routes[0]!;
+    };
+    try {
+      serve(flag, HEALTHY);
+      serve(flag, HEALTHY, {}, b, 'gw2');
+      await tick(0);
+      assert.equal((await rollout(flag)).percent, 1);
+      b.status = 401; // its admin token was rotated, or it is overloaded, or down: A's healthy window alone proves nothing
+      for (const at of [500, 1000, 1500, 2000]) {
+        const r = await tick(at);
+        assert.deepEqual([r.verdict.outcome, r.action.kind], ['insufficient', 'none']);
+        assert.ok(r.verdict.reasons.includes(`no stats from gateway ${b.url} (GET ${b.url}/admin/routes: HTTP 401): its traffic cannot be judged, so the plan does not advance`), r.verdict.reasons.join('\n'));
+      }
+      assert.equal((await rollout(flag)).percent, 1, 'no promotion while a listed gateway does not answer');
+      b.status = 200;
+      assert.deepEqual([(await tick(2500)).action.kind, (await tick(3000)).action.kind], ['none', 'shift'], 'held again from when B answered');
+      assert.equal((await rollout(flag)).percent, 5);
+      b.status = 503;
+      serve(flag, FAILING);
+      const failed = await tick(3500);
+      assert.deepEqual([failed.verdict.outcome, failed.action.kind], ['fail', 'rollback'], 'a failure seen on A still rolls back while B is unreadable');
+    } finally {
+      await controller.stop();
+      await b.stop();
     }
   });
 

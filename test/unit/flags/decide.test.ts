@@ -136,5 +136,32 @@ describe('controller decide()', () => {
     assert.equal(out[1]?.record.fromPercent, 5);
     assert.deepEqual([out[2]?.record.targetPercent, out[2]?.record.applied, out[2]?.record.stepIndex, out[2]?.record.holdStartedAt], [10, true, 1, 1100]);
   });
-});
 
+  test('a step that reached Unleash late (Unleash down, retried) is held from when it landed, not from when it was decided', () => {
+    const on = (percent: number) => ({ state: 'on' as const, percent });
+    const late: Parameters<typeof run>[0] = [{ flag: on(1), verdict: v('pass'), now: 0 }, { flag: on(1), verdict: v('pass'), now: 1000, applied: false }];
+    for (let t = 4000; t <= 60_000; t += 4000) late.push({ flag: on(1), verdict: v('pass'), now: t, applied: t === 60_000 }); // retries fail until 60 s
+    late.push({ flag: on(5), verdict: v('pass'), now: 60_500 }, { flag: on(5), verdict: v('pass'), now: 61_000 });
+    const out = run(late).slice(-3);
+    assert.deepEqual(out.map((o) => o.action.kind), ['shift', 'none', 'shift'], '5 % is held 1000 ms from 60 000, when it landed');
+    assert.equal(out[1]?.record.holdStartedAt, 60_000);
+  });
+
+  test('a plan edited between runs of the controller goes on from the live percentage: never down, never ended early', () => {
+    const on = (percent: number) => ({ state: 'on' as const, percent });
+    const at25 = run([{ flag: on(25), verdict: v('pass'), now: 0 }])[0]!.record; // stepIndex 2 of [1, 5, 25, 50, 100]
+    const next = (steps: number[], percent: number, state = at25) => decide({ record: { ...state, version: 1 }, routeId: 'orders', flagName: 'strangler.orders', plan: planSchema.parse({ steps, holdMs: 1000 }), guard, flag: on(percent), verdict: v('pass'), now: 5000 });
+    assert.deepEqual(next([1, 2, 3, 4, 10, 100], 25).action, { kind: 'shift', percent: 100, reason: 'plan step 6/6: 25 → 100 % after 5 s healthy' });
+    const fewer = next([10, 25, 100], 25);
+    assert.deepEqual([fewer.record.state, fewer.action.kind === 'shift' && fewer.action.percent, fewer.record.stepIndex], ['holding', 100, 2]);
+    const completed = { ...at25, state: 'completed' as const, targetPercent: 25 };
+    const extended = next([1, 5, 25, 50], 25, completed);
+    assert.deepEqual([extended.record.state, extended.record.holdStartedAt, extended.action.kind], ['holding', 5000, 'none'], 'an extended plan holds its step again, then goes on');
+    assert.equal(next([1, 5, 25], 25, completed).record.state, 'completed');
+  });
+
+  test('plan.steps must increase', () => {
+    assert.throws(() => planSchema.parse({ steps: [1, 50, 5, 100] }), /strictly increasing/);
+    assert.throws(() => planSchema.parse({ steps: [5, 5] }), /strictly increasing/);
+  });
+});

@@ -145,5 +145,8 @@ describe('gateways serving the step', () => {
     const fail = verdict('r', 'f', { requests: 100 }, { requests: 100, errors: 50 });
     assert.equal(withGatewaysServing(fail, ['x']).outcome, 'fail');
     assert.equal(withGatewaysServing(pass, []), pass);
+    const unread = withGatewaysServing(pass, [], ['no stats from gateway http://gw2 (HTTP 401)']);
+    assert.deepEqual([unread.outcome, unread.reasons], ['insufficient', ['no stats from gateway http://gw2 (HTTP 401)']]);
+    assert.equal(withGatewaysServing(fail, [], ['no stats from gateway http://gw2 (HTTP 401)']).outcome, 'fail');
   });
 });
