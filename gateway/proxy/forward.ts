@@ -128,6 +128,8 @@ class Attempt {
   readonly upstream: Upstream;
   readonly timeoutMs: number;
   readonly done: (o: Outcome, ex: Exchange) => void;
+  /** A service attempt: its breaker needs the service's own outcome, even after the client has hung up (abort). */
+  readonly outlivesClient: boolean;
   proxyReq: ClientRequest | null = null;
   body: Body = NO_BODY;
   options: RequestOptions = {};
@@ -139,11 +141,12 @@ class Attempt {
   connectTimer: NodeJS.Timeout | undefined;
   settled = false;
 
-  constructor(ex: Exchange, upstream: Upstream, timeoutMs: number, done: (o: Outcome, ex: Exchange) => void) {
+  constructor(ex: Exchange, upstream: Upstream, timeoutMs: number, done: (o: Outcome, ex: Exchange) => void, outlivesClient = false) {
     this.ex = ex;
     this.upstream = upstream;
     this.timeoutMs = timeoutMs;
     this.done = done;
+    this.outlivesClient = outlivesClient;
   }
 
   start(body: Body): void {
@@ -255,16 +258,23 @@ class Attempt {
     this.done(o, this.ex);
   }
 
-  /** The client hung up. */
-  abort(): void {
+  /**
+   * The client hung up. A service attempt whose request goes out whole (no streamed body) is left to finish, bounded
+   * by its timeout, and settles later with the service's own outcome for its breaker (the answer is discarded):
+   * counting a client that gives up first as a success would keep the breaker of a hung service closed, and close it
+   * on a half-open trial. Returns whether the attempt goes on.
+   */
+  abort(): boolean {
+    if (this.outlivesClient && this.body.kind !== 'stream') return true;
     this.settle({ ok: false, phase: 'client-aborted', sent: !this.connecting() });
     this.proxyReq?.destroy();
+    return false;
   }
 
   failed(err: NodeJS.ErrnoException): void {
     const code = err.code ?? '';
     // A reset caused by the client going away is the client's doing: its 'close' settles the attempt.
-    if (code === 'ECONNRESET' && this.ex.req.socket.destroyed) {
+    if (code === 'ECONNRESET' && this.ex.req.socket.destroyed && !(this.outlivesClient && this.body.kind !== 'stream')) {
       this.proxyReq?.destroy();
       return;
     }
@@ -483,7 +493,8 @@ export class Forwarder {
     }
     if (ex.upstreamBroke) return this.#record(ex, ex.target, ex.status, true, ex.fallback, failureCode('reset'));
     ex.clientGone = true;
-    ex.attempt?.abort();
+    // A service attempt that goes on for its breaker (Attempt.abort) settles later, when nothing is recorded.
+    if (ex.attempt?.abort()) return this.#record(ex, 'service', CLIENT_CLOSED, true);
     if (ex.upRes) {
       // Mid-body: the rest of the upstream answer has nowhere to go, and its connection cannot be reused.
       if (!ex.upRes.complete) ex.upRes.destroy();
@@ -594,13 +605,15 @@ export class Forwarder {
         const failed = !outcome.ok && outcome.phase !== 'client-aborted';
         if (failed) reject(new AttemptFailed(outcome));
         else resolve();
+        // It went on after the client hung up (Attempt.abort), only for the breaker: the answer has nowhere to go.
+        if (ex.clientGone && (outcome.ok || outcome.phase !== 'client-aborted')) return void outcome.res?.destroy();
         try {
           if (failed) ex.forwarder.#serviceFailed(ex, body, outcome);
           else ex.forwarder.#finish(ex, 'service', outcome, null);
         } catch (err) {
           ex.forwarder.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`));
         }
-      }).start(body);
+      }, true).start(body);
     });
 
   /** A failed service attempt: fall back to legacy when the rules allow it (see the file comment), else answer. */

@@ -1,8 +1,9 @@
 /**
  * One opossum breaker per service upstream, built from the route's named policy. The breaker wraps the whole
  * service attempt; the attempt resolves to a typed outcome, and only real service failures (connect, timeout,
- * reset, 5xx) reject, so 4xx answers and client aborts never trip it. opossum's own timeout is off: the forwarder
- * owns timeouts so it can cancel the upstream request it started.
+ * reset, 5xx) reject, so 4xx answers never trip it. A client's hang-up is not an outcome: the attempt goes on
+ * without the client and settles with the service's own (forward.ts, Attempt.abort). opossum's own timeout is off:
+ * the forwarder owns timeouts so it can cancel the upstream request it started.
  */
 import CircuitBreaker from 'opossum';
 import type { BreakerPolicy } from '../config/schema.ts';

@@ -549,6 +549,48 @@ describe('breaker', () => {
     }
   });
 
+  test('clients that hang up before a hung service times out still open its breaker, and do not close it on a half-open trial', async () => {
+    const legacy = await fakeUpstream('legacy');
+    const svc = await fakeUpstream('svc');
+    const gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+      raw: { policies: { breakers: { default: { volumeThreshold: 2, errorThresholdPercentage: 50, timeoutMs: 200, resetTimeoutMs: 100 } } } },
+    }));
+    /** A client that gives up once the service has the request (before the service's 200 ms timeout). */
+    const impatient = async (i: number) => {
+      const req = request(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': 'u' } });
+      req.on('error', () => {});
+      req.end();
+      await svc.nextRequest();
+      req.destroy();
+    };
+    const within = <T>(p: Promise<T>, what: string) => Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} within 3 s`)), 3000))]);
+    try {
+      const breaker = gw.runtime.snapshot.breakers.get('svc');
+      assert.ok(breaker);
+      svc.mode = 'stall';
+      const opened = once(breaker.events, 'open');
+      await impatient(1);
+      await impatient(2);
+      await within(opened, 'the breaker of a hung service opens, though every client left first,');
+      await within(once(breaker.events, 'halfOpen'), 'half-open');
+      const closed = once(breaker.events, 'close').then(() => 'closed');
+      const reopened = once(breaker.events, 'open').then(() => 'open');
+      await impatient(3); // the trial
+      assert.equal(await within(Promise.race([closed, reopened]), 'a verdict on the trial'), 'open', 'a trial whose client left is judged by the service');
+      const stats = breaker.view().stats;
+      assert.deepEqual([stats.successes, stats.failures], [0, 3]);
+      const service = gw.runtime.stats('orders').totals('service');
+      assert.deepEqual([service.requests, service.errors], [3, 0], "the clients' hang-ups are counted, not as the service's errors");
+    } finally {
+      await gw.close();
+      await legacy.stop();
+      await svc.stop();
+    }
+  });
+
   test('4xx answers never trip the breaker', async () => {
     const legacy = await fakeUpstream('legacy');
     const { createServer } = await import('node:http');

@@ -151,7 +151,7 @@ describe('per-request log line', () => {
     }
   });
 
-  test('a client that hangs up before the answer is logged as 499, and neither the breaker nor the error counts blame the service', async () => {
+  test('a client that hangs up before the answer is logged as 499: the error counts do not blame the service, and the breaker counts nothing yet (it waits for the service\'s own outcome)', async () => {
     svc.mode = 'stall';
     const { gw, lines } = await loggingGateway(legacy, svc);
     try {
