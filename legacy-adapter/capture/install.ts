@@ -64,7 +64,8 @@ BEGIN
     PERFORM ${s}.capture_write(${name}, ${key('OLD')}, 'd', to_jsonb(OLD), NULL);
   ELSE
     img_new := to_jsonb(NEW); img_old := to_jsonb(OLD);
-    IF img_new = img_old THEN RETURN NULL; END IF;
+    -- jsonb = compares numbers by value (1.5 = 1.50): the text tells a changed scale from a no-op update.
+    IF img_new = img_old AND img_new::text = img_old::text THEN RETURN NULL; END IF;
     k := ${key('NEW')}; ok := ${key('OLD')};
     IF k <> ok THEN
       -- A key change is a delete of the old key and an insert of the new one (per-key order needs a stable key).

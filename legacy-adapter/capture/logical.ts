@@ -88,7 +88,12 @@ export function logicalFunctionsSql(config: SyncConfig, side: Side, tables: read
   const [lvExpr, svExpr] = side === 'legacy' ? ['v', 'o'] : ['o', 'v'];
   const parts = [`
 CREATE TABLE IF NOT EXISTS ${s}.logical_capture (
-  id int PRIMARY KEY, slot text NOT NULL, decoded_lsn pg_lsn NOT NULL DEFAULT '0/0', tables jsonb NOT NULL DEFAULT '{}');
+  id int PRIMARY KEY, slot text NOT NULL, decoded_lsn pg_lsn NOT NULL DEFAULT '0/0', tables jsonb NOT NULL DEFAULT '{}',
+  since jsonb NOT NULL DEFAULT '{}');
+-- since: per logical table, the WAL position up to which its changes are not captured (see installLogical). Added only
+-- when missing (state of an earlier version): ALTER TABLE would lock logical_capture even when nothing changes.
+DO $a$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = ${lit(`${s}.logical_capture`)}::regclass AND attname = 'since' AND NOT attisdropped)
+  THEN ALTER TABLE ${s}.logical_capture ADD COLUMN since jsonb NOT NULL DEFAULT '{}'; END IF; END $a$;
 CREATE OR REPLACE FUNCTION ${s}.capture_decoded(p_tbl text, p_pk text, p_op text, p_before jsonb, p_after jsonb, p_xid xid8, p_ts timestamptz) RETURNS void
 LANGUAGE plpgsql AS $fn$
 DECLARE v bigint := nextval('${config.stateSchema}.version_seq'); o bigint;
@@ -116,7 +121,7 @@ BEGIN
     PERFORM ${s}.capture_decoded(${name}, ${key('o')}, 'd', to_jsonb(o), NULL, p_xid, p_ts);
   ELSE
     img_new := to_jsonb(n); img_old := to_jsonb(o);
-    IF img_new = img_old THEN RETURN; END IF;
+    IF img_new = img_old AND img_new::text = img_old::text THEN RETURN; END IF;
     k := ${key('n')}; ok := ${key('o')};
     IF k <> ok THEN
       PERFORM ${s}.capture_decoded(${name}, ok, 'd', img_old, NULL, p_xid, p_ts);
@@ -185,15 +190,27 @@ export async function installLogical(pool: Pool, config: SyncConfig, side: Side,
         [tables.map((t) => t.qualified(side))]);
       await client.query(logicalFunctionsSql(config, side, tables));
       // Only where it is not FULL yet (ACCESS EXCLUSIVE even when nothing changes): a rerun locks nothing.
-      for (const [table, ident] of Object.entries(prev.rows[0]?.tables ?? {})) {
+      const idents = prev.rows[0]?.tables ?? {};
+      for (const [table, ident] of Object.entries(idents)) {
         if (ident !== 'f') await client.query(`ALTER TABLE ${table} REPLICA IDENTITY FULL`);
       }
+      // A table whose replica identity changes here had its writes since the slot was created logged without full old
+      // images: an UPDATE that left a TOASTed value unchanged cannot be decoded at all (the relay would stop on it for
+      // good), an UPDATE has no old image (decoded as a delete of key [null]), a DELETE only its key. Its capture starts
+      // at this transaction instead: installStateIn locked it (ACCESS EXCLUSIVE), so every transaction that wrote it
+      // under the old identity committed below the WAL position now, and every later one writes under FULL. What
+      // committed before is for backfill, as what committed before the slot (the decoder skips it, per table).
+      const changing = tables.filter((t) => idents[t.qualified(side)] !== 'f');
+      const from = changing.length === 0 ? null
+        : (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]?.lsn ?? null;
+      const since = from === null ? {} : Object.fromEntries(changing.map((t) => [t.name, from]));
       const s = q(config.stateSchema);
       await client.query(
-        `INSERT INTO ${s}.logical_capture (id, slot, tables, decoded_lsn) VALUES (1, $1, $2::jsonb, coalesce($3::pg_lsn, '0/0'))
+        `INSERT INTO ${s}.logical_capture (id, slot, tables, decoded_lsn, since) VALUES (1, $1, $2::jsonb, coalesce($3::pg_lsn, '0/0'), $5::jsonb)
          ON CONFLICT (id) DO UPDATE SET slot = EXCLUDED.slot, tables = EXCLUDED.tables || ${s}.logical_capture.tables,
-           decoded_lsn = CASE WHEN $4 THEN EXCLUDED.decoded_lsn ELSE greatest(${s}.logical_capture.decoded_lsn, EXCLUDED.decoded_lsn) END`,
-        [slot, JSON.stringify(prev.rows[0]?.tables ?? {}), capturedUpTo, lost !== undefined]);
+           decoded_lsn = CASE WHEN $4 THEN EXCLUDED.decoded_lsn ELSE greatest(${s}.logical_capture.decoded_lsn, EXCLUDED.decoded_lsn) END,
+           since = ${s}.logical_capture.since || EXCLUDED.since`,
+        [slot, JSON.stringify(idents), capturedUpTo, lost !== undefined, JSON.stringify(since)]);
       if (lost) {
         await client.query(
           `INSERT INTO ${s}.capture_gaps (slot, decoded_lsn, resumed_lsn) SELECT $1, $2::pg_lsn, confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $3`,
@@ -642,7 +659,7 @@ export function recordText(columns: readonly string[], t: Tuple, fallback: Tuple
 // the decoder step
 
 /** One decoded row change as the decode function's arguments (record texts), before its commit time is known. */
-interface DecodedChange { fn: string; op: string; old: string | null; new: string | null; chars: number }
+interface DecodedChange { fn: string; op: string; old: string | null; new: string | null; chars: number; unreadable?: Error }
 /** The transaction being read from the peek; `commit` is looked up early for a large one (see #cycle). */
 interface OpenTx { xid: string; sync: boolean; skip: boolean; pending: DecodedChange[]; chars: number; commit: { lsn: string; ts: string } | null }
 
@@ -701,7 +718,13 @@ export class LogicalDecoder {
     const table = this.#tables.get(name) as { fn: string; mapped: ReadonlySet<string> }; // parseChange kept synced tables only
     checkDecodedColumns(this.#side, name, cols, table.mapped, ch);
     const old = ch.old ? recordText(cols.names, ch.old, null) : null;
-    const nw = ch.new ? recordText(cols.names, ch.new, ch.old) : null;
+    let nw: string | null;
+    try {
+      nw = ch.new ? recordText(cols.names, ch.new, ch.old) : null;
+    } catch (err) {
+      // Written before install set REPLICA IDENTITY FULL: skipped by its commit position (see #cycle), else thrown there.
+      return { fn: table.fn, op: ch.op, old, new: null, chars: old?.length ?? 0, unreadable: err as Error };
+    }
     return { fn: table.fn, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0) };
   }
 
@@ -774,8 +797,8 @@ export class LogicalDecoder {
         // (Decoding a large transaction takes as long as it takes: the lock wait, peeks, fetches and the slot advance
         // are not bounded by queryTimeoutMs.)
         await client.query(unbounded('SELECT pg_advisory_xact_lock(hashtext($1))', [`strangler-decode:${this.#config.stateSchema}`]));
-        const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null }>(
-          `SELECT c.slot, c.decoded_lsn::text, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
+        const st = await client.query<{ slot: string; decoded_lsn: string; behind: string | null; confirmed: string | null; since: Record<string, string> }>(
+          `SELECT c.slot, c.decoded_lsn::text, c.since, pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::bigint::text AS behind,
                   s.confirmed_flush_lsn::text AS confirmed
              FROM ${this.#s}.logical_capture c LEFT JOIN pg_replication_slots s ON s.slot_name = c.slot WHERE c.id = 1`);
         const state = st.rows[0];
@@ -791,6 +814,9 @@ export class LogicalDecoder {
              'include-xids', '1', 'include-timestamp', '1', 'skip-empty-xacts', '1'${onlyLocal})`;
         const peekArgs = [state.slot, end, this.#batch];
         const decodedLsn = lsnValue(state.decoded_lsn);
+        // Per decode function: changes of transactions committed at or below it are not captured (written before
+        // install made the table's replica identity FULL, see installLogical).
+        const since = new Map(Object.entries(state.since).map(([name, lsn]) => [`${this.#s}.${q(decodeFunction(name))}`, lsnValue(lsn)]));
         let captured = 0;
         let lastCommit: string | null = null;
         /** Commit LSN of the last transaction above decoded_lsn (stored as the new decoded_lsn when something was captured). */
@@ -816,8 +842,13 @@ export class LogicalDecoder {
           queue = [];
           queuedChars = 0;
         };
-        const enqueue = async (txXid: string, changes: readonly DecodedChange[], ts: string): Promise<void> => {
+        const enqueue = async (txXid: string, all: readonly DecodedChange[], commit: { lsn: string; ts: string }): Promise<void> => {
+          const at = lsnValue(commit.lsn);
+          const changes = since.size === 0 ? all : all.filter((d) => at > (since.get(d.fn) ?? -1n));
           if (changes.length === 0) return;
+          const unreadable = changes.find((d) => d.unreadable)?.unreadable;
+          if (unreadable) throw unreadable;
+          const ts = commit.ts;
           current ??= BigInt((await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x ?? '0');
           const xid = fullXid(current, BigInt(txXid)).toString();
           for (const d of changes) {
@@ -850,7 +881,7 @@ export class LogicalDecoder {
               if (!open) continue;
               if (lsnValue(row.lsn) > decodedLsn) {
                 lastNew = row.lsn;
-                if (!open.sync && !open.skip) await enqueue(open.xid, open.pending, commitTsOf(row.data));
+                if (!open.sync && !open.skip) await enqueue(open.xid, open.pending, { lsn: row.lsn, ts: commitTsOf(row.data) });
               }
               lastCommit = row.lsn;
               open = null;
@@ -862,7 +893,7 @@ export class LogicalDecoder {
               if (!change) continue;
               const decoded = await this.#decodeChange(client, change);
               if (open.commit) {
-                await enqueue(open.xid, [decoded], open.commit.ts);
+                await enqueue(open.xid, [decoded], open.commit);
                 continue;
               }
               open.pending.push(decoded);
@@ -870,7 +901,7 @@ export class LogicalDecoder {
               if (open.pending.length >= RUN_ROWS || open.chars >= BUFFER_CHARS) {
                 open.commit = await commitOf(open.xid);
                 if (lsnValue(open.commit.lsn) <= decodedLsn) open.skip = true; // stored before a crash: skipped
-                else await enqueue(open.xid, open.pending, open.commit.ts);
+                else await enqueue(open.xid, open.pending, open.commit);
                 open.pending = [];
                 open.chars = 0;
               }

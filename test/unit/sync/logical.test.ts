@@ -160,6 +160,7 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
         VALUES (1, 'n', 123456789, (SELECT string_agg(md5(i::text), 'é') FROM generate_series(1, 4000) i), '{"b": [1, 2.50, null], "a": {"x": "y"}}', '2024-03-01 10:00:00.123456+05:30', 'Ann', E'L"e\\\\e,()', 99999999999999.999999, NULL, 'mine')`);
       await pools.legacy.query(`UPDATE items SET name = 'n2' WHERE id = 1`); // body is stored out of line and unchanged: test_decoding prints unchanged-toast-datum
       await pools.legacy.query(`UPDATE items SET name = 'n2' WHERE id = 1`); // no-op: not captured
+      await pools.legacy.query(`UPDATE items SET data = '{"b": [1, 2.5, null], "a": {"x": "y"}}' WHERE id = 1`); // 2.50 → 2.5: equal as jsonb values, a change all the same
       await pools.legacy.query(`INSERT INTO notes (id, body) VALUES (5, E'a\\nb'), (6, NULL)`);
       await pools.legacy.query(`UPDATE notes SET id = 7 WHERE id = 6`); // key change: d + c
       await pools.legacy.query(`DELETE FROM notes WHERE id = 5`);
@@ -168,10 +169,12 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     const { trig, logi } = await writeInBothModes('shape', writes);
     const slot = await captureSlot(logi.pools.legacy);
     const toast = await logi.pools.legacy.query(`SELECT count(*)::int AS n FROM pg_logical_slot_peek_changes($1, NULL, NULL) WHERE data LIKE '%unchanged-toast-datum%'`, [slot]);
-    assert.equal(toast.rows[0].n, 2, 'the unchanged out-of-line value path is exercised (both updates)');
-    assert.equal(await new LogicalDecoder({ config: logi.config, pool: logi.pools.legacy, side: 'legacy' }).step(), 8);
+    assert.equal(toast.rows[0].n, 3, 'the unchanged out-of-line value path is exercised (all three updates)');
+    assert.equal(await new LogicalDecoder({ config: logi.config, pool: logi.pools.legacy, side: 'legacy' }).step(), 9);
     const expected = await changelogRows(trig.pools);
-    assert.equal(expected.length, 8);
+    assert.equal(expected.length, 9);
+    const scale = `SELECT (after->'data'->'b')::text AS b FROM strangler_sync.changelog WHERE op = 'u' AND (after->'data')::text <> (before->'data')::text`;
+    for (const pools of [trig.pools, logi.pools]) assert.deepEqual((await pools.legacy.query(scale)).rows, [{ b: '[1, 2.5, null]' }], 'a changed scale is a change');
     assert.deepEqual(await changelogRows(logi.pools), expected);
     const triggers = await logi.pools.legacy.query(`SELECT DISTINCT tgname FROM pg_trigger WHERE NOT tgisinternal`);
     assert.deepEqual(triggers.rows.map((r) => r.tgname), ['strangler_no_truncate'], 'no capture triggers on the user tables in logical mode (those of trigger mode removed), only the TRUNCATE guard');
@@ -687,6 +690,28 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
     await new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' }).catchUp();
     const rows = await pools.legacy.query(`SELECT pk, op FROM strangler_sync.changelog ORDER BY seq`);
     assert.deepEqual(rows.rows.map((r) => `${r.op}${r.pk}`), ['c[1]', 'c[2]'], 'the trigger captured 1, the slot 2; neither twice');
+    await uninstallCapture(config, pools, 'legacy');
+  });
+
+  test('a fresh install: writes committed after the slot was created but before REPLICA IDENTITY FULL (an UPDATE leaving a TOASTed value unchanged, a DELETE) do not stop decoding and are not published with missing images', async () => {
+    const { config, pools, tables } = await pair(logicalPg, 'identityrace');
+    // Incompressible, so stored out of line (TOAST): an UPDATE that leaves it unchanged logs it as unchanged-toast-datum.
+    const big = Array.from({ length: 3000 }, (_, i) => ((i * 2654435761) >>> 0).toString(36)).join('');
+    await pools.legacy.query(`INSERT INTO items (id, name, body) VALUES (1, 'a', $1), (2, 'b', 'small')`, [big]);
+    const holder = await pools.legacy.connect();
+    await holder.query('SELECT pg_advisory_lock(hashtext($1))', ['strangler-install:strangler_sync']);
+    const installing = installCapture(config, pools, 'legacy', tables);
+    const waiting = async () => (await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`)).rows[0].n > 0;
+    for (const deadline = Date.now() + 10_000; !(await waiting());) assert.ok(Date.now() < deadline, 'install reached its transaction');
+    await pools.legacy.query(`UPDATE items SET name = 'in between' WHERE id = 1`);
+    await pools.legacy.query(`DELETE FROM items WHERE id = 2`);
+    await holder.query('SELECT pg_advisory_unlock(hashtext($1))', ['strangler-install:strangler_sync']);
+    holder.release();
+    await installing;
+    await pools.legacy.query(`UPDATE items SET name = 'after' WHERE id = 1`);
+    await new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' }).catchUp();
+    const rows = await pools.legacy.query(`SELECT op, pk, before->>'name' AS was, after->>'name' AS name, after->>'body' = $1 AS body FROM strangler_sync.changelog ORDER BY seq`, [big]);
+    assert.deepEqual(rows.rows, [{ op: 'u', pk: '[1]', was: 'in between', name: 'after', body: true }], 'captured from the install on, with full images; what came before is for backfill');
     await uninstallCapture(config, pools, 'legacy');
   });
 });
