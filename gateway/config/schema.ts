@@ -21,6 +21,7 @@ export const upstreamSchema = z.object({
   healthPath: z.string().startsWith('/').default('/healthz').describe('Path probed by GET /admin/upstreams.'),
   maxSockets: z.number().int().positive().default(256).describe('Keep-alive agent: maximum concurrent sockets to this upstream.'),
   keepAliveMs: ms.default(30_000).describe('Keep-alive agent: idle socket lifetime.'),
+  bodyIdleTimeoutMs: ms.default(300_000).describe('Time allowed between two reads of an answer\'s body once its headers have arrived, while the client keeps up (nginx\'s proxy_read_timeout, Envoy\'s stream idle timeout): past it the upstream connection is closed and the client\'s response cut (logged as UPSTREAM_TIMEOUT). 0 = no limit, for long-lived streams without heartbeats.'),
   preserveHost: z.boolean().default(false).describe('Send the client\'s Host header to this upstream instead of the upstream\'s own host, for applications that route or build absolute URLs by Host (e.g. a tenant per subdomain). X-Forwarded-Host carries the client\'s Host either way; TLS still verifies the upstream\'s own host name.'),
   tls: tlsClientSchema.optional().describe('TLS to an https:// upstream: CA, client certificate (mutual TLS), SNI name. Omitted = verified against the system CAs. The PEM files are read when the gateway starts and on every reload.'),
 }).strict();

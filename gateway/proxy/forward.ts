@@ -32,7 +32,7 @@ import { StranglerError } from '../../common/errors.ts';
 import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
-import { upstreamHost, upstreamPath, type Upstream } from './upstreams.ts';
+import { bodyIdleTimedOut, upstreamHost, upstreamPath, type Upstream } from './upstreams.ts';
 import { clientHost, clientResponseHeaders, clientScheme, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
 import { isOpenBreakerError } from '../resilience/breakers.ts';
 import { F, logEvent, RequestLog } from '../observability/log-events.ts';
@@ -89,8 +89,11 @@ class Exchange {
   attempt: Attempt | null = null;
   /** The upstream answer being relayed to the client. */
   upRes: IncomingMessage | null = null;
-  /** The upstream answer broke off mid-body (the client's response is cut: the upstream's failure, not the client's). */
-  upstreamBroke = false;
+  /**
+   * The upstream answer broke off mid-body, or stopped arriving for bodyIdleTimeoutMs ('timeout'): the client's
+   * response is cut, the upstream's failure, not the client's.
+   */
+  upstreamBroke: 'reset' | 'timeout' | null = null;
   /** Set when the answer is sent, read by the 'close' listener to record it. */
   target: Target = 'legacy';
   status = 0;
@@ -401,7 +404,7 @@ function onUpstreamEnd(this: UpstreamResponse): void {
 function onUpstreamBodyError(this: UpstreamResponse): void {
   const ex = this[kExchange];
   if (!ex) return;
-  ex.upstreamBroke = true;
+  ex.upstreamBroke = bodyIdleTimedOut(this) ? 'timeout' : 'reset';
   ex.res.destroy();
 }
 
@@ -491,7 +494,7 @@ export class Forwarder {
       if (ex.upRes) this.#record(ex, ex.target, ex.status, ex.error, ex.fallback);
       return;
     }
-    if (ex.upstreamBroke) return this.#record(ex, ex.target, ex.status, true, ex.fallback, failureCode('reset'));
+    if (ex.upstreamBroke) return this.#record(ex, ex.target, ex.status, true, ex.fallback, failureCode(ex.upstreamBroke));
     ex.clientGone = true;
     // A service attempt that goes on for its breaker (Attempt.abort) settles later, when nothing is recorded.
     if (ex.attempt?.abort()) return this.#record(ex, 'service', CLIENT_CLOSED, true);

@@ -64,7 +64,18 @@ export function upstreamPath(basePath: string, url: string): string {
 }
 
 const kIdleUntil = Symbol('strangler.idleUntil');
-type PooledSocket = Socket & { [kIdleUntil]?: number; _httpMessage?: { res?: IncomingMessage } | null };
+/** On an upstream answer whose body is being read: socket bytes read at the last sweep, and since when unchanged. */
+const kBodyBytes = Symbol('strangler.bodyBytes');
+const kBodyReadAt = Symbol('strangler.bodyReadAt');
+/** Set on an answer whose connection the sweep closed because its body stopped arriving (bodyIdleMs). */
+const kBodyIdle = Symbol('strangler.bodyIdle');
+type WatchedResponse = IncomingMessage & { [kBodyBytes]?: number; [kBodyReadAt]?: number; [kBodyIdle]?: true };
+type PooledSocket = Socket & { [kIdleUntil]?: number; _httpMessage?: { res?: WatchedResponse } | null };
+
+/** True when the answer was cut because its body stopped arriving for bodyIdleTimeoutMs (see UpstreamAgent). */
+export function bodyIdleTimedOut(res: IncomingMessage): boolean {
+  return (res as WatchedResponse)[kBodyIdle] === true;
+}
 const KEEP_ALIVE_HINT = /^timeout=(\d+)/;
 
 /**
@@ -72,23 +83,29 @@ const KEEP_ALIVE_HINT = /^timeout=(\d+)/;
  * the upstream's Keep-Alive: timeout=N hint, less 1 s) by a sweep a few times a second, not by node's agent
  * `timeout` option: that option keeps an idle timer on every upstream socket, which node re-arms on each read and
  * write and watches with a 'timeout' listener per request (about 4 µs per proxied request in the gateway benchmark).
+ * The same sweep closes a busy socket whose answer's body has not advanced for `bodyIdleMs` while the gateway was
+ * reading it (not paused by a slow client): an upstream that stalls mid-body would otherwise hold the client and the
+ * connection for ever. It compares the socket's bytes read between sweeps, so a request pays nothing for it.
  */
 export class UpstreamAgent extends Agent {
   readonly idleMs: number;
+  /** Longest pause in an answer's body being read (0 = none); see the class comment. */
+  readonly bodyIdleMs: number;
   /** TLS options (PEM files read) for an https:// upstream; null for plain TCP. */
   readonly tls: ConnectionOptions | null;
   readonly #sweeper: NodeJS.Timeout;
   #lastHint: string | undefined;
   #lastHintMs = 0;
 
-  constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number; tls?: ConnectionOptions | null }) {
-    const { idleMs, tls = null, ...agentOptions } = options;
+  constructor(options: Omit<AgentOptions, 'timeout'> & { idleMs: number; bodyIdleMs?: number; tls?: ConnectionOptions | null }) {
+    const { idleMs, bodyIdleMs = 0, tls = null, ...agentOptions } = options;
     // The agent merges its own options into each connection's (node's createSocket), so the TLS options given here
     // (the SNI name included: upstreamTls sets it from the URL) reach createConnection.
     super({ ...agentOptions, ...tls });
     this.idleMs = idleMs;
+    this.bodyIdleMs = bodyIdleMs;
     this.tls = tls;
-    this.#sweeper = setInterval(() => this.#sweep(), Math.max(50, Math.min(250, idleMs / 4))).unref();
+    this.#sweeper = setInterval(() => this.#sweep(), Math.max(50, Math.min(250, idleMs / 4, bodyIdleMs > 0 ? bodyIdleMs / 4 : Infinity))).unref();
   }
 
   override createConnection(options: ClientRequestArgs, callback?: (err: Error | null, stream: Duplex) => void): Duplex | null | undefined {
@@ -120,6 +137,25 @@ export class UpstreamAgent extends Agent {
       if (!list) continue;
       for (const socket of [...list] as PooledSocket[]) if ((socket[kIdleUntil] ?? 0) <= now) socket.destroy();
     }
+    if (this.bodyIdleMs > 0) this.#sweepBodies(now);
+  }
+
+  #sweepBodies(now: number): void {
+    for (const list of Object.values(this.sockets)) {
+      if (!list) continue;
+      for (const socket of [...list] as PooledSocket[]) {
+        const res = socket._httpMessage?.res;
+        if (!res || res.complete) continue;
+        if (res.isPaused() || res[kBodyReadAt] === undefined || res[kBodyBytes] !== socket.bytesRead) {
+          // Advancing, or held back by a slow client (backpressure): the wait starts again.
+          res[kBodyBytes] = socket.bytesRead;
+          res[kBodyReadAt] = now;
+        } else if (now - res[kBodyReadAt] >= this.bodyIdleMs) {
+          res[kBodyIdle] = true;
+          socket.destroy();
+        }
+      }
+    }
   }
 
   override destroy(): void {
@@ -149,7 +185,7 @@ export function upstreamTls(config: UpstreamConfig, index: number): { tls: Conne
 }
 
 export function upstreamAgent(config: UpstreamConfig, tls: ConnectionOptions | null): UpstreamAgent {
-  return new UpstreamAgent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), idleMs: config.keepAliveMs, scheduling: 'lifo', tls });
+  return new UpstreamAgent({ keepAlive: true, maxSockets: config.maxSockets, maxFreeSockets: Math.min(config.maxSockets, 64), idleMs: config.keepAliveMs, bodyIdleMs: config.bodyIdleTimeoutMs, scheduling: 'lifo', tls });
 }
 
 function sameBytes(a: unknown, b: unknown): boolean {
@@ -160,7 +196,7 @@ function sameBytes(a: unknown, b: unknown): boolean {
 /** Same agent settings, TLS included (a PEM file whose content changed on disk makes a new agent on reload). */
 function sameSettings(a: Upstream, b: UpstreamConfig, tls: ConnectionOptions | null): boolean {
   const c = a.config;
-  if (c.url !== b.url || c.maxSockets !== b.maxSockets || c.keepAliveMs !== b.keepAliveMs) return false;
+  if (c.url !== b.url || c.maxSockets !== b.maxSockets || c.keepAliveMs !== b.keepAliveMs || c.bodyIdleTimeoutMs !== b.bodyIdleTimeoutMs) return false;
   const old = a.agent.tls;
   if (old === null || tls === null) return old === tls;
   return old.rejectUnauthorized === tls.rejectUnauthorized && old.servername === tls.servername && sameBytes(old.ca, tls.ca) && sameBytes(old.cert, tls.cert) && sameBytes(old.key, tls.key);

@@ -9,13 +9,14 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import { createLogger } from '../../../common/logger.ts';
 import type { RunningGateway } from '../../../gateway/server.ts';
 
 type Line = Record<string, unknown>;
 
 /** A gateway logging at info into memory; `lines(msg)` returns the parsed lines with that message. */
-async function loggingGateway(legacy: { url: string }, svc: { url: string }, proxy: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; lines: (msg: string) => Line[]; text: () => string }> {
+async function loggingGateway(legacy: { url: string }, svc: { url: string }, proxy: Record<string, unknown> = {}, svcUpstream: Record<string, unknown> = {}): Promise<{ gw: RunningGateway; lines: (msg: string) => Line[]; text: () => string }> {
   const chunks: string[] = [];
   const destination = new Writable({
     write(chunk: Buffer, _enc, cb) {
@@ -28,7 +29,13 @@ async function loggingGateway(legacy: { url: string }, svc: { url: string }, pro
     legacyUrl: legacy.url,
     serviceUrl: svc.url,
     flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
-    raw: { proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: 2000, ...proxy } },
+    raw: {
+      proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: 2000, ...proxy },
+      upstreams: [
+        { id: 'legacy', url: legacy.url, timeoutMs: 2000, connectTimeoutMs: 500 },
+        { id: 'svc', url: svc.url, timeoutMs: 2000, connectTimeoutMs: 500, ...svcUpstream },
+      ],
+    },
   });
   const gw = await startTestGateway(config, { log });
   const text = () => chunks.join('');
@@ -167,6 +174,47 @@ describe('per-request log line', () => {
     } finally {
       svc.mode = 'ok';
       await gw.close();
+    }
+  });
+
+  test('an upstream that stops sending mid-body is cut after bodyIdleTimeoutMs (logged as UPSTREAM_TIMEOUT); a client that reads slowly is not', async () => {
+    const big = Buffer.alloc(8 * 1024 * 1024, 'y');
+    const upstream = createServer((req, res) => {
+      if (req.url?.endsWith('/stall')) {
+        res.writeHead(200, { 'content-length': '100000' });
+        res.write('x'.repeat(10)); // and nothing more, connection kept open
+      } else {
+        res.writeHead(200, { 'content-length': String(big.length) });
+        res.end(big);
+      }
+    });
+    upstream.listen(0, '127.0.0.1');
+    await once(upstream, 'listening');
+    const { gw, lines } = await loggingGateway(legacy, { url: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}` }, {}, { bodyIdleTimeoutMs: 300 });
+    try {
+      const stalled = get(`${gw.proxyUrl}/api/orders/stall`, { headers: { 'x-user-id': 'u-7' } });
+      stalled.on('error', () => {});
+      const res = await new Promise<IncomingMessage>((resolve) => stalled.on('response', (r: IncomingMessage) => resolve(r.on('error', () => {}))));
+      assert.equal(res.statusCode, 200);
+      await new Promise((resolve) => res.resume().on('close', resolve)); // cut, instead of waiting for ever
+      await waitFor('the cut answer to be logged', () => lines('request.failed').length > 0, 5_000);
+      assert.deepEqual([lines('request.failed')[0]?.status, lines('request.failed')[0]?.code], [200, 'UPSTREAM_TIMEOUT']);
+
+      // A client that stops reading for longer than bodyIdleTimeoutMs holds the upstream answer back (backpressure):
+      // that is not the upstream stalling, and the whole body arrives once the client reads again.
+      const slow = get(`${gw.proxyUrl}/api/orders/big`, { headers: { 'x-user-id': 'u-8' } });
+      const slowRes = await new Promise<IncomingMessage>((resolve) => slow.on('response', (r: IncomingMessage) => resolve(r.pause())));
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      let received = 0;
+      slowRes.on('data', (c: Buffer) => (received += c.length));
+      slowRes.resume();
+      await once(slowRes, 'end');
+      assert.equal(received, big.length);
+      assert.equal(lines('request.failed').length, 1, 'the slow reader was not cut');
+    } finally {
+      await gw.close();
+      upstream.closeAllConnections();
+      upstream.close();
     }
   });
 
