@@ -22,7 +22,8 @@ export const lit = (text: string): string => pg.escapeLiteral(text);
 
 type Family = 'int' | 'dec' | 'text' | 'json' | 'timestamptz' | 'timestamp' | 'date' | 'time' | 'interval' | 'bool' | 'uuid' | 'bytea' | 'other' | 'array';
 
-export interface ColumnInfo { name: string; type: string; family: Family; notNull: boolean; hasDefault: boolean }
+/** `collatable`: the type takes a collation (text types, domains over them; not an enum). */
+export interface ColumnInfo { name: string; type: string; family: Family; notNull: boolean; hasDefault: boolean; collatable: boolean }
 /** A unique index over plain columns; `immediate` false for a DEFERRABLE constraint (checked at the end of the statement or transaction). */
 export interface UniqueKey { name: string; columns: string[]; immediate: boolean }
 export interface TableInfo { schema: string; name: string; columns: Map<string, ColumnInfo>; uniqueKeys: UniqueKey[] }
@@ -43,8 +44,8 @@ function familyOf(typname: string, typcategory: string, typtype: string): Family
 
 /** Reads the columns and unique keys of every table in `schema`. */
 export async function readSchema(db: Pool | PoolClient, schema: string): Promise<Map<string, TableInfo>> {
-  const cols = await db.query<{ relname: string; attname: string; type: string; typname: string; typcategory: string; typtype: string; attnotnull: boolean; atthasdef: boolean }>(
-    `SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, t.typname, t.typcategory, t.typtype, a.attnotnull, a.atthasdef
+  const cols = await db.query<{ relname: string; attname: string; type: string; typname: string; typcategory: string; typtype: string; attnotnull: boolean; atthasdef: boolean; collatable: boolean }>(
+    `SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, t.typname, t.typcategory, t.typtype, a.attnotnull, a.atthasdef, t.typcollation <> 0 AS collatable
        FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid
       WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum`, [schema]);
   // Partial and expression indexes do not make their plain columns unique (an expression's column would simply be
@@ -61,14 +62,18 @@ export async function readSchema(db: Pool | PoolClient, schema: string): Promise
   for (const r of cols.rows) {
     let t = tables.get(r.relname);
     if (!t) { t = { schema, name: r.relname, columns: new Map(), uniqueKeys: [] }; tables.set(r.relname, t); }
-    t.columns.set(r.attname, { name: r.attname, type: r.type, family: familyOf(r.typname, r.typcategory, r.typtype), notNull: r.attnotnull, hasDefault: r.atthasdef });
+    t.columns.set(r.attname, { name: r.attname, type: r.type, family: familyOf(r.typname, r.typcategory, r.typtype), notNull: r.attnotnull, hasDefault: r.atthasdef, collatable: r.collatable });
   }
   for (const k of keys.rows) tables.get(k.relname)?.uniqueKeys.push({ name: k.index, columns: k.cols, immediate: k.immediate });
   return tables;
 }
 
-/** One target column and how to compute it from a source image `s`. */
-export interface ColumnExpr { column: string; expr: string }
+/**
+ * One target column and how to compute it from a source image `s`. `fits`, where the value could lose precision in the
+ * target type (a smaller numeric scale or timestamp precision, real, time without the zone), is SQL that is true when
+ * it does not: `expr` alone would round it without a word. `unfit` is SQL text describing such a value.
+ */
+export interface ColumnExpr { column: string; expr: string; fits?: string; unfit?: string }
 
 /** A table mapping compiled for both directions. */
 export interface CompiledTable {
@@ -114,6 +119,41 @@ function castExpr(valueText: string, valueJson: string, target: ColumnInfo): str
   return `(${valueText})::${castType(target)}`;
 }
 
+/** Families a cast can round in silence (a typmod's scale or precision, real, time without its zone). */
+const ROUNDING: ReadonlySet<Family> = new Set(['dec', 'timestamptz', 'timestamp', 'time', 'interval']);
+
+/** A column's type without its typmod: what a value is before the column's precision, scale or fields cut it. */
+function baseType(c: ColumnInfo): string {
+  return c.family === 'interval' ? 'interval' : c.type.replace(/\(\d+(,\d+)?\)/, '');
+}
+
+/**
+ * SQL true when the value with text `valueText` (of column `src`, or of a json member when null) keeps its value once
+ * cast into `dst` (printed back and compared in numeric or the source's own type); null when no cast can round it.
+ */
+function fitsExpr(valueText: string, dst: ColumnInfo, src: ColumnInfo | null): string | null {
+  if (!ROUNDING.has(dst.family) || (src !== null && src.type === dst.type)) return null;
+  if (src?.family === 'int' && dst.type.startsWith('numeric')) return null;
+  const domain = dst.family === 'dec' ? 'numeric' : baseType(src ?? dst);
+  return `(((${valueText})::${castType(dst)})::text::${domain} IS NOT DISTINCT FROM (${valueText})::${domain})`;
+}
+
+/** SQL text naming a value that does not fit its target column (the write error and verify's canonical text). */
+function unfitText(valueText: string, what: string, into: string): string {
+  return `('strangler sync: value ' || (${valueText}) || ${lit(` of ${what} does not fit ${into} without rounding (refused, not stored rounded): give both columns the same type`)})`;
+}
+
+/**
+ * An expression for writing: a value that does not fit fails its write (the event is parked with the reason, a
+ * backfill chunk fails naming it) instead of being stored rounded. PostgreSQL has no raise function in plain SQL:
+ * the reason is cast to the column's type, which no such text is valid input for, so the error carries it.
+ */
+function guarded(e: ColumnExpr, dst: TableInfo): ColumnExpr {
+  if (e.fits === undefined || e.unfit === undefined) return e;
+  const c = dst.columns.get(e.column) as ColumnInfo;
+  return { column: e.column, expr: `(CASE WHEN ${e.fits} THEN ${e.expr} ELSE (${e.unfit})::${castType(c)} END)` };
+}
+
 /**
  * How an expression reads source column `col`: from a jsonb image (`img` is a SQL expression), or, when `img` is
  * `@alias`, straight from a row alias with the exact text the image would hold (verify reads rows in place; the
@@ -131,9 +171,16 @@ function identityCompatible(a: Family, b: Family): boolean {
   return (a === 'int' && b === 'dec') || (a === 'dec' && b === 'int');
 }
 
+/** `e` with the check that its value of text `valueText` fits `dst` unrounded, where a cast could round it. */
+function withFits(e: ColumnExpr, valueText: string, dst: ColumnInfo, src: ColumnInfo | null, what: string, into: string): ColumnExpr {
+  const fits = fitsExpr(valueText, dst, src);
+  return fits === null ? e : { ...e, fits, unfit: unfitText(valueText, what, into) };
+}
+
 /** Expressions writing `target`'s columns of one mapping entry from an image of the other side. */
 function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: TableInfo; service: TableInfo }, img: string, at: string, problems: Problem[]): ColumnExpr[] {
   const source = otherSide(target);
+  const named = (side: Side, c: ColumnInfo) => `${side} ${info[side].name}.${c.name} ${c.type}`;
   const col = (side: Side, name: string): ColumnInfo | undefined => {
     const c = info[side].columns.get(name);
     if (!c) problems.push({ path: `${at}.${side}`, message: `unknown column "${name}" in ${side} table ${info[side].schema}.${info[side].name} (columns: ${[...info[side].columns.keys()].join(', ')})` });
@@ -151,13 +198,16 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
     switch (codec) {
       case 'identity':
         if (!identityCompatible(l.family, s.family)) return bad('the types are not compatible (use a codec, or a json/join combine)');
-        return [{ column: dst.name, expr: castExpr(t, sourceJson(img, src.name), dst) }];
+        return [withFits({ column: dst.name, expr: castExpr(t, sourceJson(img, src.name), dst) }, t, dst, src, named(source, src), named(target, dst))];
       case 'cents-to-decimal':
       case 'decimal-to-cents': {
         const [centsSide, decSide] = codec === 'cents-to-decimal' ? [l, s] : [s, l];
         if (centsSide.family !== 'int' || decSide.family !== 'dec') return bad('needs an integer column of cents and a numeric column');
         const toDecimal = dst === decSide;
-        return [{ column: dst.name, expr: `(${toDecimal ? `round((${t})::numeric / 100, 2)` : `round((${t})::numeric * 100)`})::${dst.type}` }];
+        const expr = `(${toDecimal ? `round((${t})::numeric / 100, 2)` : `round((${t})::numeric * 100)`})::${dst.type}`;
+        if (toDecimal) return [{ column: dst.name, expr }];
+        // Cents are whole: 12.345 would be stored as 1235 cents.
+        return [{ column: dst.name, expr, fits: `((${t})::numeric * 100 IS NOT DISTINCT FROM round((${t})::numeric * 100))`, unfit: unfitText(t, named(source, src), `${named(target, dst)} as cents`) }];
       }
       case 'text-to-int':
       case 'int-to-text': {
@@ -204,12 +254,25 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
   // one → many
   return parts.map((p, i) => {
     if (combined.combine === 'json') {
-      return { column: p.name, expr: castExpr(`(${sourceJson(img, one.name)}->>${lit(p.name)})`, `(${sourceJson(img, one.name)}->${lit(p.name)})`, p) };
+      const member = `(${sourceJson(img, one.name)}->>${lit(p.name)})`;
+      return withFits({ column: p.name, expr: castExpr(member, `(${sourceJson(img, one.name)}->${lit(p.name)})`, p) }, member, p, null, `${named(source, one)} member "${p.name}"`, named(target, p));
     }
     const whole = sourceText(img, one.name);
     const piece = i < parts.length - 1 ? `split_part(${whole}, ${sep}, ${i + 1})` : `array_to_string((string_to_array(${whole}, ${sep}))[${parts.length}:], ${sep})`;
     return { column: p.name, expr: `(${piece})::${castType(p)}` };
   });
+}
+
+/**
+ * How a key column's values print in the key text (jsonb): both sides must print one key the same, since versions,
+ * tombstones, events and verify's diffs are keyed by that text. Integers print alike whatever their width (also a
+ * numeric without a scale), and text alike whatever its limit; char(n) pads to its length, a numeric with a scale
+ * prints its zeros; anything else must be the same type (a precision may differ: apply refuses a value it would round).
+ */
+function keyForm(c: ColumnInfo): string {
+  if (c.family === 'int' || /^numeric\(\d+(,0)?\)$/.test(c.type)) return 'integer';
+  if (c.family === 'text' && !/^(character|bpchar)(\(\d+\))?$/.test(c.type)) return 'text';
+  return c.family === 'dec' ? c.type : baseType(c);
 }
 
 /**
@@ -268,11 +331,15 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       const sk = t.service.key[j] as string;
       const entry = t.columns.find((c) => c.legacy === lk && c.service === sk);
       if (!entry || ('codec' in entry && entry.codec !== 'identity')) problems.push({ path: `${at}.columns`, message: `key column legacy ${lk} ↔ service ${sk} must be mapped one to one with codec identity` });
+      const [lc, sc] = [info.legacy.columns.get(lk), info.service.columns.get(sk)];
+      if (lc && sc && keyForm(lc) !== keyForm(sc)) {
+        problems.push({ path: `${at}.columns`, message: `key column legacy ${lk} ${lc.type} ↔ service ${sk} ${sc.type}: the two types print one key differently in the key text sync names rows by (char(n) keeps its padding, a numeric with a scale its zeros), so each side would keep the key's versions and tombstones under another name (a change on one side would add a second row on the other, and conflicts would go unseen); give both key columns the same type` });
+      }
     });
     const before = problems.length;
     const exprs = {
-      legacy: t.columns.flatMap((c, j) => entryExprs(c, 'legacy', info, 's', `${at}.columns[${j}]`, problems)),
-      service: t.columns.flatMap((c, j) => entryExprs(c, 'service', info, 's', `${at}.columns[${j}]`, [])),
+      legacy: t.columns.flatMap((c, j) => entryExprs(c, 'legacy', info, 's', `${at}.columns[${j}]`, problems)).map((e) => guarded(e, info.legacy)),
+      service: t.columns.flatMap((c, j) => entryExprs(c, 'service', info, 's', `${at}.columns[${j}]`, [])).map((e) => guarded(e, info.service)),
     };
     if (problems.length > before) return;
     for (const side of ['legacy', 'service'] as const) {
@@ -313,8 +380,10 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
         const c = svc.columns.get(e.column);
         // A number is printed without trailing zeros: 2.5 synced into a numeric(20,6) column reads 2.500000 there,
         // the same value, while the service's plain numeric column prints 2.5.
-        if (c?.type.startsWith('numeric')) return `quote_nullable(trim_scale((${e.expr})::numeric)::text)`;
-        return `quote_nullable((${e.expr})${c?.family === 'json' ? '::jsonb' : ''}::text)`;
+        const text = c?.type.startsWith('numeric') ? `quote_nullable(trim_scale((${e.expr})::numeric)::text)` : `quote_nullable((${e.expr})${c?.family === 'json' ? '::jsonb' : ''}::text)`;
+        // A legacy value the service column would round is not equal to any value the service holds (the rounded
+        // one included): apply refuses to write it, and verify must not call the rows identical.
+        return e.fits === undefined || e.unfit === undefined ? text : `(CASE WHEN ${e.fits} THEN ${text} ELSE ${e.unfit} END)`;
       });
     };
     out.push({
@@ -330,7 +399,7 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
           const dc = info[target].columns.get(c[target]);
           if (dc && COPYABLE.has(dc.family)) return [{ column: dc.name, expr: `(${alias}.${q(c[otherSide(target)])})::${dc.type}` }];
         }
-        return entryExprs(c, target, info, `@${alias}`, `${at}.columns[${j}]`, []);
+        return entryExprs(c, target, info, `@${alias}`, `${at}.columns[${j}]`, []).map((e) => guarded(e, info[target]));
       }),
       keyText,
       canonicalText: (side, img) => `concat_ws('|', ${canonicalCols(side, img).join(', ')})`,

@@ -31,9 +31,12 @@ class TableVerifier {
     this.#pools = pools;
     const sk = t.key('service')[0] as string;
     this.#keyType = t.table('service').columns.get(sk)?.type ?? 'text';
-    this.#textKey = t.table('service').columns.get(sk)?.family === 'text';
+    this.#textKey = t.table('service').columns.get(sk)?.collatable === true;
   }
-  /** Text keys compare in byte order (COLLATE "C") on both sides, whatever each database's default collation. */
+  /**
+   * Text keys compare in byte order (COLLATE "C") on both sides, whatever each database's default collation. An enum
+   * key takes no collation (PostgreSQL refuses one) and orders the same on both sides by its declared order.
+   */
   #k(side: Side): string { return `(t.${q(this.#t.key(side)[0] as string)}::${this.#keyType})${this.#textKey ? ' COLLATE "C"' : ''}`; }
   #hash(side: Side): string { return `hashtextextended(${this.#t.canonicalText(side, '@t')}, 0)`; }
   #from(side: Side): string { return `${this.#t.qualified(side)} t`; }

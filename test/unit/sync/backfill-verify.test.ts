@@ -139,6 +139,35 @@ describe('verify sees what the mapping cannot hold', () => {
     assert.deepEqual(v.tables[0]?.diffs.map((d) => `${d.key} ${d.kind}`).sort(), ['[1] different', '[2] missing-on-service']);
   });
 
+  test('a value the target column would round (numeric scale, timestamp precision, whole cents) is parked, never stored rounded, and verify does not call a rounded copy identical', async () => {
+    const { config, pools, tables, p } = await installed('vround', '', {},
+      'ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric(20,2), ALTER COLUMN happened_at TYPE timestamptz(0), ALTER COLUMN price TYPE numeric');
+    await pools.legacy.query(`INSERT INTO items (id, name, amount, happened_at) VALUES
+      (1, 'fits', 1.25, '2024-01-01 10:00:00+00'), (2, 'scale', 1.234567, NULL), (3, 'precision', NULL, '2024-01-01 10:00:00.654321+00')`);
+    await p.settle();
+    assert.deepEqual((await pools.service.query('SELECT item_id::int AS id, amount::text AS amount FROM catalog_items ORDER BY item_id')).rows, [{ id: 1, amount: '1.25' }]);
+    const parked = (await pools.service.query<{ pk: string; reason: string }>(`SELECT pk, reason FROM strangler_sync.dead_letters WHERE status = 'parked' ORDER BY pk`)).rows;
+    assert.deepEqual(parked.map((d) => d.pk), ['[2]', '[3]']);
+    assert.match(parked[0]?.reason ?? '', /value 1\.234567 of legacy items\.amount numeric\(20,6\) does not fit service catalog_items\.amount numeric\(20,2\) without rounding/);
+    assert.match(parked[1]?.reason ?? '', /does not fit service catalog_items\.happened_at timestamp\(0\) with time zone without rounding/);
+    // The other way: 12.345 on the service would be 1235 cents on legacy; legacy keeps what it had.
+    await pools.service.query(`UPDATE catalog_items SET price = 12.345 WHERE item_id = 1`);
+    await p.settle();
+    assert.equal((await pools.legacy.query('SELECT price_cents FROM items WHERE id = 1')).rows[0].price_cents, null);
+    assert.match((await pools.legacy.query(`SELECT reason FROM strangler_sync.dead_letters WHERE status = 'parked'`)).rows[0]?.reason ?? '', /does not fit legacy items\.price_cents integer as cents/);
+    // Rounded copies written behind sync's back are differences, not "identical".
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync';
+      INSERT INTO catalog_items (item_id, title, amount, happened_at) VALUES (2, 'scale', 1.23, NULL), (3, 'precision', NULL, '2024-01-01 10:00:01+00');
+      UPDATE catalog_items SET price = NULL WHERE item_id = 1; COMMIT`);
+    const v = await verifyTables(config, pools, tables, 'items');
+    assert.deepEqual(v.tables[0]?.diffs.map((d) => `${d.key} ${d.kind}`).sort(), ['[2] different', '[3] different']);
+    // Backfill refuses such a row too, naming it, instead of copying it rounded.
+    const b = await installed('vroundbf', `INSERT INTO items (id, name, amount) VALUES (1, 'scale', 1.234567)`, {}, 'ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric(20,2)');
+    await assert.rejects(runBackfill({ config: b.config, pools: b.pools, tables: b.tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 }),
+      /value 1\.234567 of legacy items\.amount numeric\(20,6\) does not fit service catalog_items\.amount numeric\(20,2\)/);
+    assert.equal((await b.pools.service.query('SELECT count(*)::int AS n FROM catalog_items')).rows[0].n, 0);
+  });
+
   test('numbers equal in value but printed with another scale (numeric(20,6) against numeric) are the same; a different value is not', async () => {
     const { config, pools, tables, p } = await installed('vscale', '', {}, 'ALTER TABLE catalog_items ALTER COLUMN amount TYPE numeric');
     // Written on the service as 2.5 (and 0, 100): legacy stores 2.500000; both hold the same number.

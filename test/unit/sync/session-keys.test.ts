@@ -151,6 +151,32 @@ describe('sync session settings, keys and verify', () => {
     assert.match(expr?.message ?? '', /key \(id\) of service table public\.things is not its primary key or a unique index/);
   });
 
+  test('key columns whose types print one key differently (char(n) against text, a numeric scale against an integer) are refused; integer widths and text limits are not', async () => {
+    const codes = sameShape('codes', ['code'], ['code', 'name']);
+    const err = await mappingError('charkey', { legacy: `CREATE TABLE codes (code char(5) PRIMARY KEY, name text);`, service: `CREATE TABLE codes (code text PRIMARY KEY, name text);` }, codes);
+    assert.equal(err?.code, 'SYNC_MAPPING_INVALID');
+    assert.match(err?.message ?? '', /sync\.tables\[0\]\.columns: key column legacy code character\(5\) ↔ service code text: the two types print one key differently.*give both key columns the same type/);
+    const num = await mappingError('numkey', { legacy: `CREATE TABLE codes (code bigint PRIMARY KEY, name text);`, service: `CREATE TABLE codes (code numeric(12,2) PRIMARY KEY, name text);` }, codes);
+    assert.match(num?.message ?? '', /key column legacy code bigint ↔ service code numeric\(12,2\)/);
+    assert.equal(await mappingError('intkey', { legacy: `CREATE TABLE codes (code integer PRIMARY KEY, name text);`, service: `CREATE TABLE codes (code numeric(18,0) PRIMARY KEY, name text);` }, codes), undefined);
+    assert.equal(await mappingError('textkey', { legacy: `CREATE TABLE codes (code varchar(5) PRIMARY KEY, name text);`, service: `CREATE TABLE codes (code text PRIMARY KEY, name text);` }, codes), undefined);
+  });
+
+  test('verify compares a table keyed by an enum (which takes no collation) and names the key that differs', async () => {
+    const ddl = `CREATE TYPE size AS ENUM ('small', 'large'); CREATE TABLE shirts (size size PRIMARY KEY, stock int);`;
+    const { config, pools } = await fx.freshPair('enumkey', { tables: [sameShape('shirts', ['size'], ['size', 'stock'])] });
+    await pools.legacy.query(ddl);
+    await pools.service.query(ddl);
+    const tables = await compileFromDatabases(config, pools);
+    await installCapture(config, pools, 'legacy', tables);
+    await installCapture(config, pools, 'service', tables);
+    await pools.legacy.query(`INSERT INTO shirts VALUES ('small', 1), ('large', 2)`);
+    await new Pipeline(config, pools, tables).settle();
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; UPDATE shirts SET stock = 3 WHERE size = 'large'; COMMIT`);
+    assert.deepEqual((await verifyTables(config, pools, tables)).tables[0]?.diffs, [{ key: '["large"]', kind: 'different' }]);
+  });
+
   test('a timestamptz key written from sessions in other time zones and output styles: one key text, the same images, in trigger and logical mode; conflicting writes converge', async () => {
     const expectedKey = '[1, "2024-01-01T10:00:00+00:00"]';
     const run = async (mode: 'trigger' | 'logical') => {
