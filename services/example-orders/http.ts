@@ -7,7 +7,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import pg from 'pg';
-import { StranglerError, messageOf } from '../../common/errors.ts';
+import { StranglerError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { ORDERS_LOG } from './log-events.ts';
 
@@ -73,7 +73,9 @@ export function toStranglerError(err: unknown): StranglerError {
     return new StranglerError('DEMO_VALIDATION_FAILED', `request rejected: ${e.message ?? 'malformed request'}; send JSON in UTF-8 (Content-Encoding none, gzip, deflate or br) to a well-formed path`, { cause: err });
   }
   if (typeof e?.code === 'string' && (DATABASE_DOWN_CODES.has(e.code) || /^(08|53|57P)/.test(e.code))) {
-    return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${messageOf(err)}`, { cause: err });
+    // The code only: the driver's text names the database's host and port (or user and database), which a client
+    // reading this through the gateway must not learn. The log line of the failed request has the whole error.
+    return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable (${e.code}); retry later, the service log has the cause`, { cause: err });
   }
   if (err instanceof Error && /Connection terminated|timeout exceeded when trying to connect|Query read timeout/i.test(err.message)) {
     return new StranglerError('DEMO_DATABASE_UNAVAILABLE', `database unavailable: ${err.message}`, { cause: err });
@@ -201,7 +203,9 @@ export function createDemoRuntime(servedBy: ServedBy, options: DemoAppOptions, l
       await pool.query('SELECT 1');
       res.json({ status: 'ok', servedBy });
     } catch (err) {
-      res.status(503).json({ status: 'unavailable', servedBy, error: messageOf(err) });
+      // Probes do not log what they read: the cause goes to the log, the body says what a client may know.
+      log.warn({ err }, ORDERS_LOG.healthFailed);
+      res.status(503).json({ status: 'unavailable', servedBy, error: toStranglerError(err).message });
     }
   });
   const server = new DemoHttpServer(app, log);

@@ -10,6 +10,7 @@ export const ORDERS_LOG = {
   orderUpdated: 'orders-demo: order updated',
   orderDeleted: 'orders-demo: order deleted',
   poolError: 'orders-demo: idle database connection failed',
+  healthFailed: 'orders-demo: /healthz could not reach the database',
   closing: 'orders-demo: closing',
   closed: 'orders-demo: closed',
   signal: 'orders-demo: signal received; shutting down',

@@ -49,18 +49,23 @@ export async function migrateServiceSchema(pool: pg.Pool): Promise<void> {
   await migrateOnce(pool, SCHEMA_LOCK, DDL);
 }
 
-/** Fills the read-only reference copy (buyers, catalog) from the shared demo list; upserts, so reruns are no-ops. */
+/**
+ * Fills the read-only reference copy (buyers, catalog) from the shared demo list when it is empty (first start), like
+ * the monolith's seed: a rerun (every start) never reverts what a one-way customers/products mapping replicated
+ * since. An upsert here undid each price change and re-added each deleted product on every restart, so new orders
+ * were priced from the stale list. Concurrent first starts: ON CONFLICT keeps the second a no-op.
+ */
 export async function seedServiceReference(pool: pg.Pool): Promise<{ buyers: number; catalogItems: number }> {
   await pool.query(
     `INSERT INTO buyers (buyer_id, email, display_name)
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
-     ON CONFLICT (buyer_id) DO UPDATE SET email = EXCLUDED.email, display_name = EXCLUDED.display_name`,
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[]) WHERE NOT EXISTS (SELECT 1 FROM buyers)
+     ON CONFLICT DO NOTHING`,
     [REFERENCE_CUSTOMERS.map((c) => c.id), REFERENCE_CUSTOMERS.map((c) => c.email), REFERENCE_CUSTOMERS.map((c) => c.fullName)],
   );
   await pool.query(
     `INSERT INTO catalog_items (item_id, sku, title, unit_price)
-     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::numeric[])
-     ON CONFLICT (item_id) DO UPDATE SET sku = EXCLUDED.sku, title = EXCLUDED.title, unit_price = EXCLUDED.unit_price`,
+     SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::numeric[]) WHERE NOT EXISTS (SELECT 1 FROM catalog_items)
+     ON CONFLICT DO NOTHING`,
     [REFERENCE_PRODUCTS.map((p) => p.id), REFERENCE_PRODUCTS.map((p) => p.sku), REFERENCE_PRODUCTS.map((p) => p.name), REFERENCE_PRODUCTS.map((p) => centsToDecimal(p.priceCents))],
   );
   return { buyers: REFERENCE_CUSTOMERS.length, catalogItems: REFERENCE_PRODUCTS.length };

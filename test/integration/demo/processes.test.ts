@@ -11,6 +11,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import pg from 'pg';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startPostgres, type RunningPostgres } from '../../../devstack/postgres.ts';
 import { spawnDemoApp, type DemoProcess } from '../../../devstack/demo/monolith/index.ts';
@@ -137,5 +138,31 @@ describe('extracted orders service process', () => {
     });
     assert.equal(created.status, 201);
     assert.deepEqual(await app.stop(), { code: 0, signal: null });
+  });
+
+  test('a restart keeps reference data replicated since the first start (seeding fills an empty copy only)', async () => {
+    assert.equal((await (await start('service', 'orders_service')).stop()).code, 0);
+    // What the one-way customers/products mapping of a real migration does to the read-only copy while the service runs.
+    const pool = new pg.Pool({ connectionString: postgres.url('orders_service') });
+    try {
+      await pool.query(`UPDATE catalog_items SET unit_price = 14.99, title = 'Enamel mug, large' WHERE item_id = 1`);
+      await pool.query(`UPDATE buyers SET email = 'ada@example.org' WHERE buyer_id = 1`);
+      await pool.query(`DELETE FROM catalog_items WHERE item_id = 12`);
+      const app = await start('service', 'orders_service');
+      const post = (productId: number) => fetch(`${app.url}/api/orders`, {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ customerId: 1, items: [{ productId, quantity: 1 }] }),
+      });
+      const created = await post(1);
+      const order = (await created.json()) as { items: { unitPriceCents: number }[] };
+      assert.equal(created.status, 201, JSON.stringify(order));
+      assert.equal(order.items[0]?.unitPriceCents, 1499, 'the replicated price, not the seed list\'s 1299');
+      const removed = await post(12);
+      assert.equal(removed.status, 400, 'a product removed since is not seeded back');
+      const { rows } = await pool.query<{ email: string }>('SELECT email FROM buyers WHERE buyer_id = 1');
+      assert.equal(rows[0]?.email, 'ada@example.org');
+      assert.deepEqual(await app.stop(), { code: 0, signal: null });
+    } finally {
+      await pool.end();
+    }
   });
 });
