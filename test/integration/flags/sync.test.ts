@@ -132,6 +132,34 @@ describe('flags sync against a real unleash-server', () => {
     assert.deepEqual([clean.drift, clean.actions], [[], []]);
   });
 
+  test('regression: a segment added by hand was invisible (GET …/environments/{env} leaves segments out), so --fix dropped it and widened the rollout', async () => {
+    const env = unleash.environment;
+    const flag = uniqueFlag('fix-segment');
+    const control = createFlagsControl(flagsConfig(unleash, [{ id: 'g', flag: { name: flag, initialPercent: 20 } }]));
+    await syncFlags(control);
+    const res = await fetch(`${unleash.url}/api/admin/segments`, {
+      method: 'POST',
+      headers: { Authorization: unleash.adminToken, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `qa-${flag}`, constraints: [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }] }),
+    });
+    assert.equal(res.status, 201);
+    const segment = (await res.json() as { id: number }).id;
+    // By hand in the Unleash UI: the rollout raised to 30 %, but only for the QA segment (qa-1 alone is on).
+    const [ours] = await api.listStrategies('default', flag, env);
+    assert.ok(ours);
+    await api.updateStrategy('default', flag, env, ours.id, { name: ours.name, title: ours.title ?? undefined, parameters: { ...ours.parameters, rollout: '30' }, segments: [segment] });
+    assert.deepEqual((await api.listStrategies('default', flag, env))[0]?.segments, [segment]);
+
+    const report = await syncFlags(control);
+    assert.deepEqual(report.drift.map((d) => d.kind).sort(), ['constraints', 'rollout']);
+    assert.match(formatSyncReport(report, ['g']), /DRIFT constraints: expected no constraints or segments, found 0 constraints, 1 segments/);
+
+    const fixed = await syncFlags(control, { fix: true });
+    assert.match(formatSyncReport(fixed, ['g']), /g: rollout set to 0 % instead of 20 %: the live strategy has 1 segment that narrows it/);
+    const [after] = await api.listStrategies('default', flag, env);
+    assert.deepEqual([after?.parameters.rollout, after?.segments], ['0', []], 'segment removed only with the rollout at 0 %: nobody moved to the service');
+  });
+
   test('sync switches on only a flag it created or one never configured; one switched off by hand stays off, even with --fix', async () => {
     const env = unleash.environment;
     // Switched off by hand, with Unleash's own "default" strategy (the flag was made in the UI).
