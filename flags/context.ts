@@ -9,6 +9,7 @@
  * `default` stickiness (userId, else sessionId) buckets every request; any other stickiness would leave one
  * population, or everyone, on legacy. `flag.stickiness` therefore accepts only "default" (gateway/config/schema.ts).
  */
+import { isUtf8 } from 'node:buffer';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { IdentityConfig, UserKeySource } from '../gateway/config/schema.ts';
@@ -62,6 +63,20 @@ export function readCookie(header: string | undefined, name: string, skip = 0): 
   }
   return undefined;
 }
+
+/**
+ * A header or cookie value as text. Node's HTTP parser reads header bytes as latin1, so a user id sent as UTF-8 (as
+ * browsers and HTTP clients send non-ASCII) arrives as mojibake ("José" as "JosÃ©"), and Unleash would bucket other
+ * bytes than the id it (its playground, any SDK) and a JWT claim see. Decoded as UTF-8 when it is valid UTF-8;
+ * anything else (a latin1 client) is kept as it came, so every user keeps one stable key.
+ */
+export function headerText(value: string): string {
+  if (!NON_ASCII.test(value)) return value; // the usual case: no allocation on the request path
+  const bytes = Buffer.from(value, 'latin1');
+  return isUtf8(bytes) ? bytes.toString('utf8') : value;
+}
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 function firstHeader(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name.toLowerCase()];
@@ -130,7 +145,9 @@ export class Identifier {
       if ('jwtClaim' in source) v = readJwtClaim(firstHeader(headers, source.header), source.jwtClaim);
       else if ('cookie' in source) v = readCookie(headers.cookie, source.cookie);
       else v = firstHeader(headers, source.header);
-      if (v) return { key: v, source: 'user', context: { userId: v }, setCookie: null };
+      if (!v) continue;
+      if (!('jwtClaim' in source)) v = headerText(v);
+      return { key: v, source: 'user', context: { userId: v }, setCookie: null };
     }
     let resigned: string | undefined;
     let cookie: string | undefined;

@@ -143,6 +143,29 @@ test('issue: rotating identity.sessionSecret gave every anonymous user a new ses
   assert.equal(dropped.identify({ cookie: resigned }).key, minted.key);
 });
 
+test('issue: a non-ASCII user id from a header or cookie was bucketed as its UTF-8 bytes read as latin1, unlike Unleash and the JWT claim', async () => {
+  // Through a real server: node's HTTP parser hands header values over as latin1, one char per byte on the wire.
+  const identifier = new Identifier(config.identity);
+  const server = createServer((req, res) => res.end(JSON.stringify(identifier.identify(req.headers).context)));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+  // fetch sends a header value as latin1 too: pass the UTF-8 bytes, as a browser or another client puts them on the wire.
+  const wire = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+  const ask = async (headers: Record<string, string>) => (await (await fetch(url, { headers })).json()) as { userId?: string };
+  try {
+    for (const user of ['José', 'Zoë', 'müller', 'Łukasz', 'Ωmega', '李雷', 'plain-ascii']) {
+      const jwt = `Bearer e30.${Buffer.from(JSON.stringify({ sub: user })).toString('base64url')}.sig`;
+      assert.equal((await ask({ authorization: jwt })).userId, user);
+      assert.equal((await ask({ 'x-user-id': wire(user) })).userId, user, `header: ${user}, the userId Unleash (its playground, any SDK) buckets`);
+      assert.equal((await ask({ cookie: `uid=${wire(user)}` })).userId, user, `cookie: ${user}`);
+    }
+    // Bytes that are not UTF-8 (a latin1 client) stay as they came, so such a user keeps one stable key.
+    assert.equal((await ask({ 'x-user-id': 'Zo\u00eb' })).userId, 'Zo\u00eb');
+  } finally {
+    server.close();
+  }
+});
+
 test('issue: a stale cookie of the same name sent before the valid one made every request a new session', () => {
   const id = new Identifier(config.identity);
   const minted = id.identify({});
