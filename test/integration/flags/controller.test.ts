@@ -22,6 +22,17 @@ const HEALTHY = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: 
 const WINDOW_MS = 1000;
 const FAILING = { legacy: { requests: 900, errors: 9, latencyMs: 20 }, service: { requests: 100, errors: 30, latencyMs: 22 } };
 
+/** A controller on the test's state store whose clock each tick(at) sets; tick returns the (one) route's report. */
+function clockedController(control: FlagsControl, databaseUrl: string) {
+  let now = 0;
+  const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+  const tick = async (at: number) => {
+    now = at;
+    return (await controller.tick()).routes[0]!;
+  };
+  return { controller, tick };
+}
+
 describe('promotion controller against real Unleash, PostgreSQL and a stand-in gateway', () => {
   let unleash: TestUnleash;
   let api: UnleashAdminApi;
@@ -163,11 +174,9 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
   test('breaker openings are counted per gateway: a missed read, a return or a restart never turns old openings into new ones', async () => {
     const b = await new FakeGateway().start();
     const { control, flag, databaseUrl } = await setup(undefined, {}, [b]);
-    let now = 0;
-    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
+    const { controller, tick: tickAt } = clockedController(control, databaseUrl);
     const tick = async (at: number) => {
-      now = at;
-      const r = (await controller.tick()).routes[0]!;
+      const r = await tickAt(at);
       return [r.verdict.outcome, r.verdict.metrics.breakerOpens, r.action.kind];
     };
     try {
@@ -193,12 +202,7 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
 
   test('a step is held only while every gateway serves it: a gateway that cannot read Unleash or lags blocks the plan, and says why', async () => {
     const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });
-    let now = 0;
-    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
-    const tick = async (at: number) => {
-      now = at;
-      return (await controller.tick()).routes[0]!;
-    };
+    const { controller, tick } = clockedController(control, databaseUrl);
     try {
       serve(flag, HEALTHY);
       await tick(0);
@@ -237,12 +241,7 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
     const b = await new FakeGateway().start();
     b.followPushes = true;
     const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 1000 }, {}, [b]);
-    let now = 0;
-    const controller = new PromotionController({ control, store: new PostgresStateStore(databaseUrl), now: () => now });
-    const tick = async (at: number) => {
-      now = at;
-      return (await controller.tick()).routes[0]!;
-    };
+    const { controller, tick } = clockedController(control, databaseUrl);
     try {
       serve(flag, HEALTHY);
       serve(flag, HEALTHY, {}, b, 'gw2');

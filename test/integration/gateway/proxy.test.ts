@@ -462,16 +462,22 @@ describe('an upstream that answers early during an upload', () => {
   });
 });
 
+/** Two fake upstreams and a gateway sending every user of the orders route to the service, with `breaker` as its default breaker policy. */
+async function breakerGateway(breaker: Record<string, unknown>): Promise<{ legacy: FakeUpstream; svc: FakeUpstream; gw: RunningGateway; stop: () => Promise<void> }> {
+  const legacy = await fakeUpstream('legacy');
+  const svc = await fakeUpstream('svc');
+  const gw = await startTestGateway(testConfig({
+    legacyUrl: legacy.url,
+    serviceUrl: svc.url,
+    flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
+    raw: { policies: { breakers: { default: breaker } } },
+  }));
+  return { legacy, svc, gw, stop: async () => { await gw.close(); await legacy.stop(); await svc.stop(); } };
+}
+
 describe('breaker', () => {
   test('opens after the volume threshold, short-circuits to legacy, and closes after a half-open success', async () => {
-    const legacy = await fakeUpstream('legacy');
-    const svc = await fakeUpstream('svc');
-    const gw = await startTestGateway(testConfig({
-      legacyUrl: legacy.url,
-      serviceUrl: svc.url,
-      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
-      raw: { policies: { breakers: { default: { volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 100 } } } },
-    }));
+    const { svc, gw, stop } = await breakerGateway({ volumeThreshold: 4, errorThresholdPercentage: 50, resetTimeoutMs: 100 });
     try {
       const breaker = gw.runtime.snapshot.breakers.get('svc');
       assert.ok(breaker);
@@ -500,9 +506,7 @@ describe('breaker', () => {
       const body = (await status.json()) as { breakers: { upstream: string; state: string; opens: number }[] };
       assert.deepEqual(body.breakers.map((b) => [b.upstream, b.state, b.opens]), [['svc', 'closed', 1]]);
     } finally {
-      await gw.close();
-      await legacy.stop();
-      await svc.stop();
+      await stop();
     }
   });
 
@@ -550,14 +554,7 @@ describe('breaker', () => {
   });
 
   test('clients that hang up before a hung service times out still open its breaker, and do not close it on a half-open trial', async () => {
-    const legacy = await fakeUpstream('legacy');
-    const svc = await fakeUpstream('svc');
-    const gw = await startTestGateway(testConfig({
-      legacyUrl: legacy.url,
-      serviceUrl: svc.url,
-      flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 100 } }) },
-      raw: { policies: { breakers: { default: { volumeThreshold: 2, errorThresholdPercentage: 50, timeoutMs: 200, resetTimeoutMs: 100 } } } },
-    }));
+    const { svc, gw, stop } = await breakerGateway({ volumeThreshold: 2, errorThresholdPercentage: 50, timeoutMs: 200, resetTimeoutMs: 100 });
     /** A client that gives up once the service has the request (before the service's 200 ms timeout). */
     const impatient = async (i: number) => {
       const req = request(`${gw.proxyUrl}/api/orders/${i}`, { headers: { 'x-user-id': 'u' } });
@@ -585,9 +582,7 @@ describe('breaker', () => {
       const service = gw.runtime.stats('orders').totals('service');
       assert.deepEqual([service.requests, service.errors], [3, 0], "the clients' hang-ups are counted, not as the service's errors");
     } finally {
-      await gw.close();
-      await legacy.stop();
-      await svc.stop();
+      await stop();
     }
   });
 
