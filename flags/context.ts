@@ -76,7 +76,7 @@ export function headerText(value: string): string {
   return isUtf8(bytes) ? bytes.toString('utf8') : value;
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+const NON_ASCII = /[\u0080-\uffff]/;
 
 function firstHeader(headers: IncomingHttpHeaders, name: string): string | undefined {
   const v = headers[name.toLowerCase()];
