@@ -145,8 +145,16 @@ export class UnleashAdminApi {
   }
 
   /** GET …/features/{name}/environments/{env}: enabled state and strategies. */
-  getFeatureEnvironment(project: string, name: string, environment: string): Promise<FeatureEnvironmentState> {
-    return this.#call<FeatureEnvironmentState>('GET', `${this.#featurePath(project, name)}/environments/${seg(environment)}`);
+  /**
+   * The environment's state, its strategies with their segments: GET …/environments/{env} of unleash-server 7.5.1
+   * leaves each strategy's segments out (a segment added by hand would look like none), the strategies list has them.
+   */
+  async getFeatureEnvironment(project: string, name: string, environment: string): Promise<FeatureEnvironmentState> {
+    const [state, strategies] = await Promise.all([
+      this.#call<FeatureEnvironmentState>('GET', `${this.#featurePath(project, name)}/environments/${seg(environment)}`),
+      this.listStrategies(project, name, environment),
+    ]);
+    return { ...state, strategies };
   }
 
   // ── strategies ─────────────────────────────────────────────────────────

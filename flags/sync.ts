@@ -112,10 +112,7 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
     act('created-flag', `created flag ${name} in project ${project}`);
   }
 
-  // GET …/environments/{env} leaves each strategy's segments out (unleash-server 7.5.1); the strategies list has them.
-  // Without them a segment added by hand is no drift, and --fix (which PUTs segments: []) would drop it unnarrowed.
-  const [envState, strategies] = await Promise.all([api.getFeatureEnvironment(project, name, environment), api.listStrategies(project, name, environment)]);
-  const state = { ...envState, strategies };
+  const state = await api.getFeatureEnvironment(project, name, environment);
   const ours = findManagedStrategy(state.strategies);
   const others = state.strategies.filter((s) => s !== ours);
   const drift: Drift[] = [];
