@@ -132,7 +132,7 @@ class Attempt {
   readonly timeoutMs: number;
   readonly done: (o: Outcome, ex: Exchange) => void;
   /** A service attempt: its breaker needs the service's own outcome, even after the client has hung up (abort). */
-  readonly outlivesClient: boolean;
+  readonly forBreaker: boolean;
   proxyReq: ClientRequest | null = null;
   body: Body = NO_BODY;
   options: RequestOptions = {};
@@ -144,12 +144,12 @@ class Attempt {
   connectTimer: NodeJS.Timeout | undefined;
   settled = false;
 
-  constructor(ex: Exchange, upstream: Upstream, timeoutMs: number, done: (o: Outcome, ex: Exchange) => void, outlivesClient = false) {
+  constructor(ex: Exchange, upstream: Upstream, timeoutMs: number, done: (o: Outcome, ex: Exchange) => void, forBreaker = false) {
     this.ex = ex;
     this.upstream = upstream;
     this.timeoutMs = timeoutMs;
     this.done = done;
-    this.outlivesClient = outlivesClient;
+    this.forBreaker = forBreaker;
   }
 
   start(body: Body): void {
@@ -268,16 +268,21 @@ class Attempt {
    * on a half-open trial. Returns whether the attempt goes on.
    */
   abort(): boolean {
-    if (this.outlivesClient && this.body.kind !== 'stream') return true;
+    if (this.outlivesClient()) return true;
     this.settle({ ok: false, phase: 'client-aborted', sent: !this.connecting() });
     this.proxyReq?.destroy();
     return false;
   }
 
+  /** A service attempt whose request goes out whole: a streamed upload is cut with its client, so that one cannot. */
+  outlivesClient(): boolean {
+    return this.forBreaker && this.body.kind !== 'stream';
+  }
+
   failed(err: NodeJS.ErrnoException): void {
     const code = err.code ?? '';
     // A reset caused by the client going away is the client's doing: its 'close' settles the attempt.
-    if (code === 'ECONNRESET' && this.ex.req.socket.destroyed && !(this.outlivesClient && this.body.kind !== 'stream')) {
+    if (code === 'ECONNRESET' && this.ex.req.socket.destroyed && !this.outlivesClient()) {
       this.proxyReq?.destroy();
       return;
     }
