@@ -100,32 +100,29 @@ export class PostgresStateStore implements StateStore {
       const fresh = await this.#pool.connect();
       client = fresh;
       this.#lockClient = fresh;
-      // Once per session (a standby asks every tick on the same one).
-      fresh.on('error', (err) => {
-        // The connection (and with it the lock) is gone: stand by until a new one wins the lock. Give the dead
-        // client back to the pool to be discarded, or each lost session (a PostgreSQL restart or failover) keeps
-        // one of the pool's connections and the third leaves the controller waiting for a connection forever.
-        if (this.#lockClient === fresh) {
-          this.#leader = false;
-          this.#lockClient = undefined;
-          fresh.release(err);
-        }
-      });
+      fresh.on('error', (err) => this.#dropLockSession(fresh, err)); // once per session: a standby asks every tick on it
     }
     let rows: { ok: boolean }[];
     try {
       ({ rows } = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [LOCK_KEY]));
     } catch (err) {
-      // The session died under the query: discard it; the next tick asks on a new one.
-      if (this.#lockClient === client) {
-        this.#leader = false;
-        this.#lockClient = undefined;
-        client.release(err instanceof Error ? err : true);
-      }
+      this.#dropLockSession(client, err); // the session died under the query; the next tick asks on a new one
       throw err;
     }
     this.#leader = rows[0]?.ok === true;
     return this.#leader;
+  }
+
+  /**
+   * The lock session is gone (and the lock with it): stand by until a new session wins the lock. The dead client goes
+   * back to the pool to be discarded, or each lost session (a PostgreSQL restart or failover) would keep one of the
+   * pool's connections and the third would leave the controller waiting for a connection for ever.
+   */
+  #dropLockSession(client: pg.PoolClient, err: unknown): void {
+    if (this.#lockClient !== client) return;
+    this.#leader = false;
+    this.#lockClient = undefined;
+    client.release(err instanceof Error ? err : true);
   }
 
   async close(): Promise<void> {

@@ -140,12 +140,13 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     return { record: { ...record, state: 'holding', stepIndex: at, holdStartedAt: now }, action: none };
   }
 
-  // holding
-  if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...record, stepIndex: at, holdStartedAt: now }, action: none };
+  // holding, at step `at`
+  const here: PlanRecord = { ...record, stepIndex: at };
+  if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...here, holdStartedAt: now }, action: none };
   const holdStartedAt = base.holdStartedAt ?? now;
-  if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...record, stepIndex: at, holdStartedAt }, action: none };
+  if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...here, holdStartedAt }, action: none };
   const nextIndex = at + 1;
-  if (nextIndex >= steps.length) return { record: { ...record, stepIndex: at, state: 'completed', holdStartedAt }, action: none };
+  if (nextIndex >= steps.length) return { record: { ...here, state: 'completed', holdStartedAt }, action: none };
   const target = steps[nextIndex]!;
   return {
     record: { ...record, stepIndex: nextIndex, targetPercent: target, applied: false, fromPercent: percent, holdStartedAt: now },
