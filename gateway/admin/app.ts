@@ -102,7 +102,7 @@ async function probe(upstream: UpstreamConfig, index: number): Promise<{ healthy
  * override would stick, as its own environment never shows the flag off) nor lift its rollback. A strategy event (a
  * percentage or title change, such as the annotation a rollback writes) is a refresh, never a resume.
  */
-export function pushFromBody(body: unknown, reads: (flag: string, environment: string) => boolean = () => true): FlagPush {
+export function pushFromBody(body: unknown, reads: (flag: string, environment: string) => boolean): FlagPush {
   if (!body || typeof body !== 'object') return { action: 'refresh' };
   const b = body as Record<string, unknown>;
   if (typeof b.type === 'string' && typeof b.featureName === 'string') {
