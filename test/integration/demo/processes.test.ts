@@ -143,11 +143,14 @@ describe('extracted orders service process', () => {
   test('a restart keeps reference data replicated since the first start (seeding fills an empty copy only)', async () => {
     assert.equal((await (await start('service', 'orders_service')).stop()).code, 0);
     // What the one-way customers/products mapping of a real migration does to the read-only copy while the service runs.
-    const pool = new pg.Pool({ connectionString: postgres.url('orders_service') });
+    // One client, not a pool: its end() resolves once the connection is closed, whereas a pool's end() can resolve
+    // first, and the server's stop in after() then reached the closing connection as an uncaught 'error'.
+    const db = new pg.Client({ connectionString: postgres.url('orders_service') });
+    await db.connect();
     try {
-      await pool.query(`UPDATE catalog_items SET unit_price = 14.99, title = 'Enamel mug, large' WHERE item_id = 1`);
-      await pool.query(`UPDATE buyers SET email = 'ada@example.org' WHERE buyer_id = 1`);
-      await pool.query(`DELETE FROM catalog_items WHERE item_id = 12`);
+      await db.query(`UPDATE catalog_items SET unit_price = 14.99, title = 'Enamel mug, large' WHERE item_id = 1`);
+      await db.query(`UPDATE buyers SET email = 'ada@example.org' WHERE buyer_id = 1`);
+      await db.query(`DELETE FROM catalog_items WHERE item_id = 12`);
       const app = await start('service', 'orders_service');
       const post = (productId: number) => fetch(`${app.url}/api/orders`, {
         method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ customerId: 1, items: [{ productId, quantity: 1 }] }),
@@ -158,11 +161,11 @@ describe('extracted orders service process', () => {
       assert.equal(order.items[0]?.unitPriceCents, 1499, 'the replicated price, not the seed list\'s 1299');
       const removed = await post(12);
       assert.equal(removed.status, 400, 'a product removed since is not seeded back');
-      const { rows } = await pool.query<{ email: string }>('SELECT email FROM buyers WHERE buyer_id = 1');
+      const { rows } = await db.query<{ email: string }>('SELECT email FROM buyers WHERE buyer_id = 1');
       assert.equal(rows[0]?.email, 'ada@example.org');
       assert.deepEqual(await app.stop(), { code: 0, signal: null });
     } finally {
-      await pool.end();
+      await db.end();
     }
   });
 });
