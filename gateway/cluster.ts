@@ -5,10 +5,12 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { flushLogger, type Logger } from '../common/logger.ts';
 import type { FlagPush } from '../flags/client.ts';
 import { EPHEMERAL_SESSION_SECRET_ENV, ephemeralSessionSecret } from '../flags/context.ts';
-import { loadConfigFile, parseConfigText, readConfigText, type LoadedConfig } from './config/load.ts';
+import { ConfigError, loadConfigFile, parseConfigText, readConfigText, type LoadedConfig } from './config/load.ts';
+import { upstreamTls } from './proxy/upstreams.ts';
 import { watchConfigFile } from './config/watch.ts';
 import { reloadFailed, reloadSucceeded, Runtime, type ReloadStatus } from './runtime.ts';
 import { routesResponse, mergeRouteStatuses, addRetiredTotals, retireTotals, type RetiredTotals } from './admin/status.ts';
@@ -158,6 +160,41 @@ export function replacementStartDeadlineMs(started: LoadedConfig, current: Loade
   return hangMs === 0 ? 0 : started.flags.requestTimeoutMs + hangMs;
 }
 
+const isTrue = (r: PromiseSettledResult<boolean> | undefined) => r?.status === 'fulfilled' && r.value === true;
+const isFalse = (r: PromiseSettledResult<boolean> | undefined) => r?.status === 'fulfilled' && r.value === false;
+
+/**
+ * What a worker's reload reads beyond the file's text, the upstreams' PEM files, checked by the primary before any
+ * worker applies the file: a file every worker would refuse is refused with its problems (path, expected, found), and
+ * is never the config replacements start from.
+ */
+function checkUpstreamFiles(config: LoadedConfig): void {
+  const problems = config.upstreams.flatMap((u, i) => {
+    const t = upstreamTls(u, i);
+    return 'problem' in t ? [t.problem] : [];
+  });
+  if (problems.length > 0) throw new ConfigError(config.source, problems);
+}
+
+/** SIGKILLs a worker unless it has exited, and resolves once it has. */
+function killWorker(worker: Worker): Promise<void> {
+  if (worker.process.exitCode !== null || worker.process.signalCode !== null) return Promise.resolve();
+  const exited = once(worker.process, 'exit').then(() => undefined);
+  worker.process.kill('SIGKILL');
+  return exited;
+}
+
+/**
+ * Sends to a worker. Its channel may have closed since it was looked up (it exited while a reload or view waited):
+ * the send then fails through the callback, never as an 'error' event, which no listener takes and would end the primary.
+ */
+function send(worker: Worker, message: Envelope, onError: (err: Error) => void = () => {}): void {
+  if (!worker.isConnected()) return onError(new Error('its IPC channel is closed'));
+  worker.send(message, undefined, undefined, (err: Error | null) => {
+    if (err) onError(err);
+  });
+}
+
 /** Primary side: fork workers, serve the control plane, and relay signals. */
 export async function runPrimary(configFile: string, workers: number, log: Logger, options: { port?: number; adminPort?: number } = {}): Promise<{ proxyPort: number; admin: ControlPlaneServer; stop(): Promise<void> }> {
   /** The last good config and its text: what reloads apply and replacement workers start from (ConfigTexts). */
@@ -187,7 +224,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
         reject(new Error(`worker ${worker.process.pid} did not answer ${request.kind} within ${timeoutMs} ms`));
       }, timeoutMs);
       pending.set(id, { resolve: (v) => (clearTimeout(timer), resolve(v as T)), reject: (e) => (clearTimeout(timer), reject(e)) });
-      worker.send({ strangler: true, id, request } satisfies Envelope);
+      send(worker, { strangler: true, id, request }, (err) => onMessage({ strangler: true, id, error: `worker ${worker.process.pid} could not be asked ${request.kind}: ${err.message}` }));
     });
 
   /**
@@ -237,7 +274,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
         if (serving.has(worker)) serving.set(worker, Date.now());
         if (isEnvelope(m) && m.id === 'config' && restart) {
           given = configText;
-          worker.send({ strangler: true, id: 'config', reply: { started: startedText, current: given } satisfies ConfigTexts } satisfies Envelope);
+          send(worker, { strangler: true, id: 'config', reply: { started: startedText, current: given } satisfies ConfigTexts });
         } else if (isEnvelope(m) && m.id === 'listening') {
           clearTimeout(deadline);
           listeningAt = Date.now();
@@ -318,7 +355,7 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
         w.process.kill('SIGKILL');
         continue;
       }
-      if (timeoutMs > 0) w.send({ strangler: true, id: 'ping', request: { kind: 'ping' } } satisfies Envelope);
+      if (timeoutMs > 0) send(w, { strangler: true, id: 'ping', request: { kind: 'ping' } });
     }
     watchdog = setTimeout(() => watch(now + everyMs), everyMs).unref();
   };
@@ -384,24 +421,41 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
   const admin = await startControlPlane(plane, log, { token: adminToken(config).token, ...(options.adminPort === undefined ? {} : { port: options.adminPort }) });
 
   /**
-   * SIGHUP or a change of the file: the primary validates it, then every worker loads the text the primary read (not
-   * the file again, which may have changed since), and replacements start from it.
+   * SIGHUP or a change of the file: the primary validates it (its PEM files included, which the workers read), then
+   * every worker loads the text the primary read (not the file again, which may have changed since). Only once every
+   * worker has applied it does it become the last good config (shown by GET /admin/config, given to replacements);
+   * if one did not, those that may have go back to the last good one, so the workers never serve a mix. Reloads run
+   * one at a time, so a rollback never lands after a later reload.
    */
-  const reloadAll = async (): Promise<void> => {
+  const reloadOnce = async (): Promise<void> => {
     try {
       const text = readConfigText(configFile);
-      config = parseConfigText(text, configFile);
-      configText = text;
+      const next = parseConfigText(text, configFile);
+      checkUpstreamFiles(next);
       const workers = live();
-      const applied = await Promise.all(workers.map((w) => ask<boolean>(w, { kind: 'reload', text })));
-      // The worker reads its PEM files itself; one that failed kept its last good config.
-      const failed = workers.filter((_, i) => !applied[i]).map((w) => w.process.pid);
-      if (failed.length > 0) throw new Error(`${configFile}: gateway workers ${failed.join(', ')} could not load it and kept their last good config (see their config.reload_failed log lines)`);
+      const applied = await Promise.allSettled(workers.map((w) => ask<boolean>(w, { kind: 'reload', text })));
+      const failed = workers.filter((_, i) => !isTrue(applied[i]));
+      if (failed.length > 0) {
+        // A worker that answered false kept the last good config; one that did not answer may apply it late.
+        await Promise.allSettled(workers.filter((_, i) => !isFalse(applied[i])).map((w) => ask<boolean>(w, { kind: 'reload', text: configText })));
+        const why = workers.flatMap((w, i) => {
+          const r = applied[i];
+          if (isTrue(r)) return [];
+          return [r?.status === 'rejected' ? messageOf(r.reason) : `worker ${w.process.pid} refused it (see its config.reload_failed log line)`];
+        });
+        throw new Error(`${configFile}: gateway workers ${failed.map((w) => w.process.pid).join(', ')} could not load it (${why.join('; ')}); every worker keeps the last good config`);
+      }
+      config = next;
+      configText = text;
+      // Replacements that started meanwhile were given the previous text.
+      await Promise.allSettled(live().filter((w) => !workers.includes(w)).map((w) => ask<boolean>(w, { kind: 'reload', text })));
       reloadSucceeded(reload, started, config, log, { file: configFile, workers: live().length });
     } catch (err) {
       reloadFailed(reload, configFile, err, log);
     }
   };
+  let reloading = Promise.resolve();
+  const reloadAll = (): Promise<void> => (reloading = reloading.then(reloadOnce));
   process.on('SIGHUP', () => void reloadAll());
   const watcher = watchConfigFile(configFile, () => void reloadAll());
 
@@ -413,8 +467,14 @@ export async function runPrimary(configFile: string, workers: number, log: Logge
       clearTimeout(watchdog);
       for (const timer of retries) clearTimeout(timer);
       watcher.close();
+      const deadline = Date.now() + config.proxy.drainTimeoutMs;
+      // A worker still starting has nothing in flight; a serving one drains. Any left after that (its event loop
+      // stuck, its process stopped) is killed: it would outlive the gateway holding the port, and its IPC channel
+      // would keep this process from exiting.
+      await Promise.allSettled(Object.values(cluster.workers ?? {}).flatMap((w) => (w && !serving.has(w) ? [killWorker(w)] : [])));
       await Promise.allSettled(live().map((w) => ask(w, { kind: 'drain' }, config.proxy.drainTimeoutMs + 5_000)));
-      await admin.close();
+      await Promise.allSettled(Object.values(cluster.workers ?? {}).flatMap((w) => (w ? [killWorker(w)] : [])));
+      await admin.close(deadline);
       await controller.close?.();
       await sync.close?.();
     },

@@ -2,10 +2,11 @@
  * Listeners and lifecycle: the data plane (node:http + the forwarder) and the control plane (express) on separate
  * ports, config reload on file change, and a bounded drain on shutdown.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
+import { settlesWithin } from '../common/timeout.ts';
 import type { Logger } from '../common/logger.ts';
 import { createLogger, flushLogger } from '../common/logger.ts';
 import { StranglerError } from '../common/errors.ts';
@@ -62,6 +63,8 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
   // The forwarder counts requests in flight itself (one shared 'close' listener per response) for the drain below.
   const server = createServer({ maxHeaderSize: proxy.maxHeaderBytes, headersTimeout: proxy.headersTimeoutMs, requestTimeout: proxy.requestTimeoutMs, keepAliveTimeout: 5_000 }, forwarder.handle);
   server.on('upgrade', forwarder.handleUpgrade);
+  // Expect: 100-continue is answered by the forwarder once it will read the body, not by node at once.
+  server.on('checkContinue', forwarder.handleContinue);
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     // Malformed requests (smuggling attempts, oversized headers) are refused by node's parser; answer and close.
     if (!socket.writable) return socket.destroy();
@@ -80,10 +83,7 @@ export async function startDataPlane(runtime: Runtime, options: { port?: number 
       if (forwarder.inflight > 0 || forwarder.websockets > 0) {
         // From the config in force now (a reload may have changed it).
         const { drainTimeoutMs } = runtime.snapshot.config.proxy;
-        let timer: NodeJS.Timeout | undefined;
-        const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), drainTimeoutMs)));
-        if (await Promise.race([forwarder.whenIdle().then(() => false), timedOut])) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, websockets: forwarder.websockets, drainTimeoutMs });
-        clearTimeout(timer);
+        if (!(await settlesWithin(forwarder.whenIdle(), drainTimeoutMs))) logEvent(runtime.log, 'gateway.drain_timeout', { inflight: forwarder.inflight, websockets: forwarder.websockets, drainTimeoutMs });
       }
       server.closeAllConnections();
       forwarder.close();
@@ -95,7 +95,12 @@ export interface ControlPlaneServer {
   readonly server: Server;
   readonly port: number;
   readonly token: string;
-  close(): Promise<void>;
+  /**
+   * Stops accepting and lets in-flight admin requests (a shift or rollback waiting on Unleash) finish until
+   * `deadline` (epoch ms; default now + proxy.drainTimeoutMs), then closes every connection: cutting one would leave
+   * its operator unsure whether the change reached Unleash.
+   */
+  close(deadline?: number): Promise<void>;
 }
 
 /** Refuses a non-loopback bind without a token; with no token on loopback, mints one for this run. */
@@ -109,16 +114,27 @@ export async function startControlPlane(plane: ControlPlane, log: Logger, option
   const config = plane.config();
   const token = options.token ?? adminToken(config).token;
   const server = createServer(createAdminApp(plane, { token, log }));
+  let inflight = 0;
+  let idle: (() => void) | undefined;
+  server.on('request', (_req, res: ServerResponse) => {
+    inflight += 1;
+    res.once('close', () => {
+      inflight -= 1;
+      if (inflight === 0) idle?.();
+    });
+  });
   const port = await listen(server, options.port ?? config.admin.port, config.admin.bind, 'control plane', 'set admin.port in the config or pass --admin-port');
   return {
     server,
     port,
     token,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
+    close: async (deadline = Date.now() + plane.config().proxy.drainTimeoutMs) => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      if (inflight > 0 && !(await settlesWithin(new Promise<void>((resolve) => (idle = resolve)), deadline - Date.now()))) logEvent(log, 'admin.drain_timeout', { inflight });
+      server.closeAllConnections();
+      await closed;
+    },
   };
 }
 
@@ -198,8 +214,10 @@ export async function startGateway(config: LoadedConfig, options: GatewayOptions
       (closing ??= (async () => {
         logEvent(log, 'gateway.stopping', {});
         watcher?.close();
+        // One drain budget for both listeners; the control plane keeps answering (/readyz: draining) meanwhile.
+        const deadline = Date.now() + runtime.snapshot.config.proxy.drainTimeoutMs;
         await data.drain();
-        await admin.close();
+        await admin.close(deadline);
         runtime.close();
         logEvent(log, 'gateway.stopped', {});
         await flushLogger(log);

@@ -197,7 +197,7 @@ export function createAdminApp(plane: ControlPlane, options: { token: string; lo
   app.get('/admin/upstreams', async (_req, res, next) => {
     try {
       const config = plane.config();
-      const upstreams = await Promise.all(config.upstreams.map(async (u, i) => ({ id: u.id, url: u.url, healthPath: u.healthPath, health: await probe(u, i) })));
+      const upstreams = await Promise.all(config.upstreams.map(async (u, i) => ({ id: u.id, url: redactUrl(u.url), healthPath: u.healthPath, health: await probe(u, i) })));
       res.json({ upstreams });
     } catch (err) {
       next(err);

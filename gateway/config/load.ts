@@ -41,7 +41,11 @@ export function redactUrl(value: string): string {
 function withoutSecrets(p: ConfigProblem): ConfigProblem {
   const field = p.path.replace(/(\[\d+\])+$/, '');
   const type = /^(string|number|boolean) /.exec(p.found)?.[1];
-  return SECRET_FIELD.test(field) && type !== undefined ? { ...p, found: `a ${type} (not shown: a secret)` } : p;
+  if (SECRET_FIELD.test(field) && type !== undefined) return { ...p, found: `a ${type} (not shown: a secret)` };
+  // A URL too malformed for redactUrl ("postgres//user:pw@host", a scheme typo) may still carry user:password@:
+  // everything up to its last "@" is left out.
+  if (/url$/i.test(field) && type === 'string' && p.found.includes('@') && !p.found.includes(':[redacted]@')) return { ...p, found: p.found.replace(/^string "[^"]*@/, 'string "[redacted]@') };
+  return p;
 }
 
 export class ConfigError extends StranglerError {

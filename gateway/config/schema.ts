@@ -11,6 +11,11 @@ import { tlsClientSchema } from '../../common/tls.ts';
 const id = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9._-]*$/, 'letters, digits, ".", "_" or "-", starting with a letter or digit').describe('Identifier used to join sections.');
 const ms = z.number().int().nonnegative();
 const httpUrl = z.string().regex(/^https?:\/\/[^\s/]+(\/.*)?$/, 'an http:// or https:// URL');
+/**
+ * A URL strangler calls with fetch (Unleash, a gateway's admin API): fetch refuses credentials in a URL and its error
+ * repeats the URL, password included, into logs and CLI output; these services take a token instead.
+ */
+const fetchUrl = z.string().regex(/^https?:\/\/[^\s/@]+(\/.*)?$/, 'an http:// or https:// URL without user:password@ (give the token in its own field)');
 const HTTP_METHODS = ['GET', 'HEAD', 'OPTIONS', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 export const upstreamSchema = z.object({
@@ -105,14 +110,14 @@ export const policiesSchema = z.object({
 }).strict();
 
 export const gatewayRefSchema = z.object({
-  url: httpUrl.describe('A gateway control plane, e.g. http://10.0.0.5:9901.'),
+  url: fetchUrl.describe('A gateway control plane, e.g. http://10.0.0.5:9901.'),
   token: z.string().nullable().default(null),
 }).strict();
 
 export const flagsSchema = z.object({
-  url: httpUrl.nullable().default(null).describe('Unleash client API base, e.g. http://127.0.0.1:4242/api/. null = offline (bootstrapFile only).'),
+  url: fetchUrl.nullable().default(null).describe('Unleash client API base, e.g. http://127.0.0.1:4242/api/. null = offline (bootstrapFile only).'),
   token: z.string().nullable().default(null).describe('Unleash backend token the gateway polls with (no "Bearer").'),
-  adminUrl: httpUrl.nullable().default(null).describe('Unleash base URL for the Admin API; default url without /api/.'),
+  adminUrl: fetchUrl.nullable().default(null).describe('Unleash base URL for the Admin API; default url without /api/.'),
   adminToken: z.string().nullable().default(null).describe('Admin token or personal access token for sync, shift, rollback and the controller.'),
   project: z.string().default('default'),
   environment: z.string().default('development').describe('Environment the flags live in; must match the backend token\'s environment.'),
@@ -148,7 +153,7 @@ export const proxySchema = z.object({
   maxHeaderBytes: z.number().int().positive().default(16_384).describe('Requests with larger headers get 431.'),
   headersTimeoutMs: ms.default(20_000),
   requestTimeoutMs: ms.default(300_000),
-  drainTimeoutMs: ms.default(10_000).describe('On SIGTERM, in-flight requests and open WebSockets get this long to finish.'),
+  drainTimeoutMs: ms.default(10_000).describe('On SIGTERM, in-flight requests (proxy and admin API) and open WebSockets get this long to finish.'),
   responseHeaders: z.boolean().default(true).describe('Add x-strangler-route, x-strangler-target and x-strangler-fallback to responses.'),
   logSampleRate: z.number().min(0).max(1).default(1).describe('Share of successful requests logged (errors and fallbacks always are).'),
   trustForwardedHeaders: z.boolean().default(false).describe('Append to an incoming X-Forwarded-For instead of replacing it, and pass the client\'s X-Forwarded-Proto/Host, Forwarded and X-Real-IP through (otherwise they are replaced or dropped).'),

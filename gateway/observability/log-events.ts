@@ -39,6 +39,7 @@ const EVENTS = {
   'admin.change': 'info',
   'admin.error': 'error',
   'admin.local_push_failed': 'warn',
+  'admin.drain_timeout': 'warn',
 } as const satisfies Record<string, Level>;
 
 export type LogEvent = keyof typeof EVENTS;

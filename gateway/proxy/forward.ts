@@ -26,15 +26,14 @@ import type { Socket } from 'node:net';
 import { TLSSocket } from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { PassThrough, type Readable } from 'node:stream';
-import httpProxy from 'http-proxy';
 import type { ErrorCode } from '../../common/errors.ts';
 import { StranglerError } from '../../common/errors.ts';
 import type { Target } from '../admin/types.ts';
 import type { LoadedRoute } from '../config/load.ts';
 import type { Runtime, Snapshot } from '../runtime.ts';
 import { bodyIdleTimedOut, upstreamHost, upstreamPath, type Upstream } from './upstreams.ts';
-import { clientHost, clientResponseHeaders, clientScheme, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
-import { isOpenBreakerError } from '../resilience/breakers.ts';
+import { clientHost, clientResponseHeaders, clientScheme, isHopByHop, rawHeader, requestIdOf, upstreamRequestHeaders, type ForwardedInfo, type LocationRewrite } from './headers.ts';
+import { isOpenBreakerError, type Breaker } from '../resilience/breakers.ts';
 import { F, logEvent, RequestLog } from '../observability/log-events.ts';
 import type { Identity } from '../../flags/context.ts';
 
@@ -115,10 +114,15 @@ class Exchange {
   }
 }
 
+/** What #record reads of a request: an Exchange, or a WebSocket handshake (PendingUpgrade). */
+type Recorded = Pick<Exchange, 'req' | 'snapshot' | 'route' | 'reqId' | 'start' | 'decision' | 'path'>;
+
 /** Where per-request state hangs off node's own objects, so listeners can be shared functions instead of closures. */
 const kExchange = Symbol('strangler.exchange');
 const kAttempt = Symbol('strangler.attempt');
-type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange | null };
+/** Set on the response of a request that waits for `100 Continue` before sending its body (handleContinue). */
+const kContinue = Symbol('strangler.continue');
+type ExchangeResponse = ServerResponse & { [kExchange]?: Exchange | null; [kContinue]?: boolean };
 type AttemptRequest = ClientRequest & { [kAttempt]?: Attempt };
 type UpstreamResponse = IncomingMessage & { [kExchange]?: Exchange };
 
@@ -387,6 +391,14 @@ function onUpstreamResponse(this: AttemptRequest, upRes: IncomingMessage): void 
   const a = this[kAttempt];
   if (!a) return;
   const status = upRes.statusCode ?? 502;
+  // As on requests (#normalizeTarget): a coding other than chunked would reach the client still applied but named
+  // nowhere (Transfer-Encoding is hop-by-hop), a body it cannot decode. Envoy's codec refuses such an answer as a
+  // protocol error (502, the upstream connection closed); here it is a broken answer, which may fall back.
+  const te = rawHeader(upRes.rawHeaders, 'transfer-encoding');
+  if (te !== undefined && !isChunkedOnly(te)) {
+    upRes.destroy();
+    return a.settle({ ok: false, phase: 'reset', sent: true, error: `unsupported Transfer-Encoding "${te.slice(0, 100)}" in the answer (only "chunked")` });
+  }
   a.settle(status >= 500 ? { ok: false, phase: 'status', sent: true, res: upRes, error: `status ${status}` } : { ok: true, res: upRes });
 }
 
@@ -433,8 +445,6 @@ function failureCode(phase: FailurePhase): ErrorCode {
 
 export class Forwarder {
   readonly #runtime: Runtime;
-  /** WebSocket upgrades only; HTTP requests go through Attempt. The upgrade sets its Host itself (upstreamHost). */
-  readonly #proxy = httpProxy.createProxyServer({ changeOrigin: false, xfwd: false, prependPath: true });
   #inflight = 0;
   /** Client sockets of proxied WebSocket upgrades, from routing until they close (the drain waits for them too). */
   readonly #upgrades = new Set<Duplex>();
@@ -446,10 +456,6 @@ export class Forwarder {
   constructor(runtime: Runtime) {
     this.#runtime = runtime;
     this.#requestLog = new RequestLog(runtime.log);
-    // Without a listener http-proxy would throw; errors reach each upgrade through ws()'s callback instead.
-    this.#proxy.on('error', () => {});
-    this.#proxy.on('econnreset', () => {});
-    this.#proxy.on('proxyReqWs', onProxyReqWs);
   }
 
   /** A request sent again after a stale pooled connection (Attempt.retryStale). */
@@ -544,6 +550,18 @@ export class Forwarder {
     }
   };
 
+  /**
+   * The http.Server 'checkContinue' handler: an HTTP/1.1 request with `Expect: 100-continue`. With this listener node
+   * no longer sends `100 Continue` itself; the forwarder sends it once it is going to read the body (expectBody), so
+   * a request refused first (no route, a declared length over a replay limit it must meet) is answered before the
+   * client uploads anything, and node closes that connection (it never keeps one alive after a final answer that
+   * was not preceded by 100 Continue: the client may send its body or not).
+   */
+  handleContinue = (req: IncomingMessage, res: ServerResponse): void => {
+    (res as ExchangeResponse)[kContinue] = true;
+    this.handle(req, res);
+  };
+
   /** Decides the target (ENGINEERING.md §2 steps 2–3): override, then the route's flag for this identity. */
   decide(snapshot: Snapshot, route: LoadedRoute, req: IncomingMessage, reqId: string): Decision {
     if (!route.service) return { target: 'legacy', reason: 'legacy-only', identity: null };
@@ -562,6 +580,7 @@ export class Forwarder {
     const { req } = ex;
     const legacy = ex.snapshot.upstreams.get(ex.route.legacy) as Upstream;
     const body: Body = hasBody(req) ? { kind: 'stream', stream: req } : NO_BODY;
+    if (body !== NO_BODY) expectBody(ex);
     try {
       new Attempt(ex, legacy, legacy.config.timeoutMs, Forwarder.#legacyDone).start(body);
     } catch (err) {
@@ -579,23 +598,27 @@ export class Forwarder {
     const policy = snapshot.config.policies.fallbacks[route.fallback];
     if (!policy) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
     if (!hasBody(req)) return this.#fireService(ex, NO_BODY);
+    const mustReplay = policy.enabled && policy.onBodyTooLarge === 'reject';
+    // A declared length over the limit is refused before the body is read: with Expect: 100-continue, before the
+    // client sends it (no 100 Continue is sent, see handleContinue).
+    if (mustReplay && Number(req.headers['content-length']) > policy.maxReplayBodyBytes) return this.#bodyTooLarge(ex, req, policy.maxReplayBodyBytes);
+    expectBody(ex);
     readBody(req, policy.enabled ? policy.maxReplayBodyBytes : 0).then((body) => {
       if (ex.clientGone) return this.#record(ex, 'service', CLIENT_CLOSED, true);
-      if (body.kind === 'stream' && policy.enabled && policy.onBodyTooLarge === 'reject') {
-        body.stream.resume();
-        return this.#respondError(ex, 'service', new StranglerError('BODY_TOO_LARGE_TO_REPLAY', `request body exceeds maxReplayBodyBytes (${policy.maxReplayBodyBytes}) of fallback policy "${route.fallback}"`));
-      }
+      if (body.kind === 'stream' && mustReplay) return this.#bodyTooLarge(ex, body.stream, policy.maxReplayBodyBytes);
       this.#fireService(ex, body);
     }).catch((err: unknown) => this.#respondError(ex, 'service', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`)));
   }
 
+  /** 413: the body cannot be buffered for the replay the route's fallback policy demands. What was sent is discarded. */
+  #bodyTooLarge(ex: Exchange, stream: Readable, limit: number): void {
+    stream.resume();
+    this.#respondError(ex, 'service', new StranglerError('BODY_TOO_LARGE_TO_REPLAY', `request body exceeds maxReplayBodyBytes (${limit}) of fallback policy "${ex.route.fallback}"`));
+  }
+
   #fireService(ex: Exchange, body: Body): void {
-    const { route, snapshot } = ex;
-    const service = snapshot.upstreams.get(route.service as string) as Upstream;
-    const breakerPolicy = snapshot.config.policies.breakers[route.breaker];
-    const breaker = snapshot.breakers.get(service.id);
-    if (!breakerPolicy || !breaker) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
-    breaker.fire(Forwarder.#serviceAction, ex, service, body, Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs)).catch((err: unknown) => {
+    const { service, breaker, timeoutMs } = serviceOf(ex.snapshot, ex.route);
+    breaker.fire(Forwarder.#serviceAction, ex, service, body, timeoutMs).catch((err: unknown) => {
       if (err instanceof AttemptFailed) return; // handled where the attempt settled
       // The breaker refused (open), or the attempt could not start (a header node refuses): neither reached the service.
       const outcome: Outcome = isOpenBreakerError(err) ? { ok: false, phase: 'breaker-open', sent: false } : { ok: false, phase: 'reset', sent: true, error: String(err) };
@@ -708,7 +731,7 @@ export class Forwarder {
     return headers;
   }
 
-  #record(ex: Exchange, target: Target, status: number, error: boolean, fallback: string | null = null, code?: string): void {
+  #record(ex: Recorded, target: Target, status: number, error: boolean, fallback: string | null = null, code?: string): void {
     const durationMs = performance.now() - ex.start;
     // A client that hung up (499) is logged as failed but is not the target's error: error counts and rates (the
     // metrics, the dashboard, the canary guard) mean answers >= 500 and proxy errors, as for the breaker.
@@ -733,7 +756,9 @@ export class Forwarder {
   /** Rejections before a route is known: answered locally, never forwarded. */
   #reject(req: IncomingMessage, res: ServerResponse, reqId: string, err: StranglerError): void {
     const body = errorBody(err, reqId);
-    res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': reqId, ...(this.#runtime.draining ? { connection: 'close' } : {}) });
+    // A body framed in a way the gateway does not take is not read on: the connection ends with the answer (Envoy).
+    const close = this.#runtime.draining || err.code === 'UNSUPPORTED_TRANSFER_ENCODING';
+    res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': reqId, ...(close ? { connection: 'close' } : {}) });
     res.end(body);
     req.resume();
     logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
@@ -758,8 +783,13 @@ export class Forwarder {
         return new StranglerError('BAD_REQUEST', 'malformed absolute request target');
       }
     }
-    if (req.headers['transfer-encoding'] !== undefined && req.headers['content-length'] !== undefined) {
-      return new StranglerError('BAD_REQUEST', 'both Content-Length and Transfer-Encoding were sent');
+    const te = req.headers['transfer-encoding'];
+    if (te !== undefined) {
+      if (req.headers['content-length'] !== undefined) return new StranglerError('BAD_REQUEST', 'both Content-Length and Transfer-Encoding were sent');
+      // Node decodes only the chunked framing and Transfer-Encoding is hop-by-hop, so a coding under it ("gzip,
+      // chunked") would reach the upstream still applied but named nowhere. Only "chunked" alone is taken, as Envoy
+      // and Go's net/http do (501, RFC 9112 §6.1).
+      if (!isChunkedOnly(te)) return new StranglerError('UNSUPPORTED_TRANSFER_ENCODING', `Transfer-Encoding "${te.slice(0, 100)}" is not supported: only "chunked"; send a coded body with Content-Encoding instead`);
     }
     const q = url.indexOf('?');
     let path = q === -1 ? url : url.slice(0, q);
@@ -775,47 +805,139 @@ export class Forwarder {
     return { path, host: bare.toLowerCase() };
   }
 
-  /** Routes a WebSocket upgrade by the same decision; no fallback (502/504 when the upstream cannot take it). */
+  /**
+   * Routes a WebSocket upgrade by the same decision as a request. The handshake is a bodiless GET and nothing is
+   * written to the client before an upstream's 101, so a service that cannot take it (breaker open, connect error,
+   * timeout, reset, a 5xx refusal) falls back to legacy under the route's fallback policy, and its breaker counts
+   * the outcome. Once switched, the two sockets are piped as one tunnel (closed together).
+   */
   handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
-    // Only WebSocket upgrades are proxied (http-proxy drops any other socket unanswered). Any other offer, such as
-    // curl --http2's `Upgrade: h2c`, may be ignored (RFC 9110 §7.8): the request is served as plain HTTP/1.1.
+    // Only WebSocket upgrades are proxied. Any other offer, such as curl --http2's `Upgrade: h2c`, may be ignored
+    // (RFC 9110 §7.8): the request is served as plain HTTP/1.1.
     if (req.method !== 'GET' || req.headers.upgrade?.toLowerCase() !== 'websocket') return reinjectWithoutUpgrade(req, socket, head);
+    const start = performance.now();
+    // node's server no longer listens for errors on an upgraded socket: a client reset would otherwise be uncaught.
+    socket.on('error', ignoreError);
     const snapshot = this.#runtime.snapshot;
     const reqId = requestIdOf(req.headers);
     const target = this.#normalizeTarget(req);
-    const route = target instanceof StranglerError ? undefined : snapshot.table.match(req.method ?? 'GET', target.host, target.path);
-    if (!route) {
-      socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
-      return;
-    }
+    if (target instanceof StranglerError) return this.#rejectUpgrade(req, socket, reqId, target);
+    const route = snapshot.table.match(req.method, target.host, target.path);
+    if (!route) return this.#rejectUpgrade(req, socket, reqId, new StranglerError('ROUTE_NOT_FOUND', `no route matches ${req.method} ${target.path}`));
     const decision = this.decide(snapshot, route, req, reqId);
-    const upstream = snapshot.upstreams.get(decision.target === 'service' ? (route.service as string) : route.legacy) as Upstream;
-    const sentHost = req.headers.host;
-    req.headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
-    req.headers.host = upstreamHost(upstream, sentHost);
-    logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
-    const state: UpgradeState = { timeoutMs: upstream.config.timeoutMs, answered: false, timedOut: false };
-    (req as UpgradeRequest)[kUpgrade] = state;
+    const headers = upstreamRequestHeaders(req, forwardedInfo(snapshot, req, reqId), true);
+    // Only the upgrade itself is a connection option upstream (other tokens named hop-by-hop headers, dropped above).
+    headers.connection = 'Upgrade';
+    const u: PendingUpgrade = { req, socket, head, snapshot, route, reqId, start, path: target.path, decision: decision.reason, setCookie: decision.identity?.setCookie ?? null, headers, clientGone: false };
     this.#upgrades.add(socket);
     socket.once('close', () => {
+      u.clientGone = true;
       this.#upgrades.delete(socket);
       this.#maybeIdle();
     });
-    this.#proxy.ws(req, socket, head, upgradeTarget(upstream), (err: Error) => {
-      logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: reqId, [F.routeId]: route.id, err: err.message });
-      if (state.answered || !socket.writable) return void socket.destroy();
-      // Nothing was written to the client yet: it gets an HTTP answer, as for any request, not a dropped connection.
-      const code: ErrorCode = state.timedOut ? 'UPSTREAM_TIMEOUT' : CONNECT_ERRORS.has((err as NodeJS.ErrnoException).code ?? '') ? 'UPSTREAM_CONNECT_FAILED' : 'UPSTREAM_BAD_RESPONSE';
-      const error = new StranglerError(code, `${decision.target} upstream failed: ${err.message}`);
-      const body = errorBody(error, reqId);
-      socket.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-request-id: ${reqId}\r\nconnection: close\r\n\r\n${body}`);
+    logEvent(this.#runtime.log, 'upgrade.routed', { [F.reqId]: reqId, [F.routeId]: route.id, [F.target]: decision.target, [F.decision]: decision.reason });
+    if (decision.target === 'legacy') {
+      const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
+      return void upgradeAttempt(u, legacy, legacy.config.timeoutMs, false).then((o) => this.#upgradeDone(u, 'legacy', o, null));
+    }
+    const { service, breaker, timeoutMs } = serviceOf(snapshot, route);
+    breaker.fire(Forwarder.#serviceUpgrade, this, u, service, timeoutMs).catch((err: unknown) => {
+      if (err instanceof UpgradeFailed) return; // handled where the attempt settled
+      this.#upgradeServiceFailed(u, isOpenBreakerError(err) ? { ok: false, phase: 'breaker-open' } : { ok: false, phase: 'reset', error: String(err) });
     });
   };
+
+  /** The service's handshake inside its breaker: rejects on a service failure (a 4xx refusal is an answer, as for requests). */
+  static readonly #serviceUpgrade = async (forwarder: Forwarder, u: PendingUpgrade, service: Upstream, timeoutMs: number): Promise<void> => {
+    const o = await upgradeAttempt(u, service, timeoutMs, true);
+    if (upstreamFailed(o)) {
+      forwarder.#upgradeServiceFailed(u, o);
+      throw new UpgradeFailed();
+    }
+    forwarder.#upgradeDone(u, 'service', o, null);
+  };
+
+  /** A failed service handshake: legacy takes it when the route's fallback policy allows (always replayable). */
+  #upgradeServiceFailed(u: PendingUpgrade, o: UpgradeOutcome & { ok: false }): void {
+    const { route, snapshot } = u;
+    if (snapshot.config.policies.fallbacks[route.fallback]?.enabled !== true || u.clientGone) return this.#upgradeDone(u, 'service', o, null);
+    o.res?.destroy(); // discard the refusal (its connection is not reused)
+    this.#runtime.stats(route.id).fallback();
+    const reason = o.phase === 'status' ? `service-${o.res?.statusCode ?? 500}` : `service-${o.phase}`;
+    logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: u.reqId, [F.routeId]: route.id, reason, error: o.error });
+    const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
+    void upgradeAttempt(u, legacy, legacy.config.timeoutMs, false).then((second) => {
+      if (upstreamFailed(second)) {
+        second.res?.destroy();
+        return this.#upgradeError(u, 'legacy', new StranglerError('ALL_UPSTREAMS_DOWN', `service failed (${reason}) and legacy failed (${second.phase})`), reason);
+      }
+      this.#upgradeDone(u, 'legacy', second, reason);
+    });
+  }
+
+  /** Answers the client with the handshake's outcome: the tunnel on a 101, else the refusal or the gateway's error. */
+  #upgradeDone(u: PendingUpgrade, target: Target, o: UpgradeOutcome, fallback: string | null): void {
+    const { socket } = u;
+    if (!o.ok && o.phase === 'client-aborted') return this.#record(u, target, CLIENT_CLOSED, true, fallback);
+    if (u.clientGone || !socket.writable) {
+      if (o.ok) o.upstream.destroy();
+      else o.res?.destroy();
+      return this.#record(u, target, CLIENT_CLOSED, true, fallback);
+    }
+    if (!o.ok && !o.res) return this.#upgradeError(u, target, new StranglerError(failureCode(o.phase), `${target} upstream failed: ${o.error ?? o.phase}`), fallback);
+    const res = o.ok ? o.res : (o.res as IncomingMessage);
+    const status = o.ok ? 101 : (res.statusCode ?? 502);
+    // The 101 keeps Connection/Upgrade (they are its point); a refusal is relayed whole, then the connection closes.
+    const headers = o.ok ? upgradeResponseHeaders(res.rawHeaders) : clientResponseHeaders(res.rawHeaders, rawHeader(res.rawHeaders, 'connection'));
+    if (!o.ok) headers.push('connection', 'close');
+    socket.write(this.#upgradeHead(u, status, o.ok ? 'Switching Protocols' : (res.statusMessage ?? ''), headers, target, fallback));
+    this.#record(u, target, status, !o.ok && status >= 500, fallback);
+    if (!o.ok) {
+      res.on('error', () => socket.destroy());
+      res.pipe(socket);
+      return;
+    }
+    const upstream = o.upstream;
+    upstream.on('error', ignoreError);
+    // The tunnel lives and dies as one: a pipe ends the other side only when one side ends cleanly.
+    socket.once('close', () => upstream.destroy());
+    upstream.once('close', () => socket.destroy());
+    if (o.head.length > 0) socket.write(o.head);
+    if (u.head.length > 0) upstream.write(u.head);
+    upstream.pipe(socket).pipe(upstream);
+  }
+
+  /** The status line and headers the gateway sends on an upgrade: the upstream's, with the gateway's own appended. */
+  #upgradeHead(u: PendingUpgrade, status: number, message: string, headers: string[], target: Target, fallback: string | null): string {
+    if (rawHeader(headers, 'x-request-id') === undefined) headers.push('x-request-id', u.reqId);
+    if (u.snapshot.config.proxy.responseHeaders) {
+      headers.push('x-strangler-route', u.route.id, 'x-strangler-target', target);
+      if (fallback) headers.push('x-strangler-fallback', fallback);
+    }
+    if (u.setCookie) headers.push('set-cookie', u.setCookie);
+    return headText(status, message, headers);
+  }
+
+  /** The gateway's own JSON error on an upgrade that got no upstream answer, then the connection closes. */
+  #upgradeError(u: PendingUpgrade, target: Target, err: StranglerError, fallback: string | null): void {
+    logEvent(this.#runtime.log, 'upgrade.failed', { [F.reqId]: u.reqId, [F.routeId]: u.route.id, [F.target]: target, code: err.code, err: err.message });
+    if (!u.clientGone && u.socket.writable) {
+      const body = errorBody(err, u.reqId);
+      u.socket.end(this.#upgradeHead(u, err.status, STATUS_CODES[err.status] ?? '', ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'connection', 'close'], target, fallback) + body);
+    }
+    this.#record(u, target, err.status, true, fallback, err.code);
+  }
+
+  /** An upgrade refused before routing: the same status and JSON error as a request gets (#reject), then close. */
+  #rejectUpgrade(req: IncomingMessage, socket: Duplex, reqId: string, err: StranglerError): void {
+    const body = errorBody(err, reqId);
+    socket.end(headText(err.status, STATUS_CODES[err.status] ?? '', ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', reqId, 'connection', 'close']) + body);
+    logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
+  }
 
   /** Ends what is left after the drain: WebSockets still open are cut (their upstream sockets with them). */
   close(): void {
     for (const socket of this.#upgrades) socket.destroy();
-    this.#proxy.close();
   }
 }
 
@@ -828,59 +950,130 @@ function locationRewrite(ex: Exchange, target: Target): LocationRewrite | null {
   return { from: upstream.request.locationPrefix, to: `${clientScheme(ex.req.headers, trust)}://${host}` };
 }
 
-/**
- * Where http-proxy sends an upgrade (with the Host header already set, so http-proxy leaves it). A TLS upstream is
- * reached through its own agent, which makes the TLS connection with the upstream's CA and client certificate
- * (http-proxy would dial it with default TLS settings), so http-proxy is given the plain-HTTP form of the address.
- */
-function upgradeTarget(upstream: Upstream): httpProxy.ServerOptions {
-  if (upstream.agent.tls === null) return { target: upstream.target.href };
-  const { hostname, port, basePath } = upstream.request;
-  return { target: { protocol: 'http:', hostname, port: String(port), path: basePath }, agent: upstream.agent };
+function ignoreError(): void {}
+
+/** Thrown inside the breaker for a failed service handshake, already handled where it settled. */
+class UpgradeFailed extends Error {}
+
+/** A WebSocket handshake being routed: what every attempt and the answer need (and what #record reads). */
+interface PendingUpgrade {
+  readonly req: IncomingMessage;
+  readonly socket: Duplex;
+  /** Bytes the client sent after its request head (relayed once the tunnel is open). */
+  readonly head: Buffer;
+  readonly snapshot: Snapshot;
+  readonly route: LoadedRoute;
+  readonly reqId: string;
+  readonly start: number;
+  readonly path: string;
+  readonly decision: string;
+  readonly setCookie: string | null;
+  readonly headers: IncomingHttpHeaders;
+  clientGone: boolean;
 }
 
-/** A WebSocket upgrade in progress: the upstream's answer (101 or a refusal) is awaited at most `timeoutMs`. */
-interface UpgradeState {
-  readonly timeoutMs: number;
-  /** The upstream answered (101 or a refusal), so http-proxy has started writing to the client. */
-  answered: boolean;
-  timedOut: boolean;
-}
-const kUpgrade = Symbol('strangler.upgrade');
-type UpgradeRequest = IncomingMessage & { [kUpgrade]?: UpgradeState };
+/** A handshake's outcome: the upstream switched protocols, or answered otherwise (`res`, unread), or failed. */
+type UpgradeOutcome =
+  | { ok: true; res: IncomingMessage; upstream: Socket; head: Buffer }
+  | { ok: false; phase: FailurePhase; res?: IncomingMessage; error?: string };
 
 /**
- * http-proxy's upstream request for an upgrade, emitted before http-proxy adds its own listeners (so these run
- * first). http-proxy has no timeout for the handshake and keeps the upstream request when the client leaves: both
- * are added here. A refusal (any non-101 answer) is relayed by http-proxy with the headers as received and the body
- * decoded, so its chunked framing is dropped and the body ends with the connection.
+ * One handshake with one upstream, on its agent (TLS with the upstream's CA and client certificate), settled once:
+ * on the 101, on any other answer, on an error, after `timeoutMs` without an answer, or when the client leaves. A
+ * service attempt (`forBreaker`) goes on without its client until it settles, so its breaker learns the service's
+ * own outcome (as Attempt.abort); the answer is then discarded. A pooled connection the upstream had closed is
+ * replaced, as for requests (Attempt.retryStale).
  */
-function onProxyReqWs(proxyReq: ClientRequest, req: UpgradeRequest, socket: Duplex): void {
-  const state = req[kUpgrade];
-  if (!state) return;
-  const timer = setTimeout(() => {
-    state.timedOut = true;
-    proxyReq.destroy(new Error(`no upgrade answer within ${state.timeoutMs} ms`));
-  }, state.timeoutMs);
-  proxyReq.once('upgrade', (_res: IncomingMessage, upstreamSocket: Socket) => {
-    state.answered = true;
-    clearTimeout(timer);
-    // The tunnel lives and dies as one: http-proxy's pipes end one side only when the other ends cleanly.
-    socket.once('close', () => upstreamSocket.destroy());
-    upstreamSocket.once('close', () => socket.destroy());
-  });
-  proxyReq.once('response', (res: IncomingMessage) => {
-    state.answered = true;
-    clearTimeout(timer);
-    delete res.headers['transfer-encoding'];
-    delete res.headers['keep-alive'];
-    res.headers.connection = 'close';
-  });
-  socket.once('close', () => {
-    clearTimeout(timer);
-    if (!state.answered) proxyReq.destroy();
+function upgradeAttempt(u: PendingUpgrade, upstream: Upstream, timeoutMs: number, forBreaker: boolean): Promise<UpgradeOutcome> {
+  return new Promise<UpgradeOutcome>((resolve) => {
+    let settled = false;
+    let connected = false;
+    let stale = 0;
+    let proxyReq: ClientRequest;
+    const settle = (o: UpgradeOutcome): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      u.socket.off('close', onClientClose);
+      resolve(o);
+    };
+    const onClientClose = (): void => {
+      if (forBreaker) return;
+      settle({ ok: false, phase: 'client-aborted' });
+      proxyReq.destroy();
+    };
+    const send = (): void => {
+      connected = false;
+      const r = httpRequest({
+        hostname: upstream.request.hostname,
+        port: upstream.request.port,
+        method: 'GET',
+        path: upstreamPath(upstream.request.basePath, u.req.url ?? '/'),
+        headers: { ...u.headers, host: upstreamHost(upstream, u.req.headers.host) },
+        agent: upstream.agent,
+      });
+      proxyReq = r;
+      r.once('socket', (s: Socket) => {
+        if (!s.connecting) connected = true;
+        else s.once(s instanceof TLSSocket ? 'secureConnect' : 'connect', () => (connected = true));
+      });
+      r.on('error', (err: NodeJS.ErrnoException) => {
+        if (settled || r !== proxyReq) return;
+        const code = err.code ?? '';
+        if (r.reusedSocket && (code === 'ECONNRESET' || code === 'EPIPE') && stale < MAX_STALE_RETRIES) {
+          stale++;
+          return send();
+        }
+        settle({ ok: false, phase: CONNECT_ERRORS.has(code) || !connected ? 'connect' : 'reset', error: `${code || 'error'}: ${err.message}` });
+      });
+      r.once('upgrade', (res: IncomingMessage, socket: Socket, head: Buffer) => {
+        if (settled) return void socket.destroy();
+        settle({ ok: true, res, upstream: socket, head });
+      });
+      r.once('response', (res: IncomingMessage) => {
+        if (settled) return void res.destroy();
+        settle({ ok: false, phase: 'status', res, error: `status ${res.statusCode ?? 0} instead of 101` });
+      });
+      r.end();
+    };
+    const timer = setTimeout(() => {
+      settle({ ok: false, phase: connected ? 'timeout' : 'connect', error: `no upgrade answer within ${timeoutMs} ms` });
+      proxyReq.destroy();
+    }, timeoutMs);
+    u.socket.once('close', onClientClose);
+    try {
+      send();
+    } catch (err) {
+      // A header node refuses: nothing was sent.
+      settle({ ok: false, phase: 'reset', error: String(err) });
+    }
   });
 }
+
+/** A handshake the upstream failed: no answer, or a 5xx refusal (a 4xx is an answer; the client leaving is not the upstream's doing). */
+function upstreamFailed(o: UpgradeOutcome): o is UpgradeOutcome & { ok: false } {
+  return !o.ok && o.phase !== 'client-aborted' && (o.phase !== 'status' || (o.res?.statusCode ?? 502) >= 500);
+}
+
+/** An HTTP/1.1 response head as text, for answers written straight to an upgrade's socket. */
+function headText(status: number, message: string, headers: readonly string[]): string {
+  let text = `HTTP/1.1 ${status} ${message}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) text += `${headers[i] as string}: ${headers[i + 1] as string}\r\n`;
+  return `${text}\r\n`;
+}
+
+/** The headers of an upstream's 101 for the client: hop-by-hop ones dropped, except Connection and Upgrade. */
+function upgradeResponseHeaders(raw: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    const lower = name.toLowerCase();
+    if (lower !== 'connection' && lower !== 'upgrade' && isHopByHop(lower, NO_EXTRA)) continue;
+    out.push(name, raw[i + 1] as string);
+  }
+  return out;
+}
+const NO_EXTRA: readonly string[] = [];
 
 /**
  * Hands an upgrade request the gateway does not proxy back to its HTTP server as a plain request: the head is
@@ -950,6 +1143,32 @@ const NO_BODY: Body = { kind: 'none' };
 /** One attempt as a promise that resolves (never rejects) with its outcome. */
 function attempt(ex: Exchange, upstream: Upstream, body: Body, timeoutMs: number): Promise<Outcome> {
   return new Promise<Outcome>((resolve) => new Attempt(ex, upstream, timeoutMs, resolve).start(body));
+}
+
+/**
+ * The body of this request is about to be read: a client waiting for `100 Continue` (handleContinue) gets it now.
+ * The gateway answered the expectation itself, so Expect is not forwarded (as Envoy does by default).
+ */
+function expectBody(ex: Exchange): void {
+  const res = ex.res as ExchangeResponse;
+  if (res[kContinue] !== true) return;
+  res[kContinue] = false;
+  ex.upstreamHeaders.expect = undefined;
+  res.writeContinue();
+}
+
+/** A route's service upstream, its breaker, and the attempt timeout (the shorter of the upstream's and the breaker policy's). */
+function serviceOf(snapshot: Snapshot, route: LoadedRoute): { service: Upstream; breaker: Breaker; timeoutMs: number } {
+  const service = snapshot.upstreams.get(route.service as string) as Upstream;
+  const breakerPolicy = snapshot.config.policies.breakers[route.breaker];
+  const breaker = snapshot.breakers.get(service.id);
+  if (!breakerPolicy || !breaker) throw new Error(`route ${route.id}: policies not resolved`); // load.ts guarantees them
+  return { service, breaker, timeoutMs: Math.min(service.config.timeoutMs, breakerPolicy.timeoutMs) };
+}
+
+/** Whether a Transfer-Encoding value is the chunked framing alone (the only coding the gateway relays). */
+function isChunkedOnly(te: string): boolean {
+  return te === 'chunked' || te.toLowerCase() === 'chunked';
 }
 
 function hasBody(req: IncomingMessage): boolean {

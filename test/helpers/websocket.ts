@@ -28,3 +28,14 @@ export async function firstWebSocketMessage(url: string, headers: Record<string,
   await once(ws, 'close');
   return message.toString();
 }
+
+/** Opens a WebSocket to `url`, returns the headers of the gateway's 101 and the first message, and closes it. */
+export async function webSocketHandshake(url: string, options: { headers?: Record<string, string>; protocols?: string[]; origin?: string } = {}): Promise<{ headers: IncomingMessage['headers']; message: string }> {
+  const ws = new WebSocket(url.replace(/^http/, 'ws'), options.protocols ?? [], { headers: options.headers ?? {}, ...(options.origin ? { origin: options.origin } : {}) });
+  const upgraded = once(ws, 'upgrade') as Promise<[IncomingMessage]>;
+  const [message] = (await once(ws, 'message')) as [Buffer];
+  const [res] = await upgraded;
+  ws.close();
+  await once(ws, 'close');
+  return { headers: res.headers, message: message.toString() };
+}

@@ -231,6 +231,48 @@ describe('readiness during shutdown', () => {
       await legacy.stop();
     }
   });
+
+  test('issue: shutdown cut a dashboard shift still waiting on Unleash, leaving its operator unsure whether it landed', async () => {
+    const legacy = await fakeUpstream('legacy');
+    let reached!: () => void;
+    const atUnleash = () => new Promise<void>((resolve) => (reached = resolve));
+    const releases: (() => void)[] = [];
+    const traffic = {
+      shift: async (routeId: string, percent: number) => {
+        reached();
+        await new Promise<void>((resolve) => releases.push(resolve));
+        return { routeId, action: 'shift', percent, changed: true };
+      },
+      rollback: async () => ({}),
+      resume: async () => ({}),
+    };
+    const start = (drainTimeoutMs: number) => startTestGateway(testConfig({ legacyUrl: legacy.url, serviceUrl: 'http://127.0.0.1:9', flags: { bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 } }) }, raw: { proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs } } }), { traffic, adminToken: TOKEN });
+    const shift = (gw: { adminUrl: string }) => fetch(`${gw.adminUrl}/admin/routes/orders/shift`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ percent: 20 }) });
+    let gw = await start(10_000);
+    try {
+      let waiting = atUnleash();
+      const answer = shift(gw);
+      await waiting;
+      const closing = gw.close();
+      releases.shift()?.();
+      const res = await answer;
+      assert.equal(res.status, 200, 'close() let the admin request in flight finish');
+      assert.deepEqual(await res.json(), { routeId: 'orders', action: 'shift', percent: 20, changed: true });
+      await closing;
+
+      // One that outlives the drain budget is cut when it is up, and close() still ends.
+      gw = await start(300);
+      waiting = atUnleash();
+      const cut = shift(gw).then(() => 'answered', () => 'cut');
+      await waiting;
+      await gw.close();
+      assert.equal(await cut, 'cut');
+    } finally {
+      for (const release of releases) release();
+      await gw.close();
+      await legacy.stop();
+    }
+  });
 });
 
 describe('GET /admin/config never shows a secret', () => {
@@ -240,7 +282,7 @@ describe('GET /admin/config never shows a secret', () => {
     const raw = (extra: Record<string, unknown>) => ({
       upstreams: [{ id: 'legacy', url: 'http://legacy-user:upstream-basic-pw@127.0.0.1:9' }, { id: 'svc', url: 'http://127.0.0.1:9' }],
       routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy', service: 'svc' }],
-      flags: { url: 'http://unleash:unleash-basic-pw@127.0.0.1:9/api/', backupPath: null, refreshIntervalMs: 0 },
+      flags: { url: 'http://127.0.0.1:9/api/', backupPath: null, refreshIntervalMs: 0 },
       controller: { databaseUrl: 'postgres://ctl:p@ss-with-at@db:5432/ctl' },
       sync: undefined,
       ...extra,
@@ -262,13 +304,18 @@ describe('GET /admin/config never shows a secret', () => {
       assert.equal(runtime.reloadFromFile(), false);
       const res = await request(app).get('/admin/config').set(auth).expect(200);
       const text = JSON.stringify(res.body);
-      for (const secret of ['upstream-basic-pw', 'unleash-basic-pw', 'p@ss-with-at', 'ss-with-at', 'short-admin-tok', 'short-sess']) {
+      for (const secret of ['upstream-basic-pw', 'p@ss-with-at', 'ss-with-at', 'short-admin-tok', 'short-sess']) {
         assert.ok(!text.includes(secret), `${secret} is not shown`);
       }
       assert.match(logged.join(''), /config\.reload_failed/);
       assert.ok(!logged.join('').includes('short-admin-tok'), 'nor logged');
       assert.equal(res.body.config.upstreams[0].url, 'http://legacy-user:[redacted]@127.0.0.1:9');
       assert.equal(res.body.config.controller.databaseUrl, 'postgres://ctl:[redacted]@db:5432/ctl');
+      // GET /admin/upstreams (and the dashboard, which shows it) names the upstream without its password.
+      const upstreams = (await request(app).get('/admin/upstreams').set(auth).expect(200)).body as { upstreams: { id: string; url: string; health: { error: string | null } }[] };
+      assert.ok(!JSON.stringify(upstreams).includes('upstream-basic-pw'), JSON.stringify(upstreams));
+      assert.equal(upstreams.upstreams[0]?.url, 'http://legacy-user:[redacted]@127.0.0.1:9');
+      assert.ok(upstreams.upstreams[0]?.health.error, 'the probe failure is still reported');
       assert.ok(res.body.reload.lastError.problems.some((p: { path: string; found: string }) => p.path === 'admin.token' && /not shown/.test(p.found)));
       // The refused reload is also on GET /admin/routes, which the dashboard shows.
       const routes = (await request(app).get('/admin/routes').set(auth).expect(200)).body as RoutesResponse;

@@ -422,3 +422,152 @@ describe('cluster reload: replacement workers start from the last good config', 
     assert.equal(await gw.exited, 0);
   });
 });
+
+describe('cluster reload: every worker serves one config version, the one GET /admin/config shows', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  let gw: Child | undefined;
+  const stopped = new Set<number>();
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+  });
+  after(async () => {
+    for (const pid of stopped) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    gw?.kill();
+    await Promise.all([legacy.stop(), svc.stop()]);
+  });
+
+  test('issue: a reload naming a missing PEM file was shown as the live config and broke every replacement; a worker that missed a reload left the others on it', async () => {
+    let ca = '';
+    const config = (routes: string[], extraUpstreams: Record<string, unknown>[] = []) => ({
+      upstreams: [{ id: 'legacy', url: legacy.url }, { id: 'svc', url: svc.url }, ...extraUpstreams],
+      routes: routes.map((id) => ({ id, match: { pathPrefix: `/api/${id}` }, legacy: 'legacy', service: 'svc' })),
+      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({ 'strangler.orders': { percent: 0 }, 'strangler.users': { percent: 0 }, 'strangler.items': { percent: 0 } }), disableMetrics: true },
+      // No watchdog: the worker this test stops must stay (a stopped worker stands in for one too busy to answer).
+      proxy: { port: 0, bind: '127.0.0.1', workerHangTimeoutMs: 0 },
+    });
+    const c = await startCluster('version', (dir) => {
+      ca = join(dir, 'ca.crt');
+      return config(['orders']);
+    });
+    gw = c.gw;
+    const { file, adminUrl, proxyUrl, primary } = c;
+    const adminConfig = async () => (await (await fetch(`${adminUrl}/admin/config`, { headers: auth })).json()) as { config: { upstreams: { id: string }[]; routes: { id: string }[] }; reload: { lastError: { message: string; problems?: { path: string; expected: string }[] } | null } };
+    /** What each of n requests on new connections (round robin over the workers) answered; one that hangs answers "none". */
+    const routedAs = async (path: string, n = 10) => {
+      const routes = await Promise.all(Array.from({ length: n }, async () => {
+        try {
+          const res = await fetch(`${proxyUrl}${path}`, { headers: { connection: 'close' }, signal: AbortSignal.timeout(3_000) });
+          await res.text();
+          return `${res.status} ${res.headers.get('x-strangler-route')}`;
+        } catch {
+          return 'none';
+        }
+      }));
+      return [...new Set(routes)].sort();
+    };
+    const failures = () => gw?.lines.filter((l) => l.msg === 'config.reload_failed' && l.name === 'gateway').length ?? 0;
+    const reloads = () => gw?.lines.filter((l) => l.msg === 'config.reloaded' && l.name === 'gateway').length ?? 0;
+
+    // A route added with an https upstream whose CA file is missing: refused with the problem's path, like a bad field.
+    const secure = { id: 'secure', url: 'https://127.0.0.1:9', tls: { caFile: ca } };
+    writeFileSync(file, clusterConfig(config(['orders', 'users'], [secure])));
+    await until('the reload fails', async () => failures() === 1);
+    const refused = await adminConfig();
+    assert.deepEqual(refused.reload.lastError?.problems?.map((p) => [p.path, p.expected]), [['upstreams[2].tls.caFile', 'a readable PEM file']]);
+    assert.deepEqual(refused.config.upstreams.map((u) => u.id), ['legacy', 'svc'], 'the admin API shows the config that serves');
+    assert.deepEqual(await routedAs('/api/users/1'), ['404 null']);
+
+    // A worker crashes: its replacement starts from the last good config, not the refused one.
+    const [victim] = workerPids(primary);
+    assert.ok(victim);
+    process.kill(victim, 'SIGKILL');
+    await gw.waitFor((l) => l.msg === 'gateway.worker_exit' && l.pid === victim);
+    await until('the replacement serves', async () => workerPids(primary).length === 2 && ((await (await fetch(`${adminUrl}/admin/routes`, { headers: auth })).json()) as RoutesResponse).gateway.workers === 2, 20_000);
+    assert.deepEqual(gw.lines.filter((l) => l.msg === 'gateway.worker_start_failed').map((l) => l.err), [], 'no failed start');
+
+    // The CA file in place: SIGHUP applies the file on every worker.
+    copyFileSync(resolve(import.meta.dirname, '../../fixtures/kafka-tls/broker.crt'), ca);
+    process.kill(primary, 'SIGHUP');
+    await until('the reload applies', async () => reloads() === 1);
+    assert.deepEqual(await routedAs('/api/users/1'), ['200 users']);
+
+    // One worker cannot answer (stopped) while the next version (route items) is read: the reload fails, and the
+    // worker that applied it goes back, so neither serves it, now or once the stopped one runs again.
+    const [paused, running] = workerPids(primary);
+    assert.ok(paused && running);
+    stopped.add(paused);
+    process.kill(paused, 'SIGSTOP');
+    writeFileSync(file, clusterConfig(config(['orders', 'users', 'items'], [secure])));
+    await until('the reload fails', async () => failures() === 2, 20_000);
+    assert.match((await adminConfig()).reload.lastError?.message ?? '', new RegExp(`gateway workers ${paused} could not load it`));
+    assert.deepEqual((await adminConfig()).config.routes.map((r) => r.id), ['orders', 'users']);
+    assert.ok(!(await routedAs('/api/items/1')).includes('200 items'), 'the running worker went back to the last good config');
+    process.kill(paused, 'SIGCONT');
+    stopped.delete(paused);
+    assert.deepEqual(await routedAs('/api/items/1'), ['404 null'], 'the stopped worker, running again, ends on the last good config too');
+    assert.deepEqual(await routedAs('/api/users/1'), ['200 users']);
+
+    // Answering again, both workers take the file on the next SIGHUP.
+    process.kill(primary, 'SIGHUP');
+    await until('the reload applies', async () => reloads() === 2);
+    assert.deepEqual(await routedAs('/api/items/1'), ['200 items']);
+
+    // A worker that dies while a reload waits for it: the rollback must not write to its closed channel (an 'error'
+    // event nothing listens to, which ended the primary). The reload fails, the replacement serves the last good config.
+    const [dying, other] = workerPids(primary);
+    assert.ok(dying && other);
+    stopped.add(dying);
+    process.kill(dying, 'SIGSTOP');
+    const workerReloads = () => gw?.lines.filter((l) => l.msg === 'config.reloaded' && l.pid === other).length ?? 0;
+    const seen = workerReloads();
+    writeFileSync(file, clusterConfig(config(['orders', 'users'], [secure])));
+    await until('the running worker applied it', async () => workerReloads() > seen);
+    process.kill(dying, 'SIGKILL');
+    await until('the reload fails', async () => failures() === 3, 20_000);
+    await until('the replacement serves', async () => ((await (await fetch(`${adminUrl}/admin/routes`, { headers: auth })).json()) as RoutesResponse).gateway.workers === 2, 20_000);
+    assert.deepEqual(await routedAs('/api/items/1'), ['200 items'], 'both workers on the last good config');
+    gw.kill('SIGTERM');
+    assert.equal(await gw.exited, 0);
+  });
+});
+
+describe('cluster stop: no worker outlives the gateway', () => {
+  let legacy: FakeUpstream;
+  let gw: Child | undefined;
+  const stopped = new Set<number>();
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+  });
+  after(async () => {
+    for (const pid of stopped) if (alive(pid)) process.kill(pid, 'SIGKILL');
+    gw?.kill();
+    await legacy.stop();
+  });
+
+  test('issue: SIGTERM with a worker that could not drain (stopped) never exited, and left the worker holding the port', async () => {
+    const DRAIN_MS = 500;
+    const c = await startCluster('stop', () => ({
+      upstreams: [{ id: 'legacy', url: legacy.url }],
+      routes: [{ id: 'orders', match: { pathPrefix: '/api/orders' }, legacy: 'legacy' }],
+      flags: { url: null, backupPath: null, bootstrapFile: featuresFile({}), disableMetrics: true },
+      proxy: { port: 0, bind: '127.0.0.1', drainTimeoutMs: DRAIN_MS, workerHangTimeoutMs: 0 },
+    }));
+    gw = c.gw;
+    const workers = workerPids(c.primary);
+    assert.equal(workers.length, 2);
+    const [hung] = workers;
+    assert.ok(hung);
+    stopped.add(hung);
+    process.kill(hung, 'SIGSTOP');
+    const t0 = Date.now();
+    gw.kill('SIGTERM');
+    // The primary's bound: drainTimeoutMs for the workers' drain, plus 5 s for a worker's answer.
+    const code = await Promise.race([gw.exited, sleep(DRAIN_MS + 5_000 + 10_000).then(() => 'still running')]);
+    assert.equal(code, 0, `exit code after ${Date.now() - t0} ms`);
+    await until('no worker is left', async () => workers.every((p) => !alive(p)), 5_000);
+  });
+});

@@ -4,7 +4,8 @@
 import { after, before, beforeEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { request } from 'node:http';
 import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { featuresFile, startTestGateway, testConfig } from '../../helpers/gateway.ts';
@@ -13,21 +14,10 @@ import type { RunningGateway } from '../../../gateway/server.ts';
 import { firstWebSocketMessage, greetWebSockets } from '../../helpers/websocket.ts';
 import { WebSocket } from 'ws';
 import { waitFor } from '../../helpers/wait.ts';
+import { raw } from '../../helpers/raw-http.ts';
 
 const OVERRIDE_SECRET = 'test-override-secret-0123456789';
 const toService = { 'x-strangler-override': signOverride(OVERRIDE_SECRET, 'service') };
-
-/** Sends raw bytes and returns the raw response text (for requests fetch() refuses to build). */
-async function raw(url: string, request: string): Promise<string> {
-  const { port } = new URL(url);
-  const socket = connect(Number(port), '127.0.0.1');
-  await once(socket, 'connect');
-  socket.write(request);
-  const chunks: Buffer[] = [];
-  socket.on('data', (c: Buffer) => chunks.push(c));
-  await once(socket, 'close');
-  return Buffer.concat(chunks).toString();
-}
 
 describe('gateway data plane', () => {
   let legacy: FakeUpstream;
@@ -313,26 +303,38 @@ describe('gateway data plane', () => {
     for (const r of received) for (const h of ['upgrade', 'http2-settings']) assert.equal(r.headers[h], undefined, `${h} is not forwarded`);
   });
 
-  test('a WebSocket upgrade the upstream cannot take gets an HTTP answer: 502 when down, 504 when it stalls, its refusal intact', async () => {
+  test('a WebSocket upgrade no upstream can take gets an HTTP answer: a refusal intact, a stalled service falls back, 504/502 from legacy, 503 when both are down', async () => {
     const upgrade = 'GET /api/orders/live HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n';
     const override = `x-strangler-override: ${toService['x-strangler-override']}\r\n`;
-    // The fake upstream has no upgrade handler, so node answers the upgrade as a plain request (chunked JSON).
+    const toLegacy = `x-strangler-override: ${signOverride(OVERRIDE_SECRET, 'legacy')}\r\n`;
+    // The fake upstreams have no upgrade handler, so node answers the upgrade as a plain request (chunked JSON).
     const refused = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
     const [head, body] = refused.split('\r\n\r\n') as [string, string];
     assert.match(head, /^HTTP\/1\.1 200 /);
+    assert.match(head, /\r\nx-strangler-target: service/);
     assert.doesNotMatch(head, /transfer-encoding/i, 'the body relayed is not chunked any more');
     assert.equal((JSON.parse(body) as { from: string }).from, 'svc');
     svc.mode = 'stall';
+    const fellBack = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+    assert.match(fellBack, /\r\nx-strangler-fallback: service-timeout\r\n[^]*"from":"legacy"/);
+    legacy.mode = 'stall';
     const started = Date.now();
-    const stalled = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+    const stalled = await raw(gw.proxyUrl, `${upgrade}${toLegacy}\r\n`);
     assert.match(stalled, /^HTTP\/1\.1 504 [^]*"code":"UPSTREAM_TIMEOUT"/);
     assert.ok(Date.now() - started >= 1900, 'after the upstream timeout (2 s)');
-    await svc.stop();
+    await legacy.stop();
     try {
-      const down = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+      const down = await raw(gw.proxyUrl, `${upgrade}${toLegacy}\r\n`);
       assert.match(down, /^HTTP\/1\.1 502 [^]*"code":"UPSTREAM_CONNECT_FAILED"/);
+      await svc.stop();
+      try {
+        const both = await raw(gw.proxyUrl, `${upgrade}${override}\r\n`);
+        assert.match(both, /^HTTP\/1\.1 503 [^]*"code":"ALL_UPSTREAMS_DOWN"/);
+      } finally {
+        await svc.start();
+      }
     } finally {
-      await svc.start();
+      await legacy.start();
     }
   });
 
@@ -458,6 +460,118 @@ describe('an upstream that answers early during an upload', () => {
       await gw.close();
       upstream.closeAllConnections();
       await new Promise<void>((r) => upstream.close(() => r()));
+    }
+  });
+});
+
+describe('transfer codings and Expect: 100-continue', () => {
+  let legacy: FakeUpstream;
+  let svc: FakeUpstream;
+  let gw: RunningGateway;
+  let coded: NetServer;
+  let codedHits = 0;
+  const zipped = gzipSync('{"from":"coded"}');
+
+  before(async () => {
+    legacy = await fakeUpstream('legacy');
+    svc = await fakeUpstream('svc');
+    // An upstream that answers with Transfer-Encoding: gzip, chunked (node's parser takes the chunked framing).
+    coded = createNetServer((socket) => socket.once('data', () => {
+      codedHits++;
+      socket.end(Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: gzip, chunked\r\n\r\n${zipped.length.toString(16)}\r\n`), zipped, Buffer.from('\r\n0\r\n\r\n')]));
+    }));
+    await new Promise<void>((r) => coded.listen(0, '127.0.0.1', () => r()));
+    const codedUrl = `http://127.0.0.1:${(coded.address() as AddressInfo).port}`;
+    gw = await startTestGateway(testConfig({
+      legacyUrl: legacy.url,
+      serviceUrl: svc.url,
+      flags: { bootstrapFile: featuresFile({ 'strangler.coded-service': { percent: 0 }, 'strangler.idem': { percent: 0 } }) },
+      raw: {
+        upstreams: [
+          { id: 'legacy', url: legacy.url, timeoutMs: 2000, connectTimeoutMs: 500 },
+          { id: 'svc', url: svc.url, timeoutMs: 2000, connectTimeoutMs: 500 },
+          { id: 'coded', url: codedUrl, timeoutMs: 2000, connectTimeoutMs: 500 },
+        ],
+        routes: [
+          { id: 'coded-legacy', match: { pathPrefix: '/coded' }, legacy: 'coded' },
+          { id: 'coded-service', match: { pathPrefix: '/api/coded' }, legacy: 'legacy', service: 'coded' },
+          { id: 'idem', match: { pathPrefix: '/api/payments' }, legacy: 'legacy', service: 'svc', idempotent: true, fallback: 'small' },
+          { id: 'rest', match: { pathPrefix: '/' }, legacy: 'legacy' },
+        ],
+        policies: { fallbacks: { default: {}, small: { maxReplayBodyBytes: 16, onBodyTooLarge: 'reject' } } },
+      },
+    }));
+  });
+  after(async () => {
+    await gw.close();
+    await legacy.stop();
+    await svc.stop();
+    await new Promise<void>((r) => coded.close(() => r()));
+  });
+  beforeEach(() => {
+    legacy.received.length = 0;
+    svc.received.length = 0;
+    codedHits = 0;
+  });
+
+  /** One request with `Expect: 100-continue` whose body is sent only after 100 Continue; resolves with the answer. */
+  const expectContinue = (path: string, body: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; body: string; continued: boolean }>((resolve, reject) => {
+      let continued = false;
+      const req = request(`${gw.proxyUrl}${path}`, { method: 'POST', headers: { ...headers, expect: '100-continue', 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+        let text = '';
+        res.on('data', (c: Buffer) => (text += c.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text, continued }));
+      });
+      req.on('continue', () => {
+        continued = true;
+        req.end(body);
+      });
+      req.on('error', reject);
+    });
+
+  test('regression: a request Transfer-Encoding other than chunked (gzip, chunked) gets 501, never a still-gzipped body upstream', async () => {
+    const body = gzipSync('{"amount":5}');
+    for (const coding of ['gzip, chunked', 'deflate, chunked']) {
+      const res = await raw(gw.proxyUrl, Buffer.concat([Buffer.from(`POST /anything HTTP/1.1\r\nhost: x\r\ntransfer-encoding: ${coding}\r\n\r\n${body.length.toString(16)}\r\n`), body, Buffer.from('\r\n0\r\n\r\n')]));
+      assert.match(res, /^HTTP\/1\.1 501 /, coding);
+      assert.match(res, /"code":"UNSUPPORTED_TRANSFER_ENCODING"/);
+      assert.match(res.toLowerCase(), /\r\nconnection: close\r\n/, 'the connection ends with the refusal');
+    }
+    assert.equal(legacy.received.length + svc.received.length, 0, 'nothing was forwarded');
+    const chunked = await raw(gw.proxyUrl, 'POST /anything HTTP/1.1\r\nhost: x\r\ntransfer-encoding: Chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n');
+    assert.match(chunked, /^HTTP\/1\.1 200 /, 'plain chunked, in any case, is proxied');
+    assert.equal(legacy.received[0]?.body, 'abc');
+  });
+
+  test('regression: an upstream answer with Transfer-Encoding gzip, chunked is a 502, or falls back, never an undecodable body', async () => {
+    const direct = await fetch(`${gw.proxyUrl}/coded/1`);
+    assert.equal(direct.status, 502);
+    assert.equal(((await direct.json()) as { error: { code: string } }).error.code, 'UPSTREAM_BAD_RESPONSE');
+    const fallback = await fetch(`${gw.proxyUrl}/api/coded/1`, { headers: toService });
+    assert.equal(fallback.status, 200);
+    assert.equal(fallback.headers.get('x-strangler-fallback'), 'service-reset');
+    assert.equal(((await fallback.json()) as { from: string }).from, 'legacy');
+    assert.equal(codedHits, 2);
+  });
+
+  test('regression: Expect: 100-continue with a declared length over a replay limit the route must meet is refused with 413 before 100 Continue', async () => {
+    const res = await raw(gw.proxyUrl, `POST /api/payments/1 HTTP/1.1\r\nhost: x\r\nx-strangler-override: ${toService['x-strangler-override']}\r\ncontent-length: 1000\r\nexpect: 100-continue\r\n\r\n`);
+    assert.match(res, /^HTTP\/1\.1 413 /, 'no 100 Continue first: the client never uploads the body');
+    assert.match(res, /"code":"BODY_TOO_LARGE_TO_REPLAY"/);
+    assert.match(res.toLowerCase(), /\r\nconnection: close\r\n/, 'the connection is not kept for a body that will not come');
+    assert.equal(legacy.received.length + svc.received.length, 0);
+    const noRoute = await raw(gw.proxyUrl, 'POST /coded/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\nexpect: 100-continue\r\n\r\n');
+    assert.match(noRoute, /^HTTP\/1\.1 501 /, 'a request refused before routing gets no 100 Continue either');
+  });
+
+  test('Expect: 100-continue on a proxied request gets 100 Continue, and the body reaches the upstream without Expect', { timeout: 10_000 }, async () => {
+    for (const [path, headers, upstream] of [['/anything', {}, () => legacy], ['/api/payments/1', toService, () => svc]] as const) {
+      const res = await expectContinue(path, '{"n":1}', headers);
+      assert.deepEqual([res.status, res.continued], [200, true], path);
+      const got = upstream().received[0];
+      assert.equal(got?.body, '{"n":1}', path);
+      assert.equal(got?.headers.expect, undefined, 'the gateway answered the expectation itself (as Envoy)');
     }
   });
 });

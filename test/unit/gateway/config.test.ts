@@ -163,6 +163,20 @@ flags: { url: "ftp://unleash:UNLEASH-URL-PW@unleash/api/", gateways: [{ url: "ht
   assert.deepEqual(problems({ ...base(), identity: { previousSessionSecrets: ['short-old-key'] } }).map((p) => [p.path, p.found]), [['identity.previousSessionSecrets[0]', 'a string (not shown: a secret)']]);
 });
 
+test('URLs strangler fetches refuse user:password@, naming the field and not the password', () => {
+  // fetch refuses credentials in a URL and its error repeats the whole URL: the password went into flags.error and
+  // flags.degraded log lines, GET /admin/routes (the dashboard) and the flags CLI's UNLEASH_UNREACHABLE message.
+  const flags = { url: 'http://u:S3CRET-flagurl@unleash:4242/api/', adminUrl: 'https://u:S3CRET-adminurl@unleash', gateways: [{ url: 'http://gw:S3CRET-gwurl@10.0.0.5:9901' }] };
+  const found = problems({ ...base(), flags });
+  assert.deepEqual(found.map((p) => p.path).sort(), ['flags.adminUrl', 'flags.gateways[0].url', 'flags.url']);
+  for (const p of found) assert.match(p.expected, /without user:password@/);
+  assert.ok(!JSON.stringify(found).includes('S3CRET'), JSON.stringify(found));
+  assert.equal(found.find((p) => p.path === 'flags.url')?.found, 'string "http://u:[redacted]@unleash:4242/api/"');
+  // An upstream keeps its basic auth (http-proxy sends it); an "@" after the host is not userinfo.
+  const valid = validateConfig({ ...base(), upstreams: [{ id: 'legacy', url: 'http://u:pw@127.0.0.1:1' }, { id: 'svc', url: 'http://127.0.0.1:2' }], flags: { url: 'http://unleash/api/?x=a@b' } }, 'strangler.yaml', {});
+  assert.equal(valid.upstreams[0]?.url, 'http://u:pw@127.0.0.1:1');
+});
+
 test('unreadable and unparsable files say which file and where', () => {
   const dir = mkdtempSync(join(tmpdir(), 'strangler-config-'));
   assert.throws(() => loadConfigFile(join(dir, 'absent.yaml')), (err: ConfigError) => err.code === 'CONFIG_UNREADABLE' && err.message.includes('absent.yaml') && err.message.includes('ENOENT'));
