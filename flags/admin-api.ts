@@ -74,6 +74,14 @@ export interface UnleashEvent {
   preData: Record<string, unknown> | null;
 }
 
+export interface ProjectEnvironment {
+  name: string;
+  /** The environment is enabled in Unleash (globally). */
+  enabled: boolean;
+  /** The environment is enabled in the project. */
+  visible?: boolean;
+}
+
 export type PatchOperation = { op: 'replace' | 'add' | 'remove'; path: string; value?: unknown };
 
 export interface Addon {
@@ -203,6 +211,19 @@ export class UnleashAdminApi {
     const body = await this.#call<{ events: UnleashEvent[] }>('GET', `/api/admin/events/${seg(name)}`);
     if (!body || !Array.isArray(body.events)) throw this.#badBody('GET', `/api/admin/events/${name}`, 'no events array');
     return body.events;
+  }
+
+  // ── environments ───────────────────────────────────────────────────────
+
+  /**
+   * GET /api/admin/environments/project/{project}: every environment of the Unleash instance, `visible` when it is
+   * enabled in the project. Unleash answers 404 for a flag in an environment the project does not have, the same
+   * answer as for a missing flag; this tells the two apart.
+   */
+  async projectEnvironments(project: string): Promise<ProjectEnvironment[]> {
+    const body = await this.#call<{ environments: ProjectEnvironment[] }>('GET', `/api/admin/environments/project/${seg(project)}`);
+    if (!body || !Array.isArray(body.environments)) throw this.#badBody('GET', `/api/admin/environments/project/${project}`, 'no environments array');
+    return body.environments;
   }
 
   // ── environment defaults ───────────────────────────────────────────────

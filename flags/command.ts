@@ -2,10 +2,11 @@
  * `strangler flags <sub>`: flags as code and traffic control against the Unleash Admin API.
  */
 import type { Command } from '../cli/command.ts';
-import { parseCommandArgs, usageError } from '../cli/command.ts';
+import { intOption, parseCommandArgs, usageError } from '../cli/command.ts';
 import { StranglerError } from '../common/errors.ts';
 import { createLogger } from '../common/logger.ts';
-import { loadConfigFile } from '../gateway/config/load.ts';
+import { ConfigError, loadConfigFile, type LoadedConfig } from '../gateway/config/load.ts';
+import { signOverride } from './context.ts';
 import { existsSync } from 'node:fs';
 import { createFlagsControl, type FlagsControl } from './control.ts';
 import { PromotionController } from './controller.ts';
@@ -29,6 +30,10 @@ Subcommands:
   rollback ROUTE|--all [--reason R] switch the flag off: every request goes to legacy; the percentage is kept
   resume ROUTE [--reason R]        switch the flag back on at its kept percentage
   controller                       run the guard and progressive-promotion controller (routes with guard/plan)
+  override legacy|service [--ttl SECONDS]
+                                   mint a signed tester override (identity.override.secret): sent as the override
+                                   header or cookie, it forces that side on every route of gateways sharing the
+                                   secret until it expires (default 3600 s, at most 604800 = 7 days); no Unleash call
   webhooks [--prune]               install Unleash webhook addons that push flag events (also changes made in
                                    the Unleash UI) to every gateway in flags.gateways; idempotent. --prune also
                                    removes strangler's webhooks to gateways no longer listed: disabled first, deleted
@@ -53,7 +58,34 @@ const OPTIONS = {
   fix: { type: 'boolean' },
   all: { type: 'boolean' },
   prune: { type: 'boolean' },
+  ttl: { type: 'string' },
 } as const;
+
+/** A minted override is a credential for as long as it lasts: a week at most. */
+const OVERRIDE_MAX_TTL_S = 7 * 24 * 3600;
+
+/** `flags override`: a signed tester override from the config's identity.override settings, printed for a tester. */
+function printOverride(config: LoadedConfig, args: readonly string[], ttlText: string | undefined, json: boolean): number {
+  const [target] = args;
+  if ((target !== 'legacy' && target !== 'service') || args.length > 1) throw usageError('flags', 'usage: flags override legacy|service [--ttl SECONDS]');
+  const ttlS = intOption('flags', '--ttl', ttlText, { min: 1, max: OVERRIDE_MAX_TTL_S }) ?? 3600;
+  const { header, cookie, secret } = config.identity.override;
+  if (!secret) {
+    throw new ConfigError(config.source, [{ path: 'identity.override.secret', expected: 'a string of at least 16 characters to sign overrides with', found: 'null (overrides are disabled: gateways with this config ignore every override)', hint: 'set it, e.g. to ${OVERRIDE_SECRET}, here and on the gateways' }]);
+  }
+  const nowMs = Date.now();
+  const value = signOverride(secret, target, ttlS, nowMs);
+  const expiresAt = new Date(Math.floor(nowMs / 1000) * 1000 + ttlS * 1000).toISOString();
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ target, expiresAt, header: { name: header, value }, cookie: { name: cookie, value } })}\n`);
+    return 0;
+  }
+  process.stdout.write(`tester override to ${target}, every route, until ${expiresAt}; send one of:\n`
+    + `  header  ${header}: ${value}\n`
+    + `  cookie  ${cookie}=${value}; Path=/; Max-Age=${ttlS}\n`
+    + 'It is a credential until it expires: share it like one. Gateways never pass it on to upstreams.\n');
+  return 0;
+}
 
 function printChange(change: TrafficChange, json: boolean): void {
   if (json) {
@@ -71,7 +103,7 @@ function planText(view: PlanView[string] | undefined): string {
   const plan = view?.plan;
   if (!plan) return view?.guard ? `guard ${view.guard.lastVerdict ?? '-'}` : '-';
   const step = plan.stepIndex >= 0 ? `${plan.stepIndex + 1}/${plan.steps.length} (${plan.steps[plan.stepIndex]}%)` : `0/${plan.steps.length}`;
-  return `${plan.state} ${step}${plan.holdUntil ? ` until ${plan.holdUntil}` : ''}; guard ${view?.guard?.lastVerdict ?? '-'}`;
+  return `${plan.state} ${step}${plan.holdUntil ? ` until ${plan.holdUntil}` : ''}${plan.reason ? ` (${plan.reason})` : ''}; guard ${view?.guard?.lastVerdict ?? '-'}`;
 }
 
 /** The controller's per-route plan state, when its store is configured and readable; undefined otherwise. */
@@ -97,17 +129,19 @@ function printStatus(rows: RouteFlagStatus[], plans: PlanView | undefined): void
 
 export const flagsCommand: Command = {
   name: 'flags',
-  summary: 'Flags as code and traffic control: sync, status, shift, rollback, resume, controller',
+  summary: 'Flags as code and traffic control: sync, status, shift, rollback, resume, controller, override',
   help: HELP,
   async run(argv) {
     const { values, positionals } = parseCommandArgs('flags', argv, OPTIONS);
     const [sub, ...args] = positionals;
-    if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller, webhooks)');
+    if (!sub) throw usageError('flags', 'name a subcommand (sync, status, shift, rollback, resume, controller, webhooks, override)');
     // Before the config is read, so a typo is not reported as a missing strangler.yaml.
-    if (!['sync', 'status', 'shift', 'rollback', 'resume', 'controller', 'webhooks'].includes(sub)) throw usageError('flags', `unknown subcommand "${sub}" (sync, status, shift, rollback, resume, controller, webhooks)`);
+    if (!['sync', 'status', 'shift', 'rollback', 'resume', 'controller', 'webhooks', 'override'].includes(sub)) throw usageError('flags', `unknown subcommand "${sub}" (sync, status, shift, rollback, resume, controller, webhooks, override)`);
     if (values.prune && sub !== 'webhooks') throw usageError('flags', '--prune applies to `flags webhooks` only');
+    if (values.ttl !== undefined && sub !== 'override') throw usageError('flags', '--ttl applies to `flags override` only');
     const log = createLogger({ name: 'flags', level: process.env.STRANGLER_LOG_LEVEL ?? 'warn' });
     const config = loadConfigFile(values.config ?? 'strangler.yaml');
+    if (sub === 'override') return printOverride(config, args, values.ttl, values.json === true);
     if (sub === 'controller') {
       const { runControllerCommand } = await import('./controller-command.ts');
       return runControllerCommand(config, createLogger({ name: 'flags-controller' }));

@@ -44,24 +44,58 @@ export type OverrideTarget = 'legacy' | 'service';
 export type OverrideResult = { target: OverrideTarget } | { rejected: string } | null;
 
 /**
+ * Same-name session cookies tried at most. A browser sends a few when they differ in domain or path (one left by an
+ * older deployment, say); a Cookie header of thousands of them (a 16 KB header holds ~900) would otherwise cost an
+ * HMAC each, milliseconds of CPU per request for whoever sends it.
+ */
+const MAX_SESSION_COOKIES = 8;
+
+function isSpace(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
+/**
+ * Where the value of the first `name=` pair at or after `from` starts in a Cookie header, or -1. One pass over the
+ * header and no allocation (it runs on every request, and a header may hold thousands of pairs).
+ */
+function cookieValueAt(header: string, name: string, from: number): number {
+  let start = from;
+  while (start < header.length) {
+    let end = header.indexOf(';', start);
+    if (end === -1) end = header.length;
+    let at = start;
+    while (at < end && isSpace(header.charCodeAt(at))) at++;
+    if (header.startsWith(name, at)) {
+      at += name.length;
+      while (at < end && isSpace(header.charCodeAt(at))) at++;
+      if (at < end && header.charCodeAt(at) === 61 /* '=' */) return at + 1;
+    }
+    start = end + 1;
+  }
+  return -1;
+}
+
+/** The end of the pair whose value starts at `at` (the next ';' or the end of the header). */
+function cookieEnd(header: string, at: number): number {
+  const end = header.indexOf(';', at);
+  return end === -1 ? header.length : end;
+}
+
+function cookieValue(header: string, at: number, end: number): string {
+  const value = header.slice(at, end).trim();
+  return value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+}
+
+/**
  * Reads one cookie from a Cookie header without allocating a map of all cookies (it runs on every request). A browser
  * sends several cookies of one name when they differ in domain or path (one left by an older deployment, say):
  * `skip` passes over that many earlier ones, so a caller can try each in header order.
  */
 export function readCookie(header: string | undefined, name: string, skip = 0): string | undefined {
   if (!header) return undefined;
-  let start = 0;
-  while (start < header.length) {
-    let end = header.indexOf(';', start);
-    if (end === -1) end = header.length;
-    const eq = header.indexOf('=', start);
-    if (eq !== -1 && eq < end && header.slice(start, eq).trim() === name && skip-- === 0) {
-      const value = header.slice(eq + 1, end).trim();
-      return value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
-    }
-    start = end + 1;
-  }
-  return undefined;
+  let at = cookieValueAt(header, name, 0);
+  for (; at !== -1 && skip > 0; skip--) at = cookieValueAt(header, name, cookieEnd(header, at) + 1);
+  return at === -1 ? undefined : cookieValue(header, at, cookieEnd(header, at));
 }
 
 /**
@@ -86,11 +120,13 @@ function firstHeader(headers: IncomingHttpHeaders, name: string): string | undef
 /** Reads a claim from a JWT payload without verifying it (the gateway only needs a stable key, not trust). */
 export function readJwtClaim(authorization: string | undefined, claim: string): string | undefined {
   if (!authorization) return undefined;
-  const token = authorization.startsWith('Bearer ') ? authorization.slice(7) : authorization;
-  const parts = token.split('.');
-  if (parts.length !== 3 || !parts[1]) return undefined;
+  // header.payload.signature, after an optional "Bearer " (found by position: no array of parts per request, even
+  // for a header of thousands of dots).
+  const a = authorization.indexOf('.');
+  const b = a === -1 ? -1 : authorization.indexOf('.', a + 1);
+  if (b <= a + 1 || authorization.indexOf('.', b + 1) !== -1) return undefined;
   try {
-    const payload = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8')) as Record<string, unknown>;
+    const payload = JSON.parse(Buffer.from(authorization.slice(a + 1, b), 'base64url').toString('utf8')) as Record<string, unknown>;
     const v = payload[claim];
     return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
   } catch {
@@ -150,8 +186,12 @@ export class Identifier {
       return { key: v, source: 'user', context: { userId: v }, setCookie: null };
     }
     let resigned: string | undefined;
-    let cookie: string | undefined;
-    for (let n = 0; (cookie = readCookie(headers.cookie, this.#config.sessionCookie, n)) !== undefined; n++) {
+    const header = headers.cookie ?? '';
+    // One pass over the header: each same-name cookie in order, at most MAX_SESSION_COOKIES of them.
+    for (let n = 0, at = cookieValueAt(header, this.#config.sessionCookie, 0); at !== -1 && n < MAX_SESSION_COOKIES; n++) {
+      const end = cookieEnd(header, at);
+      const cookie = cookieValue(header, at, end);
+      at = cookieValueAt(header, this.#config.sessionCookie, end + 1);
       const dot = cookie.lastIndexOf('.');
       if (dot <= 0) continue;
       const sid = cookie.slice(0, dot);
@@ -173,7 +213,8 @@ export class Identifier {
   /** A signed, unexpired tester override forces a target; null when none was sent. */
   override(headers: IncomingHttpHeaders): OverrideResult {
     const { header, cookie } = this.#config.override;
-    const raw = firstHeader(headers, header) ?? readCookie(headers.cookie, cookie);
+    // An empty header is no override: the cookie, if any, still counts.
+    const raw = firstHeader(headers, header) || readCookie(headers.cookie, cookie);
     if (!raw) return null;
     if (!this.#overrideSecret) return { rejected: 'overrides are disabled (identity.override.secret is not set)' };
     const [target, exp, sig] = raw.split('.');

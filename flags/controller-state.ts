@@ -9,7 +9,7 @@
 import { readFile } from 'node:fs/promises';
 import pg from 'pg';
 import { StranglerError, messageOf } from '../common/errors.ts';
-import type { GuardOutcome } from './guard.ts';
+import type { GuardOutcome, OpensSnapshot } from './guard.ts';
 import { writeFileAtomic } from '../common/files.ts';
 
 export type PlanState = 'waiting' | 'holding' | 'paused' | 'rolled-back' | 'completed' | 'monitoring';
@@ -30,6 +30,14 @@ export interface PlanRecord {
    * Absent in records written before it existed.
    */
   fromPercent?: number;
+  /**
+   * Why the plan is paused, set while state is 'paused': an operator moved the rollout outside the plan (shift by
+   * hand, dashboard, Unleash UI, sync --fix) or the guard paused it. `lastChange` is the strategy title's note at the
+   * pause: a newer "resume by …" note (`strangler flags resume`) hands the route back to the plan.
+   */
+  pause?: { reason: string; since: number; lastChange: string | null };
+  /** Breaker-open counters last sampled per gateway (guard.ts OpensHistory): a restarted controller counts openings since its predecessor's last tick. */
+  opens?: OpensSnapshot;
   /** Epoch ms since when the guard has passed without interruption at this step; null when not holding. */
   holdStartedAt: number | null;
   lastVerdict: GuardOutcome | null;

@@ -4,11 +4,12 @@
  *
  *   step i applied ──guard passes for max(holdMs, the gateways' stats window) without a break──► step i+1 ──…──► completed
  *        │ guard insufficient / alert, a gateway not yet serving Unleash's percentage, or one not answering: the hold restarts
- *        └ guard fails: action rollback (flag off) | pause (stay, until an operator shifts) | alert (log)
+ *        └ guard fails: action rollback (flag off) | pause (stay, until `flags resume`) | alert (log)
  *
  * Decisions are written to the state store by compare-and-set before they are applied in Unleash, so of two
  * controllers only one can move a step; a step or rollback decided but not yet applied (crash, Unleash down) is retried.
- * Operators win: a manual rollback puts the plan in rolled-back, a manual resume or shift re-positions it.
+ * Operators win: a manual rollback puts the plan in rolled-back; a manual shift (the rollout moved outside the plan)
+ * pauses it where the operator put it, with the reason in the state; `flags resume` hands it back to the plan.
  */
 import { messageOf } from '../common/errors.ts';
 import { mergeRouteStatuses } from '../gateway/admin/status.ts';
@@ -33,13 +34,15 @@ export interface DecideInput {
   flagName: string;
   plan: PlanConfig | undefined;
   guard: GuardConfig;
-  flag: Pick<RouteFlagStatus, 'state' | 'percent'>;
+  flag: Pick<RouteFlagStatus, 'state' | 'percent'> & Partial<Pick<RouteFlagStatus, 'lastChange' | 'drift'>>;
   verdict: GuardVerdict;
   now: number;
   /** A decided but unapplied step is re-applied only this long after it was decided (another controller may still be applying it). */
   retryAfterMs?: number;
   /** The gateways' stats window: each step is held at least this long, so the window that promotes it holds only its own traffic. */
   minHoldMs?: number;
+  /** controller.intervalMs: a gap between two ticks longer than the windows (and than two intervals) restarts the hold. */
+  intervalMs?: number;
 }
 
 /**
@@ -64,12 +67,15 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
     routeId: input.routeId, flag: input.flagName, state: plan ? 'holding' : 'monitoring', stepIndex: -1, targetPercent: null, applied: true,
     holdStartedAt: null, lastVerdict: null, lastReasons: [], lastCheckedAt: null, updatedAt: now, version: 0,
   };
-  const record: PlanRecord = { ...base, lastVerdict: verdict.outcome, lastReasons: verdict.reasons, lastCheckedAt: now, updatedAt: now };
+  // `pause` is carried only by the branches that stay paused.
+  const { pause: storedPause, ...unpaused } = base;
+  const record: PlanRecord = { ...unpaused, lastVerdict: verdict.outcome, lastReasons: verdict.reasons, lastCheckedAt: now, updatedAt: now };
   const none = { kind: 'none' } as const;
   const steps = plan?.steps ?? [];
 
   if (flag.state === 'missing') return { record: { ...record, state: 'waiting', holdStartedAt: null }, action: none };
   const percent = flag.percent ?? 0;
+  const lastChange = flag.lastChange ?? null;
 
   // First sight, or coming back from waiting / rolled-back with the flag on: position the plan at the live percentage.
   const reposition = (): PlanRecord => {
@@ -80,6 +86,17 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
       return { ...record, state: 'holding', stepIndex: 0, targetPercent: first, applied: false, fromPercent: percent, holdStartedAt: now };
     }
     return { ...record, state: at === steps.length - 1 && percent >= steps[at]! ? 'completed' : 'holding', stepIndex: at, targetPercent: percent, applied: true, holdStartedAt: now };
+  };
+  const startStep = (r: PlanRecord): ControllerAction => (r.applied ? none : { kind: 'shift', percent: r.targetPercent!, reason: `plan step ${r.stepIndex + 1}/${steps.length}: start at ${r.targetPercent} %` });
+  // The rollout moved outside the plan (a shift by hand, the dashboard, the Unleash UI, sync --fix): the operator's
+  // position is kept, as Argo Rollouts keeps a paused rollout, until they hand the route back with `flags resume`.
+  // A shift to 0 % with the flag on is how an operator pauses a route; the plan must never restart from its first step.
+  // The action logs it (flags: controller paused the plan), once per change by hand.
+  const heldByOperator = (from: number | null | undefined): [PlanRecord, ControllerAction] => {
+    const how = flag.drift && flag.drift.length > 0 ? `changed outside strangler: ${flag.drift.join('; ')}` : lastChange ? `"${lastChange}"` : 'no note recorded';
+    const reason = `rollout moved ${from ?? '?'} % → ${percent} % outside the plan (${how}); the plan holds until \`strangler flags resume ${input.routeId}\``;
+    const held: PlanRecord = { ...record, state: 'paused', stepIndex: positionOf(steps, percent), targetPercent: percent, applied: true, holdStartedAt: null, pause: { reason, since: now, lastChange } };
+    return [held, { kind: 'pause', reason }];
   };
 
   if (flag.state === 'off') {
@@ -96,10 +113,28 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   let current = record;
   let pending: ControllerAction = none;
   let settled = false; // true: nothing more to decide this tick unless the guard fails
-  if (!input.record || base.state === 'waiting' || base.state === 'rolled-back') {
-    current = reposition();
-    if (!current.applied) pending = { kind: 'shift', percent: current.targetPercent!, reason: `plan step ${current.stepIndex + 1}/${steps.length}: start at ${current.targetPercent} %` };
+  if (plan && input.record && base.state === 'rolled-back' && !base.applied) {
+    // Our rollback never reached Unleash, and an operator shifted meanwhile: their position, held.
+    [current, pending] = heldByOperator(base.targetPercent);
     settled = true;
+  } else if (!input.record || base.state === 'waiting' || base.state === 'rolled-back' || (plan && base.state === 'monitoring')) {
+    current = reposition();
+    pending = startStep(current);
+    settled = true;
+  } else if (base.state === 'paused') {
+    settled = true;
+    // A record paused before `pause` existed is released by the next resume note, not by the one already there.
+    const pause = storedPause ?? { reason: 'paused', since: now, lastChange };
+    if (lastChange !== null && lastChange !== pause.lastChange && /^resume\b/.test(lastChange)) {
+      // `strangler flags resume` (CLI, dashboard, admin API): the plan goes on from the live percentage.
+      current = reposition();
+      pending = startStep(current);
+    } else if (base.targetPercent !== null && percent !== base.targetPercent) {
+      if (plan) [current, pending] = heldByOperator(base.targetPercent);
+      else current = reposition();
+    } else {
+      current = { ...record, pause };
+    }
   } else if (!base.applied && base.targetPercent !== null) {
     settled = true;
     if (percent === base.targetPercent) {
@@ -108,8 +143,9 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
       current = { ...record, applied: true, holdStartedAt: now };
     } else if (base.fromPercent !== undefined && percent !== base.fromPercent) {
       // Neither where the step started nor where it goes: an operator shifted meanwhile (the step's shift found the
-      // flag changed and wrote nothing, FLAG_CONFLICT). Follow them rather than overriding them with the step.
-      current = reposition();
+      // flag changed and wrote nothing, FLAG_CONFLICT). Their position wins over the step.
+      if (plan) [current, pending] = heldByOperator(base.fromPercent);
+      else current = reposition();
     } else if (now - (base.holdStartedAt ?? 0) >= (input.retryAfterMs ?? 0)) {
       // Decided earlier, not yet in Unleash (crash or Unleash error): apply again. The hold starts with this write
       // (however long Unleash was down), and the next retry waits retryAfterMs from it.
@@ -117,16 +153,21 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
       pending = { kind: 'shift', percent: base.targetPercent, reason: `plan step ${base.stepIndex + 1}/${steps.length}: ${base.targetPercent} % (retry)` };
     }
   } else if (base.targetPercent !== null && percent !== base.targetPercent) {
-    // An operator shifted by hand: follow them (and release a pause).
-    current = reposition();
+    // An operator shifted by hand: the plan holds at their percentage (a guard-only route just follows).
+    if (plan) [current, pending] = heldByOperator(base.targetPercent);
+    else current = reposition();
     settled = true;
   }
 
   if (guard.enabled && verdict.outcome === 'fail') {
     const reason = `guard failed at ${percent} %: ${verdict.reasons.join('; ')}`;
+    const { pause: currentPause, ...active } = current;
     // applied: false until Unleash has the flag off (#apply marks it; a failed write is retried on the next tick).
-    if (guard.action === 'rollback') return { record: { ...current, state: 'rolled-back', holdStartedAt: null, applied: false, targetPercent: percent }, action: { kind: 'rollback', reason } };
-    if (guard.action === 'pause') return { record: { ...current, state: 'paused', holdStartedAt: null, applied: true, targetPercent: percent }, action: base.state === 'paused' && input.record ? none : { kind: 'pause', reason } };
+    if (guard.action === 'rollback') return { record: { ...active, state: 'rolled-back', holdStartedAt: null, applied: false, targetPercent: percent }, action: { kind: 'rollback', reason } };
+    if (guard.action === 'pause') {
+      const pause = currentPause ?? { reason: `${reason}; the plan holds until \`strangler flags resume ${input.routeId}\``, since: now, lastChange };
+      return { record: { ...active, state: 'paused', holdStartedAt: null, applied: true, targetPercent: percent, pause }, action: base.state === 'paused' && input.record ? none : { kind: 'pause', reason } };
+    }
     return { record: { ...current, holdStartedAt: now }, action: { kind: 'alert', reason } }; // never move a step while failing
   }
   if (settled) return { record: current, action: pending };
@@ -143,7 +184,11 @@ export function decide(input: DecideInput): { record: PlanRecord; action: Contro
   // holding, at step `at`
   const here: PlanRecord = { ...record, stepIndex: at };
   if (guard.enabled && verdict.outcome !== 'pass') return { record: { ...here, holdStartedAt: now }, action: none };
-  const holdStartedAt = base.holdStartedAt ?? now;
+  // A controller that did not look for longer than the window (stopped, restarting, no leader, Unleash unreadable)
+  // never judged what happened meanwhile (a breaker that opened and closed, errors aged out of the stats window):
+  // the hold starts again rather than promoting on a stretch nobody watched.
+  const unwatched = base.lastCheckedAt !== null && now - base.lastCheckedAt > Math.max(guard.windowMs, input.minHoldMs ?? 0, 2 * (input.intervalMs ?? 0));
+  const holdStartedAt = unwatched ? now : base.holdStartedAt ?? now;
   if (now - holdStartedAt < planHoldMs(plan, input.minHoldMs ?? 0)) return { record: { ...here, holdStartedAt }, action: none };
   const nextIndex = at + 1;
   if (nextIndex >= steps.length) return { record: { ...here, state: 'completed', holdStartedAt }, action: none };
@@ -183,7 +228,6 @@ export class PromotionController {
   #store: StateStore;
   #now: () => number;
   #readGateway: (gateway: GatewayRef) => Promise<RoutesResponse>;
-  #opens = new Map<string, OpensHistory>();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> | undefined;
   #wasLeader: boolean | undefined;
@@ -238,6 +282,7 @@ export class PromotionController {
     const plan = managed.route.plan;
     const routeId = managed.routeId;
     let verdict: GuardVerdict;
+    let history: OpensHistory | undefined;
     if (!stats) {
       verdict = { outcome: 'insufficient', reasons: [views.length === 0 ? 'no gateway answered GET /admin/routes' : 'no gateway reports this route'], metrics: emptyMetrics() };
     } else {
@@ -251,8 +296,9 @@ export class PromotionController {
         log.warn({ routeId, holdMs: plan.holdMs, gatewayWindowMs: stats.windowMs }, FLAGS_LOG.planHoldShorterThanWindow);
       }
       this.#statsWindowMs.set(routeId, stats.windowMs);
-      const history = this.#opens.get(routeId) ?? new OpensHistory(guard.windowMs);
-      this.#opens.set(routeId, history);
+      // From the stored record, not memory: a restarted controller (or a standby taking over) compares each gateway's
+      // counter with the last one stored, so an opening between two controllers' ticks is not lost.
+      history = new OpensHistory(guard.windowMs, stored?.opens);
       // Per gateway: a gateway that misses a read (or restarts) must not make the others' old openings look new.
       history.record(now, views.flatMap(({ gateway, response }) => {
         const r = response.routes.find((x) => x.id === routeId);
@@ -267,7 +313,9 @@ export class PromotionController {
       // not answer is not in the stats at all: no pass until every listed gateway answers and serves the step.
       if (stats && flag!.state === 'on') verdict = withGatewaysServing(verdict, gatewaysNotServing(views, routeId, flag!.effectivePercent), unread);
       const retryAfterMs = Math.max(2_000, 2 * this.#control.config.controller.intervalMs);
-      const { record, action } = decide({ record: stored, routeId, flagName: managed.flag.name, plan, guard, flag: flag!, verdict, now, retryAfterMs, ...(stats ? { minHoldMs: stats.windowMs } : {}) });
+      const decided = decide({ record: stored, routeId, flagName: managed.flag.name, plan, guard, flag: flag!, verdict, now, retryAfterMs, intervalMs: this.#control.config.controller.intervalMs, ...(stats ? { minHoldMs: stats.windowMs } : {}) });
+      const { action } = decided;
+      const record: PlanRecord = history ? { ...decided.record, opens: history.snapshot() } : decided.record;
       log.debug({ routeId, outcome: verdict.outcome, reasons: verdict.reasons, state: record.state, action: action.kind }, FLAGS_LOG.guardVerdict);
       const written = await this.#store.compareAndSet(record, stored?.version ?? 0);
       if (!written) {
@@ -335,6 +383,7 @@ export class PromotionController {
           steps: [...plan.steps],
           stepIndex: r?.stepIndex ?? -1,
           state: r?.state ?? 'not-started',
+          ...(r?.state === 'paused' && r.pause ? { reason: r.pause.reason } : {}),
           holdUntil: r?.state === 'holding' && r.holdStartedAt !== null
             ? new Date(r.holdStartedAt + planHoldMs(plan, this.#statsWindowMs.get(managed.routeId) ?? this.#control.config.admin.statsWindowMs)).toISOString()
             : null,

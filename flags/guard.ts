@@ -84,6 +84,12 @@ export function evaluateGuard(guard: GuardConfig, input: GuardInput): GuardVerdi
   return { outcome: reasons.length > 0 ? 'fail' : 'pass', reasons, metrics };
 }
 
+/** OpensHistory as stored in the controller state (JSON). */
+export interface OpensSnapshot {
+  samples: { at: number; total: number }[];
+  last: Record<string, { at: number; instanceId: string | null; opens: number }>;
+}
+
 /** One gateway's cumulative breaker-open counter for a route, as read in one tick. */
 export interface OpensSample {
   /** Which gateway (its configured URL): counters are only ever compared with the same gateway's earlier value. */
@@ -109,8 +115,21 @@ export class OpensHistory {
   #samples: { at: number; total: number }[] = [];
   #last = new Map<string, { at: number; instanceId: string | undefined; opens: number }>();
 
-  constructor(windowMs: number) {
+  constructor(windowMs: number, saved?: OpensSnapshot) {
     this.#windowMs = windowMs;
+    if (saved) {
+      this.#samples = saved.samples.map((s) => ({ at: s.at, total: s.total }));
+      for (const [gateway, l] of Object.entries(saved.last)) this.#last.set(gateway, { at: l.at, instanceId: l.instanceId ?? undefined, opens: l.opens });
+    }
+  }
+
+  /** What the controller persists with the plan record, so a restarted controller (a new pod) compares with its predecessor's last samples. */
+  snapshot(): OpensSnapshot {
+    const last: OpensSnapshot['last'] = {};
+    const newest = this.#samples.at(-1)?.at ?? 0;
+    // A gateway not sampled for more than a window would only set a baseline again: not worth keeping (a removed gateway).
+    for (const [gateway, l] of this.#last) if (newest - l.at <= this.#windowMs) last[gateway] = { at: l.at, instanceId: l.instanceId ?? null, opens: l.opens };
+    return { samples: this.#samples.map((s) => ({ ...s })), last };
   }
 
   /** Records the counters of the gateways that answered at `at` (gateways that did not answer are simply absent). */

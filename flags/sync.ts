@@ -16,7 +16,7 @@
  * nothing the second time.
  */
 import { StranglerError } from '../common/errors.ts';
-import type { Strategy, StrategyInput } from './admin-api.ts';
+import type { FeatureEnvironmentState, Strategy, StrategyInput } from './admin-api.ts';
 import { formatTitle, parseTitle, type Intended } from './annotation.ts';
 import type { FlagsControl, ManagedRoute } from './control.ts';
 import { FLAGS_LOG } from './log-events.ts';
@@ -77,6 +77,90 @@ export function rolloutOf(strategy: Strategy): number | undefined {
   return n <= 100 ? n : undefined;
 }
 
+/** One line per drift entry, the same in `flags sync` and `flags status`. */
+export function driftText(d: Drift): string {
+  return `${d.kind}: expected ${d.expected}, found ${d.found}`;
+}
+
+/**
+ * The flag's state in its environment. Unleash answers 404 both for a flag that does not exist and for an environment
+ * the project does not have (removed in the Unleash UI, or never added); the latter throws FLAG_ENVIRONMENT_MISSING
+ * naming the environment, the project and what to do, the former is rethrown as the UNLEASH_NOT_FOUND it is.
+ */
+export async function readEnvironmentState(control: FlagsControl, managed: ManagedRoute): Promise<FeatureEnvironmentState> {
+  const { name, project, environment } = managed.flag;
+  try {
+    return await control.api.getFeatureEnvironment(project, name, environment);
+  } catch (err) {
+    if (err instanceof StranglerError && err.code === 'UNLEASH_NOT_FOUND') await requireEnvironment(control, managed, err);
+    throw err;
+  }
+}
+
+/** Throws FLAG_ENVIRONMENT_MISSING unless the route's environment exists and is enabled in its project. */
+export async function requireEnvironment(control: FlagsControl, managed: ManagedRoute, cause?: unknown): Promise<void> {
+  const { name, project, environment } = managed.flag;
+  let environments;
+  try {
+    environments = await control.api.projectEnvironments(project);
+  } catch {
+    return; // cannot tell (an older Unleash, a token without the permission): the caller's own error stands
+  }
+  const env = environments.find((e) => e.name === environment);
+  if (env && env.enabled !== false && env.visible !== false) return;
+  const source = control.config.source;
+  const fixConfig = `fix flags.environment in ${source} (it must be the environment of the gateways' backend token, flags.token)`;
+  const inProject = environments.filter((e) => e.visible !== false && e.enabled !== false).map((e) => e.name);
+  const why = !env
+    ? `Unleash has no environment "${environment}" (it has: ${environments.map((e) => e.name).join(', ') || 'none'}); ${fixConfig}`
+    : env.enabled === false
+      ? `environment "${environment}" is disabled in Unleash; enable it (Unleash UI → Configure → Environments) or ${fixConfig}`
+      : `environment "${environment}" is not enabled in Unleash project "${project}" (removed from the project, or never added), so the Admin API can neither read nor change flag "${name}" there, while gateways reading "${environment}" may still be served the flag as it was; add "${environment}" to the project (Unleash UI → Projects → ${project} → Settings → Environments, or POST /api/admin/projects/${project}/environments {"environment":"${environment}"}), or ${fixConfig}`;
+  throw new StranglerError('FLAG_ENVIRONMENT_MISSING', `route ${managed.routeId}: ${why}${inProject.length > 0 ? `; project "${project}" has: ${inProject.join(', ')}` : ''}`, {
+    ...(cause === undefined ? {} : { cause }),
+    details: { routeId: managed.routeId, flag: name, project, environment },
+  });
+}
+
+/** How the flag's strategies in its environment compare with the config and the recorded intent. */
+export interface FlagComparison {
+  /** The strategy strangler manages (see findManagedStrategy), if any. */
+  ours: Strategy | undefined;
+  others: Strategy[];
+  /** The intent strangler wrote into our strategy's title, if it parses. */
+  recorded: ReturnType<typeof parseTitle>;
+  /** The recorded intent, else the live state (an unmanaged strategy is adopted as it is). */
+  intended: Intended;
+  /** Every difference `flags sync` reports and `--fix` reconciles; `flags status` shows the same list. */
+  drift: Drift[];
+}
+
+/** The one drift definition: what `flags sync` (dry run) reports, and so what `flags status` shows. */
+export function compareFlag(managed: ManagedRoute, state: FeatureEnvironmentState): FlagComparison {
+  const { name, environment } = managed.flag;
+  const base = { routeId: managed.routeId, flag: name, environment };
+  const ours = findManagedStrategy(state.strategies);
+  const others = state.strategies.filter((s) => s !== ours);
+  const drift: Drift[] = [];
+  const found = (kind: DriftKind, expected: string, actual: string) => drift.push({ ...base, kind, expected, found: actual });
+  if (!ours) {
+    for (const other of others) found('extra-strategy', 'only the flexibleRollout strategy managed by strangler', `${other.name} strategy ${other.id}`);
+    return { ours, others, recorded: undefined, intended: { rollout: managed.flag.initialPercent, enabled: state.enabled }, drift };
+  }
+  const recorded = parseTitle(ours.title);
+  const current = rolloutOf(ours);
+  const intended: Intended = recorded ?? { rollout: current ?? 0, enabled: state.enabled };
+  if (!recorded) found('unmanaged', 'a strategy title written by strangler ("strangler rollout=N enabled=…")', JSON.stringify(ours.title ?? null));
+  if (current !== intended.rollout) found('rollout', `${intended.rollout} % (last set through strangler)`, JSON.stringify(ours.parameters.rollout ?? null));
+  if ((ours.parameters.stickiness ?? 'default') !== managed.flag.stickiness) found('stickiness', managed.flag.stickiness, JSON.stringify(ours.parameters.stickiness ?? null));
+  if (ours.parameters.groupId !== managed.flag.groupId) found('groupId', managed.flag.groupId, JSON.stringify(ours.parameters.groupId ?? null));
+  if ((ours.constraints?.length ?? 0) > 0 || (ours.segments?.length ?? 0) > 0) found('constraints', 'no constraints or segments', `${ours.constraints?.length ?? 0} constraints, ${ours.segments?.length ?? 0} segments`);
+  if (ours.disabled === true) found('strategy-disabled', 'strategy enabled', 'strategy disabled');
+  for (const other of others) found('extra-strategy', 'only the flexibleRollout strategy managed by strangler', `${other.name} strategy ${other.id} (${JSON.stringify(other.parameters)})`);
+  if (state.enabled !== intended.enabled) found('enabled', `${environment} ${intended.enabled ? 'on' : 'off'} (last set through strangler)`, state.enabled ? 'on' : 'off');
+  return { ours, others, recorded, intended, drift };
+}
+
 function desiredStrategy(managed: ManagedRoute, intended: Intended, note: string): StrategyInput {
   return {
     name: 'flexibleRollout',
@@ -100,6 +184,7 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
 
   const feature = await api.findFeature(project, name);
   if (!feature) {
+    await requireEnvironment(control, managed); // before creating a flag in a project without the environment
     const m = managed.route.match;
     try {
       await api.createFeature(project, { name, type: 'release', description: `strangler route ${managed.routeId} (${m.pathPrefix ?? m.pattern}): ${managed.route.legacy} → ${managed.route.service}` });
@@ -112,11 +197,8 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
     act('created-flag', `created flag ${name} in project ${project}`);
   }
 
-  const state = await api.getFeatureEnvironment(project, name, environment);
-  const ours = findManagedStrategy(state.strategies);
-  const others = state.strategies.filter((s) => s !== ours);
-  const drift: Drift[] = [];
-  const found = (kind: DriftKind, expected: string, actual: string) => drift.push({ ...base, kind, expected, found: actual });
+  const state = await readEnvironmentState(control, managed);
+  const { ours, others, recorded, intended, drift } = compareFlag(managed, state);
 
   if (!ours) {
     // No flexibleRollout yet: add ours, then switch on (safe: a strategy exists now). Only a flag nobody has
@@ -124,33 +206,22 @@ async function syncOne(control: FlagsControl, managed: ManagedRoute, fix: boolea
     // environment that is on with other strategies gets ours at 0 %: beside them, any more would add users.
     const switchOn = !state.enabled && (!feature || (state.strategies.length === 0 && !(await api.getFeatureEvents(name)).some((e) => e.environment === environment)));
     const besideOthers = state.enabled && others.length > 0 && managed.flag.initialPercent > 0;
-    const intended: Intended = { rollout: besideOthers ? 0 : managed.flag.initialPercent, enabled: state.enabled || switchOn };
-    for (const other of others) found('extra-strategy', 'only the flexibleRollout strategy managed by strangler', `${other.name} strategy ${other.id}`);
-    await api.addStrategy(project, name, environment, desiredStrategy(managed, intended, 'created by flags sync'));
-    act('added-strategy', `added flexibleRollout ${intended.rollout} % (stickiness ${managed.flag.stickiness}, groupId ${managed.flag.groupId}) in ${environment}${besideOthers ? ` instead of initialPercent ${managed.flag.initialPercent} %: ${environment} is already on with ${others.length} other strateg${others.length === 1 ? 'y' : 'ies'}, so more would add users to the service` : ''}`);
+    const added: Intended = { rollout: besideOthers ? 0 : managed.flag.initialPercent, enabled: state.enabled || switchOn };
+    await api.addStrategy(project, name, environment, desiredStrategy(managed, added, 'created by flags sync'));
+    act('added-strategy', `added flexibleRollout ${added.rollout} % (stickiness ${managed.flag.stickiness}, groupId ${managed.flag.groupId}) in ${environment}${besideOthers ? ` instead of initialPercent ${managed.flag.initialPercent} %: ${environment} is already on with ${others.length} other strateg${others.length === 1 ? 'y' : 'ies'}, so more would add users to the service` : ''}`);
     if (fix) for (const other of others) await api.deleteStrategy(project, name, environment, other.id);
     if (switchOn) {
       await api.setEnvironmentEnabled(project, name, environment, true);
-      act('enabled', `switched ${environment} on at ${intended.rollout} %`);
+      act('enabled', `switched ${environment} on at ${added.rollout} %`);
     } else if (!state.enabled) {
-      act('left-off', `left ${environment} off: the flag already existed and is off in Unleash (switched off or configured there before); sync switches on only flags it creates. Run \`strangler flags resume ${managed.routeId}\` to switch it on at ${intended.rollout} %`);
+      act('left-off', `left ${environment} off: the flag already existed and is off in Unleash (switched off or configured there before); sync switches on only flags it creates. Run \`strangler flags resume ${managed.routeId}\` to switch it on at ${added.rollout} %`);
     }
     if (fix && drift.length > 0) act('fixed', `removed ${others.length} other strateg${others.length === 1 ? 'y' : 'ies'}`);
     recordDrift(control, report, drift);
     return;
   }
 
-  const recorded = parseTitle(ours.title);
   const current = rolloutOf(ours);
-  const intended: Intended = recorded ?? { rollout: current ?? 0, enabled: state.enabled };
-  if (!recorded) found('unmanaged', 'a strategy title written by strangler ("strangler rollout=N enabled=…")', JSON.stringify(ours.title ?? null));
-  if (current !== intended.rollout) found('rollout', `${intended.rollout} % (last set through strangler)`, JSON.stringify(ours.parameters.rollout ?? null));
-  if ((ours.parameters.stickiness ?? 'default') !== managed.flag.stickiness) found('stickiness', managed.flag.stickiness, JSON.stringify(ours.parameters.stickiness ?? null));
-  if (ours.parameters.groupId !== managed.flag.groupId) found('groupId', managed.flag.groupId, JSON.stringify(ours.parameters.groupId ?? null));
-  if ((ours.constraints?.length ?? 0) > 0 || (ours.segments?.length ?? 0) > 0) found('constraints', 'no constraints or segments', `${ours.constraints?.length ?? 0} constraints, ${ours.segments?.length ?? 0} segments`);
-  if (ours.disabled === true) found('strategy-disabled', 'strategy enabled', 'strategy disabled');
-  for (const other of others) found('extra-strategy', 'only the flexibleRollout strategy managed by strangler', `${other.name} strategy ${other.id} (${JSON.stringify(other.parameters)})`);
-  if (state.enabled !== intended.enabled) found('enabled', `${environment} ${intended.enabled ? 'on' : 'off'} (last set through strangler)`, state.enabled ? 'on' : 'off');
 
   if (fix && drift.length > 0) {
     // --fix only ever moves users toward legacy: a hand-made change that exposes fewer users (lower rollout,
@@ -219,7 +290,7 @@ export function formatSyncReport(report: SyncReport, routeIds: readonly string[]
       continue;
     }
     for (const a of actions) lines.push(`${id}: ${a.detail}`);
-    for (const d of drift) lines.push(`${id}: ${fixed ? 'FIXED' : 'DRIFT'} ${d.kind}: expected ${d.expected}, found ${d.found}`);
+    for (const d of drift) lines.push(`${id}: ${fixed ? 'FIXED' : 'DRIFT'} ${driftText(d)}`);
   }
   const open = report.fixed ? 0 : report.drift.length;
   if (open > 0) lines.push(`\n${open} difference${open === 1 ? '' : 's'} between Unleash and the config/recorded intent, left as found. Run \`strangler flags sync --fix\` to reconcile.`);

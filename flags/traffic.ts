@@ -24,7 +24,7 @@ import { formatTitle, note, parseTitle } from './annotation.ts';
 import { managedRoute, type FlagsControl, type ManagedRoute } from './control.ts';
 import { FLAGS_LOG } from './log-events.ts';
 import { pushRefresh, type RefreshResult } from './refresh.ts';
-import { findManagedStrategy, rolloutOf } from './sync.ts';
+import { compareFlag, driftText, findManagedStrategy, readEnvironmentState, rolloutOf, type DriftKind } from './sync.ts';
 
 export interface ChangeOptions {
   reason?: string | null;
@@ -109,11 +109,13 @@ interface ReadState {
 }
 
 async function readState(control: FlagsControl, managed: ManagedRoute): Promise<ReadState> {
-  const { name, project, environment } = managed.flag;
+  const { name, project } = managed.flag;
   try {
     // Unleash still answers GET …/environments/{env} for an archived flag, strategy and all, and still takes a PATCH
     // of that strategy; only the flag itself (404 once archived) tells that no gateway sees it.
-    const [feature, state] = await Promise.all([control.api.findFeature(project, name), control.api.getFeatureEnvironment(project, name, environment)]);
+    // An environment missing from the project throws FLAG_ENVIRONMENT_MISSING (not "no flag": gateways may still be
+    // served the flag as it was, and Unleash cannot switch it off there).
+    const [feature, state] = await Promise.all([control.api.findFeature(project, name), readEnvironmentState(control, managed)]);
     if (!feature) return { state: undefined, strategy: undefined, archived: true };
     return { state, strategy: findManagedStrategy(state.strategies), archived: false };
   } catch (err) {
@@ -133,10 +135,18 @@ function requireSynced(managed: ManagedRoute, state: FeatureEnvironmentState | u
   if (!state || !strategy) {
     throw new StranglerError('FLAG_NOT_SYNCED', `cannot ${action} route ${managed.routeId}: flag "${name}" has no flexibleRollout strategy in ${environment}; run \`strangler flags sync\` first`, { details: { routeId: managed.routeId, flag: name } });
   }
-  if (state.strategies.length > 1) {
-    throw new StranglerError('FLAG_DRIFT', `cannot ${action} route ${managed.routeId}: flag "${name}" has ${state.strategies.length} strategies in ${environment}, so its rollout is not one percentage; run \`strangler flags sync\` to see them and \`--fix\` to keep only strangler's`, { details: { routeId: managed.routeId, flag: name } });
+  // A strategy changed by hand in its structure (another strategy beside it, constraints or segments, another
+  // stickiness or groupId, disabled) is not "this percentage of users": a shift or resume would report a share it
+  // does not set (random stickiness even moves users on every request). Rollout and on/off drift do not block: the
+  // action overwrites them. A rollback is never blocked.
+  const blocking = compareFlag(managed, state).drift.filter((d) => STRUCTURAL_DRIFT.has(d.kind));
+  if (blocking.length > 0) {
+    throw new StranglerError('FLAG_DRIFT', `cannot ${action} route ${managed.routeId}: flag "${name}" in ${environment} was changed by hand, so its rollout is not one ${managed.flag.stickiness}-sticky percentage of users (${blocking.map(driftText).join('; ')}); run \`strangler flags sync\` to see the differences and \`--fix\` to restore strangler's strategy (at 0 % where restoring it would add users), then ${action} again. \`strangler flags rollback\` still works`, { details: { routeId: managed.routeId, flag: name, drift: blocking.map(driftText) } });
   }
 }
+
+/** Drift that makes a shift or resume not do what it reports (see requireSynced). */
+const STRUCTURAL_DRIFT: ReadonlySet<DriftKind> = new Set(['extra-strategy', 'stickiness', 'groupId', 'constraints', 'strategy-disabled']);
 
 function changeRecord(control: FlagsControl, managed: ManagedRoute, action: TrafficChange['action'], from: FlagPosition, to: FlagPosition, options: ChangeOptions, changed: boolean): TrafficChange {
   return {
@@ -268,19 +278,20 @@ export async function resumeRoute(control: FlagsControl, routeId: string, option
   const actor = options.actor ?? defaultActor();
   const { state, strategy, archived } = await readState(control, managed);
   requireSynced(managed, state, strategy, 'resume', archived);
-  if (strategy.disabled === true) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the flexibleRollout strategy of "${name}" is disabled in ${environment}, so /on would add Unleash's default strategy; run \`strangler flags sync --fix\``);
   const percent = rolloutOf(strategy);
   if (percent === undefined) throw new StranglerError('FLAG_DRIFT', `cannot resume route ${routeId}: the rollout of "${name}" is ${JSON.stringify(strategy.parameters.rollout)}, not 0..100; shift it first`);
   const from: FlagPosition = { enabled: state!.enabled, percent };
   const to: FlagPosition = { enabled: true, percent };
   const recorded = parseTitle(strategy.title);
   const changed = !state!.enabled || recorded?.enabled !== true;
-  if (changed) {
-    await control.api.patchStrategy(project, name, environment, strategy.id, [
-      { op: 'replace', path: '/title', value: formatTitle({ rollout: percent, enabled: true }, note('resume', actor, options.reason ?? undefined)) },
-    ]);
-    if (!state!.enabled) await control.api.setEnvironmentEnabled(project, name, environment, true);
-  }
+  // The note is written even when the flag is already on: "resume by …" is what hands a route the promotion
+  // controller holds (after an operator's shift outside its plan) back to the plan, and Unleash's event log shows it.
+  // A note identical to the one there (the same actor resuming again) gets the time, so the resume is told apart.
+  const resumeNote = note('resume', actor, options.reason ?? undefined);
+  await control.api.patchStrategy(project, name, environment, strategy.id, [
+    { op: 'replace', path: '/title', value: formatTitle({ rollout: percent, enabled: true }, recorded?.note === resumeNote ? note(`resume at ${new Date().toISOString()}`, actor, options.reason ?? undefined) : resumeNote) },
+  ]);
+  if (!state!.enabled) await control.api.setEnvironmentEnabled(project, name, environment, true);
   return finish(control, changeRecord(control, managed, 'resume', from, to, { ...options, actor }, changed));
 }
 
@@ -292,11 +303,9 @@ export async function routeStatus(control: FlagsControl, routeId?: string): Prom
     const percent = strategy ? rolloutOf(strategy) ?? null : null;
     const enabled = state?.enabled ?? false;
     const recorded = strategy ? parseTitle(strategy.title) : undefined;
+    // Exactly what `flags sync` would report (and `--fix` change): one drift definition (sync.ts compareFlag).
     const drift: string[] = archived ? ['flag archived in Unleash: every gateway sends the route to legacy'] : [];
-    if (strategy && !recorded) drift.push('strategy not written by strangler');
-    if (recorded && recorded.rollout !== percent) drift.push(`rollout ${strategy?.parameters.rollout} ≠ recorded ${recorded.rollout}`);
-    if (recorded && recorded.enabled !== enabled) drift.push(`${enabled ? 'on' : 'off'} ≠ recorded ${recorded.enabled ? 'on' : 'off'}`);
-    if (state && state.strategies.length > 1) drift.push(`${state.strategies.length} strategies`);
+    if (state) drift.push(...compareFlag(managed, state).drift.map(driftText));
     return {
       routeId: managed.routeId,
       flag: managed.flag.name,

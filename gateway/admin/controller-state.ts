@@ -20,7 +20,7 @@ export function controllerStateFromConfig(config: LoadedConfig): Pick<ControlPla
         out[route.id] = {
           guard: route.guard ? { enabled: route.guard.enabled, lastVerdict: r?.lastVerdict ?? null, lastCheckedAt: r?.lastCheckedAt ? new Date(r.lastCheckedAt).toISOString() : null, reasons: r?.lastReasons ?? [] } : null,
           plan: route.plan
-            ? { steps: [...route.plan.steps], stepIndex: r?.stepIndex ?? -1, state: r?.state ?? 'not-started', holdUntil: r?.holdStartedAt ? new Date(r.holdStartedAt + planHoldMs(route.plan, config.admin.statsWindowMs)).toISOString() : null }
+            ? { steps: [...route.plan.steps], stepIndex: r?.stepIndex ?? -1, state: r?.state ?? 'not-started', ...(r?.state === 'paused' && r.pause ? { reason: r.pause.reason } : {}), holdUntil: r?.holdStartedAt ? new Date(r.holdStartedAt + planHoldMs(route.plan, config.admin.statsWindowMs)).toISOString() : null }
             : null,
         };
       }

@@ -40,7 +40,8 @@ export interface RouteStatus {
   totals: Record<Target, { requests: number; errors: number; fallbacks: number; sumMs?: number; histogram: number[] }>;
   /** Filled by the controller when a guard or plan is configured for the route. */
   guard: { enabled: boolean; lastVerdict: string | null; lastCheckedAt: string | null } | null;
-  plan: { steps: number[]; stepIndex: number; state: string; holdUntil: string | null } | null;
+  /** reason: while paused, why (an operator's shift outside the plan, or the guard) and how to resume. */
+  plan: { steps: number[]; stepIndex: number; state: string; holdUntil: string | null; reason?: string } | null;
 }
 
 export interface RoutesResponse {

@@ -7,19 +7,8 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
-import { FakeGateway } from './fixtures.ts';
+import { FakeGateway, strangler } from './fixtures.ts';
 import { routeStatus as fakeRoute } from '../../unit/flags/route-status.ts';
-
-function strangler(args: string[], env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['bin/strangler.js', ...args], { env: { ...process.env, ...env, STRANGLER_LOG_LEVEL: 'silent' } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-    child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-}
 
 describe('strangler flags (CLI) against a real unleash-server', () => {
   let unleash: TestUnleash;

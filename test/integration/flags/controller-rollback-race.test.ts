@@ -68,12 +68,15 @@ test('an operator rollback between the controller\'s decision and its shift wins
   let now = 0;
   const controller = new PromotionController({ control, store, now: () => now });
   try {
-    // Step 1 (1 %), then step 2 (5 %): every hold is far longer than holdMs and the gateways' stats window.
-    for (let i = 0; i < 4 && (await live()).percent < 5; i++) {
+    // Step 1 (1 %), then step 2 (5 %): ticks 30 s apart (a controller that looked away for longer than the guard
+    // window holds again), each step held for the gateways' 60 s stats window.
+    for (let i = 0; i < 8 && (await live()).percent < 5; i++) {
       await controller.tick();
-      now += 3_600_000;
+      now += 30_000;
     }
     assert.deepEqual(await live(), { enabled: true, percent: 5 });
+    await controller.tick(); // 5 % held half its window
+    now += 30_000;
 
     armed = true;
     const calls = gateway.calls.length;

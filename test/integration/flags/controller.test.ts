@@ -9,7 +9,8 @@ import pg from 'pg';
 import { UnleashAdminApi } from '../../../flags/admin-api.ts';
 import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
 import { PromotionController } from '../../../flags/controller.ts';
-import { FileStateStore, PostgresStateStore, type PlanRecord } from '../../../flags/controller-state.ts';
+import { FileStateStore, PostgresStateStore, type PlanRecord, type StateStore } from '../../../flags/controller-state.ts';
+import { resumeRoute, shiftRoute } from '../../../flags/traffic.ts';
 import { syncFlags } from '../../../flags/sync.ts';
 import { createTestDatabase, useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import { waitFor } from '../../helpers/wait.ts';
@@ -352,6 +353,116 @@ describe('promotion controller against real Unleash, PostgreSQL and a stand-in g
     } finally {
       await admin.end();
       await Promise.race([store.close(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]); // a starved pool never ends
+    }
+  });
+
+  test('an operator\'s shift outside the plan (to 0 % to pause it, or anywhere) holds the plan, says why, until an explicit resume', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });
+    const { controller, tick } = clockedController(control, databaseUrl);
+    try {
+      serve(flag, HEALTHY);
+      await tick(0);
+      assert.equal((await tick(1000)).action.kind, 'shift');
+      assert.equal((await rollout(flag)).percent, 5);
+      // The operator pauses the rollout by hand, the flag still on (CLI `flags shift orders 0`, or the dashboard).
+      await shiftRoute(control, 'orders', 0, { actor: 'cli:alice', reason: 'pausing: support tickets' });
+      for (const at of [1500, 2500, 4000, 6000]) {
+        const r = await tick(at);
+        assert.deepEqual([r.action.kind, r.record.state], [at === 1500 ? 'pause' : 'none', 'paused'], `tick at ${at}`);
+        assert.deepEqual(await rollout(flag), { enabled: true, percent: 0 }, `the controller keeps the operator's 0 % at ${at}`);
+      }
+      const view = (await controller.view()).orders?.plan;
+      assert.equal(view?.state, 'paused');
+      assert.match(view?.reason ?? '', /5 % → 0 % outside the plan.*shift 5→0% by cli:alice: pausing: support tickets.*strangler flags resume orders/);
+      // A further shift by hand keeps the plan paused: the operator drives.
+      await shiftRoute(control, 'orders', 10, { actor: 'cli:alice' });
+      for (const at of [7000, 9000]) assert.deepEqual([(await tick(at)).action.kind, (await rollout(flag)).percent], [at === 7000 ? 'pause' : 'none', 10]);
+      // An explicit resume hands the route back to the plan, from where it is: 10 % is held, then 25 %.
+      await resumeRoute(control, 'orders', { actor: 'cli:alice', reason: 'tickets were unrelated' });
+      const resumed = await tick(9500);
+      assert.deepEqual([resumed.action.kind, resumed.record.state, resumed.record.holdStartedAt], ['none', 'holding', 9500]);
+      assert.equal((await controller.view()).orders?.plan?.reason, undefined);
+      assert.equal((await tick(10_000)).action.kind, 'none', 'the resumed step is held in full');
+      assert.equal((await tick(10_500)).action.kind, 'shift');
+      assert.equal((await rollout(flag)).percent, 25);
+      assert.deepEqual(gateway.calls.filter((c) => c.body.flag === flag && c.body.action === 'shift').map((c) => c.body.percent), [1, 5, 0, 10, 25]);
+    } finally {
+      await controller.stop();
+    }
+  });
+
+  test('a breaker that opened during the hold is not forgotten when the controller restarts (new pod) before the next tick', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 1000 });
+    const first = clockedController(control, databaseUrl);
+    try {
+      serve(flag, HEALTHY, { opens: 0 });
+      await first.tick(0);
+      assert.deepEqual((await first.tick(500)).verdict.outcome, 'pass');
+    } finally {
+      await first.controller.stop();
+    }
+    // Between the two controllers the service breaker opens, falls back a few times (within maxFallbacks) and closes again.
+    serve(flag, HEALTHY, { opens: 1 });
+    const second = clockedController(control, databaseUrl);
+    try {
+      const r = await second.tick(1000);
+      assert.deepEqual([r.verdict.outcome, r.verdict.metrics.breakerOpens, r.action.kind], ['fail', 1, 'rollback'], 'the opening counts against the step, not promoted');
+      assert.deepEqual(await rollout(flag), { enabled: false, percent: 1 });
+    } finally {
+      await second.controller.stop();
+    }
+  });
+
+  test('a controller that was not watching for longer than the guard window holds the step again before promoting', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5], holdMs: 1000 });
+    const { controller, tick } = clockedController(control, databaseUrl);
+    try {
+      serve(flag, HEALTHY);
+      await tick(0);
+      await tick(500);
+      // Down (or standing by with no leader) from 500 to 5000: whatever happened meanwhile was never judged.
+      const back = await tick(5000);
+      assert.deepEqual([back.action.kind, back.record.holdStartedAt], ['none', 5000]);
+      assert.equal((await tick(5500)).action.kind, 'none');
+      assert.equal((await tick(6000)).action.kind, 'shift');
+    } finally {
+      await controller.stop();
+    }
+  });
+
+  test('a step in Unleash whose state write failed (crash in between) is marked on restart and held in full: never skipped, never shifted twice', async () => {
+    const { control, flag, databaseUrl } = await setup({ steps: [1, 5, 25], holdMs: 1000 });
+    let now = 0;
+    const store = new PostgresStateStore(databaseUrl);
+    let failMark = false;
+    const crashing: StateStore = {
+      loadAll: () => store.loadAll(),
+      acquireLeadership: () => store.acquireLeadership(),
+      close: () => store.close(),
+      // The write that records "applied" after the Unleash write fails, as if the process died in between.
+      compareAndSet: (record, version) => (failMark && record.applied && record.targetPercent === 5 ? Promise.reject(new Error('crash')) : store.compareAndSet(record, version)),
+    };
+    const a = new PromotionController({ control, store: crashing, now: () => now });
+    try {
+      serve(flag, HEALTHY);
+      await a.tick();
+      now = 1000;
+      failMark = true;
+      const crashed = (await a.tick()).routes[0]!;
+      assert.match(crashed.error ?? '', /crash/);
+      assert.equal((await rollout(flag)).percent, 5, 'the step reached Unleash');
+    } finally {
+      await a.stop();
+    }
+    const { controller, tick } = clockedController(control, databaseUrl);
+    try {
+      const resumed = await tick(1200);
+      assert.deepEqual([resumed.action.kind, resumed.record.applied, resumed.record.targetPercent, resumed.record.holdStartedAt], ['none', true, 5, 1200]);
+      assert.equal((await tick(2000)).action.kind, 'none', 'held from the restart, not from when the step was decided');
+      assert.equal((await tick(2200)).action.kind, 'shift');
+      assert.deepEqual(gateway.calls.filter((c) => c.body.flag === flag && c.body.action === 'shift').map((c) => c.body.percent), [1, 5, 25]);
+    } finally {
+      await controller.stop();
     }
   });
 

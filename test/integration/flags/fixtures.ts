@@ -1,4 +1,5 @@
 /** Shared pieces of the flags integration tests: a config pointing at the test Unleash, and a fake gateway control plane. */
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { validateConfig, type LoadedConfig } from '../../../gateway/config/load.ts';
 import type { TestUnleash } from '../../helpers/unleash.ts';
@@ -13,7 +14,7 @@ export interface RouteSpec {
   plan?: Record<string, unknown>;
 }
 
-export function flagsConfig(unleash: TestUnleash, routes: RouteSpec[], extra: { gateways?: { url: string; token: string | null }[]; controller?: Record<string, unknown> } = {}): LoadedConfig {
+export function flagsConfig(unleash: TestUnleash, routes: RouteSpec[], extra: { gateways?: { url: string; token: string | null }[]; controller?: Record<string, unknown>; environment?: string } = {}): LoadedConfig {
   return validateConfig({
     upstreams: [
       { id: 'legacy', url: 'http://127.0.0.1:9' },
@@ -32,7 +33,7 @@ export function flagsConfig(unleash: TestUnleash, routes: RouteSpec[], extra: { 
       url: unleash.apiUrl,
       token: unleash.backendToken,
       adminToken: unleash.adminToken,
-      environment: unleash.environment,
+      environment: extra.environment ?? unleash.environment,
       backupPath: null,
       gateways: extra.gateways ?? [],
     },
@@ -106,5 +107,17 @@ function readBody(req: IncomingMessage): Promise<string> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
+  });
+}
+
+/** Runs `strangler ARGS` (bin/strangler.js) to its end with `env` added and its own logging off: exit code and output. */
+export function strangler(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['bin/strangler.js', ...args], { env: { ...process.env, ...env, STRANGLER_LOG_LEVEL: 'silent' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    child.on('exit', (code) => resolve({ code: code ?? 1, stdout, stderr }));
   });
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { StranglerError } from '../../../common/errors.ts';
 import { UnleashAdminApi, type PatchOperation } from '../../../flags/admin-api.ts';
 import { createFlagsControl, type FlagsControl } from '../../../flags/control.ts';
-import { syncFlags } from '../../../flags/sync.ts';
+import { driftText, syncFlags } from '../../../flags/sync.ts';
 import { resumeRoute, rollbackAll, rollbackRoute, routeStatus, shiftRoute } from '../../../flags/traffic.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 import { FakeGateway, flagsConfig } from './fixtures.ts';
@@ -120,6 +120,13 @@ describe('shift / rollback / resume against a real unleash-server', () => {
     assert.deepEqual(on.strategies.map((s) => s.parameters.rollout), ['10']);
     assert.equal(gateway.calls.at(-1)?.body.action, 'resume');
     assert.equal((await api.getFeatureEvents(flag))[0]?.type, 'feature-environment-enabled');
+
+    // A resume of a flag already on still leaves its note (the promotion controller's signal to go on with a plan it
+    // holds after a shift by hand); the same actor and reason twice get the time, so each resume is told apart.
+    const note = async () => (await routeStatus(control, 'orders'))[0]?.lastChange;
+    assert.equal(await note(), 'resume by cli:carol: fixed');
+    assert.equal((await resumeRoute(control, 'orders', { actor: 'cli:carol', reason: 'fixed' })).changed, false);
+    assert.match(await note() ?? '', /^resume at \d{4}-\d\d-\d\dT[\d:.]+Z by cli:carol: fixed$/);
   });
 
   test('rollback --all switches every flagged route off', async () => {
@@ -137,9 +144,99 @@ describe('shift / rollback / resume against a real unleash-server', () => {
     await rejectsCode(resumeRoute(unsynced, 'new'), 'FLAG_NOT_SYNCED');
 
     await api.addStrategy('default', other, unleash.environment, { name: 'default', parameters: {} });
-    assert.match(await rejectsCode(shiftRoute(control, 'users', 5), 'FLAG_DRIFT'), /2 strategies/);
+    assert.match(await rejectsCode(shiftRoute(control, 'users', 5), 'FLAG_DRIFT'), /extra-strategy: expected only the flexibleRollout strategy managed by strangler, found default strategy/);
     const [status] = await routeStatus(control, 'users');
-    assert.deepEqual(status?.drift, ['2 strategies']);
+    assert.deepEqual(status?.drift.map((d) => d.split(':')[0]), ['extra-strategy']);
+  });
+
+  test('regression: status reports exactly the drift sync reports (it missed constraints, segments, stickiness and groupId set by hand)', async () => {
+    const env = unleash.environment;
+    const [c, g, s, p] = [uniqueFlag('status-constraint'), uniqueFlag('status-segment'), uniqueFlag('status-stickiness'), uniqueFlag('status-group')];
+    const ctl = createFlagsControl(flagsConfig(unleash, [c, g, s, p].map((name, i) => ({ id: 'cgsp'[i]!, flag: { name, initialPercent: 20 } }))));
+    await syncFlags(ctl);
+    const ours = async (flag: string) => (await api.listStrategies('default', flag, env))[0]!;
+    const res = await fetch(`${unleash.url}/api/admin/segments`, {
+      method: 'POST',
+      headers: { Authorization: unleash.adminToken, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `qa-${g}`, constraints: [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }] }),
+    });
+    assert.equal(res.status, 201);
+    const segment = (await res.json() as { id: number }).id;
+    // By hand in the Unleash UI; the rollout and the on/off switch are left as strangler wrote them.
+    await api.patchStrategy('default', c, env, (await ours(c)).id, [{ op: 'replace', path: '/constraints', value: [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }] }]);
+    const og = await ours(g);
+    await api.updateStrategy('default', g, env, og.id, { name: og.name, title: og.title ?? undefined, parameters: og.parameters, segments: [segment] });
+    await api.patchStrategy('default', s, env, (await ours(s)).id, [{ op: 'replace', path: '/parameters/stickiness', value: 'random' }]);
+    await api.patchStrategy('default', p, env, (await ours(p)).id, [{ op: 'replace', path: '/parameters/groupId', value: 'reshuffled' }]);
+
+    const report = await syncFlags(ctl);
+    const rows = await routeStatus(ctl);
+    for (const [id, kind] of [['c', 'constraints'], ['g', 'constraints'], ['s', 'stickiness'], ['p', 'groupId']] as const) {
+      const expected = report.drift.filter((d) => d.routeId === id).map(driftText);
+      assert.deepEqual(report.drift.filter((d) => d.routeId === id).map((d) => d.kind), [kind], `${id}: sync reports ${kind}`);
+      assert.deepEqual(rows.find((r) => r.routeId === id)?.drift, expected, `${id}: status shows what sync would change`);
+    }
+  });
+
+  test('regression: shift and resume refuse a strategy changed by hand in structure (they would report a share of users they do not set); rollback still works', async () => {
+    const env = unleash.environment;
+    const [c, r] = [uniqueFlag('shift-constraint'), uniqueFlag('shift-random')];
+    const ctl = createFlagsControl(flagsConfig(unleash, [{ id: 'c', flag: { name: c, initialPercent: 10 } }, { id: 'r', flag: { name: r, initialPercent: 10 } }], { gateways: [{ url: gateway.url, token: null }] }));
+    await syncFlags(ctl);
+    const ours = async (flag: string) => (await api.listStrategies('default', flag, env))[0]!;
+    // By hand: a QA-only constraint (a shift to 50 % would put 50 % of QA users on the service, not 50 % of users),
+    // and stickiness "random" (every request picks a side: a user moves between legacy and the service).
+    await api.patchStrategy('default', c, env, (await ours(c)).id, [{ op: 'replace', path: '/constraints', value: [{ contextName: 'userId', operator: 'IN', values: ['qa-1'] }] }]);
+    await api.patchStrategy('default', r, env, (await ours(r)).id, [{ op: 'replace', path: '/parameters/stickiness', value: 'random' }]);
+    const calls = gateway.calls.length;
+    assert.match(await rejectsCode(shiftRoute(ctl, 'c', 50, { actor: 'cli:alice' }), 'FLAG_DRIFT'), /cannot shift route c: .*changed by hand.*constraints: expected no constraints or segments, found 1 constraints, 0 segments.*flags sync.*--fix/);
+    assert.match(await rejectsCode(shiftRoute(ctl, 'r', 50, { actor: 'cli:alice' }), 'FLAG_DRIFT'), /stickiness: expected default, found "random"/);
+    assert.deepEqual([(await ours(c)).parameters.rollout, (await ours(r)).parameters.rollout], ['10', '10'], 'nothing written');
+    assert.equal(gateway.calls.length, calls, 'nothing pushed');
+
+    const rolled = await rollbackRoute(ctl, 'c', { actor: 'cli:alice', reason: 'incident' });
+    assert.deepEqual([rolled.to.enabled, rolled.effectivePercent], [false, 0]);
+    assert.equal((await api.getFeatureEnvironment('default', c, env)).enabled, false);
+    assert.match(await rejectsCode(resumeRoute(ctl, 'c', { actor: 'cli:alice' }), 'FLAG_DRIFT'), /cannot resume route c: .*constraints/);
+    assert.equal((await api.getFeatureEnvironment('default', c, env)).enabled, false, 'still off');
+  });
+
+  test('regression: an environment removed from the project (or never there) is named, not reported as a missing flag or a raw 404', async () => {
+    // The test Unleash reads unleash.environment; the routes here use the other built-in one, removed from the
+    // project "default" in between (Unleash UI → Projects → default → Environments), and re-added at the end.
+    const envName = unleash.environment === 'production' ? 'development' : 'production';
+    const name = uniqueFlag('env-removed');
+    const ctl = createFlagsControl(flagsConfig(unleash, [{ id: 'e', flag: { name, initialPercent: 10 } }], { environment: envName, gateways: [{ url: gateway.url, token: null }] }));
+    await syncFlags(ctl);
+    const projectEnv = (method: string, body?: unknown) => fetch(`${unleash.url}/api/admin/projects/default/environments${body ? '' : `/${envName}`}`, {
+      method,
+      headers: { Authorization: unleash.adminToken, 'Content-Type': 'application/json' },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    assert.equal((await projectEnv('DELETE')).status, 200);
+    try {
+      const missing = new RegExp(`route e: environment "${envName}" is not enabled in Unleash project "default".*add "${envName}" to the project.*fix flags\\.environment in flags-test\\.yaml`);
+      const calls = gateway.calls.length;
+      assert.match(await rejectsCode(routeStatus(ctl, 'e'), 'FLAG_ENVIRONMENT_MISSING'), missing);
+      assert.match(await rejectsCode(shiftRoute(ctl, 'e', 20, { actor: 'cli:alice' }), 'FLAG_ENVIRONMENT_MISSING'), missing);
+      assert.match(await rejectsCode(resumeRoute(ctl, 'e', { actor: 'cli:alice' }), 'FLAG_ENVIRONMENT_MISSING'), missing);
+      assert.match(await rejectsCode(syncFlags(ctl), 'FLAG_ENVIRONMENT_MISSING'), missing);
+      assert.equal(gateway.calls.length, calls, 'nothing pushed');
+      // Gateways may still be served the flag as it was, and Unleash cannot switch it off there: a rollback must not
+      // claim "no flag, every request already goes to legacy". It pushes the local override and fails.
+      const message = await rejectsCode(rollbackRoute(ctl, 'e', { actor: 'cli:alice' }), 'FLAG_ENVIRONMENT_MISSING');
+      assert.match(message, missing);
+      assert.match(message, /pushed to 1\/1 gateways .* but Unleash was not switched off/);
+      assert.deepEqual(gateway.calls.slice(calls).map((c) => c.body), [{ flag: name, action: 'rollback' }]);
+    } finally {
+      assert.equal((await projectEnv('POST', { environment: envName })).status, 200);
+    }
+    // An environment that does not exist at all (a typo in flags.environment): named, and no flag is created.
+    const typo = uniqueFlag('env-typo');
+    const bad = createFlagsControl(flagsConfig(unleash, [{ id: 't', flag: { name: typo } }], { environment: 'prodution' }));
+    assert.match(await rejectsCode(syncFlags(bad), 'FLAG_ENVIRONMENT_MISSING'), /Unleash has no environment "prodution" \(it has: .*production.*\); fix flags\.environment/);
+    assert.equal(await api.findFeature('default', typo), undefined, 'no flag created');
+    assert.match(await rejectsCode(routeStatus(bad, 't'), 'FLAG_ENVIRONMENT_MISSING'), /no environment "prodution"/);
   });
 
   test('regression: a flag archived in Unleash is not reported as serving its percentage, and shift or resume on it fail', async () => {

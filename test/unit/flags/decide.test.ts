@@ -51,10 +51,14 @@ describe('controller decide()', () => {
       { flag: on, verdict: v('pass'), now: 0 },
       { flag: on, verdict: v('fail', ['x']), now: 10, guard: { ...guard, action: 'pause' } },
       { flag: on, verdict: v('pass'), now: 5000, guard: { ...guard, action: 'pause' } },
-      { flag: { state: 'on', percent: 30 }, verdict: v('pass'), now: 6000, guard: { ...guard, action: 'pause' } },
+      { flag: { state: 'on', percent: 30, lastChange: 'shift 25→30% by cli:alice' }, verdict: v('pass'), now: 6000, guard: { ...guard, action: 'pause' } },
+      { flag: { state: 'on', percent: 30, lastChange: 'resume by cli:alice' }, verdict: v('pass'), now: 7000, guard: { ...guard, action: 'pause' } },
     ]);
-    assert.deepEqual(pause.map((o) => [o.action.kind, o.record.state]), [['none', 'holding'], ['pause', 'paused'], ['none', 'paused'], ['none', 'holding']]);
-    assert.equal(pause[3]?.record.stepIndex, 2, 'a manual shift to 30 % positions the plan after the 25 % step');
+    assert.deepEqual(pause.map((o) => [o.action.kind, o.record.state]), [['none', 'holding'], ['pause', 'paused'], ['none', 'paused'], ['pause', 'paused'], ['none', 'holding']]);
+    assert.match(pause[1]?.record.pause?.reason ?? '', /guard failed at 25 %: x; the plan holds until `strangler flags resume orders`/);
+    assert.match(pause[3]?.record.pause?.reason ?? '', /rollout moved 25 % → 30 % outside the plan \("shift 25→30% by cli:alice"\)/, 'a manual shift keeps the plan paused');
+    assert.equal(pause[4]?.record.stepIndex, 2, 'a resume positions the plan after the 25 % step');
+    assert.equal(pause[4]?.record.pause, undefined);
 
     const alert = run([{ flag: on, verdict: v('pass'), now: 0 }, { flag: on, verdict: v('fail', ['x']), now: 10, guard: { ...guard, action: 'alert' } }]);
     assert.deepEqual([alert[1]?.action.kind, alert[1]?.record.state, alert[1]?.record.holdStartedAt], ['alert', 'holding', 10]);
@@ -98,7 +102,24 @@ describe('controller decide()', () => {
       { flag: on(25), verdict: v('fail', ['errors']), now: 0 },
       { flag: on(10), verdict: v('pass'), now: 10 }, // the rollback failed, then an operator shifted to 10 %
     ]);
-    assert.deepEqual(shifted.map((o) => [o.action.kind, o.record.state]), [['rollback', 'rolled-back'], ['none', 'holding']]);
+    assert.deepEqual(shifted.map((o) => [o.action.kind, o.record.state]), [['rollback', 'rolled-back'], ['pause', 'paused']], 'the operator\'s 10 % is held, not rolled back nor promoted');
+  });
+
+  test('an operator\'s shift to 0 % with the flag on pauses the plan (never restarted from step 1) until a new resume note', () => {
+    const on = (percent: number, lastChange: string) => ({ state: 'on' as const, percent, lastChange });
+    const out = run([
+      { flag: on(5, 'resume by cli:bob'), verdict: v('pass'), now: 0 },
+      { flag: on(0, 'resume by cli:bob'), verdict: v('pass'), now: 100 },     // shifted in the Unleash UI: the note is stale
+      { flag: on(0, 'resume by cli:bob'), verdict: v('pass'), now: 60_000 },  // still the note from before the pause
+      { flag: on(0, 'resume at 2026-01-01T00:00:00.000Z by cli:bob'), verdict: v('pass'), now: 61_000 }, // bob resumes again
+      { flag: on(1, 'shift 0→1% by controller'), verdict: v('pass'), now: 61_100 },
+    ]);
+    assert.deepEqual(out.map((o) => [o.action.kind, o.record.state]), [['none', 'holding'], ['pause', 'paused'], ['none', 'paused'], ['shift', 'holding'], ['none', 'holding']]);
+    assert.deepEqual(out[3]?.action, { kind: 'shift', percent: 1, reason: 'plan step 1/5: start at 1 %' });
+    // A record paused before pause reasons existed is released by the next resume, not by the note already there.
+    const legacyPaused = { ...out[2]!.record, pause: undefined, version: 7 };
+    const stay = decide({ record: legacyPaused, routeId: 'orders', flagName: 'strangler.orders', plan, guard, flag: on(0, 'resume by cli:bob'), verdict: v('pass'), now: 70_000 });
+    assert.deepEqual([stay.record.state, stay.action.kind, stay.record.pause?.lastChange], ['paused', 'none', 'resume by cli:bob']);
   });
 
   test('each step is held at least minHoldMs (the gateways\' stats window) even when holdMs is shorter', () => {
@@ -110,6 +131,17 @@ describe('controller decide()', () => {
       { flag: on(1), verdict: v('pass'), now: 5000, minHoldMs: 5000 },
     ]);
     assert.deepEqual(out.map((o) => o.action.kind), ['none', 'none', 'none', 'shift']);
+  });
+
+  test('a gap between ticks longer than the guard window restarts the hold, unless the ticks are that far apart by config', () => {
+    const at = (now: number, intervalMs?: number) => ({ record: undefined, routeId: 'orders', flagName: 'strangler.orders', plan, guard: { ...guard, windowMs: 5000 }, flag: { state: 'on' as const, percent: 1 }, verdict: v('pass'), now, ...(intervalMs ? { intervalMs } : {}) });
+    const started = decide(at(0)).record;
+    const late = decide({ ...at(5001), record: { ...started, version: 1 } });
+    assert.deepEqual([late.action.kind, late.record.holdStartedAt], ['none', 5001], 'nobody watched 0..5001: held again');
+    const onTime = decide({ ...at(5000), record: { ...started, version: 1 } });
+    assert.equal(onTime.action.kind, 'shift');
+    const slowTicks = decide({ ...at(10_000, 6000), record: { ...started, version: 1 } });
+    assert.equal(slowTicks.action.kind, 'shift', 'controller.intervalMs 6 s: a 10 s gap is two intervals, not a blind stretch');
   });
 
   test('a step decided but not applied (crash, Unleash down) is applied again', () => {
@@ -124,17 +156,18 @@ describe('controller decide()', () => {
     assert.equal(out[3]?.record.applied, true);
   });
 
-  test('a step whose shift found the flag moved by an operator (FLAG_CONFLICT) follows the operator instead of retrying', () => {
+  test('a step whose shift found the flag moved by an operator (FLAG_CONFLICT) holds at the operator\'s percentage instead of retrying', () => {
     const on = (percent: number) => ({ state: 'on' as const, percent });
     const out = run([
       { flag: on(5), verdict: v('pass'), now: 0 },
       { flag: on(5), verdict: v('pass'), now: 1000 },   // decide 25 from 5; the shift conflicts, nothing written
-      { flag: on(10), verdict: v('pass'), now: 1100 },  // the operator's 10 %: followed, not overridden with 25
-      { flag: on(10), verdict: v('pass'), now: 1200 },
+      { flag: on(10), verdict: v('pass'), now: 1100 },  // the operator's 10 %: kept, not overridden with 25
+      { flag: on(10), verdict: v('pass'), now: 9000 },
     ]);
-    assert.deepEqual(out.map((o) => o.action.kind), ['none', 'shift', 'none', 'none']);
+    assert.deepEqual(out.map((o) => o.action.kind), ['none', 'shift', 'pause', 'none']);
     assert.equal(out[1]?.record.fromPercent, 5);
-    assert.deepEqual([out[2]?.record.targetPercent, out[2]?.record.applied, out[2]?.record.stepIndex, out[2]?.record.holdStartedAt], [10, true, 1, 1100]);
+    assert.deepEqual([out[2]?.record.state, out[2]?.record.targetPercent, out[2]?.record.applied, out[2]?.record.stepIndex, out[2]?.record.holdStartedAt], ['paused', 10, true, 1, null]);
+    assert.equal(out[3]?.record.state, 'paused');
   });
 
   test('a step that reached Unleash late (Unleash down, retried) is held from when it landed, not from when it was decided', () => {

@@ -115,6 +115,7 @@ test('tester overrides need a valid, unexpired signature', () => {
   assert.ok('rejected' in (id.override({ 'x-strangler-override': signOverride(secret, 'service', -10, now) }) ?? {}), 'expired');
   assert.ok('rejected' in (id.override({ 'x-strangler-override': 'service' }) ?? {}), 'unsigned');
   assert.equal(id.override({}), null);
+  assert.deepEqual(id.override({ 'x-strangler-override': '', cookie: `strangler_override=${signOverride(secret, 'service', 60, now)}` }), { target: 'service' }, 'an empty header does not hide the cookie');
   const noSecret = new Identifier({ ...config.identity, override: { ...config.identity.override, secret: null } });
   assert.match(String((noSecret.override({ 'x-strangler-override': signOverride(secret, 'service', 60, now) }) as { rejected: string }).rejected), /disabled/);
 });
@@ -125,6 +126,12 @@ test('cookie and JWT readers tolerate junk', () => {
   assert.equal(readCookie(undefined, 'a'), undefined);
   assert.equal(readJwtClaim('Bearer not.a.jwt!', 'sub'), undefined);
   assert.equal(readJwtClaim('Bearer a.b', 'sub'), undefined);
+  const payload = Buffer.from(JSON.stringify({ sub: 'jwt-user' })).toString('base64url');
+  assert.equal(readJwtClaim(`Bearer e30.${payload}.sig`, 'sub'), 'jwt-user');
+  assert.equal(readJwtClaim(`e30.${payload}.sig`, 'sub'), 'jwt-user', 'without the Bearer prefix');
+  for (const junk of [`e30.${payload}.sig.more`, `e30..sig`, `.${payload}`, '.'.repeat(16_000), `e30.${Buffer.from('null').toString('base64url')}.s`, `e30.${Buffer.from('[1]').toString('base64url')}.s`, `e30.${Buffer.from('{"sub":{"a":1}}').toString('base64url')}.s`]) {
+    assert.equal(readJwtClaim(`Bearer ${junk}`, 'sub'), undefined, junk.slice(0, 40));
+  }
 });
 
 test('issue: rotating identity.sessionSecret gave every anonymous user a new session (and bucket); previous keys keep it', () => {
@@ -172,6 +179,19 @@ test('issue: a stale cookie of the same name sent before the valid one made ever
   const cookie = minted.setCookie?.split(';')[0] as string;
   const seen = id.identify({ cookie: `strangler_sid=old.c2lnbmF0dXJl; other=1; ${cookie}` });
   assert.deepEqual([seen.source, seen.key, seen.setCookie], ['session', minted.key, null]);
+});
+
+test('issue: a Cookie header of thousands of pairs cost a request tens of milliseconds of CPU (rescanned per same-name cookie, an HMAC each): at most 8 same-name session cookies are tried', () => {
+  const id = new Identifier(config.identity);
+  const minted = id.identify({}).setCookie?.split(';')[0] as string;
+  // The bound (the cost itself is for a benchmark, not a timed test): a valid session behind 7 stale ones is found,
+  // behind 8 it is not tried, so a forged header of thousands costs at most 8 HMACs.
+  const stale = (n: number) => Array.from({ length: n }, (_, i) => `strangler_sid=old${i}.c2ln`).join('; ');
+  assert.equal(id.identify({ cookie: `${stale(7)}; ${minted}` }).source, 'session');
+  assert.notEqual(id.identify({ cookie: `${stale(8)}; ${minted}` }).source, 'session');
+  // A 64 KB header of pairs without "=" (read in one pass) still yields the user-key cookie at its end.
+  assert.equal(id.identify({ cookie: `${'a;'.repeat(30_000)}uid=u` }).key, 'u');
+  assert.equal(readCookie('a=1; sid=sid=x; sid=2', 'sid', 1), '2', 'a value that looks like a pair is not one');
 });
 
 test('issue: without identity.sessionSecret, a config reload (new Identifier) invalidated every session of the process', () => {
