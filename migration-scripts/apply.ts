@@ -33,6 +33,7 @@ import { isDatabaseFault, isQueryTimeout, isTransientDbError, openPool } from '.
 import { LogicalDecoder, SyncOrigins } from '../legacy-adapter/capture/logical.ts';
 import { SYNC_LOG } from './log-events.ts';
 import { chunkLockSql } from './source-read.ts';
+import { clearWorkerError, recordWorkerError } from './state.ts';
 
 export interface ApplyCounts { applied: number; duplicates: number; stale: number; echoes: number; conflicts: number; parked: number }
 
@@ -97,6 +98,19 @@ export class Applier {
   get target(): Side { return this.#target; }
 
   /**
+   * Records, in the target's state schema, the error apply into this side stops with (one retrying cannot fix):
+   * `sync status` reports the direction broken with it until clearStop (the next batch applied).
+   */
+  recordStop(code: string, message: string): Promise<void> {
+    return this.#origins.use((client) => recordWorkerError(client, this.#config.stateSchema, { worker: 'apply', source: otherSide(this.#target), code, message }));
+  }
+
+  /** Forgets the error recordStop recorded (apply got past it). */
+  clearStop(): Promise<void> {
+    return this.#origins.use((client) => clearWorkerError(client, this.#config.stateSchema, 'apply', otherSide(this.#target)));
+  }
+
+  /**
    * Logical capture only (a no-op with triggers): decodes every local transaction that committed on the target so
    * far, so the version vectors include local writes that a write of this transaction just overwrote. Runs on a
    * connection of its own and commits on its own (a rolled-back apply must not take the decoded changes with it).
@@ -119,9 +133,9 @@ export class Applier {
   /**
    * Runs `work` in one apply transaction: marked as sync's own (capture ignores it), committed at the end, and run
    * again from the start on a transient error. Backfill writes its bulk chunks through this, then `applyIn` on the
-   * same client for the keys that need the per-event rules.
+   * same client for the keys that need the per-event rules. `what` names the work in the error once retries are spent.
    */
-  async transaction<T>(work: (client: PoolClient) => Promise<T>): Promise<T> {
+  async transaction<T>(work: (client: PoolClient) => Promise<T>, what: { name: string; spent: string } = { name: 'apply', spent: 'nothing of this batch was written; it is tried again when apply restarts' }): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.#transactionOnce(work);
@@ -129,8 +143,8 @@ export class Applier {
         if (!isTransientDbError(err) || attempt >= 8) {
           if (err instanceof StranglerError) throw err;
           // Said plainly when the retries are spent: the last error alone reads as if it were still being retried.
-          const spent = isTransientDbError(err) ? ` after ${attempt} attempts (nothing of this batch was written; it is tried again when apply restarts)` : '';
-          throw new StranglerError('SYNC_APPLY_FAILED', `apply into ${this.#target} failed${spent}: ${messageOf(err)}`, { cause: err });
+          const spent = isTransientDbError(err) ? ` after ${attempt} attempts (${what.spent})` : '';
+          throw new StranglerError('SYNC_APPLY_FAILED', `${what.name} into ${this.#target} failed${spent}: ${messageOf(err)}`, { cause: err });
         }
         this.#log.warn({ event: SYNC_LOG.applyRetry, target: this.#target, attempt, err: messageOf(err) }, 'apply batch failed transiently; retrying');
         await new Promise((r) => setTimeout(r, Math.min(1_000, 20 * 2 ** attempt)));

@@ -121,7 +121,7 @@ export async function runBackfill(o: BackfillOptions): Promise<BackfillResult> {
     }
     await client.query(`UPDATE ${s}.backfill SET cursor = $3, rows_done = rows_done + $4, updated_at = now() WHERE source = $1 AND tbl = $2`, [o.source, t.name, upTo, rows]);
     return rows;
-  });
+  }, { name: `backfill chunk of ${t.name} (keys after ${after ?? 'the first'} up to ${upTo})`, spent: 'live changes kept reaching keys of the chunk while it was written; nothing of the chunk was written, and live sync goes on applying those changes' });
 
   // Chunk bounds come from the source's key index, one after another; the chunks themselves overlap by one. The next
   // bound is read ahead: a rejection the loop never gets to await (it stopped on another error) must not be unhandled.

@@ -10,7 +10,7 @@ import { createLogger } from '../common/logger.ts';
 import type { Side } from './config-schema.ts';
 import { otherSide } from './config-schema.ts';
 import { loadSyncConfig } from './config.ts';
-import { closePools, openPools, retryTransient } from './db.ts';
+import { closePools, namingDatabase, openPools, retryTransient } from './db.ts';
 import { installCapture, uninstallCapture, compileFromDatabases, startRelay } from '../legacy-adapter/capture/index.ts';
 import { Applier } from './apply.ts';
 import { ApplyWorker, createKafka, createStatusKafka } from './kafka.ts';
@@ -43,7 +43,8 @@ Subcommands:
                                                    were skipped (or events are still parked): verify again later
   status  [--json]                                 lag per direction, positions, parked events, backfill, last verify;
                                                    exit 1 when a direction is broken (lost replication slot,
-                                                   events lost from Kafka) or its lag is unknown (Kafka unreadable)
+                                                   capture off, events lost from Kafka, its relay or apply stopped
+                                                   on an error retrying cannot fix) or its lag is unknown
 
 Options:
   --config FILE   strangler config file with \`sync:\` and \`kafka:\` sections (\${ENV} expanded)
@@ -224,6 +225,10 @@ export const syncCommand: Command = {
         default:
           throw usageError('sync', `unknown subcommand "${sub}"`);
       }
+    } catch (err) {
+      // A refused password, a missing database, a host that does not answer: the driver's error does not say which
+      // of the two databases it was.
+      throw await namingDatabase(config, err);
     } finally {
       await closePools(pools);
     }

@@ -25,8 +25,18 @@ export const kafkaConfigSchema = z.object({
   }).strict().optional().describe('SASL authentication (Kafka\'s SASL_SSL with ssl, SASL_PLAINTEXT without); omitted = none.'),
 }).strict();
 
+/** What node-postgres takes as a connection string: a postgres:// (postgresql://) URL, or socket:/path?db=… . */
+function isPostgresUrl(v: string): boolean {
+  try {
+    return ['postgres:', 'postgresql:', 'socket:'].includes(new URL(v).protocol);
+  } catch {
+    return false;
+  }
+}
+
 export const databaseRefSchema = z.object({
-  url: z.string().min(1).describe('postgres:// URL; "${ENV}" references are expanded when the file is read.'),
+  url: z.string().min(1).refine(isPostgresUrl, 'a postgres://user:password@host:5432/database URL')
+    .describe('postgres:// URL; "${ENV}" references are expanded when the file is read.'),
   schema: identifier.default('public').describe('Schema holding the synced tables.'),
   poolSize: z.number().int().positive().default(4),
   connectTimeoutMs: z.number().int().positive().default(10_000).describe('How long opening a connection may take before it fails and is retried (a host that drops packets would otherwise hold it for minutes).'),
@@ -108,6 +118,7 @@ export const syncConfigSchema = z.object({
   verify: z.object({
     chunkRows: z.number().int().positive().default(20_000),
     leafRows: z.number().int().positive().default(2_000),
+    maxKeys: z.number().int().positive().optional().describe('Differing keys a verify result lists per table, 10000 when omitted (the true count is always reported; repair finds the rest itself).'),
   }).strict().default({ chunkRows: 20_000, leafRows: 2_000 }),
   tables: z.array(tableMappingSchema).min(1),
 }).strict();

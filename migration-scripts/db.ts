@@ -5,7 +5,8 @@
 import pg from 'pg';
 import type { Pool, QueryConfig } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
-import { isStranglerError } from '../common/errors.ts';
+import { isStranglerError, StranglerError } from '../common/errors.ts';
+import { redactUrl } from '../gateway/config/load.ts';
 
 export type Pools = Record<Side, Pool>;
 
@@ -108,6 +109,42 @@ export function isTransientDbError(err: unknown): boolean {
 export function isDatabaseFault(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
   return typeof code === 'string' && (code.startsWith('53') || code.startsWith('58') || code === '57014' || code === '25006');
+}
+
+/**
+ * Errors about reaching or entering a database (not about a statement): connection refused, host unknown or silent,
+ * TLS refused, authentication failed (class 28), database missing (3D000), server starting or shutting down.
+ */
+function isConnectionError(err: unknown): boolean {
+  if (isStranglerError(err)) return false;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && (code.startsWith('28') || code.startsWith('08') || ['3D000', '57P03', 'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'].includes(code))) return true;
+  return err instanceof Error && /timeout exceeded when trying to connect|Connection terminated|does not support SSL|SSL/i.test(err.message);
+}
+
+/**
+ * `err` as SYNC_DATABASE_UNAVAILABLE naming the database(s) it is about, when it is a connection error: each side is
+ * tried once more (a fresh connection, 3 s) so the message says which one fails and how, by config field and URL
+ * (password left out). Any other error is returned as it is.
+ */
+export async function namingDatabase(config: SyncConfig, err: unknown): Promise<unknown> {
+  if (!isConnectionError(err)) return err;
+  const sides = ['legacy', 'service'] as const;
+  const probes = await Promise.all(sides.map(async (side) => {
+    const pool = openPool(config.databases[side].url, 1, true, { connectTimeoutMs: 3_000, queryTimeoutMs: 3_000 });
+    try {
+      await pool.query('SELECT 1');
+      return null;
+    } catch (probeErr) {
+      const code = (probeErr as { code?: unknown }).code;
+      return `sync.databases.${side}.url (${redactUrl(config.databases[side].url)}): ${typeof code === 'string' ? `${code}: ` : ''}${(probeErr as Error).message}`;
+    } finally {
+      await pool.end().catch(() => {});
+    }
+  }));
+  const failing = probes.filter((p): p is string => p !== null);
+  const about = failing.length > 0 ? failing.join('; ') : `one of the databases (both answer now): ${(err as Error).message}`;
+  return new StranglerError('SYNC_DATABASE_UNAVAILABLE', `cannot use ${about}. Check the URL, the password, that the database exists and that the server accepts connections from here`, { cause: err });
 }
 
 /** Retries `fn` on transient failures (database or broker restarting) until `timeoutMs` has passed. */

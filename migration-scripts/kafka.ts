@@ -14,6 +14,7 @@ import { topicFor, type CompiledTable } from './mapping.ts';
 import type { Applier } from './apply.ts';
 import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
+import { settlesWithin } from '../common/timeout.ts';
 import { SYNC_LOG } from './log-events.ts';
 import { causeChain, checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
 import { tlsClientOptions } from '../common/tls.ts';
@@ -33,6 +34,9 @@ export function kafkaTlsOptions(ssl: NonNullable<KafkaConfig['ssl']>): boolean |
   }
   throw new StranglerError('KAFKA_TLS_KEY_MISMATCH', `kafka.ssl.certFile "${p.certFile}" and kafka.ssl.keyFile "${p.keyFile}" are not a usable pair (${p.code}: ${p.detail}); expected a PEM client certificate and the PEM private key it was made for`);
 }
+
+/** The config behind each client createKafka made, to name its fields in errors. */
+const clientConfigs = new WeakMap<Kafka, KafkaConfig>();
 
 /** The config and TLS options behind each client createKafka made, for the one-time certificate check. */
 const tlsChecks = new WeakMap<Kafka, { config: KafkaConfig; tls: ConnectionOptions; passed?: Promise<void> }>();
@@ -59,13 +63,27 @@ function withTlsCause(kafka: Kafka, err: unknown): unknown {
   return (entry && tlsFailureOf(err, entry.config.ssl)) ?? err;
 }
 
-/** `connect` after the certificate check, and a certificate failure kafkajs ends with reported as one. */
+/**
+ * `err` as KAFKA_SASL_AUTHENTICATION_FAILED when a broker refused the SASL login (kafkajs fails at once with
+ * KafkaJSSASLAuthenticationError, which has no code: the CLI printed it as a stack trace), else undefined.
+ */
+export function saslFailureOf(err: unknown, sasl: KafkaConfig['sasl']): StranglerError | undefined {
+  for (const e of causeChain(err)) {
+    if ((e as { name?: unknown }).name !== 'KafkaJSSASLAuthenticationError') continue;
+    const who = sasl ? `user "${sasl.username}" with mechanism ${sasl.mechanism} (kafka.sasl.username, kafka.sasl.password, kafka.sasl.mechanism)` : 'this client';
+    return new StranglerError('KAFKA_SASL_AUTHENTICATION_FAILED',
+      `the Kafka broker refused the SASL login of ${who}: ${messageOf(e)}. Check the user, its password and that the broker enables that mechanism; not retried`, { cause: e });
+  }
+  return undefined;
+}
+
+/** `connect` after the certificate check; a certificate or SASL login failure kafkajs ends with reported as one. */
 async function connectChecked(kafka: Kafka, connect: () => Promise<void>): Promise<void> {
   await checkKafkaTls(kafka);
   try {
     await connect();
   } catch (err) {
-    throw withTlsCause(kafka, err);
+    throw saslFailureOf(err, clientConfigs.get(kafka)?.sasl) ?? withTlsCause(kafka, err);
   }
 }
 
@@ -120,6 +138,7 @@ export function createKafka(config: KafkaConfig, role: string, options: { retrie
     ssl,
     ...(config.sasl ? { sasl: kafkaSasl(config.sasl) } : {}),
   });
+  clientConfigs.set(kafka, config);
   if (ssl !== false) tlsChecks.set(kafka, { config, tls: ssl === true ? {} : ssl });
   return kafka;
 }
@@ -316,6 +335,11 @@ export class ApplyWorker {
   /** Batches refused in a row because Kafka did not answer (#refuseBatch's backoff; reset by an applied batch). */
   #refusals = 0;
   /**
+   * Whether the target may hold an error an apply worker of this direction stopped with (#record): unknown until the
+   * first batch applied, which deletes it (one statement per process).
+   */
+  #errorRecorded: boolean | undefined;
+  /**
    * Rejects when the consumer stopped for good (kafkajs will not restart it: a TLS certificate failure, events lost
    * from Kafka, a lost slot), with the cause; `strangler sync apply` exits with it instead of idling.
    */
@@ -327,7 +351,48 @@ export class ApplyWorker {
     this.done.catch(() => {}); // (nobody needs to wait on it)
   }
 
+  /** Connects, subscribes and runs the consumer; an error retrying cannot fix (a compacted topic, a TLS failure) is recorded (#record). */
   async start(): Promise<void> {
+    try {
+      await this.#start();
+    } catch (err) {
+      const fatal = fatalCause(err);
+      if (fatal) await this.#record(fatal);
+      throw err;
+    }
+  }
+
+  /**
+   * Records the error apply stops with in the target's state schema, so `sync status` and the dashboard report the
+   * direction broken and why (a supervisor restarting apply into the same error shows only a growing lag otherwise).
+   * Bounded: a target that does not answer must not keep the worker from stopping.
+   */
+  async #record(err: unknown): Promise<void> {
+    const code = isStranglerError(err) ? err.code : 'SYNC_KAFKA_FAILED';
+    const message = isStranglerError(err) ? err.message : `apply consumer stopped (kafkajs gave up): ${messageOf(err)}`;
+    const recorded = await settlesWithin(this.#o.applier.recordStop(code, message), 5_000).catch((recordErr: unknown) => messageOf(recordErr));
+    if (recorded === true) this.#errorRecorded = true;
+    else this.#log.warn({ event: SYNC_LOG.applyStopped, code, err: recorded === false ? 'no answer within 5 s' : recorded }, 'recording the error apply stops with failed; status shows only the lag');
+  }
+
+  /** Stops for good: records why, then rejects `done`. */
+  async #stopWith(err: unknown): Promise<void> {
+    await this.#record(err);
+    this.#fail(err);
+  }
+
+  /** A batch applied: an error an apply worker of this direction stopped with before is over (retried after the next batch if this fails). */
+  async #passed(): Promise<void> {
+    if (this.#errorRecorded === false) return;
+    try {
+      await this.#o.applier.clearStop();
+      this.#errorRecorded = false;
+    } catch (err) {
+      this.#log.warn({ event: SYNC_LOG.applyRetry, err: messageOf(err) }, 'clearing the recorded stop error of apply failed; tried again after the next batch');
+    }
+  }
+
+  async #start(): Promise<void> {
     const { config, kafka, applier, source } = this.#o;
     const topics = sideTopics(config, source);
     await retryTransient('apply: create topics', () => ensureTopics(kafka, topics, config.topics.partitions));
@@ -365,12 +430,12 @@ export class ApplyWorker {
         const inMs = Math.min(30_000, 500 * 2 ** this.#restarts++);
         this.#log.warn({ event: SYNC_LOG.applyRestart, direction, err: messageOf(err), inMs }, 'apply consumer lost its group coordinator; restarting it');
         this.#restartTimer = setTimeout(() => {
-          consumer.run(runOptions).catch((runErr: unknown) => this.#fail(runErr));
+          consumer.run(runOptions).catch((runErr: unknown) => this.#stopWith(runErr));
         }, inMs);
         return;
       }
       this.#log.error({ event: SYNC_LOG.applyStopped, direction, code: isStranglerError(err) ? err.code : undefined, err: messageOf(err) }, 'apply consumer stopped; restart the apply worker after fixing the cause');
-      this.#fail(err);
+      void this.#stopWith(err);
     });
     consumer.on(consumer.events.GROUP_JOIN, (e) => {
       this.#restarts = 0;
@@ -431,6 +496,7 @@ export class ApplyWorker {
           const last = slice[slice.length - 1]?.offset as string;
           resolveOffset(last);
           this.#refusals = 0;
+          await this.#passed();
           this.#o.onApplied?.(events);
           this.#log.debug({ event: SYNC_LOG.applyBatch, topic: batch.topic, partition: batch.partition, ...res }, 'applied batch');
           await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: String(BigInt(last) + 1n) }])

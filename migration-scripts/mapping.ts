@@ -92,6 +92,14 @@ export interface CompiledTable {
    * plain type on both sides with the identity codec is copied directly (the same value, without the text round trip).
    */
   rowWriteExprs(target: Side, alias: string): readonly ColumnExpr[];
+  /**
+   * SQL yielding the image of row variable `row` of `side` in the capture trigger and decode functions: `to_jsonb(row)`,
+   * with a float -0 as "-0" (the state schema's row_image, which reads the row without naming a column, so DDL on the
+   * table never breaks the application's writes).
+   */
+  captureImage(side: Side, row: string): string;
+  /** SQL yielding the image of row alias `alias` of `side` in a snapshot read (backfill, repair): also marks JSON nulls (JSON_NULLS). */
+  readImage(side: Side, alias: string): string;
   /** SQL yielding the canonical key text (`[v1, v2]`) of a row alias on one side. */
   keyText(side: Side, alias: string): string;
   /** SQL yielding the canonical text of a row (service shape) from the jsonb image `img` (or `@alias`) of a row on `side`. */
@@ -114,8 +122,9 @@ function castType(c: ColumnInfo): string {
   return c.type.replace(/^character varying\(\d+\)$/, 'character varying').replace(/^character\(\d+\)$/, 'bpchar');
 }
 
+/** `valueJson` must already be SQL NULL for SQL NULL (sourceJson of a json column is; a json member is not: NULLIF it). */
 function castExpr(valueText: string, valueJson: string, target: ColumnInfo): string {
-  if (target.family === 'json') return `(NULLIF(${valueJson}, 'null'::jsonb))::${target.type}`;
+  if (target.family === 'json') return `(${valueJson})::${target.type}`;
   return `(${valueText})::${castType(target)}`;
 }
 
@@ -159,8 +168,41 @@ function guarded(e: ColumnExpr, dst: TableInfo): ColumnExpr {
  * `@alias`, straight from a row alias with the exact text the image would hold (verify reads rows in place; the
  * per-column to_jsonb is much cheaper than building and probing a whole-row image).
  */
-const sourceText = (img: string, col: string) => (img.startsWith('@') ? `(to_jsonb(${img.slice(1)}.${q(col)}) #>> '{}')` : `(${img}->>${lit(col)})`);
-const sourceJson = (img: string, col: string) => (img.startsWith('@') ? `to_jsonb(${img.slice(1)}.${q(col)})` : `(${img}->${lit(col)})`);
+const sourceText = (img: string, c: ColumnInfo) => (img.startsWith('@') ? `(${memberJson(img.slice(1), c)} #>> '{}')` : `(${img}->>${lit(c.name)})`);
+/**
+ * The jsonb value of source column `c`; for a json/jsonb column SQL NULL when the column is SQL NULL and `'null'`
+ * when it holds JSON null. A row read in place tells them apart; an image only through its JSON_NULLS member (see
+ * there): without it (every image live capture writes), `null` in an image is read as SQL NULL.
+ */
+const sourceJson = (img: string, c: ColumnInfo) => {
+  if (img.startsWith('@')) return memberJson(img.slice(1), c);
+  const v = `(${img}->${lit(c.name)})`;
+  return c.family === 'json' ? `(CASE WHEN coalesce(${img}->${lit(JSON_NULLS)} ? ${lit(c.name)}, false) THEN 'null'::jsonb ELSE NULLIF(${v}, 'null'::jsonb) END)` : v;
+};
+
+/** float4/float8: the types with a negative zero (numeric has none). */
+const isFloat = (c: ColumnInfo): boolean => c.type === 'double precision' || c.type === 'real';
+
+/**
+ * SQL true when float column `c` of row alias `alias` holds -0. `to_jsonb` turns a float into a jsonb number, which
+ * (a numeric) has no negative zero: -0 would arrive as 0. Images therefore hold -0 as the string "-0", as they hold
+ * NaN and ±Infinity (strings in to_jsonb too); `s->>'c'` then casts back to -0.
+ */
+const negativeZero = (alias: string, c: ColumnInfo) => `(${alias}.${q(c.name)} = 0 AND ${alias}.${q(c.name)}::text = '-0')`;
+
+/** The image member of column `c` of row alias `alias`, as a snapshot image holds it (SQL NULL for SQL NULL). */
+function memberJson(alias: string, c: ColumnInfo): string {
+  const v = `to_jsonb(${alias}.${q(c.name)})`;
+  return isFloat(c) ? `(CASE WHEN ${negativeZero(alias, c)} THEN '"-0"'::jsonb ELSE ${v} END)` : v;
+}
+
+/**
+ * Image member listing the json/jsonb columns that hold JSON null: in `to_jsonb(row)` both JSON null and SQL NULL
+ * are `null`. Snapshot reads (backfill, repair) write it; live capture cannot (its trigger and decode functions read
+ * the row without naming columns, so DDL on a synced table never breaks the application's writes), so live sync
+ * writes SQL NULL for JSON null, and verify reports the row (see README, limits).
+ */
+export const JSON_NULLS = '__strangler_json_null';
 
 /** Families whose values survive the image's text round trip unchanged, so a same-type column can be copied as is (json is normalised by the image, so it is not). */
 const COPYABLE: ReadonlySet<Family> = new Set(['int', 'dec', 'text', 'timestamptz', 'timestamp', 'date', 'time', 'interval', 'bool', 'uuid']);
@@ -194,11 +236,11 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
     const l = target === 'legacy' ? dst : src;
     const s = target === 'service' ? dst : src;
     const bad = (why: string) => { problems.push({ path: at, message: `type that cannot map: legacy ${l.name} ${l.type} ↔ service ${s.name} ${s.type} with codec ${codec}: ${why}` }); return []; };
-    const t = sourceText(img, src.name);
+    const t = sourceText(img, src);
     switch (codec) {
       case 'identity':
         if (!identityCompatible(l.family, s.family)) return bad('the types are not compatible (use a codec, or a json/join combine)');
-        return [withFits({ column: dst.name, expr: castExpr(t, sourceJson(img, src.name), dst) }, t, dst, src, named(source, src), named(target, dst))];
+        return [withFits({ column: dst.name, expr: castExpr(t, sourceJson(img, src), dst) }, t, dst, src, named(source, src), named(target, dst))];
       case 'cents-to-decimal':
       case 'decimal-to-cents': {
         const [centsSide, decSide] = codec === 'cents-to-decimal' ? [l, s] : [s, l];
@@ -244,20 +286,20 @@ function entryExprs(entry: ColumnMappingConfig, target: Side, info: { legacy: Ta
   if (target === otherSide(manySide)) {
     // many → one
     if (combined.combine === 'json') {
-      const obj = `jsonb_build_object(${parts.map((p) => `${lit(p.name)}, ${sourceJson(img, p.name)}`).join(', ')})`;
+      const obj = `jsonb_build_object(${parts.map((p) => `${lit(p.name)}, ${sourceJson(img, p)}`).join(', ')})`;
       return [{ column: one.name, expr: `(${obj})::${one.type}` }];
     }
-    const allNull = parts.map((p) => `${sourceText(img, p.name)} IS NULL`).join(' AND ');
-    const joined = `concat_ws(${sep}, ${parts.map((p) => `coalesce(${sourceText(img, p.name)}, '')`).join(', ')})`;
+    const allNull = parts.map((p) => `${sourceText(img, p)} IS NULL`).join(' AND ');
+    const joined = `concat_ws(${sep}, ${parts.map((p) => `coalesce(${sourceText(img, p)}, '')`).join(', ')})`;
     return [{ column: one.name, expr: `(CASE WHEN ${allNull} THEN NULL ELSE ${joined} END)::${castType(one)}` }];
   }
   // one → many
   return parts.map((p, i) => {
     if (combined.combine === 'json') {
-      const member = `(${sourceJson(img, one.name)}->>${lit(p.name)})`;
-      return withFits({ column: p.name, expr: castExpr(member, `(${sourceJson(img, one.name)}->${lit(p.name)})`, p) }, member, p, null, `${named(source, one)} member "${p.name}"`, named(target, p));
+      const member = `(${sourceJson(img, one)}->>${lit(p.name)})`;
+      return withFits({ column: p.name, expr: castExpr(member, `NULLIF(${sourceJson(img, one)}->${lit(p.name)}, 'null'::jsonb)`, p) }, member, p, null, `${named(source, one)} member "${p.name}"`, named(target, p));
     }
-    const whole = sourceText(img, one.name);
+    const whole = sourceText(img, one);
     const piece = i < parts.length - 1 ? `split_part(${whole}, ${sep}, ${i + 1})` : `array_to_string((string_to_array(${whole}, ${sep}))[${parts.length}:], ${sep})`;
     return { column: p.name, expr: `(${piece})::${castType(p)}` };
   });
@@ -348,6 +390,9 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
         if (c.family === 'array' && mapped.has(c.name)) problems.push({ path: at, message: `type that cannot map: array column ${side} ${info[side].name}.${c.name} (${c.type}) is not supported` });
       }
     }
+    for (const side of ['legacy', 'service'] as const) {
+      if (info[side].columns.has(JSON_NULLS)) problems.push({ path: `${at}.${side}.table`, message: `${side} table ${info[side].name} has a column named "${JSON_NULLS}", a name sync reserves in its row images; rename the column` });
+    }
     const owner = t.owner ?? (t.route === undefined ? undefined : config.ownership.routes[t.route]) ?? config.ownership.default;
     const schemaOf = (side: Side) => config.databases[side].schema;
     const keyText = (side: Side, alias: string) => `jsonb_build_array(${t[side].key.map((k) => `${alias}.${q(k)}`).join(', ')})::text`;
@@ -363,16 +408,18 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
       // Reading rows in place (verify): a column whose type is the same on both sides is printed as it is, with no
       // round trip through text and a cast (the costly part on a million rows). Anything else goes through the
       // same expressions apply writes with, so the canonical text is what apply would produce.
-      const jsonDirect = (alias: string, col: string) => (svc.columns.get(col)?.family === 'json' ? `NULLIF(${alias}.${q(col)}::jsonb, 'null'::jsonb)` : `${alias}.${q(col)}`);
+      // JSON null stays apart from SQL NULL: a copy that turned one into the other is reported, not called identical.
+      /** Column `col` of row alias `alias` read in place, as jsonb when service column `svcCol` is json or jsonb. */
+      const inPlace = (alias: string, col: string, svcCol = col) => (svc.columns.get(svcCol)?.family === 'json' ? `${alias}.${q(col)}::jsonb` : `${alias}.${q(col)}`);
       let list: ColumnExpr[];
       if (side === 'service') {
-        list = [...new Set(exprs.service.map((e) => e.column))].map((c) => ({ column: c, expr: direct ? jsonDirect(direct, c) : castExpr(sourceText(img, c), sourceJson(img, c), svc.columns.get(c) as ColumnInfo) }));
+        list = [...new Set(exprs.service.map((e) => e.column))].map((c) => {
+          const col = svc.columns.get(c) as ColumnInfo;
+          return { column: c, expr: direct ? inPlace(direct, c) : castExpr(sourceText(img, col), sourceJson(img, col), col) };
+        });
       } else {
         list = t.columns.flatMap((c, j) => {
-          if (direct && same(c)) {
-            const fam = svc.columns.get(c.service)?.family;
-            return [{ column: c.service, expr: fam === 'json' ? `NULLIF(${direct}.${q(c.legacy)}::jsonb, 'null'::jsonb)` : `${direct}.${q(c.legacy)}` }];
-          }
+          if (direct && same(c)) return [{ column: c.service, expr: inPlace(direct, c.legacy, c.service) }];
           return entryExprs(c, 'service', info, img, `${at}.columns[${j}]`, []);
         });
       }
@@ -401,6 +448,19 @@ export function compileMappings(config: SyncConfig, schemas: { legacy: Map<strin
         }
         return entryExprs(c, target, info, `@${alias}`, `${at}.columns[${j}]`, []).map((e) => guarded(e, info[target]));
       }),
+      captureImage: (side, row) => {
+        const floats = [...info[side].columns.values()].filter(isFloat).map((c) => lit(c.name));
+        return floats.length === 0 ? `to_jsonb(${row})` : `${q(config.stateSchema)}.row_image(${row}, ARRAY[${floats.join(', ')}]::text[])`;
+      },
+      readImage: (side, alias) => {
+        const cols = [...info[side].columns.values()];
+        const zeros = cols.filter(isFloat).map((c) => `${lit(c.name)}, CASE WHEN ${negativeZero(alias, c)} THEN '"-0"'::jsonb END`);
+        const nulls = cols.filter((c) => c.family === 'json').map((c) => `CASE WHEN ${c.type === 'json' ? 'json_typeof' : 'jsonb_typeof'}(${alias}.${q(c.name)}) = 'null' THEN ${lit(c.name)} END`);
+        if (zeros.length === 0 && nulls.length === 0) return `to_jsonb(${alias})`;
+        const members = [...zeros, ...(nulls.length === 0 ? [] : [`${lit(JSON_NULLS)}, to_jsonb(nullif(array_remove(ARRAY[${nulls.join(', ')}]::text[], NULL), '{}'))`])];
+        // Only the members that apply (jsonb_strip_nulls drops the others; every value here is a scalar or a flat array).
+        return `(to_jsonb(${alias}) || jsonb_strip_nulls(jsonb_build_object(${members.join(', ')})))`;
+      },
       keyText,
       canonicalText: (side, img) => `concat_ws('|', ${canonicalCols(side, img).join(', ')})`,
     });

@@ -10,6 +10,7 @@
  * the target while it still lands on the source, and the pair would end up swapped. Verify again once apply has
  * caught up (`status` lag 0). Every other key is rewritten from the source, whatever its version.
  */
+import { StranglerError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
 import type { Side, SyncConfig } from './config-schema.ts';
@@ -19,7 +20,7 @@ import type { CompiledTable } from './mapping.ts';
 import { q } from './mapping.ts';
 import { Applier } from './apply.ts';
 import { readKeys, type KeyedEvent } from './source-read.ts';
-import type { VerifyResult } from './verify.ts';
+import { diffCountOf, verifyTable, type VerifyResult } from './verify.ts';
 import { SYNC_LOG } from './log-events.ts';
 import { parseEventMeta } from './event.ts';
 
@@ -45,55 +46,70 @@ function versionsOf(read: { events: readonly KeyedEvent[]; deletes: readonly Key
 export async function repairFromVerify(o: { config: SyncConfig; pools: Pools; tables: readonly CompiledTable[]; verify: VerifyResult; from?: Side; log?: Logger }): Promise<RepairResult> {
   const log = o.log ?? silentLogger;
   const out: RepairResult = { tables: [] };
+  // A result naming a table the config does not sync (renamed, another config file) would repair nothing and read as done.
+  const unknown = o.verify.tables.filter((tv) => diffCountOf(tv) > 0 && !o.tables.some((x) => x.name === tv.table)).map((tv) => tv.table);
+  if (unknown.length > 0) {
+    throw new StranglerError('CLI_USAGE', `sync repair: the verify result names ${unknown.map((n) => `"${n}"`).join(', ')}, not configured (configured: ${o.tables.map((x) => x.name).join(', ')}); verify again with this config`);
+  }
   for (const tv of o.verify.tables) {
-    if (tv.diffs.length === 0) continue;
+    if (diffCountOf(tv) === 0) continue;
     const t = o.tables.find((x) => x.name === tv.table);
-    if (!t) continue;
+    if (!t) continue; // not reached: checked above
     const from = o.from ?? t.owner;
     const to = otherSide(from);
-    const keys = tv.diffs.map((d) => d.key);
     const applier = new Applier({ pool: o.pools[to], config: o.config, target: to, tables: o.tables, log });
-    let rewritten = 0;
-    let deleted = 0;
-    const targetNewer: string[] = [];
-    for (let i = 0; i < keys.length; i += 1_000) {
-      let pending = keys.slice(i, i + 1_000);
-      let read = await readKeys(o.pools[from], o.config, t, from, pending);
-      for (let round = 1; pending.length > 0; round++) {
-        const res = await applier.applyBatch([...read.events, ...read.deletes].map((k) => k.event), { force: true });
-        const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
-        // The source may have changed a key between the read and this commit, and live apply may have written that
-        // newer change first: the older image just forced over it. Read again; a key whose version moved is written
-        // again from the new read (forcing the newer image is right whichever of the two apply got first).
-        const again = await readKeys(o.pools[from], o.config, t, from, pending.filter((k) => !skipped.has(k)));
-        const was = versionsOf(read);
-        const moved = new Set([...versionsOf(again)].filter(([k, v]) => was.get(k) !== v).map(([k]) => k));
-        for (const [list, op] of [[read.events, 'rewritten'], [read.deletes, 'deleted']] as const) {
-          for (const { key } of list) {
-            if (skipped.has(key)) {
-              targetNewer.push(key);
-              log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },
-                `key skipped: ${to} changed it after ${from} last saw it (the change is on its way to ${from}); verify again once apply has caught up`);
-            } else if (moved.has(key) && round < MAX_REPAIR_ROUNDS) {
-              continue;
-            } else if (moved.has(key)) {
-              targetNewer.push(key);
-              log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'changing' },
-                `key skipped: ${from} changed it again during each of ${MAX_REPAIR_ROUNDS} repair attempts; verify again once apply has caught up`);
-            } else {
-              if (op === 'rewritten') rewritten += 1; else deleted += 1;
-              log.info({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: op }, 'repaired key');
-            }
-          }
-        }
-        if (round >= MAX_REPAIR_ROUNDS) break;
-        pending = pending.filter((k) => moved.has(k));
-        read = { events: again.events.filter((e) => moved.has(e.key)), deletes: again.deletes.filter((e) => moved.has(e.key)) };
-      }
+    const done = { table: t.name, from, to, rewritten: 0, deleted: 0, targetNewer: [] as string[] };
+    if (tv.truncated === true || diffCountOf(tv) > tv.diffs.length) {
+      // The result lists only the first verify.maxKeys keys: compare the table again and repair each leaf's keys as
+      // they are found, so no list of every differing key is ever held (a rerun after an interruption finds what is left).
+      log.info({ event: SYNC_LOG.repairKey, table: t.name, from, to, outcome: 'rescan', listed: tv.diffs.length, differing: diffCountOf(tv) },
+        'verify listed only some of the differing keys: comparing the table again and repairing leaf by leaf');
+      await verifyTable(o.pools, t, { ...o.config.verify, maxKeys: 0, recheck: false }, (batch) => repairKeys(o, t, applier, from, to, batch.map((d) => d.key), done, log));
+    } else {
+      const keys = tv.diffs.map((d) => d.key);
+      for (let i = 0; i < keys.length; i += 1_000) await repairKeys(o, t, applier, from, to, keys.slice(i, i + 1_000), done, log);
     }
-    out.tables.push({ table: t.name, from, to, rewritten, deleted, targetNewer });
+    out.tables.push(done);
   }
   return out;
+}
+
+/** Re-syncs one batch of keys from `from` to `to`, counting into `done`. */
+async function repairKeys(o: { config: SyncConfig; pools: Pools }, t: CompiledTable, applier: Applier, from: Side, to: Side, keys: string[],
+  done: { rewritten: number; deleted: number; targetNewer: string[] }, log: Logger): Promise<void> {
+  let pending = keys;
+  let read = await readKeys(o.pools[from], o.config, t, from, pending);
+  for (let round = 1; pending.length > 0; round++) {
+    const res = await applier.applyBatch([...read.events, ...read.deletes].map((k) => k.event), { force: true });
+    const skipped = new Set((res.targetNewer ?? []).map((x) => x.key));
+    // The source may have changed a key between the read and this commit, and live apply may have written that
+    // newer change first: the older image just forced over it. Read again; a key whose version moved is written
+    // again from the new read (forcing the newer image is right whichever of the two apply got first).
+    const again = await readKeys(o.pools[from], o.config, t, from, pending.filter((k) => !skipped.has(k)));
+    const was = versionsOf(read);
+    const moved = new Set([...versionsOf(again)].filter(([k, v]) => was.get(k) !== v).map(([k]) => k));
+    for (const [list, op] of [[read.events, 'rewritten'], [read.deletes, 'deleted']] as const) {
+      for (const { key } of list) {
+        if (skipped.has(key)) {
+          done.targetNewer.push(key);
+          log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'target-newer' },
+            `key skipped: ${to} changed it after ${from} last saw it (the change is on its way to ${from}); verify again once apply has caught up`);
+        } else if (moved.has(key) && round < MAX_REPAIR_ROUNDS) {
+          continue;
+        } else if (moved.has(key)) {
+          done.targetNewer.push(key);
+          log.warn({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: 'changing' },
+            `key skipped: ${from} changed it again during each of ${MAX_REPAIR_ROUNDS} repair attempts; verify again once apply has caught up`);
+        } else {
+          if (op === 'rewritten') done.rewritten += 1; else done.deleted += 1;
+          log.info({ event: SYNC_LOG.repairKey, table: t.name, key, from, to, outcome: op }, 'repaired key');
+        }
+      }
+    }
+    if (round >= MAX_REPAIR_ROUNDS) break;
+    pending = pending.filter((k) => moved.has(k));
+    read = { events: again.events.filter((e) => moved.has(e.key)), deletes: again.deletes.filter((e) => moved.has(e.key)) };
+  }
 }
 
 /** Retries parked events on `target` in arrival order; a success resolves the entry, a failure keeps it (and its key) parked. */

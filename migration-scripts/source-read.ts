@@ -27,7 +27,7 @@ function snapshotEventSql(t: CompiledTable, side: Side, e: { key: string; after:
 /** Rows of `side` matching `where`, each with its version vector from the same statement, as snapshot events. */
 function selectEvents(config: SyncConfig, t: CompiledTable, side: Side, where: string): string {
   const s = q(config.stateSchema);
-  const event = snapshotEventSql(t, side, { key: t.keyText(side, 't'), after: 'to_jsonb(t)', legacy: 'coalesce(rv.legacy_version, 0)', service: 'coalesce(rv.service_version, 0)', ts: 'rv.ts' });
+  const event = snapshotEventSql(t, side, { key: t.keyText(side, 't'), after: t.readImage(side, 't'), legacy: 'coalesce(rv.legacy_version, 0)', service: 'coalesce(rv.service_version, 0)', ts: 'rv.ts' });
   return `SELECT ${event} AS value, ${t.keyText(side, 't')} AS key
     FROM (SELECT * FROM ${t.qualified(side)} t ${where}) t
     LEFT JOIN ${s}.row_version rv ON rv.tbl = ${lit(t.name)} AND rv.pk = ${t.keyText(side, 't')}`;
@@ -93,7 +93,7 @@ export function chunkCopySelect(config: SyncConfig, t: CompiledTable, side: Side
 /** A snapshot-read ('r') event built in SQL from a staged chunk row (alias `st`), for the per-event apply rules. */
 export function stagedEventValue(t: CompiledTable, side: Side): string {
   const m = CHUNK_META;
-  return snapshotEventSql(t, side, { key: `st.${m.key}`, after: `to_jsonb(st) - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}']`, legacy: `st.${m.legacy}`, service: `st.${m.service}`, ts: `st.${m.ts}` });
+  return snapshotEventSql(t, side, { key: `st.${m.key}`, after: `${t.readImage(side, 'st')} - ARRAY['${m.key}', '${m.legacy}', '${m.service}', '${m.ts}']`, legacy: `st.${m.legacy}`, service: `st.${m.service}`, ts: `st.${m.ts}` });
 }
 
 /** An event with its key text (the `key` inside its value), as repair reports it. */

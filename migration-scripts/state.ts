@@ -10,9 +10,22 @@
  *   applied       per (source side, topic, partition): last applied position and Kafka offset (the truth for apply).
  *   apply_stats   counters per source side; conflicts, dead_letters, backfill, verify_runs: see their names.
  *   capture_gaps  logical capture only: a lost replication slot replaced by install --accept-gap (what was not captured).
+ *   worker_errors the error a relay (on its source) or apply worker (on its target) stopped with, one retrying cannot get
+ *                 past; status reports the direction broken with it until that worker gets past the point (then deleted).
  */
 import type { Pool, PoolClient } from 'pg';
+import type { Side } from './config-schema.ts';
 import { lit, q } from './mapping.ts';
+
+/**
+ * worker_errors, also created by recordWorkerError itself: an install from before the table (state not installed
+ * again since the upgrade) must still be able to say why its worker stopped.
+ */
+function workerErrorsDdl(s: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${s}.worker_errors (
+  worker text NOT NULL, source text NOT NULL, code text NOT NULL, message text NOT NULL, at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (worker, source));`;
+}
 
 export function stateDdl(schema: string): string {
   const s = q(schema);
@@ -65,7 +78,20 @@ CREATE TABLE IF NOT EXISTS ${s}.backfill (
 -- the last decoded transaction and the new slot were not captured; shown by status until uninstall.
 CREATE TABLE IF NOT EXISTS ${s}.capture_gaps (
   id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), slot text NOT NULL, decoded_lsn pg_lsn NOT NULL, resumed_lsn pg_lsn);
+-- The row image of a captured change (CompiledTable.captureImage): to_jsonb turns a float -0 into the number 0 (a jsonb
+-- number has no negative zero), so each float column holding 0 there is checked in row_to_json (which prints -0) and
+-- held as the string "-0", as to_jsonb holds NaN and Infinity. Columns by name in the image only: a dropped column
+-- never makes the application's write fail.
+CREATE OR REPLACE FUNCTION ${s}.row_image(r anyelement, floats text[]) RETURNS jsonb LANGUAGE plpgsql STABLE AS $fn$
+DECLARE i jsonb := to_jsonb(r); c text;
+BEGIN
+  FOREACH c IN ARRAY floats LOOP
+    IF i->c = '0'::jsonb AND row_to_json(r)->>c = '-0' THEN i := jsonb_set(i, ARRAY[c], '"-0"'); END IF;
+  END LOOP;
+  RETURN i;
+END $fn$;
 CREATE TABLE IF NOT EXISTS ${s}.verify_runs (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now(), ok boolean NOT NULL, result jsonb NOT NULL);
+${workerErrorsDdl(s)}
 `;
 }
 
@@ -76,4 +102,46 @@ export async function installState(db: Pool | PoolClient, schema: string): Promi
 export async function stateInstalled(db: Pool | PoolClient, schema: string): Promise<boolean> {
   const r = await db.query('SELECT to_regclass($1) IS NOT NULL AS ok', [`${q(schema)}.row_version`]);
   return r.rows[0]?.ok === true;
+}
+
+/** A sync worker that records the error it stops with: the relay of a source, the apply worker of a direction (by its source). */
+export type SyncWorker = 'relay' | 'apply';
+export interface WorkerError { worker: SyncWorker; source: Side; code: string; message: string; at: string }
+
+const UNDEFINED_TABLE = '42P01';
+const sqlState = (err: unknown): unknown => (err as { code?: unknown } | null)?.code;
+
+/** Records (replaces) the error `worker` of direction `source` stops with; status shows it until clearWorkerError. */
+export async function recordWorkerError(db: Pool | PoolClient, schema: string, e: Omit<WorkerError, 'at'>): Promise<void> {
+  const s = q(schema);
+  const upsert = () => db.query(
+    `INSERT INTO ${s}.worker_errors (worker, source, code, message, at) VALUES ($1, $2, $3, $4, now())
+     ON CONFLICT (worker, source) DO UPDATE SET code = EXCLUDED.code, message = EXCLUDED.message, at = EXCLUDED.at`,
+    [e.worker, e.source, e.code, e.message]);
+  try {
+    await upsert();
+  } catch (err) {
+    if (sqlState(err) !== UNDEFINED_TABLE) throw err;
+    await db.query(workerErrorsDdl(s));
+    await upsert();
+  }
+}
+
+/**
+ * Forgets the error `worker` of direction `source` stopped with (it got past that point; or, with `codes`, only an
+ * error with one of them: one a repair removed the cause of); none recorded is fine.
+ */
+export async function clearWorkerError(db: Pool | PoolClient, schema: string, worker: SyncWorker, source: Side, codes?: readonly string[]): Promise<void> {
+  await db.query(`DELETE FROM ${q(schema)}.worker_errors WHERE worker = $1 AND source = $2 AND ($3::text[] IS NULL OR code = ANY($3))`, [worker, source, codes ?? null]).catch((err: unknown) => {
+    if (sqlState(err) !== UNDEFINED_TABLE) throw err;
+  });
+}
+
+/** The recorded errors of the workers of direction `source` in the database `db` (relays on the source, apply on the target). */
+export async function readWorkerErrors(db: Pool, schema: string, source: Side): Promise<WorkerError[]> {
+  const s = q(schema);
+  const r = await db.query<{ worker: SyncWorker; code: string; message: string; at: string }>(
+    `SELECT worker, code, message, at::text FROM ${s}.worker_errors WHERE source = $1 ORDER BY worker DESC`, [source])
+    .catch((err: unknown) => { if (sqlState(err) === UNDEFINED_TABLE) return { rows: [] }; throw err; });
+  return r.rows.map((x) => ({ worker: x.worker, source, code: x.code, message: x.message, at: x.at }));
 }

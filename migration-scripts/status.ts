@@ -11,8 +11,10 @@ import type { Pools } from './db.ts';
 import { q } from './mapping.ts';
 import { messageOf } from '../common/errors.ts';
 import { kafkaBacklog, sideTopics, type LostEvents } from './kafka.ts';
-import { lastVerify, type VerifyResult } from './verify.ts';
+import { diffCountOf, lastVerifySummary, type VerifyResult } from './verify.ts';
 import { recordedSlot, slotLostError, slotNameFor } from '../legacy-adapter/capture/logical.ts';
+import { captureOff } from '../legacy-adapter/capture/install.ts';
+import { readWorkerErrors, type SyncWorker } from './state.ts';
 
 export interface DirectionStatus {
   direction: 'legacy-to-service' | 'service-to-legacy';
@@ -28,10 +30,13 @@ export interface DirectionStatus {
   undecoded: { slot: string; walBytes: number; relayAttached: boolean } | null;
   /**
    * Why this direction does not sync any more, whatever the lag says: SYNC_SLOT_LOST when logical capture state
-   * exists on the source but its slot does not (changes since are not captured); SYNC_EVENTS_LOST when Kafka no longer
-   * holds the next events apply has to read (retention deleted them; apply stops there). Null when healthy.
+   * exists on the source but its slot does not (changes since are not captured); SYNC_CAPTURE_OFF when capture of a
+   * table is off; SYNC_EVENTS_LOST when Kafka no longer holds the next events apply has to read (retention deleted
+   * them; apply stops there). Otherwise, with `worker` and `at`: the error the direction's relay or apply worker last
+   * stopped with, one retrying cannot get past (e.g. SYNC_EVENT_TOO_LARGE, SYNC_SCHEMA_CHANGED, SYNC_DECODE_FAILED),
+   * until that worker gets past it. Null when healthy.
    */
-  broken: { code: 'SYNC_SLOT_LOST' | 'SYNC_EVENTS_LOST'; message: string } | null;
+  broken: { code: string; message: string; worker?: SyncWorker; at?: string } | null;
   /** Gaps accepted by `capture install --accept-gap` on the source: changes between these positions were not captured. */
   captureGaps: { at: string; slot: string; decodedLsn: string; resumedLsn: string | null }[];
   /** In Kafka, not yet applied (null when Kafka was not asked, or could not be read: see kafkaError). */
@@ -72,6 +77,12 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
   let broken: DirectionStatus['broken'] = null;
   const recorded = await recordedSlot(pools[source], config);
   if (recorded && !recorded.exists) broken = { code: 'SYNC_SLOT_LOST', message: slotLostError(source, recorded.slot, recorded.decodedLsn).message };
+  const off = broken ? [] : await captureOff(pools[source], config, source);
+  if (off.length > 0) {
+    broken = { code: 'SYNC_CAPTURE_OFF', message: `capture on the ${source} database is off for ${off.map((o) => `${o.table}: ${o.why}`).join('; ')}. `
+      + `Changes there do not reach ${target}. Run \`strangler sync capture install --side ${source}\` (puts capture back; a short table lock), `
+      + `then, with lag 0, \`strangler sync verify\` and \`strangler sync repair --from ${source}\` for what was missed` };
+  }
   const gaps = await one<{ ok: boolean }>(pools[source], 'SELECT to_regclass($1) IS NOT NULL AS ok', [`${s}.capture_gaps`]);
   const captureGaps = gaps?.ok
     ? (await pools[source].query<{ at: string; slot: string; decoded_lsn: string; resumed_lsn: string | null }>(
@@ -102,6 +113,13 @@ async function direction(config: SyncConfig, pools: Pools, source: Side, kafka: 
         + `on the ${target} database, restart apply, then with lag 0 run strangler sync verify and strangler sync repair --from ${source}`).join('; ') };
     }
   }
+  // Last: what the databases and Kafka show now names the cause more exactly than the error a worker stopped with.
+  // The relay records on the source, apply on the target; the relay first (apply waits behind it anyway).
+  if (!broken) {
+    const stopped = (await readWorkerErrors(pools[source], config.stateSchema, source)).find((e) => e.worker === 'relay')
+      ?? (await readWorkerErrors(pools[target], config.stateSchema, source)).find((e) => e.worker === 'apply');
+    if (stopped) broken = { code: stopped.code, message: stopped.message, worker: stopped.worker, at: stopped.at };
+  }
   const capturePending = Number(cap?.n ?? 0);
   const lagEvents = capturePending + (backlog ?? 0);
   const ages = [capturePending > 0 ? Number(cap?.age_s ?? 0) : 0, (backlog ?? 0) > 0 ? Number(stats?.since_last_event_s ?? 0) : 0];
@@ -127,10 +145,10 @@ export async function readSyncStatus(config: SyncConfig, pools: Pools, kafka?: K
       `SELECT source, tbl, rows_done, rows_total, done, updated_at::text FROM ${s}.backfill ORDER BY tbl`);
     for (const b of r.rows) backfill.push({ source: b.source, table: b.tbl, rowsDone: Number(b.rows_done), rowsTotal: b.rows_total === null ? null : Number(b.rows_total), done: b.done, updatedAt: b.updated_at });
   }
-  const v = await lastVerify(config, pools.legacy);
+  const v = await lastVerifySummary(config, pools.legacy);
   return {
     at: new Date().toISOString(), directions, backfill,
-    lastVerify: v ? { ok: v.ok, at: v.at, ms: v.ms, tables: v.tables.map((t) => ({ table: t.table, match: t.match, diffs: t.diffs.length })) } : null,
+    lastVerify: v ? { ok: v.ok, at: v.at, ms: v.ms, tables: v.tables.map((t) => ({ table: t.table, match: t.match, diffs: diffCountOf(t) })) } : null,
   };
 }
 
@@ -154,8 +172,13 @@ export function formatStatus(st: SyncStatus): string {
   const lines: string[] = [];
   for (const d of st.directions) {
     const inKafka = d.kafkaError !== null ? ', in Kafka unknown' : d.kafkaBacklog === null ? '' : `, in Kafka ${d.kafkaBacklog}`;
-    lines.push(`${d.direction}: ${d.broken ? `BROKEN (${d.broken.code === 'SYNC_SLOT_LOST' ? 'changes since the slot was lost' : 'events lost from Kafka'} are not counted), ` : ''}lag ${d.kafkaError !== null || d.broken ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
-    if (d.broken) lines.push(`  BROKEN ${d.broken.code}: ${d.broken.message}`);
+    const uncounted: Record<string, string> = { SYNC_SLOT_LOST: 'changes since the slot was lost', SYNC_CAPTURE_OFF: 'changes while capture was off', SYNC_EVENTS_LOST: 'events lost from Kafka' };
+    const b = d.broken;
+    // A stopped worker's lag still counts what waits behind it; the other causes lose changes the lag cannot count.
+    const why = !b ? '' : b.worker ? `BROKEN (${b.worker} stopped ${b.at ?? ''}; nothing passes it until the cause is fixed and it is restarted), `
+      : `BROKEN (${uncounted[b.code] ?? 'changes missed'} are not counted), `;
+    lines.push(`${d.direction}: ${why}lag ${d.kafkaError !== null || (b && !b.worker) ? 'at least ' : ''}${d.lagEvents} events / ${d.lagSeconds.toFixed(2)} s (capture pending ${d.capturePending}${inKafka})`);
+    if (b) lines.push(`  BROKEN ${b.code}${b.worker ? ` (${b.worker})` : ''}: ${b.message}`);
     if (d.kafkaError !== null) lines.push(`  Kafka backlog unreadable: ${d.kafkaError}`);
     for (const g of d.captureGaps) {
       const checked = st.lastVerify && Date.parse(st.lastVerify.at) > Date.parse(g.at) ? `; verify since: ${st.lastVerify.ok ? 'identical' : 'DIFFERENT'}` : '; no verify since';

@@ -3,9 +3,11 @@
  * relay that publishes them to Kafka. The implementation is shared with services/kit (side "service").
  */
 import type { Logger } from '../../common/logger.ts';
+import { isStranglerError } from '../../common/errors.ts';
 import type { KafkaConfig, Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { retryTransient, type Pools } from '../../migration-scripts/db.ts';
 import { createKafka, ensureTopics, KafkaSink, sideTopics } from '../../migration-scripts/kafka.ts';
+import { recordWorkerError } from '../../migration-scripts/state.ts';
 import { installCapture, uninstallCapture, type InstallResult } from './install.ts';
 import { ChangeRelay } from './relay.ts';
 
@@ -17,9 +19,18 @@ export interface RunningRelay { relay: ChangeRelay; done: Promise<void>; stop():
 /** Starts a relay for one side's database publishing to Kafka; one implementation for both sides. */
 export async function startRelay(o: { config: SyncConfig; kafka: KafkaConfig; pools: Pools; side: Side; log?: Logger }): Promise<RunningRelay> {
   const kafka = createKafka(o.kafka, `relay-${o.side}`);
-  // Starting while the broker or the database restarts is normal under a supervisor: wait for them.
-  await retryTransient('relay: create topics', () => ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions));
-  const sink = await retryTransient('relay: connect producer', () => KafkaSink.connect(kafka));
+  // Starting while the broker or the database restarts is normal under a supervisor: wait for them. A refusal that
+  // retrying cannot fix (a compacted topic, a TLS failure) is recorded for `sync status`, as the relay's own stops are.
+  let sink: KafkaSink;
+  try {
+    await retryTransient('relay: create topics', () => ensureTopics(kafka, sideTopics(o.config, o.side), o.config.topics.partitions));
+    sink = await retryTransient('relay: connect producer', () => KafkaSink.connect(kafka));
+  } catch (err) {
+    if (isStranglerError(err) && !err.retriable) {
+      await recordWorkerError(o.pools[o.side], o.config.stateSchema, { worker: 'relay', source: o.side, code: err.code, message: err.message }).catch(() => {});
+    }
+    throw err;
+  }
   const relay = new ChangeRelay({ config: o.config, pool: o.pools[o.side], side: o.side, sink, log: o.log });
   // One relay per database publishes; a second one is a hot standby that takes over when the holder's session ends.
   const standby = setTimeout(() => o.log?.info({ side: o.side }, 'relay: another relay holds the lock; standing by until it is released'), 1_000);

@@ -9,11 +9,12 @@
  * TRUNCATE on a captured table is refused (it would bypass row capture); DDL is out of band (stop, migrate, verify).
  * capture.mode `logical` installs a replication slot instead of triggers (see logical.ts).
  */
+import { randomBytes } from 'node:crypto';
 import type { Pool, PoolClient } from 'pg';
 import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts';
 import { compileMappings, lit, q, readSchema, type CompiledTable } from '../../migration-scripts/mapping.ts';
-import { installState, stateInstalled } from '../../migration-scripts/state.ts';
-import { dropOrigins, dropSlot, identityRestores, installLogical, recordedSlot, slotExists, slotNameFor } from './logical.ts';
+import { clearWorkerError, installState, stateInstalled } from '../../migration-scripts/state.ts';
+import { dropOrigins, dropSlot, IDENTITY_NAMES, identityRestores, installLogical, recordedSlot, slotExists, slotNameFor } from './logical.ts';
 import { captureFunctionSettings, type Pools } from '../../migration-scripts/db.ts';
 import { inTransaction } from '../../common/pg.ts';
 import { StranglerError } from '../../common/errors.ts';
@@ -59,11 +60,11 @@ DECLARE k text; ok text; img_new jsonb; img_old jsonb;
 BEGIN
   IF current_setting('strangler.origin', true) = 'sync' THEN RETURN NULL; END IF;
   IF TG_OP = 'INSERT' THEN
-    PERFORM ${s}.capture_write(${name}, ${key('NEW')}, 'c', NULL, to_jsonb(NEW));
+    PERFORM ${s}.capture_write(${name}, ${key('NEW')}, 'c', NULL, ${t.captureImage(side, 'NEW')});
   ELSIF TG_OP = 'DELETE' THEN
-    PERFORM ${s}.capture_write(${name}, ${key('OLD')}, 'd', to_jsonb(OLD), NULL);
+    PERFORM ${s}.capture_write(${name}, ${key('OLD')}, 'd', ${t.captureImage(side, 'OLD')}, NULL);
   ELSE
-    img_new := to_jsonb(NEW); img_old := to_jsonb(OLD);
+    img_new := ${t.captureImage(side, 'NEW')}; img_old := ${t.captureImage(side, 'OLD')};
     -- jsonb = compares numbers by value (1.5 = 1.50): the text tells a changed scale from a no-op update.
     IF img_new = img_old AND img_new::text = img_old::text THEN RETURN NULL; END IF;
     k := ${key('NEW')}; ok := ${key('OLD')};
@@ -210,20 +211,61 @@ function triggerSpecs(config: SyncConfig, t: CompiledTable): { capture: TriggerS
   };
 }
 
-/** Whether `table` has trigger `spec` as installed ('ok'), none of that name ('missing'), or another one ('other'). */
-async function triggerState(client: PoolClient, table: string, spec: TriggerSpec): Promise<'ok' | 'missing' | 'other'> {
-  const r = await client.query<{ ok: boolean }>(
-    `SELECT tgfoid = coalesce(to_regprocedure($3), 0) AND tgtype = $4 AND tgenabled = 'O' AS ok FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`,
+type TriggerState = 'ok' | 'missing' | 'other' | 'not-always';
+
+/**
+ * Whether `table` has trigger `spec` as installed ('ok'), none of that name ('missing'), another one ('other'), or
+ * this one not enabled ALWAYS ('not-always': disabled by hand, e.g. for a bulk load, or installed by an earlier
+ * version, which fired in origin mode only, so a session with session_replication_role = replica wrote uncaptured).
+ */
+async function triggerState(client: PoolClient, table: string, spec: TriggerSpec): Promise<TriggerState> {
+  const r = await client.query<{ same: boolean; enabled: string }>(
+    `SELECT tgfoid = coalesce(to_regprocedure($3), 0) AND tgtype = $4 AS same, tgenabled::text AS enabled FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2`,
     [table, spec.name, spec.fn, spec.tgtype]);
   const row = r.rows[0];
-  return row === undefined ? 'missing' : row.ok ? 'ok' : 'other';
+  if (row === undefined) return 'missing';
+  if (!row.same) return 'other';
+  return row.enabled === 'A' ? 'ok' : 'not-always';
 }
 
 /** The lock a trigger in `state` needs to become `spec` (null: none), and the SQL that does it. */
-function triggerFix(table: string, spec: TriggerSpec, state: 'ok' | 'missing' | 'other'): { lock: TableLock; sql: string } | null {
+function triggerFix(table: string, spec: TriggerSpec, state: TriggerState): { lock: TableLock; sql: string } | null {
+  // ALWAYS: a capture trigger fires whatever the session's session_replication_role (sync's own writes are skipped
+  // by the strangler.origin setting, not by the role). ENABLE TRIGGER takes the same lock as CREATE TRIGGER.
+  const always = `ALTER TABLE ${table} ENABLE ALWAYS TRIGGER ${spec.name}`;
   if (state === 'ok') return null;
-  if (state === 'missing') return { lock: 'SHARE ROW EXCLUSIVE', sql: spec.create(table) };
-  return { lock: 'ACCESS EXCLUSIVE', sql: `DROP TRIGGER ${spec.name} ON ${table}; ${spec.create(table)}` };
+  if (state === 'not-always') return { lock: 'SHARE ROW EXCLUSIVE', sql: always };
+  if (state === 'missing') return { lock: 'SHARE ROW EXCLUSIVE', sql: `${spec.create(table)}; ${always}` };
+  return { lock: 'ACCESS EXCLUSIVE', sql: `DROP TRIGGER ${spec.name} ON ${table}; ${spec.create(table)}; ${always}` };
+}
+
+/**
+ * Tables of `side` whose capture is off, each with why: in trigger mode its capture trigger missing or disabled
+ * (ALTER TABLE … DISABLE TRIGGER, as bulk loads and some fixture loaders do), so its writes are not captured; in
+ * logical mode its replica identity no longer FULL, so its updates and deletes are logged without old rows (the
+ * relay stops at the first, SYNC_DECODE_FAILED). Capture install puts either right. Read by sync status.
+ */
+export async function captureOff(pool: Pool, config: SyncConfig, side: Side): Promise<{ table: string; logical: string; why: string }[]> {
+  const schema = config.databases[side].schema;
+  const tables = config.tables.map((t) => ({ logical: t.name, table: `${q(schema)}.${q(t[side].table)}` }));
+  const r = await pool.query<{ n: number; found: boolean; enabled: string | null; ident: string | null }>(
+    `SELECT u.n, c.oid IS NOT NULL AS found, tg.tgenabled::text AS enabled, c.relreplident::text AS ident
+       FROM unnest($1::text[]) WITH ORDINALITY AS u(tbl, n)
+       LEFT JOIN pg_class c ON c.oid = to_regclass(u.tbl)
+       LEFT JOIN pg_trigger tg ON tg.tgrelid = c.oid AND tg.tgname = $2 ORDER BY u.n`, [tables.map((t) => t.table), triggerName]);
+  const off: { table: string; logical: string; why: string }[] = [];
+  for (const row of r.rows) {
+    const t = tables[row.n - 1];
+    if (!t || !row.found) continue; // a table that is gone fails sync loudly elsewhere
+    if (config.capture.mode === 'logical') {
+      if (row.ident !== 'f') off.push({ ...t, why: `its replica identity is ${IDENTITY_NAMES[row.ident ?? ''] ?? row.ident}, not FULL (changed after install), so its updates and deletes are logged without the old row and the relay stops at the first one (SYNC_DECODE_FAILED)` });
+    } else if (row.enabled === null) {
+      off.push({ ...t, why: `its capture trigger ${triggerName} is missing (dropped), so its writes are not captured` });
+    } else if (row.enabled === 'D' || row.enabled === 'R') {
+      off.push({ ...t, why: `its capture trigger ${triggerName} is ${row.enabled === 'D' ? 'disabled (ALTER TABLE … DISABLE TRIGGER, e.g. for a bulk load)' : 'enabled for replica sessions only'}, so its writes are not captured` });
+    }
+  }
+  return off;
 }
 
 /** The strongest of `locks` (one LOCK statement per transaction keeps the total wait within one lock timeout). */
@@ -247,6 +289,7 @@ export interface InstallOptions { acceptGap?: boolean; log?: Logger }
  */
 export async function installCapture(config: SyncConfig, pools: Pools, side: Side, compiled?: readonly CompiledTable[], options: InstallOptions = {}): Promise<InstallResult> {
   const tables = compiled ?? await compileFromDatabases(config, pools);
+  await assertSeparateDatabases(config, pools, side);
   const ddl = lockedDdl(config, pools[side], side, 'install', options.log);
   if (config.capture.mode === 'logical') {
     // No triggers: a logical replication slot plus the decoder step in the relay (logical.ts). Switching from
@@ -278,6 +321,9 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
       // transaction the triggers captured, and before the commit of every write they did not.
       return (await client.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn')).rows[0]?.lsn ?? null;
     }, options);
+    // What this repaired (a new slot; replica identity FULL again, the undecodable changes skipped) no longer stops the
+    // relay: status stops reporting it (what install cannot fix stays until a relay gets past it).
+    await clearWorkerError(pools[side], config.stateSchema, 'relay', side, ['SYNC_SLOT_LOST', 'SYNC_DECODE_FAILED']);
     return gap ? { side, tables: tables.map((t) => t.name), gap } : { side, tables: tables.map((t) => t.name) };
   }
   await ddl(async (client, lock) => {
@@ -302,6 +348,32 @@ export async function installCapture(config: SyncConfig, pools: Pools, side: Sid
     for (const f of fixes) await client.query(f.sql);
   });
   return { side, tables: tables.map((t) => t.name) };
+}
+
+/**
+ * Throws SYNC_UNSUPPORTED when both sides' URLs reach one database. Sync keeps its state schema (changelog, versions,
+ * the per-table capture functions, the relay lock) once per database and side: the second side's install would
+ * replace the first side's capture functions (every application write to the first side's tables then fails), both
+ * sides' changes would share one changelog, and the two relays one lock. Probed with a transaction-scoped advisory
+ * lock (advisory locks are per database), so host aliases and proxies do not fool it; no privilege is needed.
+ */
+async function assertSeparateDatabases(config: SyncConfig, pools: Pools, side: Side): Promise<void> {
+  const other: Side = side === 'legacy' ? 'service' : 'legacy';
+  const key = BigInt.asIntN(64, BigInt(`0x${randomBytes(8).toString('hex')}`)).toString();
+  let same = pools[other] === pools[side];
+  if (!same) {
+    same = await inTransaction(pools[side], async (client) => {
+      await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [key]);
+      const r = await pools[other].query<{ ok: boolean }>('SELECT pg_try_advisory_xact_lock($1::bigint) AS ok', [key]);
+      return r.rows[0]?.ok === false;
+    });
+  }
+  if (!same) return;
+  const db = (await pools[side].query<{ db: string }>('SELECT current_database() AS db')).rows[0]?.db;
+  throw new StranglerError('SYNC_UNSUPPORTED', `sync.databases.legacy.url and sync.databases.service.url reach the same database ("${db}"): sync keeps its state schema `
+    + `"${config.stateSchema}" (changelog, versions, capture functions, relay lock) once per side's database, so installing capture for both sides there would make them `
+    + `overwrite each other (the second install's capture functions break every write to the first side's tables). Nothing was installed on the ${side} database. `
+    + 'Give the service its own database (it may be on the same server), copy its tables there, and point sync.databases.service.url at it');
 }
 
 /**

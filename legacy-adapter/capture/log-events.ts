@@ -6,7 +6,7 @@ export const CAPTURE_LOG = {
   relayStopped: 'sync.relay.stopped',
   relayRetry: 'sync.relay.retry',
   published: 'sync.relay.published',
-  /** error: a change the relay cannot get past (SYNC_EVENT_TOO_LARGE, SYNC_SCHEMA_CHANGED) or a lost slot (SYNC_SLOT_LOST); the relay stops. */
+  /** error: a change the relay cannot get past (SYNC_EVENT_TOO_LARGE, SYNC_SCHEMA_CHANGED, SYNC_DECODE_FAILED) or a lost slot (SYNC_SLOT_LOST); the relay stops. */
   relayFailed: 'sync.relay.failed',
   originsUnavailable: 'sync.capture.origins_unavailable',
   /** warn: install/uninstall gave up one attempt at a synced table's lock (lock_timeout) and retries after a pause. */

@@ -116,11 +116,11 @@ BEGIN
   IF p_new IS NOT NULL THEN n := p_new::${rowType}; END IF;
   IF p_old IS NOT NULL THEN o := p_old::${rowType}; END IF;
   IF p_op = 'INSERT' THEN
-    PERFORM ${s}.capture_decoded(${name}, ${key('n')}, 'c', NULL, to_jsonb(n), p_xid, p_ts);
+    PERFORM ${s}.capture_decoded(${name}, ${key('n')}, 'c', NULL, ${t.captureImage(side, 'n')}, p_xid, p_ts);
   ELSIF p_op = 'DELETE' THEN
-    PERFORM ${s}.capture_decoded(${name}, ${key('o')}, 'd', to_jsonb(o), NULL, p_xid, p_ts);
+    PERFORM ${s}.capture_decoded(${name}, ${key('o')}, 'd', ${t.captureImage(side, 'o')}, NULL, p_xid, p_ts);
   ELSE
-    img_new := to_jsonb(n); img_old := to_jsonb(o);
+    img_new := ${t.captureImage(side, 'n')}; img_old := ${t.captureImage(side, 'o')};
     IF img_new = img_old AND img_new::text = img_old::text THEN RETURN; END IF;
     k := ${key('n')}; ok := ${key('o')};
     IF k <> ok THEN
@@ -634,8 +634,39 @@ function checkDecodedColumns(side: Side, table: string, columns: TableColumns, m
     `To go on, ${undo}, let the relay drain the slot (strangler sync status: undecoded near 0), then make the DDL again with writes to the table stopped and the slot drained (migration-scripts/README.md, DDL)`);
 }
 
-/** A table's current columns: names in attribute order, and the same as a set. */
-interface TableColumns { names: readonly string[]; current: ReadonlySet<string> }
+/** A table's current columns: names in attribute order, and the same as a set; its replica identity (pg_class.relreplident). */
+interface TableColumns { names: readonly string[]; current: ReadonlySet<string>; identity: string }
+
+/** pg_class.relreplident codes as ALTER TABLE … REPLICA IDENTITY spells them. */
+export const IDENTITY_NAMES: Record<string, string> = { d: 'DEFAULT', n: 'NOTHING', f: 'FULL', i: 'USING INDEX' };
+
+/**
+ * SYNC_DECODE_FAILED: a change in the slot that can never be decoded (retrying only keeps every later change waiting
+ * behind it). `why` says what is wrong; a table whose replica identity is not FULL gets the recovery through install,
+ * which sets FULL again and skips the table's changes committed until then (logged without full images).
+ */
+function decodeFailedError(o: { side: Side; table: string; logical: string; op: string; xid: string; lsn: string; why: string; identity?: { now: string }; cause?: unknown }): StranglerError {
+  const install = `\`strangler sync capture install --side ${o.side}\``;
+  const repair = `then, with the pipeline drained (strangler sync status: lag 0), \`strangler sync verify --table ${o.logical}\` and \`strangler sync repair --from ${o.side}\` for the keys it reports`;
+  const todo = o.identity === undefined
+    ? `Fix the cause (undo a DDL made on ${o.table} while its changes were in the slot; run ${install} if its decode function is missing), then restart the relay; a change that still cannot be decoded can be skipped by setting ${o.table} to REPLICA IDENTITY DEFAULT and running ${install} (it sets FULL again and skips the table's changes committed until then), restarting the relay, ${repair}`
+    : o.identity.now === 'f'
+      ? `The identity is FULL again, but this change was logged while it was not. Run \`ALTER TABLE ${o.table} REPLICA IDENTITY DEFAULT\` and then ${install}: install sets FULL again and skips the changes of ${o.table} committed until then (they were logged without full images); restart the relay, ${repair}`
+      : `Do not only ALTER TABLE by hand (the changes already logged stay undecodable): run ${install}, which sets REPLICA IDENTITY FULL again and skips the changes of ${o.table} committed until then (logged without full images); restart the relay, ${repair}`;
+  return new StranglerError('SYNC_DECODE_FAILED',
+    `logical capture on the ${o.side} database cannot decode a change of ${o.table} (logical table "${o.logical}": ${o.op} in transaction ${o.xid}, commit LSN ${o.lsn}): ${o.why}. `
+    + `Decoding stopped there (retrying cannot help; every later change of the ${o.side} database waits behind it). ${todo}`,
+  { cause: o.cause, details: { side: o.side, table: o.table, logical: o.logical, op: o.op, xid: o.xid, lsn: o.lsn } });
+}
+
+/** Why a change of a table with replica identity `identity` (now) lacks what decoding needs; null when nothing is missing. */
+function identityProblem(table: string, identity: string, ch: RowChange, toastMissing: boolean): string | null {
+  const now = IDENTITY_NAMES[identity] ?? identity;
+  // An insert carries its whole row whatever the identity: it is decoded (and the first update or delete stops).
+  if (identity !== 'f' && ch.op !== 'INSERT') return `the replica identity of ${table} is ${now}, capture needs FULL (it was changed after install), so its updates and deletes are logged without the full old row`;
+  if ((ch.op === 'UPDATE' && ch.old === null) || toastMissing) return `it was logged without its old row image (the replica identity of ${table} was not FULL when it was written; it is FULL now)`;
+  return null;
+}
 
 /**
  * A tuple as record input text `(v1,v2,…)` in the table's column order. test_decoding leaves NULL columns out of
@@ -659,7 +690,30 @@ export function recordText(columns: readonly string[], t: Tuple, fallback: Tuple
 // the decoder step
 
 /** One decoded row change as the decode function's arguments (record texts), before its commit time is known. */
-interface DecodedChange { fn: string; op: string; old: string | null; new: string | null; chars: number; unreadable?: Error }
+interface DecodedChange { fn: string; op: string; old: string | null; new: string | null; chars: number; table: string; unreadable?: { why: string; identity?: { now: string }; cause?: unknown } }
+/** A decoded change waiting to be stored: the decode function's arguments (op, old, new, xid, commit time), its table and commit LSN. */
+interface QueuedChange { fn: string; args: (string | null)[]; table: string; lsn: string }
+
+/**
+ * SQLSTATE classes of a decode-function statement that fail the same way on every retry: data exceptions (22: a value
+ * that no longer fits the column's type), integrity (23), undefined or forbidden objects (42: the decode function or a
+ * state table dropped, a privilege revoked), program limits (54), not supported (0A), raised exceptions (P0). A lost
+ * connection, a restart, a deadlock, a timeout or a full disk is retried by the relay.
+ */
+function isDeterministicDecodeError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && ['22', '23', '42', '54', '0A', 'P0'].includes(code.slice(0, 2));
+}
+
+/** A decode-function statement that failed deterministically, with the run of changes it stored (see #decodeRunError). */
+class DecodeRunFailed extends Error {
+  constructor(readonly run: readonly QueuedChange[], readonly error: unknown) {
+    super((error as Error).message);
+  }
+}
+
+/** A synced source table: its decode function (qualified), the columns the sync mapping reads (keys included), its logical name. */
+interface SourceTable { fn: string; mapped: ReadonlySet<string>; logical: string }
 /** The transaction being read from the peek; `commit` is looked up early for a large one (see #cycle). */
 interface OpenTx { xid: string; sync: boolean; skip: boolean; pending: DecodedChange[]; chars: number; commit: { lsn: string; ts: string } | null }
 
@@ -669,7 +723,9 @@ export class LogicalDecoder {
   readonly #side: Side;
   readonly #batch: number;
   /** "schema.table" (unquoted) of each synced source table → its decode function (qualified) and the source columns the sync mapping reads (keys included). */
-  readonly #tables: Map<string, { fn: string; mapped: ReadonlySet<string> }>;
+  readonly #tables: Map<string, SourceTable>;
+  /** The logical table name per decode function (qualified), for errors. */
+  readonly #logical: Map<string, string>;
   /** The columns per "schema.table", read in each cycle that decodes a change of the table (a DDL between cycles is seen). */
   readonly #columns = new Map<string, TableColumns>();
   /** False once pg_log_standby_snapshot() failed (PostgreSQL < 16, or not granted): then only the server's own records move restart_lsn. */
@@ -694,7 +750,9 @@ export class LogicalDecoder {
     this.#tables = new Map(options.config.tables.map((t) => [`${schema}.${t[options.side].table}`, {
       fn: `${q(options.config.stateSchema)}.${q(decodeFunction(t.name))}`,
       mapped: new Set(mappedColumns(t, options.side)),
+      logical: t.name,
     }]));
+    this.#logical = new Map([...this.#tables.values()].map((t) => [t.fn, t.logical]));
   }
 
   get #s(): string { return q(this.#config.stateSchema); }
@@ -709,23 +767,53 @@ export class LogicalDecoder {
     const name = `${ch.schema}.${ch.table}`;
     let cols = this.#columns.get(name);
     if (!cols) {
-      const r = await client.query<{ attname: string }>(
-        `SELECT attname FROM pg_attribute WHERE attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`, [ch.schema, ch.table]);
+      // The replica identity comes along (same round trip): set back from FULL by hand, updates and deletes lose their old images.
+      const r = await client.query<{ attname: string; ident: string }>(
+        `SELECT a.attname, c.relreplident::text AS ident FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+          WHERE a.attrelid = (quote_ident($1) || '.' || quote_ident($2))::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum`, [ch.schema, ch.table]);
       const names = r.rows.map((x) => x.attname);
-      cols = { names, current: new Set(names) };
+      cols = { names, current: new Set(names), identity: r.rows[0]?.ident ?? 'f' };
       this.#columns.set(name, cols);
     }
-    const table = this.#tables.get(name) as { fn: string; mapped: ReadonlySet<string> }; // parseChange kept synced tables only
+    const table = this.#tables.get(name) as SourceTable; // parseChange kept synced tables only
     checkDecodedColumns(this.#side, name, cols, table.mapped, ch);
     const old = ch.old ? recordText(cols.names, ch.old, null) : null;
-    let nw: string | null;
+    let nw: string | null = null;
+    let toastMissing: unknown;
     try {
       nw = ch.new ? recordText(cols.names, ch.new, ch.old) : null;
     } catch (err) {
-      // Written before install set REPLICA IDENTITY FULL: skipped by its commit position (see #cycle), else thrown there.
-      return { fn: table.fn, op: ch.op, old, new: null, chars: old?.length ?? 0, unreadable: err as Error };
+      toastMissing = err;
     }
-    return { fn: table.fn, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0) };
+    // Written without full images (before install set REPLICA IDENTITY FULL: skipped by its commit position, see
+    // #cycle; else thrown there as SYNC_DECODE_FAILED, with its transaction and commit LSN).
+    const why = identityProblem(name, cols.identity, ch, toastMissing !== undefined);
+    const unreadable = why === null ? undefined : { why, identity: { now: cols.identity }, cause: toastMissing };
+    return { fn: table.fn, op: ch.op, old, new: nw, chars: (old?.length ?? 0) + (nw?.length ?? 0), table: name, ...(unreadable ? { unreadable } : {}) };
+  }
+
+  /**
+   * SYNC_DECODE_FAILED for a run of changes whose decode-function statement failed deterministically (the cycle's
+   * transaction rolled back): the run's changes are decoded again one at a time in a transaction that is rolled back,
+   * to name the one that fails. One that no longer fails on its own gives the original error back (retried).
+   */
+  async #decodeRunError(client: PoolClient, failed: DecodeRunFailed): Promise<unknown> {
+    let culprit: { change: QueuedChange; error: unknown } | undefined;
+    await transactionOn(client, async () => {
+      for (const change of failed.run) {
+        const error = await client.query(`SELECT ${change.fn}($1, $2, $3, $4::xid8, $5::timestamptz)`, change.args).then(() => undefined, (err: unknown) => err);
+        if (error !== undefined) {
+          culprit = { change, error };
+          break;
+        }
+      }
+      throw failed; // rolled back: nothing of this is kept
+    }).catch((err: unknown) => { if (err !== failed) throw err; });
+    if (!culprit) return failed.error;
+    const { change, error } = culprit;
+    const code = (error as { code?: string }).code;
+    return decodeFailedError({ side: this.#side, table: change.table, logical: this.#logical.get(change.fn) ?? change.table, op: change.args[0] ?? '?', xid: change.args[3] ?? '?', lsn: change.lsn,
+      why: `its decode function ${change.fn} fails on it: ${(error as Error).message}${code ? ` (SQLSTATE ${code})` : ''}`, cause: error });
   }
 
   /**
@@ -822,7 +910,7 @@ export class LogicalDecoder {
         /** Commit LSN of the last transaction above decoded_lsn (stored as the new decoded_lsn when something was captured). */
         let lastNew: string | null = null;
         let current: bigint | null = null;
-        let queue: { fn: string; args: (string | null)[] }[] = [];
+        let queue: QueuedChange[] = [];
         let queuedChars = 0;
         const store = async (): Promise<void> => {
           // One statement per run of consecutive changes to one table (at most RUN_ROWS), not a round trip per change:
@@ -835,7 +923,9 @@ export class LogicalDecoder {
             const run = queue.slice(i, j);
             await client.query(`SELECT ${fn}(u.op, u.old, u.new, u.xid::xid8, u.ts::timestamptz)
               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(op, old, new, xid, ts, n) ORDER BY u.n`,
-            [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null)));
+            [0, 1, 2, 3, 4].map((k) => run.map((d) => d.args[k] ?? null))).catch((err: unknown) => {
+              throw isDeterministicDecodeError(err) ? new DecodeRunFailed(run, err) : err;
+            });
             captured += run.length;
             i = j;
           }
@@ -846,13 +936,13 @@ export class LogicalDecoder {
           const at = lsnValue(commit.lsn);
           const changes = since.size === 0 ? all : all.filter((d) => at > (since.get(d.fn) ?? -1n));
           if (changes.length === 0) return;
-          const unreadable = changes.find((d) => d.unreadable)?.unreadable;
-          if (unreadable) throw unreadable;
           const ts = commit.ts;
           current ??= BigInt((await client.query<{ x: string }>('SELECT pg_current_xact_id()::text AS x')).rows[0]?.x ?? '0');
           const xid = fullXid(current, BigInt(txXid)).toString();
+          const bad = changes.find((d) => d.unreadable);
+          if (bad?.unreadable) throw decodeFailedError({ side: this.#side, table: bad.table, logical: this.#logical.get(bad.fn) ?? bad.table, op: bad.op, xid, lsn: commit.lsn, ...bad.unreadable });
           for (const d of changes) {
-            queue.push({ fn: d.fn, args: [d.op, d.old, d.new, xid, ts || null] });
+            queue.push({ fn: d.fn, args: [d.op, d.old, d.new, xid, ts || null], table: d.table, lsn: commit.lsn });
             queuedChars += d.chars;
           }
           if (queue.length >= RUN_ROWS || queuedChars >= BUFFER_CHARS) await store();
@@ -915,6 +1005,8 @@ export class LogicalDecoder {
         // (re-reading those after a crash is harmless), so the decoder does not feed itself a new transaction per poll.
         if (captured > 0) await client.query(`UPDATE ${this.#s}.logical_capture SET decoded_lsn = $1::pg_lsn WHERE id = 1`, [lastNew]);
         return { captured, slot: state.slot, lastCommit, complete: read < this.#batch, restartBehind: Number(state.behind ?? 0), confirmed: state.confirmed };
+      }).catch(async (err: unknown) => {
+        throw err instanceof DecodeRunFailed ? await this.#decodeRunError(client, err) : err;
       });
       // A complete peek read every transaction that committed below `end`, output or not (filtered by origin,
       // or empty): the slot may move there even when no COMMIT came back (sync's own writes only, with origins).

@@ -25,6 +25,7 @@ import type { Side, SyncConfig } from '../../migration-scripts/config-schema.ts'
 import { q, topicFor } from '../../migration-scripts/mapping.ts';
 import { changelogEventSql } from '../../migration-scripts/event.ts';
 import { isTransientDbError } from '../../migration-scripts/db.ts';
+import { clearWorkerError, recordWorkerError } from '../../migration-scripts/state.ts';
 import { CAPTURE_LOG } from './log-events.ts';
 import { LogicalDecoder, SyncOrigins } from './logical.ts';
 
@@ -45,6 +46,9 @@ export interface RelayOptions {
   batchSize?: number;
 }
 
+/** Errors on a change the relay cannot get past, or a capture that is gone: the relay stops with them (see #loop). */
+const FATAL_CODES: ReadonlySet<string> = new Set(['SYNC_EVENT_TOO_LARGE', 'SYNC_SCHEMA_CHANGED', 'SYNC_SLOT_LOST', 'SYNC_DECODE_FAILED']);
+
 export class ChangeRelay {
   readonly #config: SyncConfig;
   readonly #pool: Pool;
@@ -61,6 +65,11 @@ export class ChangeRelay {
   #lockLost = false;
   #stopped = false;
   #running: Promise<void> | undefined;
+  /**
+   * Whether worker_errors may hold an error this side's relay stopped with (see #loop): unknown until the first cycle
+   * that succeeds, which deletes it (one statement per process); true again after this relay recorded one.
+   */
+  #errorRecorded: boolean | undefined;
 
   constructor(options: RelayOptions) {
     this.#config = options.config;
@@ -159,15 +168,30 @@ export class ChangeRelay {
     let batch = await this.pending();
     if (batch.length === 0) {
       if (this.#decoder) await this.#decoder.step();
-      if ((await this.assign()) === 0) return 0;
+      if ((await this.assign()) === 0) { await this.#passed(); return 0; }
       batch = await this.pending();
     }
-    if (batch.length === 0) return 0;
+    if (batch.length === 0) { await this.#passed(); return 0; }
     await this.#sink.publish(batch);
     const last = batch[batch.length - 1] as OutgoingMessage;
     await this.ack(last.position, batch.length);
     this.#log.debug({ event: CAPTURE_LOG.published, side: this.#side, count: batch.length, position: last.position }, 'published changes');
+    await this.#passed();
     return batch.length;
+  }
+
+  /**
+   * A cycle went through: nothing stops the relay now, so an error a relay of this side stopped with before (recorded
+   * by #loop, reported by status as the direction broken) is over. Failing to say so is retried at the next cycle.
+   */
+  async #passed(): Promise<void> {
+    if (this.#errorRecorded === false) return;
+    try {
+      await this.#origins.use((client) => clearWorkerError(client, this.#config.stateSchema, 'relay', this.#side));
+      this.#errorRecorded = false;
+    } catch (err) {
+      this.#log.warn({ event: CAPTURE_LOG.relayRetry, side: this.#side, err }, 'relay: clearing the recorded stop error failed; tried again after the next cycle');
+    }
   }
 
   /** Runs until stop(): publishes continuously, polling every relayPollMs when idle. */
@@ -193,9 +217,15 @@ export class ChangeRelay {
         // stays first in line: retrying cannot help and every later change waits behind it. Stop with the error that
         // says what to do (as Debezium fails its connector); a supervisor's restart meets the same clear error.
         // So does a lost replication slot (SYNC_SLOT_LOST): it does not come back, and retrying would hide that changes
-        // are no longer captured.
-        if (isStranglerError(err) && (err.code === 'SYNC_EVENT_TOO_LARGE' || err.code === 'SYNC_SCHEMA_CHANGED' || err.code === 'SYNC_SLOT_LOST')) {
+        // are no longer captured; and a change logical decoding can never read (SYNC_DECODE_FAILED: replica identity
+        // no longer FULL, a decode function failing on it). Transient database failures are retried below.
+        // Recorded in the state schema, so `sync status` (and the dashboard) report the direction broken and why,
+        // not only a growing lag, while a supervisor restarts the relay into the same error.
+        if (isStranglerError(err) && FATAL_CODES.has(err.code)) {
           this.#log.error({ event: CAPTURE_LOG.relayFailed, side: this.#side, code: err.code, err }, err.message);
+          await this.#origins.use((client) => recordWorkerError(client, this.#config.stateSchema, { worker: 'relay', source: this.#side, code: err.code, message: err.message }))
+            .then(() => { this.#errorRecorded = true; })
+            .catch((recordErr: unknown) => this.#log.warn({ event: CAPTURE_LOG.relayFailed, side: this.#side, err: recordErr }, 'relay: recording the error it stops with failed; status shows only the lag'));
           throw err;
         }
         failures += 1;
@@ -209,10 +239,12 @@ export class ChangeRelay {
     this.#stopped = true;
     await this.#running?.catch(() => {}); // a loop that ended with an error already reported it through run()
     this.#log.info({ event: CAPTURE_LOG.relayStopped, side: this.#side }, 'relay stopped');
-    if (this.#lockClient) {
-      await this.#lockClient.query('SELECT pg_advisory_unlock_all()').catch(() => {});
-      this.#lockClient.release();
-      this.#lockClient = undefined;
+    // Taken before the first await: a second stop() meanwhile (a signal twice) must not release it again.
+    const client = this.#lockClient;
+    this.#lockClient = undefined;
+    if (client) {
+      await client.query('SELECT pg_advisory_unlock_all()').catch(() => {});
+      client.release();
     }
   }
 }

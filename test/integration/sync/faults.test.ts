@@ -510,4 +510,34 @@ test('a sync topic created before sync with cleanup.policy=compact: the relay an
   await relay.stop();
   const again = await startRelay({ config, kafka: loaded.kafka!, pools, side: 'service' });
   await again.stop();
+  // The refusals are what `sync status` reports for the direction (a supervisor restarting the relay or apply meets
+  // them again), the relay's first, until each gets past it: the topic recreated as sync needs it, an event through.
+  const broken = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken ?? null;
+  const relayStopped = await broken();
+  assert.equal(relayStopped?.code, 'SYNC_TOPIC_COMPACTED');
+  assert.equal(relayStopped?.worker, 'relay');
+  assert.match(relayStopped?.message ?? '', /topic kcompact\.legacy\.items \(cleanup\.policy=compact,delete\) is compacted/);
+  assert.equal((await readSyncStatus(config, pools)).directions.find((d) => d.source === 'service')?.broken, null);
+  const fixAdmin = createKafka(loaded.kafka!, 'admin-kcompact-fix').admin();
+  await fixAdmin.connect();
+  await fixAdmin.deleteTopics({ topics: ['kcompact.legacy.items'] });
+  await fixAdmin.disconnect();
+  const relay2 = await startRelay({ config, kafka: loaded.kafka!, pools, side: 'legacy' });
+  await waitFor('the relay\'s record cleared by its first cycle', async () => (await broken())?.worker !== 'relay', 5_000);
+  const stopped = await broken();
+  assert.equal(stopped?.code, 'SYNC_TOPIC_COMPACTED');
+  assert.equal(stopped?.worker, 'apply');
+  assert.match(stopped?.message ?? '', /topic kcompact\.legacy\.items \(cleanup\.policy=compact,delete\) is compacted/);
+  const w2 = new ApplyWorker({ config, kafka: createKafka(loaded.kafka!, 'apply-kcompact2'), source: 'legacy', tables, sessionTimeoutMs: 1_000,
+    applier: new Applier({ pool: pools.service, config, target: 'service', tables }) });
+  try {
+    await w2.start();
+    assert.deepEqual(await broken(), stopped, 'still broken until apply got past it');
+    await insertOne(pools, 1);
+    await waitFor('applied', async () => (await itemCount(pools)) === 1);
+    await waitFor('no longer broken', async () => (await broken()) === null, 5_000);
+  } finally {
+    await w2.stop();
+    await relay2.stop();
+  }
 });

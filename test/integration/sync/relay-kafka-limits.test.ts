@@ -7,13 +7,18 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import type { Kafka } from 'kafkajs';
 import { createLogger } from '../../../common/logger.ts';
-import { SyncStack } from './stack.ts';
+import { REPO_ROOT, SyncStack, waitFor } from './stack.ts';
+import { StranglerError } from '../../../common/errors.ts';
 import { compileFromDatabases, installCapture } from '../../../legacy-adapter/capture/index.ts';
 import { ChangeRelay } from '../../../legacy-adapter/capture/relay.ts';
 import { createKafka, ensureTopics, KafkaSink, messageBytes, sideTopics } from '../../../migration-scripts/kafka.ts';
 import { topicFor } from '../../../migration-scripts/mapping.ts';
+import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.ts';
 import type { Pools } from '../../../migration-scripts/db.ts';
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
 
@@ -25,8 +30,8 @@ after(async () => {
   await stack.stop();
 });
 
-async function relayPair(name: string, topicConfig?: Record<string, string>): Promise<{ config: SyncConfig; pools: Pools; kafka: Kafka; sink: KafkaSink; topic: string }> {
-  const { loaded, pools } = await stack.pair(name);
+async function relayPair(name: string, topicConfig?: Record<string, string>): Promise<{ config: SyncConfig; pools: Pools; kafka: Kafka; sink: KafkaSink; topic: string; file: string }> {
+  const { loaded, pools, file } = await stack.pair(name);
   assert.ok(loaded.kafka, 'the test config has a kafka section');
   const config = loaded.sync;
   await installCapture(config, pools, 'legacy', await compileFromDatabases(config, pools));
@@ -41,7 +46,7 @@ async function relayPair(name: string, topicConfig?: Record<string, string>): Pr
   await ensureTopics(kafka, sideTopics(config, 'legacy'), 1);
   const sink = await KafkaSink.connect(kafka);
   sinks.push(sink);
-  return { config, pools, kafka, sink, topic };
+  return { config, pools, kafka, sink, topic, file };
 }
 
 async function messagesIn(kafka: Kafka, topic: string): Promise<number> {
@@ -107,4 +112,63 @@ test('an event larger than the topic accepts stops the relay with SYNC_EVENT_TOO
   assert.equal(lines.filter((l) => l.event === 'sync.relay.failed').length, 1, 'one error line');
   assert.equal(await unpublished(pools), 2, 'the update and the change after it are still queued, in order');
   assert.equal(await messagesIn(kafka, topic), 1, 'nothing after the big change was published past it');
+});
+
+/** `strangler sync status --config FILE` as a child process: its exit code and stderr. */
+async function statusCli(file: string): Promise<{ code: number; stderr: string }> {
+  return promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', 'status', '--config', file],
+    { cwd: REPO_ROOT, timeout: 60_000, env: { ...process.env, STRANGLER_LOG_LEVEL: 'error' } })
+    .then((r) => ({ code: 0, stderr: r.stderr }), (e: { code?: number; stderr?: string }) => ({ code: e.code ?? -1, stderr: e.stderr ?? '' }));
+}
+
+test('a relay stopped on an event too large for Kafka: status reports the direction broken with its code and message (CLI exit 1, not only a growing lag) until a relay gets past it', async () => {
+  const { config, pools, kafka, sink, topic, file } = await relayPair('toolargestatus');
+  await installCapture(config, pools, 'service', await compileFromDatabases(config, pools)); // (status reads both sides)
+  await pools.legacy.query(`INSERT INTO items (id, name, body) VALUES (1, 'big', repeat('x', 1200000))`);
+  await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'small, after the big one')`);
+  const relay = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink });
+  const giveUp = setTimeout(() => void relay.stop(), 15_000);
+  await assert.rejects(relay.run(), (err: unknown) => (err as { code?: string }).code === 'SYNC_EVENT_TOO_LARGE');
+  clearTimeout(giveUp);
+  await relay.stop();
+
+  const legacy = async () => (await readSyncStatus(config, pools, kafka)).directions.find((d) => d.source === 'legacy');
+  const d = await legacy();
+  assert.equal(d?.broken?.code, 'SYNC_EVENT_TOO_LARGE', JSON.stringify(d));
+  assert.equal(d?.broken?.worker, 'relay');
+  assert.match(d?.broken?.message ?? '', /^relay: the change of items key \[1\] \(position \d+\) is a 12\d{5}-byte event .*Raise max\.message\.bytes of topic/);
+  assert.ok(Date.parse(d?.broken?.at ?? '') > Date.now() - 60_000, `recorded when it stopped: ${d?.broken?.at}`);
+  assert.equal(d?.lagEvents, 2, 'both changes wait');
+  assert.equal((await readSyncStatus(config, pools, kafka)).directions.find((x) => x.source === 'service')?.broken, null, 'the other direction is fine');
+  const text = formatStatus(await readSyncStatus(config, pools, kafka));
+  assert.match(text, /legacy-to-service: BROKEN \(relay stopped .*\), lag 2 events/);
+  assert.match(text, /\n {2}BROKEN SYNC_EVENT_TOO_LARGE \(relay\): relay: the change of items key \[1\]/);
+  const cli = await statusCli(file);
+  assert.equal(cli.code, 1, cli.stderr);
+  assert.match(cli.stderr, /strangler: legacy-to-service: SYNC_EVENT_TOO_LARGE: relay: the change of items key \[1\]/);
+
+  // Fixed as the message says (here: the topic recreated with a larger max.message.bytes): the next relay publishes
+  // the change and the direction is no longer broken.
+  const admin = kafka.admin();
+  await admin.connect();
+  await admin.deleteTopics({ topics: [topic] });
+  await admin.createTopics({ topics: [{ topic, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: '4000000' }] }] });
+  await admin.disconnect();
+  const fixed = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: await KafkaSink.connect(kafka).then((k) => { sinks.push(k); return k; }) });
+  assert.equal(await fixed.step(), 2);
+  assert.equal((await legacy())?.broken, null);
+  const cliFixed = await statusCli(file);
+  assert.equal(cliFixed.code, 0, cliFixed.stderr);
+
+  // A failure retrying can fix (Kafka unreachable) is retried, never recorded as broken.
+  await pools.legacy.query(`INSERT INTO items (id, name) VALUES (3, 'while Kafka is down')`);
+  let attempts = 0;
+  const down = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: { publish: () => { attempts += 1; return Promise.reject(new StranglerError('SYNC_KAFKA_FAILED', 'relay: producing 1 messages failed: connect ECONNREFUSED')); } } });
+  const running = down.run();
+  await waitFor('the relay to retry', () => attempts >= 3);
+  await down.stop();
+  await running;
+  const st = await legacy();
+  assert.equal(st?.broken, null, JSON.stringify(st?.broken));
+  assert.equal(st?.capturePending, 1);
 });

@@ -49,7 +49,8 @@ test('a system or driver error ends the CLI with its code and message, not a sta
     writeFileSync(file, 'sync:\n  databases:\n    legacy: { url: "postgres://u:secret-pw@127.0.0.1:9/a" }\n    service: { url: "postgres://u:secret-pw@127.0.0.1:9/b" }\n  tables:\n    - { name: t, legacy: { table: t, key: [id] }, service: { table: t, key: [id] }, columns: [{ legacy: id, service: id }] }\n');
     const refused = spawnSync(process.execPath, ['bin/strangler.js', 'sync', 'status', '--config', file], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(refused.status, 1);
-    assert.match(refused.stderr, /^strangler: ECONNREFUSED: connect ECONNREFUSED 127\.0\.0\.1:9\n$/);
+    // One line naming each database that refused (sync commands name the side: the driver's error does not).
+    assert.match(refused.stderr, /^strangler: SYNC_DATABASE_UNAVAILABLE: cannot use sync\.databases\.legacy\.url \(postgres:\/\/u:\[redacted\]@127\.0\.0\.1:9\/a\): ECONNREFUSED: connect ECONNREFUSED 127\.0\.0\.1:9; sync\.databases\.service\.url \(postgres:\/\/u:\[redacted\]@127\.0\.0\.1:9\/b\): ECONNREFUSED[^\n]*\n$/);
     assert.doesNotMatch(refused.stderr, /secret-pw|\n\s+at /);
     const usage = spawnSync(process.execPath, ['bin/strangler.js', 'sync', 'status'], { encoding: 'utf8', timeout: 60_000 });
     assert.equal(usage.status, 2);

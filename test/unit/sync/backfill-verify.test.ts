@@ -180,3 +180,75 @@ describe('verify sees what the mapping cannot hold', () => {
     assert.deepEqual((await verifyTables(config, pools, tables, 'items')).tables[0]?.diffs, [{ key: '[1]', kind: 'different' }]);
   });
 });
+
+describe('values a JSON image does not hold as they are (float -0, NaN, ±Infinity, JSON null)', () => {
+  const ddl = 'CREATE TABLE vals (id bigint PRIMARY KEY, f8 float8, f4 float4, n numeric, j jsonb, js json)';
+  const vals = { tables: [{ name: 'vals', legacy: { table: 'vals', key: ['id'] }, service: { table: 'vals', key: ['id'] },
+    columns: ['id', 'f8', 'f4', 'n', 'j', 'js'].map((c) => ({ legacy: c, service: c })) }] };
+  const rows = `INSERT INTO vals VALUES (1, '-0', '-0', 0, '{"a": 1}', '[1]'), (2, 'NaN', 'NaN', 'NaN', NULL, NULL),
+    (3, 'Infinity', 'Infinity', 'Infinity', '{"a": null}', '{"a": null}'), (4, '-Infinity', '-Infinity', '-Infinity', '1', '1'), (5, 1.5, 1.5, 1.5, 'null', 'null')`;
+  const dump = `SELECT id::int, f8::text, f4::text, n::text, j::text, js::text, j IS NULL AS j_sql_null, js IS NULL AS js_sql_null FROM vals ORDER BY id`;
+
+  test('live sync, verify and repair copy a float -0 as -0 and NaN/±Infinity as they are; JSON null taken for SQL NULL by live sync is reported and repaired', async () => {
+    const { config, pools, tables, p } = await installed('fvals', ddl, vals, ddl);
+    await pools.legacy.query(rows);
+    await p.settle();
+    const service = (await pools.service.query(dump)).rows;
+    assert.deepEqual(service.map((r) => [r.f8, r.f4, r.n]), [['-0', '-0', '0'], ['NaN', 'NaN', 'NaN'], ['Infinity', 'Infinity', 'Infinity'], ['-Infinity', '-Infinity', '-Infinity'], ['1.5', '1.5', '1.5']]);
+    // An update from 0 to -0 is a change too (the images differ).
+    await pools.legacy.query(`UPDATE vals SET f8 = 0 WHERE id = 1`);
+    await p.settle();
+    assert.equal((await pools.service.query('SELECT f8::text AS f FROM vals WHERE id = 1')).rows[0].f, '0');
+    await pools.legacy.query(`UPDATE vals SET f8 = '-0' WHERE id = 1`);
+    await p.settle();
+    assert.equal((await pools.service.query('SELECT f8::text AS f FROM vals WHERE id = 1')).rows[0].f, '-0');
+    // Live capture's image cannot tell JSON null from SQL NULL (row 5): verify says so, repair writes what legacy holds.
+    assert.deepEqual([service[4]?.j_sql_null, service[4]?.js_sql_null], [true, true]);
+    const v = await verifyTables(config, pools, tables, 'vals');
+    assert.deepEqual(v.tables[0]?.diffs, [{ key: '[5]', kind: 'different' }]);
+    await repairFromVerify({ config, pools, tables, verify: v });
+    assert.deepEqual((await pools.service.query(dump)).rows, (await pools.legacy.query(dump)).rows);
+    assert.equal((await verifyTables(config, pools, tables, 'vals')).ok, true);
+    // And a float -0 written behind sync's back as 0 is a difference that repair clears.
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; UPDATE vals SET f4 = 0 WHERE id = 1; COMMIT`);
+    const v2 = await verifyTables(config, pools, tables, 'vals');
+    assert.deepEqual(v2.tables[0]?.diffs, [{ key: '[1]', kind: 'different' }]);
+    await repairFromVerify({ config, pools, tables, verify: v2 });
+    assert.equal((await verifyTables(config, pools, tables, 'vals')).ok, true);
+    assert.equal((await pools.service.query('SELECT f4::text AS f FROM vals WHERE id = 1')).rows[0].f, '-0');
+  });
+
+  test('backfill copies them exactly, JSON null included, both for new keys and for keys live sync already knows', async () => {
+    const { config, pools, tables, p } = await installed('fvalsbf', `${ddl}; ${rows}`, vals, ddl);
+    // Keys 1 and 5 changed on legacy since the service last heard of them (an older version there), so backfill takes
+    // them through the per-event rules (their snapshot images); the other keys are new and go in bulk.
+    await pools.legacy.query(`UPDATE vals SET n = 7 WHERE id IN (1, 5)`);
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; INSERT INTO vals (id) VALUES (1), (5);
+      INSERT INTO strangler_sync.row_version (tbl, pk, legacy_version, service_version) VALUES ('vals', '[1]', 1, 0), ('vals', '[5]', 1, 0); COMMIT`);
+    await runBackfill({ config, pools, tables, table: 'vals', source: 'legacy', chunkRows: 100, maxLagEvents: 0 });
+    await p.settle();
+    const strip = (r: Record<string, unknown>) => ({ ...r, js: r.js === null ? null : JSON.stringify(JSON.parse(r.js as string)) });
+    assert.deepEqual((await pools.service.query(dump)).rows.map(strip), (await pools.legacy.query(dump)).rows.map(strip));
+    assert.equal((await verifyTables(config, pools, tables, 'vals')).ok, true);
+  });
+});
+
+describe('backfill against keys that keep changing', () => {
+  test('a chunk that races live changes in every attempt stops with a message naming the chunk and saying nothing was written; the run resumes from its checkpoint', async () => {
+    const { config, pools, tables } = await installed('bfhot', `INSERT INTO items (id, name) SELECT g, 'n' || g FROM generate_series(1, 10) g`);
+    // Every attempt of the chunk sees a live version appear on one of its new keys (as a stream of first writes would).
+    await pools.service.query(`CREATE FUNCTION public.race() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        INSERT INTO strangler_sync.row_version (tbl, pk, legacy_version) VALUES ('items', jsonb_build_array(NEW.item_id)::text, 1) ON CONFLICT DO NOTHING; RETURN NULL; END $$;
+      CREATE TRIGGER race AFTER INSERT ON catalog_items FOR EACH ROW WHEN (NEW.item_id = 7) EXECUTE FUNCTION public.race()`);
+    await assert.rejects(runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 }), (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_BACKFILL_INTERRUPTED');
+      assert.match(err.message, /stopped after 0 of 10 rows: backfill chunk of items \(keys after the first up to \[10\]\) into service failed after 8 attempts \(live changes kept reaching keys of the chunk while it was written; nothing of the chunk was written, and live sync goes on applying those changes\): a live change to items committed while its backfill chunk was written .*run the same command again to resume/);
+      assert.doesNotMatch(err.message, /apply restarts/);
+      return true;
+    });
+    assert.equal((await pools.service.query('SELECT count(*)::int AS n FROM catalog_items')).rows[0].n, 0);
+    await pools.service.query('DROP TRIGGER race ON catalog_items');
+    assert.equal((await runBackfill({ config, pools, tables, table: 'items', source: 'legacy', chunkRows: 100, maxLagEvents: 0 })).done, true);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  });
+});

@@ -31,6 +31,7 @@ import { formatStatus, readSyncStatus } from '../../../migration-scripts/status.
 import { seededRandom as rng } from '../../../common/random.ts';
 import { captureSlot, idlePollsWal, LEGACY_DDL, MemoryBus, SERVICE_DDL, syncDoc, walMark } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const servers: { pg: RunningPostgres; dir: string }[] = [];
 const opened: Pools[] = [];
@@ -251,15 +252,147 @@ describe('capture.mode logical (test_decoding slot, same changelog and relay)', 
       assert.match((err as Error).message, /public\.items .*"legacy_only" are not in the table any more \(renamed or dropped\).*rename the column back/);
       return true;
     };
+    // An install from before worker_errors existed (state not installed again since the upgrade): status reads it as
+    // nothing recorded, and the relay creates the table to record why it stops.
+    await pools.legacy.query('DROP TABLE strangler_sync.worker_errors');
+    const broken = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken ?? null;
+    assert.equal(await broken(), null);
     const giveUp = setTimeout(() => void relay.stop(), 10_000); // a relay that keeps running fails the assertion below
     await assert.rejects(relay.run(), schemaChanged, 'the relay stops instead of retrying (or capturing a NULL)');
     clearTimeout(giveUp);
     await relay.stop();
     assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM strangler_sync.changelog')).rows[0].n, 0, 'nothing captured');
+    // sync status says the direction is stopped and why (what a supervisor restarting the relay keeps running into).
+    const stopped = await broken();
+    assert.equal(stopped?.code, 'SYNC_SCHEMA_CHANGED');
+    assert.equal(stopped?.worker, 'relay');
+    assert.match(stopped?.message ?? '', /"legacy_only" are not in the table any more \(renamed or dropped\).*rename the column back/);
+    assert.match(formatStatus(await readSyncStatus(config, pools)), /legacy-to-service: BROKEN \(relay stopped .*\n {2}BROKEN SYNC_SCHEMA_CHANGED \(relay\): .*"legacy_only"/);
     await pools.legacy.query(`ALTER TABLE items RENAME COLUMN legacy_note TO legacy_only`);
     assert.equal(await new LogicalDecoder({ config, pool: pools.legacy, side: 'legacy' }).step(), 1);
     const after = await pools.legacy.query(`SELECT after->>'legacy_only' AS v FROM strangler_sync.changelog`);
     assert.equal(after.rows[0].v, 'legacy value');
+    assert.deepEqual(await broken(), stopped, 'still broken until a relay gets past it');
+    assert.equal(await new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: new MemoryBus(1) }).step(), 1);
+    assert.equal(await broken(), null, 'a relay got past it: no longer broken');
+  });
+
+  test('replica identity set back to DEFAULT by hand: the relay stops with SYNC_DECODE_FAILED naming table, transaction, LSN and the fix (no endless retry); install + verify + repair recover', async () => {
+    const { config, pools, tables, p } = await installed('identdrift');
+    // Incompressible, so stored out of line (TOAST): an UPDATE that leaves it unchanged logs it as unchanged-toast-datum.
+    const big = Array.from({ length: 3000 }, (_, i) => ((i * 2654435761) >>> 0).toString(36)).join('');
+    await pools.legacy.query(`INSERT INTO items (id, name, body) VALUES (1, 'a', $1), (2, 'b', 'small')`, [big]);
+    await p.settle();
+    await pools.legacy.query('ALTER TABLE items REPLICA IDENTITY DEFAULT'); // "FULL costs WAL", says someone
+    // sync status sees it before the relay meets an update: the direction is broken, with the way back.
+    const broken = async () => (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken ?? null;
+    const off = await broken();
+    assert.equal(off?.code, 'SYNC_CAPTURE_OFF');
+    assert.match(off?.message ?? '', /"public"\."items": its replica identity is DEFAULT, not FULL .*capture install --side legacy/);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (3, 'inserted meanwhile')`);
+    const xid = (await pools.legacy.query<{ x: string }>(`UPDATE items SET name = 'changed' WHERE id = 1 RETURNING pg_current_xact_id()::text AS x`)).rows[0]?.x;
+    await pools.legacy.query(`DELETE FROM items WHERE id = 2`);
+    const destination = new PassThrough();
+    const lines: string[] = [];
+    destination.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    const relay = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: new MemoryBus(1), log: createLogger({ level: 'warn', destination }) });
+    const giveUp = setTimeout(() => void relay.stop(), 10_000); // a relay that keeps retrying fails the assertion below
+    await assert.rejects(relay.run(), (err: Error & { code?: string; details?: { lsn?: string } }) => {
+      assert.equal(err.code, 'SYNC_DECODE_FAILED');
+      assert.match(err.message, new RegExp(`^logical capture on the legacy database cannot decode a change of public\\.items \\(logical table "items": UPDATE in transaction ${xid}, commit LSN [0-9A-F]+/[0-9A-F]+\\): the replica identity of public\\.items is DEFAULT, capture needs FULL`));
+      assert.match(err.message, /run `strangler sync capture install --side legacy`.*`strangler sync verify --table items` and `strangler sync repair --from legacy`/);
+      assert.match(err.details?.lsn ?? '', /^[0-9A-F]+\/[0-9A-F]+$/);
+      return true;
+    });
+    clearTimeout(giveUp);
+    await relay.stop();
+    await new Promise((res) => setImmediate(res));
+    const events = lines.map((l) => JSON.parse(l) as { event?: string; code?: string });
+    assert.deepEqual(events.map((e) => [e.event, e.code]), [['sync.relay.failed', 'SYNC_DECODE_FAILED']], 'logged once as such, no retry loop');
+    // Set FULL by hand afterwards: the change stays undecodable, and the error says how to skip it.
+    await pools.legacy.query('ALTER TABLE items REPLICA IDENTITY FULL');
+    await assert.rejects(p.relays.legacy.step(), (err: Error & { code?: string }) => err.code === 'SYNC_DECODE_FAILED'
+      && /logged without its old row image .*it is FULL now.*ALTER TABLE public\.items REPLICA IDENTITY DEFAULT` and then `strangler sync capture install --side legacy`/.test(err.message));
+    // The documented way out: install skips what was logged without full images; verify and repair bring it over.
+    await pools.legacy.query('ALTER TABLE items REPLICA IDENTITY DEFAULT');
+    await installCapture(config, pools, 'legacy', tables);
+    assert.equal(await broken(), null);
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (4, 'after')`);
+    await p.settle();
+    const titles = async () => (await pools.service.query('SELECT item_id, title FROM catalog_items ORDER BY 1')).rows.map((r) => `${r.item_id}:${r.title}`);
+    assert.deepEqual(await titles(), ['1:a', '2:b', '4:after'], 'capture resumed; what was skipped is for repair');
+    const v = await verifyTables(config, pools, tables);
+    assert.equal(v.ok, false);
+    await repairFromVerify({ config, pools, tables, verify: v, from: 'legacy' });
+    await p.settle();
+    assert.deepEqual(await titles(), ['1:changed', '3:inserted meanwhile', '4:after']);
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
+  });
+
+  test('a change its decode function fails on (a column type changed while it was in the slot) stops with SYNC_DECODE_FAILED naming that change; a lost connection is still retried', async () => {
+    const { config, pools } = await installed('decodefail');
+    const insert = async (id: number, v: string, db: pg.Pool | pg.PoolClient = pools.legacy) => (await db.query<{ x: string }>(`INSERT INTO items (id, name, legacy_only) VALUES ($1, 'n', $2) RETURNING pg_current_xact_id()::text AS x`, [id, v])).rows[0]?.x;
+    await insert(1, '1');
+    const bad = await insert(2, 'not a number');
+    await insert(3, '3');
+    await pools.legacy.query(`ALTER TABLE items ALTER COLUMN legacy_only DROP DEFAULT, ALTER COLUMN legacy_only TYPE integer USING 0`);
+    const decodeFailed = (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'SYNC_DECODE_FAILED');
+      assert.match(err.message, new RegExp(`public\\.items \\(logical table "items": INSERT in transaction ${bad}, commit LSN \\S+\\): its decode function .*decode_items.* fails on it: invalid input syntax for type integer: "not a number" \\(SQLSTATE 22P02\\)`));
+      return true;
+    };
+    const relay = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: new MemoryBus(1) });
+    const giveUp = setTimeout(() => void relay.stop(), 10_000);
+    await assert.rejects(relay.run(), decodeFailed, 'the relay stops instead of retrying');
+    clearTimeout(giveUp);
+    await relay.stop();
+    assert.equal((await pools.legacy.query('SELECT count(*)::int AS n FROM strangler_sync.changelog')).rows[0].n, 0, 'nothing captured');
+    // Undone, the changes decode; connections ended under a running relay (PostgreSQL restarting) are retried.
+    await pools.legacy.query(`ALTER TABLE items ALTER COLUMN legacy_only TYPE text`);
+    const bus = new MemoryBus(1);
+    // Its log (warnings: each retry and why) goes into a failure message: a relay that does not recover says how.
+    const destination = new PassThrough();
+    const lines: string[] = [];
+    destination.on('data', (d: Buffer) => lines.push(...d.toString().split('\n').filter(Boolean)));
+    const running = new ChangeRelay({ config, pool: pools.legacy, side: 'legacy', sink: bus, log: createLogger({ level: 'debug', destination }) });
+    let failed: unknown;
+    const done = running.run().catch((err: unknown) => { failed = err; });
+    // Delivery is at least once: a connection ended between publishing a batch and acknowledging it in the changelog
+    // republishes that batch with the same positions (apply drops such duplicates). So changes are counted by
+    // position, and a position seen twice must carry the same event (republished, not captured again).
+    const byPosition = () => {
+      const seen = new Map<number, string>();
+      for (const m of bus.topics.get('strangler.legacy.items')?.flat() ?? []) {
+        const position = (JSON.parse(m.value) as { position: number }).position;
+        const before = seen.get(position);
+        assert.ok(before === undefined || before === m.value, `position ${position} published twice with different events`);
+        seen.set(position, m.value);
+      }
+      return seen;
+    };
+    const published = (n: number) => waitFor(`${n} changes published`, () => {
+      if (failed !== undefined) throw new Error(`the relay stopped: ${String(failed)}`);
+      return byPosition().size >= n;
+    }).catch((err: Error) => { throw new Error(`${err.message}; relay log:\n${lines.join('\n')}`); });
+    try {
+      await published(3);
+      // On the one connection that survives: another pooled one may be handed out before its end is noticed.
+      const own = await pools.legacy.connect();
+      try {
+        await own.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'`);
+        await insert(4, '4', own);
+      } finally {
+        own.release();
+      }
+      await published(4);
+    } finally {
+      await Promise.all([running.stop(), running.stop()]); // a second signal while stopping is no crash
+      await done;
+    }
+    assert.equal(failed, undefined);
+    const keys = [...byPosition().values()].map((v) => (JSON.parse(v) as { key: string }).key);
+    assert.deepEqual(keys, ['[1]', '[2]', '[3]', '[4]'], 'each change published under one position, in order, none lost');
+    for (const side of ['legacy', 'service'] as const) await uninstallCapture(config, pools, side);
   });
 
   test('a column added while the relay runs: changes before and after the DDL are decoded (the column list is read again); a synced column added since fails closed', async () => {

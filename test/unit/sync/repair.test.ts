@@ -9,7 +9,8 @@ import type { Pool } from 'pg';
 import { rowVersions, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
 import { Pipeline } from './load.ts';
 import { compileFromDatabases, installCapture } from '../../../legacy-adapter/capture/install.ts';
-import { verifyTables } from '../../../migration-scripts/verify.ts';
+import { lastVerify, verifyTables } from '../../../migration-scripts/verify.ts';
+import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { repairFromVerify, retryDeadLetters } from '../../../migration-scripts/repair.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 
@@ -103,5 +104,77 @@ describe('repair and apply never lose a change', () => {
     assert.deepEqual((await pools.service.query('SELECT title, body FROM catalog_items WHERE item_id = 1')).rows, [{ title: 'n3', body: 'important text' }]);
     assert.deepEqual((await pools.legacy.query(`SELECT street, updated::text FROM people WHERE email = 'a@x'`)).rows, [{ street: 'Main', updated: '2024-01-01 00:00:00' }]);
     assert.equal((await verifyTables(config, pools, tables)).ok, true);
+  });
+});
+
+/** Records the most rows any one query through `pool` returned (a leaf or boundary read held in memory at once). */
+function rowsSpy(pool: Pool): { max: number; restore(): void } {
+  const target = pool as unknown as { query: (...args: unknown[]) => Promise<{ rows?: unknown[] }> };
+  const orig = target.query;
+  const spy = { max: 0, restore: () => { target.query = orig; } };
+  target.query = async (...args: unknown[]) => {
+    const r = await orig.apply(pool, args);
+    spy.max = Math.max(spy.max, r.rows?.length ?? 0);
+    return r;
+  };
+  return spy;
+}
+
+describe('verify and repair of a badly diverged table', () => {
+  test('a wiped side: verify splits on the side holding the rows, lists at most maxKeys keys with the true counts; repair of the stored run fixes every key', async () => {
+    const { config, pools, tables } = await installed('rwiped', { verify: { chunkRows: 50, leafRows: 10, maxKeys: 5 } });
+    // The service holds 600 rows legacy never got (a wrong mapping, a wiped legacy table), behind sync's back; and
+    // legacy 3 rows of its own.
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; INSERT INTO catalog_items (item_id, title) SELECT g, 's' || g FROM generate_series(1, 600) g; COMMIT`);
+    await pools.legacy.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; INSERT INTO items (id, name) SELECT g, 'l' || g FROM generate_series(1001, 1003) g; COMMIT`);
+    const spies = [rowsSpy(pools.legacy), rowsSpy(pools.service)];
+    const v = await verifyTables(config, pools, tables, 'items').finally(() => { for (const sp of spies) sp.restore(); });
+    assert.ok(Math.max(...spies.map((sp) => sp.max)) <= 50, `no read of more than chunkRows rows at once, got ${spies.map((sp) => sp.max).join('/')}`);
+    const t = v.tables[0];
+    assert.equal(t?.diffs.length, 5, 'keys listed: verify.maxKeys');
+    assert.deepEqual({ diffCount: t?.diffCount, counts: t?.counts, truncated: t?.truncated, match: t?.match },
+      { diffCount: 603, counts: { 'missing-on-legacy': 600, 'missing-on-service': 3, different: 0 }, truncated: true, match: false });
+    const stored = await lastVerify(config, pools.legacy);
+    assert.ok(stored);
+    assert.equal(stored.tables[0]?.diffs.length, 5, 'the stored run holds the listed keys only');
+    const st = await readSyncStatus(config, pools);
+    assert.deepEqual(st.lastVerify?.tables, [{ table: 'items', match: false, diffs: 603 }], 'status shows the true count');
+
+    // Repair from the stored (truncated) run: every differing key, not only the listed ones.
+    const r = await repairFromVerify({ config, pools, tables, verify: stored, from: 'service' });
+    assert.deepEqual(r.tables, [{ table: 'items', from: 'service', to: 'legacy', rewritten: 600, deleted: 3, targetNewer: [] }]);
+    const after = await verifyTables(config, pools, tables, 'items');
+    assert.equal(after.ok, true, JSON.stringify(after.tables[0]));
+    // Run twice: nothing left to do, nothing changed.
+    const again = await repairFromVerify({ config, pools, tables, verify: stored, from: 'service' });
+    assert.deepEqual(again.tables, [{ table: 'items', from: 'service', to: 'legacy', rewritten: 0, deleted: 0, targetNewer: [] }]);
+    assert.equal((await verifyTables(config, pools, tables, 'items')).ok, true);
+  });
+
+  test('verify during live sync: a key whose change lands between two reads of its leaf is in flight, not reported', async () => {
+    const { config, pools, tables, p } = await installed('rflight', { verify: { chunkRows: 50, leafRows: 10 } });
+    await pools.legacy.query(`INSERT INTO items (id, name) SELECT g, 'v' || g FROM generate_series(1, 6) g`);
+    await p.settle();
+    await pools.legacy.query(`UPDATE items SET name = 'in flight' WHERE id = 3`); // captured, not yet applied
+    await pools.service.query(`BEGIN; SET LOCAL strangler.origin = 'sync'; UPDATE catalog_items SET title = 'rogue' WHERE item_id = 5; COMMIT`);
+    // Live sync applies the change right after verify's first read of the service leaf.
+    const target = pools.service as unknown as { query: (...args: unknown[]) => Promise<unknown> };
+    const orig = target.query;
+    let fired = false;
+    target.query = async (...args: unknown[]) => {
+      const r = await orig.apply(pools.service, args);
+      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: string }).text ?? '';
+      if (!fired && / AS key, /.test(text)) { fired = true; await p.settle(); }
+      return r;
+    };
+    const v = await verifyTables(config, pools, tables, 'items').finally(() => { target.query = orig; });
+    assert.ok(fired, 'the leaf was read');
+    assert.deepEqual(v.tables[0]?.diffs, [{ key: '[5]', kind: 'different' }], 'the real difference stays reported, the in-flight key does not');
+  });
+
+  test('a verify result naming a table the config does not sync is refused, not reported as nothing to repair', async () => {
+    const { config, pools, tables } = await installed('runknown');
+    const verify = { ok: false, at: new Date().toISOString(), ms: 1, tables: [{ table: 'orders_old', legacyRows: 1, serviceRows: 0, chunks: 1, mismatchedChunks: 1, match: false, diffs: [{ key: '[1]', kind: 'missing-on-service' as const }], ms: 1 }] };
+    await assert.rejects(repairFromVerify({ config, pools, tables, verify }), (err: Error & { code?: string }) => err.code === 'CLI_USAGE' && /"orders_old", not configured/.test(err.message));
   });
 });

@@ -5,7 +5,13 @@
  */
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { idlePollsWal, rowVersions, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { idlePollsWal, rowVersions, SERVICE_DDL, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
 import { compileFromDatabases, installCapture, uninstallCapture, captureInstalled } from '../../../legacy-adapter/capture/install.ts';
@@ -16,8 +22,10 @@ import { runBackfill } from '../../../migration-scripts/backfill.ts';
 import { readSyncStatus } from '../../../migration-scripts/status.ts';
 import { parseSyncConfig } from '../../../migration-scripts/config.ts';
 import type { SyncConfig } from '../../../migration-scripts/config-schema.ts';
-import { openPools, type Pools } from '../../../migration-scripts/db.ts';
+import { closePools, namingDatabase, openPools, type Pools } from '../../../migration-scripts/db.ts';
 import type { CompiledTable } from '../../../migration-scripts/mapping.ts';
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 let fx: SyncFixture;
 // autovacuum off: one test measures the WAL an idle relay writes, and WAL is server-wide.
@@ -505,6 +513,57 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.throws(() => parseSyncConfig({ sync: { ...doc.sync, conflicts: { policy: 'coin-flip' } } }), /sync\.conflicts\.policy/);
   });
 
+  test('issue: a database that cannot be reached or entered failed sync commands without saying which of the two; a malformed URL echoed its password', async () => {
+    const { urls } = await fx.freshPair('whichdb');
+    const wrong = new URL(urls.legacy);
+    wrong.password = 'S3CRET-pw';
+    const config = parseSyncConfig(syncDoc({ legacy: wrong.toString(), service: urls.service })).sync;
+    const err = await namingDatabase(config, Object.assign(new Error('password authentication failed for user "postgres"'), { code: '28P01' })) as Error & { code?: string };
+    assert.equal(err.code, 'SYNC_DATABASE_UNAVAILABLE');
+    assert.match(err.message, /^cannot use sync\.databases\.legacy\.url \(postgres:\/\/[^:]+:\[redacted\]@[^)]+\): 28P01: password authentication failed for user "postgres"\. Check the URL, the password/);
+    assert.doesNotMatch(err.message, /sync\.databases\.service|S3CRET/, 'the service side answers; no password');
+    // The CLI says so too (sync commands catch it on their way out).
+    const file = join(mkdtempSync(join(tmpdir(), 'whichdb-')), 'strangler.json');
+    writeFileSync(file, JSON.stringify(syncDoc({ legacy: wrong.toString(), service: urls.service })));
+    const cli = await promisify(execFile)(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/main.ts'), 'sync', 'verify', '--config', file], { cwd: REPO_ROOT, timeout: 60_000 })
+      .then(() => ({ code: 0, stderr: '' }), (e: { code?: number; stderr?: string }) => ({ code: e.code ?? -1, stderr: e.stderr ?? '' }));
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /strangler: SYNC_DATABASE_UNAVAILABLE: cannot use sync\.databases\.legacy\.url \(.*\): 28P01/);
+    assert.doesNotMatch(cli.stderr, /S3CRET/);
+    const statement = Object.assign(new Error('division by zero'), { code: '22012' });
+    assert.equal(await namingDatabase(config, statement), statement, 'an error about a statement is left as it is');
+    assert.throws(() => parseSyncConfig(syncDoc({ legacy: 'postgres//u:S3CRET-pw@db:5432/x', service: urls.service })), (e: Error) =>
+      /sync\.databases\.legacy\.url: expected a postgres:\/\/user:password@host:5432\/database URL, found string "\[redacted\]@db:5432\/x"/.test(e.message) && !e.message.includes('S3CRET'));
+  });
+
+  test('both sides configured on one database (same state schema) are refused before anything is installed: the second install used to replace the first side\'s capture functions, failing every application write', async () => {
+    const { urls, pools: own } = await fx.freshPair('onedb');
+    await own.legacy.query(SERVICE_DDL); // the service's tables next to the legacy ones
+    // Another spelling of the same database (127.0.0.1 vs localhost), as host aliases or a proxy would give.
+    const alias = new URL(urls.legacy);
+    alias.hostname = alias.hostname === 'localhost' ? '127.0.0.1' : 'localhost';
+    const config = parseSyncConfig(syncDoc({ legacy: urls.legacy, service: alias.toString() })).sync;
+    const pools = openPools(config);
+    try {
+      const tables = await compileFromDatabases(config, pools);
+      for (const side of ['legacy', 'service'] as const) {
+        await assert.rejects(installCapture(config, pools, side, tables), (err: Error & { code?: string }) => {
+          assert.equal(err.code, 'SYNC_UNSUPPORTED');
+          assert.match(err.message, new RegExp(`reach the same database \\("onedb_legacy"\\).*Nothing was installed on the ${side} database.*own database`));
+          return true;
+        });
+      }
+      assert.equal((await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'strangler_sync'`)).rows[0].n, 0, 'nothing installed');
+      await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'a')`); // the application's writes go on
+      // Two databases on one server are fine (the usual setup of the tests).
+      const apart = await fx.freshPair('twodb');
+      await installCapture(apart.config, apart.pools, 'legacy');
+      await installCapture(apart.config, apart.pools, 'service');
+    } finally {
+      await closePools(pools);
+    }
+  });
+
   test('the owner of a table comes from its own owner, else its route, else the default', async () => {
     const { urls, pools } = await fx.freshPair('owners');
     const doc = syncDoc(urls, { ownership: { default: 'legacy', routes: { 'items-write': 'service' } } }) as { sync: { tables: Record<string, unknown>[] } };
@@ -524,6 +583,40 @@ describe('sync on PostgreSQL (memory transport)', () => {
     const fns = await pools.legacy.query(`SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'strangler_sync'`);
     assert.equal(fns.rows[0].n, 0);
   });
+  test('issue: a session with session_replication_role = replica wrote past the capture trigger, and a trigger disabled by hand went unnoticed', async () => {
+    const { config, pools, tables, p } = await installed('captureoff');
+    // Replica role (restores, some bulk tools): the trigger fires ALWAYS, so the write is captured.
+    const client = await pools.legacy.connect();
+    try {
+      await client.query('SET session_replication_role = replica');
+      await client.query(`INSERT INTO items (id, name) VALUES (1, 'as replica')`);
+    } finally {
+      await client.query('RESET session_replication_role');
+      client.release();
+    }
+    await p.settle();
+    assert.deepEqual((await pools.service.query('SELECT title FROM catalog_items WHERE item_id = 1')).rows, [{ title: 'as replica' }]);
+    assert.equal((await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken, null);
+
+    // Disabled by hand (a bulk load): status reports the direction broken, naming the table and the way back.
+    await pools.legacy.query('ALTER TABLE items DISABLE TRIGGER strangler_capture');
+    await pools.legacy.query(`INSERT INTO items (id, name) VALUES (2, 'while off')`);
+    const off = (await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken;
+    assert.equal(off?.code, 'SYNC_CAPTURE_OFF');
+    assert.match(off?.message ?? '', /"public"\."items": its capture trigger strangler_capture is disabled .*capture install --side legacy.*repair --from legacy/);
+    assert.equal((await readSyncStatus(config, pools)).directions.find((d) => d.source === 'service')?.broken, null, 'the other direction is fine');
+
+    // Install puts it back (ENABLE ALWAYS); verify finds the row written meanwhile and repair copies it.
+    await installCapture(config, pools, 'legacy', tables);
+    assert.equal((await pools.legacy.query(`SELECT tgenabled::text AS e FROM pg_trigger WHERE tgname = 'strangler_capture' AND tgrelid = 'items'::regclass`)).rows[0]?.e, 'A');
+    assert.equal((await readSyncStatus(config, pools)).directions.find((d) => d.source === 'legacy')?.broken, null);
+    const v = await verifyTables(config, pools, tables);
+    assert.deepEqual(v.tables.find((t) => t.table === 'items')?.diffs.map((d) => d.key), ['[2]']);
+    await repairFromVerify({ config, pools, tables, verify: v, from: 'legacy' });
+    await p.settle();
+    assert.equal((await verifyTables(config, pools, tables)).ok, true);
+  });
+
   test('reinstalling capture on one side: its later changes are applied, not dropped as stale (versions start at the install time)', async () => {
     const { config, pools, tables, p } = await installed('reinstall');
     for (let i = 0; i < 5; i++) await pools.legacy.query(`INSERT INTO items (id, name) VALUES (1, 'v1') ON CONFLICT (id) DO UPDATE SET name = 'v' || $1`, [i]);
