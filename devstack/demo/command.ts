@@ -1,7 +1,7 @@
 import type { Command } from '../../cli/command.ts';
 import { intOption, logLevelOption, parseCommandArgs } from '../../cli/command.ts';
 import { createLogger } from '../../common/logger.ts';
-import { startDemo, type DemoPorts } from './stack.ts';
+import { startDemo, type DemoPorts, type RunningDemo } from './stack.ts';
 
 const HELP = `Usage: strangler start [options]        (npm start)
 
@@ -44,14 +44,51 @@ export const demoCommand: Command = {
       kafka: port('kafka-port', values['kafka-port'], 'STRANGLER_KAFKA_PORT', 9092),
     };
     const log = createLogger({ level: logLevelOption('start', values['log-level']) ?? 'warn', name: 'demo', destination: process.stderr });
+    // Signals and the parent watch (below) are in place from the start: a Ctrl-C or a stopped npm while Unleash is
+    // still booting used to end this process at once (no stop: PostgreSQL outlived it) or not at all (the demo came
+    // up orphaned, with every child, and stayed up). Now the start ends after the step under way and stops what it
+    // started; a second Ctrl-C exits at once (exit hooks still signal PostgreSQL; the other children follow their
+    // closed IPC channel).
+    const parent = process.ppid;
+    const starting = new AbortController();
+    let shutdown: ((orphaned?: boolean) => void) | undefined;
+    const stopStarting = (orphaned: boolean) => {
+      if (starting.signal.aborted) process.exit(130);
+      if (!orphaned) process.stdout.write('\nstrangler: stopping once the step under way ends (Ctrl-C again to exit at once)…\n');
+      starting.abort(new Error('stopped while starting'));
+    };
+    const onSignal = () => (shutdown ? shutdown() : stopStarting(false));
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+    // `npm start` runs us under `sh -c`: a SIGTERM to npm (a process manager, `timeout`, `kill <npm pid>`) ends npm
+    // and that shell but never reaches us, and we would keep running with every child. So stop when re-parented.
+    const parentWatch = setInterval(() => {
+      if (process.ppid === parent) return;
+      if (shutdown) shutdown(true);
+      else if (!starting.signal.aborted) stopStarting(true);
+    }, 250);
+    parentWatch.unref();
+    const stopWatching = () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      clearInterval(parentWatch);
+    };
     process.stdout.write('strangler: starting the demo…\n');
-    const demo = await startDemo({
-      dataDir: values['data-dir'] ?? process.env.STRANGLER_DATA_DIR ?? '.data/demo',
-      ports,
-      fresh: values.fresh === true,
-      log,
-      onStep: (step, ms) => process.stdout.write(`  ✓ ${step} (${ms} ms)\n`),
-    });
+    let demo: RunningDemo;
+    try {
+      demo = await startDemo({
+        dataDir: values['data-dir'] ?? process.env.STRANGLER_DATA_DIR ?? '.data/demo',
+        ports,
+        fresh: values.fresh === true,
+        log,
+        onStep: (step, ms) => process.stdout.write(`  ✓ ${step} (${ms} ms)\n`),
+        signal: starting.signal,
+      });
+    } catch (err) {
+      stopWatching();
+      if (!starting.signal.aborted) throw err;
+      return 130; // stopped by request before the demo was up; what had started is stopped
+    }
     const gw = demo.gateway;
     const cfg = demo.configFile;
     process.stdout.write(`
@@ -78,24 +115,14 @@ Try this:
 Ctrl-C stops everything.
 `);
     return new Promise<number>((resolve) => {
-      const shutdown = (orphaned = false) => {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
-        clearInterval(parentWatch);
+      shutdown = (orphaned = false) => {
+        stopWatching();
         // With the parent gone, nobody reads our stdout any more (writing could fail with EPIPE).
         if (!orphaned) process.stdout.write('\nstrangler: stopping…\n');
         void demo.stop().then(() => resolve(0), () => resolve(1));
       };
-      const onSignal = () => shutdown();
-      process.on('SIGINT', onSignal);
-      process.on('SIGTERM', onSignal);
-      // `npm start` runs us under `sh -c`: a SIGTERM to npm (a process manager, `timeout`, `kill <npm pid>`) ends npm
-      // and that shell but never reaches us, and we would keep running with every child. So stop when re-parented.
-      const parent = process.ppid;
-      const parentWatch = setInterval(() => {
-        if (process.ppid !== parent) shutdown(true);
-      }, 250);
-      parentWatch.unref();
+      // Stopped (or orphaned) during the last step, once the gateway was already up: stop now.
+      if (starting.signal.aborted) shutdown(process.ppid !== parent);
     });
   },
 };

@@ -44,6 +44,11 @@ export interface DemoOptions {
   log: Logger;
   /** Called with each step's name as it completes, for a start-up progress line. */
   onStep?: (step: string, ms: number) => void;
+  /**
+   * Aborting it (Ctrl-C while starting) ends the start after the step under way: everything started so far is
+   * stopped and startDemo rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RunningDemo {
@@ -74,10 +79,10 @@ interface Secrets {
 }
 
 const PORT_HINTS: Record<keyof DemoPorts, string> = {
-  proxy: 'pass --proxy-port N or set STRANGLER_PROXY_PORT',
-  admin: 'pass --admin-port N or set STRANGLER_ADMIN_PORT',
-  unleash: 'pass --unleash-port N or set STRANGLER_UNLEASH_PORT',
-  kafka: 'pass --kafka-port N or set STRANGLER_KAFKA_PORT',
+  proxy: 'the gateway data plane wants it; pass --proxy-port N or set STRANGLER_PROXY_PORT',
+  admin: 'the control plane and dashboard want it; pass --admin-port N or set STRANGLER_ADMIN_PORT',
+  unleash: 'Unleash wants it; pass --unleash-port N or set STRANGLER_UNLEASH_PORT',
+  kafka: 'the dev Kafka broker wants it; pass --kafka-port N or set STRANGLER_KAFKA_PORT',
 };
 
 async function secrets(dataDir: string): Promise<Secrets> {
@@ -180,6 +185,7 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
     const now = performance.now();
     options.onStep?.(name, Math.round(now - last));
     last = now;
+    options.signal?.throwIfAborted(); // inside the try below: what started so far is stopped
   };
   const dataDir = resolve(options.dataDir);
   if (options.fresh) await rm(dataDir, { recursive: true, force: true });

@@ -145,7 +145,9 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
       log.debug({ port: postgres.port, ms: Math.round(performance.now() - started) }, UNLEASH_LOG.postgresStarted);
     }
     log.info({ environment, port: options.port ?? 0 }, UNLEASH_LOG.starting);
-    child = fork(CHILD, [], { execArgv: ['--no-deprecation', '--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' } });
+    // Its own process group (detached): a terminal's Ctrl-C signals the whole foreground group, and the server died of
+    // it before we stopped it, logged as an unexpected exit. We stop it in our order; if we die, the lost IPC channel does.
+    child = fork(CHILD, [], { execArgv: ['--no-deprecation', '--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' }, detached: true });
     forwardOutput(child, log, () => stopping);
     const port = await waitListening(child, {
       databaseUrl,

@@ -6,23 +6,17 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromiumPath, collectPageErrors } from '../../helpers/browser.ts';
 import type { RouteStatus, RoutesResponse, TargetWindowStats } from '../../../gateway/admin/types.ts';
 import type { SyncStatus } from '../../../migration-scripts/status.ts';
 
 const TOKEN = 'dash-test-token';
 const html = readFileSync(new URL('../../../gateway/admin/dashboard/index.html', import.meta.url), 'utf8');
 const CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
-
-function chromiumPath(): string {
-  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter((p): p is string => !!p);
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new Error(`no Chromium found (tried ${candidates.join(', ')}); set CHROMIUM_PATH`);
-  return found;
-}
 
 function targetStats(requests: number, share: number, errors: number, p99Ms: number | null, fallbacks = 0): TargetWindowStats {
   return { requests, errors, errorRate: requests ? errors / requests : 0, fallbacks, p50Ms: p99Ms === null ? null : p99Ms / 4, p99Ms, histogram: { boundsMs: [1, 5, null], counts: [0, 0, 0] }, share };
@@ -53,6 +47,12 @@ const state = {
   calls: [] as { path: string; body: unknown }[],
   failNextAction: false,
   gateway: {} as Partial<RoutesResponse['gateway']>,
+  /** Extra fields of the next action's answer (as TrafficChange has them: refresh, changed). */
+  actionExtra: {} as Record<string, unknown>,
+  /** When each GET /admin/routes arrived (ms). */
+  routeRequests: [] as number[],
+  /** Holds the next GET /admin/routes until release() is called. */
+  holdNextRoutes: null as null | { arrived: () => void; release?: () => void },
 };
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -75,6 +75,12 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
   if (!url.pathname.startsWith('/admin/')) return send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: 'no such page' } });
   if (!state.tokenValid || req.headers.authorization !== `Bearer ${TOKEN}`) return send(res, 401, { error: { code: 'ADMIN_UNAUTHORIZED', message: 'missing or wrong bearer token' } });
   if (req.method === 'GET' && url.pathname === '/admin/routes') {
+    state.routeRequests.push(performance.now());
+    const hold = state.holdNextRoutes;
+    if (hold) {
+      state.holdNextRoutes = null;
+      await new Promise<void>((resolve) => { hold.release = resolve; hold.arrived(); });
+    }
     const body: RoutesResponse = { gateway: { instanceId: 'gw-test', workers: 2, ready: true, degraded: null, flagsSynchronized: true, flagsError: null, ...state.gateway }, routes: state.routes };
     return send(res, 200, body);
   }
@@ -93,7 +99,9 @@ async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> 
     if (action[2] === 'shift') r.flagState = { ...r.flagState, rolloutPercent: body.percent ?? null };
     if (action[2] === 'rollback') r.flagState = { ...r.flagState, enabled: false };
     if (action[2] === 'resume') r.flagState = { ...r.flagState, enabled: true, localOverride: null };
-    return send(res, 200, { ok: true });
+    const extra = state.actionExtra;
+    state.actionExtra = {};
+    return send(res, 200, { action: action[2], to: { enabled: r.flagState.enabled, percent: r.flagState.rolloutPercent }, changed: true, refresh: [], ...extra });
   }
   send(res, 404, { error: { code: 'ADMIN_NOT_FOUND', message: `no admin endpoint ${req.method} ${url.pathname}` } });
 }
@@ -127,9 +135,7 @@ before(async () => {
   browser = await chromium.launch({ executablePath: chromiumPath() });
   page = await browser.newPage();
   page.on('request', (r) => { if (!r.url().startsWith(base)) foreignRequests.push(r.url()); });
-  page.on('pageerror', (err) => pageErrors.push(err.message));
-  // Chromium logs every non-2xx fetch as "Failed to load resource"; those answers are part of the tests.
-  page.on('console', (msg) => { if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text())) pageErrors.push(msg.text()); });
+  collectPageErrors(page, pageErrors);
 });
 
 after(async () => {
@@ -314,6 +320,76 @@ describe('migration dashboard', () => {
     }
     assert.equal(await page.locator('[data-testid="route-orders"] [data-testid="shift-button"]').isDisabled(), false, 'the routed card keeps its controls');
     state.routes.pop();
+  });
+
+  test('issue: a shift on a rolled-back route said "shifted to N%" though every request stays on legacy until resume', async () => {
+    const card = page.getByTestId('route-orders');
+    state.routes[0]!.flagState = { ...state.routes[0]!.flagState, enabled: false, localOverride: null };
+    await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'off');
+    await card.getByTestId('step-50').click();
+    await card.getByTestId('shift-button').click();
+    assert.match((await page.getByTestId('confirm-text').textContent()) ?? '', /^Record 50% for orders .*Traffic does not move: the flag is off \(rolled back\), so every request stays on legacy until Resume/);
+    await page.getByTestId('confirm-reason').fill('prepare 50 for the resume');
+    await page.getByTestId('confirm-submit').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+    await waitMatch('[data-testid="toast"]', 'orders: 50% recorded; the route stays on legacy until Resume');
+    state.routes[0]!.flagState = { ...state.routes[0]!.flagState, enabled: true };
+    await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'on');
+  });
+
+  test('issue: gateways a change was not pushed to were not shown (the toast said only "rolled back")', async () => {
+    const card = page.getByTestId('route-orders');
+    state.actionExtra = { refresh: [{ url: 'http://10.0.0.7:9901', ok: true, ms: 3 }, { url: 'http://10.0.0.9:9901', ok: false, error: 'ECONNREFUSED', ms: 2 }], localPush: { ok: false, error: 'worker 2 did not answer within 5000 ms' } };
+    await card.getByTestId('rollback-button').click();
+    await page.getByTestId('confirm-reason').fill('errors');
+    await page.getByTestId('confirm-submit').click();
+    await page.getByTestId('confirm-dialog').waitFor({ state: 'hidden' });
+    await waitMatch('[data-testid="toast"]', 'orders: rolled back to legacy; not pushed to 1 of 2 gateways (http://10.0.0.9:9901: ECONNREFUSED)');
+    assert.match((await page.getByTestId('toast').textContent()) ?? '', /this gateway's workers did not all confirm \(worker 2 did not answer within 5000 ms\)/);
+    state.routes[0]!.flagState = { ...state.routes[0]!.flagState, enabled: true };
+    await waitText('[data-testid="route-orders"] [data-testid="flag-enabled"]', 'on');
+  });
+
+  test('issue: a broken sync direction (slot lost) and parked events were shown as "ok"', async () => {
+    const injected = '<img src=x data-testid="injected" onerror="document.title=1">';
+    state.sync = {
+      at: '2026-11-21T05:30:00.000Z',
+      directions: [
+        { ...direction('legacy', 0, 0), broken: { code: 'SYNC_SLOT_LOST', message: `slot strangler_legacy is gone ${injected}` } },
+        { ...direction('service', 3, 1.5), parkedNow: 2 },
+      ],
+      backfill: [],
+      lastVerify: null,
+    } satisfies SyncStatus;
+    await waitText('[data-testid="sync-status"]', 'broken: SYNC_SLOT_LOST');
+    assert.equal(await text('sync-lag-legacy-to-service', 'body'), 'BROKEN · ≥ 0 events · 0.0 ms');
+    assert.equal(await text('sync-lag-service-to-legacy', 'body'), '3 events · 1500 ms · 2 parked');
+    const problems = (await text('sync-problems', 'body')) ?? '';
+    assert.match(problems, /legacy-to-service: BROKEN SYNC_SLOT_LOST: slot strangler_legacy is gone <img/);
+    assert.match(problems, /service-to-legacy: 2 events parked/);
+    assert.equal(await page.getByTestId('injected').count(), 0);
+    state.sync = { ...(state.sync as SyncStatus), directions: [direction('legacy', 0, 0), direction('service', 0, 0)] };
+    await waitText('[data-testid="sync-status"]', 'ok');
+    assert.ok(await page.getByTestId('sync-problems').isHidden());
+  });
+
+  test('issue: signing out and in while a poll was in flight left two polling chains (twice the requests)', async () => {
+    let arrived!: () => void;
+    const held = new Promise<void>((resolve) => { arrived = resolve; });
+    const hold: NonNullable<typeof state.holdNextRoutes> = { arrived };
+    state.holdNextRoutes = hold;
+    await held;
+    await page.getByTestId('logout').click();
+    await page.getByTestId('token-input').fill(TOKEN);
+    await page.getByTestId('login-submit').click();
+    await waitText('[data-testid="poll-status"]', 'live');
+    hold.release?.();
+    const before = state.routeRequests.length;
+    await page.waitForTimeout(3_500); // a fixed window: looking at how the polls in it are spaced
+    const at = state.routeRequests.slice(before);
+    const gaps = at.slice(1).map((t, i) => Math.round(t - at[i]!));
+    // One chain schedules its next poll 1 s after the last settled; a second chain interleaves polls between those.
+    assert.ok(gaps.length >= 2 && Math.min(...gaps) >= 900, `one polling chain, one poll a second: gaps ${gaps.join(', ')} ms`);
   });
 
   test('a 401 while polling (token revoked) returns to the login and forgets the token', async () => {

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromiumPath, collectPageErrors } from '../../helpers/browser.ts';
 import { silentLogger } from '../../../common/logger.ts';
 import { createFlagsControl } from '../../../flags/control.ts';
 import { syncFlags } from '../../../flags/sync.ts';
@@ -24,13 +25,6 @@ import { fakeUpstream, type FakeUpstream } from '../../helpers/upstream.ts';
 import { useTestUnleash, uniqueFlag, type TestUnleash } from '../../helpers/unleash.ts';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
-
-function chromiumPath(): string {
-  const candidates = [process.env.CHROMIUM_PATH, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].filter((p): p is string => !!p);
-  const found = candidates.find((p) => existsSync(p));
-  if (!found) throw new Error(`no Chromium found (tried ${candidates.join(', ')}); set CHROMIUM_PATH`);
-  return found;
-}
 
 const escapeRe = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
@@ -91,9 +85,7 @@ before(async () => {
   browser = await chromium.launch({ executablePath: chromiumPath(), headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'] });
   page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('request', (r) => { if (!r.url().startsWith(gateway.adminUrl)) foreignRequests.push(r.url()); });
-  page.on('pageerror', (err) => pageErrors.push(err.message));
-  // Chromium logs every non-2xx fetch as "Failed to load resource" (the 404 of /admin/sync here); those are expected.
-  page.on('console', (msg) => { if (msg.type() === 'error' && !/^Failed to load resource/.test(msg.text())) pageErrors.push(msg.text()); });
+  collectPageErrors(page, pageErrors);
 });
 
 after(async () => {

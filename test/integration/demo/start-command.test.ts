@@ -65,6 +65,43 @@ async function waitGone(pids: Record<string, number>, timeoutMs = 30_000): Promi
 
 interface Up { child: ChildProcess; output: () => string; pids: Record<string, number> }
 
+/** The pids of a process's children (/proc/<pid>/task/<pid>/children, Linux). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Runs `strangler start` and resolves once it printed `line` (a start step), with the demo's pid and its children:
+ * the moment to stop it while it is still starting (Unleash booting).
+ */
+async function startUntil(viaShell: boolean, line: string, group = false): Promise<Up> {
+  const args = ['bin/strangler.js', 'start', '--data-dir', join(dataDir, 'demo'),
+    '--proxy-port', String(await freePort()), '--admin-port', String(await freePort()), '--unleash-port', String(await freePort()), '--kafka-port', String(await freePort())];
+  const child = viaShell
+    ? spawn('sh', ['-c', `${JSON.stringify(process.execPath)} ${args.map((a) => JSON.stringify(a)).join(' ')}; exit $?`], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(process.execPath, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], detached: group });
+  started.push(child);
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => { out += c; });
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => { out += c; });
+  const deadline = Date.now() + 180_000;
+  while (!out.includes(line)) {
+    if (child.exitCode !== null || Date.now() > deadline) assert.fail(`strangler start did not print "${line}":\n${out}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const postgres = postmasterPid()!;
+  const stat = await readFile(`/proc/${postgres}/stat`, 'utf8');
+  const demo = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  const pids: Record<string, number> = { demo, postgres };
+  for (const pid of childrenOf(demo)) pids[`child ${pid}`] = pid; // the unleash-server child, among others
+  pidsSeen.push(demo);
+  return { child, output: () => out, pids };
+}
+
 /** Runs `strangler start` (through `sh -c` like npm when `viaShell`), resolves once it printed that it is up. */
 async function startDemo(viaShell: boolean): Promise<Up> {
   const args = ['bin/strangler.js', 'start', '--data-dir', join(dataDir, 'demo'),
@@ -114,4 +151,33 @@ test('after a crash (kill -9) the apps exit with it, and the next start recovers
   const [code] = (await once(next.child, 'exit')) as [number | null];
   assert.equal(code, 0, next.output());
   assert.deepEqual(await waitGone(next.pids), []);
+});
+
+test('Ctrl-C (SIGINT to the demo) while Unleash is still starting stops everything started so far', async () => {
+  const starting = await startUntil(false, '✓ postgres');
+  assert.ok(Object.keys(starting.pids).length > 2, `no unleash child yet: ${JSON.stringify(starting.pids)}`);
+  starting.child.kill('SIGINT');
+  const [code] = (await once(starting.child, 'exit')) as [number | null];
+  // Before: the default SIGINT ended the process at once (signal, no code) and PostgreSQL kept running on the folder.
+  assert.equal(code, 130, starting.output());
+  assert.deepEqual(await waitGone(starting.pids), [], starting.output());
+});
+
+test('SIGTERM to the npm shell while the demo is still starting stops it once the step under way ends', async () => {
+  const starting = await startUntil(true, '✓ postgres');
+  starting.child.kill('SIGTERM');
+  await once(starting.child, 'exit');
+  // Before: the parent watch began only once the demo was up, after the shell was gone, so it never fired and the
+  // orphaned demo came up and stayed up with every child.
+  assert.deepEqual(await waitGone(starting.pids, 60_000), [], starting.output());
+});
+
+test('Ctrl-C in a terminal (SIGINT to the whole process group) while starting stops everything, without an error', async () => {
+  const starting = await startUntil(false, '✓ postgres', true);
+  process.kill(-starting.child.pid!, 'SIGINT'); // the demo leads its own group here, as npm does in a terminal
+  const [code] = (await once(starting.child, 'exit')) as [number | null];
+  assert.equal(code, 130, starting.output());
+  assert.deepEqual(await waitGone(starting.pids), [], starting.output());
+  // Before: the unleash-server child died of the SIGINT first, logged as "exited unexpectedly" at error level.
+  assert.doesNotMatch(starting.output(), /exited unexpectedly|"level":50/, starting.output());
 });

@@ -19,7 +19,7 @@ test('npm start: a taken port is named with the flag and variable that change it
       startDemo({ dataDir, log: silentLogger, ports: { proxy: await freePort(), admin: taken, unleash: await freePort(), kafka: await freePort() } }),
       (err: Error & { code?: string }) => {
         assert.equal(err.code, 'PORT_IN_USE');
-        assert.match(err.message, new RegExp(`port ${taken} on 127\\.0\\.0\\.1 is already in use; pass --admin-port N or set STRANGLER_ADMIN_PORT`));
+        assert.match(err.message, new RegExp(`port ${taken} on 127\\.0\\.0\\.1 is already in use; the control plane and dashboard want it; pass --admin-port N or set STRANGLER_ADMIN_PORT`));
         return true;
       },
     );
