@@ -128,3 +128,11 @@ export function isStranglerError(err: unknown): err is StranglerError {
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** `err` and its `cause`s, at most 8 deep: kafkajs wraps the socket's error (code, broker) that way. */
+export function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
+  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
+    yield e;
+    e = (e as { cause?: unknown }).cause;
+  }
+}

@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { Pool, QueryConfig } from 'pg';
 import type { Side, SyncConfig } from './config-schema.ts';
-import { isStranglerError, StranglerError } from '../common/errors.ts';
+import { causeChain, isStranglerError, StranglerError } from '../common/errors.ts';
 import { redactUrl } from '../gateway/config/load.ts';
 
 export type Pools = Record<Side, Pool>;
@@ -113,10 +113,13 @@ export function isDatabaseFault(err: unknown): boolean {
 
 /**
  * Errors about reaching or entering a database (not about a statement): connection refused, host unknown or silent,
- * TLS refused, authentication failed (class 28), database missing (3D000), server starting or shutting down.
+ * TLS refused, authentication failed (class 28), database missing (3D000), server starting or shutting down. A
+ * kafkajs error is about Kafka ("Connection error: read ECONNRESET" while a broker restarts), unless it wraps an
+ * error of another client (a database's, thrown by apply inside kafkajs's consumer): that one is judged instead.
  */
-function isConnectionError(err: unknown): boolean {
-  if (isStranglerError(err)) return false;
+function isConnectionError(thrown: unknown): boolean {
+  const err = [...causeChain(thrown)].find((e) => !String((e as { name?: unknown }).name).startsWith('KafkaJS'));
+  if (err === undefined || isStranglerError(err)) return false;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && (code.startsWith('28') || code.startsWith('08') || ['3D000', '57P03', 'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'].includes(code))) return true;
   return err instanceof Error && /timeout exceeded when trying to connect|Connection terminated|does not support SSL|SSL/i.test(err.message);

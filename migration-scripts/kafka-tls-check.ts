@@ -21,7 +21,7 @@
  */
 import { isIP } from 'node:net';
 import { connect, type ConnectionOptions } from 'node:tls';
-import { StranglerError } from '../common/errors.ts';
+import { causeChain, StranglerError } from '../common/errors.ts';
 import type { KafkaConfig } from './config-schema.ts';
 
 /** Which config field a TLS failure code points at, and what to do about it. */
@@ -94,14 +94,6 @@ export function tlsCertificateError(ssl: KafkaConfig['ssl'], broker: string, cod
   return new StranglerError('KAFKA_TLS_CERTIFICATE_REJECTED',
     `${field}: ${advice.problem} (broker ${broker}, TLS ${code}: ${reason}; ${field} is ${current}); ${advice.fix}. Not retried: a certificate check fails the same way every time`,
     { ...(cause === undefined ? {} : { cause }), details: { field, tlsCode: code, broker } });
-}
-
-/** `err` and its `cause`s, at most 8 deep: kafkajs wraps the socket's error (code, broker) that way. */
-export function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
-  for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
-    yield e;
-    e = (e as { cause?: unknown }).cause;
-  }
 }
 
 /**

@@ -7,7 +7,7 @@ import type { ConnectionOptions } from 'node:tls';
 import { Kafka, logLevel, type Admin, type ConfigResourceTypes, type Consumer, type ConsumerRunConfig, type Producer, type RetryOptions, type SASLOptions } from 'kafkajs';
 import type { Logger } from '../common/logger.ts';
 import { silentLogger } from '../common/logger.ts';
-import { StranglerError, isStranglerError, messageOf } from '../common/errors.ts';
+import { StranglerError, causeChain, isStranglerError, messageOf } from '../common/errors.ts';
 import type { KafkaConfig, Side, SyncConfig } from './config-schema.ts';
 import type { EventSink, OutgoingMessage } from '../legacy-adapter/capture/relay.ts';
 import { topicFor, type CompiledTable } from './mapping.ts';
@@ -16,7 +16,7 @@ import type { ConsumedEvent } from './event.ts';
 import { retryTransient } from './db.ts';
 import { settlesWithin } from '../common/timeout.ts';
 import { SYNC_LOG } from './log-events.ts';
-import { causeChain, checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
+import { checkTlsWithBrokers, tlsFailureOf } from './kafka-tls-check.ts';
 import { tlsClientOptions } from '../common/tls.ts';
 
 /**
@@ -454,7 +454,8 @@ export class ApplyWorker {
         'seeking to stored offsets failed; the first batch is checked against the stored offset instead (a hole seeks back, repeats are dropped)'));
     });
     await retryTransient('apply: connect consumer', () => connectChecked(kafka, () => consumer.connect()));
-    await consumer.subscribe({ topics, fromBeginning: true });
+    // Subscribing asks Kafka for the topics' metadata, which fails like a connection when the broker restarts now.
+    await retryTransient('apply: subscribe', () => consumer.subscribe({ topics, fromBeginning: true }));
     const max = config.apply.maxBatchEvents;
     const runOptions: ConsumerRunConfig = {
       autoCommit: false,

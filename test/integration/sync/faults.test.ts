@@ -346,12 +346,36 @@ test('a metadata request that fails after the client connected (kafkajs 2.2 then
   }
 });
 
+test('Kafka lost while apply subscribes (its metadata request for the topics fails): apply retries instead of exiting', async () => {
+  // Found by CI's crash matrix: an apply worker restarted just before the broker restarted exited with "Connection
+  // error: read ECONNRESET" (then mislabelled SYNC_DATABASE_UNAVAILABLE): connecting was retried, subscribing was not.
+  const state = { armed: false, dropped: 0 };
+  const topic = Buffer.from('ksubscribe.legacy.items');
+  const k = await brokerBehindProxy('ksubscribe', () => (apiKey, frame) => state.armed && apiKey === 3 && frame.includes(topic) && state.dropped++ === 0);
+  const { pools, relay, worker, publish } = await legacyToService('ksubscribe', { brokers: k.brokers });
+  const w = worker();
+  let stopped: unknown = null;
+  w.done.catch((e: unknown) => { stopped = e; });
+  try {
+    state.armed = true; // after the relay started: the next metadata request naming the topic is apply's
+    await w.start();
+    assert.equal(state.dropped >= 1, true, 'a metadata request naming the topic was dropped');
+    await publish(1, 2);
+    await waitFor('2 applied', async () => (await itemCount(pools)) === 2 || stopped !== null, 20_000);
+    assert.equal(stopped, null, `apply stopped: ${String(stopped)}`);
+  } finally {
+    await w.stop();
+    await relay.stop();
+    await k.close();
+  }
+});
+
 /**
  * A broker of its own behind a proxy it advertises (127.0.0.2, so every client connection goes through the proxy).
- * `dropper` is called for each client connection; the request it answers true for (by API key) is not forwarded:
+ * `dropper` is called for each client connection; the request it answers true for (by API key, or the whole frame) is not forwarded:
  * the connection is dropped instead, so Kafka is unreachable for exactly that request.
  */
-async function brokerBehindProxy(name: string, dropper: () => (apiKey: number) => boolean) {
+async function brokerBehindProxy(name: string, dropper: () => (apiKey: number, frame: Buffer) => boolean) {
   const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, `kafka-${name}`), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
   const sockets = new Set<Socket>();
   const proxy = createServer((client) => {
@@ -364,7 +388,7 @@ async function brokerBehindProxy(name: string, dropper: () => (apiKey: number) =
       while (pending.length >= 6 && pending.length >= 4 + pending.readInt32BE(0)) {
         const frame = pending.subarray(0, 4 + pending.readInt32BE(0));
         pending = pending.subarray(frame.length);
-        if (drop(frame.readInt16BE(4))) { client.destroy(); return; }
+        if (drop(frame.readInt16BE(4), frame)) { client.destroy(); return; }
         upstream.write(frame);
       }
     });

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import kafkajs from 'kafkajs';
 import { idlePollsWal, rowVersions, SERVICE_DDL, startSyncFixture, syncDoc, type SyncFixture } from './fixture.ts';
 import { Pipeline, randomWriter } from './load.ts';
 import { seededRandom as rng } from '../../../common/random.ts';
@@ -532,6 +533,17 @@ describe('sync on PostgreSQL (memory transport)', () => {
     assert.doesNotMatch(cli.stderr, /S3CRET/);
     const statement = Object.assign(new Error('division by zero'), { code: '22012' });
     assert.equal(await namingDatabase(config, statement), statement, 'an error about a statement is left as it is');
+    // A Kafka connection lost (a broker restarting) is not about a database: CI's crash matrix saw apply exit with
+    // "SYNC_DATABASE_UNAVAILABLE: cannot use one of the databases (both answer now): Connection error: read ECONNRESET".
+    const { KafkaJSConnectionError, KafkaJSNumberOfRetriesExceeded } = kafkajs; // (spread into module.exports: no named import)
+    const kafkaReset = new KafkaJSConnectionError('Connection error: read ECONNRESET', { broker: '127.0.0.1:9092', code: 'ECONNRESET' });
+    assert.equal(await namingDatabase(config, kafkaReset), kafkaReset, 'a Kafka connection error is left as it is');
+    const kafkaGaveUp = new KafkaJSNumberOfRetriesExceeded(kafkaReset, { retryCount: 5, retryTime: 1_000 });
+    assert.equal(await namingDatabase(config, kafkaGaveUp), kafkaGaveUp, 'and so is kafkajs giving up on one');
+    // A database's error thrown inside kafkajs's consumer (apply's batch) is still about the database.
+    const wrapped = await namingDatabase(config, new KafkaJSNumberOfRetriesExceeded(Object.assign(new Error('password authentication failed for user "postgres"'), { code: '28P01' }), { retryCount: 5, retryTime: 1_000 })) as Error & { code?: string };
+    assert.equal(wrapped.code, 'SYNC_DATABASE_UNAVAILABLE');
+    assert.match(wrapped.message, /sync\.databases\.legacy\.url .*28P01/);
     assert.throws(() => parseSyncConfig(syncDoc({ legacy: 'postgres//u:S3CRET-pw@db:5432/x', service: urls.service })), (e: Error) =>
       /sync\.databases\.legacy\.url: expected a postgres:\/\/user:password@host:5432\/database URL, found string "\[redacted\]@db:5432\/x"/.test(e.message) && !e.message.includes('S3CRET'));
   });
