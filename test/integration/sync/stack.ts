@@ -93,6 +93,8 @@ export class Worker {
       cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, STRANGLER_LOG_LEVEL: 'warn', STRANGLER_SYNC_SESSION_TIMEOUT_MS: '1000', ...this.env },
     });
+    // The output of every run is kept in one buffer; a marker tells a failure report's runs apart.
+    this.stderr = `${this.stderr}--- started at ${new Date().toISOString()} ---\n`.slice(-4000);
     const keep = (d: Buffer) => { this.stderr = (this.stderr + d.toString()).slice(-4000); };
     child.stderr?.on('data', keep);
     child.stdout?.on('data', keep);
