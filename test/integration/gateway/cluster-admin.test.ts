@@ -392,8 +392,10 @@ describe('cluster reload: replacement workers start from the last good config', 
 
     // The other worker crashes and its replacement hangs in start-up (stopped before it listens): it is killed at the
     // start deadline, counted as a failed start, and the slot's next start serves.
-    process.kill(other, 'SIGKILL');
+    // The pids known before the kill: read after it, they could already hold the replacement (a fast fork), which
+    // would then never be seen as new.
     const known = new Set([victim, other, ...workerPids(primary)]);
+    process.kill(other, 'SIGKILL');
     let stuck: number | undefined;
     await until('the replacement is forked', async () => {
       stuck = workerPids(primary).find((p) => !known.has(p));
