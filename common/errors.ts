@@ -129,8 +129,11 @@ export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
-/** `err` and its `cause`s, at most 8 deep: kafkajs wraps the socket's error (code, broker) that way. */
-export function* causeChain(err: unknown): Generator<{ readonly code?: unknown; readonly broker?: unknown }> {
+/**
+ * `err` and its `cause`s, at most 8 deep, with the fields callers classify them by: kafkajs wraps the socket's error
+ * (code, broker) that way, and names its own (name, and type for a broker's error code).
+ */
+export function* causeChain(err: unknown): Generator<{ readonly name?: unknown; readonly code?: unknown; readonly type?: unknown; readonly broker?: unknown }> {
   for (let e = err, depth = 0; e !== null && typeof e === 'object' && depth < 8; depth++) {
     yield e;
     e = (e as { cause?: unknown }).cause;

@@ -118,7 +118,7 @@ export function isDatabaseFault(err: unknown): boolean {
  * error of another client (a database's, thrown by apply inside kafkajs's consumer): that one is judged instead.
  */
 function isConnectionError(thrown: unknown): boolean {
-  const err = [...causeChain(thrown)].find((e) => !String((e as { name?: unknown }).name).startsWith('KafkaJS'));
+  const err = [...causeChain(thrown)].find((e) => !String(e.name).startsWith('KafkaJS'));
   if (err === undefined || isStranglerError(err)) return false;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && (code.startsWith('28') || code.startsWith('08') || ['3D000', '57P03', 'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'].includes(code))) return true;

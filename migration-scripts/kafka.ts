@@ -69,7 +69,7 @@ function withTlsCause(kafka: Kafka, err: unknown): unknown {
  */
 export function saslFailureOf(err: unknown, sasl: KafkaConfig['sasl']): StranglerError | undefined {
   for (const e of causeChain(err)) {
-    if ((e as { name?: unknown }).name !== 'KafkaJSSASLAuthenticationError') continue;
+    if (e.name !== 'KafkaJSSASLAuthenticationError') continue;
     const who = sasl ? `user "${sasl.username}" with mechanism ${sasl.mechanism} (kafka.sasl.username, kafka.sasl.password, kafka.sasl.mechanism)` : 'this client';
     return new StranglerError('KAFKA_SASL_AUTHENTICATION_FAILED',
       `the Kafka broker refused the SASL login of ${who}: ${messageOf(e)}. Check the user, its password and that the broker enables that mechanism; not retried`, { cause: e });
@@ -110,8 +110,7 @@ export function kafkaRetry(config: Pick<KafkaConfig, 'ssl'>, retries = 8): Retry
  */
 export function coordinatorLost(err: unknown): boolean {
   for (const e of causeChain(err)) {
-    const { name, type } = e as { name?: unknown; type?: unknown };
-    if (name === 'KafkaJSGroupCoordinatorNotFound' || type === 'NOT_COORDINATOR_FOR_GROUP' || type === 'GROUP_COORDINATOR_NOT_AVAILABLE' || type === 'GROUP_LOAD_IN_PROGRESS') return true;
+    if (e.name === 'KafkaJSGroupCoordinatorNotFound' || e.type === 'NOT_COORDINATOR_FOR_GROUP' || e.type === 'GROUP_COORDINATOR_NOT_AVAILABLE' || e.type === 'GROUP_LOAD_IN_PROGRESS') return true;
   }
   return false;
 }

@@ -372,8 +372,8 @@ test('Kafka lost while apply subscribes (its metadata request for the topics fai
 
 /**
  * A broker of its own behind a proxy it advertises (127.0.0.2, so every client connection goes through the proxy).
- * `dropper` is called for each client connection; the request it answers true for (by API key, or the whole frame) is not forwarded:
- * the connection is dropped instead, so Kafka is unreachable for exactly that request.
+ * `dropper` is called for each client connection; the request it answers true for (by API key, or by the whole
+ * frame) is not forwarded: the connection is dropped instead, so Kafka is unreachable for exactly that request.
  */
 async function brokerBehindProxy(name: string, dropper: () => (apiKey: number, frame: Buffer) => boolean) {
   const broker = await startKafkaBroker({ host: '127.0.0.1', port: 0, advertisedHost: '127.0.0.2', dataDir: join(stack.dir, `kafka-${name}`), groupMinSessionTimeoutMs: 200, initialRebalanceDelayMs: 0 });
