@@ -33,15 +33,16 @@
  * Knobs: GATEWAY_BENCH_SECONDS (phase 1 seconds per variant, default 27), GATEWAY_BENCH_ROUNDS (default 9: more
  * rounds narrow the median's noise on a shared machine), GATEWAY_BENCH_RATE_SECONDS (phase 2, default 20 in 4 rounds;
  * 0 skips it), GATEWAY_BENCH_PROFILE=1 adds gateway variants with one feature off each, to attribute the overhead, and
- * GATEWAY_BENCH_CANDIDATE=<server entry> adds a "candidate" row: another build of the gateway started like
- * bench/servers/gateway.ts (same arguments, same JSON line on fd 3), to measure a change against the current one;
+ * GATEWAY_BENCH_CANDIDATE=<server entry>[,<server entry>…] adds a "candidate" row per entry: another build of the
+ * gateway started like bench/servers/gateway.ts (same arguments, same JSON line on fd 3), to measure a change against
+ * the current one;
  * GATEWAY_BENCH_NODE_FLAGS (e.g. "--max-semi-space-size=64") are given to node for every proxy process (bare, gateway,
  * candidate), to measure runtime settings.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import autocannon, { type AutocannonClient } from 'autocannon';
@@ -51,7 +52,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const PHASE1_SECONDS = Number(process.env.GATEWAY_BENCH_SECONDS ?? 27);
 const PHASE2_SECONDS = Number(process.env.GATEWAY_BENCH_RATE_SECONDS ?? 20);
 const PROFILE = process.env.GATEWAY_BENCH_PROFILE === '1';
-const CANDIDATE = process.env.GATEWAY_BENCH_CANDIDATE;
+const CANDIDATES = (process.env.GATEWAY_BENCH_CANDIDATE ?? '').split(',').filter(Boolean);
 // Both proxies run with the young-generation size the deployment uses (docs/deployment.md); override to compare.
 const PROXY_NODE_FLAGS = (process.env.GATEWAY_BENCH_NODE_FLAGS ?? '--max-semi-space-size=64').split(' ').filter(Boolean);
 /** Phase 1 rounds: short interleaved rounds, in alternating order, so drift in a shared machine's load hits all variants alike. */
@@ -405,10 +406,15 @@ export default {
       // For comparison only (the verdict is the gateway logging every request): the same gateway with the request-log
       // sampling the production ConfigMap in deploy/k8s uses (errors and fallbacks are always logged).
       await addProxy('gateway, 1 % of successes logged', 'gateway.ts', 'sampled.log', { BENCH_LOG_SAMPLE_RATE: String(PRODUCTION_LOG_SAMPLE_RATE) });
-      if (CANDIDATE) await addProxy('candidate', resolve(CANDIDATE), 'candidate.log');
+      for (const [i, entry] of CANDIDATES.entries()) {
+        const name = CANDIDATES.length === 1 ? 'candidate' : `candidate ${i + 1} (${basename(entry)})`;
+        await addProxy(name, resolve(entry), `candidate-${i + 1}.log`);
+      }
       if (PROFILE) {
         const extra: [string, NodeJS.ProcessEnv][] = [
           ['gw: log level warn', { BENCH_LOG_LEVEL: 'warn' }],
+          ['gw: log lines made, not written', { BENCH_LOG_SINK: 'none' }],
+          ['gw: log lines to /dev/null', { BENCH_LOG_SINK: 'devnull' }],
           ['gw: flag 0% (no breaker)', { BENCH_FLAG_PERCENT: '0' }],
           ['gw: flag 100% (all breaker)', { BENCH_FLAG_PERCENT: '100' }],
           ['gw: legacy-only route', { BENCH_LEGACY_ONLY: '1' }],
@@ -480,7 +486,8 @@ export default {
       table(['target', 'measured', 'goal', ''], targets);
     } finally {
       for (const s of servers.reverse()) await s.stop();
-      rmSync(dir, { recursive: true, force: true });
+      if (process.env.GATEWAY_BENCH_KEEP === '1') console.log(`kept the servers' output in ${dir}`);
+      else rmSync(dir, { recursive: true, force: true });
     }
   },
 } satisfies Bench;

@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import { BufferedDestination } from './log-destination.ts';
 
 export type { Logger } from 'pino';
@@ -34,7 +34,7 @@ export interface LoggerSettings {
   level?: string;
   name?: string;
   /** Where lines go; defaults to stdout. Tests pass a stream to read what was logged. */
-  destination?: NodeJS.WritableStream;
+  destination?: DestinationStream;
   /**
    * Buffer stdout lines and write them in large asynchronous batches (common/log-destination.ts) instead of pino's
    * default destination: for processes that log per request (the gateway's `log.buffer`, on by default). Lines

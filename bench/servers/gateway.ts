@@ -9,10 +9,13 @@
  * describeAgent), which the benchmark compares with the bare proxy's.
  * Profiling knobs (environment): BENCH_FLAG_PERCENT (default 50), BENCH_LOG_LEVEL (default info),
  * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service), BENCH_LOG_SAMPLE_RATE
- * (proxy.logSampleRate, default 1: every request logged).
+ * (proxy.logSampleRate, default 1: every request logged), BENCH_LOG_SINK (where log lines go: `stdout`, the default,
+ * which the parent redirects to a file; `devnull`, the same buffered destination on /dev/null; `none`, lines made
+ * and dropped: to tell the cost of making a line from the cost of writing it).
  */
-import { writeFileSync } from 'node:fs';
+import { openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createLogger, type Logger } from '../../common/logger.ts';
 import { validateConfig } from '../../gateway/config/load.ts';
 import { startGateway } from '../../gateway/server.ts';
 import { announce, describeAgent, exitWithParent } from './child.ts';
@@ -51,7 +54,16 @@ const config = validateConfig({
   log: { level },
 }, 'bench');
 
-const gateway = await startGateway(config, { watch: false, port: 0, adminPort: 0 });
+const sink = process.env.BENCH_LOG_SINK ?? 'stdout';
+const sinks: Record<string, () => Logger | undefined> = {
+  stdout: () => undefined,
+  devnull: () => createLogger({ level, name: 'gateway', buffer: true, fd: openSync('/dev/null', 'w') }),
+  none: () => createLogger({ level, name: 'gateway', destination: { write: () => undefined } }),
+};
+const makeLog = sinks[sink];
+if (!makeLog) throw new Error(`BENCH_LOG_SINK: expected one of ${Object.keys(sinks).join(', ')}, found ${sink}`);
+const log = makeLog();
+const gateway = await startGateway(config, { watch: false, port: 0, adminPort: 0, ...(log ? { log } : {}) });
 const legacyAgent = gateway.runtime.snapshot.upstreams.get('legacy')?.agent;
 announce({ port: Number(new URL(gateway.proxyUrl).port), ...(legacyAgent ? { agent: describeAgent(legacyAgent) } : {}) });
 exitWithParent(() => gateway.close());
