@@ -56,6 +56,7 @@ export interface RequestLineFields {
   target: string;
   decision: string;
   status: number;
+  /** Written rounded to the microsecond. */
   durationMs: number;
   method: string | undefined;
   /** The path without its query string (query strings can carry credentials). */
@@ -81,29 +82,80 @@ function str(s: string): string {
 }
 
 /**
+ * str() for the few values a gateway writes over and over: route ids, targets, decisions, methods, fallback reasons,
+ * codes. Bounded, in case one of them ever comes from a client.
+ */
+const QUOTED_MAX = 1024;
+const quotedCache = new Map<string, string>();
+function quoted(s: string): string {
+  let q = quotedCache.get(s);
+  if (q === undefined) {
+    q = str(s);
+    if (quotedCache.size < QUOTED_MAX) quotedCache.set(s, q);
+  }
+  return q;
+}
+
+/** ".001" … ".999" without trailing zeros, and "" for 0: a duration's fraction of a millisecond, to the microsecond. */
+const FRACTIONS = Array.from({ length: 1000 }, (_, i) => (i === 0 ? '' : `.${String(i).padStart(3, '0').replace(/0+$/, '')}`));
+const WHOLE_MS_MAX = 1e9;
+
+/**
+ * A duration in milliseconds rounded to the microsecond, as JSON writes it (`String(Math.round(ms * 1000) / 1000)`,
+ * null when not finite), without turning a double into text, which was the largest single cost of a request line.
+ */
+export function durationText(ms: number): string {
+  const us = Math.round(ms * 1000);
+  if (us >= 0 && us < WHOLE_MS_MAX * 1000) {
+    const whole = Math.floor(us / 1000);
+    return `${whole}${FRACTIONS[us - whole * 1000] as string}`;
+  }
+  return Number.isFinite(us) ? String(us / 1000) : 'null';
+}
+
+type RequestEvent = 'request.completed' | 'request.failed';
+const LEVEL: Record<RequestEvent, number> = { 'request.completed': levels.values[EVENTS['request.completed']] as number, 'request.failed': levels.values[EVENTS['request.failed']] as number };
+
+/**
  * The per-request events (`request.completed`, `request.failed`), written as the exact line pino would write for
- * `logEvent(log, event, fields)` (level, time, the logger's bindings, the fields in order, msg) straight to the
- * logger's destination. At one line per request pino's generic path (walking the object, checking each value's
- * type, its serializer and redaction hooks) was about 2.5 µs of the gateway's ~50 µs per request; these fields
- * are fixed and carry no credentials (no headers, no query string), so they are serialised directly.
- * test/unit/gateway/log-events.test.ts holds the two to the same output.
+ * `logEvent(log, event, fields)` (level, time, the logger's bindings, the fields in order, msg; the duration rounded to
+ * the microsecond) straight to the logger's destination. At one line per request pino's generic path (walking the
+ * object, checking each value's type, its serializer and redaction hooks) was about 2.5 µs of the gateway's ~50 µs per
+ * request; these fields are fixed and carry no credentials (no headers, no query string), so they are serialised
+ * directly, and what repeats (the line's start, which changes once a millisecond, quoted ids, the duration's digits) is
+ * not made again for each line. test/unit/gateway/log-events.test.ts holds the two to the same output.
  */
 export class RequestLog {
   readonly #log: PinoParts;
+  readonly #write: (line: string) => unknown;
+  readonly #time: () => string;
+  /** `{"level":…,"time":…<bindings>,"reqId":` for each event, and the time and bindings it was made with. */
+  readonly #start: Record<RequestEvent, string> = { 'request.completed': '', 'request.failed': '' };
+  #startTime = '';
+  #startBindings = '';
 
   constructor(log: Logger) {
     this.#log = log as unknown as PinoParts;
+    const stream = this.#log[symbols.streamSym];
+    this.#write = (line) => stream.write(line);
+    this.#time = this.#log[symbols.timeSym].bind(this.#log);
   }
 
-  write(event: 'request.completed' | 'request.failed', f: RequestLineFields): void {
+  write(event: RequestEvent, f: RequestLineFields): void {
     const log = this.#log;
-    const level = levels.values[EVENTS[event]] as number;
-    if (level < log.levelVal) return;
-    let line = `{"level":${level}${log[symbols.timeSym]()}${log[symbols.chindingsSym]},"reqId":${str(f.reqId)},"routeId":${str(f.routeId)},"target":${str(f.target)},"decision":${str(f.decision)},"status":${f.status},"durationMs":${Number.isFinite(f.durationMs) ? f.durationMs : null}`;
-    if (f.method !== undefined) line += `,"method":${str(f.method)}`;
+    if (LEVEL[event] < log.levelVal) return;
+    const time = this.#time();
+    const bindings = log[symbols.chindingsSym];
+    if (time !== this.#startTime || bindings !== this.#startBindings) {
+      this.#startTime = time;
+      this.#startBindings = bindings;
+      for (const e of Object.keys(this.#start) as RequestEvent[]) this.#start[e] = `{"level":${LEVEL[e]}${time}${bindings},"reqId":`;
+    }
+    let line = `${this.#start[event]}${str(f.reqId)},"routeId":${quoted(f.routeId)},"target":${quoted(f.target)},"decision":${quoted(f.decision)},"status":${f.status},"durationMs":${durationText(f.durationMs)}`;
+    if (f.method !== undefined) line += `,"method":${quoted(f.method)}`;
     line += `,"path":${str(f.path)}`;
-    if (f.fallback) line += `,"fallback":${str(f.fallback)}`;
-    if (f.code !== undefined) line += `,"code":${str(f.code)}`;
-    log[symbols.streamSym].write(`${line},"msg":"${event}"}\n`);
+    if (f.fallback) line += `,"fallback":${quoted(f.fallback)}`;
+    if (f.code !== undefined) line += `,"code":${quoted(f.code)}`;
+    this.#write(`${line},"msg":"${event}"}\n`);
   }
 }

@@ -744,7 +744,7 @@ export class Forwarder {
         target,
         decision: ex.decision,
         status,
-        durationMs: Math.round(durationMs * 1000) / 1000,
+        durationMs,
         method: ex.req.method,
         path: ex.path,
         fallback,
