@@ -205,7 +205,7 @@ export async function startDemo(options: DemoOptions): Promise<RunningDemo> {
 
     // Started side by side; when one fails, the other is still stopped (stopAll) instead of left running.
     const [unleash, kafka] = await started2(stops, [
-      startUnleash({ databaseUrl: postgres.url('unleash'), port: options.ports.unleash, adminToken: s.unleashAdminToken, backendToken: s.unleashBackendToken, adminUser: s.unleashUser, log: options.log }).then((u) => [u, () => u.stop()] as const),
+      startUnleash({ databaseUrl: postgres.url('unleash'), port: options.ports.unleash, adminToken: s.unleashAdminToken, backendToken: s.unleashBackendToken, adminUser: s.unleashUser, log: options.log, ...(options.signal ? { signal: options.signal } : {}) }).then((u) => [u, () => u.stop()] as const),
       startKafkaBroker({ host: '127.0.0.1', port: options.ports.kafka, dataDir: join(dataDir, 'kafka'), logger: options.log }).then((k) => [k, () => k.close()] as const),
     ]);
     step('unleash + kafka');

@@ -48,6 +48,12 @@ export interface StartUnleashOptions {
   /** How long to wait for the server to be healthy. Default 120 s (the first start runs all migrations). */
   startTimeoutMs?: number;
   log?: Logger;
+  /**
+   * Aborted when the caller is being stopped while it starts (the demo's Ctrl-C): the server dying then is expected,
+   * not an error. A Ctrl-C to the terminal's process group can reach the server in the instant between its fork and
+   * its own process group.
+   */
+  signal?: AbortSignal;
 }
 
 export interface RunningUnleash {
@@ -148,7 +154,7 @@ export async function startUnleash(options: StartUnleashOptions): Promise<Runnin
     // Its own process group (detached): a terminal's Ctrl-C signals the whole foreground group, and the server died of
     // it before we stopped it, logged as an unexpected exit. We stop it in our order; if we die, the lost IPC channel does.
     child = fork(CHILD, [], { execArgv: ['--no-deprecation', '--import', 'tsx'], stdio: ['ignore', 'pipe', 'pipe', 'ipc'], env: { ...process.env, NODE_ENV: 'production' }, detached: true });
-    forwardOutput(child, log, () => stopping);
+    forwardOutput(child, log, () => stopping, () => options.signal?.aborted === true);
     const port = await waitListening(child, {
       databaseUrl,
       host,
@@ -196,7 +202,7 @@ const STDERR_TAIL_LINES = 30;
  * process dies (an uncaught exception's stack trace) or other unexpected output, so it is forwarded at warn, and the
  * exit error carries its last lines as `stderr`: the reason the server died, in the one line an operator reads.
  */
-export function forwardOutput(child: Pick<ChildProcess, 'stdout' | 'stderr' | 'once' | 'pid'>, log: Logger, stopping: () => boolean): void {
+export function forwardOutput(child: Pick<ChildProcess, 'stdout' | 'stderr' | 'once' | 'pid'>, log: Logger, stopping: () => boolean, interrupted: () => boolean = () => false): void {
   const stderrTail: string[] = [];
   const closed: Promise<void>[] = [];
   for (const stream of [child.stdout, child.stderr]) {
@@ -227,12 +233,15 @@ export function forwardOutput(child: Pick<ChildProcess, 'stdout' | 'stderr' | 'o
     // 'exit' can come before the last output is read: wait for the pipes to close (bounded) so the reason is in the line.
     const pipesClosed = Promise.all(closed);
     void Promise.race([pipesClosed, delay(1_000, undefined, { ref: false })]).then(() => {
+      // Asked when the line is written, not at the exit: the caller's own signal handler may run just after the exit.
+      if (interrupted()) return log.debug({ code, signal }, UNLEASH_LOG.childExited);
       log.error({ code, signal, serverPid: child.pid, ...(stderrTail.length > 0 ? { stderr: stderrTail.join('\n') } : {}) }, UNLEASH_LOG.childExitedUnexpectedly);
     });
   });
 }
 
-async function waitListening(child: ChildProcess, options: ChildStartOptions, timeoutMs: number): Promise<number> {
+/** Sends the server its start options; resolves with its port once it listens. Exported for tests. */
+export async function waitListening(child: ChildProcess, options: ChildStartOptions, timeoutMs: number): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => done(new StranglerError('UNLEASH_UNREACHABLE', `unleash-server did not start listening within ${timeoutMs} ms`)), timeoutMs);
     const onMessage = (message: ChildMessage) => {
@@ -250,7 +259,10 @@ async function waitListening(child: ChildProcess, options: ChildStartOptions, ti
     }
     child.on('message', onMessage);
     child.once('exit', onExit);
-    child.send({ type: 'start', options });
+    // With a callback, a server already gone (EPIPE, a closed channel) is this start's error, not an uncaught 'error' event.
+    child.send({ type: 'start', options }, (err) => {
+      if (err) done(new StranglerError('UNLEASH_UNREACHABLE', `could not send unleash-server its start options (${err.message}): the process is gone; run with STRANGLER_LOG_LEVEL=debug to see its output`));
+    });
   });
 }
 
@@ -301,7 +313,7 @@ async function setSafeDefaultStrategy(url: string, adminToken: string, environme
 async function stopChild(child: ChildProcess, log: Logger): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
-  if (child.connected) child.send({ type: 'stop' });
+  if (child.connected) child.send({ type: 'stop' }, (err) => err && child.kill('SIGTERM'));
   else child.kill('SIGTERM');
   const timer = setTimeout(() => {
     log.warn({ serverPid: child.pid }, UNLEASH_LOG.killed);

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../../common/logger.ts';
-import { forwardOutput } from '../../../devstack/unleash/launcher.ts';
+import { forwardOutput, waitListening } from '../../../devstack/unleash/launcher.ts';
 import { UNLEASH_LOG } from '../../../devstack/unleash/log-events.ts';
 import { waitFor } from '../../helpers/wait.ts';
 
@@ -45,4 +45,26 @@ test('a server stopped on purpose: its exit is logged at debug, with no error', 
   await once(proc, 'exit');
   await waitFor('the exit to be logged', () => lines.some((l) => l.msg === UNLEASH_LOG.childExited), 10_000);
   assert.equal(lines.filter((l) => l.level >= 50).length, 0);
+});
+
+test('a server that dies of the same Ctrl-C that is stopping its caller: logged at debug, even when the caller learns of it just after the exit', async () => {
+  const { log, lines } = capture();
+  const proc = child(`process.kill(process.pid, 'SIGINT');`);
+  let aborted = false;
+  forwardOutput(proc, log, () => false, () => aborted);
+  proc.once('exit', () => (aborted = true)); // after forwardOutput's own exit listener: the signal handler runs second
+  await waitFor('the exit to be logged', () => lines.some((l) => l.msg === UNLEASH_LOG.childExited || l.msg === UNLEASH_LOG.childExitedUnexpectedly), 10_000);
+  assert.deepEqual(lines.filter((l) => l.level >= 50).map((l) => l.msg), [], 'no error line for an exit the caller caused');
+  assert.ok(lines.some((l) => l.msg === UNLEASH_LOG.childExited && l.level === 20));
+});
+
+test('a server gone before it gets its start options: the start fails with UNLEASH_UNREACHABLE instead of an uncaught EPIPE', async () => {
+  const proc = spawn(process.execPath, ['-e', 'process.exit(0)'], { stdio: ['ignore', 'ignore', 'ignore', 'ipc'] });
+  await once(proc, 'exit');
+  const options = { databaseUrl: 'postgres://x@127.0.0.1:1/x', host: '127.0.0.1', port: 0, adminToken: 'a', backendToken: 'b', adminUser: { username: 'u', password: 'p' }, logLevel: 'warn' as const };
+  await assert.rejects(waitListening(proc, options, 10_000), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'UNLEASH_UNREACHABLE');
+    assert.match(err.message, /could not send unleash-server its start options/);
+    return true;
+  });
 });
