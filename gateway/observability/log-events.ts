@@ -114,7 +114,10 @@ export function durationText(ms: number): string {
 }
 
 type RequestEvent = 'request.completed' | 'request.failed';
-const LEVEL: Record<RequestEvent, number> = { 'request.completed': levels.values[EVENTS['request.completed']] as number, 'request.failed': levels.values[EVENTS['request.failed']] as number };
+const levelOf = (event: RequestEvent): number => levels.values[EVENTS[event]] as number;
+const LEVEL: Record<RequestEvent, number> = { 'request.completed': levelOf('request.completed'), 'request.failed': levelOf('request.failed') };
+/** What a line starts with, up to its timestamp. */
+const LEVEL_PREFIX: Record<RequestEvent, string> = { 'request.completed': `{"level":${LEVEL['request.completed']}`, 'request.failed': `{"level":${LEVEL['request.failed']}` };
 
 /**
  * The per-request events (`request.completed`, `request.failed`), written as the exact line pino would write for
@@ -127,17 +130,16 @@ const LEVEL: Record<RequestEvent, number> = { 'request.completed': levels.values
  */
 export class RequestLog {
   readonly #log: PinoParts;
-  readonly #write: (line: string) => unknown;
+  readonly #stream: PinoParts[typeof symbols.streamSym];
   readonly #time: () => string;
-  /** `{"level":…,"time":…<bindings>,"reqId":` for each event, and the time and bindings it was made with. */
-  readonly #start: Record<RequestEvent, string> = { 'request.completed': '', 'request.failed': '' };
-  #startTime = '';
-  #startBindings = '';
+  /** `,"time":…<bindings>,"reqId":`, and the time and bindings it was made with. */
+  #head = '';
+  #headTime = '';
+  #headBindings = '';
 
   constructor(log: Logger) {
     this.#log = log as unknown as PinoParts;
-    const stream = this.#log[symbols.streamSym];
-    this.#write = (line) => stream.write(line);
+    this.#stream = this.#log[symbols.streamSym];
     this.#time = this.#log[symbols.timeSym].bind(this.#log);
   }
 
@@ -146,16 +148,16 @@ export class RequestLog {
     if (LEVEL[event] < log.levelVal) return;
     const time = this.#time();
     const bindings = log[symbols.chindingsSym];
-    if (time !== this.#startTime || bindings !== this.#startBindings) {
-      this.#startTime = time;
-      this.#startBindings = bindings;
-      for (const e of Object.keys(this.#start) as RequestEvent[]) this.#start[e] = `{"level":${LEVEL[e]}${time}${bindings},"reqId":`;
+    if (time !== this.#headTime || bindings !== this.#headBindings) {
+      this.#headTime = time;
+      this.#headBindings = bindings;
+      this.#head = `${time}${bindings},"reqId":`;
     }
-    let line = `${this.#start[event]}${str(f.reqId)},"routeId":${quoted(f.routeId)},"target":${quoted(f.target)},"decision":${quoted(f.decision)},"status":${f.status},"durationMs":${durationText(f.durationMs)}`;
+    let line = `${LEVEL_PREFIX[event]}${this.#head}${str(f.reqId)},"routeId":${quoted(f.routeId)},"target":${quoted(f.target)},"decision":${quoted(f.decision)},"status":${f.status},"durationMs":${durationText(f.durationMs)}`;
     if (f.method !== undefined) line += `,"method":${quoted(f.method)}`;
     line += `,"path":${str(f.path)}`;
     if (f.fallback) line += `,"fallback":${quoted(f.fallback)}`;
     if (f.code !== undefined) line += `,"code":${quoted(f.code)}`;
-    this.#write(`${line},"msg":"${event}"}\n`);
+    this.#stream.write(`${line},"msg":"${event}"}\n`);
   }
 }

@@ -658,9 +658,7 @@ export class Forwarder {
       return this.#finish(ex, 'service', outcome, null);
     }
     outcome.res?.resume(); // discard the failed answer
-    this.#runtime.stats(route.id).fallback();
-    const reason = outcome.phase === 'status' ? `service-${outcome.res?.statusCode ?? 500}` : `service-${outcome.phase}`;
-    logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: ex.reqId, [F.routeId]: route.id, reason, error: outcome.error });
+    const reason = this.#fallingBack(ex, outcome);
     const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
     attempt(ex, legacy, body, legacy.config.timeoutMs)
       .then((second) => {
@@ -671,6 +669,14 @@ export class Forwarder {
         return this.#finish(ex, 'legacy', second, reason);
       })
       .catch((err: unknown) => this.#respondError(ex, 'legacy', new StranglerError('INTERNAL_ERROR', `gateway error: ${String(err)}`), reason));
+  }
+
+  /** Counts and logs a fallback to legacy after the service failed (a request or a WebSocket handshake); returns its reason. */
+  #fallingBack(x: Recorded, failed: { phase: FailurePhase; res?: IncomingMessage | undefined; error?: string | undefined }): string {
+    this.#runtime.stats(x.route.id).fallback();
+    const reason = failed.phase === 'status' ? `service-${failed.res?.statusCode ?? 500}` : `service-${failed.phase}`;
+    logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: x.reqId, [F.routeId]: x.route.id, reason, error: failed.error });
+    return reason;
   }
 
   /** Sends an upstream answer (or the error for a failed outcome) and records it. */
@@ -720,13 +726,9 @@ export class Forwarder {
     this.#record(ex, target, err.status, true, fallback, err.code);
   }
 
-  /** Appends what the gateway adds to every answer of a routed request (upstream's or its own error) to a flat list. */
+  /** appendGatewayHeaders, and `Connection: close` while the gateway drains. */
   #gatewayHeaders(headers: string[], ex: Exchange, target: Target, fallback: string | null): string[] {
-    if (ex.snapshot.config.proxy.responseHeaders) {
-      headers.push('x-strangler-route', ex.route.id, 'x-strangler-target', target);
-      if (fallback) headers.push('x-strangler-fallback', fallback);
-    }
-    if (ex.setCookie) headers.push('set-cookie', ex.setCookie);
+    appendGatewayHeaders(headers, ex, target, fallback);
     if (this.#runtime.draining) headers.push('connection', 'close');
     return headers;
   }
@@ -761,6 +763,10 @@ export class Forwarder {
     res.writeHead(err.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-request-id': reqId, ...(close ? { connection: 'close' } : {}) });
     res.end(body);
     req.resume();
+    this.#logRejected(req, reqId, err);
+  }
+
+  #logRejected(req: IncomingMessage, reqId: string, err: StranglerError): void {
     logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
   }
 
@@ -862,9 +868,7 @@ export class Forwarder {
     const { route, snapshot } = u;
     if (snapshot.config.policies.fallbacks[route.fallback]?.enabled !== true || u.clientGone) return this.#upgradeDone(u, 'service', o, null);
     o.res?.destroy(); // discard the refusal (its connection is not reused)
-    this.#runtime.stats(route.id).fallback();
-    const reason = o.phase === 'status' ? `service-${o.res?.statusCode ?? 500}` : `service-${o.phase}`;
-    logEvent(this.#runtime.log, 'request.fallback', { [F.reqId]: u.reqId, [F.routeId]: route.id, reason, error: o.error });
+    const reason = this.#fallingBack(u, o);
     const legacy = snapshot.upstreams.get(route.legacy) as Upstream;
     void upgradeAttempt(u, legacy, legacy.config.timeoutMs, false).then((second) => {
       if (upstreamFailed(second)) {
@@ -910,12 +914,7 @@ export class Forwarder {
   /** The status line and headers the gateway sends on an upgrade: the upstream's, with the gateway's own appended. */
   #upgradeHead(u: PendingUpgrade, status: number, message: string, headers: string[], target: Target, fallback: string | null): string {
     if (rawHeader(headers, 'x-request-id') === undefined) headers.push('x-request-id', u.reqId);
-    if (u.snapshot.config.proxy.responseHeaders) {
-      headers.push('x-strangler-route', u.route.id, 'x-strangler-target', target);
-      if (fallback) headers.push('x-strangler-fallback', fallback);
-    }
-    if (u.setCookie) headers.push('set-cookie', u.setCookie);
-    return headText(status, message, headers);
+    return headText(status, message, appendGatewayHeaders(headers, u, target, fallback));
   }
 
   /** The gateway's own JSON error on an upgrade that got no upstream answer, then the connection closes. */
@@ -932,7 +931,7 @@ export class Forwarder {
   #rejectUpgrade(req: IncomingMessage, socket: Duplex, reqId: string, err: StranglerError): void {
     const body = errorBody(err, reqId);
     socket.end(headText(err.status, STATUS_CODES[err.status] ?? '', ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'x-request-id', reqId, 'connection', 'close']) + body);
-    logEvent(this.#runtime.log, 'request.rejected', { [F.reqId]: reqId, code: err.code, method: req.method, path: pathOf(req.url).slice(0, 200), reason: err.message });
+    this.#logRejected(req, reqId, err);
   }
 
   /** Ends what is left after the drain: WebSockets still open are cut (their upstream sockets with them). */
@@ -1053,6 +1052,19 @@ function upgradeAttempt(u: PendingUpgrade, upstream: Upstream, timeoutMs: number
 /** A handshake the upstream failed: no answer, or a 5xx refusal (a 4xx is an answer; the client leaving is not the upstream's doing). */
 function upstreamFailed(o: UpgradeOutcome): o is UpgradeOutcome & { ok: false } {
   return !o.ok && o.phase !== 'client-aborted' && (o.phase !== 'status' || (o.res?.statusCode ?? 502) >= 500);
+}
+
+/**
+ * Appends what the gateway adds to every answer of a routed request or WebSocket handshake (the upstream's or its own
+ * error) to a flat header list: the x-strangler-* headers unless turned off, and a newly minted session cookie.
+ */
+function appendGatewayHeaders(headers: string[], x: Pick<Exchange, 'snapshot' | 'route' | 'setCookie'>, target: Target, fallback: string | null): string[] {
+  if (x.snapshot.config.proxy.responseHeaders) {
+    headers.push('x-strangler-route', x.route.id, 'x-strangler-target', target);
+    if (fallback) headers.push('x-strangler-fallback', fallback);
+  }
+  if (x.setCookie) headers.push('set-cookie', x.setCookie);
+  return headers;
 }
 
 /** An HTTP/1.1 response head as text, for answers written straight to an upgrade's socket. */
