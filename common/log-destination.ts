@@ -1,51 +1,81 @@
 /**
- * A buffered, asynchronous pino destination for high-rate logs (the gateway's one line per request).
+ * The pino destination of processes that log per request (the gateway's `log.buffer`, on by default): lines are
+ * written by a log thread, off the event loop.
  *
- * pino's default destination (sonic-boom, asynchronous) hands lines to the file system in small batches and, for
- * each line, measures the byte length of everything it has buffered so far; at ~20k lines/s that was a third of
- * the cost of a request's access-log line. Here each line is encoded at once into a batch buffer (while the string
- * is still in cache: joining a batch of lines later cost several times more) and batches are written with one write
- * in flight at a time (on libuv's thread pool, off the event loop): when `batchBytes` bytes have accumulated, or
- * `flushMs` after the first unwritten line, whichever comes first.
+ * The event loop appends each line to a ring shared with the thread (common/log-ring.ts); for the gateway's
+ * per-request line it appends only the fields (RequestLog calls writeRequest), and the thread makes the text. Making
+ * and encoding a line per request on the event loop cost more than anything else the gateway adds to a proxied
+ * request (bench/gateway.bench.ts); copying the fields into the ring costs little.
  *
- * Nothing is lost on a clean stop: `flush(cb)` (pino's `logger.flush(cb)`) calls back once every line written before
- * it is with the operating system, and the gateway awaits it after draining. On any other exit, a process 'exit' hook writes what is still
- * buffered synchronously (a batch already handed to the thread pool is left to finish there). A destination that
- * cannot be written (closed pipe) stops logging instead of failing requests, as pino does for EPIPE.
+ * Nothing is lost, and a slow file never stalls the event loop:
+ * - When the ring is full (the thread is waiting on a slow pipe), lines queue in memory, in order, and move to the
+ *   ring as it empties.
+ * - `flush(cb)` (pino's `logger.flush(cb)`) calls back once every line written before it is with the operating
+ *   system; the gateway awaits it after draining. On any other exit, a process 'exit' hook waits (up to 5 s) for the
+ *   thread to write the rest.
+ * - If the thread dies, or cannot start, the event loop reads the ring itself from then on.
+ * A destination that cannot be written (closed pipe) stops logging instead of failing requests, as pino does for EPIPE.
  */
-import { fsyncSync, write, writeSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { CTRL, CTRL_SLOTS, RingReader, RingWriter, STATE } from './log-ring.ts';
+import { atomicWriteBytes, sleep, writeLines, type LogThreadData } from './log-thread.ts';
+import { RequestLineFormat, timeField, type RequestEvent, type RequestLineFields } from './request-line.ts';
 
-export interface BufferedDestinationOptions {
-  /** Write once this many bytes are buffered (default 64 Ki). */
-  batchBytes?: number;
-  /** ... or this long after the first unwritten line (default 100 ms). */
-  flushMs?: number;
+export interface LogThreadOptions {
+  /** Size of the shared ring, a power of two (default 4 MiB: seconds of lines at the gateway's top rate). */
+  ringBytes?: number;
+  /** The thread writes at least this often (default 25 ms); sooner on a flush or when the ring is half full. */
+  pollMs?: number;
+  /** How long an exit waits for the thread to write what is left (default 5 s). */
+  exitWaitMs?: number;
+  /** The thread's entry module: tests give one that fails to load. */
+  entry?: URL;
 }
 
-const live = new Set<BufferedDestination>();
+
+const live = new Set<LogThreadDestination>();
 let exitHooked = false;
 
-export class BufferedDestination {
+export class LogThreadDestination {
   readonly fd: number;
-  readonly #batchBytes: number;
-  readonly #flushMs: number;
-  /** Filled batch buffers not yet handed to a write, then the one being filled (`#used` bytes of it). */
-  #full: Buffer[] = [];
-  #current: Buffer | null = null;
-  #used = 0;
-  /** Bytes buffered in total (full batches plus the current one). */
-  #bytes = 0;
-  #writing = false;
-  #broken = false;
-  #timer: NodeJS.Timeout | undefined;
-  /** flush() callbacks not yet covered by a batch, and those that the batch being written covers. */
-  #waiters: ((err?: Error) => void)[] = [];
-  #batchWaiters: ((err?: Error) => void)[] = [];
+  readonly #ctrlBuffer: SharedArrayBuffer;
+  readonly #dataBuffer: SharedArrayBuffer;
+  readonly #ctrl: Int32Array;
+  readonly #ring: RingWriter;
+  #worker: Worker | null;
+  /** Set once the thread is gone: the event loop then reads the ring itself. */
+  #reader: RingReader | null = null;
+  #readerTimer: NodeJS.Timeout | undefined;
+  /** Lines that did not fit in the ring, oldest first; `#moved` counts those moved to the ring since the start. */
+  #overflow: string[] = [];
+  #moved = 0;
+  #overflowTimer: NodeJS.Timeout | undefined;
+  /** Request lines made on the event loop (queued behind the overflow, or with a string the ring cannot carry). */
+  readonly #format = new RequestLineFormat();
+  #ended = false;
+  readonly #exitWaitMs: number;
 
-  constructor(fd: number, options: BufferedDestinationOptions = {}) {
+  constructor(fd: number, options: LogThreadOptions = {}) {
     this.fd = fd;
-    this.#batchBytes = options.batchBytes ?? 64 * 1024;
-    this.#flushMs = options.flushMs ?? 100;
+    this.#exitWaitMs = options.exitWaitMs ?? 5000;
+    this.#ctrlBuffer = new SharedArrayBuffer(CTRL_SLOTS * 4);
+    this.#dataBuffer = new SharedArrayBuffer(options.ringBytes ?? 4 * 1024 * 1024);
+    this.#ctrl = new Int32Array(this.#ctrlBuffer);
+    this.#ring = new RingWriter(this.#ctrlBuffer, this.#dataBuffer);
+    const workerData: LogThreadData = { ctrl: this.#ctrlBuffer, data: this.#dataBuffer, fd, pollMs: options.pollMs ?? 25 };
+    // The thread takes none of the process's own options (an --input-type, say, fails its start); it registers the
+    // TypeScript loader itself.
+    this.#worker = new Worker(options.entry ?? new URL('./log-thread-entry.js', import.meta.url), {
+      workerData,
+      name: 'strangler-log',
+      execArgv: [],
+      // Its heap holds a line batch and the id table; without a limit it would take the process's young-generation
+      // size (the deployment's --max-semi-space-size=64).
+      resourceLimits: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 64 },
+    });
+    this.#worker.unref();
+    this.#worker.on('error', (err: Error) => this.#takeOver(err.message));
+    this.#worker.on('exit', (code: number) => this.#takeOver(`exited with code ${code}`));
     live.add(this);
     if (!exitHooked) {
       exitHooked = true;
@@ -55,123 +85,141 @@ export class BufferedDestination {
     }
   }
 
+  /** The log thread, for tests that make it fail. */
+  get thread(): Worker | null {
+    return this.#worker;
+  }
+
   /** pino calls this with one serialised line (newline included). */
   write(line: string): boolean {
-    if (this.#broken) return true;
-    // UTF-8 takes at most 3 bytes per UTF-16 unit.
-    if (this.#current === null || this.#used + line.length * 3 > this.#current.length) this.#startBuffer(line.length * 3);
-    const n = (this.#current as Buffer).write(line, this.#used);
-    this.#used += n;
-    this.#bytes += n;
-    if (this.#writing) return true;
-    if (this.#bytes >= this.#batchBytes) this.#writeBatch();
-    else this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
+    if (this.#broken()) return true;
+    if (this.#overflow.length > 0 || !this.#toRing(line)) this.#queue(line);
     return true;
   }
 
-  /** Writes everything buffered; `cb` runs once it is with the operating system (pino's `logger.flush(cb)`). */
+  /**
+   * A per-request line, as RequestLog would write it with `level`, the current time and the logger's `bindings`: the
+   * fields go in the ring and the log thread makes the text.
+   */
+  writeRequest(event: RequestEvent, level: number, bindings: string, f: RequestLineFields): void {
+    if (this.#broken()) return;
+    const now = Date.now();
+    if (this.#overflow.length === 0 && this.#ring.request(event, level, now, bindings, f)) return;
+    this.write(this.#format.line(event, level, timeField(now), bindings, f));
+  }
+
+  /** Calls back once every line written so far is with the operating system (pino's `logger.flush(cb)`). */
   flush(cb: (err?: Error) => void = () => {}): void {
-    if (!this.#writing && this.#bytes === 0) {
-      process.nextTick(cb);
-      return;
-    }
-    this.#waiters.push(cb);
-    if (!this.#writing) this.#writeBatch();
+    const movedBy = this.#moved + this.#overflow.length;
+    let mark: number | undefined;
+    const check = (): void => {
+      this.#moveOverflow();
+      if (this.#reader) this.#readHere();
+      if (this.#broken()) return cb(new Error('log destination cannot be written'));
+      if (mark === undefined && this.#moved >= movedBy) mark = this.#ring.written;
+      if (mark !== undefined && this.#ring.readUpTo(mark)) return cb();
+      this.#ring.ring();
+      setTimeout(check, 2);
+    };
+    check();
   }
 
-  /** Writes what is buffered, synchronously (exit paths). A batch already being written is left to finish. */
+  /** Writes everything, synchronously (exit paths): waits up to 5 s for the log thread, or reads the ring itself. */
   flushSync(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (this.#broken || this.#bytes === 0) return;
-    const data = this.#take();
-    let off = 0;
-    for (let tries = 0; off < data.length && tries < 1000; ) {
-      try {
-        off += writeSync(this.fd, data, off);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
-        tries++;
+    const deadline = Date.now() + this.#exitWaitMs;
+    for (;;) {
+      this.#moveOverflow();
+      if (this.#reader) this.#readHere();
+      const mark = this.#ring.written;
+      while (!this.#ring.readUpTo(mark) && !this.#reader && Date.now() < deadline) {
+        this.#ring.ring();
+        Atomics.wait(this.#ctrl, CTRL.read, Atomics.load(this.#ctrl, CTRL.read), 20);
       }
+      // A thread that never started (it failed to load, and the event loop, busy here, cannot hear of it) has read
+      // nothing: the event loop writes the lines itself. One that started is left to finish.
+      if (!this.#ring.readUpTo(mark) && !this.#reader && !this.#ended && Atomics.load(this.#ctrl, CTRL.started) === 0) {
+        this.#takeOver('did not start');
+        continue;
+      }
+      if (this.#overflow.length === 0 || this.#broken() || Date.now() >= deadline) return;
     }
   }
 
-  /** pino's `final`/tests: flush, then stop. */
+  /** pino's `final`, and tests: writes everything, then stops the log thread. */
   end(): void {
+    if (this.#ended) return;
     this.flushSync();
-    try {
-      fsyncSync(this.fd);
-    } catch {
-      // pipes and ttys cannot be synced
-    }
+    this.#ended = true;
     live.delete(this);
+    clearInterval(this.#readerTimer);
+    clearTimeout(this.#overflowTimer);
+    Atomics.store(this.#ctrl, CTRL.state, STATE.stopping);
+    this.#ring.ring();
   }
 
-  readonly #onTimer = (): void => {
-    this.#timer = undefined;
-    if (!this.#writing) this.#writeBatch();
+  #broken(): boolean {
+    return Atomics.load(this.#ctrl, CTRL.state) === STATE.broken;
+  }
+
+  /** Appends a line to the ring; false when it is full. A line too long for one record goes in pieces, waiting for room. */
+  #toRing(line: string): boolean {
+    const ring = this.#ring;
+    if (ring.fits(line)) return ring.line(line);
+    const bytes = Buffer.from(line);
+    for (let at = 0; at < bytes.length; at += ring.maxPiece) {
+      const piece = bytes.subarray(at, at + ring.maxPiece);
+      while (!ring.bytes(piece)) this.#waitForRoom();
+    }
+    return true;
+  }
+
+  #waitForRoom(): void {
+    if (this.#reader) return this.#readHere();
+    this.#ring.ring();
+    sleep(1);
+  }
+
+  #queue(line: string): void {
+    this.#overflow.push(line);
+    this.#overflowTimer ??= setTimeout(this.#onOverflowTimer, 10).unref();
+  }
+
+  readonly #onOverflowTimer = (): void => {
+    this.#overflowTimer = undefined;
+    this.#moveOverflow();
+    if (this.#overflow.length > 0) this.#overflowTimer = setTimeout(this.#onOverflowTimer, 10).unref();
   };
 
-  /** Closes the buffer being filled and opens one with room for at least `need` more bytes. */
-  #startBuffer(need: number): void {
-    if (this.#current !== null && this.#used > 0) this.#full.push(this.#current.subarray(0, this.#used));
-    this.#current = Buffer.allocUnsafe(Math.max(this.#batchBytes + 4096, need));
-    this.#used = 0;
+  /** Moves queued lines to the ring, oldest first, while they fit. */
+  #moveOverflow(): void {
+    let n = 0;
+    while (n < this.#overflow.length && this.#toRing(this.#overflow[n] as string)) n++;
+    if (n === 0) return;
+    this.#overflow = this.#overflow.slice(n);
+    this.#moved += n;
+    this.#ring.ring();
   }
 
-  /** Everything buffered, as one buffer; the destination is empty afterwards. */
-  #take(): Buffer {
-    if (this.#current !== null && this.#used > 0) this.#full.push(this.#current.subarray(0, this.#used));
-    const parts = this.#full;
-    const data = parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, this.#bytes);
-    this.#full = [];
-    this.#current = null;
-    this.#used = 0;
-    this.#bytes = 0;
-    return data;
+  /**
+   * The log thread is gone (it failed, could not start, or was stopped): the event loop reads the ring from now on,
+   * and the log says so (a `log.thread_failed` warning, after the lines already logged).
+   */
+  #takeOver(reason: string): void {
+    if (this.#reader || this.#ended) return;
+    this.#worker = null;
+    this.#reader = new RingReader(this.#ctrlBuffer, this.#dataBuffer, this.#ring.names());
+    this.#readerTimer = setInterval(() => this.#readHere(), 100).unref();
+    this.write(`{"level":40${timeField(Date.now())},"pid":${process.pid},"reason":${JSON.stringify(reason)},"msg":"log.thread_failed"}\n`);
   }
 
-  #writeBatch(): void {
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
-    if (this.#bytes === 0 || this.#broken) return this.#settle(this.#takeWaiters());
-    this.#writing = true;
-    this.#batchWaiters = this.#takeWaiters();
-    this.#writeFrom(this.#take(), 0);
-  }
-
-  #writeFrom(data: Buffer, off: number): void {
-    write(this.fd, data, off, data.length - off, null, (err, n) => {
-      if (err) {
-        if (err.code === 'EAGAIN') {
-          setTimeout(() => this.#writeFrom(data, off), 10).unref();
-          return;
-        }
-        // EPIPE, EBADF, …: the sink is gone; keep serving requests without logs.
-        this.#broken = true;
-        this.#take();
-        this.#writing = false;
-        this.#settle(this.#batchWaiters, err);
-        this.#batchWaiters = [];
-        return this.#settle(this.#takeWaiters(), err);
+  #readHere(): void {
+    this.#reader?.drain((bytes) => {
+      if (this.#broken()) return;
+      try {
+        writeLines(this.fd, bytes, atomicWriteBytes(this.fd), 1000);
+      } catch {
+        Atomics.store(this.#ctrl, CTRL.state, STATE.broken);
       }
-      if (off + n < data.length) return this.#writeFrom(data, off + n);
-      this.#writing = false;
-      this.#settle(this.#batchWaiters);
-      this.#batchWaiters = [];
-      if (this.#bytes === 0) return this.#settle(this.#takeWaiters());
-      if (this.#bytes >= this.#batchBytes || this.#waiters.length > 0) this.#writeBatch();
-      else this.#timer ??= setTimeout(this.#onTimer, this.#flushMs).unref();
     });
-  }
-
-  #takeWaiters(): ((err?: Error) => void)[] {
-    const waiters = this.#waiters;
-    this.#waiters = [];
-    return waiters;
-  }
-
-  #settle(waiters: readonly ((err?: Error) => void)[], err?: Error): void {
-    for (const w of waiters) w(err);
   }
 }

@@ -1,5 +1,6 @@
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
-import { BufferedDestination } from './log-destination.ts';
+import { LogThreadDestination } from './log-destination.ts';
+import { timeField } from './request-line.ts';
 
 export type { Logger } from 'pino';
 
@@ -36,29 +37,13 @@ export interface LoggerSettings {
   /** Where lines go; defaults to stdout. Tests pass a stream to read what was logged. */
   destination?: DestinationStream;
   /**
-   * Buffer stdout lines and write them in large asynchronous batches (common/log-destination.ts) instead of pino's
-   * default destination: for processes that log per request (the gateway's `log.buffer`, on by default). Lines
-   * reach stdout up to 100 ms later; `await flushLogger(log)` on a clean stop, and a process 'exit' hook, write the
-   * rest.
+   * Write stdout lines from a log thread (common/log-destination.ts) instead of pino's default destination: for
+   * processes that log per request (the gateway's `log.buffer`, on by default). Lines reach stdout up to 25 ms later;
+   * `await flushLogger(log)` on a clean stop, and a process 'exit' hook, write the rest.
    */
   buffer?: boolean;
-  /** The file descriptor a buffered logger writes to (default stdout). */
+  /** The file descriptor a buffering logger writes to (default stdout). */
   fd?: number;
-}
-
-/**
- * pino's isoTime, formatted once per millisecond: a process logging per request writes many lines in the same
- * millisecond, and the Date plus toISOString per line was a tenth of the cost of an access-log line.
- */
-let lastMs = -1;
-let lastTime = '';
-function isoTime(): string {
-  const now = Date.now();
-  if (now !== lastMs) {
-    lastMs = now;
-    lastTime = `,"time":"${new Date(now).toISOString()}"`;
-  }
-  return lastTime;
 }
 
 /** The one way a strangler process makes its root logger. */
@@ -67,10 +52,10 @@ export function createLogger(settings: LoggerSettings = {}): Logger {
     level: settings.level ?? process.env.STRANGLER_LOG_LEVEL ?? 'info',
     redact: { paths: [...REDACT_PATHS], censor: '[redacted]' },
     base: { pid: process.pid, ...(settings.name ? { name: settings.name } : {}) },
-    timestamp: isoTime,
+    timestamp: () => timeField(Date.now()),
   };
   if (settings.destination) return pino(options, settings.destination);
-  return settings.buffer ? pino(options, new BufferedDestination(settings.fd ?? process.stdout.fd ?? 1)) : pino(options);
+  return settings.buffer ? pino(options, new LogThreadDestination(settings.fd ?? process.stdout.fd ?? 1)) : pino(options);
 }
 
 /** Resolves once every line logged so far is written (a no-op for destinations that write at once). */

@@ -2,7 +2,7 @@
  * The full gateway as a benchmark server: one route with a legacy and a service upstream, its flag at a
  * flexibleRollout percentage from a bootstrap features file (no Unleash), the default breaker and fallback
  * policies, stats, and logs at production level: the logger startGateway makes by default (pino, info level: one
- * request.completed line per request, written to stdout through the buffered destination of log.buffer, its
+ * request.completed line per request, written to stdout by the log thread of log.buffer, its
  * default), with stdout redirected to a file by the parent.
  *
  * Usage: gateway.ts <legacy url> <service url> <work dir>. Prints {"port":n,"agent":{...}} (the legacy upstream's agent,

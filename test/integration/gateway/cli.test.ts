@@ -6,6 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -184,6 +185,7 @@ describe('strangler gateway (process)', () => {
     writeFileSync(file, configYaml(legacy.url, svc.url, 50));
     const gw = startChild([...CLI, 'gateway', '--config', file, '--workers', '3']);
     children.push(gw);
+    const closed = once(gw.proc, 'close');
     const started = await gw.waitFor((l) => l.msg === 'gateway.started');
     const adminUrl = started.admin as string;
     const proxyUrl = started.proxy as string;
@@ -206,5 +208,12 @@ describe('strangler gateway (process)', () => {
     }
     gw.kill('SIGTERM');
     assert.equal(await gw.exited, 0);
+    // Each worker's log thread wrote every request line to the one stdout they share, whole, before the exit.
+    await closed;
+    const requestLines = gw.lines.filter((l) => l.msg === 'request.completed');
+    assert.equal(requestLines.length, 120);
+    assert.equal(new Set(requestLines.map((l) => l.reqId)).size, 120);
+    assert.equal(new Set(requestLines.map((l) => l.pid)).size, 3, 'lines from every worker');
+    assert.deepEqual(gw.lines.filter((l) => typeof l.level !== 'number'), [], 'every stdout line is a whole JSON log line');
   });
 });
