@@ -46,8 +46,12 @@ export class LogThreadDestination {
   /** Set once the thread is gone: the event loop then reads the ring itself. */
   #reader: RingReader | null = null;
   #readerTimer: NodeJS.Timeout | undefined;
-  /** Lines that did not fit in the ring, oldest first; `#moved` counts those moved to the ring since the start. */
+  /**
+   * Lines that did not fit in the ring, oldest first, from `#head` on (those before it are in the ring); `#moved`
+   * counts the lines moved to the ring since the start.
+   */
   #overflow: string[] = [];
+  #head = 0;
   #moved = 0;
   #overflowTimer: NodeJS.Timeout | undefined;
   /** Request lines made on the event loop (queued behind the overflow, or with a string the ring cannot carry). */
@@ -93,7 +97,7 @@ export class LogThreadDestination {
   /** pino calls this with one serialised line (newline included). */
   write(line: string): boolean {
     if (this.#broken()) return true;
-    if (this.#overflow.length > 0 || !this.#toRing(line)) this.#queue(line);
+    if (this.#queued > 0 || !this.#toRing(line)) this.#queue(line);
     return true;
   }
 
@@ -104,13 +108,13 @@ export class LogThreadDestination {
   writeRequest(event: RequestEvent, level: number, bindings: string, f: RequestLineFields): void {
     if (this.#broken()) return;
     const now = Date.now();
-    if (this.#overflow.length === 0 && this.#ring.request(event, level, now, bindings, f)) return;
+    if (this.#queued === 0 && this.#ring.request(event, level, now, bindings, f)) return;
     this.write(this.#format.line(event, level, timeField(now), bindings, f));
   }
 
   /** Calls back once every line written so far is with the operating system (pino's `logger.flush(cb)`). */
   flush(cb: (err?: Error) => void = () => {}): void {
-    const movedBy = this.#moved + this.#overflow.length;
+    const movedBy = this.#moved + this.#queued;
     let mark: number | undefined;
     const check = (): void => {
       this.#moveOverflow();
@@ -141,7 +145,7 @@ export class LogThreadDestination {
         this.#takeOver('did not start');
         continue;
       }
-      if (this.#overflow.length === 0 || this.#broken() || Date.now() >= deadline) return;
+      if (this.#queued === 0 || this.#broken() || Date.now() >= deadline) return;
     }
   }
 
@@ -187,16 +191,24 @@ export class LogThreadDestination {
   readonly #onOverflowTimer = (): void => {
     this.#overflowTimer = undefined;
     this.#moveOverflow();
-    if (this.#overflow.length > 0) this.#overflowTimer = setTimeout(this.#onOverflowTimer, 10).unref();
+    if (this.#queued > 0) this.#overflowTimer = setTimeout(this.#onOverflowTimer, 10).unref();
   };
+
+  /** Lines waiting in memory for room in the ring. */
+  get #queued(): number {
+    return this.#overflow.length - this.#head;
+  }
 
   /** Moves queued lines to the ring, oldest first, while they fit. */
   #moveOverflow(): void {
-    let n = 0;
-    while (n < this.#overflow.length && this.#toRing(this.#overflow[n] as string)) n++;
-    if (n === 0) return;
-    this.#overflow = this.#overflow.slice(n);
-    this.#moved += n;
+    const start = this.#head;
+    while (this.#head < this.#overflow.length && this.#toRing(this.#overflow[this.#head] as string)) this.#head++;
+    if (this.#head === start) return;
+    this.#moved += this.#head - start;
+    if (this.#head === this.#overflow.length || this.#head > 4096) {
+      this.#overflow = this.#overflow.slice(this.#head);
+      this.#head = 0;
+    }
     this.#ring.ring();
   }
 

@@ -284,7 +284,8 @@ export class RingReader {
       } else if (kind === KIND.request) {
         const line = this.#requestLine(off);
         if (this.#used + line.length * 3 > this.#out.length) this.#flush(write);
-        this.#used += this.#out.write(line, this.#used);
+        if (line.length * 3 > this.#out.length) write(Buffer.from(line));
+        else this.#used += this.#out.write(line, this.#used);
       }
       this.#r = (this.#r + size) | 0;
     }

@@ -79,6 +79,8 @@ test('strings the ring cannot carry as they are still make the same line: beyond
     { ...base, path: '/api/caf\u00e9/\u00ff' },
     { ...base, path: '/api/\u2028/\u{1f600}', reqId: 'emoji' },
     { ...base, path: '/quote"and\\backslash\u0001' },
+    // a request line longer than the thread's write batch
+    { ...base, path: `/${'\u00e9'.repeat(150_000)}`, reqId: 'long' },
     ...Array.from({ length: 1500 }, (_, i): RequestLineFields => ({ ...base, routeId: `route-${i}`, reqId: `r${i}` })),
   ];
   for (const c of cases) d.writeRequest('request.failed', 40, BINDINGS, c);
