@@ -47,8 +47,8 @@ export const gatewayCommand: Command = {
     });
     if (!values.config) throw usageError('gateway', '--config FILE is required');
     const config = loadConfigFile(values.config);
-    const log = gatewayLogger(config);
     const workers = intOption('gateway', '--workers', values.workers) ?? config.proxy.workers;
+    const log = gatewayLogger(config, 'gateway', workers <= 1);
     const port = intOption('gateway', '--port', values.port, { max: 65_535 });
     const adminPort = intOption('gateway', '--admin-port', values['admin-port'], { max: 65_535 });
     const printToken = (token: string) => process.stderr.write(`strangler gateway: admin.token is not set; this run's control-plane token is ${token}\n`);

@@ -177,9 +177,13 @@ export interface RunningGateway {
   close(): Promise<void>;
 }
 
-/** The logger a gateway process makes from its config's `log` section (`name` tells primary and workers apart). */
-export function gatewayLogger(config: LoadedConfig, name = 'gateway'): Logger {
-  return createLogger({ level: config.log.level, name, buffer: config.log.buffer });
+/**
+ * The logger a gateway process makes from its config's `log` section (`name` tells primary and workers apart). A
+ * process that proxies logs per request, through a log thread when `log.buffer` is on; a cluster primary, which does
+ * not proxy (`proxies` false), writes its few lines on its event loop and saves the thread's memory (~20 MB).
+ */
+export function gatewayLogger(config: LoadedConfig, name = 'gateway', proxies = true): Logger {
+  return createLogger({ level: config.log.level, name, buffer: proxies && config.log.buffer });
 }
 
 /** A single-process gateway: data plane, control plane and flag client in this process. */

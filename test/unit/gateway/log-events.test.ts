@@ -8,6 +8,8 @@ import { symbols } from 'pino';
 import { LogThreadDestination } from '../../../common/log-destination.ts';
 import { createLogger, flushLogger } from '../../../common/logger.ts';
 import { logEvent, RequestLog } from '../../../gateway/observability/log-events.ts';
+import { gatewayLogger } from '../../../gateway/server.ts';
+import { testConfig } from '../../helpers/gateway.ts';
 import { durationText, type RequestLineFields } from '../../../common/request-line.ts';
 
 /** A logger as the gateway makes it (createLogger's options), writing into an array of lines. */
@@ -94,6 +96,16 @@ test('through the log thread (the gateway\'s default destination), request lines
     closeSync(fd);
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('a gateway process that proxies logs through the log thread (log.buffer, the default); a cluster primary and log.buffer false do not', () => {
+  const streamOf = (log: ReturnType<typeof createLogger>) => (log as unknown as Record<symbol, unknown>)[symbols.streamSym];
+  const config = (buffer?: boolean) => testConfig({ legacyUrl: 'http://127.0.0.1:1', serviceUrl: 'http://127.0.0.1:2', raw: buffer === undefined ? {} : { log: { buffer } } });
+  const proxying = streamOf(gatewayLogger(config()));
+  assert.ok(proxying instanceof LogThreadDestination);
+  proxying.end();
+  assert.ok(!(streamOf(gatewayLogger(config(), 'gateway', false)) instanceof LogThreadDestination), 'a cluster primary');
+  assert.ok(!(streamOf(gatewayLogger(config(false))) instanceof LogThreadDestination), 'log.buffer false');
 });
 
 test('request lines respect the logger level: completed is info, failed is warn', () => {
