@@ -18,7 +18,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CTRL, CTRL_SLOTS, RingReader, RingWriter, STATE } from './log-ring.ts';
-import { atomicWriteBytes, sleep, writeLines, type LogThreadData } from './log-thread.ts';
+import { fdSink, sleep, type LogThreadData } from './log-thread.ts';
 import { RequestLineFormat, timeField, type RequestEvent, type RequestLineFields } from './request-line.ts';
 
 export interface LogThreadOptions {
@@ -32,7 +32,6 @@ export interface LogThreadOptions {
   entry?: URL;
 }
 
-
 const live = new Set<LogThreadDestination>();
 let exitHooked = false;
 
@@ -43,8 +42,9 @@ export class LogThreadDestination {
   readonly #ctrl: Int32Array;
   readonly #ring: RingWriter;
   #worker: Worker | null;
-  /** Set once the thread is gone: the event loop then reads the ring itself. */
+  /** Set once the thread is gone: the event loop then reads the ring itself, into `#sink`. */
   #reader: RingReader | null = null;
+  #sink: (bytes: Uint8Array) => void = () => {};
   #readerTimer: NodeJS.Timeout | undefined;
   /**
    * Lines that did not fit in the ring, oldest first, from `#head` on (those before it are in the ring); `#moved`
@@ -220,18 +220,12 @@ export class LogThreadDestination {
     if (this.#reader || this.#ended) return;
     this.#worker = null;
     this.#reader = new RingReader(this.#ctrlBuffer, this.#dataBuffer, this.#ring.names());
+    this.#sink = fdSink(this.#ctrl, this.fd, 1000);
     this.#readerTimer = setInterval(() => this.#readHere(), 100).unref();
     this.write(`{"level":40${timeField(Date.now())},"pid":${process.pid},"reason":${JSON.stringify(reason)},"msg":"log.thread_failed"}\n`);
   }
 
   #readHere(): void {
-    this.#reader?.drain((bytes) => {
-      if (this.#broken()) return;
-      try {
-        writeLines(this.fd, bytes, atomicWriteBytes(this.fd), 1000);
-      } catch {
-        Atomics.store(this.#ctrl, CTRL.state, STATE.broken);
-      }
-    });
+    this.#reader?.drain(this.#sink);
   }
 }

@@ -21,14 +21,21 @@
  */
 import { REQUEST_EVENTS, RequestLineFormat, timeField, type RequestEvent, type RequestLineFields } from './request-line.ts';
 
-/** Slots of the control block. */
-/** `started`: set by the log thread once it runs. */
+/** Slots of the control block (`started`: set by the log thread once it runs). */
 export const CTRL = { write: 0, read: 1, doorbell: 2, state: 3, started: 4 } as const;
 export const CTRL_SLOTS = 5;
 /** Values of `state`. */
 export const STATE = { running: 0, stopping: 1, broken: 2 } as const;
 
 const KIND = { pad: 0, line: 1, define: 2, request: 3 } as const;
+/** Int32 slots from a record's start: every record's, then each kind's (as in the layout above). */
+const AT = { size: 0, kind: 1 } as const;
+const LINE_AT = { length: 2 } as const;
+const DEFINE_AT = { id: 2, length: 3 } as const;
+const REQUEST_AT = { event: 2, level: 3, bindings: 4, routeId: 5, target: 6, decision: 7, method: 8, fallback: 9, code: 10, status: 11, reqIdLength: 16, pathLength: 17 } as const;
+/** Float64 slots from a REQUEST record's start. */
+const REQUEST_AT_F64 = { time: 6, durationMs: 7 } as const;
+/** Bytes before each kind's text. */
 const LINE_HEAD = 12;
 const DEFINE_HEAD = 16;
 const REQUEST_HEAD = 72;
@@ -60,7 +67,10 @@ class RingViews {
   }
 }
 
-/** The event loop's side: appends records. Each method returns false, having appended nothing, when the ring is full. */
+/**
+ * The event loop's side: appends records. Each method returns false when the ring is full, having appended nothing
+ * the reader would write (at most the DEFINE records of a request's new strings).
+ */
 export class RingWriter {
   readonly #v: RingViews;
   /** Bytes appended (published or about to be), and the last `read` seen. */
@@ -78,7 +88,7 @@ export class RingWriter {
   constructor(ctrl: SharedArrayBuffer, data: SharedArrayBuffer) {
     this.#v = new RingViews(ctrl, data);
     this.maxRecord = this.#v.size / 4;
-    this.maxPiece = this.maxRecord - LINE_HEAD - 8;
+    this.maxPiece = this.maxRecord - LINE_HEAD;
   }
 
   /** The strings sent as ids so far, by id (for a reader that takes over from the log thread). */
@@ -109,24 +119,16 @@ export class RingWriter {
 
   /** A whole line (newline included) that fits(). */
   line(line: string): boolean {
-    const v = this.#v;
     const off = this.#reserve(align8(LINE_HEAD + line.length * 3));
-    if (off < 0) return false;
-    const n = v.buf.write(line, off + LINE_HEAD);
-    v.i32[(off >> 2) + 1] = KIND.line;
-    v.i32[(off >> 2) + 2] = n;
-    return this.#commit(off, align8(LINE_HEAD + n));
+    return off >= 0 && this.#commitLine(off, this.#v.buf.write(line, off + LINE_HEAD));
   }
 
   /** A piece of a line too long for one record, at most `maxPiece` bytes; the reader writes pieces as they are. */
   bytes(piece: Uint8Array): boolean {
-    const v = this.#v;
     const off = this.#reserve(align8(LINE_HEAD + piece.length));
     if (off < 0) return false;
-    v.u8.set(piece, off + LINE_HEAD);
-    v.i32[(off >> 2) + 1] = KIND.line;
-    v.i32[(off >> 2) + 2] = piece.length;
-    return this.#commit(off, align8(LINE_HEAD + piece.length));
+    this.#v.u8.set(piece, off + LINE_HEAD);
+    return this.#commitLine(off, piece.length);
   }
 
   /**
@@ -151,21 +153,21 @@ export class RingWriter {
     if (!latin1(v.u8, off + REQUEST_HEAD, reqId) || !latin1(v.u8, off + REQUEST_HEAD + reqId.length, path)) return false;
     const i = off >> 2;
     const i32 = v.i32;
-    i32[i + 1] = KIND.request;
-    i32[i + 2] = event === 'request.completed' ? 0 : 1;
-    i32[i + 3] = level;
-    i32[i + 4] = b;
-    i32[i + 5] = route;
-    i32[i + 6] = target;
-    i32[i + 7] = decision;
-    i32[i + 8] = method;
-    i32[i + 9] = fallback;
-    i32[i + 10] = code;
-    i32[i + 11] = f.status;
-    v.f64[(off >> 3) + 6] = time;
-    v.f64[(off >> 3) + 7] = f.durationMs;
-    i32[i + 16] = reqId.length;
-    i32[i + 17] = path.length;
+    i32[i + AT.kind] = KIND.request;
+    i32[i + REQUEST_AT.event] = REQUEST_EVENTS.indexOf(event);
+    i32[i + REQUEST_AT.level] = level;
+    i32[i + REQUEST_AT.bindings] = b;
+    i32[i + REQUEST_AT.routeId] = route;
+    i32[i + REQUEST_AT.target] = target;
+    i32[i + REQUEST_AT.decision] = decision;
+    i32[i + REQUEST_AT.method] = method;
+    i32[i + REQUEST_AT.fallback] = fallback;
+    i32[i + REQUEST_AT.code] = code;
+    i32[i + REQUEST_AT.status] = f.status;
+    v.f64[(off >> 3) + REQUEST_AT_F64.time] = time;
+    v.f64[(off >> 3) + REQUEST_AT_F64.durationMs] = f.durationMs;
+    i32[i + REQUEST_AT.reqIdLength] = reqId.length;
+    i32[i + REQUEST_AT.pathLength] = path.length;
     return this.#commit(off, size);
   }
 
@@ -181,18 +183,13 @@ export class RingWriter {
     const v = this.#v;
     const next = this.#names.length;
     v.buf.write(s, off + DEFINE_HEAD);
-    v.i32[(off >> 2) + 1] = KIND.define;
-    v.i32[(off >> 2) + 2] = next;
-    v.i32[(off >> 2) + 3] = length;
+    v.i32[(off >> 2) + AT.kind] = KIND.define;
+    v.i32[(off >> 2) + DEFINE_AT.id] = next;
+    v.i32[(off >> 2) + DEFINE_AT.length] = length;
     this.#commit(off, size);
     this.#ids.set(s, next);
     this.#names.push(s);
     return next;
-  }
-
-  #free(): number {
-    this.#r = Atomics.load(this.#v.ctrl, CTRL.read);
-    return this.#v.size - ((this.#w - this.#r) | 0);
   }
 
   /** The offset of room for a record of `size` bytes (after a PAD if it would cross the end), or -1 when full. */
@@ -202,7 +199,9 @@ export class RingWriter {
     const tail = v.size - off;
     const need = size <= tail ? size : tail + size;
     if (((this.#w - this.#r) | 0) + need > v.size) {
-      const used = v.size - this.#free();
+      // Full as of the last `read` seen: look again.
+      this.#r = Atomics.load(v.ctrl, CTRL.read);
+      const used = (this.#w - this.#r) | 0;
       if (used < v.size / 2) this.#rang = false;
       else if (!this.#rang) {
         this.#rang = true;
@@ -211,14 +210,20 @@ export class RingWriter {
       if (used + need > v.size) return -1;
     }
     if (size <= tail) return off;
-    v.i32[off >> 2] = tail;
-    v.i32[(off >> 2) + 1] = KIND.pad;
+    v.i32[(off >> 2) + AT.size] = tail;
+    v.i32[(off >> 2) + AT.kind] = KIND.pad;
     this.#w = (this.#w + tail) | 0;
     return 0;
   }
 
+  #commitLine(off: number, length: number): true {
+    this.#v.i32[(off >> 2) + AT.kind] = KIND.line;
+    this.#v.i32[(off >> 2) + LINE_AT.length] = length;
+    return this.#commit(off, align8(LINE_HEAD + length));
+  }
+
   #commit(off: number, size: number): true {
-    this.#v.i32[off >> 2] = size;
+    this.#v.i32[(off >> 2) + AT.size] = size;
     this.#w = (this.#w + size) | 0;
     Atomics.store(this.#v.ctrl, CTRL.write, this.#w);
     return true;
@@ -267,10 +272,10 @@ export class RingReader {
     while (this.#r !== w) {
       const off = this.#r & v.mask;
       const i = off >> 2;
-      const size = v.i32[i] as number;
-      const kind = v.i32[i + 1];
+      const size = v.i32[i + AT.size] as number;
+      const kind = v.i32[i + AT.kind];
       if (kind === KIND.line) {
-        const n = v.i32[i + 2] as number;
+        const n = v.i32[i + LINE_AT.length] as number;
         if (this.#used + n > this.#out.length) this.#flush(write);
         if (n > this.#out.length) write(v.u8.subarray(off + LINE_HEAD, off + LINE_HEAD + n));
         else {
@@ -278,8 +283,8 @@ export class RingReader {
           this.#used += n;
         }
       } else if (kind === KIND.define) {
-        const id = v.i32[i + 2] as number;
-        const n = v.i32[i + 3] as number;
+        const id = v.i32[i + DEFINE_AT.id] as number;
+        const n = v.i32[i + DEFINE_AT.length] as number;
         this.#names[id] = v.buf.toString('utf8', off + DEFINE_HEAD, off + DEFINE_HEAD + n);
       } else if (kind === KIND.request) {
         const line = this.#requestLine(off);
@@ -301,22 +306,23 @@ export class RingReader {
 
   #requestLine(off: number): string {
     const { i32, f64, buf } = this.#v;
-    const i = off >> 2;
-    const name = (id: number): string | undefined => (id < 0 ? undefined : this.#names[id]);
-    const reqIdLength = i32[i + 16] as number;
-    const pathAt = off + REQUEST_HEAD + reqIdLength;
-    const event = REQUEST_EVENTS[i32[i + 2] as number] as RequestEvent;
-    return this.#format.line(event, i32[i + 3] as number, timeField(f64[(off >> 3) + 6] as number), name(i32[i + 4] as number) ?? '', {
+    const slot = (at: number): number => i32[(off >> 2) + at] as number;
+    const name = (at: number): string | undefined => {
+      const id = slot(at);
+      return id < 0 ? undefined : this.#names[id];
+    };
+    const pathAt = off + REQUEST_HEAD + slot(REQUEST_AT.reqIdLength);
+    return this.#format.line(REQUEST_EVENTS[slot(REQUEST_AT.event)] as RequestEvent, slot(REQUEST_AT.level), timeField(f64[(off >> 3) + REQUEST_AT_F64.time] as number), name(REQUEST_AT.bindings) ?? '', {
       reqId: buf.toString('latin1', off + REQUEST_HEAD, pathAt),
-      routeId: name(i32[i + 5] as number) ?? '',
-      target: name(i32[i + 6] as number) ?? '',
-      decision: name(i32[i + 7] as number) ?? '',
-      status: i32[i + 11] as number,
-      durationMs: f64[(off >> 3) + 7] as number,
-      method: name(i32[i + 8] as number),
-      path: buf.toString('latin1', pathAt, pathAt + (i32[i + 17] as number)),
-      fallback: name(i32[i + 9] as number) ?? null,
-      code: name(i32[i + 10] as number),
+      routeId: name(REQUEST_AT.routeId) ?? '',
+      target: name(REQUEST_AT.target) ?? '',
+      decision: name(REQUEST_AT.decision) ?? '',
+      status: slot(REQUEST_AT.status),
+      durationMs: f64[(off >> 3) + REQUEST_AT_F64.durationMs] as number,
+      method: name(REQUEST_AT.method),
+      path: buf.toString('latin1', pathAt, pathAt + slot(REQUEST_AT.pathLength)),
+      fallback: name(REQUEST_AT.fallback) ?? null,
+      code: name(REQUEST_AT.code),
     });
   }
 }

@@ -75,20 +75,29 @@ export function writeLines(fd: number, bytes: Uint8Array, limit: number, patienc
   }
 }
 
+/**
+ * Where a ring reader writes: `fd` in line-aligned pieces (writeLines), until a write fails; then the ring's `state`
+ * is broken and the rest is dropped. The log thread waits out EAGAIN for as long as it takes; the event loop, reading
+ * the ring after the thread is gone, for `patienceMs`.
+ */
+export function fdSink(control: Int32Array, fd: number, patienceMs: number): (bytes: Uint8Array) => void {
+  const limit = atomicWriteBytes(fd);
+  return (bytes) => {
+    if (Atomics.load(control, CTRL.state) === STATE.broken) return;
+    try {
+      writeLines(fd, bytes, limit, patienceMs);
+    } catch {
+      Atomics.store(control, CTRL.state, STATE.broken);
+    }
+  };
+}
+
 /** Drains the ring until the event loop sets `state` to stopping and everything is written. */
 export function runLogThread({ ctrl, data, fd, pollMs }: LogThreadData): void {
   const control = new Int32Array(ctrl);
   Atomics.store(control, CTRL.started, 1);
   const reader = new RingReader(ctrl, data);
-  const limit = atomicWriteBytes(fd);
-  const write = (bytes: Uint8Array): void => {
-    if (Atomics.load(control, CTRL.state) === STATE.broken) return;
-    try {
-      writeLines(fd, bytes, limit, Infinity);
-    } catch {
-      Atomics.store(control, CTRL.state, STATE.broken);
-    }
-  };
+  const write = fdSink(control, fd, Infinity);
   for (;;) {
     const bell = Atomics.load(control, CTRL.doorbell);
     reader.drain(write);

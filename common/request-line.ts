@@ -21,9 +21,9 @@ export function timeField(ms: number): string {
   return lastTime;
 }
 
-export type RequestEvent = 'request.completed' | 'request.failed';
 /** The per-request events in a fixed order: the log thread's records carry the index. */
-export const REQUEST_EVENTS: readonly RequestEvent[] = ['request.completed', 'request.failed'];
+export const REQUEST_EVENTS = ['request.completed', 'request.failed'] as const;
+export type RequestEvent = (typeof REQUEST_EVENTS)[number];
 
 /** The fields of a per-request line, in the order they are written. */
 export interface RequestLineFields {

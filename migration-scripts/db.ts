@@ -120,7 +120,7 @@ export function isDatabaseFault(err: unknown): boolean {
 function isConnectionError(thrown: unknown): boolean {
   const err = [...causeChain(thrown)].find((e) => !String(e.name).startsWith('KafkaJS'));
   if (err === undefined || isStranglerError(err)) return false;
-  const code = (err as { code?: unknown } | null)?.code;
+  const code = err.code;
   if (typeof code === 'string' && (code.startsWith('28') || code.startsWith('08') || ['3D000', '57P03', 'ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ECONNRESET'].includes(code))) return true;
   return err instanceof Error && /timeout exceeded when trying to connect|Connection terminated|does not support SSL|SSL/i.test(err.message);
 }

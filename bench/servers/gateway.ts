@@ -10,7 +10,7 @@
  * Profiling knobs (environment): BENCH_FLAG_PERCENT (default 50), BENCH_LOG_LEVEL (default info),
  * BENCH_RESPONSE_HEADERS (default 1), BENCH_LEGACY_ONLY (default 0: the route has a service), BENCH_LOG_SAMPLE_RATE
  * (proxy.logSampleRate, default 1: every request logged), BENCH_LOG_SINK (where log lines go: `stdout`, the default,
- * which the parent redirects to a file; `devnull`, the same buffered destination on /dev/null; `none`, lines made
+ * which the parent redirects to a file; `devnull`, the same log thread writing to /dev/null; `none`, lines made
  * and dropped: to tell the cost of making a line from the cost of writing it).
  */
 import { openSync, writeFileSync } from 'node:fs';

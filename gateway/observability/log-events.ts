@@ -7,7 +7,6 @@ import type { Logger } from '../../common/logger.ts';
 import { LogThreadDestination } from '../../common/log-destination.ts';
 import { RequestLineFormat, type RequestEvent, type RequestLineFields } from '../../common/request-line.ts';
 
-
 export const F = { reqId: 'reqId', routeId: 'routeId', target: 'target', decision: 'decision', status: 'status', durationMs: 'durationMs' } as const;
 
 type Level = 'debug' | 'info' | 'warn' | 'error';
